@@ -1,0 +1,30 @@
+"""Consumer: pulls batches from the Kafka bridge and hands them to the state owner.
+
+It does not interpret values. One bridge crossing per batch.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from actors.kafka import KafkaBridge
+from actors.messages import StateIn
+
+
+async def run(bridge: KafkaBridge, *, outbox: trio.MemorySendChannel[StateIn],
+              poll_ms: int = 200,
+              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Fetch forever (until cancelled). Owns and closes ``outbox``.
+
+    A batch with no records is still sent when some position moved: compaction can
+    leave a partition's end beyond its last record, and the catch-up gate needs the
+    consumer's position, not the last offset seen.
+    """
+    async with outbox:
+        task_status.started()
+        last: dict[int, int] = {}
+        while True:
+            batch = await bridge.fetch(poll_ms)
+            if batch.records or batch.positions != last:
+                last = batch.positions
+                await outbox.send(batch)

@@ -1,0 +1,448 @@
+"""The Kafka bridge: aiokafka on its own asyncio loop, reached from trio through anyio.
+
+This is the only module that imports aiokafka (shared/DESIGN.md §3). aiokafka runs on
+an asyncio event loop in a worker thread started by
+``anyio.from_thread.start_blocking_portal("asyncio")``. Every aiokafka object is
+created, used and stopped on that loop (:class:`_Loop` holds them). The trio side
+(:class:`KafkaBridge`) submits coroutines with ``portal.start_task_soon`` and awaits the
+``concurrent.futures.Future`` without blocking trio: the future's done-callback wakes
+trio through ``TrioToken.run_sync_soon``. One crossing per batch, never per record.
+
+Rebalance callbacks run on the asyncio thread; they hand a :class:`Revoked` or
+:class:`Assigned` to trio (``run_sync_soon`` into a channel with room for it) and await
+the trio side's answer as an asyncio future, so a revoke completes before the group
+moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.from_thread
+import trio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocol,
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
+
+from actors.assignment import Claim, decode_claim, decode_table, encode_claim, encode_table, plan
+from actors.messages import Assigned, Batch, BridgeEvent, Record, Revoked, RoutingTable
+from actors.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class BrokerUnavailable(Exception):
+    """Kafka did not answer in time (or refused); the request may be retried."""
+
+
+def partition_for(key: bytes, num_partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, positive, modulo): what every Kafka client
+    computes for a keyed record, so any producer of the topic agrees with us."""
+    return (murmur2(key) & 0x7FFFFFFF) % num_partitions
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    created: bool
+    configs: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    member_id: str
+    client_host: str
+    url: str
+    partitions: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    state: str
+    protocol: str
+    members: list[GroupMember]
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap_servers": settings.bootstrap.split(","), "client_id": "kstate"}
+
+
+class _FutureReply:
+    """A :class:`actors.messages.Reply` that resolves an asyncio future from trio."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+        self._loop = loop
+        self._fut = fut
+
+    def send(self, value: Any) -> None:
+        def _set() -> None:
+            if not self._fut.done():
+                self._fut.set_result(value)
+
+        self._loop.call_soon_threadsafe(_set)
+
+
+class _Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """kstate's assignor: claims in JoinGroup, sticky plan, full table to everyone."""
+
+    name = "kstate-sticky"
+    version = 0
+
+    def __init__(self, topic: str, url: str, owned: Callable[[], frozenset[int]]) -> None:
+        self._topic = topic
+        self._url = url
+        self._owned = owned
+        self.table_bytes = b""
+
+    def metadata(self, topics: Any) -> ConsumerProtocolMemberMetadata:  # type: ignore[override]
+        claim = Claim(url=self._url, owned=self._owned())
+        return ConsumerProtocolMemberMetadata(self.version, sorted(topics), encode_claim(claim))
+
+    def assign(self, cluster: Any, members: Any) -> dict[str, Any]:  # type: ignore[override]
+        claims = {mid: decode_claim(meta.user_data) for mid, meta in members.items()}
+        partitions = cluster.partitions_for_topic(self._topic) or set()
+        assignment = plan(len(partitions), claims)
+        table = encode_table(assignment, claims)
+        log.info("event=assign members=%d plan=%s", len(claims),
+                 {claims[m].url: parts for m, parts in assignment.items()})
+        return {
+            mid: ConsumerProtocolMemberAssignment(self.version, [(self._topic, parts)], table)
+            for mid, parts in assignment.items()
+        }
+
+    def on_assignment(self, assignment: Any) -> None:  # type: ignore[override]
+        self.table_bytes = assignment.user_data or b""
+
+
+class _Loop:
+    """Everything that lives on the asyncio loop. Methods run there only."""
+
+    def __init__(self, settings: Settings, token: trio.lowlevel.TrioToken) -> None:
+        self.settings = settings
+        self.token = token
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.assignor: _Assignor | None = None
+        self.events: trio.MemorySendChannel[BridgeEvent] | None = None
+        self.epoch = 0
+        self.closing = False
+        self.failure: BaseException | None = None
+
+    # -- admin ---------------------------------------------------------------
+    async def ensure_topic(self) -> TopicInfo:
+        s = self.settings
+        admin = AIOKafkaAdminClient(**_common(s), request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            created = False
+            if s.topic not in await admin.list_topics():
+                configs = {"cleanup.policy": "compact",
+                           "min.insync.replicas": str(min(2, s.replication))}
+                try:
+                    await admin.create_topics(
+                        [NewTopic(s.topic, s.partitions, s.replication, topic_configs=configs)])
+                    created = True
+                except TopicAlreadyExistsError:
+                    pass  # another node won the race: use it as it is
+            described = await admin.describe_topics([s.topic])
+            partitions = len(described[0]["partitions"])
+            resource = ConfigResource(ConfigResourceType.TOPIC, s.topic)
+            desc = await admin.describe_configs([resource])
+            configs_out: dict[str, str] = {}
+            for resp in desc:
+                for res in resp.resources:
+                    for entry in res[4]:
+                        if entry[0] in ("cleanup.policy", "min.insync.replicas",
+                                        "retention.ms"):
+                            configs_out[entry[0]] = entry[1]
+            return TopicInfo(s.topic, partitions, created, configs_out)
+        finally:
+            await admin.close()
+
+    async def describe_group(self, group: str) -> GroupInfo:
+        admin = AIOKafkaAdminClient(**_common(self.settings))
+        await admin.start()
+        try:
+            resp = await admin.describe_consumer_groups([group])
+            g = resp[0].groups[0]
+            members = []
+            for m in g[5]:
+                # v0-v3: member_id, client_id, client_host, metadata, assignment
+                # (v4+ adds group_instance_id after member_id): count from the end.
+                parts: list[int] = []
+                if m[-1]:
+                    assignment = ConsumerProtocol.ASSIGNMENT.decode(m[-1])
+                    parts = sorted(tp.partition for tp in assignment.partitions())
+                url = decode_claim(ConsumerProtocol.METADATA.decode(m[-2]).user_data).url \
+                    if m[-2] else ""
+                members.append(GroupMember(member_id=m[0], client_host=m[-3], url=url,
+                                           partitions=parts))
+            return GroupInfo(state=g[2], protocol=g[4], members=members)
+        finally:
+            await admin.close()
+
+    # -- producer ------------------------------------------------------------
+    async def start_producer(self) -> None:
+        self.producer = AIOKafkaProducer(
+            **_common(self.settings), acks="all", enable_idempotence=True, linger_ms=1,
+            request_timeout_ms=int(self.settings.write_timeout * 1000))
+        await self.producer.start()
+
+    async def produce(self, partition: int, key: bytes, value: bytes | None) -> int:
+        assert self.producer is not None
+        md = await self.producer.send_and_wait(self.settings.topic, value, key=key,
+                                               partition=partition)
+        return int(md.offset)
+
+    async def flush(self) -> None:
+        if self.producer is not None:
+            await self.producer.flush()
+
+    # -- consumer ------------------------------------------------------------
+    async def start_consumer(self, url: str, owned: Callable[[], frozenset[int]],
+                             events: trio.MemorySendChannel[BridgeEvent]) -> None:
+        s = self.settings
+        self.events = events
+        self.assignor = _Assignor(s.topic, url, owned)
+        self.consumer = AIOKafkaConsumer(
+            **_common(s), group_id=s.group, group_instance_id=s.instance_id or None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            partition_assignment_strategy=(self.assignor,),
+            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=s.heartbeat_ms,
+            rebalance_timeout_ms=max(s.session_timeout_ms, 30_000),
+            max_poll_records=s.max_batch, fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024)
+        await self.consumer.start()
+        self.consumer.subscribe([s.topic], listener=_Listener(self))
+
+    async def fetch(self, timeout_ms: int) -> Batch:
+        consumer = self.consumer
+        assert consumer is not None
+        if self.failure is not None:
+            raise self.failure
+        got = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.max_batch)
+        records = {tp.partition: [Record(m.offset, m.key, m.value) for m in msgs]
+                   for tp, msgs in got.items()}
+        return Batch(epoch=self.epoch, records=records, positions=self._positions())
+
+    def _positions(self) -> dict[int, int]:
+        # aiokafka's public position() may block to reset; we only want the known ones.
+        consumer = self.consumer
+        assert consumer is not None
+        sub = consumer._subscription.subscription
+        if sub is None or sub.assignment is None:
+            return {}
+        out: dict[int, int] = {}
+        for tp in sub.assignment.tps:
+            st = sub.assignment.state_value(tp)
+            if st is not None and st.has_valid_position and not st.paused:
+                out[tp.partition] = st.position
+        return out
+
+    async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        assert self.consumer is not None
+        tps = [TopicPartition(self.settings.topic, p) for p in partitions]
+        ends = await self.consumer.end_offsets(tps)
+        return {tp.partition: off for tp, off in ends.items()}
+
+    def highwater(self, partition: int) -> int | None:
+        assert self.consumer is not None
+        hw = self.consumer.highwater(TopicPartition(self.settings.topic, partition))
+        return None if hw is None else int(hw)
+
+    def generation(self) -> int:
+        assert self.consumer is not None
+        return int(self.consumer._coordinator.generation)
+
+    async def to_trio(self, make: Callable[[_FutureReply], BridgeEvent]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        msg = make(_FutureReply(loop, fut))
+        events = self.events
+        assert events is not None
+        try:
+            self.token.run_sync_soon(events.send_nowait, msg)
+        except trio.RunFinishedError:
+            fut.cancel()
+        return await fut
+
+    async def stop(self) -> None:
+        self.closing = True
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    await client.stop()
+                except Exception:
+                    log.exception("event=kafka_stop_failed client=%s", type(client).__name__)
+        self.consumer = self.producer = None
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, side: _Loop) -> None:
+        self.side = side
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        side = self.side
+        side.epoch += 1
+        if side.closing:
+            return
+        parts = frozenset(tp.partition for tp in revoked)
+        log.info("event=revoked epoch=%d partitions=%s", side.epoch, sorted(parts))
+        await self._guard(side.to_trio(lambda reply: Revoked(side.epoch, parts, reply)))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        side = self.side
+        consumer = side.consumer
+        if side.closing or consumer is None:
+            return
+        await self._guard(self._assigned(consumer, sorted(assigned)))
+
+    async def _assigned(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        side = self.side
+        if tps:
+            consumer.pause(*tps)  # no fetch before we seek where the state owner says
+        ends = await _retry(lambda: consumer.end_offsets(tps), side.settings.session_timeout_ms)
+        end_offsets = {tp.partition: int(off) for tp, off in ends.items()}
+        assert side.assignor is not None
+        table = decode_table(side.assignor.table_bytes, side.generation())
+        parts = frozenset(tp.partition for tp in tps)
+        log.info("event=assigned epoch=%d generation=%d partitions=%s", side.epoch,
+                 table.generation, sorted(parts))
+        seeks: dict[int, int | None] = await side.to_trio(
+            lambda reply: Assigned(side.epoch, parts, table, end_offsets, reply))
+        for tp in tps:
+            where = seeks.get(tp.partition)
+            if where is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, where)
+        if tps:
+            consumer.resume(*tps)
+
+    async def _guard(self, work: Awaitable[Any]) -> None:
+        # aiokafka logs and swallows listener errors; we make the next fetch raise so
+        # the node stops instead of serving from a state it no longer understands.
+        try:
+            await work
+        except Exception as exc:
+            log.exception("event=rebalance_listener_failed")
+            self.side.failure = exc
+
+
+async def _retry(fn: Callable[[], Awaitable[T]], budget_ms: int) -> T:
+    deadline = time.monotonic() + budget_ms / 1000
+    while True:
+        try:
+            return await fn()
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("event=kafka_retry error=%r", exc)
+            await asyncio.sleep(0.2)
+
+
+class KafkaBridge:
+    """Trio-facing side of the bridge. Every method crosses to asyncio once."""
+
+    def __init__(self, portal: anyio.from_thread.BlockingPortal, side: _Loop) -> None:
+        self._portal = portal
+        self._side = side
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        fut: concurrent.futures.Future[T] = self._portal.start_task_soon(fn, *args)
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def _wake(_: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        fut.add_done_callback(_wake)
+        try:
+            await done.wait()
+        finally:
+            if not fut.done():
+                fut.cancel()
+        return fut.result()
+
+    async def _sync(self, fn: Callable[..., T], *args: Any) -> T:
+        async def _run() -> T:
+            return fn(*args)
+
+        return await self._call(_run)
+
+    async def ensure_topic(self) -> TopicInfo:
+        return await self._call(self._side.ensure_topic)
+
+    async def describe_group(self, group: str) -> GroupInfo:
+        return await self._call(self._side.describe_group, group)
+
+    async def start_producer(self) -> None:
+        await self._call(self._side.start_producer)
+
+    async def produce(self, partition: int, key: bytes, value: bytes | None) -> int:
+        """Produce one record (acks=all, idempotent); return its offset.
+        Raises BrokerUnavailable on any Kafka error."""
+        try:
+            return await self._call(self._side.produce, partition, key, value)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            raise BrokerUnavailable(repr(exc)) from None
+
+    async def flush(self) -> None:
+        await self._call(self._side.flush)
+
+    async def start_consumer(self, url: str, owned: Callable[[], frozenset[int]],
+                             events: trio.MemorySendChannel[BridgeEvent]) -> None:
+        await self._call(self._side.start_consumer, url, owned, events)
+
+    async def fetch(self, timeout_ms: int = 200) -> Batch:
+        return await self._call(functools.partial(self._side.fetch, timeout_ms))
+
+    async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        return await self._call(self._side.end_offsets, partitions)
+
+    async def highwater(self, partition: int) -> int | None:
+        return await self._sync(self._side.highwater, partition)
+
+    async def generation(self) -> int:
+        return await self._sync(self._side.generation)
+
+    async def stop(self) -> None:
+        """Stop consumer (LeaveGroup unless static) and producer; always runs."""
+        with trio.CancelScope(shield=True):
+            await self._call(self._side.stop)
+
+
+@contextlib.asynccontextmanager
+async def open_bridge(settings: Settings) -> AsyncIterator[KafkaBridge]:
+    """Start the asyncio thread; on exit stop every aiokafka object, then the thread."""
+    cm = anyio.from_thread.start_blocking_portal("asyncio")
+    portal = await trio.to_thread.run_sync(cm.__enter__)
+    side = _Loop(settings, trio.lowlevel.current_trio_token())
+    bridge = KafkaBridge(portal, side)
+    try:
+        yield bridge
+    finally:
+        with trio.CancelScope(shield=True):
+            await bridge.stop()
+            await trio.to_thread.run_sync(cm.__exit__, None, None, None)
+
+

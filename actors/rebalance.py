@@ -1,0 +1,50 @@
+"""Rebalance listener: turns the bridge's revoke/assign callbacks into messages.
+
+On revoke: the state owner stops serving those partitions, then in-flight writes for
+them finish or fail, then the bridge may let the group move on. On assign: the state
+owner keeps, drops or rebuilds partitions and says where to seek; the router gets the
+new routing table.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import assert_never
+
+import trio
+
+from actors.messages import Assign, Assigned, BridgeEvent, ReplyBox, Revoke, Revoked, RouterIn, StateIn
+from actors.writer import WriterHandle
+
+log = logging.getLogger(__name__)
+
+
+async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
+              state: trio.MemorySendChannel[StateIn],
+              router: trio.MemorySendChannel[RouterIn],
+              writer: WriterHandle,
+              drain_timeout: float,
+              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Owns ``events`` (returns when it closes) and closes ``state`` and ``router``."""
+    async with events, state, router:
+        task_status.started()
+        async for ev in events:
+            match ev:
+                case Revoked():
+                    box: ReplyBox[None] = ReplyBox()
+                    await state.send(Revoke(ev.epoch, ev.partitions, box))
+                    await box.wait()
+                    with trio.move_on_after(drain_timeout) as scope:
+                        await writer.wait_idle(ev.partitions)
+                    if scope.cancelled_caught:
+                        log.warning("event=revoke_drain_timeout partitions=%s",
+                                    sorted(ev.partitions))
+                    ev.reply.send(None)
+                case Assigned():
+                    seeks: ReplyBox[dict[int, int | None]] = ReplyBox()
+                    await state.send(Assign(ev.epoch, ev.partitions, ev.end_offsets, seeks))
+                    answer = await seeks.wait()
+                    await router.send(ev.table)
+                    ev.reply.send(answer)
+                case _:
+                    assert_never(ev)

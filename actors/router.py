@@ -1,0 +1,124 @@
+"""Router: key -> partition -> owner. Local keys pass the catch-up gate and are read
+from the state owner; writes go to the writer; anything else is forwarded to the
+owner's url (by web/proxy.py: the router only decides).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from actors.kafka import partition_for
+from actors.messages import Refused, ReplyBox, RouterIn, RoutingTable, Write, WriterIn, WriteResult
+from actors.state import NotServing, StateHandle
+
+log = logging.getLogger(__name__)
+
+MAX_HOPS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    partition: int
+    url: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    partition: int
+    value: bytes
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    partition: int
+
+
+Route = Local | Remote | Refused
+ReadResult = Found | Missing | Refused
+
+
+class RouterHandle:
+    """What the web layer asks: where a key lives, read it, write it."""
+
+    def __init__(self, url: str, num_partitions: int, state: StateHandle,
+                 writes: trio.MemorySendChannel[WriterIn], catchup_timeout: float) -> None:
+        self.url = url
+        self.num_partitions = num_partitions
+        self.table = RoutingTable.empty()
+        self.table_changed = trio.Event()
+        self._state = state
+        self._writes = writes
+        self._catchup_timeout = catchup_timeout
+        self.counters = {"local_reads": 0, "forwards": 0, "unavailable": 0, "writes": 0}
+
+    def partition(self, key: bytes) -> int:
+        return partition_for(key, self.num_partitions)
+
+    def locate(self, key: bytes, hops: int = 0) -> Route:
+        pid = self.partition(key)
+        owner = self.table.owners.get(pid)
+        if owner == self.url:
+            if self._state.is_serving(pid):
+                return Local(pid)
+            return self._refuse(Refused(503, "rebalancing",
+                                        f"partition {pid} is moving to a new owner", 1.0))
+        if owner is None:
+            return self._refuse(Refused(503, "no_owner", f"no owner known for partition {pid}",
+                                        1.0))
+        if hops >= MAX_HOPS:
+            return self._refuse(Refused(503, "too_many_hops",
+                                        f"forwarded {hops} times; the cluster is rebalancing",
+                                        1.0))
+        return Remote(pid, owner, self.table.generation)
+
+    def _refuse(self, r: Refused) -> Refused:
+        self.counters["unavailable"] += 1
+        return r
+
+    async def read(self, partition: int, key: bytes) -> ReadResult:
+        """Read a key of a partition this node serves, after its catch-up gate."""
+        try:
+            with trio.move_on_after(self._catchup_timeout):
+                await self._state.wait_caught_up(partition)
+            if not self._state.is_caught_up(partition):
+                return self._refuse(Refused(503, "catching_up",
+                                            f"partition {partition} is catching up; retry", 1.0))
+            found = self._state.get_nowait(partition, key)
+        except NotServing:
+            return self._refuse(Refused(503, "rebalancing",
+                                        f"partition {partition} is moving to a new owner", 1.0))
+        self.counters["local_reads"] += 1
+        if found is None:
+            return Missing(partition)
+        return Found(partition, found[0], found[1])
+
+    async def write(self, partition: int, key: bytes, value: bytes | None,
+                    if_match: str | None) -> WriteResult:
+        box: ReplyBox[WriteResult] = ReplyBox()
+        self.counters["writes"] += 1
+        await self._writes.send(Write(partition, key, value, if_match, box))
+        return await box.wait()
+
+
+async def run(handle: RouterHandle, *, inbox: trio.MemoryReceiveChannel[RouterIn],
+              task_status: trio.TaskStatus[RouterHandle] = trio.TASK_STATUS_IGNORED) -> None:
+    """Keeps ``handle.table`` current. Owns ``inbox`` (returns when it closes)."""
+    async with inbox:
+        task_status.started(handle)
+        async for table in inbox:
+            handle.table = table
+            handle.table_changed.set()
+            handle.table_changed = trio.Event()
+            mine = sorted(p for p, url in table.owners.items() if url == handle.url)
+            log.info("event=routing_table generation=%d members=%d mine=%s",
+                     table.generation, len(table.members), mine)

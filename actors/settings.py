@@ -1,0 +1,161 @@
+"""Settings: one frozen object, built once from flags and ``KSTATE_*`` env vars.
+
+Every field is named after its env var (``bootstrap`` ← ``KSTATE_BOOTSTRAP``) and has a
+documented default; a flag wins over the env var. Invalid values raise
+:class:`SettingsError` with a one-line message, which the CLI prints and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message is one line, meant for a human."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap: str = "127.0.0.1:9092"
+    topic: str = "user"
+    partitions: int = 10
+    replication: int = 1
+    group: str = "kstate"
+    listen: str = "127.0.0.1:8080"
+    advertise: str = ""
+    instance_id: str = ""
+    session_timeout_ms: int = 10_000
+    catchup_timeout: float = 5.0
+    write_timeout: float = 5.0
+    proxy_timeout: float = 5.0
+    max_body: int = 65_536
+    max_batch: int = 5_000
+    log_level: str = "INFO"
+    log_format: str = "kv"
+
+    @property
+    def advertised_url(self) -> str:
+        """host:port other nodes and clients use to reach this node."""
+        return self.advertise or self.listen
+
+    @property
+    def heartbeat_ms(self) -> int:
+        return max(100, self.session_timeout_ms // 3)
+
+
+# name -> (type, help). Order is the order of --help and of the README table.
+_FIELDS: dict[str, tuple[type, str]] = {
+    "bootstrap": (str, "Kafka bootstrap servers, host:port[,host:port]"),
+    "topic": (str, "compacted topic holding the users (created if missing)"),
+    "partitions": (int, "partitions of the topic when kstate creates it"),
+    "replication": (int, "replication factor of the topic when kstate creates it"),
+    "group": (str, "consumer group shared by every node of one cluster"),
+    "listen": (str, "host:port the HTTP server binds (port 0 = any free port)"),
+    "advertise": (str, "host:port other nodes use to reach this one (default: listen)"),
+    "instance_id": (str, "static group membership id (restart without rebalance)"),
+    "session_timeout_ms": (int, "group session timeout; heartbeat is a third of it"),
+    "catchup_timeout": (float, "seconds a read waits for its partition to catch up"),
+    "write_timeout": (float, "seconds a write may take (produce + apply) before 503"),
+    "proxy_timeout": (float, "seconds a request forwarded to the owner may take"),
+    "max_body": (int, "largest request body in bytes (413 above)"),
+    "max_batch": (int, "most records the consumer hands over in one batch"),
+    "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
+    "log_format": (str, "kv (key=value lines) or json"),
+}
+
+
+def env_name(field: str) -> str:
+    return "KSTATE_" + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(flag, env var, default, help) for every setting: the README table's source."""
+    defaults = Settings()
+    return [
+        (flag_name(f), env_name(f), repr(getattr(defaults, f)), text)
+        for f, (_, text) in _FIELDS.items()
+    ]
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(f"{what}: expected host:port, got {value!r}")
+    return host, int(port)
+
+
+def validate(s: Settings) -> Settings:
+    """Check every field; return ``s`` or raise :class:`SettingsError`."""
+    for server in s.bootstrap.split(","):
+        _host_port(server.strip(), "bootstrap")
+    host, _ = _host_port(s.listen, "listen")
+    if s.advertise:
+        ahost, aport = _host_port(s.advertise, "advertise")
+        if ahost in WILDCARD_HOSTS or aport == 0:
+            raise SettingsError(f"advertise: {s.advertise!r} is not an address others can reach")
+    elif host in WILDCARD_HOSTS:
+        raise SettingsError(
+            f"listen: wildcard host {s.listen!r} needs --advertise (KSTATE_ADVERTISE) "
+            "so other nodes know how to reach this one"
+        )
+    if not s.topic or any(c not in _TOPIC_CHARS for c in s.topic) or len(s.topic) > 249:
+        raise SettingsError(f"topic: {s.topic!r} is not a valid Kafka topic name")
+    if not s.group:
+        raise SettingsError("group: must not be empty")
+    checks: list[tuple[bool, str]] = [
+        (1 <= s.partitions <= 10_000, "partitions: must be 1..10000"),
+        (1 <= s.replication <= 32, "replication: must be 1..32"),
+        (1_000 <= s.session_timeout_ms <= 300_000, "session_timeout_ms: must be 1000..300000"),
+        (0 < s.catchup_timeout <= 600, "catchup_timeout: must be > 0 and <= 600 seconds"),
+        (0 < s.write_timeout <= 600, "write_timeout: must be > 0 and <= 600 seconds"),
+        (0 < s.proxy_timeout <= 600, "proxy_timeout: must be > 0 and <= 600 seconds"),
+        (1_024 <= s.max_body <= 64 * 1024 * 1024, "max_body: must be 1024..67108864 bytes"),
+        (1 <= s.max_batch <= 100_000, "max_batch: must be 1..100000"),
+        (s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
+         "log_level: must be DEBUG, INFO, WARNING or ERROR"),
+        (s.log_format in {"kv", "json"}, "log_format: must be kv or json"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SettingsError(message)
+    return s
+
+
+_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _convert(field: str, raw: str, source: str) -> object:
+    kind = _FIELDS[field][0]
+    if kind is str:
+        return raw.strip()
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{field}: {source} {raw!r} is not a valid {kind.__name__}") from None
+
+
+def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Build Settings from ``argv`` (flags only, no sub-command) and ``environ``."""
+    parser = argparse.ArgumentParser(prog="kstate node", add_help=True)
+    for field, (_, text) in _FIELDS.items():
+        parser.add_argument(flag_name(field), dest=field, default=None,
+                            help=f"{text} [env {env_name(field)}]")
+    args = parser.parse_args(list(argv))
+    values: dict[str, object] = {}
+    for field in _FIELDS:
+        flag = getattr(args, field)
+        if flag is not None:
+            values[field] = _convert(field, flag, "flag")
+        elif env_name(field) in environ:
+            values[field] = _convert(field, environ[env_name(field)], env_name(field))
+    settings = dataclasses.replace(Settings(), **values)  # type: ignore[arg-type]
+    return validate(settings)

@@ -1,0 +1,117 @@
+"""The supervisor: the one place where a reader sees the whole node.
+
+It opens every channel and the root nursery, and starts the actors in dependency order
+with ``nursery.start``::
+
+    bridge (asyncio thread) ──events──► rebalance ──Revoke/Assign──► state ◄──Batch── consumer
+                                            │                           ▲ reads/waits
+                                            ├──RoutingTable──► router ──┘
+                                            └─ waits writer idle        │ Write
+                                                                        ▼
+    HTTP (hypercorn + quart-trio) ──► router / proxy              writer ──produce──► bridge
+
+Any actor that raises cancels the node (one-cancels-all); ``run_node`` re-raises and the
+CLI exits non-zero. ``stop`` set (SIGTERM/SIGINT) drains HTTP, leaves the group, returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from dataclasses import dataclass
+
+import trio
+
+from actors import consumer, rebalance, router, state, writer
+from actors.kafka import KafkaBridge, TopicInfo, open_bridge
+from actors.messages import BridgeEvent, RouterIn, StateIn, WriterIn
+from actors.router import RouterHandle
+from actors.settings import Settings
+from web.app import Handles, create_app
+from web.proxy import Proxy
+from web.server import serve
+
+log = logging.getLogger(__name__)
+
+STATE_INBOX = 16  # batches queued for the state owner (each up to max_batch records)
+WRITE_INBOX = 256  # writes queued for the writer
+EVENTS_INBOX = 4  # rebalance events: at most one is outstanding (each awaits its ack)
+ROUTER_INBOX = 4
+TOPIC_WAIT = 60.0  # seconds the node waits for Kafka at start before it gives up
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    url: str
+    topic: TopicInfo
+
+
+async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
+    deadline = trio.current_time() + TOPIC_WAIT
+    while True:
+        try:
+            return await bridge.ensure_topic()
+        except Exception as exc:  # any Kafka error while the broker starts
+            if trio.current_time() > deadline:
+                raise RuntimeError(f"Kafka at {settings.bootstrap} did not answer: {exc!r}") \
+                    from exc
+            log.warning("event=kafka_wait bootstrap=%s error=%r", settings.bootstrap, exc)
+            await trio.sleep(1.0)
+
+
+async def run_node(settings: Settings, *, stop: trio.Event,
+                   task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run one kstate node until ``stop`` is set. Reports its url and topic once the
+    HTTP server listens and the consumer has joined (or is joining) the group."""
+    started = time.monotonic()
+    async with open_bridge(settings) as bridge:
+        topic = await _ensure_topic(bridge, settings)
+        log.info("event=topic name=%s partitions=%d created=%s configs=%s", topic.name,
+                 topic.partitions, topic.created, topic.configs)
+        if not topic.created and topic.configs.get("cleanup.policy") != "compact":
+            log.warning("event=topic_not_compacted name=%s cleanup.policy=%s: deleted users "
+                        "may come back after retention; kstate uses the topic as it is",
+                        topic.name, topic.configs.get("cleanup.policy"))
+        await bridge.start_producer()
+
+        state_send, state_recv = trio.open_memory_channel[StateIn](STATE_INBOX)
+        events_send, events_recv = trio.open_memory_channel[BridgeEvent](EVENTS_INBOX)
+        router_send, router_recv = trio.open_memory_channel[RouterIn](ROUTER_INBOX)
+        writes_send, writes_recv = trio.open_memory_channel[WriterIn](WRITE_INBOX)
+
+        proxy = Proxy(settings.proxy_timeout)
+        async with trio.open_nursery() as root:
+            state_h = await root.start(partial(state.run, inbox=state_recv))
+            writer_h = await root.start(partial(
+                writer.run, bridge, state_h, inbox=writes_recv,
+                write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout))
+            router_h = RouterHandle(settings.advertised_url, topic.partitions, state_h,
+                                    writes_send, settings.catchup_timeout)
+            await root.start(partial(router.run, router_h, inbox=router_recv))
+            await root.start(partial(
+                rebalance.run, events=events_recv, state=state_send.clone(), router=router_send,
+                writer=writer_h, drain_timeout=settings.write_timeout))
+
+            handles = Handles(settings=settings, topic=topic.name, router=router_h,
+                              state=state_h, writer=writer_h, proxy=proxy, started_at=started)
+            app = create_app(handles)
+
+            async def _serve(task_status: trio.TaskStatus[str]) -> None:
+                await serve(app, settings.listen, shutdown_trigger=stop.wait,
+                            task_status=task_status)
+                log.info("event=http_drained")
+                root.cancel_scope.cancel()  # HTTP is done: stop the actors, leave the group
+
+            bound = await root.start(_serve)
+            url = settings.advertise or bound
+            router_h.url = url
+            await bridge.start_consumer(url, state_h.held, events_send)
+            await root.start(partial(consumer.run, bridge, outbox=state_send))
+            log.info("event=node_started url=%s listen=%s group=%s topic=%s partitions=%d",
+                     url, bound, settings.group, topic.name, topic.partitions)
+            task_status.started(NodeInfo(url=url, topic=topic))
+        with trio.CancelScope(shield=True):
+            await proxy.aclose()
+        await writes_send.aclose()
+    log.info("event=node_stopped seconds=%.3f", time.monotonic() - started)

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Apache Kafka for development, tests and the demo: fetched from Maven Central by
+# deploy/kafka/pom.xml, run with the machine's Java in KRaft mode on loopback.
+#
+#   kafka.sh fetch                  copy the broker jars into $KAFKA_CACHE/libs (once)
+#   kafka.sh up [NAME]              one combined broker+controller; prints bootstrap
+#   kafka.sh down [NAME]            stop it (SIGTERM, then SIGKILL after 20 s)
+#   kafka.sh cluster-up [NAME]      three brokers, each also a controller voter
+#   kafka.sh cluster-down [NAME]    stop all three
+#   kafka.sh broker-stop NAME I     kill -9 broker I (1..3) of a cluster  (chaos)
+#   kafka.sh broker-start NAME I    start broker I of a cluster again     (chaos)
+#
+# Environment:
+#   KAFKA_CACHE  cache folder (default: <repo>/.cache/kafka); jars in libs/, one
+#                folder per running instance in run/NAME/ (data, logs, pid, ports)
+#   KAFKA_PORT   bootstrap port of `up` (default 9092; 0 = pick a free port)
+#   KAFKA_HEAP   -Xmx of each broker (default 512m single, 384m per cluster broker)
+#   KAFKA_READY_TIMEOUT  seconds to wait for a broker to answer metadata (default 60)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${KAFKA_CACHE:-$repo/.cache/kafka}
+libs=$cache/libs
+ready_timeout=${KAFKA_READY_TIMEOUT:-60}
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+fetch() {
+    if [ -f "$libs/.complete" ] && [ "$libs/.complete" -nt "$here/pom.xml" ]; then
+        return 0
+    fi
+    command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Kafka from Maven Central"
+    command -v java >/dev/null || die "Java >= 17 is needed to run Kafka"
+    echo "kafka.sh: fetching Apache Kafka jars into $libs" >&2
+    rm -rf "$libs"
+    mkdir -p "$libs"
+    mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$libs" -DincludeScope=runtime >&2 \
+        || die "mvn could not fetch Kafka (see output above)"
+    touch "$libs/.complete"
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Does something answer on 127.0.0.1:$1?  (a listening socket is not yet a ready
+# broker; ready() below asks for metadata)
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+java_cmd() {  # java_cmd DIR MAINCLASS ARGS...: run (exec, if JAVA_EXEC=exec) java on Kafka's classpath
+    local dir=$1; shift
+    ${JAVA_EXEC:-} java "-Xms64m" "-Xmx$KAFKA_HEAP_EFFECTIVE" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+        "-Dlog4j2.configurationFile=$dir/log4j2.properties" \
+        "-Dkafka.logs.dir=$dir/logs" \
+        -cp "$libs/*" "$@"
+}
+
+write_log4j() {  # write_log4j DIR
+    cat >"$1/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $1/logs/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = INFO
+EOF
+}
+
+# write_props DIR NODE_ID PORT CONTROLLER_PORT VOTERS REPLICATION
+write_props() {
+    local dir=$1 id=$2 port=$3 cport=$4 voters=$5 rf=$6
+    local min_isr=1
+    [ "$rf" -ge 3 ] && min_isr=2
+    cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=$rf
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$min_isr
+# Tests and the demo want a new group to form at once, not after 3 s.
+group.initial.rebalance.delay.ms=0
+# Compaction runs often enough to be seen in a demo; it never changes what a reader sees.
+log.cleaner.backoff.ms=5000
+log.segment.bytes=67108864
+auto.create.topics.enable=false
+EOF
+    echo "$port" >"$dir/port"
+    echo "$cport" >"$dir/controller_port"
+}
+
+format_storage() {  # format_storage DIR CLUSTER_ID
+    local dir=$1 cid=$2
+    [ -f "$dir/data/meta.properties" ] && return 0
+    mkdir -p "$dir/data" "$dir/logs"
+    java_cmd "$dir" kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" \
+        >"$dir/logs/format.log" 2>&1 || { cat "$dir/logs/format.log" >&2; die "storage format failed in $dir"; }
+}
+
+start_broker() {  # start_broker DIR
+    local dir=$1
+    mkdir -p "$dir/logs"
+    if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+        return 0
+    fi
+    (JAVA_EXEC=exec java_cmd "$dir" kafka.Kafka "$dir/server.properties" \
+        >"$dir/logs/stdout.log" 2>&1 </dev/null) &
+    echo $! >"$dir/pid"
+}
+
+# wait_ready DIR...: each broker's port open and the broker registered (its log says so)
+wait_ready() {
+    local deadline=$((SECONDS + ready_timeout)) dir
+    for dir in "$@"; do
+        local port
+        port=$(cat "$dir/port")
+        until port_open "$port" && grep -q "Kafka Server started\|\[KafkaRaftServer nodeId=[0-9]*\] Kafka Server started" "$dir/logs/server.log" 2>/dev/null; do
+            if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+                tail -n 40 "$dir/logs/server.log" "$dir/logs/stdout.log" >&2 2>/dev/null || true
+                die "broker in $dir exited during start (logs above)"
+            fi
+            [ $SECONDS -lt $deadline ] || die "broker in $dir not ready after ${ready_timeout}s (see $dir/logs)"
+            sleep 0.2
+        done
+    done
+}
+
+stop_dir() {  # stop_dir DIR [SIGNAL]
+    local dir=$1 sig=${2:-TERM} pid
+    [ -f "$dir/pid" ] || return 0
+    pid=$(cat "$dir/pid")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "-$sig" "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    rm -f "$dir/pid"
+}
+
+cluster_id() { python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'; }
+
+cmd_up() {
+    local name=${1:-single} dir port cport
+    dir=$cache/run/$name
+    fetch
+    KAFKA_HEAP_EFFECTIVE=${KAFKA_HEAP:-512m}
+    if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+        echo "127.0.0.1:$(cat "$dir/port")"
+        return 0
+    fi
+    # A fresh data dir every start: tests and the demo want a clean broker.
+    rm -rf "$dir"
+    mkdir -p "$dir/logs"
+    port=${KAFKA_PORT:-9092}
+    [ "$port" = 0 ] && port=$(free_port)
+    port_open "$port" && die "port $port is taken (set KAFKA_PORT, or 0 for a free one)"
+    cport=$(free_port)
+    write_log4j "$dir"
+    write_props "$dir" 1 "$port" "$cport" "1@127.0.0.1:$cport" 1
+    local t0=$SECONDS
+    format_storage "$dir" "$(cluster_id)"
+    start_broker "$dir"
+    wait_ready "$dir"
+    echo "kafka.sh: broker ready on 127.0.0.1:$port in $((SECONDS - t0))s (logs: $dir/logs)" >&2
+    echo "127.0.0.1:$port"
+}
+
+cmd_cluster_up() {
+    local name=${1:-cluster} base i voters="" cid
+    base=$cache/run/$name
+    fetch
+    KAFKA_HEAP_EFFECTIVE=${KAFKA_HEAP:-384m}
+    rm -rf "$base"
+    local ports=() cports=()
+    for i in 1 2 3; do ports+=("$(free_port)"); cports+=("$(free_port)"); done
+    for i in 1 2 3; do voters+="${voters:+,}$i@127.0.0.1:${cports[$((i-1))]}"; done
+    cid=$(cluster_id)
+    local t0=$SECONDS
+    for i in 1 2 3; do
+        mkdir -p "$base/$i/logs"
+        write_log4j "$base/$i"
+        write_props "$base/$i" "$i" "${ports[$((i-1))]}" "${cports[$((i-1))]}" "$voters" 3
+        format_storage "$base/$i" "$cid"
+    done
+    for i in 1 2 3; do start_broker "$base/$i"; done
+    wait_ready "$base/1" "$base/2" "$base/3"
+    local boot="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+    echo "$boot" >"$base/bootstrap"
+    echo "kafka.sh: 3-broker cluster ready in $((SECONDS - t0))s (logs: $base/*/logs)" >&2
+    echo "$boot"
+}
+
+cmd_down() {
+    local name=${1:-single}
+    stop_dir "$cache/run/$name"
+}
+
+cmd_cluster_down() {
+    local name=${1:-cluster} i
+    for i in 1 2 3; do stop_dir "$cache/run/$name/$i"; done
+}
+
+case "${1:-}" in
+    fetch) fetch ;;
+    up) shift; cmd_up "$@" ;;
+    down) shift; cmd_down "$@" ;;
+    cluster-up) shift; cmd_cluster_up "$@" ;;
+    cluster-down) shift; cmd_cluster_down "$@" ;;
+    broker-stop) KAFKA_HEAP_EFFECTIVE=384m; stop_dir "$cache/run/$2/$3" KILL ;;
+    broker-start) KAFKA_HEAP_EFFECTIVE=${KAFKA_HEAP:-384m}; start_broker "$cache/run/$2/$3"; wait_ready "$cache/run/$2/$3" ;;
+    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+esac

@@ -1,0 +1,68 @@
+"""Forwarding a request to the owner of its key (httpx on trio, pooled keep-alive).
+
+Only urls from the current routing table are ever targets (the router picks them);
+nothing a client sends chooses where a request goes. ``kstate-hops`` counts hops.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from quart import Response
+
+from actors.messages import Refused
+
+log = logging.getLogger(__name__)
+
+HOPS_HEADER = "kstate-hops"
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+})
+
+
+def hops_of(headers: object) -> int:
+    raw = getattr(headers, "get", lambda _k, _d=None: None)(HOPS_HEADER, "0")
+    try:
+        return max(0, int(raw))
+    except (TypeError, ValueError):
+        return 0
+
+
+class Proxy:
+    def __init__(self, timeout: float) -> None:
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            follow_redirects=False, trust_env=False)
+        self.forwarded = 0
+        self.failures = 0
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def forward(self, *, method: str, url: str, path: str, query: bytes,
+                      headers: list[tuple[str, str]], body: bytes, hops: int
+                      ) -> Response | Refused:
+        out_headers = [(k, v) for k, v in headers
+                       if k.lower() not in HOP_BY_HOP and k.lower() != HOPS_HEADER]
+        out_headers.append((HOPS_HEADER, str(hops + 1)))
+        target = f"http://{url}{path}"
+        if query:
+            target += "?" + query.decode("latin-1")
+        try:
+            resp = await self._client.request(method, target, headers=out_headers,
+                                              content=body)
+        except httpx.HTTPError as exc:
+            self.failures += 1
+            log.warning("event=proxy_failed target=%s error=%r", url, exc)
+            return Refused(503, "owner_unreachable", f"the owner {url} did not answer; retry",
+                           1.0)
+        self.forwarded += 1
+        kept = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in HOP_BY_HOP]
+        out = Response(resp.content, status=resp.status_code)
+        out.headers.clear()
+        for k, v in kept:
+            out.headers.add(k, v)
+        return out
