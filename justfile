@@ -1,0 +1,54 @@
+# kstate tasks. `just --list` shows them all.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+py := venv / "bin/python"
+
+# Run the whole test suite against a Kafka broker this recipe starts (and stops).
+default: test
+
+# Create .venv and install kstate (editable) with its dev dependencies.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x {{py}} ]; then python3 -m venv {{venv}}; fi
+    if [ ! -f {{venv}}/.installed ] || [ pyproject.toml -nt {{venv}}/.installed ]; then
+        {{py}} -m pip install -q --upgrade pip
+        {{py}} -m pip install -q -e '.[dev]'
+        touch {{venv}}/.installed
+    fi
+
+# Fetch Apache Kafka's jars from Maven Central into .cache/kafka (once).
+kafka-fetch:
+    deploy/kafka/kafka.sh fetch
+
+# One KRaft broker on 127.0.0.1:${KAFKA_PORT:-9092}.
+kafka-up:
+    deploy/kafka/kafka.sh up
+
+kafka-down:
+    deploy/kafka/kafka.sh down
+
+# Three KRaft brokers (each also a controller) on free loopback ports.
+kafka-cluster-up:
+    deploy/kafka/kafka.sh cluster-up
+
+kafka-cluster-down:
+    deploy/kafka/kafka.sh cluster-down
+
+# The whole suite: unit, integration (real broker, real node processes), short chaos.
+test *ARGS: setup
+    tests/run.sh {{ARGS}}
+
+# ruff + mypy --strict.
+lint: setup
+    {{venv}}/bin/ruff check actors web tests bench
+    {{venv}}/bin/mypy
+
+# Kafka + three nodes on 127.0.0.1:8080-8082 with a few users; Ctrl-C stops all.
+demo: setup
+    deploy/demo.sh
+
+# A node against an existing Kafka: just node --bootstrap host:9092 --listen 127.0.0.1:8080
+node *ARGS: setup
+    {{venv}}/bin/kstate node {{ARGS}}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the whole suite against a broker started here (stopped on exit, pass or fail).
+# KSTATE_TEST_BOOTSTRAP=host:port uses an existing Kafka instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name="test-$$"
+if [ -z "${KSTATE_TEST_BOOTSTRAP:-}" ]; then
+    trap 'deploy/kafka/kafka.sh down "$name" || true; rm -rf ".cache/kafka/run/$name"' EXIT
+    start=$SECONDS
+    KSTATE_TEST_BOOTSTRAP=$(KAFKA_PORT=0 deploy/kafka/kafka.sh up "$name")
+    export KSTATE_TEST_BOOTSTRAP
+    echo "tests/run.sh: Kafka $KSTATE_TEST_BOOTSTRAP ready in $((SECONDS - start))s"
+fi
+.venv/bin/python -m pytest "$@"
