@@ -41,7 +41,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from actors.assignment import Claim, decode_claim, decode_table, encode_claim, encode_table, plan
-from actors.messages import Assigned, Batch, BridgeEvent, Record, Revoked, RoutingTable
+from actors.messages import Assigned, Batch, BridgeEvent, Record, Revoked
 from actors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class BrokerUnavailable(Exception):
 def partition_for(key: bytes, num_partitions: int) -> int:
     """Kafka's default partitioner (murmur2, positive, modulo): what every Kafka client
     computes for a keyed record, so any producer of the topic agrees with us."""
-    return (murmur2(key) & 0x7FFFFFFF) % num_partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % num_partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +112,11 @@ class _Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
         self._owned = owned
         self.table_bytes = b""
 
-    def metadata(self, topics: Any) -> ConsumerProtocolMemberMetadata:  # type: ignore[override]
+    def metadata(self, topics: Any) -> ConsumerProtocolMemberMetadata:
         claim = Claim(url=self._url, owned=self._owned())
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), encode_claim(claim))
 
-    def assign(self, cluster: Any, members: Any) -> dict[str, Any]:  # type: ignore[override]
+    def assign(self, cluster: Any, members: Any) -> dict[str, Any]:
         claims = {mid: decode_claim(meta.user_data) for mid, meta in members.items()}
         partitions = cluster.partitions_for_topic(self._topic) or set()
         assignment = plan(len(partitions), claims)
@@ -128,7 +128,7 @@ class _Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
             for mid, parts in assignment.items()
         }
 
-    def on_assignment(self, assignment: Any) -> None:  # type: ignore[override]
+    def on_assignment(self, assignment: Any) -> None:
         self.table_bytes = assignment.user_data or b""
 
 
@@ -403,7 +403,7 @@ class KafkaBridge:
         Raises BrokerUnavailable on any Kafka error."""
         try:
             return await self._call(self._side.produce, partition, key, value)
-        except (KafkaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             raise BrokerUnavailable(repr(exc)) from None
 
     async def flush(self) -> None:

@@ -13,7 +13,16 @@ from typing import assert_never
 
 import trio
 
-from actors.messages import Assign, Assigned, BridgeEvent, ReplyBox, Revoke, Revoked, RouterIn, StateIn
+from actors.messages import (
+    Assign,
+    Assigned,
+    BridgeEvent,
+    ReplyBox,
+    Revoke,
+    Revoked,
+    RouterIn,
+    StateIn,
+)
 from actors.writer import WriterHandle
 
 log = logging.getLogger(__name__)

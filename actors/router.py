@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import trio
 
 from actors.kafka import partition_for
-from actors.messages import Refused, ReplyBox, RouterIn, RoutingTable, Write, WriterIn, WriteResult
+from actors.messages import Refused, ReplyBox, RouterIn, RoutingTable, Write, WriteResult, WriterIn
 from actors.state import NotServing, StateHandle
 
 log = logging.getLogger(__name__)

@@ -71,6 +71,9 @@ class StateTable:
         self.partitions: dict[int, Partition] = {}
         self.epoch = 0
         self.stale_batches = 0
+        # Read from the bridge's asyncio thread (assignor metadata): replaced, never
+        # mutated, so that thread never iterates a dict trio is changing.
+        self.held_snapshot: frozenset[int] = frozenset()
 
     # -- reads ---------------------------------------------------------------
     def get(self, partition: int, key: bytes) -> tuple[bytes, int] | None:
@@ -81,7 +84,7 @@ class StateTable:
         return part.data.get(key)
 
     def held(self) -> frozenset[int]:
-        return frozenset(self.partitions)
+        return self.held_snapshot
 
     def invalid_total(self) -> int:
         return sum(p.invalid for p in self.partitions.values())
@@ -169,6 +172,7 @@ class StateTable:
             dropped.moved.set()
             log.info("event=partition_dropped partition=%d keys=%d", pid, len(dropped.data))
         seeks: dict[int, int | None] = {}
+        self.held_snapshot = frozenset(msg.partitions)
         for pid in sorted(msg.partitions):
             part = self.partitions.get(pid)
             if part is None:
@@ -202,8 +206,8 @@ class StateHandle:
         return self._table
 
     def held(self) -> frozenset[int]:
-        """Partitions held in memory (read from the bridge's thread too: a snapshot)."""
-        return self._table.held()
+        """Partitions held in memory; safe to call from the bridge's thread."""
+        return self._table.held_snapshot
 
     def is_serving(self, partition: int) -> bool:
         part = self._table.partitions.get(partition)

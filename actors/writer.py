@@ -14,7 +14,7 @@ from collections import defaultdict
 import trio
 
 from actors.kafka import BrokerUnavailable, KafkaBridge
-from actors.messages import Refused, Write, WriterIn, WriteResult, Written
+from actors.messages import Refused, Write, WriteResult, WriterIn, Written
 from actors.state import NotServing, StateHandle
 
 log = logging.getLogger(__name__)

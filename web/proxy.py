@@ -7,6 +7,7 @@ nothing a client sends chooses where a request goes. ``kstate-hops`` counts hops
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import httpx
 from quart import Response
@@ -22,10 +23,14 @@ HOP_BY_HOP = frozenset({
 })
 
 
-def hops_of(headers: object) -> int:
-    raw = getattr(headers, "get", lambda _k, _d=None: None)(HOPS_HEADER, "0")
+class _HasGet(Protocol):
+    def get(self, key: str, default: str) -> str | None: ...
+
+
+def hops_of(headers: _HasGet) -> int:
+    raw = headers.get(HOPS_HEADER, "0")
     try:
-        return max(0, int(raw))
+        return max(0, int(raw or 0))
     except (TypeError, ValueError):
         return 0
 

@@ -29,4 +29,4 @@ async def serve(app: QuartTrio, listen: str, *, shutdown_trigger: Callable[[], A
             task_status.started(addr)
 
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger,
-                          task_status=_Status())  # type: ignore[arg-type]
+                          task_status=_Status())

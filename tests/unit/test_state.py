@@ -1,0 +1,115 @@
+"""The state owner's rules, driven through its inbox (trio channels, no Kafka)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import trio
+
+from actors import state
+from actors.messages import Assign, Batch, Record, ReplyBox, Revoke
+from actors.state import NotServing, StateTable, validate_record
+
+
+def user(email: str, name: str = "N") -> bytes:
+    return f'{{"name":"{name}","email":"{email}"}}'.encode()
+
+
+async def assign(send, epoch: int, parts: set[int], ends: dict[int, int]) -> dict:
+    box: ReplyBox[dict] = ReplyBox()
+    await send.send(Assign(epoch, frozenset(parts), ends, box))
+    return await box.wait()
+
+
+async def revoke(send, epoch: int, parts: set[int]) -> None:
+    box: ReplyBox[None] = ReplyBox()
+    await send.send(Revoke(epoch, frozenset(parts), box))
+    await box.wait()
+
+
+async def test_gate_opens_only_at_the_target_position():
+    send, recv = trio.open_memory_channel(0)
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(state.run, inbox=recv))
+        async with send:
+            assert await assign(send, 0, {0, 1}, {0: 3, 1: 0}) == {0: None, 1: None}
+            assert handle.is_caught_up(1)  # empty partition: caught up at once
+            assert not handle.is_caught_up(0)
+            with pytest.raises(NotServing):
+                await handle.wait_caught_up(5)
+            await send.send(Batch(0, {0: [Record(0, b"a@x", user("a@x")),
+                                         Record(1, b"b@x", user("b@x"))]}, {0: 2}))
+            await trio.testing.wait_all_tasks_blocked()
+            assert not handle.is_caught_up(0)
+            # Offset 2 was compacted away: only the consumer's position says we are there.
+            await send.send(Batch(0, {}, {0: 3}))
+            with trio.fail_after(1):
+                await handle.wait_caught_up(0)
+            assert handle.get_nowait(0, b"a@x") == (user("a@x"), 0)
+    # inbox closed -> run() returned, nursery exits
+
+
+async def test_tombstone_deletes_and_invalid_records_are_counted_not_raised():
+    table = StateTable()
+    box: ReplyBox[dict] = ReplyBox()
+    table.assign(Assign(0, frozenset({0}), {0: 0}, box))
+    table.apply(Batch(0, {0: [
+        Record(0, b"a@x", user("a@x")),
+        Record(1, b"b@x", b"not json"),
+        Record(2, b"c@x", b"[1,2]"),
+        Record(3, b"d@x", user("other@x")),
+        Record(4, None, user("e@x")),
+        Record(5, b"f@x", b'{"name": 1, "email": "f@x"}'),
+        Record(6, b"a@x", None),
+    ]}, {0: 7}))
+    assert table.get(0, b"a@x") is None
+    assert table.partitions[0].invalid == 5
+    assert table.partitions[0].position == 7
+
+
+async def test_stale_epoch_batches_and_duplicates_are_ignored():
+    table = StateTable()
+    table.assign(Assign(1, frozenset({0}), {0: 0}, ReplyBox()))
+    table.apply(Batch(1, {0: [Record(0, b"a@x", user("a@x", "one"))]}, {0: 1}))
+    table.apply(Batch(0, {0: [Record(1, b"a@x", user("a@x", "stale"))]}, {0: 2}))
+    assert table.stale_batches == 1
+    assert table.get(0, b"a@x") == (user("a@x", "one"), 0)
+    # re-fetched after a seek: below the position, skipped
+    table.apply(Batch(1, {0: [Record(0, b"a@x", user("a@x", "again"))]}, {0: 1}))
+    assert table.get(0, b"a@x") == (user("a@x", "one"), 0)
+
+
+async def test_revoke_stops_serving_and_reassign_keeps_or_rebuilds():
+    send, recv = trio.open_memory_channel(0)
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(state.run, inbox=recv))
+        async with send:
+            await assign(send, 0, {0, 1}, {0: 0, 1: 0})
+            await send.send(Batch(0, {0: [Record(0, b"a@x", user("a@x"))]}, {0: 1, 1: 0}))
+            waiter_error: list[BaseException] = []
+
+            async def wait_applied() -> None:
+                try:
+                    await handle.wait_applied(0, 5)
+                except NotServing as exc:
+                    waiter_error.append(exc)
+
+            nursery.start_soon(wait_applied)
+            await trio.testing.wait_all_tasks_blocked()
+            await revoke(send, 1, {0, 1})
+            await trio.testing.wait_all_tasks_blocked()
+            assert waiter_error, "a write waiting on a revoked partition must be released"
+            assert not handle.is_serving(0)
+            assert handle.held() == frozenset({0, 1})  # kept until the next assignment
+            seeks = await assign(send, 1, {0, 2}, {0: 1, 2: 0})
+            assert seeks == {0: 1, 2: None}  # keep 0 at our position, rebuild 2
+            assert handle.held() == frozenset({0, 2})
+            assert handle.is_caught_up(0)
+            assert handle.get_nowait(0, b"a@x") is not None
+
+
+def test_validate_record():
+    assert validate_record(b"a@x", user("a@x")) is None
+    assert validate_record(b"a@x", user("b@x")) == "key does not match email"
+    assert validate_record(b"a@x", b"{") == "value is not JSON"
