@@ -10,7 +10,7 @@ import sys
 import trio
 
 from actors import logs
-from actors.settings import SettingsError, load_settings, describe
+from actors.settings import SettingsError, describe, load_settings
 from actors.supervisor import run_node
 
 log = logging.getLogger("kstate")

@@ -212,6 +212,15 @@ class _Loop:
                                                partition=partition)
         return int(md.offset)
 
+    async def produce_many(self, records: list[tuple[int, bytes | None, bytes | None]]
+                           ) -> list[int]:
+        """Send every (partition, key, value) at once, then gather: one crossing."""
+        assert self.producer is not None
+        topic = self.settings.topic
+        futures = [await self.producer.send(topic, value, key=key, partition=partition)
+                   for partition, key, value in records]
+        return [int(md.offset) for md in await asyncio.gather(*futures)]
+
     async def flush(self) -> None:
         if self.producer is not None:
             await self.producer.flush()
@@ -293,6 +302,67 @@ class _Loop:
                 except Exception:
                     log.exception("event=kafka_stop_failed client=%s", type(client).__name__)
         self.consumer = self.producer = None
+
+
+class _Reader:
+    """A group-less consumer of every partition (the change feed). Lives on the loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def start(self, start: dict[int, int | None] | None) -> dict[int, int]:
+        """Assign all partitions; ``start`` maps partition -> next offset to read
+        (None: the beginning); partitions not in it (or start None) begin at the end.
+        Returns the starting position of every partition."""
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            **_common(s), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=s.max_batch)
+        await self.consumer.start()
+        parts = self.consumer.partitions_for_topic(s.topic)
+        if parts is None:
+            await self.consumer._client.force_metadata_update()
+            parts = self.consumer.partitions_for_topic(s.topic) or set()
+        tps = [TopicPartition(s.topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        wanted = start or {}
+        for tp in tps:
+            where = wanted.get(tp.partition, -1)
+            if where is None:
+                await self.consumer.seek_to_beginning(tp)
+            elif where < 0:
+                await self.consumer.seek_to_end(tp)
+            else:
+                self.consumer.seek(tp, where)
+        return {tp.partition: int(await self.consumer.position(tp)) for tp in tps}
+
+    async def fetch(self, timeout_ms: int) -> dict[int, list[Record]]:
+        assert self.consumer is not None
+        got = await self.consumer.getmany(timeout_ms=timeout_ms,
+                                          max_records=self.settings.max_batch)
+        return {tp.partition: [Record(m.offset, m.key, m.value) for m in msgs]
+                for tp, msgs in got.items()}
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+
+class Reader:
+    """Trio-facing handle of a :class:`_Reader`; close it with ``aclose``."""
+
+    def __init__(self, bridge: KafkaBridge, side: _Reader) -> None:
+        self._bridge = bridge
+        self._side = side
+
+    async def fetch(self, timeout_ms: int = 500) -> dict[int, list[Record]]:
+        return await self._bridge._call(functools.partial(self._side.fetch, timeout_ms))
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._bridge._call(self._side.stop)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -406,6 +476,15 @@ class KafkaBridge:
         except (TimeoutError, KafkaError) as exc:
             raise BrokerUnavailable(repr(exc)) from None
 
+    async def produce_many(self, records: list[tuple[int, bytes | None, bytes | None]]
+                           ) -> list[int]:
+        """Produce a batch of (partition, key, value) records in one crossing (loaders,
+        tests, benchmarks); return their offsets in order. Raises BrokerUnavailable."""
+        try:
+            return await self._call(self._side.produce_many, records)
+        except (TimeoutError, KafkaError) as exc:
+            raise BrokerUnavailable(repr(exc)) from None
+
     async def flush(self) -> None:
         await self._call(self._side.flush)
 
@@ -424,6 +503,19 @@ class KafkaBridge:
 
     async def generation(self) -> int:
         return await self._sync(self._side.generation)
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: dict[int, int | None] | None = None
+                          ) -> AsyncIterator[tuple[Reader, dict[int, int]]]:
+        """A group-less reader of every partition and its starting positions; see
+        :meth:`_Reader.start` for ``start``. Stopped on exit, even when cancelled."""
+        side = _Reader(self._side.settings)
+        reader = Reader(self, side)
+        try:
+            positions = await self._call(side.start, start)
+            yield reader, positions
+        finally:
+            await reader.aclose()
 
     async def stop(self) -> None:
         """Stop consumer (LeaveGroup unless static) and producer; always runs."""

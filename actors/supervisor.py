@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
-from actors import consumer, rebalance, router, state, writer
+from actors import consumer, feed, rebalance, router, state, writer
 from actors.kafka import KafkaBridge, TopicInfo, open_bridge
 from actors.messages import BridgeEvent, RouterIn, StateIn, WriterIn
 from actors.router import RouterHandle
@@ -38,6 +38,7 @@ STATE_INBOX = 16  # batches queued for the state owner (each up to max_batch rec
 WRITE_INBOX = 256  # writes queued for the writer
 EVENTS_INBOX = 4  # rebalance events: at most one is outstanding (each awaits its ack)
 ROUTER_INBOX = 4
+FEED_BUFFER = 1024  # changes queued per live feed subscriber before it is cut off
 TOPIC_WAIT = 60.0  # seconds the node waits for Kafka at start before it gives up
 
 
@@ -93,8 +94,10 @@ async def run_node(settings: Settings, *, stop: trio.Event,
                 rebalance.run, events=events_recv, state=state_send.clone(), router=router_send,
                 writer=writer_h, drain_timeout=settings.write_timeout))
 
+            feed_h = await root.start(partial(feed.run, bridge, buffer=FEED_BUFFER))
             handles = Handles(settings=settings, topic=topic.name, router=router_h,
-                              state=state_h, writer=writer_h, proxy=proxy, started_at=started)
+                              state=state_h, writer=writer_h, proxy=proxy, started_at=started,
+                              feed=feed_h, bridge=bridge)
             app = create_app(handles)
 
             async def _serve(task_status: trio.TaskStatus[str]) -> None:

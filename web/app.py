@@ -8,6 +8,8 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from actors.feed import FeedHandle
+from actors.kafka import KafkaBridge
 from actors.router import RouterHandle
 from actors.settings import Settings
 from actors.state import StateHandle
@@ -27,11 +29,13 @@ class Handles:
     writer: WriterHandle
     proxy: Proxy
     started_at: float = 0.0
+    feed: FeedHandle | None = None
+    bridge: KafkaBridge | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
 
 def create_app(h: Handles) -> QuartTrio:
-    from web import routes_ops, routes_user
+    from web import routes_feed, routes_ops, routes_user
 
     app = QuartTrio("kstate")
     app.config["MAX_CONTENT_LENGTH"] = None
@@ -49,4 +53,5 @@ def create_app(h: Handles) -> QuartTrio:
 
     routes_user.register(app, h)
     routes_ops.register(app, h)
+    routes_feed.register(app, h)
     return app

@@ -1,0 +1,129 @@
+"""Feed broadcaster: every change of the topic, to every websocket subscriber.
+
+One group-less reader per node follows all partitions from the end (live) and fans
+each change out through bounded per-subscriber channels. A subscriber whose channel is
+full is cut off (``lagged``) instead of slowing the node or the others; it reconnects
+with ``from=`` and a reader of its own replays from its offsets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import orjson
+import trio
+
+from actors.kafka import KafkaBridge
+from actors.messages import Record
+from actors.state import validate_record
+
+log = logging.getLogger(__name__)
+
+
+def encode_change(partition: int, rec: Record) -> str | None:
+    """The feed's JSON text for one record, or None for a record that is not a valid
+    user change (counted by the caller). The value's bytes are spliced, not re-encoded."""
+    if rec.key is None:
+        return None
+    if rec.value is not None and validate_record(rec.key, rec.value) is not None:
+        return None
+    try:
+        key = orjson.dumps(rec.key.decode())
+    except UnicodeDecodeError:
+        return None
+    value = b"null" if rec.value is None else rec.value
+    return (b'{"key":' + key + b',"value":' + value + b',"partition":'
+            + str(partition).encode() + b',"offset":' + str(rec.offset).encode()
+            + b"}").decode()
+
+
+def hello(positions: dict[int, int], node: str) -> str:
+    """First message of every subscription: where each partition starts (next offset)."""
+    return orjson.dumps({"type": "hello", "node": node,
+                         "positions": {str(p): o for p, o in sorted(positions.items())}}
+                        ).decode()
+
+
+@dataclass(eq=False)
+class Subscriber:
+    send: trio.MemorySendChannel[str]
+    key: bytes | None
+    lagged: bool = False
+
+
+@dataclass
+class FeedHandle:
+    buffer: int
+    positions: dict[int, int] = field(default_factory=dict)
+    subscribers: set[Subscriber] = field(default_factory=set)
+    published: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    invalid: int = 0
+
+    @contextlib.contextmanager
+    def subscribe(self, key: bytes | None = None
+                  ) -> Iterator[tuple[trio.MemoryReceiveChannel[str], Subscriber,
+                                      dict[int, int]]]:
+        """A live subscription from now on: (messages, subscriber, start positions).
+        The messages channel ends when the node stops or the subscriber lags."""
+        send, recv = trio.open_memory_channel[str](self.buffer)
+        sub = Subscriber(send, key)
+        self.subscribers.add(sub)
+        try:
+            with recv:
+                yield recv, sub, dict(self.positions)
+        finally:
+            self.subscribers.discard(sub)
+            send.close()
+
+    def publish(self, key: bytes | None, text: str) -> None:
+        self.published += 1
+        for sub in list(self.subscribers):
+            if sub.key is not None and sub.key != key:
+                continue
+            try:
+                sub.send.send_nowait(text)
+                self.delivered += 1
+            except trio.WouldBlock:
+                sub.lagged = True
+                self.subscribers.discard(sub)
+                sub.send.close()
+                self.dropped += 1
+                log.warning("event=feed_subscriber_dropped reason=lagging buffer=%d",
+                            self.buffer)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.subscribers.discard(sub)
+
+    def statistics(self) -> dict[str, int]:
+        return {"subscribers": len(self.subscribers), "published": self.published,
+                "delivered": self.delivered, "dropped_subscribers": self.dropped,
+                "invalid": self.invalid}
+
+
+async def run(bridge: KafkaBridge, *, buffer: int,
+              task_status: trio.TaskStatus[FeedHandle] = trio.TASK_STATUS_IGNORED) -> None:
+    """Follow the topic from its end forever (until cancelled); closes every
+    subscriber's channel on the way out."""
+    handle = FeedHandle(buffer=buffer)
+    async with bridge.open_reader(None) as (reader, positions):
+        handle.positions = dict(positions)
+        task_status.started(handle)
+        try:
+            while True:
+                got = await reader.fetch(500)
+                for pid, records in got.items():
+                    for rec in records:
+                        text = encode_change(pid, rec)
+                        handle.positions[pid] = rec.offset + 1
+                        if text is None:
+                            handle.invalid += 1
+                            continue
+                        handle.publish(rec.key, text)
+        finally:
+            for sub in list(handle.subscribers):
+                sub.send.close()
+            handle.subscribers.clear()
