@@ -98,6 +98,12 @@ class FeedHandle:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.subscribers.discard(sub)
 
+    def close_all(self) -> None:
+        """End every live subscription (the node is stopping)."""
+        for sub in list(self.subscribers):
+            sub.send.close()
+        self.subscribers.clear()
+
     def statistics(self) -> dict[str, int]:
         return {"subscribers": len(self.subscribers), "published": self.published,
                 "delivered": self.delivered, "dropped_subscribers": self.dropped,
@@ -124,6 +130,4 @@ async def run(bridge: KafkaBridge, *, buffer: int,
                             continue
                         handle.publish(rec.key, text)
         finally:
-            for sub in list(handle.subscribers):
-                sub.send.close()
-            handle.subscribers.clear()
+            handle.close_all()

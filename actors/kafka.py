@@ -293,6 +293,17 @@ class _Loop:
             fut.cancel()
         return await fut
 
+    async def leave_group(self) -> None:
+        """Stop the group consumer (LeaveGroup unless static); rebalance callbacks
+        become no-ops first: the caller has already revoked everything locally."""
+        self.closing = True
+        if self.consumer is not None:
+            try:
+                await self.consumer.stop()
+            except Exception:
+                log.exception("event=kafka_stop_failed client=consumer")
+            self.consumer = None
+
     async def stop(self) -> None:
         self.closing = True
         for client in (self.consumer, self.producer):
@@ -516,6 +527,15 @@ class KafkaBridge:
             yield reader, positions
         finally:
             await reader.aclose()
+
+    def begin_shutdown(self) -> None:
+        """From now on rebalance callbacks do nothing (the node is leaving)."""
+        self._side.closing = True
+
+    async def leave_group(self) -> None:
+        """Leave the consumer group now (fast failover for the others)."""
+        with trio.CancelScope(shield=True):
+            await self._call(self._side.leave_group)
 
     async def stop(self) -> None:
         """Stop consumer (LeaveGroup unless static) and producer; always runs."""

@@ -25,7 +25,7 @@ import trio
 
 from actors import consumer, feed, rebalance, router, state, writer
 from actors.kafka import KafkaBridge, TopicInfo, open_bridge
-from actors.messages import BridgeEvent, RouterIn, StateIn, WriterIn
+from actors.messages import BridgeEvent, ReplyBox, Revoked, RouterIn, StateIn, WriterIn
 from actors.router import RouterHandle
 from actors.settings import Settings
 from web.app import Handles, create_app
@@ -40,6 +40,8 @@ EVENTS_INBOX = 4  # rebalance events: at most one is outstanding (each awaits it
 ROUTER_INBOX = 4
 FEED_BUFFER = 1024  # changes queued per live feed subscriber before it is cut off
 TOPIC_WAIT = 60.0  # seconds the node waits for Kafka at start before it gives up
+SHUTDOWN_EPOCH = 1 << 62  # the last epoch: batches fetched after shutdown are stale
+HTTP_DRAIN = 3.0  # seconds in-flight HTTP requests get to finish on shutdown
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,21 @@ async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
                     from exc
             log.warning("event=kafka_wait bootstrap=%s error=%r", settings.bootstrap, exc)
             await trio.sleep(1.0)
+
+
+async def _leave(bridge: KafkaBridge, events: trio.MemorySendChannel[BridgeEvent],
+                 held: frozenset[int]) -> None:
+    """Shutdown, in the order that keeps the promise: stop serving every partition and
+    let in-flight writes finish (through the rebalance listener, like a real revoke),
+    then leave the group so the others take over at once."""
+    with trio.CancelScope(shield=True):
+        bridge.begin_shutdown()
+        box: ReplyBox[None] = ReplyBox()
+        async with events:
+            await events.send(Revoked(SHUTDOWN_EPOCH, held, box))
+            await box.wait()
+        await bridge.leave_group()
+        log.info("event=left_group partitions=%s", sorted(held))
 
 
 async def run_node(settings: Settings, *, stop: trio.Event,
@@ -100,11 +117,24 @@ async def run_node(settings: Settings, *, stop: trio.Event,
                               feed=feed_h, bridge=bridge)
             app = create_app(handles)
 
+            left = trio.Event()
+
             async def _serve(task_status: trio.TaskStatus[str]) -> None:
                 await serve(app, settings.listen, shutdown_trigger=stop.wait,
-                            task_status=task_status)
+                            graceful_timeout=HTTP_DRAIN, task_status=task_status)
                 log.info("event=http_drained")
-                root.cancel_scope.cancel()  # HTTP is done: stop the actors, leave the group
+                await left.wait()
+                root.cancel_scope.cancel()  # HTTP is done and we left: stop the actors
+
+            async def _shutdown() -> None:
+                await stop.wait()
+                log.info("event=shutdown_started")
+                await _leave(bridge, shutdown_events, state_h.held())
+                feed_h.close_all()  # live feed websockets end now, not at the drain deadline
+                left.set()
+
+            shutdown_events = events_send.clone()
+            root.start_soon(_shutdown)
 
             bound = await root.start(_serve)
             url = settings.advertise or bound
