@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
@@ -37,6 +38,15 @@ class Settings:
     max_batch: int = 5_000
     log_level: str = "INFO"
     log_format: str = "kv"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    # Secrets: never in repr (so never in a log line or a traceback's locals).
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    api_token: str = field(default="", repr=False)
 
     @property
     def advertised_url(self) -> str:
@@ -66,7 +76,21 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "max_batch": (int, "most records the consumer hands over in one batch"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
     "log_format": (str, "kv (key=value lines) or json"),
+    "security_protocol": (str, "Kafka security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    "sasl_mechanism": (str, "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+    "sasl_username": (str, "SASL user name (with SASL_PLAINTEXT / SASL_SSL)"),
+    "sasl_password": (str, "SASL password; env var only, never logged"),
+    "ssl_cafile": (str, "PEM file of the CA(s) that signed the brokers' certificates"),
+    "ssl_certfile": (str, "PEM client certificate for TLS client authentication"),
+    "ssl_keyfile": (str, "PEM private key of ssl_certfile"),
+    "api_token": (str, "when set, PUT/DELETE need Authorization: Bearer <token>"),
 }
+
+# Secrets a flag would show to every user of `ps`: read from the environment only.
+_ENV_ONLY = frozenset({"sasl_password"})
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MIN_API_TOKEN = 16
 
 
 def env_name(field: str) -> str:
@@ -81,7 +105,8 @@ def describe() -> list[tuple[str, str, str, str]]:
     """(flag, env var, default, help) for every setting: the README table's source."""
     defaults = Settings()
     return [
-        (flag_name(f), env_name(f), repr(getattr(defaults, f)), text)
+        ("-" if f in _ENV_ONLY else flag_name(f), env_name(f), repr(getattr(defaults, f)),
+         text)
         for f, (_, text) in _FIELDS.items()
     ]
 
@@ -127,7 +152,29 @@ def validate(s: Settings) -> Settings:
     for ok, message in checks:
         if not ok:
             raise SettingsError(message)
+    _validate_security(s)
     return s
+
+
+def _validate_security(s: Settings) -> None:
+    if s.security_protocol not in SECURITY_PROTOCOLS:
+        raise SettingsError(f"security_protocol: must be one of {', '.join(SECURITY_PROTOCOLS)}")
+    if s.security_protocol.startswith("SASL_"):
+        if s.sasl_mechanism not in SASL_MECHANISMS:
+            raise SettingsError(f"sasl_mechanism: must be one of {', '.join(SASL_MECHANISMS)}")
+        if not s.sasl_username or not s.sasl_password:
+            raise SettingsError(f"security_protocol {s.security_protocol} needs "
+                                "KSTATE_SASL_USERNAME and KSTATE_SASL_PASSWORD")
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(s, name)
+        if path and not os.path.isfile(path):
+            raise SettingsError(f"{name}: no such file {path!r}")
+    if bool(s.ssl_certfile) != bool(s.ssl_keyfile):
+        raise SettingsError("ssl_certfile and ssl_keyfile go together (TLS client auth)")
+    if s.api_token and (len(s.api_token) < MIN_API_TOKEN or not s.api_token.isprintable()
+                        or any(c.isspace() for c in s.api_token)):
+        raise SettingsError(f"api_token: must be at least {MIN_API_TOKEN} printable characters "
+                            "without spaces")
 
 
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -135,6 +182,8 @@ _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 
 def _convert(field: str, raw: str, source: str) -> object:
     kind = _FIELDS[field][0]
+    if field == "sasl_password":
+        return raw  # a password is taken as it is, spaces included
     if kind is str:
         return raw.strip()
     try:
@@ -146,16 +195,17 @@ def _convert(field: str, raw: str, source: str) -> object:
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     """Build Settings from ``argv`` (flags only, no sub-command) and ``environ``."""
     parser = argparse.ArgumentParser(prog="kstate node", add_help=True)
-    for field, (_, text) in _FIELDS.items():
-        parser.add_argument(flag_name(field), dest=field, default=None,
-                            help=f"{text} [env {env_name(field)}]")
+    for name, (_, text) in _FIELDS.items():
+        if name not in _ENV_ONLY:
+            parser.add_argument(flag_name(name), dest=name, default=None,
+                                help=f"{text} [env {env_name(name)}]")
     args = parser.parse_args(list(argv))
     values: dict[str, object] = {}
-    for field in _FIELDS:
-        flag = getattr(args, field)
+    for name in _FIELDS:
+        flag = getattr(args, name, None)
         if flag is not None:
-            values[field] = _convert(field, flag, "flag")
-        elif env_name(field) in environ:
-            values[field] = _convert(field, environ[env_name(field)], env_name(field))
+            values[name] = _convert(name, flag, "flag")
+        elif env_name(name) in environ:
+            values[name] = _convert(name, environ[env_name(name)], env_name(name))
     settings = dataclasses.replace(Settings(), **values)  # type: ignore[arg-type]
     return validate(settings)
