@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -31,13 +32,22 @@ import trio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.conn import create_conn
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import (
     ConsumerProtocol,
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
 from actors.assignment import Claim, decode_claim, decode_table, encode_claim, encode_table, plan
@@ -50,6 +60,16 @@ T = TypeVar("T")
 
 class BrokerUnavailable(Exception):
     """Kafka did not answer in time (or refused); the request may be retried."""
+
+
+class KafkaAuthFailed(Exception):
+    """Kafka refused this node's credentials or TLS setup: retrying cannot help."""
+
+
+# What a broker answers to a login it refuses (not: a broker that is not up yet).
+_AUTH_ERRORS = (SaslAuthenticationFailed, AuthenticationFailedError,
+                AuthenticationMethodNotSupported, UnsupportedSaslMechanismError,
+                ssl.SSLCertVerificationError)
 
 
 def partition_for(key: bytes, num_partitions: int) -> int:
@@ -82,7 +102,50 @@ class GroupInfo:
 
 
 def _common(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap_servers": settings.bootstrap.split(","), "client_id": "kstate"}
+    return {"bootstrap_servers": settings.bootstrap.split(","), "client_id": "kstate",
+            **_security(settings)}
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(cafile: str, certfile: str, keyfile: str) -> ssl.SSLContext:
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=cafile or None, certfile=certfile or None, keyfile=keyfile or None)
+    return context
+
+
+def _security(s: Settings) -> dict[str, Any]:
+    """aiokafka's security arguments from the settings (the password included: never
+    log what this returns)."""
+    out: dict[str, Any] = {"security_protocol": s.security_protocol}
+    if s.security_protocol in ("SSL", "SASL_SSL"):
+        out["ssl_context"] = _ssl_context(s.ssl_cafile, s.ssl_certfile, s.ssl_keyfile)
+    if s.security_protocol.startswith("SASL_"):
+        out.update(sasl_mechanism=s.sasl_mechanism, sasl_plain_username=s.sasl_username,
+                   sasl_plain_password=s.sasl_password)
+    return out
+
+
+async def _check_access(s: Settings) -> None:
+    """Log in to the first bootstrap server that answers. Raises KafkaAuthFailed if
+    one refuses the credentials or the TLS handshake; a server that does not answer
+    is left to the caller's retries."""
+    kwargs = _security(s)
+    for server in s.bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await create_conn(host, int(port), client_id="kstate",
+                                     request_timeout_ms=10_000, **kwargs)
+        except _AUTH_ERRORS as exc:
+            log.error("event=kafka_auth_failed server=%s protocol=%s mechanism=%s user=%s "
+                      "error=%r", server, s.security_protocol, s.sasl_mechanism,
+                      s.sasl_username, exc)
+            raise KafkaAuthFailed(
+                f"Kafka at {server} refused this node ({s.security_protocol}, "
+                f"user {s.sasl_username!r}): {exc}") from None
+        except (TimeoutError, OSError, KafkaError):
+            continue
+        conn.close()
+        return
 
 
 class _FutureReply:
@@ -149,6 +212,7 @@ class _Loop:
     # -- admin ---------------------------------------------------------------
     async def ensure_topic(self) -> TopicInfo:
         s = self.settings
+        await _check_access(s)
         admin = AIOKafkaAdminClient(**_common(s), request_timeout_ms=10_000)
         await admin.start()
         try:

@@ -24,7 +24,7 @@ from functools import partial
 import trio
 
 from actors import consumer, feed, rebalance, router, state, writer
-from actors.kafka import KafkaBridge, TopicInfo, open_bridge
+from actors.kafka import KafkaAuthFailed, KafkaBridge, TopicInfo, open_bridge
 from actors.messages import BridgeEvent, ReplyBox, Revoked, RouterIn, StateIn, WriterIn
 from actors.router import RouterHandle
 from actors.settings import Settings
@@ -55,6 +55,8 @@ async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
     while True:
         try:
             return await bridge.ensure_topic()
+        except KafkaAuthFailed:
+            raise  # wrong credentials or TLS setup: waiting cannot help
         except Exception as exc:  # any Kafka error while the broker starts
             if trio.current_time() > deadline:
                 raise RuntimeError(f"Kafka at {settings.bootstrap} did not answer: {exc!r}") \
