@@ -5,6 +5,8 @@
 #   kafka.sh fetch                  copy the broker jars into $KAFKA_CACHE/libs (once)
 #   kafka.sh up [NAME]              one combined broker+controller; prints bootstrap
 #   kafka.sh down [NAME]            stop it (SIGTERM, then SIGKILL after 20 s)
+#   kafka.sh up-sasl NAME USER PASS one broker whose clients must log in: SASL_PLAINTEXT,
+#                                   mechanisms PLAIN and SCRAM-SHA-256; prints bootstrap
 #   kafka.sh cluster-up [NAME]      three brokers, each also a controller voter
 #   kafka.sh cluster-down [NAME]    stop all three
 #   kafka.sh broker-stop NAME I     kill -9 broker I (1..3) of a cluster  (chaos)
@@ -188,6 +190,44 @@ cmd_up() {
     echo "127.0.0.1:$port"
 }
 
+cmd_up_sasl() {  # up-sasl NAME USER PASS: like `up`, but clients must log in as USER
+    local name=${1:?usage: kafka.sh up-sasl NAME USER PASS} user=${2:?USER} pass=${3:?PASS}
+    local dir port cport iport
+    dir=$cache/run/$name
+    fetch
+    KAFKA_HEAP_EFFECTIVE=${KAFKA_HEAP:-512m}
+    stop_dir "$dir"
+    rm -rf "$dir"
+    mkdir -p "$dir/logs"
+    port=${KAFKA_PORT:-0}
+    [ "$port" = 0 ] && port=$(free_port)
+    port_open "$port" && die "port $port is taken (set KAFKA_PORT, or 0 for a free one)"
+    cport=$(free_port)
+    iport=$(free_port)
+    write_log4j "$dir"
+    write_props "$dir" 1 "$iport" "$cport" "1@127.0.0.1:$cport" 1
+    # Later keys win in a .properties file: clients get a SASL listener, the broker
+    # keeps a plaintext one for itself (inter-broker) on another loopback port.
+    cat >>"$dir/server.properties" <<SASL
+listeners=INTERNAL://127.0.0.1:$iport,SASL_PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=INTERNAL://127.0.0.1:$iport,SASL_PLAINTEXT://127.0.0.1:$port
+inter.broker.listener.name=INTERNAL
+listener.security.protocol.map=INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$user="$pass";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+SASL
+    echo "$port" >"$dir/port"
+    local t0=$SECONDS
+    java_cmd "$dir" kafka.tools.StorageTool format -t "$(cluster_id)" -c "$dir/server.properties" \
+        --add-scram "SCRAM-SHA-256=[name=$user,password=$pass]" >"$dir/logs/format.log" 2>&1 \
+        || { cat "$dir/logs/format.log" >&2; die "storage format failed in $dir"; }
+    start_broker "$dir"
+    wait_ready "$dir"
+    echo "kafka.sh: SASL broker ready on 127.0.0.1:$port in $((SECONDS - t0))s (logs: $dir/logs)" >&2
+    echo "127.0.0.1:$port"
+}
+
 cmd_cluster_up() {
     local name=${1:-cluster} base i voters="" cid
     base=$cache/run/$name
@@ -227,6 +267,7 @@ case "${1:-}" in
     fetch) fetch ;;
     up) shift; cmd_up "$@" ;;
     down) shift; cmd_down "$@" ;;
+    up-sasl) shift; cmd_up_sasl "$@" ;;
     cluster-up) shift; cmd_cluster_up "$@" ;;
     cluster-down) shift; cmd_cluster_down "$@" ;;
     broker-stop) KAFKA_HEAP_EFFECTIVE=384m; stop_dir "$cache/run/$2/$3" KILL ;;
