@@ -1,0 +1,147 @@
+"""The dashboard: ``GET /`` (a single page; its files, web/static/*, are served under
+``/dashboard/<name>``), and ``GET /cluster``, the JSON that feeds it: every member's
+``/readyz`` gathered through this node's routing table.
+
+``/cluster`` never fails because a peer does: a member that does not answer within
+``MEMBER_TIMEOUT`` is reported ``"status": "unreachable"`` with the error, one that
+answers something other than /readyz JSON is ``"bad_response"``. Only urls of the
+routing table are ever fetched; nothing a client sends chooses a target.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import trio
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import NotFound
+
+from web.app import Handles
+from web.routes_ops import readiness
+
+STATIC = Path(__file__).resolve().parent / "static"
+MEMBER_TIMEOUT = 1.0  # seconds a member's /readyz may take before it counts as unreachable
+TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+         ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    """Every file of web/static, read once: name -> (bytes, content type)."""
+    out: dict[str, tuple[bytes, str]] = {}
+    if STATIC.is_dir():
+        for path in sorted(STATIC.iterdir()):
+            if path.is_file() and path.suffix in TYPES:
+                out[path.name] = (path.read_bytes(), TYPES[path.suffix])
+    return out
+
+
+def _json(doc: object) -> Response:
+    out = Response(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), status=200,
+                   content_type="application/json")
+    out.headers["Cache-Control"] = "no-store"
+    return out
+
+
+async def _member(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    """One member's /readyz as a report; never raises for what the peer does."""
+    started = time.monotonic()
+    report: dict[str, Any] = {"url": url, "status": "unreachable", "readyz": None,
+                              "error": None, "latency_ms": None}
+    try:
+        with trio.fail_after(MEMBER_TIMEOUT + 0.5):  # connect + read, all told
+            r = await client.get(f"http://{url}/readyz")
+    except (httpx.HTTPError, trio.TooSlowError, OSError) as exc:
+        report["error"] = f"{type(exc).__name__}: {exc}"[:200]
+        return report
+    report["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+    try:
+        doc = orjson.loads(r.content)
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict) or "ready" not in doc:
+        report["status"] = "bad_response"
+        report["error"] = f"HTTP {r.status_code}, not a /readyz document"
+        return report
+    report["status"] = "ready" if doc.get("ready") else "not_ready"
+    report["readyz"] = doc
+    return report
+
+
+def cluster_urls(h: Handles) -> list[str]:
+    """Every url the routing table names (members and partition owners), this node first."""
+    table = h.router.table
+    urls = set(table.members.values()) | set(table.owners.values())
+    urls.discard(h.router.url)
+    return [h.router.url, *sorted(urls)]
+
+
+def register(app: QuartTrio, h: Handles) -> None:
+    files = _load_static()
+    clients: list[httpx.AsyncClient] = []
+
+    def peer_client() -> httpx.AsyncClient:
+        if not clients:
+            clients.append(httpx.AsyncClient(
+                timeout=httpx.Timeout(MEMBER_TIMEOUT), trust_env=False,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=16)))
+        return clients[0]
+
+    @app.after_serving
+    async def _close_peer_client() -> None:
+        while clients:
+            with trio.CancelScope(shield=True):
+                await clients.pop().aclose()
+
+    @app.route("/", methods=["GET"])
+    async def dashboard() -> Response:
+        return static_file("dashboard.html")
+
+    @app.route("/dashboard/<name>", methods=["GET"])
+    async def dashboard_file(name: str) -> Response:
+        return static_file(name)
+
+    def static_file(name: str) -> Response:
+        found = files.get(name)
+        if found is None:
+            raise NotFound(f"no static file {name}")
+        out = Response(found[0], status=200, content_type=found[1])
+        out.headers["Cache-Control"] = "no-cache"
+        return out
+
+    @app.route("/cluster", methods=["GET"])
+    async def cluster() -> Response:
+        table = h.router.table
+        urls = cluster_urls(h)
+        reports: dict[str, dict[str, Any]] = {
+            h.router.url: {"url": h.router.url, "readyz": readiness(h), "error": None,
+                           "latency_ms": 0.0}}
+        mine = reports[h.router.url]
+        mine["status"] = "ready" if mine["readyz"]["ready"] else "not_ready"
+
+        async def fetch(url: str) -> None:
+            reports[url] = await _member(peer_client(), url)
+
+        async with trio.open_nursery() as nursery:
+            for url in urls[1:]:
+                nursery.start_soon(fetch, url)
+        member_ids = {url: mid for mid, url in table.members.items()}
+        members = [{**reports[url], "member_id": member_ids.get(url),
+                    "in_group": url in member_ids, "self": url == h.router.url}
+                   for url in urls]
+        return _json({
+            "node": h.router.url,
+            "topic": h.topic,
+            "generation": table.generation,
+            "num_partitions": h.router.num_partitions,
+            "owners": {str(p): url for p, url in sorted(table.owners.items())},
+            "members": members,
+            "proxy": {"forwarded": h.proxy.forwarded, "failures": h.proxy.failures},
+            "feed": None if h.feed is None else h.feed.statistics(),
+            "time": time.time(),
+        })
