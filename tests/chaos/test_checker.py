@@ -1,0 +1,113 @@
+"""The chaos checker's verdicts, driven with made-up answers (no broker, no nodes)."""
+
+from __future__ import annotations
+
+from tests.chaos.checker import Checker, value_for
+from tests.chaos.schedule import plan
+
+K = "a@x.test"
+
+
+def acked(c: Checker, start: float, end: float, offset: int, status: int = 200) -> int:
+    seq, body = c.begin_write(K, start)
+    v = c.end_write(K, seq, end, status, f'"3-{offset}"', False, body)
+    assert v.kind == "acked", v
+    return seq
+
+
+def read(c: Checker, start: float, end: float, seq: int | None, offset: int = 0,
+         final: bool = False) -> str:
+    if seq is None:
+        return c.judge_read(K, start, end, 404, b"{}", None, False, final=final).kind
+    return c.judge_read(K, start, end, 200, value_for(K, seq), f'"3-{offset}"', False,
+                        final=final).kind
+
+
+def test_read_after_ack_must_see_it():
+    c = Checker([K])
+    s0 = acked(c, 0.0, 1.0, 10, status=201)
+    s1 = acked(c, 2.0, 3.0, 11)
+    assert read(c, 3.5, 4.0, s1, 11) == "ok"
+    assert read(c, 3.5, 4.0, s0, 10) == "stale"
+    assert read(c, 3.5, 4.0, None) == "spurious_404"
+    assert read(c, 3.5, 4.0, s0, 10, final=True) == "lost_write"
+
+
+def test_read_concurrent_with_a_write_may_see_either():
+    c = Checker([K])
+    s0 = acked(c, 0.0, 1.0, 10, status=201)
+    s1, body = c.begin_write(K, 2.0)
+    assert read(c, 1.5, 2.5, s0, 10) == "ok"  # s1 not acked yet
+    assert read(c, 2.1, 2.6, s1, 11) == "ok"  # pending, but already visible
+    assert c.end_write(K, s1, 3.0, 200, '"3-11"', False, body).kind == "acked"
+    assert read(c, 2.9, 3.2, s0, 10) == "non_monotonic"  # a reader saw s1 before 2.9
+
+
+def test_ambiguous_write_judged_by_offset_and_start():
+    c = Checker([K])
+    acked(c, 0.0, 1.0, 10, status=201)
+    late, _ = c.begin_write(K, 2.0)
+    assert c.end_write(K, late, 7.0, 503, None, True).kind == "unavailable"
+    s2 = acked(c, 8.0, 9.0, 12)
+    # the timed-out write lands after s2 was acknowledged: resurrected over a later ack
+    assert read(c, 10.0, 10.5, late, 13) == "late_ambiguous"
+    c2 = Checker([K])
+    acked(c2, 0.0, 1.0, 10, status=201)
+    after, _ = c2.begin_write(K, 2.0)
+    c2.end_write(K, after, 7.0, None, None, False)
+    assert read(c2, 8.0, 8.5, after, 11) == "ok"  # issued after the last ack: a valid value
+    assert s2 >= 0
+
+
+def test_offsets_identify_writes():
+    c = Checker([K])
+    s0 = acked(c, 0.0, 1.0, 10, status=201)
+    assert read(c, 2.0, 2.1, s0, 11) == "etag_mismatch"
+    seq, body = c.begin_write(K, 3.0)
+    assert c.end_write(K, seq, 4.0, 200, '"3-9"', False, body).kind == "write_reordered"
+    seq, body = c.begin_write(K, 5.0)
+    assert c.end_write(K, seq, 6.0, 201, '"3-20"', False, body).kind == "spurious_create"
+    seq, body = c.begin_write(K, 7.0)
+    assert c.end_write(K, seq, 8.0, 200, '"4-21"', False, body).kind == "etag_partition"
+    seq, body = c.begin_write(K, 9.0)
+    assert c.end_write(K, seq, 10.0, 200, None, False, body).kind == "no_etag"
+
+
+def test_statuses_and_bodies():
+    c = Checker([K])
+    assert read(c, 0.0, 0.1, None) == "ok_404"  # never written
+    assert c.judge_read(K, 0, 1, 503, b"", None, True).kind == "unavailable"
+    assert c.judge_read(K, 0, 1, 503, b"", None, False).kind == "bad_5xx"
+    assert c.judge_read(K, 0, 1, 500, b"", None, False).kind == "bad_5xx"
+    assert c.judge_read(K, 0, 1, 400, b"", None, False).kind == "bad_status"
+    assert c.judge_read(K, 0, 1, 200, b'{"name":"a@x.test#7","email":"a@x.test"}',
+                        '"3-1"', False).kind == "phantom_value"
+    seq, _ = c.begin_write(K, 5.0)
+    assert read(c, 1.0, 2.0, seq, 1) == "future_value"
+
+
+def test_schedule_is_seeded_and_possible():
+    a = plan(7, nodes=3, duration=600, cluster=True)
+    assert a == plan(7, nodes=3, duration=600, cluster=True)
+    assert len(a) >= 20
+    up, down, brokers_down = {0, 1, 2}, set(), 0
+    for e in a:
+        if e.kind in ("kill9", "term", "remove"):
+            assert e.target in up
+            assert len(up) >= 2
+            up.remove(e.target)
+            if e.kind != "remove":
+                down.add(e.target)
+        elif e.kind == "restart":
+            down.remove(e.target)
+            up.add(e.target)
+        elif e.kind == "add":
+            up.add(e.target)
+        elif e.kind == "broker_kill":
+            assert brokers_down == 0
+            brokers_down += 1
+        else:
+            brokers_down -= 1
+    forced = plan(1, nodes=3, duration=100, cluster=False,
+                  forced=["kill9", "restart", "term", "add"], gap=(10, 12))
+    assert [e.kind for e in forced] == ["kill9", "restart", "term", "add"]

@@ -1,0 +1,147 @@
+"""Requests of the chaos run: every GET and PUT goes through :class:`Traffic`, which
+times it, has the checker judge it, counts it, and feeds the availability tracker.
+
+A request error is judged against what the harness knew: if the node it went to was
+``up`` (same incarnation) from before the request until after the error, the error is
+``error_alive`` (a violation); if the harness decided to stop that node meanwhile, it is
+``node_down`` (expected, counted apart). A client timeout to a live node is ``timeout``
+(counted, not a violation: the node answered too slowly, which the latency and
+within-2 s figures show).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import httpx
+
+from tests.chaos.checker import Checker, Verdict
+from tests.chaos.cluster import Cluster, Member
+
+READ_OK = frozenset({"ok", "ok_404"})
+
+
+@dataclass
+class Availability:
+    """Per partition: when reads of its keys stopped and started answering correctly.
+    An outage runs from the start of the first failed read after a correct one to the
+    end of the next correct read. ``node_down`` answers say nothing either way."""
+
+    fail_since: dict[int, float] = field(default_factory=dict)
+    outages: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def observe(self, partition: int | None, start: float, end: float, ok: bool | None
+                ) -> None:
+        if partition is None or ok is None:
+            return
+        if ok:
+            since = self.fail_since.pop(partition, None)
+            if since is not None:
+                self.outages.append((partition, since, end))
+        else:
+            self.fail_since.setdefault(partition, start)
+
+    def close(self, t: float) -> None:
+        for p, since in sorted(self.fail_since.items()):
+            self.outages.append((p, since, t))
+        self.fail_since.clear()
+
+
+@dataclass
+class Stats:
+    counts: defaultdict[str, Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter))
+    latency: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # workload reads: (start, seconds, answered correctly)
+    reads: list[tuple[float, float, bool]] = field(default_factory=list)
+
+    def add(self, source: str, op: str, kind: str, seconds: float, answered: bool) -> None:
+        self.counts[f"{op}/{source}"][kind] += 1
+        if answered:
+            self.latency[op].append(seconds)
+
+
+class Traffic:
+    def __init__(self, client: httpx.AsyncClient, cluster: Cluster, checker: Checker,
+                 rng: random.Random, timeout: float, t0: float) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.checker = checker
+        self.rng = rng
+        self.timeout = timeout
+        self.t0 = t0
+        self.stats = Stats()
+        self.avail = Availability()
+        self.writing: set[str] = set()
+
+    def _err(self, m: Member, inc: int, exc: Exception, what: str) -> Verdict:
+        if not self.cluster.still_up(m, inc):
+            return Verdict("node_down")
+        if isinstance(exc, httpx.TimeoutException):
+            return Verdict("timeout", f"{what} via {m.name}: {exc!r}")
+        return Verdict("error_alive", f"{what} via {m.name}: {exc!r}")
+
+    async def read(self, key: str, source: str, member: Member | None = None,
+                   final: bool = False) -> Verdict:
+        m = member or self.cluster.pick(self.rng)
+        if m is None:
+            self.stats.counts[f"read/{source}"]["no_node"] += 1
+            return Verdict("no_node")
+        inc = m.incarnation
+        start = time.monotonic()
+        try:
+            r = await self.client.get(f"{m.node.base}/users/{key}", timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            end = time.monotonic()
+            v = self._err(m, inc, exc, f"GET {key}")
+            answered = False
+        else:
+            end = time.monotonic()
+            v = self.checker.judge_read(key, start, end, r.status_code, r.content,
+                                        r.headers.get("etag"), "retry-after" in r.headers,
+                                        final=final)
+            answered = True
+        self.checker.record(v, source=source, node=m.name, t=round(start - self.t0, 3))
+        self.stats.add(source, "read", v.kind, end - start, answered)
+        ok = None if v.kind == "node_down" else v.kind in READ_OK
+        self.avail.observe(self.checker.partition_of(key), start, end, ok)
+        if source == "workload":
+            self.stats.reads.append((start, end - start, v.kind in READ_OK))
+        return v
+
+    async def write(self, key: str, source: str) -> Verdict | None:
+        """PUT a new unique value; None if a write of ``key`` is already in flight
+        (the workload keeps one write per key in flight) or no node is up."""
+        if key in self.writing:
+            return None
+        m = self.cluster.pick(self.rng)
+        if m is None:
+            return None
+        self.writing.add(key)
+        try:
+            inc = m.incarnation
+            start = time.monotonic()
+            seq, body = self.checker.begin_write(key, start)
+            try:
+                r = await self.client.put(f"{m.node.base}/users/{key}", content=body,
+                                          headers={"content-type": "application/json"},
+                                          timeout=self.timeout)
+            except httpx.HTTPError as exc:
+                end = time.monotonic()
+                self.checker.end_write(key, seq, end, None, None, False)
+                v = self._err(m, inc, exc, f"PUT {key} seq={seq}")
+                answered = False
+            else:
+                end = time.monotonic()
+                v = self.checker.end_write(key, seq, end, r.status_code,
+                                           r.headers.get("etag"), "retry-after" in r.headers,
+                                           r.content)
+                answered = True
+            self.checker.record(v, source=source, node=m.name, t=round(start - self.t0, 3))
+            self.stats.add(source, "write", v.kind, end - start, answered)
+            return v
+        finally:
+            self.writing.discard(key)
