@@ -40,6 +40,10 @@ kafka-cluster-down:
 test *ARGS: setup
     tests/run.sh {{ARGS}}
 
+# kstate vs a faust-streaming peer on a broker it starts: just bench [--quick] [--users N]
+bench *ARGS: setup
+    bench/run.sh {{ARGS}}
+
 # ruff + mypy --strict.
 lint: setup
     {{venv}}/bin/ruff check actors web tests bench

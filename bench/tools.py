@@ -1,0 +1,206 @@
+"""What both sides of the benchmark use: wrk runs, key probes, memory, process cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+BENCH = Path(__file__).resolve().parent
+WRK_DIR = BENCH / "wrk"
+
+# Every process the benchmark starts, so that whatever happens they are all stopped.
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    STARTED.append(proc)
+    return proc
+
+
+def stop_all(grace: float = 10.0) -> None:
+    """SIGTERM every process this benchmark started that still runs; SIGKILL after
+    ``grace`` seconds. Only our own processes, by pid."""
+    live = [p for p in STARTED if p.poll() is None]
+    for p in live:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in live:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def write_keys(path: Path, emails: Iterable[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{e}\n" for e in emails))
+    return path
+
+
+# -- wrk ---------------------------------------------------------------------------
+
+@dataclass
+class Load:
+    """One fixed-concurrency load run and what wrk measured."""
+
+    connections: int = 10
+    threads: int = 1
+    seconds: float = 10.0
+    warmup: float = 1.0
+
+
+@dataclass
+class WrkResult:
+    target: str
+    script: str
+    keys: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    non_2xx: int
+    socket_errors: int
+    timeouts: int
+    raw: dict[str, int | float] = field(default_factory=dict)
+
+    @property
+    def error_share(self) -> float:
+        return (self.non_2xx + self.socket_errors) / max(1, self.requests)
+
+    @property
+    def valid(self) -> bool:
+        """At most 1% of the answers were errors: the numbers mean what they say."""
+        return self.requests > 0 and self.error_share <= 0.01
+
+    def to_json(self) -> dict[str, object]:
+        out = asdict(self)
+        out["error_share"] = round(self.error_share, 5)
+        out["valid"] = self.valid
+        return out
+
+
+def wrk_available() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise RuntimeError("wrk is not installed (bench/run.sh installs Debian's wrk)")
+    return path
+
+
+async def run_wrk(base: str, script: str, keyfile: Path, prefix: str, load: Load,
+                  seconds: float | None = None) -> WrkResult:
+    """Run wrk against ``base`` (http://host:port) with bench/wrk/<script> picking
+    random keys from ``keyfile``; bounded by its duration plus 30 s."""
+    duration = load.seconds if seconds is None else seconds
+    cmd = [wrk_available(), f"-t{load.threads}", f"-c{load.connections}",
+           f"-d{max(1, round(duration))}s", "--timeout", "5s",
+           "-s", str(WRK_DIR / script), base, "--", str(keyfile), prefix]
+    with trio.fail_after(duration + 30):
+        proc = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
+                                      check=False)
+    out = proc.stdout.decode(errors="replace")
+    line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out[-2000:]}"
+                           f"{proc.stderr.decode(errors='replace')[-2000:]}")
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    secs = raw["duration_us"] / 1e6
+    keys = sum(1 for _ in keyfile.open())
+    return WrkResult(
+        target=base, script=script, keys=keys, requests=raw["requests"],
+        seconds=round(secs, 3), rps=round(raw["requests"] / secs, 1) if secs else 0.0,
+        p50_ms=raw["p50_us"] / 1000, p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000, max_ms=raw["max_us"] / 1000,
+        mean_ms=round(raw["mean_us"] / 1000, 3), non_2xx=raw["status_errors"],
+        socket_errors=raw["connect_errors"] + raw["read_errors"] + raw["write_errors"],
+        timeouts=raw["timeouts"], raw=raw)
+
+
+async def measure(base: str, script: str, keyfile: Path, prefix: str, load: Load
+                  ) -> WrkResult:
+    """A short warm-up (connections, pools, caches), then the measured run."""
+    if load.warmup > 0:
+        await run_wrk(base, script, keyfile, prefix, load, seconds=load.warmup)
+    return await run_wrk(base, script, keyfile, prefix, load)
+
+
+# -- probes ------------------------------------------------------------------------
+
+@dataclass
+class Probe:
+    """Polling a set of keys until each has answered 200 once."""
+
+    seconds: float | None  # from t0 until the last key answered 200; None: timed out
+    keys: int
+    statuses: dict[str, int]  # every answer seen while waiting, by status
+    polls: int
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+async def wait_keys(client: httpx.AsyncClient, base: str, prefix: str, emails: list[str], *,
+                    t0: float, within: float, alive: Callable[[], bool] = lambda: True,
+                    moved: Callable[[], Awaitable[bool]] | None = None,
+                    interval: float = 0.05) -> Probe:
+    """GET each key (one request at a time) until every one has answered 200, counting
+    what came back on the way, for at most ``within`` seconds after ``t0`` (the
+    time.monotonic() the clock started at).
+
+    With ``moved`` (failover), only answers after ``moved()`` first returned True count
+    as served: until the survivor owns the keys, a 200 may still come from a member that
+    is shutting down. Every key is polled on every round either way."""
+    keys = list(dict.fromkeys(emails))
+    left = list(keys)
+    done = moved is None
+    seen: Counter[str] = Counter()
+    polls = 0
+    deadline = t0 + within
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the server behind {base} exited while being probed")
+        if not done and moved is not None and await moved():
+            done = True
+            left = list(keys)
+        for email in list(left if done else keys):
+            polls += 1
+            try:
+                r = await client.get(f"{base}{prefix}{email}", timeout=5)
+                seen[str(r.status_code)] += 1
+                if r.status_code == 200 and done:
+                    left.remove(email)
+            except httpx.HTTPError as exc:
+                seen[type(exc).__name__] += 1
+        if done and not left:
+            return Probe(round(time.monotonic() - t0, 3), len(keys), dict(seen), polls)
+        await trio.sleep(interval)
+    return Probe(None, len(keys), dict(seen), polls)
+
+
+def machine() -> dict[str, object]:
+    load1, load5, _ = os.getloadavg()
+    return {"cpus": os.cpu_count(), "loadavg_1m": round(load1, 2),
+            "loadavg_5m": round(load5, 2)}
