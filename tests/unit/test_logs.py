@@ -1,0 +1,115 @@
+"""The log formats: one line per event; JSON lines are objects with the message's
+key=value pairs as fields, exceptions included."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from actors import logs
+
+
+@pytest.fixture
+def capture() -> Iterator[tuple[io.StringIO, logging.Logger]]:
+    """logs.setup's handler, writing into a buffer; the root logger restored after."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    buffer = io.StringIO()
+    try:
+        yield buffer, logging.getLogger("kstate.test")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+def _setup(fmt: str, buffer: io.StringIO) -> None:
+    logs.setup("INFO", fmt)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+
+
+def _lines(buffer: io.StringIO) -> list[str]:
+    text = buffer.getvalue()
+    assert text.endswith("\n")
+    return text[:-1].split("\n")
+
+
+def test_json_one_object_per_line_with_typed_fields(capture):
+    buffer, log = capture
+    _setup("json", buffer)
+    log.info("event=invalid_record partition=%d offset=%d reason=%r seconds=%.3f",
+             3, 10, "value is not JSON", 1.25)
+    log.info("event=assign members=%d plan=%s", 2, {"127.0.0.1:1": [0, 1], "b": [2]})
+    log.warning("Running on http://127.0.0.1:1 (CTRL + C to quit)")
+    log.info("event=line\nbreak level=FAKE")
+    lines = _lines(buffer)
+    assert len(lines) == 4
+    docs = [orjson.loads(line) for line in lines]
+    first = docs[0]
+    assert first["event"] == "invalid_record"
+    assert first["partition"] == 3
+    assert first["offset"] == 10
+    assert first["reason"] == "value is not JSON"
+    assert first["seconds"] == 1.25
+    assert first["level"] == "INFO"
+    assert first["logger"] == "kstate.test"
+    assert first["ts"].endswith("Z")
+    # A bracketed value with spaces stays one field.
+    assert docs[1]["plan"] == "{'127.0.0.1:1': [0, 1], 'b': [2]}"
+    assert docs[1]["members"] == 2
+    # Free text is kept whole as the message.
+    assert docs[2]["message"] == "Running on http://127.0.0.1:1 (CTRL + C to quit)"
+    assert docs[2]["level"] == "WARNING"
+    # A field never overrides the record's own level.
+    assert docs[3]["level"] == "INFO"
+
+
+def test_json_exception_is_a_field_of_the_same_line(capture):
+    buffer, log = capture
+    _setup("json", buffer)
+    try:
+        raise ValueError("boom\nwith a second line")
+    except ValueError:
+        log.exception("event=node_crashed")
+    lines = _lines(buffer)
+    assert len(lines) == 1
+    doc = orjson.loads(lines[0])
+    assert doc["event"] == "node_crashed"
+    assert doc["level"] == "ERROR"
+    assert "Traceback" in doc["exc"]
+    assert "ValueError: boom\nwith a second line" in doc["exc"]
+
+
+def test_kv_is_one_line_even_with_newlines_and_exceptions(capture):
+    buffer, log = capture
+    _setup("kv", buffer)
+    log.info("event=a text=%s", "x\ny")
+    try:
+        raise RuntimeError("bad\nthing")
+    except RuntimeError:
+        log.exception("event=b")
+    lines = _lines(buffer)
+    assert len(lines) == 2
+    assert lines[0].startswith("ts=")
+    assert " level=INFO logger=kstate.test event=a " in lines[0]
+    assert lines[0].endswith("text=x\\ny")
+    assert "event=b exc='Traceback" in lines[1]
+    assert "RuntimeError: bad\\nthing" in lines[1]
+
+
+@pytest.mark.parametrize(("msg", "expected"), [
+    ("event=x a=1 b=-2 c=0.5 d=007", {"event": "x", "a": 1, "b": -2, "c": 0.5, "d": "007"}),
+    ("event=x r='it is' q=\"two words\"", {"event": "x", "r": "it is", "q": "two words"}),
+    ("event=x e=Err('a b (c)') f=[1, [2, 3]]",
+     {"event": "x", "e": "Err('a b (c)')", "f": "[1, [2, 3]]"}),
+    ("no fields here", None),
+    ("event=x then free text", None),
+    ("", None),
+])
+def test_parse_fields(msg, expected):
+    assert logs.parse_fields(msg) == expected
