@@ -11,4 +11,5 @@ if [ -z "${KSTATE_TEST_BOOTSTRAP:-}" ]; then
     export KSTATE_TEST_BOOTSTRAP
     echo "tests/run.sh: Kafka $KSTATE_TEST_BOOTSTRAP ready in $((SECONDS - start))s"
 fi
+deploy/install-browser.sh  # Debian chromium + chromedriver for the dashboard browser test
 .venv/bin/python -m pytest "$@"

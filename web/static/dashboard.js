@@ -82,7 +82,7 @@ function renderMembers(doc) {
     add("proxy failures", doc.proxy.failures);
   }
   if (doc.feed) {
-    add("feed subscribers", doc.feed.subscribers);
+    add("live feed subscribers", doc.feed.subscribers);
     add("feed published", doc.feed.published);
     add("lagging cut off", doc.feed.dropped_subscribers);
   }
