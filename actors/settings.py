@@ -171,10 +171,10 @@ def _validate_security(s: Settings) -> None:
             raise SettingsError(f"{name}: no such file {path!r}")
     if bool(s.ssl_certfile) != bool(s.ssl_keyfile):
         raise SettingsError("ssl_certfile and ssl_keyfile go together (TLS client auth)")
-    if s.api_token and (len(s.api_token) < MIN_API_TOKEN or not s.api_token.isprintable()
-                        or any(c.isspace() for c in s.api_token)):
-        raise SettingsError(f"api_token: must be at least {MIN_API_TOKEN} printable characters "
-                            "without spaces")
+    if s.api_token and (len(s.api_token) < MIN_API_TOKEN or not s.api_token.isascii()
+                        or not s.api_token.isprintable() or " " in s.api_token):
+        raise SettingsError(f"api_token: must be at least {MIN_API_TOKEN} printable ASCII "
+                            "characters without spaces")
 
 
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

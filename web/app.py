@@ -35,9 +35,9 @@ class Handles:
 
 
 def create_app(h: Handles) -> QuartTrio:
-    from web import routes_feed, routes_ops, routes_user
+    from web import routes_dashboard, routes_feed, routes_ops, routes_user
 
-    app = QuartTrio("kstate")
+    app = QuartTrio("kstate", static_folder=None)  # no /static: the dashboard serves its own
     app.config["MAX_CONTENT_LENGTH"] = None
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 
@@ -51,7 +51,13 @@ def create_app(h: Handles) -> QuartTrio:
         headers = {k: v for k, v in e.get_headers() if k.lower() == "allow"}
         return error(e.code or 500, code, e.description or e.name or "error", headers=headers)
 
+    from web import auth, metrics, openapi
+
+    metrics.register(app, h)  # first: its hooks time every request, even one auth refuses
+    auth.register(app, h)
+    openapi.register(app, h)
     routes_user.register(app, h)
     routes_ops.register(app, h)
     routes_feed.register(app, h)
+    routes_dashboard.register(app, h)
     return app

@@ -1,0 +1,133 @@
+"""The OpenAPI document stays true to the app: every route is described (and nothing
+else), it is served by a live node, and schemathesis, fuzzing that node over real HTTP,
+finds no 5xx and no response the document does not describe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+import trio
+
+from actors.router import RouterHandle
+from actors.settings import Settings
+from actors.state import StateHandle, StateTable
+from actors.writer import WriterHandle
+from tests.support.procs import REPO, wait_ready
+from web.app import Handles, create_app
+from web.openapi import spec
+from web.proxy import Proxy
+
+IMPLICIT = {"HEAD", "OPTIONS"}  # answered by the framework for every GET route
+OPERATIONS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+SCHEMATHESIS_EXAMPLES = 50  # per operation and phase: keeps the run well under a minute
+
+
+def offline_handles() -> Handles:
+    """Handles of a node that never started: enough to build the app and read its
+    routes, no Kafka involved."""
+    state = StateHandle(StateTable())
+    writes, _ = trio.open_memory_channel(0)
+    router = RouterHandle("127.0.0.1:1", 10, state, writes, 1.0)
+    return Handles(settings=Settings(), topic="t", router=router, state=state,
+                   writer=WriterHandle(), proxy=Proxy(1.0), started_at=time.monotonic())
+
+
+def openapi_path(rule: str) -> str:
+    """werkzeug's /users/<path:email> -> OpenAPI's /users/{email}."""
+    out, rest = "", rule
+    while "<" in rest:
+        head, _, tail = rest.partition("<")
+        converter, _, tail = tail.partition(">")
+        out += head + "{" + converter.rpartition(":")[2] + "}"
+        rest = tail
+    return out + rest
+
+
+def test_every_route_is_in_the_spec_and_nothing_else():
+    app = create_app(offline_handles())
+    doc = spec()
+    routes: set[tuple[str, str]] = set()
+    sockets: set[str] = set()
+    for rule in app.url_map.iter_rules():
+        if rule.websocket:
+            sockets.add(openapi_path(rule.rule))
+            continue
+        for method in (rule.methods or set()) - IMPLICIT:
+            routes.add((openapi_path(rule.rule), method.lower()))
+    documented = {(path, method) for path, ops in doc["paths"].items()
+                  for method in ops if method in OPERATIONS}
+    assert routes - documented == set(), "routes missing from web/openapi.py"
+    assert documented - routes == set(), "web/openapi.py describes routes the app lacks"
+    assert sockets == set(doc["x-websockets"]), "websocket routes and x-websockets differ"
+    assert len(routes) >= 12  # the seed API, REST, ops and the dashboard
+
+
+def test_every_operation_documents_its_errors():
+    doc = spec()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            statuses = set(op["responses"])
+            assert op.get("operationId"), (path, method)
+            if path in ("/user", "/users/{email}"):
+                assert {"400", "503"} <= statuses, (path, method)
+                if method == "get":
+                    assert {"200", "404"} <= statuses
+                else:
+                    assert {"401", "412"} <= statuses, (path, method)
+                if method == "put":
+                    assert {"411", "413", "415"} <= statuses, (path, method)
+    unavailable = doc["components"]["responses"]["Unavailable"]
+    assert unavailable["headers"]["Retry-After"]["$ref"] == "#/components/headers/RetryAfter"
+    assert doc["components"]["headers"]["RetryAfter"]["required"] is True
+    found = doc["paths"]["/users/{email}"]["get"]["responses"]["200"]
+    assert found["headers"]["ETag"]["required"] is True
+    assert "Allow" in doc["components"]["responses"]["MethodNotAllowed"]["headers"]
+
+
+async def test_live_node_serves_the_spec(make_node, client):
+    node = make_node()
+    await wait_ready(client, node)
+    r = await client.get(f"{node.base}/openapi.json")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
+    doc = r.json()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["paths"] == spec()["paths"]
+    assert doc["info"]["x-node"] == node.url
+
+
+async def test_schemathesis_finds_no_server_error_or_schema_violation(make_node, client,
+                                                                      artifacts: Path):
+    """Every check but positive_data_acceptance: "schema-valid" requests may rightly get
+    400 (a body email that differs from the URL's, a non-ASCII email over 254 bytes)
+    or 412 (a random If-Match): rules JSON Schema cannot state."""
+    node = make_node()
+    await wait_ready(client, node)
+    report = artifacts / "schemathesis-junit.xml"
+    cmd = [str(Path(sys.executable).parent / "schemathesis"), "run",
+           f"{node.base}/openapi.json",
+           "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+           "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--seed", "7", "--workers", "1",
+           "--request-timeout", "15", "--generation-database", "none", "--no-color",
+           "--report", "junit", "--report-junit-path", str(report)]
+    started = time.monotonic()
+    result = await trio.run_process(
+        cmd, capture_stdout=True, stderr=subprocess.STDOUT, check=False, cwd=artifacts,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    seconds = time.monotonic() - started
+    out = result.stdout.decode(errors="replace")
+    (artifacts / "schemathesis.txt").write_text(out)
+    assert result.returncode == 0, out[-6000:]
+    # Every operation was fuzzed (schemathesis leaves out the document's own URL).
+    fuzzed = {case.get("name") for case in ElementTree.parse(report).iter("testcase")}
+    expected = {f"{method.upper()} {path}" for path, ops in spec()["paths"].items()
+                for method in ops} - {"GET /openapi.json"}
+    assert expected <= fuzzed, expected - fuzzed
+    assert node.alive(), node.log_text()[-3000:]
+    assert "Traceback" not in node.log_text(), node.log_text()[-3000:]
+    print(f"\nschemathesis: {seconds:.1f}s, {out.strip().splitlines()[-1]}")

@@ -1,0 +1,203 @@
+"""Prometheus metrics at ``GET /metrics``, from a registry owned by one app.
+
+Two sources, both in the app's own :class:`CollectorRegistry` (never the process-global
+one, so a process may build several apps, as the tests do):
+
+- request metrics, counted by before/after-request hooks: requests by route template,
+  method and status; latency histograms split by ``kind`` — ``local`` (answered here)
+  or ``proxied`` (forwarded to the owner: web/proxy.py sets ``g.kstate_proxied``);
+- :class:`NodeCollector`, which reads the actors' ``statistics()`` and counters at
+  scrape time: nothing in the actors is instrumented for Prometheus.
+
+Counters read at scrape time from the state owner (rebalances, invalid records) are
+kept by the node itself and may reset when the process restarts, as every counter does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from quart import Response, g, request
+from quart_trio import QuartTrio
+
+from web.app import Handles
+
+# Local GETs take about a millisecond; proxied ones and writes (produce, acks=all,
+# apply) take several; catch-up gates and timeouts take seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+UNMATCHED = "unmatched"  # the route label of a request no route matched (404/405)
+
+
+class NodeCollector:
+    """Reads the node's handles when Prometheus scrapes; holds no state of its own."""
+
+    def __init__(self, h: Handles) -> None:
+        self._h = h
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._group()
+        yield from self._partitions()
+        yield from self._traffic()
+        yield from self._feed()
+
+    def _group(self) -> Iterator[Metric]:
+        h = self._h
+        table = h.router.table
+        info = GaugeMetricFamily("kstate_node_info", "this node: advertised url, topic, group",
+                                 labels=["url", "topic", "group"])
+        info.add_metric([h.router.url, h.topic, h.settings.group], 1)
+        yield info
+        yield GaugeMetricFamily("kstate_uptime_seconds", "seconds since the node started",
+                                value=max(0.0, time.monotonic() - h.started_at))
+        yield GaugeMetricFamily("kstate_group_generation",
+                                "consumer group generation of the current routing table "
+                                "(-1: not in the group yet)", value=table.generation)
+        yield GaugeMetricFamily("kstate_group_members", "members in the current routing table",
+                                value=len(table.members))
+        yield CounterMetricFamily("kstate_rebalances", "group rebalances this node went "
+                                  "through (each starts with a revoke)",
+                                  value=h.state.table.epoch)
+        owned = sum(1 for url in table.owners.values() if url == h.router.url)
+        yield GaugeMetricFamily("kstate_partitions_owned",
+                                "partitions the routing table gives this node", value=owned)
+
+    def _partitions(self) -> Iterator[Metric]:
+        stats = self._h.state.statistics()
+        label = ["partition"]
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "serving": GaugeMetricFamily("kstate_partition_serving",
+                                         "1 if this node serves the partition", labels=label),
+            "caught_up": GaugeMetricFamily("kstate_partition_caught_up",
+                                           "1 once position >= catch-up target", labels=label),
+            "position": GaugeMetricFamily("kstate_partition_position",
+                                          "next offset the state owner will apply",
+                                          labels=label),
+            "target": GaugeMetricFamily("kstate_partition_end_offset",
+                                        "end offset read right after the assignment (the "
+                                        "catch-up target)", labels=label),
+            "lag": GaugeMetricFamily("kstate_partition_lag",
+                                     "records between position and catch-up target",
+                                     labels=label),
+            "keys": GaugeMetricFamily("kstate_partition_keys", "keys held in memory",
+                                      labels=label),
+            "replayed": GaugeMetricFamily("kstate_partition_replayed_records",
+                                          "records applied since the assignment",
+                                          labels=label),
+            "catchup_seconds": GaugeMetricFamily(
+                "kstate_partition_catchup_seconds",
+                "seconds the partition took to catch up after its current assignment",
+                labels=label),
+            "invalid": CounterMetricFamily("kstate_partition_invalid_records",
+                                           "records skipped as invalid", labels=label),
+        }
+        keys = 0
+        for pid, st in stats.items():
+            keys += int(st["keys"] or 0)
+            for name, family in families.items():
+                value = st.get(name)
+                if value is None:
+                    continue  # catchup_seconds before the partition caught up
+                family.add_metric([str(pid)], float(value))
+        yield from families.values()
+        yield GaugeMetricFamily("kstate_keys", "keys held in memory, all partitions",
+                                value=keys)
+        yield CounterMetricFamily("kstate_invalid_records",
+                                  "records skipped as invalid, all held partitions",
+                                  value=self._h.state.table.invalid_total())
+
+    def _traffic(self) -> Iterator[Metric]:
+        h = self._h
+        yield CounterMetricFamily("kstate_proxy_forwarded",
+                                  "requests forwarded to their owner that got an answer",
+                                  value=h.proxy.forwarded)
+        yield CounterMetricFamily("kstate_proxy_failures",
+                                  "requests whose owner did not answer (503 to the client)",
+                                  value=h.proxy.failures)
+        router = CounterMetricFamily("kstate_router_events",
+                                     "router decisions: local_reads, writes, unavailable "
+                                     "(503: no owner, rebalancing, catching up, too many "
+                                     "hops)", labels=["event"])
+        for name, count in sorted(h.router.counters.items()):
+            router.add_metric([name], count)
+        yield router
+        w = h.writer.statistics()
+        yield CounterMetricFamily("kstate_writer_produced", "records produced and applied",
+                                  value=w["produced"])
+        yield CounterMetricFamily("kstate_writer_failed",
+                                  "writes answered 503 (broker unavailable or timeout)",
+                                  value=w["failed"])
+        yield GaugeMetricFamily("kstate_writer_inflight", "writes being produced now",
+                                value=w["inflight"])
+
+    def _feed(self) -> Iterator[Metric]:
+        feed = self._h.feed
+        if feed is None:
+            return
+        st = feed.statistics()
+        yield GaugeMetricFamily("kstate_feed_subscribers", "live /changes subscribers",
+                                value=st["subscribers"])
+        yield CounterMetricFamily("kstate_feed_dropped_subscribers",
+                                  "subscribers cut off for lagging",
+                                  value=st["dropped_subscribers"])
+        yield CounterMetricFamily("kstate_feed_published", "changes read by the feed",
+                                  value=st["published"])
+        yield CounterMetricFamily("kstate_feed_delivered",
+                                  "changes queued to subscribers", value=st["delivered"])
+        yield CounterMetricFamily("kstate_feed_invalid_records",
+                                  "records the feed skipped as invalid", value=st["invalid"])
+
+
+class Metrics:
+    """The app's registry and its request metrics."""
+
+    def __init__(self, h: Handles) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("kstate_http_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("kstate_http_request_duration_seconds",
+                                 "time to answer an HTTP request; kind=local|proxied",
+                                 ["route", "method", "kind"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.registry.register(NodeCollector(h))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def register(app: QuartTrio, h: Handles) -> Metrics:
+    """Install the request hooks and ``GET /metrics``. Call it before any other
+    before-request hook that may answer early (auth), so every request is timed."""
+    metrics = Metrics(h)
+
+    @app.before_request
+    async def _start_timer() -> None:
+        g.kstate_started = time.perf_counter()
+
+    @app.after_request
+    async def _count(response: Response) -> Response:
+        rule = request.url_rule
+        route = rule.rule if rule is not None else UNMATCHED
+        method = request.method
+        metrics.requests.labels(route, method, str(response.status_code)).inc()
+        started = g.get("kstate_started")
+        if started is not None:
+            kind = "proxied" if g.get("kstate_proxied") else "local"
+            metrics.latency.labels(route, method, kind).observe(time.perf_counter() - started)
+        return response
+
+    @app.route("/metrics", methods=["GET"])
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), status=200, content_type=CONTENT_TYPE_LATEST)
+
+    return metrics
