@@ -210,7 +210,7 @@ class _Loop:
         self.failure: BaseException | None = None
 
     # -- admin ---------------------------------------------------------------
-    async def ensure_topic(self) -> TopicInfo:
+    async def ensure_topic(self, create_configs: dict[str, str] | None = None) -> TopicInfo:
         s = self.settings
         await _check_access(s)
         admin = AIOKafkaAdminClient(**_common(s), request_timeout_ms=10_000)
@@ -219,7 +219,8 @@ class _Loop:
             created = False
             if s.topic not in await admin.list_topics():
                 configs = {"cleanup.policy": "compact",
-                           "min.insync.replicas": str(min(2, s.replication))}
+                           "min.insync.replicas": str(min(2, s.replication)),
+                           **(create_configs or {})}
                 try:
                     await admin.create_topics(
                         [NewTopic(s.topic, s.partitions, s.replication, topic_configs=configs)])
@@ -534,8 +535,10 @@ class KafkaBridge:
 
         return await self._call(_run)
 
-    async def ensure_topic(self) -> TopicInfo:
-        return await self._call(self._side.ensure_topic)
+    async def ensure_topic(self, create_configs: dict[str, str] | None = None) -> TopicInfo:
+        """Create the topic if missing (compacted; ``create_configs`` override, e.g. for
+        tests that need a topic someone else made differently); describe it."""
+        return await self._call(self._side.ensure_topic, create_configs)
 
     async def describe_group(self, group: str) -> GroupInfo:
         return await self._call(self._side.describe_group, group)
