@@ -12,12 +12,21 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 class SettingsError(ValueError):
     """A setting has an invalid value; the message is one line, meant for a human."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises SettingsError (one line) instead of printing its whole
+    usage and exiting: an unknown flag is an invalid setting like any other."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SettingsError(f"{message} (kstate node --help lists the flags)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +203,7 @@ def _convert(field: str, raw: str, source: str) -> object:
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     """Build Settings from ``argv`` (flags only, no sub-command) and ``environ``."""
-    parser = argparse.ArgumentParser(prog="kstate node", add_help=True)
+    parser = _Parser(prog="kstate node", add_help=True)
     for name, (_, text) in _FIELDS.items():
         if name not in _ENV_ONLY:
             parser.add_argument(flag_name(name), dest=name, default=None,

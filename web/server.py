@@ -7,7 +7,32 @@ from collections.abc import Awaitable, Callable
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from quart_trio import QuartTrio
+
+Asgi = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+
+
+def shield_sends(app: Asgi) -> Asgi:
+    """Shield each HTTP ``send`` of ``app``. quart-trio cancels the request's task as
+    soon as hypercorn reports the stream closed, which hypercorn does *inside* the
+    final ``send``, in the middle of closing a ``Connection: close`` socket or of
+    re-arming the keep-alive idle timer: the socket then stays open (a client that
+    reads to EOF hangs, an idle connection never times out and delays shutdown).
+    hypercorn already shields the socket write itself, so this adds no new wait."""
+
+    async def asgi(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def shielded(message: ASGISendEvent) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await app(scope, receive, shielded)
+
+    return asgi
 
 
 async def serve(app: QuartTrio, listen: str, *, shutdown_trigger: Callable[[], Awaitable[None]],
@@ -28,5 +53,5 @@ async def serve(app: QuartTrio, listen: str, *, shutdown_trigger: Callable[[], A
             addr = (binds or [f"http://{listen}"])[0].removeprefix("http://")
             task_status.started(addr)
 
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger,
+    await hypercorn_serve(shield_sends(app), config, shutdown_trigger=shutdown_trigger,
                           task_status=_Status())

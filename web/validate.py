@@ -26,7 +26,7 @@ def parse_email(raw: str | None, where: str = "email") -> str:
                          f"{where} must have one '@' with text on both sides")
     if len(email.encode()) > MAX_EMAIL_BYTES:
         raise BadRequest(400, "invalid_email", f"{where} is longer than 254 bytes")
-    if any(c.isspace() or ord(c) < 32 for c in email):
+    if any(c.isspace() or not c.isprintable() for c in email):  # DEL, C1, U+200B...
         raise BadRequest(400, "invalid_email", f"{where} must not contain spaces or controls")
     return email
 

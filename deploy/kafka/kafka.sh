@@ -5,6 +5,8 @@
 #   kafka.sh fetch                  copy the broker jars into $KAFKA_CACHE/libs (once)
 #   kafka.sh up [NAME]              one combined broker+controller; prints bootstrap
 #   kafka.sh down [NAME]            stop it (SIGTERM, then SIGKILL after 20 s)
+#   kafka.sh stop NAME              stop `up`'s broker but keep its data and ports
+#   kafka.sh start NAME             start a stopped `up` broker again (same data, ports)
 #   kafka.sh up-sasl NAME USER PASS one broker whose clients must log in: SASL_PLAINTEXT,
 #                                   mechanisms PLAIN and SCRAM-SHA-256; prints bootstrap
 #   kafka.sh cluster-up [NAME]      three brokers, each also a controller voter
@@ -127,6 +129,8 @@ start_broker() {  # start_broker DIR
     if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
         return 0
     fi
+    # wait_ready looks for "started" in server.log: never let a previous run answer.
+    [ -f "$dir/logs/server.log" ] && mv -f "$dir/logs/server.log" "$dir/logs/server.log.prev"
     (JAVA_EXEC=exec java_cmd "$dir" kafka.Kafka "$dir/server.properties" \
         >"$dir/logs/stdout.log" 2>&1 </dev/null) &
     echo $! >"$dir/pid"
@@ -258,6 +262,19 @@ cmd_down() {
     stop_dir "$cache/run/$name"
 }
 
+cmd_start() {  # start NAME: the broker `up NAME` made, stopped by `stop NAME`, again
+    local name=${1:?usage: kafka.sh start NAME} dir
+    dir=$cache/run/$name
+    [ -f "$dir/server.properties" ] && [ -f "$dir/data/meta.properties" ] \
+        || die "no stopped broker named $name in $dir (use up)"
+    KAFKA_HEAP_EFFECTIVE=${KAFKA_HEAP:-512m}
+    local t0=$SECONDS
+    start_broker "$dir"
+    wait_ready "$dir"
+    echo "kafka.sh: broker $name back on 127.0.0.1:$(cat "$dir/port") in $((SECONDS - t0))s" >&2
+    echo "127.0.0.1:$(cat "$dir/port")"
+}
+
 cmd_cluster_down() {
     local name=${1:-cluster} i
     for i in 1 2 3; do stop_dir "$cache/run/$name/$i"; done
@@ -267,6 +284,8 @@ case "${1:-}" in
     fetch) fetch ;;
     up) shift; cmd_up "$@" ;;
     down) shift; cmd_down "$@" ;;
+    stop) stop_dir "$cache/run/${2:?usage: kafka.sh stop NAME}" ;;
+    start) shift; cmd_start "$@" ;;
     up-sasl) shift; cmd_up_sasl "$@" ;;
     cluster-up) shift; cmd_cluster_up "$@" ;;
     cluster-down) shift; cmd_cluster_down "$@" ;;
