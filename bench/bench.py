@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--session-timeout-ms", type=int, default=6_000,
                    help="group session timeout of kstate nodes and faust workers alike")
     p.add_argument("--phase-timeout", type=float,
-                   help="seconds one replay/join/failover may take (default 600; quick 180)")
+                   help="seconds one replay/join/failover may take (default 1200; quick 300)")
     p.add_argument("--faust-standby", type=int, default=1,
                    help="faust table_standby_replicas (faust's default: 1)")
     p.add_argument("--only", choices=["kstate", "faust"], help="measure one side only")
@@ -63,7 +64,7 @@ def config(args: argparse.Namespace) -> Config:
         bootstrap=args.bootstrap, users=users, http_keys=min(args.http_keys, users),
         partitions=args.partitions, load=wrk_load, put_load=wrk_load,
         session_timeout_ms=args.session_timeout_ms,
-        phase_timeout=args.phase_timeout or (180.0 if args.quick else 600.0),
+        phase_timeout=args.phase_timeout or (300.0 if args.quick else 1200.0),
         faust_standby=args.faust_standby, run_dir=args.results / run_id, run_id=run_id,
         sides=sides)
 
@@ -89,7 +90,21 @@ async def _measure(cfg: Config, data: Loaded, results: dict[str, Any]) -> None:
         side["wall_seconds"] = round(time.monotonic() - t0, 1)
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    # SIGTERM (run.sh's trap, a timeout) unwinds like Ctrl-C, so the finally below
+    # stops every node and worker this run started.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_interrupt(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt) or isinstance(
+        exc.__cause__ or exc.__context__, KeyboardInterrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupted)
     args = parse(sys.argv[1:] if argv is None else argv)
     cfg = config(args)
     wrk_available()
@@ -107,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
               f"key+value, in {data.seconds:.1f} s ({data.records_per_s:,.0f} records/s)",
               flush=True)
         trio.run(_measure, cfg, data, results)
+    except BaseException as exc:
+        if not _is_interrupt(exc):
+            raise
+        print(f"[bench] interrupted; partial results in {out_path}", flush=True)
+        return 130
     finally:
         stop_all()
         results["machine_end"] = machine()

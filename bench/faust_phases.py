@@ -205,6 +205,7 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
             return {"seconds": probe.seconds, "records": data.records,
                     "records_per_s": round(data.records / probe.seconds),
                     "statuses": probe.statuses, "rss_bytes": rss_bytes(w1.proc.pid),
+                    "rss_peak_bytes": rss_bytes(w1.proc.pid, "VmHWM"),
                     "raw_bytes": data.raw_bytes, "previous_exit_code": code}
 
         async def get_local_1() -> dict[str, Any]:

@@ -64,6 +64,10 @@ def _catchup(ready: dict[str, Any]) -> float | None:
     return max(known) if known else None
 
 
+def _rate(records: int, seconds: float | None) -> int | None:
+    return round(records / seconds) if seconds else None
+
+
 async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
     logs = cfg.run_dir / "logs"
     keydir = cfg.run_dir / "keys"
@@ -117,7 +121,9 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
             return {"seconds": probe.seconds, "ready_seconds": ready_at[0] if ready_at else None,
                     "records": records, "records_per_s": round(records / probe.seconds),
                     "inprocess_seconds": _catchup(ready),
+                    "inprocess_records_per_s": _rate(records, _catchup(ready)),
                     "statuses": probe.statuses, "rss_bytes": rss_bytes(a.proc.pid),
+                    "rss_peak_bytes": rss_bytes(a.proc.pid, "VmHWM"),
                     "raw_bytes": data.raw_bytes}
 
         async def get_local_1() -> dict[str, Any]:
@@ -142,6 +148,7 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
             return {"seconds": probe.seconds, "records": records,
                     "records_per_s": round(records / probe.seconds) if probe.seconds else None,
                     "inprocess_seconds": _catchup(ready_b),
+                    "inprocess_records_per_s": _rate(records, _catchup(ready_b)),
                     "partitions_moved": sorted(mine), "statuses": probe.statuses}
 
         async def get_two() -> dict[str, Any]:

@@ -68,6 +68,15 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     except TopicAlreadyExistsError:
         raise RuntimeError(f"topic {topic} already exists: the benchmark wants a fresh one") \
             from None
+    else:
+        # produce only once every partition has a leader (no NotLeader retries)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            described = await admin.describe_topics([topic])
+            parts = described[0].get("partitions") or []
+            if len(parts) == partitions and all(p.get("leader", -1) >= 0 for p in parts):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 

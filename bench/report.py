@@ -69,6 +69,8 @@ def status_count(phase: str, status: str) -> Callable[[dict[str, Any]], float | 
 
 
 def failover_404s(side: dict[str, Any]) -> float | None:
+    """404s for existing keys from the kill/SIGTERM until the survivor served them all
+    (whichever member answered them)."""
     counts = [status_count(p, "404")(side) for p in ("failover_kill", "failover_term")]
     known = [c for c in counts if c is not None]
     return sum(known) if known else None
@@ -100,6 +102,9 @@ ROWS: list[Row] = [
         at("replay", "seconds"), at("replay", "seconds"), fmt="{:,.2f}"),
     Row("replay, lone new member: records/s", "higher",
         at("replay", "records_per_s"), at("replay", "records_per_s")),
+    Row("replay, in-process (assignment -> caught up): records/s", "higher",
+        at("replay", "inprocess_records_per_s"), None,
+        "n/a: faust reports no catch-up time per partition"),
     Row("replay: 404s for existing keys while replaying", "lower",
         status_count("replay", "404"), status_count("replay", "404")),
     Row("RSS after replay, MiB", "lower", mib("replay", "rss_bytes"),

@@ -43,12 +43,12 @@ def stop_all(grace: float = 10.0) -> None:
             p.wait()
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (VmRSS), in bytes."""
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of a process (VmRSS; VmHWM for the peak so far), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def write_keys(path: Path, emails: Iterable[str]) -> Path:
@@ -157,6 +157,9 @@ class Probe:
     keys: int
     statuses: dict[str, int]  # every answer seen while waiting, by status
     polls: int
+    # with ``moved``: the answers seen once the survivor owned the keys (the rest came
+    # while ownership had not moved yet)
+    statuses_after_moved: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -177,6 +180,7 @@ async def wait_keys(client: httpx.AsyncClient, base: str, prefix: str, emails: l
     left = list(keys)
     done = moved is None
     seen: Counter[str] = Counter()
+    after: Counter[str] = Counter()
     polls = 0
     deadline = t0 + within
     while time.monotonic() < deadline:
@@ -189,15 +193,20 @@ async def wait_keys(client: httpx.AsyncClient, base: str, prefix: str, emails: l
             polls += 1
             try:
                 r = await client.get(f"{base}{prefix}{email}", timeout=5)
-                seen[str(r.status_code)] += 1
+                answer = str(r.status_code)
                 if r.status_code == 200 and done:
                     left.remove(email)
             except httpx.HTTPError as exc:
-                seen[type(exc).__name__] += 1
+                answer = type(exc).__name__
+            seen[answer] += 1
+            if done and moved is not None:
+                after[answer] += 1
         if done and not left:
-            return Probe(round(time.monotonic() - t0, 3), len(keys), dict(seen), polls)
+            break
         await trio.sleep(interval)
-    return Probe(None, len(keys), dict(seen), polls)
+    seconds = None if left or not done else round(time.monotonic() - t0, 3)
+    return Probe(seconds, len(keys), dict(seen), polls,
+                 None if moved is None else dict(after))
 
 
 def machine() -> dict[str, object]:
