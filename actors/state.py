@@ -22,6 +22,8 @@ from actors.messages import Assign, Batch, Record, Revoke, StateIn
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY = 5.0  # seconds between two catch-up progress lines of one partition
+
 
 class NotServing(Exception):
     """The partition is not (or no longer) served by this node."""
@@ -35,6 +37,7 @@ class Partition:
     serving: bool = False
     assigned_at: float = 0.0
     caught_up_at: float | None = None
+    progress_logged_at: float = 0.0
     replayed: int = 0
     invalid: int = 0
     # Set when the partition catches up or stops serving; replaced on every assignment.
@@ -148,6 +151,14 @@ class StateTable:
             part.gate.set()
             log.info("event=caught_up partition=%d position=%d records=%d seconds=%.3f",
                      pid, position, part.replayed, part.caught_up_at - part.assigned_at)
+        elif part.serving and not part.caught_up:
+            now = time.monotonic()
+            if now - part.progress_logged_at >= PROGRESS_EVERY:
+                part.progress_logged_at = now
+                log.info("event=catching_up partition=%d position=%d target=%d percent=%.1f "
+                         "records_per_s=%.0f", pid, position, part.target,
+                         100.0 * position / max(1, part.target),
+                         part.replayed / max(now - part.assigned_at, 1e-6))
 
     def revoke(self, msg: Revoke) -> None:
         """Stop serving at once; keep the data until the next assignment says."""
@@ -183,6 +194,7 @@ class StateTable:
             part.serving = True
             part.target = msg.end_offsets.get(pid, 0)
             part.assigned_at = now
+            part.progress_logged_at = now
             part.replayed = 0
             part.gate = trio.Event()
             part.caught_up_at = None

@@ -113,3 +113,33 @@ def test_kv_is_one_line_even_with_newlines_and_exceptions(capture):
 ])
 def test_parse_fields(msg, expected):
     assert logs.parse_fields(msg) == expected
+
+
+def _user(i: int) -> tuple[bytes, bytes]:
+    key = f"u{i}@example.com".encode()
+    return key, b'{"name":"N","email":"' + key + b'"}'
+
+
+@pytest.mark.parametrize(("every", "lines"), [(0.0, 3), (3600.0, 0)])
+def test_catch_up_progress_is_logged_rate_limited(caplog, monkeypatch, every, lines):
+    from actors import state
+    from actors.messages import Assign, Batch, Record, ReplyBox
+
+    monkeypatch.setattr(state, "PROGRESS_EVERY", every)
+    table = state.StateTable()
+    table.assign(Assign(1, frozenset({0}), {0: 100}, ReplyBox()))
+    caplog.set_level(logging.INFO, logger="actors.state")
+    for start in (0, 25, 50):  # three batches of 25 records, the last one catches up
+        recs = [Record(o, *_user(o)) for o in range(start, start + 25)]
+        table.apply(Batch(1, {0: recs}, {0: start + 25 if start < 50 else 100}))
+    progress = [r.getMessage() for r in caplog.records if "event=catching_up" in r.getMessage()]
+    assert len(progress) == lines, progress
+    if lines:
+        fields = logs.parse_fields(progress[1])
+        assert fields is not None
+        assert fields["position"] == 50
+        assert fields["target"] == 100
+        assert fields["percent"] == 50.0
+        assert isinstance(fields["records_per_s"], int)
+    assert any("event=caught_up partition=0 position=100" in r.getMessage()
+               for r in caplog.records)
