@@ -33,6 +33,8 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
     p.add_argument("--rate", type=float, default=60.0, help="workload requests/s in total")
     p.add_argument("--write-ratio", type=float, default=0.3)
     p.add_argument("--partitions", type=int, default=10)
+    p.add_argument("--history", type=int, default=20_000,
+                   help="filler records produced before the nodes start (replay work)")
     p.add_argument("--bootstrap", default=None,
                    help="use this Kafka instead of starting one (no broker events)")
     p.add_argument("--gap", type=_gap, default=(15.0, 25.0),
@@ -48,7 +50,8 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
     a = p.parse_args(argv)
     cfg = ChaosConfig(duration=a.duration, nodes=a.nodes, seed=a.seed, mode=a.mode,
                       clients=a.clients, keys=a.keys, rate=a.rate, write_ratio=a.write_ratio,
-                      partitions=a.partitions, bootstrap=a.bootstrap, gap=a.gap,
+                      partitions=a.partitions, history=a.history,
+                      bootstrap=a.bootstrap, gap=a.gap,
                       events=a.events, max_nodes=a.max_nodes, timeout=a.timeout,
                       recover_timeout=a.recover_timeout, out=a.out)
     return cfg, a.dry_run

@@ -5,9 +5,14 @@ a checker for every answer, and the numbers. :func:`run_chaos` is the whole of i
 Phases (all bounded):
 1. Kafka (unless ``bootstrap`` is given) and ``nodes`` nodes; wait until the group is
    stable (every node ready, one routing table covering every partition).
+   Before the nodes start, ``history`` filler records (other keys) are produced into
+   the topic so that a partition that moves has something to replay: a node serving
+   before it caught up would answer from a half-built state, and the window in which
+   that shows is as long as the replay.
 2. Seed: PUT every key once until acknowledged, so every key exists (no 404 is right).
 3. Chaos for ``duration`` s: ``clients`` trio tasks send GET/PUT to random ``up`` nodes at
-   ``rate`` requests/s in total; a prober reads one key per partition every
+   ``rate`` requests/s in total (``read_back`` of the acknowledged writes are read back at
+   once through another random node); a prober reads one key per partition every
    ``probe_interval`` s (rotating through the keys); events fire per the schedule. After
    each event the harness waits until the group is stable again over the nodes it
    believes up and a sweep has read every key correctly (``all_keys_s``), then keeps
@@ -19,6 +24,7 @@ Phases (all bounded):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -29,8 +35,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import orjson
 import trio
 
+from actors.kafka import open_bridge, partition_for
+from actors.settings import Settings
 from tests.chaos.checker import Checker
 from tests.chaos.cluster import Cluster, KafkaRun, Member
 from tests.chaos.schedule import Event, Kind, plan
@@ -50,7 +59,9 @@ class ChaosConfig:
     keys: int = 200
     rate: float = 60.0  # workload requests per second, all clients together
     write_ratio: float = 0.3
+    read_back: float = 0.5  # share of acknowledged writes read back at once
     partitions: int = 10
+    history: int = 20_000  # filler records put in the topic before the nodes start
     bootstrap: str | None = None
     gap: tuple[float, float] = (15.0, 25.0)
     events: list[Kind] = field(default_factory=list)  # forced kinds, in order
@@ -131,7 +142,10 @@ class Run:
         while not self.stop_load.is_set():
             key = rng.choice(self.checker.keys)
             if rng.random() < self.cfg.write_ratio and key not in self.traffic.writing:
-                await self.traffic.write(key, "workload")
+                v = await self.traffic.write(key, "workload")
+                if v is not None and v.kind == "acked" and rng.random() < self.cfg.read_back:
+                    # read-your-writes, through any node: the sharpest staleness test
+                    await self.traffic.read(key, "workload")
             else:
                 await self.traffic.read(key, "workload")
             nxt = max(nxt + interval, time.monotonic() - interval)
@@ -292,6 +306,25 @@ class Run:
         return rec
 
 
+async def prefill(bootstrap: str, topic: str, cfg: ChaosConfig, tag: str) -> None:
+    """Create the topic as a node would and produce ``cfg.history`` filler users."""
+    settings = dataclasses.replace(
+        Settings(), bootstrap=bootstrap, topic=topic, partitions=cfg.partitions,
+        replication=3 if cfg.mode == "cluster" else 1, group=f"prefill-{tag}",
+        write_timeout=30.0)
+    async with open_bridge(settings) as bridge:
+        await bridge.ensure_topic()
+        await bridge.start_producer()
+        batch: list[tuple[int, bytes | None, bytes | None]] = []
+        for i in range(cfg.history):
+            key = f"h{i % 2000:04d}-{tag}@history.test"
+            batch.append((partition_for(key.encode(), cfg.partitions), key.encode(),
+                          orjson.dumps({"name": f"history {i}", "email": key})))
+            if len(batch) == 5000 or i == cfg.history - 1:
+                await bridge.produce_many(batch)
+                batch = []
+
+
 async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
     """Run the whole thing; return the results (see report.py). Never leaves a
     process behind: nodes and the Kafka it started are stopped on every exit path."""
@@ -319,6 +352,9 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
         await kafka.start()
         log.info("kafka at %s; schedule: %s", kafka.bootstrap,
                  " ".join(f"+{e.gap:.0f}s {e.label}" for e in schedule))
+        if cfg.history:
+            await prefill(kafka.bootstrap, cluster.topic, cfg, tag)
+            log.info("%d history records in topic %s", cfg.history, cluster.topic)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
             run = Run(cfg, cluster, client, checker)
             async with trio.open_nursery() as outer:

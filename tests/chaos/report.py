@@ -21,6 +21,7 @@ import orjson
 if TYPE_CHECKING:
     from tests.chaos.harness import ChaosConfig, Run
     from tests.chaos.schedule import Event
+    from tests.chaos.traffic import Outage
 
 TARGETS = {"kill9": 8.0, "term": 2.0, "remove": 2.0}
 WITHIN = 2.0
@@ -34,20 +35,27 @@ def pct(values: list[float], q: float) -> float | None:
     return round(s[i], 4)
 
 
-def _windows(run: Run) -> list[dict[str, Any]]:
-    outages = run.traffic.avail.outages
-    out = []
+def _hits(run: Run, i: int) -> list[Outage]:
+    """Outages of event ``i``: their first failure arrived after it and before the
+    next event (events fire only once the previous one was recovered from)."""
     events = run.events
-    for i, rec in enumerate(events):
+    t_ev = events[i]["t_abs"]
+    t_next = events[i + 1]["t_abs"] if i + 1 < len(events) else run.chaos_end
+    return [o for o in run.traffic.avail.outages if t_ev <= o.seen < t_next]
+
+
+def _windows(run: Run) -> list[dict[str, Any]]:
+    out = []
+    for i, rec in enumerate(run.events):
         t_ev = rec["t_abs"]
-        t_next = events[i + 1]["t_abs"] if i + 1 < len(events) else run.chaos_end
-        hit = [(p, s, e) for p, s, e in outages if e > t_ev and s < t_next]
         row = {k: v for k, v in rec.items() if k != "t_abs"}
         row["t"] = run.rel(t_ev)
         if "skipped" not in rec:
-            row["recover_s"] = round(max((e for _, _, e in hit), default=t_ev) - t_ev, 3)
-            row["outage_s"] = round(max((e - max(s, t_ev) for _, s, e in hit), default=0.0), 3)
-            row["partitions_hit"] = len({p for p, _, _ in hit})
+            hit = _hits(run, i)
+            row["recover_s"] = round(max((o.end for o in hit), default=t_ev) - t_ev, 3)
+            row["outage_s"] = round(max((o.end - max(o.start, t_ev) for o in hit),
+                                        default=0.0), 3)
+            row["partitions_hit"] = len({o.partition for o in hit})
         out.append(row)
     return out
 
@@ -56,14 +64,12 @@ def _event_windows(run: Run) -> list[tuple[float, float]]:
     """Per event: from the earlier of the event and the first failure it caused (a read
     in flight when a node was killed fails from its start) to the last recovery."""
     out = []
-    events = run.events
-    for i, rec in enumerate(events):
+    for i, rec in enumerate(run.events):
         if "skipped" in rec:
             continue
         t_ev = rec["t_abs"]
-        t_next = events[i + 1]["t_abs"] if i + 1 < len(events) else run.chaos_end
-        hit = [(s, e) for _, s, e in run.traffic.avail.outages if e > t_ev and s < t_next]
-        out.append((min([t_ev] + [s for s, _ in hit]), max([t_ev] + [e for _, e in hit])))
+        hit = _hits(run, i)
+        out.append((min([t_ev] + [o.start for o in hit]), max([t_ev] + [o.end for o in hit])))
     return out
 
 
@@ -129,8 +135,8 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
             "outside_event_windows_reads": len(calm),
             "outside_event_windows_pct": round(100 * calm_good / len(calm), 3)
             if calm else None},
-        "outages": [{"partition": p, "t": run.rel(s), "seconds": round(e - s, 3)}
-                    for p, s, e in run.traffic.avail.outages],
+        "outages": [{"partition": o.partition, "t": run.rel(o.start),
+                     "seconds": round(o.end - o.start, 3)} for o in run.traffic.avail.outages],
         "final": {k: v for k, v in final.items() if k != "t_abs"},
         "violation_counts": dict(vcount),
         "violations": run.checker.violations[:500],

@@ -24,30 +24,42 @@ from tests.chaos.cluster import Cluster, Member
 READ_OK = frozenset({"ok", "ok_404"})
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """Reads of ``partition`` failed from ``start`` (start of the first failed read,
+    which may have been sent just before the event that failed it) to ``end`` (end of
+    the next correct read); ``seen`` is when the first failure arrived, which is what
+    ties an outage to the event before it."""
+
+    partition: int
+    start: float
+    seen: float
+    end: float
+
+
 @dataclass
 class Availability:
     """Per partition: when reads of its keys stopped and started answering correctly.
-    An outage runs from the start of the first failed read after a correct one to the
-    end of the next correct read. ``node_down`` answers say nothing either way."""
+    ``node_down`` answers say nothing either way."""
 
-    fail_since: dict[int, float] = field(default_factory=dict)
-    outages: list[tuple[int, float, float]] = field(default_factory=list)
+    failing: dict[int, tuple[float, float]] = field(default_factory=dict)
+    outages: list[Outage] = field(default_factory=list)
 
     def observe(self, partition: int | None, start: float, end: float, ok: bool | None
                 ) -> None:
         if partition is None or ok is None:
             return
         if ok:
-            since = self.fail_since.pop(partition, None)
+            since = self.failing.pop(partition, None)
             if since is not None:
-                self.outages.append((partition, since, end))
+                self.outages.append(Outage(partition, since[0], since[1], end))
         else:
-            self.fail_since.setdefault(partition, start)
+            self.failing.setdefault(partition, (start, end))
 
     def close(self, t: float) -> None:
-        for p, since in sorted(self.fail_since.items()):
-            self.outages.append((p, since, t))
-        self.fail_since.clear()
+        for p, (start, seen) in sorted(self.failing.items()):
+            self.outages.append(Outage(p, start, seen, t))
+        self.failing.clear()
 
 
 @dataclass
