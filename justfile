@@ -56,3 +56,9 @@ demo: setup
 # A node against an existing Kafka: just node --bootstrap host:9092 --listen 127.0.0.1:8080
 node *ARGS: setup
     {{venv}}/bin/kstate node {{ARGS}}
+
+# Chaos: Kafka + nodes, kill -9/SIGTERM/restart/add/remove (and broker kills with
+# --mode cluster) under a judged read/write workload; prints a table, writes
+# chaos-results/*.json, exits 1 on any violation. just chaos --duration 600 --seed 3
+chaos *ARGS: setup
+    {{py}} -m tests.chaos {{ARGS}}
