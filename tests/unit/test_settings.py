@@ -1,0 +1,166 @@
+"""Unit tests of actors/settings.py: load_settings(argv, environ) — defaults, KSTATE_*
+env vars, flags beating env vars, conversions, and one-line errors for bad values."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from actors.settings import Settings, SettingsError, describe, env_name, load_settings
+
+
+def test_defaults_without_flags_or_env():
+    s = load_settings([], {})
+    assert s == Settings()
+    assert s.advertised_url == s.listen  # advertise defaults to listen
+    assert s.heartbeat_ms == s.session_timeout_ms // 3
+
+
+def test_env_names_are_kstate_upper_field():
+    for flag, env, _default, _text in describe():
+        assert env.startswith("KSTATE_")
+        if flag != "-":
+            assert env == "KSTATE_" + flag.removeprefix("--").replace("-", "_").upper()
+    assert env_name("session_timeout_ms") == "KSTATE_SESSION_TIMEOUT_MS"
+
+
+def test_every_field_is_described():
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert {env_name(f) for f in fields} == {env for _, env, _, _ in describe()}
+
+
+ENV = {
+    "KSTATE_BOOTSTRAP": "k1:9092,k2:9093",
+    "KSTATE_TOPIC": "users.v2",
+    "KSTATE_PARTITIONS": "12",
+    "KSTATE_REPLICATION": "3",
+    "KSTATE_GROUP": "g1",
+    "KSTATE_LISTEN": "0.0.0.0:8000",
+    "KSTATE_ADVERTISE": "node-1.svc:8000",
+    "KSTATE_INSTANCE_ID": "node-1",
+    "KSTATE_SESSION_TIMEOUT_MS": "6000",
+    "KSTATE_CATCHUP_TIMEOUT": "2.5",
+    "KSTATE_WRITE_TIMEOUT": "3",
+    "KSTATE_MAX_BODY": "2048",
+    "KSTATE_LOG_LEVEL": "debug",
+    "KSTATE_LOG_FORMAT": "json",
+}
+
+
+def test_env_vars_are_read_and_converted():
+    s = load_settings([], ENV)
+    assert s.bootstrap == "k1:9092,k2:9093"
+    assert s.topic == "users.v2"
+    assert s.partitions == 12
+    assert s.replication == 3
+    assert s.group == "g1"
+    assert s.listen == "0.0.0.0:8000"
+    assert s.advertise == "node-1.svc:8000"
+    assert s.advertised_url == "node-1.svc:8000"
+    assert s.instance_id == "node-1"
+    assert s.session_timeout_ms == 6000
+    assert s.heartbeat_ms == 2000
+    assert s.catchup_timeout == 2.5
+    assert isinstance(s.write_timeout, float)
+    assert s.write_timeout == 3.0
+    assert s.max_body == 2048
+    assert s.log_level == "debug"
+    assert s.log_format == "json"
+
+
+def test_flags_beat_env_vars():
+    s = load_settings(["--partitions", "4", "--topic", "flagged", "--catchup-timeout", "0.5",
+                       "--listen", "127.0.0.1:9000", "--advertise", "10.0.0.1:9000"], ENV)
+    assert s.partitions == 4
+    assert s.topic == "flagged"
+    assert s.catchup_timeout == 0.5
+    assert s.listen == "127.0.0.1:9000"
+    assert s.advertise == "10.0.0.1:9000"
+    assert s.replication == 3  # not given as a flag: the env var still counts
+
+
+def test_a_valid_flag_overrides_an_invalid_env_var():
+    s = load_settings(["--partitions", "2"], {"KSTATE_PARTITIONS": "ten"})
+    assert s.partitions == 2
+
+
+def test_strings_are_trimmed():
+    s = load_settings([], {"KSTATE_TOPIC": "  spaced  ", "KSTATE_GROUP": " g "})
+    assert s.topic == "spaced"
+    assert s.group == "g"
+
+
+def test_other_env_vars_are_ignored():
+    s = load_settings([], {"PARTITIONS": "0", "KSTATE_NOT_A_SETTING": "x", "kstate_topic": "t"})
+    assert s == Settings()
+
+
+def test_wildcard_listen_is_fine_with_advertise():
+    s = load_settings(["--listen", "0.0.0.0:8080", "--advertise", "127.0.0.1:8080"], {})
+    assert s.advertised_url == "127.0.0.1:8080"
+    s = load_settings(["--listen", "127.0.0.1:0"], {})  # port 0: any free port
+    assert s.listen == "127.0.0.1:0"
+
+
+def test_settings_are_frozen():
+    s = load_settings([], {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.partitions = 3  # type: ignore[misc]
+
+
+INVALID = [
+    ("listen_port_too_big", ["--listen", "127.0.0.1:65536"], {}, "listen"),
+    ("listen_port_not_number", ["--listen", "127.0.0.1:x"], {}, "listen"),
+    ("listen_no_port", ["--listen", "localhost"], {}, "listen"),
+    ("wildcard_listen", ["--listen", "0.0.0.0:8080"], {}, "listen"),
+    ("wildcard_listen_ipv6", [], {"KSTATE_LISTEN": ":::8080"}, "listen"),
+    ("empty_listen_host", ["--listen", ":8080"], {}, "listen"),
+    ("wildcard_advertise", ["--advertise", "0.0.0.0:8080"], {}, "advertise"),
+    ("advertise_port_zero", ["--advertise", "10.0.0.1:0"], {}, "advertise"),
+    ("bootstrap_no_port", ["--bootstrap", "kafka"], {}, "bootstrap"),
+    ("bootstrap_trailing_comma", [], {"KSTATE_BOOTSTRAP": "k1:9092,"}, "bootstrap"),
+    ("partitions_zero", ["--partitions", "0"], {}, "partitions"),
+    ("partitions_negative", [], {"KSTATE_PARTITIONS": "-1"}, "partitions"),
+    ("partitions_not_int", [], {"KSTATE_PARTITIONS": "ten"}, "KSTATE_PARTITIONS"),
+    ("partitions_float", ["--partitions", "2.5"], {}, "partitions"),
+    ("partitions_empty_env", [], {"KSTATE_PARTITIONS": ""}, "KSTATE_PARTITIONS"),
+    ("replication_zero", ["--replication", "0"], {}, "replication"),
+    ("session_too_short", ["--session-timeout-ms", "10"], {}, "session_timeout_ms"),
+    ("catchup_zero", ["--catchup-timeout", "0"], {}, "catchup_timeout"),
+    ("catchup_nan", [], {"KSTATE_CATCHUP_TIMEOUT": "nan"}, "catchup_timeout"),
+    ("catchup_inf", [], {"KSTATE_CATCHUP_TIMEOUT": "inf"}, "catchup_timeout"),
+    ("write_timeout_negative", ["--write-timeout", "-1"], {}, "write_timeout"),
+    ("max_body_tiny", ["--max-body", "10"], {}, "max_body"),
+    ("log_level_unknown", ["--log-level", "chatty"], {}, "log_level"),
+    ("log_format_unknown", [], {"KSTATE_LOG_FORMAT": "xml"}, "log_format"),
+    ("topic_bad_chars", ["--topic", "a/b"], {}, "topic"),
+    ("topic_empty", [], {"KSTATE_TOPIC": "   "}, "topic"),
+    ("topic_too_long", ["--topic", "t" * 250], {}, "topic"),
+    ("group_empty", ["--group", ""], {}, "group"),
+    ("unknown_flag", ["--nope", "1"], {}, "--nope"),
+    ("flag_without_value", ["--topic"], {}, "--topic"),
+]
+
+
+@pytest.mark.parametrize(("argv", "env", "mentions"), [c[1:] for c in INVALID],
+                         ids=[c[0] for c in INVALID])
+def test_invalid_values_raise_one_line_errors(argv, env, mentions):
+    with pytest.raises(SettingsError) as info:
+        load_settings(argv, env)
+    message = str(info.value)
+    assert mentions in message
+    assert "\n" not in message
+    assert message.strip() == message
+    assert message
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as info:
+        load_settings(["--help"], {})
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag, env, _default, _text in describe():
+        if flag != "-":
+            assert flag in out
+            assert env in out
