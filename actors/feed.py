@@ -1,9 +1,11 @@
 """Feed broadcaster: every change of the topic, to every websocket subscriber.
 
 One group-less reader per node follows all partitions from the end (live) and fans
-each change out through bounded per-subscriber channels. A subscriber whose channel is
-full is cut off (``lagged``) instead of slowing the node or the others; it reconnects
-with ``from=`` and a reader of its own replays from its offsets.
+each change out through bounded per-subscriber channels. Bursts are published in chunks,
+each waiting for room in every queue, so a subscriber that keeps up is never cut off by
+a big fetch. A subscriber whose queue is full, or has had no room for the next chunk for
+``LAG_GRACE`` seconds, is cut off (``lagged``) instead of slowing the node or the others
+any longer; it reconnects with ``from=`` and a reader of its own replays from its offsets.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from actors.messages import Record
 from actors.state import validate_record
 
 log = logging.getLogger(__name__)
+
+LAG_GRACE = 2.0  # seconds a subscriber may lack room for the next changes before cut off
+ROOM_POLL = 0.005  # seconds between looks at the subscribers' queues while waiting for room
 
 
 def encode_change(partition: int, rec: Record) -> str | None:
@@ -89,14 +94,35 @@ class FeedHandle:
                 sub.send.send_nowait(text)
                 self.delivered += 1
             except trio.WouldBlock:
-                sub.lagged = True
-                self.subscribers.discard(sub)
-                sub.send.close()
-                self.dropped += 1
-                log.warning("event=feed_subscriber_dropped reason=lagging buffer=%d",
-                            self.buffer)
+                self._cut(sub)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.subscribers.discard(sub)
+
+    def _cut(self, sub: Subscriber) -> None:
+        sub.lagged = True
+        self.subscribers.discard(sub)
+        sub.send.close()
+        self.dropped += 1
+        log.warning("event=feed_subscriber_dropped reason=lagging buffer=%d", self.buffer)
+
+    def _short_of_room(self, n: int) -> list[Subscriber]:
+        """The subscribers with fewer than ``n`` free slots in their queue."""
+        limit = self.buffer - n
+        return [sub for sub in self.subscribers
+                if sub.send.statistics().current_buffer_used > limit]
+
+    async def wait_room(self, n: int, grace: float) -> None:
+        """Wait until every subscriber has room for ``n`` more changes; after ``grace``
+        seconds, cut off those that still have not. A burst (one fetch can return
+        thousands of records) is thus paced to what the subscribers drain, instead of
+        cutting off the ones that keep up."""
+        with trio.move_on_after(grace):
+            while True:  # polled: the queues' readers are websocket handlers, not ours
+                if not self._short_of_room(n):
+                    return
+                await trio.sleep(ROOM_POLL)
+        for sub in self._short_of_room(n):
+            self._cut(sub)
 
     def close_all(self) -> None:
         """End every live subscription (the node is stopping)."""
@@ -115,14 +141,21 @@ async def run(bridge: KafkaBridge, *, buffer: int,
     """Follow the topic from its end forever (until cancelled); closes every
     subscriber's channel on the way out."""
     handle = FeedHandle(buffer=buffer)
+    chunk = max(1, buffer // 4)  # changes published between looks at the queues' room
     async with bridge.open_reader(None) as (reader, positions):
         handle.positions = dict(positions)
         task_status.started(handle)
         try:
             while True:
                 got = await reader.fetch(500)
+                seen = 0
                 for pid, records in got.items():
                     for rec in records:
+                        if seen % chunk == 0:
+                            await handle.wait_room(chunk, LAG_GRACE)
+                        seen += 1
+                        # positions and publish move together: a subscriber that joins
+                        # while we wait for room starts exactly at the next record
                         text = encode_change(pid, rec)
                         handle.positions[pid] = rec.offset + 1
                         if text is None:
