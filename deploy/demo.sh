@@ -131,6 +131,7 @@ n2=127.0.0.1:${ports[2]}
 cat <<EOF
 
 kstate demo is running: Kafka at $bootstrap, nodes at $n0, $n1, $n2.
+Dashboard (members, partition owners, catch-up, counters, live changes): http://$n0/
 Six example users are loaded (bob_smith@example.com, alice@example.com, ...).
 Any node answers any key; it forwards to the owner of the key's partition.
 
