@@ -42,6 +42,9 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
     p.add_argument("--events", type=parse_kinds, default=[],
                    help="force these event kinds in order, e.g. kill9,restart,term,add")
     p.add_argument("--max-nodes", type=int, default=None)
+    p.add_argument("--pauses", action="store_true",
+                   help="also draw pause events (SIGSTOP a node past its session, SIGCONT)")
+    p.add_argument("--pause", type=float, default=10.0, help="seconds a pause lasts")
     p.add_argument("--timeout", type=float, default=10.0, help="client timeout per request")
     p.add_argument("--recover-timeout", type=float, default=60.0)
     p.add_argument("--out", type=Path, default=None,
@@ -53,7 +56,8 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
                       partitions=a.partitions, history=a.history,
                       bootstrap=a.bootstrap, gap=a.gap,
                       events=a.events, max_nodes=a.max_nodes, timeout=a.timeout,
-                      recover_timeout=a.recover_timeout, out=a.out)
+                      recover_timeout=a.recover_timeout, out=a.out,
+                      pauses=a.pauses, pause=a.pause)
     return cfg, a.dry_run
 
 
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if dry:
         for e in plan(cfg.seed, nodes=cfg.nodes, duration=cfg.duration,
                       cluster=cfg.mode == "cluster" and cfg.bootstrap is None, gap=cfg.gap,
-                      forced=cfg.events, max_nodes=cfg.max_nodes):
+                      forced=cfg.events, max_nodes=cfg.max_nodes, pauses=cfg.pauses):
             print(f"+{e.gap:5.1f}s  {e.label}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s chaos %(message)s",

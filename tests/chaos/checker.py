@@ -86,6 +86,7 @@ VIOLATIONS = frozenset({
     "non_monotonic", "late_ambiguous", "spurious_404", "lost_write", "no_etag",
     "write_reordered", "spurious_create", "bad_5xx", "bad_status", "bad_body",
     "error_alive", "node_crashed", "not_recovered", "shutdown_timeout", "start_failed",
+    "unclean_exit",
 })
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger("chaos")
 
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 
-State = Literal["starting", "up", "stopping", "down", "removed"]
+State = Literal["starting", "up", "stopping", "paused", "down", "removed"]
 
 
 class KafkaRun:
@@ -105,7 +105,8 @@ class Cluster:
     log_dir: Path
     extra_env: dict[str, str]
     members: dict[int, Member] = field(default_factory=dict)
-    problems: list[dict[str, object]] = field(default_factory=list)
+    problems: list[dict[str, object]] = field(default_factory=list)  # violations
+    notes: list[dict[str, object]] = field(default_factory=list)  # worth knowing, not wrong
 
     # -- what clients may use --------------------------------------------------
     def up(self) -> list[Member]:
@@ -142,10 +143,16 @@ class Cluster:
             await wait_ready(client, m.node, timeout=within)
         except AssertionError as exc:
             if m.incarnation == inc:
-                self.problems.append({
-                    "kind": "start_failed", "node": m.name,
-                    "detail": f"{time.monotonic() - t0:.1f}s after start #{m.node.starts}: "
-                              + str(exc)[-2000:]})
+                text = str(exc)
+                entry = {"kind": "start_failed", "node": m.name,
+                         "detail": f"{time.monotonic() - t0:.1f}s after start "
+                                   f"#{m.node.starts}: " + text[-2000:]}
+                if "Errno 98" in text or "ddress already in use" in text:
+                    # Another process took the port while the node was down: the
+                    # machine's doing, not the node's; the slot stays down.
+                    self.notes.append({**entry, "kind": "port_taken"})
+                else:
+                    self.problems.append(entry)
                 m.state = "down"
             return False
         if m.incarnation == inc and m.state == "starting":
@@ -158,6 +165,21 @@ class Cluster:
         m.state = "down"
         m.node.kill()
         m.exited.set()
+
+    async def pause(self, m: Member, seconds: float) -> None:
+        """SIGSTOP for ``seconds``, then SIGCONT: clients avoid it while it is frozen
+        and use it again the moment it runs (as a client that saw it answer before
+        would)."""
+        m.incarnation += 1
+        m.state = "paused"
+        m.node.signal(signal.SIGSTOP)
+        try:
+            await trio.sleep(seconds)
+        finally:
+            m.node.signal(signal.SIGCONT)
+        if m.state == "paused":
+            m.incarnation += 1
+            m.state = "up"
 
     async def term(self, m: Member, *, final: State = "down", grace: float = 20.0) -> float:
         """SIGTERM and wait for the exit; returns seconds it took. A node that does not
@@ -185,7 +207,7 @@ class Cluster:
     def check_crashes(self) -> None:
         """A node the harness did not stop must not exit."""
         for m in self.members.values():
-            if m.state in ("up", "starting") and not m.node.alive():
+            if m.state in ("up", "starting", "paused") and not m.node.alive():
                 code = m.node.proc.returncode if m.node.proc else None
                 self.problems.append({"kind": "node_crashed", "node": m.name,
                                       "detail": f"exit code {code}\n"
@@ -198,6 +220,7 @@ class Cluster:
         """Teardown (sync): SIGTERM every node at once, SIGKILL after 15 s."""
         alive = [m for m in self.members.values() if m.node.alive()]
         for m in alive:
+            m.node.signal(signal.SIGCONT)
             m.node.signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         for m in alive:

@@ -66,6 +66,8 @@ class ChaosConfig:
     gap: tuple[float, float] = (15.0, 25.0)
     events: list[Kind] = field(default_factory=list)  # forced kinds, in order
     max_nodes: int | None = None
+    pauses: bool = False  # draw "pause" events (SIGSTOP/SIGCONT) too
+    pause: float = 10.0  # seconds a paused node stays frozen (> session timeout 6 s)
     timeout: float = 10.0  # client timeout per request
     probe_interval: float = 0.25
     recover_timeout: float = 60.0  # an event not recovered from by then: not_recovered
@@ -170,11 +172,17 @@ class Run:
                                "t_abs": time.monotonic()}
         c = self.cluster
         m: Member | None = c.members.get(ev.target)
-        if ev.kind in ("kill9", "term", "remove"):
+        if ev.kind in ("kill9", "term", "remove", "pause"):
             if m is None or m.state != "up" or len(c.up()) < 2:
                 return {**rec, "skipped": f"{ev.label}: target not up"}
             if ev.kind == "kill9":
                 c.kill9(m)
+            elif ev.kind == "pause":
+                await c.pause(m, self.cfg.pause)
+                rec["paused_s"] = self.cfg.pause
+                # The moment it runs again it may still believe it owns partitions the
+                # group gave away while it was frozen: read every key through it at once.
+                rec["burst_reads"] = await self.burst(m)
             else:
                 final = "removed" if ev.kind == "remove" else "down"
                 rec["exit_s"] = round(await c.term(m, final=final), 3)
@@ -221,6 +229,19 @@ class Run:
             self.checker.violations.append({
                 "kind": "not_recovered", "detail": f"{rec['label']}: {problem}",
                 "t": self.rel(t_ev)})
+
+    async def burst(self, m: Member) -> int:
+        """Read every key through ``m``, 64 at a time; return how many were sent."""
+        limiter = trio.CapacityLimiter(64)
+
+        async def one(key: str) -> None:
+            async with limiter:
+                await self.traffic.read(key, "burst", member=m)
+
+        async with trio.open_nursery() as n:
+            for key in self.checker.keys:
+                n.start_soon(one, key)
+        return len(self.checker.keys)
 
     async def sweep(self, deadline: float) -> list[str]:
         """Read every key (through random up nodes) until each answered correctly;
@@ -333,7 +354,7 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     schedule = plan(cfg.seed, nodes=cfg.nodes, duration=cfg.duration,
                     cluster=cfg.mode == "cluster" and cfg.bootstrap is None, gap=cfg.gap,
-                    forced=cfg.events, max_nodes=cfg.max_nodes)
+                    forced=cfg.events, max_nodes=cfg.max_nodes, pauses=cfg.pauses)
     kafka = KafkaRun(cfg.mode, f"chaos-{tag}", cfg.bootstrap)
     extra = {"KSTATE_PARTITIONS": str(cfg.partitions)}
     if cfg.mode == "cluster":

@@ -140,6 +140,7 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
         "final": {k: v for k, v in final.items() if k != "t_abs"},
         "violation_counts": dict(vcount),
         "violations": run.checker.violations[:500],
+        "notes": run.cluster.notes,
         "node_logs": _log_scan(run),
     }
 
@@ -204,6 +205,8 @@ def format_summary(r: dict[str, Any]) -> str:
                                    if vc else "0"))
     for v in r["violations"][:15]:
         lines.append(f"  - {v['kind']}: {str(v.get('detail', ''))[:300]}")
+    for n in r.get("notes", []):
+        lines.append(f"  note: {n['kind']} {n.get('node', '')}: {str(n.get('detail'))[:200]}")
     logs = {n: d for n, d in r["node_logs"].items() if d["tracebacks"] or d["error_lines"]}
     if logs:
         lines.append(f"node logs with errors: {logs} (in {r['log_dir']})")

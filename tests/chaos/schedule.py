@@ -14,14 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["kill9", "term", "restart", "add", "remove", "broker_kill", "broker_start"]
-KINDS: tuple[Kind, ...] = ("kill9", "term", "restart", "add", "remove", "broker_kill",
-                           "broker_start")
-NODE_KINDS = frozenset({"kill9", "term", "restart", "add", "remove"})
+Kind = Literal["kill9", "term", "restart", "add", "remove", "pause", "broker_kill",
+               "broker_start"]
+KINDS: tuple[Kind, ...] = ("kill9", "term", "restart", "add", "remove", "pause",
+                           "broker_kill", "broker_start")
 
-# Relative weights when the kind is free to choose.
+# Relative weights when the kind is free to choose. ``pause`` (SIGSTOP for longer than
+# the session timeout, then SIGCONT: a node that wakes up as a zombie owner) is only
+# drawn with ``pauses=True`` or forced.
 WEIGHTS: dict[Kind, float] = {"kill9": 3.0, "term": 3.0, "restart": 4.0, "add": 1.5,
-                              "remove": 1.0, "broker_kill": 2.5, "broker_start": 5.0}
+                              "remove": 1.0, "pause": 2.0, "broker_kill": 2.5,
+                              "broker_start": 5.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +48,20 @@ class _Sim:
     brokers_down: list[int]
     max_nodes: int
 
-    def choices(self, cluster: bool) -> dict[Kind, list[int]]:
+    def choices(self, cluster: bool, pauses: bool) -> dict[Kind, list[int]]:
         out: dict[Kind, list[int]] = {}
         if len(self.up) >= 2:
             out["kill9"] = sorted(self.up)
             out["term"] = sorted(self.up)
+            out["pause"] = sorted(self.up)
             if len(self.up) + len(self.stopped) > 2:
                 out["remove"] = sorted(self.up)
         if self.stopped:
             out["restart"] = sorted(self.stopped)
         if len(self.up) < self.max_nodes:
             out["add"] = [self.next_node]
+        if not pauses:
+            out.pop("pause", None)
         if cluster:
             if not self.brokers_down:
                 out["broker_kill"] = [1, 2, 3]
@@ -92,7 +98,7 @@ def _weight(kind: Kind, up: int, nodes: int) -> float:
 
 def plan(seed: int, *, nodes: int, duration: float, cluster: bool,
          gap: tuple[float, float] = (15.0, 25.0), forced: Sequence[Kind] = (),
-         max_nodes: int | None = None) -> list[Event]:
+         max_nodes: int | None = None, pauses: bool = False) -> list[Event]:
     """Events whose gaps add up to at most ``duration``. With ``forced``, exactly those
     kinds in that order (targets still chosen by the seed; ValueError if impossible)."""
     rng = random.Random(seed)
@@ -107,7 +113,7 @@ def plan(seed: int, *, nodes: int, duration: float, cluster: bool,
         if elapsed + pause > duration:
             break
         elapsed += pause
-        options = sim.choices(cluster)
+        options = sim.choices(cluster, pauses or "pause" in forced)
         if forced:
             kind = forced[len(events)]
             if kind not in options:
