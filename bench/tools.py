@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -85,6 +86,7 @@ class WrkResult:
     non_2xx: int
     socket_errors: int
     timeouts: int
+    wrk_cpu_share: float  # CPU seconds wrk used per second: far below 1 = not the bottleneck
     raw: dict[str, int | float] = field(default_factory=dict)
 
     @property
@@ -118,9 +120,12 @@ async def run_wrk(base: str, script: str, keyfile: Path, prefix: str, load: Load
     cmd = [wrk_available(), f"-t{load.threads}", f"-c{load.connections}",
            f"-d{max(1, round(duration))}s", "--timeout", "5s",
            "-s", str(WRK_DIR / script), base, "--", str(keyfile), prefix]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with trio.fail_after(duration + 30):
         proc = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
                                       check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the child reaped meanwhile
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = proc.stdout.decode(errors="replace")
     line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
     if proc.returncode != 0 or line is None:
@@ -136,7 +141,8 @@ async def run_wrk(base: str, script: str, keyfile: Path, prefix: str, load: Load
         p99_ms=raw["p99_us"] / 1000, max_ms=raw["max_us"] / 1000,
         mean_ms=round(raw["mean_us"] / 1000, 3), non_2xx=raw["status_errors"],
         socket_errors=raw["connect_errors"] + raw["read_errors"] + raw["write_errors"],
-        timeouts=raw["timeouts"], raw=raw)
+        timeouts=raw["timeouts"], wrk_cpu_share=round(cpu / secs, 3) if secs else 0.0,
+        raw=raw)
 
 
 async def measure(base: str, script: str, keyfile: Path, prefix: str, load: Load
