@@ -42,6 +42,7 @@ from aiokafka.coordinator.protocol import (
 from aiokafka.errors import (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,
+    ConsumerStoppedError,
     KafkaError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
@@ -56,6 +57,9 @@ from actors.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show up
 
 
 class BrokerUnavailable(Exception):
@@ -227,8 +231,18 @@ class _Loop:
                     created = True
                 except TopicAlreadyExistsError:
                     pass  # another node won the race: use it as it is
-            described = await admin.describe_topics([s.topic])
-            partitions = len(described[0]["partitions"])
+            # Right after a create (ours or another node's), metadata may list the topic
+            # with no partitions yet: a node that took 0 for the count would fail every
+            # request. Wait (bounded) until the partitions are there.
+            deadline = time.monotonic() + TOPIC_METADATA_WAIT
+            while True:
+                described = await admin.describe_topics([s.topic])
+                partitions = len(described[0]["partitions"])
+                if partitions > 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"topic {s.topic} lists no partitions")
+                await asyncio.sleep(0.1)
             resource = ConfigResource(ConfigResourceType.TOPIC, s.topic)
             desc = await admin.describe_configs([resource])
             configs_out: dict[str, str] = {}
@@ -309,10 +323,18 @@ class _Loop:
 
     async def fetch(self, timeout_ms: int) -> Batch:
         consumer = self.consumer
-        assert consumer is not None
         if self.failure is not None:
             raise self.failure
-        got = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.max_batch)
+        if consumer is None:  # left the group (shutdown): nothing more to read
+            await asyncio.sleep(timeout_ms / 1000)
+            return Batch(epoch=self.epoch, records={}, positions={})
+        try:
+            got = await consumer.getmany(timeout_ms=timeout_ms,
+                                         max_records=self.settings.max_batch)
+        except ConsumerStoppedError:
+            if not self.closing:
+                raise
+            return Batch(epoch=self.epoch, records={}, positions={})
         records = {tp.partition: [Record(m.offset, m.key, m.value) for m in msgs]
                    for tp, msgs in got.items()}
         return Batch(epoch=self.epoch, records=records, positions=self._positions())
@@ -320,7 +342,8 @@ class _Loop:
     def _positions(self) -> dict[int, int]:
         # aiokafka's public position() may block to reset; we only want the known ones.
         consumer = self.consumer
-        assert consumer is not None
+        if consumer is None:  # stopped while the fetch returned (shutdown)
+            return {}
         sub = consumer._subscription.subscription
         if sub is None or sub.assignment is None:
             return {}
