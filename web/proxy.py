@@ -28,6 +28,8 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
 })
+# Set by our own server on every response: copying the owner's would send them twice.
+SERVER_SET = frozenset({"date", "server"})
 
 
 class _HasGet(Protocol):
@@ -84,9 +86,12 @@ class Proxy:
             return Refused(503, "owner_unreachable", f"the owner {url} did not answer; retry",
                            1.0)
         self.forwarded += 1
-        kept = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in HOP_BY_HOP]
+        kept = [(k, v) for k, v in resp.headers.multi_items()
+                if k.lower() not in HOP_BY_HOP and k.lower() not in SERVER_SET]
         out = Response(resp.content, status=resp.status_code)
         out.headers.clear()
         for k, v in kept:
             out.headers.add(k, v)
+        if resp.status_code >= 200 and resp.status_code not in (204, 304):
+            out.headers["Content-Length"] = str(len(resp.content))
         return out
