@@ -57,8 +57,8 @@ cleanup() {
     say "stopped; logs are in $logs"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'exit 0' INT  # a Ctrl-C is how this demo is meant to end: a clean stop
+trap 'exit 0' TERM
 
 say "starting Kafka (first run fetches it from Maven Central) ..."
 kafka_started=1
