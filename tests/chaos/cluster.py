@@ -144,7 +144,7 @@ class Cluster:
         except AssertionError as exc:
             if m.incarnation == inc:
                 text = str(exc)
-                entry = {"kind": "start_failed", "node": m.name,
+                entry: dict[str, object] = {"kind": "start_failed", "node": m.name,
                          "detail": f"{time.monotonic() - t0:.1f}s after start "
                                    f"#{m.node.starts}: " + text[-2000:]}
                 if "Errno 98" in text or "ddress already in use" in text:

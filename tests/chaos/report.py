@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from tests.chaos.harness import ChaosConfig, Run
+    from tests.chaos.harness import ChaosConfig
+    from tests.chaos.phases import Run
     from tests.chaos.schedule import Event
     from tests.chaos.traffic import Outage
 

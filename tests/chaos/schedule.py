@@ -137,5 +137,5 @@ def parse_kinds(text: str) -> list[Kind]:
             continue
         if part not in KINDS:
             raise ValueError(f"unknown event kind {part!r} (known: {', '.join(KINDS)})")
-        out.append(part)  # type: ignore[arg-type]
+        out.append(next(k for k in KINDS if k == part))
     return out

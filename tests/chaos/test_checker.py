@@ -23,7 +23,7 @@ def read(c: Checker, start: float, end: float, seq: int | None, offset: int = 0,
                         final=final).kind
 
 
-def test_read_after_ack_must_see_it():
+def test_read_after_ack_must_see_it() -> None:
     c = Checker([K])
     s0 = acked(c, 0.0, 1.0, 10, status=201)
     s1 = acked(c, 2.0, 3.0, 11)
@@ -33,7 +33,7 @@ def test_read_after_ack_must_see_it():
     assert read(c, 3.5, 4.0, s0, 10, final=True) == "lost_write"
 
 
-def test_read_concurrent_with_a_write_may_see_either():
+def test_read_concurrent_with_a_write_may_see_either() -> None:
     c = Checker([K])
     s0 = acked(c, 0.0, 1.0, 10, status=201)
     s1, body = c.begin_write(K, 2.0)
@@ -43,7 +43,7 @@ def test_read_concurrent_with_a_write_may_see_either():
     assert read(c, 2.9, 3.2, s0, 10) == "non_monotonic"  # a reader saw s1 before 2.9
 
 
-def test_ambiguous_write_judged_by_offset_and_start():
+def test_ambiguous_write_judged_by_offset_and_start() -> None:
     c = Checker([K])
     acked(c, 0.0, 1.0, 10, status=201)
     late, _ = c.begin_write(K, 2.0)
@@ -59,7 +59,7 @@ def test_ambiguous_write_judged_by_offset_and_start():
     assert s2 >= 0
 
 
-def test_offsets_identify_writes():
+def test_offsets_identify_writes() -> None:
     c = Checker([K])
     s0 = acked(c, 0.0, 1.0, 10, status=201)
     assert read(c, 2.0, 2.1, s0, 11) == "etag_mismatch"
@@ -73,7 +73,7 @@ def test_offsets_identify_writes():
     assert c.end_write(K, seq, 10.0, 200, None, False, body).kind == "no_etag"
 
 
-def test_statuses_and_bodies():
+def test_statuses_and_bodies() -> None:
     c = Checker([K])
     assert read(c, 0.0, 0.1, None) == "ok_404"  # never written
     assert c.judge_read(K, 0, 1, 503, b"", None, True).kind == "unavailable"
@@ -86,7 +86,7 @@ def test_statuses_and_bodies():
     assert read(c, 1.0, 2.0, seq, 1) == "future_value"
 
 
-def test_schedule_is_seeded_and_possible():
+def test_schedule_is_seeded_and_possible() -> None:
     a = plan(7, nodes=3, duration=600, cluster=True)
     assert a == plan(7, nodes=3, duration=600, cluster=True)
     assert len(a) >= 20
