@@ -40,6 +40,8 @@ def create_app(h: Handles) -> QuartTrio:
     app = QuartTrio("kstate", static_folder=None)  # no /static: the dashboard serves its own
     app.config["MAX_CONTENT_LENGTH"] = None
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    # /users//a@b is a 404 (/user?email= reads such a key), never a 308 to another key.
+    app.url_map.merge_slashes = False
 
     @app.errorhandler(BadRequest)
     async def _bad(e: BadRequest) -> Response:

@@ -20,13 +20,17 @@ from web.app import Handles
 Json = dict[str, Any]
 
 # One '@', text on both sides, no whitespace or control characters; surrounding
-# whitespace is trimmed first. (The 254 limit is in UTF-8 bytes; maxLength counts
-# characters, so a shorter non-ASCII email can still be refused with 400.)
+# whitespace is trimmed first. What a schema cannot say is in the description (such
+# emails get 400): the limit of 254 UTF-8 bytes after trimming (a maxLength would count
+# characters, padding included) and that every character must be printable (no format,
+# private-use or unassigned code points).
+_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
 EMAIL: Json = {
-    "type": "string", "maxLength": 254,
-    "pattern": r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+$",
-    "description": "the key: one '@' with text on both sides, at most 254 bytes, no "
-                   "spaces or control characters (surrounding whitespace is trimmed)",
+    "type": "string",
+    "pattern": rf"^\s*{_EMAIL_CHAR}+@{_EMAIL_CHAR}+\s*$",
+    "description": "the key: one '@' with text on both sides, at most 254 UTF-8 bytes, "
+                   "printable characters only, no spaces (surrounding whitespace is "
+                   "trimmed)",
     "examples": ["ada@example.com"],
 }
 
@@ -82,7 +86,9 @@ def _users() -> Json:
     user_body = {"required": True, "content": {"application/json": {
         "schema": _ref("schemas", "UserIn")}}}
     found = _json_ok("the user, as stored", _ref("schemas", "User"), _etag(True))
-    missing = _err("no such user (answered only by a caught-up owner)")
+    missing = _err("no such user (answered only by a caught-up owner), or no such route")
+    no_route = _err("no such route: the path's email starts with '/' or has a line break "
+                    "after its first character (use /user?email= for such keys)")
     return {
         "/user": {
             "get": {"operationId": "seedGetUser", "tags": ["seed"],
@@ -116,13 +122,15 @@ def _users() -> Json:
                     "parameters": [email_path, IF_MATCH], "requestBody": user_body,
                     "security": WRITE_SECURITY,
                     "responses": {
+                        "404": no_route,
                         "201": _json_ok("created", _ref("schemas", "User"), _etag(True)),
                         "200": _json_ok("replaced", _ref("schemas", "User"), _etag(True)),
                         **COMMON, **WRITE_ERRORS, **BODY_ERRORS}},
             "delete": {"operationId": "deleteUser", "tags": ["users"],
                        "summary": "Delete a user (idempotent)",
                        "parameters": [email_path, IF_MATCH], "security": WRITE_SECURITY,
-                       "responses": {"204": {"description": "deleted, or there was none "
+                       "responses": {"404": no_route,
+                                     "204": {"description": "deleted, or there was none "
                                                             "(then without ETag)",
                                              "headers": _etag(False)},
                                      **COMMON, **WRITE_ERRORS}},
