@@ -42,6 +42,7 @@ cleanup() {
         wait "$bench_pid" 2>/dev/null || true
     fi
     deploy/kafka/kafka.sh down "$broker" >/dev/null 2>&1 || true
+    rm -rf "${KAFKA_CACHE:-$repo/.cache/kafka}/run/$broker/data"  # keep its logs, not 1M users
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
