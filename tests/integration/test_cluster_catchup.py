@@ -21,7 +21,7 @@ import trio
 from actors.kafka import open_bridge, partition_for
 from actors.settings import Settings
 from tests.support.procs import Node, wait_ready, wait_stable
-from tests.support.workload import Workload, readiness, sweep, user_value, wait_listening
+from tests.support.workload import Workload, readiness, show, sweep, user_value, wait_listening
 
 PARTITIONS = 10
 BIG = PARTITIONS - 1
@@ -70,8 +70,8 @@ async def produce_big_partition(bootstrap: str, names: dict[str, str], wl: Workl
     return records, time.monotonic() - t0
 
 
-async def test_new_owner_of_200k_partition_waits_then_answers(make_node, client,
-                                                              kafka_bootstrap, names):
+async def test_new_owner_of_200k_partition_waits_then_answers(make_node, client, kafka_bootstrap,
+                                                              names, capsys, artifacts):
     t_start = time.monotonic()
     wl = Workload(client, rng=random.Random(200))
     records, produce_seconds = await produce_big_partition(kafka_bootstrap, names, wl)
@@ -129,14 +129,15 @@ async def test_new_owner_of_200k_partition_waits_then_answers(make_node, client,
     during = [(at - secs, outcome, secs) for at, outcome, secs in wl.timeline
               if window["assigned"] - 0.2 <= at - secs <= window["caught_up"]]
     waited = [s for _, o, s in during if o == "ok"]
-    print(f"\ncatch-up: produced {records} records in {produce_seconds:.1f}s; "
-          f"A replayed {a_stats['replayed']} in {a_stats['catchup_seconds']}s; "
-          f"moved to B by {moved_by}; B replayed {b_stats['replayed']} records in "
-          f"{b_stats['catchup_seconds']}s (position {b_stats['position']}); "
-          f"{len(during)} reads started during B's catch-up: {len(waited)} waited and "
-          f"answered (longest {max(waited, default=0):.2f}s), "
-          f"{sum(1 for _, o, _ in during if o == 'unavailable')} got 503; {wl.summary()}; "
-          f"test ran {time.monotonic() - t_start:.0f}s")
+    show(capsys, artifacts,
+         f"catch-up: produced {records} records in {produce_seconds:.1f}s; "
+         f"A replayed {a_stats['replayed']} in {a_stats['catchup_seconds']}s; "
+         f"moved to B by {moved_by}; B replayed {b_stats['replayed']} records in "
+         f"{b_stats['catchup_seconds']}s (position {b_stats['position']}); "
+         f"{len(during)} reads started during B's catch-up: {len(waited)} waited and "
+         f"answered (longest {max(waited, default=0):.2f}s), "
+         f"{sum(1 for _, o, _ in during if o == 'unavailable')} got 503; {wl.summary()}; "
+         f"test ran {time.monotonic() - t_start:.0f}s")
     assert wl.bad() == {}, wl.report()
     assert b_stats["replayed"] >= records - DELETED  # rebuilt from the beginning
     assert b_stats["catchup_seconds"] is not None

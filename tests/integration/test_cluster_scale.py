@@ -21,6 +21,7 @@ from tests.support.workload import (
     Workload,
     catchups,
     load_users,
+    show,
     sweep,
     wait_listening,
 )
@@ -34,7 +35,7 @@ def modes(node: Node, start_mark: int) -> dict[str, int]:
             for m in ("keep", "rebuild")}
 
 
-async def test_scale_out_1_2_3_and_in_3_2_under_reads(make_node, client):
+async def test_scale_out_1_2_3_and_in_3_2_under_reads(make_node, client, capsys, artifacts):
     n1 = make_node()
     await wait_ready(client, n1)
     await wait_stable(client, [n1], PARTITIONS)
@@ -90,19 +91,21 @@ async def test_scale_out_1_2_3_and_in_3_2_under_reads(make_node, client):
 
     # After the dust settles every key answers its last acknowledged value everywhere.
     await sweep(wl, [n1.base, n2.base])
-    print(f"\nscale: {wl.summary()}")
+    lines = [f"scale: {wl.summary()}"]
     prev: dict[str, int] = {}
     for name, seconds, rep, counts in phases:
         delta = {k: counts.get(k, 0) - prev.get(k, 0) for k in counts}
         prev = counts
-        print(f"  {name}: stable after {seconds}s; records replayed to catch up {rep}; "
-              f"reads {delta}")
-    print(f"  3->2 assignment modes on survivors: "
-          f"{ {n.url: modes(n, mark[n.url]) for n in (n1, n2)} }")
-    for w in wl.unavailable_windows():
-        print(f"  not-ok window at t={w[0]}s for {w[1]}s ({w[2]} reads)")
+        lines.append(f"  {name}: stable after {seconds}s; records replayed to catch up "
+                     f"{rep}; reads {delta}")
+        # reads went on through every phase (the test watched the moves, not a gap)
+        assert delta.get("ok", 0) > 20, (name, delta)
+    lines.append(f"  3->2 assignment modes on survivors: "
+                 f"{ {n.url: modes(n, mark[n.url]) for n in (n1, n2)} }")
+    lines += [f"  not-ok window at t={w[0]}s for {w[1]}s ({w[2]} reads)"
+              for w in wl.unavailable_windows()]
+    show(capsys, artifacts, "\n".join(lines))
     assert wl.bad() == {}, wl.report()
-    assert wl.counts["ok"] > 1000, wl.summary()
     acked = wl.write_counts["200"] + wl.write_counts["201"]
     assert acked > 20, wl.write_counts
     # the 503s the load saw are the only refusals, and they all carried Retry-After

@@ -14,12 +14,13 @@ import trio
 
 from actors.kafka import partition_for
 from tests.support.procs import wait_ready, wait_stable
-from tests.support.workload import Workload, sweep
+from tests.support.workload import Workload, show, sweep
 
 PARTITIONS = 10
 
 
-async def test_300_users_through_random_nodes_read_back_everywhere(make_node, client):
+async def test_300_users_through_random_nodes_read_back_everywhere(make_node, client, capsys,
+                                                                  artifacts):
     nodes = [make_node() for _ in range(3)]
     for n in nodes:
         await wait_ready(client, n)
@@ -52,7 +53,7 @@ async def test_300_users_through_random_nodes_read_back_everywhere(make_node, cl
     assert {k for k in wl.write_counts if k not in ("200", "201")} == set(), wl.write_counts
 
     got = await sweep(wl, bases)
-    print(f"\nspread: {wl.summary()}")
+    show(capsys, artifacts, f"spread: {wl.summary()}")
     assert got == Counter({"ok": 900}), wl.report()
 
     # Seed GET answers the same bytes; a key never written is a true 404 everywhere.

@@ -20,7 +20,7 @@ import re
 import time
 
 from tests.support.procs import wait_ready, wait_stable
-from tests.support.workload import Workload, load_users, readiness, sweep
+from tests.support.workload import Workload, load_users, readiness, show, sweep
 
 PARTITIONS = 10
 SESSION_TIMEOUT = 12.0
@@ -31,7 +31,8 @@ def assignments(text: str) -> list[tuple[int, str]]:
             re.findall(r"event=partition_assigned partition=(\d+) mode=(\w+)", text)]
 
 
-async def test_restart_with_same_instance_id_replays_nothing_elsewhere(make_node, client):
+async def test_restart_with_same_instance_id_replays_nothing_elsewhere(make_node, client,
+                                                                      capsys, artifacts):
     nodes = [make_node(KSTATE_INSTANCE_ID=f"sticky-{i}",
                        KSTATE_SESSION_TIMEOUT_MS=str(int(SESSION_TIMEOUT * 1000)))
              for i in range(3)]
@@ -62,9 +63,10 @@ async def test_restart_with_same_instance_id_replays_nothing_elsewhere(make_node
 
     victim_modes = assignments(restarted)
     other_modes = {n.url: assignments(n.log_text()[marks[n.url]:]) for n in others}
-    print(f"\nsticky restart: ready again after {back:.2f}s; generation {gen_before} -> "
-          f"{gen_after}; restarted node rebuilt {victim_modes}; others' assignments "
-          f"since: {other_modes}")
+    show(capsys, artifacts,
+         f"sticky restart: ready again after {back:.2f}s; generation {gen_before} -> "
+         f"{gen_after}; restarted node rebuilt {victim_modes}; others' assignments "
+         f"since: {other_modes}")
     # the precondition: the group did not expel the member (it came back in time)
     for n in others:
         assert "members=2" not in n.log_text()[marks[n.url]:], "session expired first"

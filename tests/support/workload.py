@@ -451,3 +451,13 @@ def catchups(log_text: str) -> list[tuple[int, int, float]]:
     return [(int(p), int(n), float(sec)) for p, n, sec in re.findall(
         r"event=caught_up partition=(\d+) position=\d+ records=(\d+) seconds=([\d.]+)",
         log_text)]
+
+
+def show(capsys: Any, artifacts: Any, text: str) -> None:
+    """Print measured numbers to the terminal even when pytest captures output (so the
+    run log shows them for passing tests too), and keep them in the test's artifacts
+    folder (``numbers.txt``)."""
+    with capsys.disabled():
+        print(f"\n{text}", flush=True)
+    with open(artifacts / "numbers.txt", "a") as f:
+        f.write(text + "\n")
