@@ -7,6 +7,8 @@ gap; and every acknowledged write is matched by its ETag (partition, offset).
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
@@ -128,3 +130,49 @@ async def test_feed_rejects_a_malformed_request(make_node, client):
             async with open_websocket_url(feed_url(a.base, **params), connect_timeout=10):
                 pass
         assert rejected.value.status_code == 400, params
+
+
+async def test_resumed_feeds_hand_over_to_the_shared_broadcaster(make_node, client):
+    """A resumed feed replays with a Kafka reader of its own, then joins the node's
+    shared broadcaster (its reader closed): it shows up in the broadcaster's subscriber
+    count, and nothing is lost or sent twice across the switch, while writes go on."""
+    a, b = make_node(), make_node()
+    await wait_stable(client, [a, b], PARTITIONS)
+    count = 12
+    acked: list[Acked] = []
+    async with open_feed(a.base) as first:
+        for i in range(30):
+            acked.append(await put_user(client, b.base, f"h{i}@example.com", f"before {i}"))
+        await first.read_until(lambda r: by_offset(acked) <= r.seen())
+    done = trio.Event()
+
+    async def writer() -> None:
+        for i in range(150):
+            acked.append(await put_user(client, (a, b)[i % 2].base,
+                                        f"h{i % 40}@example.com", f"during {i}"))
+        done.set()
+
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        readers: list[tuple[FeedReader, dict[int, int]]] = []
+        for i in range(count):
+            # each starts from a different point of what `first` saw, on node a
+            start = {p: max(0, o - (i % 4)) for p, o in first.positions.items()}
+            r = FeedReader(first.ws, positions=dict(start))
+            await stack.enter_async_context(open_feed(a.base, r, **{"from": r.from_param()}))
+            readers.append((r, start))
+            if i == 0:
+                nursery.start_soon(writer)
+        with trio.fail_after(60):
+            while True:
+                stats = (await client.get(f"{a.base}/cluster")).json()["feed"]
+                if stats["subscribers"] == count:
+                    break
+                for r, _ in readers:  # keep them reading meanwhile
+                    with trio.move_on_after(0.05):
+                        await r.next_change()
+        await done.wait()
+        for r, start in readers:
+            want = [x for x in acked if x.offset >= start[x.partition]]
+            await r.read_until(lambda r_, w=want: by_offset(w) <= r_.seen(), seconds=60)
+            check_complete(r, want)
+            assert len(r.seen()) == len(r.changes)
