@@ -129,6 +129,17 @@ async def test_killing_a_node_does_not_break_feeds_on_the_others(make_node, clie
                 await write(i)
             c.signal(signal.SIGKILL)
             await c.wait_exit()
+            # /cluster still lists the dead member (until the group notices): unreachable,
+            # and the answer is a 200 with every other member's report
+            r = await client.get(f"{a.base}/cluster")
+            assert r.status_code == 200, r.text
+            doc = r.json()
+            status = {m["url"]: m["status"] for m in doc["members"]}
+            assert status[c.url] == "unreachable", doc["members"]
+            assert status[a.url] in ("ready", "not_ready")  # answered (the group may be
+            assert status[b.url] in ("ready", "not_ready")  # rebalancing by now)
+            assert set(doc["owners"].values()) <= {a.url, b.url, c.url}
+            assert len(doc["owners"]) == PARTITIONS
             for i in range(30, 90):  # 503s while the group notices are retried
                 await write(i)
             await wait_stable(client, [a, b], PARTITIONS)
