@@ -31,7 +31,9 @@ class NotServing(Exception):
 
 @dataclass(slots=True)
 class Partition:
-    data: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
+    # key -> 8-byte big-endian offset + value bytes: one object per entry instead of a
+    # tuple, an int and the value (about 300 -> 200 bytes an entry; see _pack).
+    data: dict[bytes, bytes] = field(default_factory=dict)
     position: int = 0
     target: int = 0
     serving: bool = False
@@ -48,6 +50,14 @@ class Partition:
     @property
     def caught_up(self) -> bool:
         return self.serving and self.position >= self.target
+
+
+def _pack(offset: int, value: bytes) -> bytes:
+    return offset.to_bytes(8, "big") + value
+
+
+def _unpack(packed: bytes) -> tuple[bytes, int]:
+    return packed[8:], int.from_bytes(packed[:8], "big")
 
 
 def validate_record(key: bytes, value: bytes) -> str | None:
@@ -84,7 +94,8 @@ class StateTable:
         part = self.partitions.get(partition)
         if part is None or not part.serving:
             raise NotServing(partition)
-        return part.data.get(key)
+        packed = part.data.get(key)
+        return None if packed is None else _unpack(packed)
 
     def held(self) -> frozenset[int]:
         return self.held_snapshot
@@ -129,7 +140,7 @@ class StateTable:
                 if why is not None:
                     self._invalid(pid, part, rec, why)
                     continue
-                data[key] = (value, rec.offset)
+                data[key] = _pack(rec.offset, value)
             applied += 1
         part.replayed += applied
         if position > part.position:
