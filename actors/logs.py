@@ -109,3 +109,5 @@ def setup(level: str, fmt: str) -> None:
     # aiokafka is chatty at INFO about every (re)join; keep its warnings.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("hypercorn.error").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request at INFO: one line per forwarded request to the owner.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
