@@ -117,6 +117,11 @@ function renderGrid(doc) {
       title: owner ? `partition ${p} → ${owner}` : `partition ${p}: no owner`,
     }, el("div", { class: "p" }, p), el("div", { class: "owner" }, owner ? owner.replace(/^.*:/, ":") : "no owner"));
     if (owner) cell.style.background = colourOf(owner);
+    const ownerReport = doc.members.find((x) => x.url === owner);
+    if (owner && (!ownerReport || ownerReport.status === "unreachable")) {
+      cell.classList.add("down");
+      cell.title += " (unreachable)";
+    }
     if (done != null) cell.append(el("div", { class: "mini", style: `width:${(done * 100).toFixed(1)}%` }));
     grid.append(cell);
 
