@@ -24,7 +24,8 @@ from actors.state import validate_record
 
 log = logging.getLogger(__name__)
 
-LAG_GRACE = 2.0  # seconds a subscriber may lack room for the next changes before cut off
+LAG_GRACE = 0.5  # seconds a subscriber may lack room for the next changes before cut off
+# (the most one stalled subscriber can delay the others, once: then it is cut off)
 ROOM_POLL = 0.005  # seconds between looks at the subscribers' queues while waiting for room
 
 

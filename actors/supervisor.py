@@ -29,6 +29,7 @@ from actors.messages import BridgeEvent, ReplyBox, Revoked, RouterIn, StateIn, W
 from actors.router import RouterHandle
 from actors.settings import Settings
 from web.app import Handles, create_app
+from web.fast import fast_path
 from web.proxy import Proxy
 from web.server import serve
 
@@ -117,7 +118,7 @@ async def run_node(settings: Settings, *, stop: trio.Event,
             handles = Handles(settings=settings, topic=topic.name, router=router_h,
                               state=state_h, writer=writer_h, proxy=proxy, started_at=started,
                               feed=feed_h, bridge=bridge)
-            app = create_app(handles)
+            app = fast_path(create_app(handles), handles)
 
             left = trio.Event()
 

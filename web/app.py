@@ -55,7 +55,9 @@ def create_app(h: Handles) -> QuartTrio:
 
     from web import auth, metrics, openapi
 
-    metrics.register(app, h)  # first: its hooks time every request, even one auth refuses
+    # first: its hooks time every request, even one auth refuses; web/fast.py counts
+    # the requests it answers itself through the same object
+    h.extras["metrics"] = metrics.register(app, h)
     auth.register(app, h)
     openapi.register(app, h)
     routes_user.register(app, h)

@@ -171,6 +171,11 @@ class Metrics:
                                  registry=self.registry)
         self.registry.register(NodeCollector(h))
 
+    def observe(self, route: str, method: str, status: int, kind: str, seconds: float) -> None:
+        """Count one answered request (for paths that bypass quart's hooks)."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method, kind).observe(seconds)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -78,7 +78,7 @@ def register(app: QuartTrio, h: Handles) -> None:
     @app.route("/user", methods=["GET", "PUT", "DELETE"])
     async def seed_user() -> Response:
         raw_email = request.args.get("email")
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):
             return await read_user(h, parse_email(raw_email), "seed")
         if request.method == "DELETE":
             return await write_user(h, parse_email(raw_email), None, b"", "seed")
@@ -90,7 +90,7 @@ def register(app: QuartTrio, h: Handles) -> None:
     @app.route("/users/<path:email>", methods=["GET", "PUT", "DELETE"])
     async def rest_user(email: str) -> Response:
         key = parse_email(email, "path email")
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):
             return await read_user(h, key, "rest")
         if request.method == "DELETE":
             return await write_user(h, key, None, b"", "rest")

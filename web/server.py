@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -35,7 +36,8 @@ def shield_sends(app: Asgi) -> Asgi:
     return asgi
 
 
-async def serve(app: QuartTrio, listen: str, *, shutdown_trigger: Callable[[], Awaitable[None]],
+async def serve(app: Asgi | QuartTrio, listen: str, *,
+                shutdown_trigger: Callable[[], Awaitable[None]],
                 graceful_timeout: float = 5.0,
                 task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until ``shutdown_trigger`` returns, then finish in-flight requests (up to
@@ -44,7 +46,8 @@ async def serve(app: QuartTrio, listen: str, *, shutdown_trigger: Callable[[], A
     config.bind = [listen]
     config.graceful_timeout = graceful_timeout
     config.accesslog = None
-    config.errorlog = "-"
+    # hypercorn's own lines go through our logging (one format, kv or json).
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
     config.backlog = 1024
 
