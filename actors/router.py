@@ -79,6 +79,7 @@ class RouterHandle:
             return self._refuse(Refused(503, "too_many_hops",
                                         f"forwarded {hops} times; the cluster is rebalancing",
                                         1.0))
+        self.counters["forwards"] += 1
         return Remote(pid, owner, self.table.generation)
 
     def _refuse(self, r: Refused) -> Refused:

@@ -64,7 +64,10 @@ class Settings:
 
     @property
     def heartbeat_ms(self) -> int:
-        return max(100, self.session_timeout_ms // 3)
+        # A sixth, not Kafka's usual third: every member stops serving when it learns
+        # of a rebalance and serves again only when the slowest member has rejoined,
+        # which takes up to one heartbeat. 1 s instead of 2 s at a 6 s session.
+        return max(100, self.session_timeout_ms // 6)
 
 
 # name -> (type, help). Order is the order of --help and of the README table.
@@ -77,7 +80,7 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "listen": (str, "host:port the HTTP server binds (port 0 = any free port)"),
     "advertise": (str, "host:port other nodes use to reach this one (default: listen)"),
     "instance_id": (str, "static group membership id (restart without rebalance)"),
-    "session_timeout_ms": (int, "group session timeout; heartbeat is a third of it"),
+    "session_timeout_ms": (int, "group session timeout; heartbeat is a sixth of it"),
     "catchup_timeout": (float, "seconds a read waits for its partition to catch up"),
     "write_timeout": (float, "seconds a write may take (produce + apply) before 503"),
     "proxy_timeout": (float, "seconds a request forwarded to the owner may take"),

@@ -87,7 +87,19 @@ async def run_node(settings: Settings, *, stop: trio.Event,
     HTTP server listens and the consumer has joined (or is joining) the group."""
     started = time.monotonic()
     async with open_bridge(settings) as bridge:
-        topic = await _ensure_topic(bridge, settings)
+        topic: TopicInfo | None = None
+        async with trio.open_nursery() as startup:  # SIGTERM while Kafka is not there yet
+
+            async def _give_up_on_stop() -> None:
+                await stop.wait()
+                startup.cancel_scope.cancel()
+
+            startup.start_soon(_give_up_on_stop)
+            topic = await _ensure_topic(bridge, settings)
+            startup.cancel_scope.cancel()
+        if topic is None or stop.is_set():
+            log.info("event=node_stopped_before_start")
+            return
         log.info("event=topic name=%s partitions=%d created=%s configs=%s", topic.name,
                  topic.partitions, topic.created, topic.configs)
         if not topic.created and topic.configs.get("cleanup.policy") != "compact":

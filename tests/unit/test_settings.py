@@ -14,7 +14,7 @@ def test_defaults_without_flags_or_env():
     s = load_settings([], {})
     assert s == Settings()
     assert s.advertised_url == s.listen  # advertise defaults to listen
-    assert s.heartbeat_ms == s.session_timeout_ms // 3
+    assert s.heartbeat_ms == s.session_timeout_ms // 6
 
 
 def test_env_names_are_kstate_upper_field():
@@ -60,7 +60,7 @@ def test_env_vars_are_read_and_converted():
     assert s.advertised_url == "node-1.svc:8000"
     assert s.instance_id == "node-1"
     assert s.session_timeout_ms == 6000
-    assert s.heartbeat_ms == 2000
+    assert s.heartbeat_ms == 1000  # a sixth: see Settings.heartbeat_ms
     assert s.catchup_timeout == 2.5
     assert isinstance(s.write_timeout, float)
     assert s.write_timeout == 3.0
