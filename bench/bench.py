@@ -42,6 +42,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of wrk before each run")
     p.add_argument("--connections", type=int, default=10, help="wrk -c (default 10)")
     p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
+    p.add_argument("--client-tasks", type=int,
+                   help="concurrent trio tasks of the routing-aware client vs random-member "
+                        "GET runs (default: --connections)")
     p.add_argument("--session-timeout-ms", type=int, default=6_000,
                    help="group session timeout of kstate nodes and faust workers alike")
     p.add_argument("--phase-timeout", type=float,
@@ -66,7 +69,7 @@ def config(args: argparse.Namespace) -> Config:
         session_timeout_ms=args.session_timeout_ms,
         phase_timeout=args.phase_timeout or (300.0 if args.quick else 1200.0),
         faust_standby=args.faust_standby, run_dir=args.results / run_id, run_id=run_id,
-        sides=sides)
+        sides=sides, client_tasks=args.client_tasks or args.connections)
 
 
 async def _prepare(cfg: Config) -> Loaded:
@@ -132,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         results["machine_end"] = machine()
         results["wall_seconds"] = round(time.monotonic() - started, 1)
         results["table"] = report.rows(results)
+        results["client_table"] = report.client_rows(results)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=2, default=str))
     load_info = results.get("load", {})
@@ -144,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {start['cpus']} cpus, load average (1 min) {start['loadavg_1m']} at start, "
           f"{end['loadavg_1m']} at end: other work on this machine skews every number")
     print(report.render(results["table"]))
+    if results["client_table"]:
+        print(f"\nrouting-aware client (web/client.py) vs plain httpx GETs to a random member, "
+              f"2 members, {cfg.client_tasks} trio tasks, {cfg.load.seconds:g} s each "
+              f"(alternating slices), Python load generator in the bench process")
+        print(report.render(results["client_table"], report.CLIENT_HEAD,
+                            report.CLIENT_FOOTER))
     print(f"\nresults: {out_path}\nlogs:    {cfg.run_dir / 'logs'}")
     failed = [n for n in cfg.sides if "error" in results.get(n, {})]
     return 1 if failed else 0

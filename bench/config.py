@@ -22,6 +22,7 @@ class Config:
     run_dir: Path  # logs and key files of this run
     run_id: str  # unique per run: topic, groups and faust app ids carry it
     sides: tuple[str, ...]  # "kstate", "faust"
+    client_tasks: int = 10  # concurrent trio tasks of the client-vs-random GET runs
 
     @property
     def topic(self) -> str:

@@ -2,8 +2,9 @@
 
 idle node (empty topic: baseline memory) → node A replays the loaded topic (seconds to
 serving, records/s, RSS) → GET (all keys local) and PUT on A alone → node B joins (its
-replay) → GET owner-local and proxied through A → kill -9 B: seconds until B's keys
-answer through A → B back → SIGTERM B: the same. Each phase is bounded by
+replay) → GET owner-local and proxied through A → GET with the routing-aware
+client vs plain requests to random members (bench/client_phase.py) → kill -9 B: seconds
+until B's keys answer through A → B back → SIGTERM B: the same. Each phase is bounded by
 ``cfg.phase_timeout``; a failed phase is recorded and the later ones still try.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import trio
 
+from bench import client_phase
 from bench.config import Config
 from bench.load import Loaded
 from bench.tools import Probe, measure, rss_bytes, track, wait_keys, write_keys
@@ -161,6 +163,12 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
             res_remote = await measure(a.base, "get.lua", remote_f, PREFIX, cfg.load)
             return {"local": res_local.to_json(), "proxied": res_remote.to_json()}
 
+        async def client_vs_random() -> dict[str, Any]:
+            await wait_stable(client, [a, b], cfg.partitions, timeout=cfg.phase_timeout)
+            return await client_phase.run([a, b], [e for e, _ in data.sample],
+                                          tasks=cfg.client_tasks, seconds=cfg.load.seconds,
+                                          warmup=cfg.load.warmup)
+
         async def failover(how: str) -> dict[str, Any]:
             owners = await _groupinfo(client, a)
             moved = sorted(p for p, url in owners.items() if url == b.url)
@@ -214,6 +222,11 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
             if await phase(out, "get_2", get_two):
                 say(f"GET 2 nodes: local {out['get_2']['local']['rps']} req/s, proxied "
                     f"{out['get_2']['proxied']['rps']} req/s")
+            if await phase(out, "client_vs_random", client_vs_random):
+                c, r = out["client_vs_random"]["client"], out["client_vs_random"]["random"]
+                say(f"GET 2 nodes, {cfg.client_tasks} trio tasks: routing-aware client "
+                    f"{c['rps']} req/s p50 {c['p50_ms']} ms; random member {r['rps']} req/s "
+                    f"p50 {r['p50_ms']} ms ({r['proxied_share']} proxied)")
             if await phase(out, "failover_kill", lambda: failover("kill")):
                 say(f"failover kill -9: {out['failover_kill']['seconds']} s")
             if await phase(out, "rejoin", rejoin):

@@ -175,8 +175,75 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def render(table: list[dict[str, Any]]) -> str:
-    head = ("metric", "kstate", "faust", "kstate/faust")
+# -- routing-aware client vs random members (bench/client_phase.py) -------------------
+
+CLIENT_HEAD = ("metric", "client", "random member", "client/random")
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    metric: str
+    better: str
+    field: str
+    fmt: str = "{:,.0f}"
+    ratio: bool = True
+    always: bool = False  # shown even when the run had > 1% errors
+
+
+CLIENT_ROWS = [
+    ClientRow("GET 2 members: req/s", "higher", "rps"),
+    ClientRow("GET 2 members: p50 ms", "lower", "p50_ms", "{:,.2f}"),
+    ClientRow("GET 2 members: p99 ms", "lower", "p99_ms", "{:,.2f}"),
+    ClientRow("share of requests a member proxied (client: none)", "", "proxied_share",
+              "{:,.2f}", ratio=False, always=True),
+    ClientRow("members' forwards counter over the run", "", "node_forwards", ratio=False,
+              always=True),
+    ClientRow("non-200 answers or errors, share", "lower", "error_share", "{:,.4f}",
+              ratio=False, always=True),
+    ClientRow("load generator: CPU s per s (this process)", "", "loadgen_cpu_share",
+              "{:,.2f}", ratio=False, always=True),
+]
+
+
+def client_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The client-vs-random table as data; [] when that phase did not run."""
+    phase = (results.get("kstate") or {}).get("client_vs_random")
+    if not isinstance(phase, dict) or "client" not in phase:
+        return []
+    out = []
+    for row in CLIENT_ROWS:
+        vals = []
+        for side_name in ("client", "random"):
+            side = phase[side_name]
+            raw = side.get(row.field)
+            if side_name == "client" and row.field == "proxied_share":
+                raw = 0.0 if phase["client"].get("node_forwards") == 0 else None
+            ok = row.always or side.get("valid")
+            vals.append(float(raw) if ok and isinstance(raw, int | float) else None)
+        c, r = vals
+        if not row.ratio:
+            ratio = ""
+        elif c is None or r is None:
+            ratio = "n/a: not measured or > 1% errors (see JSON)"
+        elif r == 0:
+            ratio = "n/a: random 0"
+        else:
+            ratio = f"{c / r:.2f}x"
+        out.append({"metric": row.metric, "better": row.better, "kstate": c, "faust": r,
+                    "ratio": ratio, "kstate_text": _cell(c, row.fmt, "-"),
+                    "faust_text": _cell(r, row.fmt, "-")})
+    return out
+
+
+WRK_FOOTER = ("(↑ higher is better, ↓ lower is better; '-' = not measured or the wrk run had "
+              "> 1% errors: see the JSON)")
+CLIENT_FOOTER = ("(↑ higher is better, ↓ lower is better; '-' = not measured or the run had "
+                 "> 1% non-200 answers: see the JSON)")
+
+
+def render(table: list[dict[str, Any]],
+           head: tuple[str, str, str, str] = ("metric", "kstate", "faust", "kstate/faust"),
+           footer: str = WRK_FOOTER) -> str:
     arrow = {"higher": " (↑)", "lower": " (↓)", "": ""}
     lines = [(r["metric"] + arrow[r["better"]], r["kstate_text"], r["faust_text"], r["ratio"])
              for r in table]
@@ -187,6 +254,5 @@ def render(table: list[dict[str, Any]]) -> str:
     for line in lines:
         out.append(" | ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) if i < 3 else c
                               for i, c in enumerate(line)))
-    out.append("(↑ higher is better, ↓ lower is better; '-' = not measured or the wrk run had "
-               "> 1% errors: see the JSON)")
+    out.append(footer)
     return "\n".join(out)
