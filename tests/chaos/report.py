@@ -7,6 +7,8 @@ Per event, from the availability tracker (reads of every partition, see traffic.
   outage starts when the new member joins, seconds after the process was started).
 - ``all_keys_s``: from the event until the group was stable over the live nodes and a
   sweep had read every key correctly (the gate before the next event).
+- ``write_recover_s``: from the event until the last workload write that was not
+  acknowledged (before the next event); a broker kill shows here, not in reads.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def _windows(run: Run) -> list[dict[str, Any]]:
             row["outage_s"] = round(max((o.end - max(o.start, t_ev) for o in hit),
                                         default=0.0), 3)
             row["partitions_hit"] = len({o.partition for o in hit})
+            t_next = (run.events[i + 1]["t_abs"] if i + 1 < len(run.events)
+                      else run.chaos_end)
+            failed = [end for end, ok in run.traffic.stats.writes
+                      if not ok and t_ev <= end < t_next]
+            row["writes_failed"] = len(failed)
+            row["write_recover_s"] = round(max(failed, default=t_ev) - t_ev, 3)
         out.append(row)
     return out
 
@@ -78,9 +86,12 @@ def _log_scan(run: Run) -> dict[str, dict[str, int]]:
     out = {}
     for m in run.cluster.members.values():
         text = m.node.log_text()
+        errors = [line for line in text.splitlines()
+                  if " ERROR " in line or "level=ERROR" in line]
+        client = sum(1 for line in errors if "logger=aiokafka" in line)
         out[m.name] = {"starts": m.node.starts, "tracebacks": text.count("Traceback"),
-                       "error_lines": sum(1 for line in text.splitlines()
-                                          if " ERROR " in line or "level=ERROR" in line)}
+                       "error_lines": len(errors) - client,
+                       "aiokafka_error_lines": client}
     return out
 
 
@@ -94,8 +105,9 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
         if "skipped" in row:
             continue
         k = by_kind.setdefault(row["kind"], {"n": 0, "recover": [], "outage": [],
-                                             "all_keys": []})
+                                             "all_keys": [], "write": []})
         k["n"] += 1
+        k["write"].append(row["write_recover_s"])
         k["recover"].append(row["recover_s"])
         k["outage"].append(row["outage_s"])
         if "all_keys_s" in row:
@@ -105,6 +117,7 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
                "median_recover_s": round(statistics.median(k["recover"]), 3),
                "worst_outage_s": max(k["outage"]),
                "worst_all_keys_s": max(k["all_keys"], default=None),
+               "worst_write_recover_s": max(k["write"]),
                "target_s": TARGETS.get(kind)}
         for kind, k in sorted(by_kind.items())
     }
@@ -135,7 +148,9 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
             "reads": len(reads), "pct": round(100 * good / len(reads), 3) if reads else None,
             "outside_event_windows_reads": len(calm),
             "outside_event_windows_pct": round(100 * calm_good / len(calm), 3)
-            if calm else None},
+            if calm else None,
+            "outside_event_windows_wrong_or_unanswered": sum(1 for _, ok in calm if not ok),
+            "outside_event_windows_slow": sum(1 for sec, ok in calm if ok and sec > WITHIN)},
         "outages": [{"partition": o.partition, "t": run.rel(o.start),
                      "seconds": round(o.end - o.start, 3)} for o in run.traffic.avail.outages],
         "final": {k: v for k, v in final.items() if k != "t_abs"},
@@ -178,11 +193,12 @@ def format_summary(r: dict[str, Any]) -> str:
              f"(chaos {r['chaos_s']}s, total {r['elapsed_s']}s) =="]
     lines.append("events")
     rows = [[k, v["n"], v["worst_recover_s"], v["median_recover_s"], v["worst_outage_s"],
-             v["worst_all_keys_s"], "-" if v["target_s"] is None else
+             v["worst_all_keys_s"], v["worst_write_recover_s"],
+             "-" if v["target_s"] is None else
              ("ok" if v["worst_recover_s"] <= v["target_s"] else "MISSED")
              + f" (<= {v['target_s']:.0f}s)"] for k, v in r["event_kinds"].items()]
     lines += _table(["kind", "n", "worst_recover_s", "median_recover_s", "worst_outage_s",
-                     "worst_all_keys_s", "target"], rows)
+                     "worst_all_keys_s", "worst_write_recover_s", "target"], rows)
     skipped = [e["label"] for e in r["events"] if "skipped" in e]
     if skipped:
         lines.append(f"  skipped: {', '.join(skipped)}")
@@ -200,7 +216,9 @@ def format_summary(r: dict[str, Any]) -> str:
     w = r["reads_correct_within_2s"]
     lines.append(f"workload reads answered correctly within 2 s: {_f(w['pct'])}% of "
                  f"{w['reads']}; outside event windows: {_f(w['outside_event_windows_pct'])}%"
-                 f" of {w['outside_event_windows_reads']}")
+                 f" of {w['outside_event_windows_reads']} (there: "
+                 f"{w['outside_event_windows_slow']} correct but slower than 2 s, "
+                 f"{w['outside_event_windows_wrong_or_unanswered']} not answered correctly)")
     vc = r["violation_counts"]
     lines.append("violations: " + (", ".join(f"{k}={n}" for k, n in sorted(vc.items()))
                                    if vc else "0"))

@@ -69,6 +69,8 @@ class Stats:
     latency: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     # workload reads: (start, seconds, answered correctly)
     reads: list[tuple[float, float, bool]] = field(default_factory=list)
+    # workload writes: (end, acknowledged)
+    writes: list[tuple[float, bool]] = field(default_factory=list)
 
     def add(self, source: str, op: str, kind: str, seconds: float, answered: bool) -> None:
         self.counts[f"{op}/{source}"][kind] += 1
@@ -154,6 +156,8 @@ class Traffic:
                 answered = True
             self.checker.record(v, source=source, node=m.name, t=round(start - self.t0, 3))
             self.stats.add(source, "write", v.kind, end - start, answered)
+            if source == "workload" and v.kind != "node_down":
+                self.stats.writes.append((end, v.kind == "acked"))
             return v
         finally:
             self.writing.discard(key)
