@@ -12,4 +12,4 @@ if [ -z "${KSTATE_TEST_BOOTSTRAP:-}" ]; then
     echo "tests/run.sh: Kafka $KSTATE_TEST_BOOTSTRAP ready in $((SECONDS - start))s"
 fi
 deploy/install-browser.sh  # Debian chromium + chromedriver for the dashboard browser test
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=30 "$@"
