@@ -59,6 +59,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# Prefetch bounds of the group consumer: large enough to replay at full speed, small
+# enough that buffered raw batches do not stay in the process's memory high-water mark.
+FETCH_MAX_BYTES = 8 * 1024 * 1024
+PARTITION_FETCH_BYTES = 1024 * 1024
+
 TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show up
 
 
@@ -316,8 +321,8 @@ class _Loop:
             partition_assignment_strategy=(self.assignor,),
             session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=s.heartbeat_ms,
             rebalance_timeout_ms=max(s.session_timeout_ms, 30_000),
-            max_poll_records=s.max_batch, fetch_max_bytes=32 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024)
+            max_poll_records=s.max_batch, fetch_max_bytes=FETCH_MAX_BYTES,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES)
         await self.consumer.start()
         self.consumer.subscribe([s.topic], listener=_Listener(self))
 
