@@ -32,6 +32,10 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
     p.add_argument("--keys", type=int, default=200, help="size of the key set")
     p.add_argument("--rate", type=float, default=60.0, help="workload requests/s in total")
     p.add_argument("--write-ratio", type=float, default=0.3)
+    p.add_argument("--cas", type=float, default=0.3,
+                   help="share of writes sent If-Match the version just read")
+    p.add_argument("--hot", type=float, default=0.2,
+                   help="share of requests to the 5 hot keys (races, 412s)")
     p.add_argument("--partitions", type=int, default=10)
     p.add_argument("--history", type=int, default=20_000,
                    help="filler records produced before the nodes start (replay work)")
@@ -53,6 +57,7 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
     a = p.parse_args(argv)
     cfg = ChaosConfig(duration=a.duration, nodes=a.nodes, seed=a.seed, mode=a.mode,
                       clients=a.clients, keys=a.keys, rate=a.rate, write_ratio=a.write_ratio,
+                      cas=a.cas, hot=a.hot,
                       partitions=a.partitions, history=a.history,
                       bootstrap=a.bootstrap, gap=a.gap,
                       events=a.events, max_nodes=a.max_nodes, timeout=a.timeout,
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s chaos %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         result = trio.run(run_chaos, cfg)
     except KeyboardInterrupt:

@@ -42,11 +42,12 @@ Verdicts of a 200 ``{"name": "<key>#<seq>"}`` with offset ``o`` (violations in c
   visible). ``o < O(rs)``: NON_MONOTONIC (a reader saw a newer committed version
   earlier).
 - ``o >= F(rs)`` and the write is ambiguous or pending: acceptable as a later value only
-  if it began after the floor write began (the brief's rule). An ambiguous write that
-  began *before* the floor write and now shows over it was resurrected after a later
-  write was acknowledged: LATE_AMBIGUOUS. (With one write per key in flight from the
-  workload, "began after the floor write began" means "issued after the floor write
-  was acknowledged", so the check is exact, not a heuristic.)
+  if it was not over before the floor write began (the brief's rule: it was written
+  after the last acked write began, or concurrently with it). An ambiguous write whose
+  answer (503/timeout) came *before* the floor write was even sent, and which now shows
+  over it, took effect after a later write was acknowledged: LATE_AMBIGUOUS. (The
+  workload keeps one write per key in flight, so every earlier write of a key was over
+  before the next began; the rule is exact either way.)
 - otherwise ok.
 A 404: SPURIOUS_404 if ``F(rs)`` or ``O(rs)`` exists (the key exists: no deletes), else ok
 (cannot happen after the seeding phase, but kept exact).
@@ -60,6 +61,16 @@ Verdicts of a write answer:
   lacked a key that exists: a lost write seen from the inside).
 - 5xx other than 503, or 503 without Retry-After: BAD_5XX (the write is ambiguous too).
 - any other unexpected status (the workload only sends valid requests): BAD_STATUS.
+Conditional writes (``If-Match: "<p>-<base>"``, base = the version a read just
+returned) are checked against the promise that the owner checks If-Match on its
+caught-up state, serialized per key:
+- 412: PRECONDITION_FAILED is fine if some other write of the key may have taken
+  effect above ``base`` before the answer; if none can have (every other write is
+  placed at or below ``base``, or began after the answer), SPURIOUS_412.
+- a refused (412) write must never be visible: REFUSED_VISIBLE.
+- in the topic, the record right before a conditional write's record must be
+  ``base`` (acknowledged or not: a conditional write that lands over a version it did
+  not see is a lost update): LOST_UPDATE.
 Reads get the same status checks. Request errors are classified by the harness (a node
 it just killed is ``node_down``, not a violation; an error from a node that was up for
 the whole request is ERROR_ALIVE).
@@ -69,22 +80,24 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
 
-WriteState = Literal["pending", "acked", "ambiguous"]
+WriteState = Literal["pending", "acked", "ambiguous", "refused"]
 
 ETAG_RE = re.compile(r'^"(\d+)-(\d+)"$')
 
 # Verdict kinds that are fine; everything else in VIOLATIONS is a failure of the node.
 OK_KINDS = frozenset({"ok", "ok_404", "acked", "unavailable", "ambiguous", "timeout",
-                      "node_down"})
+                      "node_down", "precondition_failed"})
 VIOLATIONS = frozenset({
     "phantom_value", "future_value", "etag_mismatch", "etag_partition", "stale",
     "non_monotonic", "late_ambiguous", "spurious_404", "lost_write", "no_etag",
     "write_reordered", "spurious_create", "bad_5xx", "bad_status", "bad_body",
+    "duplicate_write",
     "error_alive", "node_crashed", "not_recovered", "shutdown_timeout", "start_failed",
     "unclean_exit",
 })
@@ -109,6 +122,7 @@ class WriteRec:
     end: float | None = None
     state: WriteState = "pending"
     offset: int | None = None
+    if_match: int | None = None  # conditional write: the offset it was based on
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +183,12 @@ class Checker:
         self.violations: list[dict[str, object]] = []
 
     # -- writes ----------------------------------------------------------------
-    def begin_write(self, key: str, start: float) -> tuple[int, bytes]:
+    def begin_write(self, key: str, start: float, if_match: int | None = None
+                    ) -> tuple[int, bytes]:
         h = self.hist[key]
         seq = h.next_seq
         h.next_seq += 1
-        h.writes[seq] = WriteRec(seq, start)
+        h.writes[seq] = WriteRec(seq, start, if_match=if_match)
         return seq, value_for(key, seq)
 
     def end_write(self, key: str, seq: int, end: float, status: int | None,
@@ -185,11 +200,30 @@ class Checker:
         w.end = end
         if status in (200, 201):
             return self._acked(h, w, end, status, etag, body)
+        if status == 412 and w.if_match is not None:
+            return self._refused(h, w)
         w.state = "ambiguous"
         if status is None:
             return Verdict("ambiguous")
         return self._status_verdict(status, retry_after) or Verdict(
             "bad_status", f"PUT {key} seq={seq} answered {status}")
+
+    def _refused(self, h: KeyHistory, w: WriteRec) -> Verdict:
+        """412 to ``If-Match: <base>``: right only if another write may have taken
+        effect over ``base`` before the answer (acked or seen at a later offset, or
+        not known to have failed and not placed below it)."""
+        w.state = "refused"
+        base = w.if_match
+        assert base is not None
+        assert w.end is not None
+        for other in h.writes.values():
+            if other is w or other.state == "refused" or other.start >= w.end:
+                continue
+            if other.offset is None or other.offset > base:
+                return Verdict("precondition_failed")
+        return Verdict("spurious_412",
+                       f"PUT {h.key} seq={w.seq} If-Match {base}: 412, but no other write "
+                       f"of the key can be newer than offset {base}")
 
     def _acked(self, h: KeyHistory, w: WriteRec, end: float, status: int,
                etag: str | None, body: bytes) -> Verdict:
@@ -254,6 +288,8 @@ class Checker:
         w = h.writes[seq]
         if w.start >= end:
             return Verdict("future_value", f"GET {key} returned seq={seq} written after it")
+        if w.state == "refused":
+            return Verdict("refused_visible", f"GET {key} returned seq={seq}, refused with 412")
         parsed = parse_etag(etag)
         if parsed is None:
             return Verdict("no_etag", f"GET {key} 200 ETag={etag!r}")
@@ -274,11 +310,11 @@ class Checker:
                                  f"{seen[0]} was returned by a read that ended before")
         if w.state != "acked" and floor is not None and off > floor[0]:
             floor_write = h.writes[floor[1]]
-            if w.start < floor_write.start:
+            if w.end is not None and w.end < floor_write.start:
                 return Verdict("late_ambiguous",
-                               f"GET {key} returned {w.state} seq={seq}@{off} (began "
-                               f"{floor_write.start - w.start:.3f}s before acked seq="
-                               f"{floor[1]}@{floor[0]}) after that ack")
+                               f"GET {key} returned {w.state} seq={seq}@{off} (answered "
+                               f"{floor_write.start - w.end:.3f}s before acked seq="
+                               f"{floor[1]}@{floor[0]} began) after that ack")
         return OK
 
     def _judge_404(self, h: KeyHistory, start: float, final: bool) -> Verdict:
@@ -317,6 +353,68 @@ class Checker:
         if status >= 500:
             return Verdict("bad_5xx", f"status {status}")
         return None
+
+    # -- the topic itself ---------------------------------------------------------------
+    def audit(self, records: Mapping[str, Sequence[tuple[int, bytes | None]]],
+              compacted: set[int]) -> list[Verdict]:
+        """Judge the topic as Kafka holds it, after the run: ``records`` maps each key
+        to its (offset, value) in offset order; ``compacted`` partitions have gaps.
+
+        Every record of a key must be a write we sent (PHANTOM_VALUE), at the offset
+        its ETag said (ETAG_MISMATCH), once (DUPLICATE_WRITE: a produce retried into a
+        second record). Every acknowledged write must be there (LOST_WRITE; in a
+        compacted partition only the newest acknowledged write of a key is sure to be).
+        No ambiguous write may sit after a write that began after its answer
+        (LATE_AMBIGUOUS, whether or not a reader happened to see it)."""
+        out: list[Verdict] = []
+        for key, h in self.hist.items():
+            at: dict[int, int] = {}  # seq -> offset in the topic
+            prev: int | None = None  # offset of the key's record before this one
+            for off, value in records.get(key, []):
+                seq = None if value is None else self._seq_of(h, value)
+                if seq is None:
+                    out.append(Verdict("phantom_value", f"topic {key}@{off}: {value!r:.120}"))
+                    continue
+                if seq in at:
+                    out.append(Verdict("duplicate_write",
+                                       f"topic {key}: seq={seq} at {at[seq]} and {off}"))
+                    continue
+                w = h.writes[seq]
+                if w.state == "refused":
+                    out.append(Verdict("refused_visible",
+                                       f"topic {key}@{off}: seq={seq} was refused with 412"))
+                if (w.if_match is not None and prev != w.if_match
+                        and h.partition not in compacted):
+                    out.append(Verdict(
+                        "lost_update",
+                        f"topic {key}@{off}: seq={seq} ({w.state}) was written If-Match "
+                        f"{w.if_match}, but the record before it is at {prev}"))
+                prev = off
+                at[seq] = off
+                if w.offset is not None and w.offset != off:
+                    out.append(Verdict("etag_mismatch",
+                                       f"topic {key}: seq={seq} at {off}, ETag said {w.offset}"))
+            newest = self.last_acked(key)
+            acked = sorted(((w.offset, w) for w in h.writes.values()
+                            if w.state == "acked" and w.offset is not None),
+                           key=lambda pair: pair[0])
+            for off, w in acked:
+                if w.seq not in at and (h.partition not in compacted
+                                        or (newest is not None and newest[1] == w.seq)):
+                    out.append(Verdict("lost_write",
+                                       f"topic {key}: acked seq={w.seq}@{off} is not there"))
+            for seq, off in at.items():
+                x = h.writes[seq]
+                if x.state == "acked" or x.end is None:
+                    continue
+                later = [a for a_off, a in acked if a_off < off and x.end < a.start]
+                if later:
+                    out.append(Verdict(
+                        "late_ambiguous",
+                        f"topic {key}: {x.state} seq={seq} landed at {off}, after acked "
+                        f"seq={later[-1].seq}@{later[-1].offset} that began "
+                        f"{later[-1].start - x.end:.3f}s after seq={seq} was answered"))
+        return out
 
     # -- bookkeeping -------------------------------------------------------------
     def record(self, verdict: Verdict, **context: object) -> None:

@@ -12,13 +12,15 @@ Phases (all bounded):
 2. Seed: PUT every key once until acknowledged, so every key exists (no 404 is right).
 3. Chaos for ``duration`` s: ``clients`` trio tasks send GET/PUT to random ``up`` nodes at
    ``rate`` requests/s in total (``read_back`` of the acknowledged writes are read back at
-   once through another random node); a prober reads one key per partition every
+   once through another random node; ``cas`` of the writes are If-Match the version a
+   read just returned); a prober reads one key per partition every
    ``probe_interval`` s (rotating through the keys); events fire per the schedule. After
    each event the harness waits until the group is stable again over the nodes it
    believes up and a sweep has read every key correctly (``all_keys_s``), then keeps
    the planned gap before the next event.
 4. Final verification: workload stopped, group stable, every key read from every live
-   node and judged against every acknowledged write (a wrong answer = ``lost_write``).
+   node and judged against every acknowledged write (a wrong answer = ``lost_write``);
+   then the whole topic is read from Kafka and audited (checker.Checker.audit).
 5. Teardown: SIGTERM every node (must exit 0), stop Kafka, write the JSON.
 """
 
@@ -59,6 +61,8 @@ class ChaosConfig:
     rate: float = 60.0  # workload requests per second, all clients together
     write_ratio: float = 0.3
     read_back: float = 0.5  # share of acknowledged writes read back at once
+    cas: float = 0.3  # share of writes sent with If-Match: the version just read
+    hot: float = 0.2  # share of workload requests that go to the 5 hot keys
     partitions: int = 10
     history: int = 20_000  # filler records put in the topic before the nodes start
     bootstrap: str | None = None
@@ -146,6 +150,8 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
                 final = await run.final_check()
                 log.info("t=%.1f final verification done: %s", time.monotonic() - run.t0,
                          {k: v for k, v in final.items() if k != "t_abs"})
+                final["audit"] = await run.audit_topic()
+                log.info("t=%.1f topic audit: %s", time.monotonic() - run.t0, final["audit"])
                 outer.cancel_scope.cancel()
             # Every node still up must stop cleanly on SIGTERM.
             async with trio.open_nursery() as n:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tests.chaos.checker import VIOLATIONS
+
 if TYPE_CHECKING:
     from tests.chaos.harness import ChaosConfig
     from tests.chaos.phases import Run
@@ -181,7 +183,9 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
             for r in cells]
 
 
-OUTCOMES = ["ok", "ok_404", "acked", "unavailable", "timeout", "node_down", "no_node"]
+OUTCOMES = ["ok", "ok_404", "acked", "precondition_failed", "unavailable", "timeout",
+            "node_down", "no_node"]
+HEADINGS = ["ok", "ok_404", "acked", "412", "unavailable", "timeout", "node_down", "no_node"]
 
 
 def format_summary(r: dict[str, Any]) -> str:
@@ -205,10 +209,10 @@ def format_summary(r: dict[str, Any]) -> str:
     lines.append("requests")
     rows = []
     for name, counts in r["requests"].items():
-        other = sum(n for k, n in counts.items() if k not in OUTCOMES)
+        bad = sum(n for k, n in counts.items() if k in VIOLATIONS)
         rows.append([name, sum(counts.values())] + [counts.get(k, 0) for k in OUTCOMES]
-                    + [other])
-    lines += _table(["op/source", "total", *OUTCOMES, "violations"], rows)
+                    + [bad])
+    lines += _table(["op/source", "total", *HEADINGS, "violations"], rows)
     lat = r["latency_s"]
     lines.append("latency (answered requests, s)")
     lines += _table(["op", "n", "p50", "p99", "max"],
@@ -219,6 +223,11 @@ def format_summary(r: dict[str, Any]) -> str:
                  f" of {w['outside_event_windows_reads']} (there: "
                  f"{w['outside_event_windows_slow']} correct but slower than 2 s, "
                  f"{w['outside_event_windows_wrong_or_unanswered']} not answered correctly)")
+    a = r["final"].get("audit")
+    if a:
+        lines.append(f"topic audit: {a['records']} records ({a['chaos_key_records']} of the "
+                     f"checked keys), {a['violations']} violations, compacted partitions: "
+                     f"{a['compacted_partitions'] or 'none'}")
     vc = r["violation_counts"]
     lines.append("violations: " + (", ".join(f"{k}={n}" for k, n in sorted(vc.items()))
                                    if vc else "0"))

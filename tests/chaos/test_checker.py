@@ -111,3 +111,46 @@ def test_schedule_is_seeded_and_possible() -> None:
     forced = plan(1, nodes=3, duration=100, cluster=False,
                   forced=["kill9", "restart", "term", "add"], gap=(10, 12))
     assert [e.kind for e in forced] == ["kill9", "restart", "term", "add"]
+
+
+def test_topic_audit() -> None:
+    c = Checker([K])
+    s0 = acked(c, 0.0, 1.0, 10, status=201)
+    amb, _ = c.begin_write(K, 2.0)
+    c.end_write(K, amb, 3.0, 503, None, True)
+    s2 = acked(c, 4.0, 5.0, 12)
+    good = {K: [(10, value_for(K, s0)), (12, value_for(K, s2))]}
+    assert c.audit(good, set()) == []
+    lost = {K: [(10, value_for(K, s0))]}
+    assert [v.kind for v in c.audit(lost, set())] == ["lost_write"]
+    late = {K: [(10, value_for(K, s0)), (12, value_for(K, s2)), (13, value_for(K, amb))]}
+    assert [v.kind for v in c.audit(late, set())] == ["late_ambiguous"]
+    landed_early = {K: [(10, value_for(K, s0)), (11, value_for(K, amb)), (12, value_for(K, s2))]}
+    assert c.audit(landed_early, set()) == []
+    dup = {K: [(10, value_for(K, s0)), (11, value_for(K, s0)), (12, value_for(K, s2))]}
+    assert [v.kind for v in c.audit(dup, set())] == ["duplicate_write"]
+    compacted = {K: [(12, value_for(K, s2))]}  # s0 compacted away: fine
+    assert c.audit(compacted, {3}) == []
+    phantom = {K: [(10, value_for(K, s0)), (11, None), (12, value_for(K, s2))]}
+    assert [v.kind for v in c.audit(phantom, set())] == ["phantom_value"]
+
+
+def test_conditional_writes() -> None:
+    c = Checker([K])
+    s0 = acked(c, 0.0, 1.0, 10, status=201)
+    cas, body = c.begin_write(K, 2.0, if_match=10)
+    assert c.end_write(K, cas, 3.0, 200, '"3-11"', False, body).kind == "acked"
+    # a second writer that read version 10 too, and lost the race: a right 412
+    lost, _ = c.begin_write(K, 2.5, if_match=10)
+    assert c.end_write(K, lost, 3.5, 412, None, False).kind == "precondition_failed"
+    assert read(c, 4.0, 4.1, lost, 12) == "refused_visible"
+    # If-Match the newest version, nothing else written: a 412 is wrong
+    alone, _ = c.begin_write(K, 5.0, if_match=11)
+    assert c.end_write(K, alone, 6.0, 412, None, False).kind == "spurious_412"
+    topic = {K: [(10, value_for(K, s0)), (11, value_for(K, cas))]}
+    assert c.audit(topic, set()) == []
+    # an ambiguous conditional write that landed over a version it never saw
+    late, _ = c.begin_write(K, 7.0, if_match=10)
+    c.end_write(K, late, 8.0, 503, None, True)
+    topic = {K: [(10, value_for(K, s0)), (11, value_for(K, cas)), (12, value_for(K, late))]}
+    assert [v.kind for v in c.audit(topic, set())] == ["lost_update"]

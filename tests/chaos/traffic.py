@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.chaos.checker import Checker, Verdict
+from tests.chaos.checker import Checker, Verdict, parse_etag
 from tests.chaos.cluster import Cluster, Member
 
 READ_OK = frozenset({"ok", "ok_404"})
+WRITE_OK = frozenset({"acked", "precondition_failed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,14 @@ class Traffic:
         self.stats = Stats()
         self.avail = Availability()
         self.writing: set[str] = set()
+        self.last_etag: dict[str, str] = {}  # the newest version any answer carried
+        self.old_etag: dict[str, str] = {}  # the one before it (If-Match it: 412)
+
+    def _saw(self, key: str, etag: str) -> None:
+        last = self.last_etag.get(key)
+        if last is not None and last != etag:
+            self.old_etag[key] = last
+        self.last_etag[key] = etag
 
     def _err(self, m: Member, inc: int, exc: Exception, what: str) -> Verdict:
         if not self.cluster.still_up(m, inc):
@@ -100,10 +109,16 @@ class Traffic:
 
     async def read(self, key: str, source: str, member: Member | None = None,
                    final: bool = False) -> Verdict:
+        return (await self.read_etag(key, source, member, final))[0]
+
+    async def read_etag(self, key: str, source: str, member: Member | None = None,
+                        final: bool = False) -> tuple[Verdict, str | None]:
+        """GET ``key``; the verdict, and the ETag when the answer was a 200."""
         m = member or self.cluster.pick(self.rng)
+        etag = None
         if m is None:
             self.stats.counts[f"read/{source}"]["no_node"] += 1
-            return Verdict("no_node")
+            return Verdict("no_node"), None
         inc = m.incarnation
         start = time.monotonic()
         try:
@@ -114,6 +129,9 @@ class Traffic:
             answered = False
         else:
             end = time.monotonic()
+            etag = r.headers.get("etag") if r.status_code == 200 else None
+            if etag is not None:
+                self._saw(key, etag)
             v = self.checker.judge_read(key, start, end, r.status_code, r.content,
                                         r.headers.get("etag"), "retry-after" in r.headers,
                                         final=final)
@@ -124,11 +142,13 @@ class Traffic:
         self.avail.observe(self.checker.partition_of(key), start, end, ok)
         if source == "workload":
             self.stats.reads.append((start, end - start, v.kind in READ_OK))
-        return v
+        return v, etag
 
-    async def write(self, key: str, source: str) -> Verdict | None:
-        """PUT a new unique value; None if a write of ``key`` is already in flight
-        (the workload keeps one write per key in flight) or no node is up."""
+    async def write(self, key: str, source: str, if_match: str | None = None
+                    ) -> Verdict | None:
+        """PUT a new unique value (``If-Match: if_match`` when given); None if a write
+        of ``key`` is already in flight (the workload keeps one write per key in
+        flight) or no node is up."""
         if key in self.writing:
             return None
         m = self.cluster.pick(self.rng)
@@ -138,11 +158,15 @@ class Traffic:
         try:
             inc = m.incarnation
             start = time.monotonic()
-            seq, body = self.checker.begin_write(key, start)
+            parsed = parse_etag(if_match)
+            seq, body = self.checker.begin_write(key, start,
+                                                 None if parsed is None else parsed[1])
+            headers = {"content-type": "application/json"}
+            if if_match is not None:
+                headers["if-match"] = if_match
             try:
                 r = await self.client.put(f"{m.node.base}/users/{key}", content=body,
-                                          headers={"content-type": "application/json"},
-                                          timeout=self.timeout)
+                                          headers=headers, timeout=self.timeout)
             except httpx.HTTPError as exc:
                 end = time.monotonic()
                 self.checker.end_write(key, seq, end, None, None, False)
@@ -154,10 +178,12 @@ class Traffic:
                                            r.headers.get("etag"), "retry-after" in r.headers,
                                            r.content)
                 answered = True
+                if v.kind == "acked":
+                    self._saw(key, r.headers["etag"])
             self.checker.record(v, source=source, node=m.name, t=round(start - self.t0, 3))
             self.stats.add(source, "write", v.kind, end - start, answered)
             if source == "workload" and v.kind != "node_down":
-                self.stats.writes.append((end, v.kind == "acked"))
+                self.stats.writes.append((end, v.kind in WRITE_OK))
             return v
         finally:
             self.writing.discard(key)
