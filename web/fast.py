@@ -1,5 +1,6 @@
-"""A raw-ASGI fast path for the hottest request: a GET of a key this node serves,
-caught up. Everything else (and anything unusual about such a GET) goes to quart.
+"""A raw-ASGI fast path for the hottest requests: a GET of a key this node serves,
+caught up, and a GET of a key another node owns (forwarded). Everything else (and
+anything unusual about such a GET) goes to quart.
 
 quart's per-request machinery (request/response objects, context locals, hooks)
 costs more than the lookup itself (shared/DESIGN.md §10); this path answers the same
@@ -13,10 +14,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
+
+from actors.messages import Refused
+from actors.router import MAX_HOPS
 from actors.state import NotServing
 from actors.writer import etag
 from web.app import Handles
 from web.errors import BadRequest
+from web.proxy import HOPS_HEADER, hops_of
 from web.validate import parse_email
 
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]
@@ -70,8 +76,12 @@ def fast_path(app: Asgi, h: Handles) -> Asgi:
         # Not router.locate(): it counts forwards and refusals, and the full path we
         # hand over to would count them a second time.
         pid = router.partition(key)
-        if router.table.owners.get(pid) != router.url or not state.is_caught_up(pid):
-            await app(scope, receive, send)  # proxy, gate or refusal: the full path
+        owner = router.table.owners.get(pid)
+        if owner is not None and owner != router.url:
+            await _forward(scope, receive, send, app, h, owner, route_name, started)
+            return
+        if owner is None or not state.is_caught_up(pid):
+            await app(scope, receive, send)  # gate or refusal: the full path
             return
         try:
             hit = state.get_nowait(pid, key)
@@ -99,8 +109,37 @@ def fast_path(app: Asgi, h: Handles) -> Asgi:
     return asgi
 
 
+async def _forward(scope: dict[str, Any], receive: Any, send: Any, app: Asgi, h: Handles,
+                   owner: str, route_name: str, started: float) -> None:
+    """GET of a key another node owns: forward it and pass the owner's answer on."""
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+    hops = 0
+    for k, v in headers:
+        if k.lower() == HOPS_HEADER:
+            hops = hops_of({HOPS_HEADER: v})
+    if hops >= MAX_HOPS:
+        await app(scope, receive, send)  # the full path answers the 503
+        return
+    h.router.counters["forwards"] += 1
+    resp = await h.proxy.exchange(method="GET", url=owner, path=scope["path"],
+                                  query=scope.get("query_string", b""), headers=headers,
+                                  body=b"", hops=hops)
+    if isinstance(resp, Refused):
+        status = resp.status
+        body = orjson.dumps({"error": resp.code, "message": resp.message})
+        out = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+        if resp.retry_after is not None:
+            out.append((b"retry-after", str(max(1, round(resp.retry_after))).encode()))
+    else:
+        status, out, body = resp.status, resp.headers, resp.body
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    metrics = h.extras.get("metrics")
+    if metrics is not None:
+        metrics.observe(route_name, "GET", status, "proxied",  # type: ignore[attr-defined]
+                        time.perf_counter() - started)
+
+
 def raw_json_string(text: str) -> bytes:
     """``text`` as the inside of a JSON string, as orjson writes it."""
-    import orjson
-
     return orjson.dumps(text)[1:-1]

@@ -1,4 +1,5 @@
-"""Forwarding a request to the owner of its key (httpx on trio, pooled keep-alive).
+"""Forwarding a request to the owner of its key (web/peers.py: h11 on pooled
+keep-alive trio streams).
 
 Only urls from the current routing table are ever targets (the router picks them);
 nothing a client sends chooses where a request goes. ``kstate-hops`` counts hops.
@@ -14,10 +15,10 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Protocol
 
-import httpx
 from quart import Response, g, has_request_context
 
 from actors.messages import Refused
+from web.peers import PeerError, PeerPool, PeerResponse
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,25 @@ def hops_of(headers: _HasGet) -> int:
 
 class Proxy:
     def __init__(self, timeout: float) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            follow_redirects=False, trust_env=False)
+        self._pool = PeerPool(timeout=timeout)
         self.forwarded = 0
         self.failures = 0
         # (method, path, query) -> kstate-cluster-auth value; set by web/auth.py.
         self.sign: Callable[[str, str, str], str] | None = None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
-    async def forward(self, *, method: str, url: str, path: str, query: bytes,
-                      headers: list[tuple[str, str]], body: bytes, hops: int
-                      ) -> Response | Refused:
+    def statistics(self) -> dict[str, int]:
+        return {"forwarded": self.forwarded, "failures": self.failures,
+                "connections_opened": self._pool.opened,
+                "connections_reused": self._pool.reused}
+
+    async def exchange(self, *, method: str, url: str, path: str, query: bytes,
+                       headers: list[tuple[str, str]], body: bytes, hops: int
+                       ) -> PeerResponse | Refused:
+        """Forward one request to ``url`` and return the owner's answer (headers
+        minus hop-by-hop and the ones our server sets), or a 503 Refused."""
         dropped = {HOPS_HEADER, CLUSTER_AUTH_HEADER}
         if self.sign is not None:
             dropped.add("authorization")  # this node vouches for the client instead
@@ -72,26 +77,36 @@ class Proxy:
                                 self.sign(method, path, query.decode("latin-1"))))
         # ``path`` is decoded: encode it again, or an email with '%41', '?' or '#' in a
         # /users/{email} path would reach the owner as another key (or another path).
-        target = f"http://{url}{urllib.parse.quote(path, safe=PATH_SAFE)}"
+        target = urllib.parse.quote(path, safe=PATH_SAFE)
         if query:
             target += "?" + query.decode("latin-1")
-        if has_request_context():
-            g.kstate_proxied = True  # web/metrics.py: latency kind="proxied"
         try:
-            resp = await self._client.request(method, target, headers=out_headers,
-                                              content=body)
-        except httpx.HTTPError as exc:
+            resp = await self._pool.request(url, method, target, out_headers, body)
+        except PeerError as exc:
             self.failures += 1
             log.warning("event=proxy_failed target=%s error=%r", url, exc)
             return Refused(503, "owner_unreachable", f"the owner {url} did not answer; retry",
                            1.0)
         self.forwarded += 1
-        kept = [(k, v) for k, v in resp.headers.multi_items()
-                if k.lower() not in HOP_BY_HOP and k.lower() not in SERVER_SET]
-        out = Response(resp.content, status=resp.status_code)
+        kept = [(k, v) for k, v in resp.headers
+                if k.decode("latin-1").lower() not in HOP_BY_HOP
+                and k.decode("latin-1").lower() not in SERVER_SET]
+        if resp.status >= 200 and resp.status not in (204, 304):
+            kept.append((b"content-length", str(len(resp.body)).encode()))
+        return PeerResponse(resp.status, kept, resp.body)
+
+    async def forward(self, *, method: str, url: str, path: str, query: bytes,
+                      headers: list[tuple[str, str]], body: bytes, hops: int
+                      ) -> Response | Refused:
+        """:meth:`exchange` for a quart route: the answer as a quart Response."""
+        if has_request_context():
+            g.kstate_proxied = True  # web/metrics.py: latency kind="proxied"
+        resp = await self.exchange(method=method, url=url, path=path, query=query,
+                                   headers=headers, body=body, hops=hops)
+        if isinstance(resp, Refused):
+            return resp
+        out = Response(resp.body, status=resp.status)
         out.headers.clear()
-        for k, v in kept:
-            out.headers.add(k, v)
-        if resp.status_code >= 200 and resp.status_code not in (204, 304):
-            out.headers["Content-Length"] = str(len(resp.content))
+        for k, v in resp.headers:
+            out.headers.add(k.decode("latin-1"), v.decode("latin-1"))
         return out
