@@ -30,4 +30,5 @@ async def test_fast_get_matches_quart_head(make_node, client, path):
     else:
         assert got.json()["error"] == "not_found"
     metrics = (await client.get(f"{node.base}/metrics")).text
-    assert f'method="GET",route="{"/user" if path.startswith("/user?") else "/users/<path:email>"}",status="{got.status_code}"' in metrics
+    route = "/user" if path.startswith("/user?") else "/users/<path:email>"
+    assert f'method="GET",route="{route}",status="{got.status_code}"' in metrics

@@ -60,7 +60,7 @@ class Node:
         })
         env.update(self.extra)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_path, "ab")
         log.write(f"---- start {self.starts} ----\n".encode())
         log.flush()
         self.proc = subprocess.Popen([sys.executable, "-m", "actors", "node"], env=env,
