@@ -79,6 +79,10 @@ def user_path(email: str) -> str:
     return REST_PREFIX + urllib.parse.quote(email, safe=PATH_SAFE)
 
 
+# 503 codes of actors/writer.py after which a write may still have been applied.
+AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable"})
+
+
 # -- results and errors --------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +449,12 @@ class KstateClient:
                 await anyio.sleep(self._backoff(attempt))
                 continue
             self._down.pop(go.target, None)
+            if (r.status_code == 503 and method != "GET" and if_match is not None
+                    and error_of(r).code in AMBIGUOUS_WRITE_CODES):
+                # The owner produced (or may have) and could not confirm: a retry could
+                # answer 412 to this very write. Say so instead of retrying.
+                raise Unavailable(503, "outcome_unknown",
+                                  f"{method} to {go.target}: {error_of(r).message}")
             if r.status_code == 503 or r.status_code == 421 or 300 <= r.status_code < 400:
                 self._n.refused += 1
                 last = error_of(r)

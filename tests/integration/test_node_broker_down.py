@@ -271,3 +271,34 @@ async def test_sigterm_lets_a_write_in_flight_finish(broker, node_on, client, ar
         json.dumps({"exit_seconds": round(exit_seconds, 3)}))
     print(f"SIGTERM with a write held by a frozen broker for 1 s: exit 0 after "
           f"{exit_seconds:.3f} s, the write answered 201")
+
+
+async def test_client_reports_an_unconfirmed_conditional_write_as_outcome_unknown(
+        broker, node_on, client):
+    """A conditional write the owner could not confirm (Kafka down) may still apply;
+    the routing-aware client must not retry it (a retry could answer 412 to the very
+    same write) but say the outcome is unknown."""
+    from web.client import KstateClient, Unavailable
+
+    node = node_on(broker.bootstrap, KSTATE_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
+    await wait_ready(client, node)
+    async with KstateClient([node.url], retries=3, timeout=10) as kc:
+        etag = await kc.put("cond@example.com", "before")
+        await broker.stop()
+        try:
+            with pytest.raises(Unavailable) as info:
+                await kc.put("cond@example.com", "after", if_match=etag)
+            assert info.value.code == "outcome_unknown"
+            assert kc.statistics().retries == 0
+        finally:
+            await broker.start()
+        # once Kafka is back the key answers one of the two values, never anything else
+        with trio.fail_after(60):
+            while True:
+                try:
+                    got = await kc.get("cond@example.com")
+                    break
+                except Unavailable:
+                    await trio.sleep(0.5)
+        assert got is not None
+        assert got["name"] in {"before", "after"}
