@@ -4,6 +4,14 @@ once the state owner has applied them (read-your-writes).
 Writes to one key are serialized (If-Match is checked against the caught-up state under
 the key's lock). In-flight writes are counted per partition so a revoke can wait for
 them (:meth:`WriterHandle.wait_idle`).
+
+A write not confirmed within ``write_timeout`` is answered 503 ("may or may not
+apply"), but its record may still be in the producer (the idempotent producer retries
+until Kafka answers): the key's lock and the in-flight count stay held until its fate
+is known and, if written, applied. Otherwise the next write of the key would be
+checked against a state without it, and ``If-Match`` would pass on a version that is
+no longer the newest (a lost update; found by the chaos harness). A write that cannot
+get its key within ``write_timeout`` is refused without being produced.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from collections import defaultdict
 import trio
 
 from actors.kafka import BrokerUnavailable, KafkaBridge
-from actors.messages import Refused, Write, WriteResult, WriterIn, Written
+from actors.messages import Refused, Reply, Write, WriteResult, WriterIn, Written
 from actors.state import NotServing, StateHandle
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,19 @@ class WriterHandle:
                 "failed": self.failed, "locked_keys": len(self.locks)}
 
 
+class _Once:
+    """Answers a write once: the first answer (in time, or the 503 at the deadline) wins."""
+
+    def __init__(self, reply: Reply[WriteResult]) -> None:
+        self._reply = reply
+        self.sent = False
+
+    def send(self, value: WriteResult) -> None:
+        if not self.sent:
+            self.sent = True
+            self._reply.send(value)
+
+
 class _Writer:
     def __init__(self, bridge: KafkaBridge, state: StateHandle, handle: WriterHandle,
                  write_timeout: float, catchup_timeout: float) -> None:
@@ -63,14 +84,25 @@ class _Writer:
 
     async def handle(self, w: Write) -> None:
         lock = self.h.locks.setdefault(w.key, trio.Lock())
+        reply = _Once(w.reply)
         try:
-            async with lock:
-                w.reply.send(await self._write(w))
+            got = False
+            with trio.move_on_after(self.write_timeout):
+                await lock.acquire()
+                got = True
+            if not got:
+                reply.send(Refused(503, "key_busy", "an earlier write of this key is not "
+                                   "settled yet; this one was not applied; retry", 2.0))
+                return
+            try:
+                reply.send(await self._write(w, reply))
+            finally:
+                lock.release()
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self.h.locks.pop(w.key, None)
 
-    async def _write(self, w: Write) -> WriteResult:
+    async def _write(self, w: Write, reply: _Once) -> WriteResult:
         p = w.partition
         try:
             with trio.move_on_after(self.catchup_timeout):
@@ -95,30 +127,38 @@ class _Writer:
             return not_serving(p)
         self.h.inflight[p] += 1
         try:
-            return await self._produce_and_wait(w, created=current is None)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._answer_at_deadline, reply)
+                result = await self._produce_and_wait(w, created=current is None)
+                nursery.cancel_scope.cancel()
+            return result
         finally:
             self.h._done(p)
 
-    async def _produce_and_wait(self, w: Write, *, created: bool) -> WriteResult:
-        p = w.partition
-        with trio.move_on_after(self.write_timeout):
-            try:
-                offset = await self.bridge.produce(p, w.key, w.value)
-            except BrokerUnavailable as exc:
-                self.h.failed += 1
-                log.warning("event=produce_failed partition=%d error=%s", p, exc)
-                return Refused(503, "broker_unavailable", "Kafka is not available; retry", 2.0)
-            self.h.produced += 1
-            try:
-                await self.state.wait_applied(p, offset)
-            except NotServing:
-                # Committed (acks=all) before the revoke completed: every next owner
-                # catches up past it before it serves, so acknowledging is safe.
-                pass
-            return Written(p, offset, created=created)
+    async def _answer_at_deadline(self, reply: _Once) -> None:
+        await trio.sleep(self.write_timeout)
         self.h.failed += 1
-        return Refused(503, "write_timeout",
-                       "the write was not confirmed in time; it may or may not apply", 2.0)
+        reply.send(Refused(503, "write_timeout",
+                           "the write was not confirmed in time; it may or may not apply", 2.0))
+
+    async def _produce_and_wait(self, w: Write, *, created: bool) -> WriteResult:
+        """Produce, then wait until applied; returns only once the record's fate is
+        known (never cut short by ``write_timeout``: see the module docstring)."""
+        p = w.partition
+        try:
+            offset = await self.bridge.produce(p, w.key, w.value)
+        except BrokerUnavailable as exc:
+            self.h.failed += 1
+            log.warning("event=produce_failed partition=%d error=%s", p, exc)
+            return Refused(503, "broker_unavailable", "Kafka is not available; retry", 2.0)
+        self.h.produced += 1
+        try:
+            await self.state.wait_applied(p, offset)
+        except NotServing:
+            # Committed (acks=all) before the revoke completed: every next owner
+            # catches up past it before it serves, so acknowledging is safe.
+            pass
+        return Written(p, offset, created=created)
 
 
 async def run(bridge: KafkaBridge, state: StateHandle, *,
