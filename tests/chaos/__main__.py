@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("actors").setLevel(logging.WARNING)
     try:
         result = trio.run(run_chaos, cfg)
     except KeyboardInterrupt:

@@ -90,14 +90,15 @@ WriteState = Literal["pending", "acked", "ambiguous", "refused"]
 
 ETAG_RE = re.compile(r'^"(\d+)-(\d+)"$')
 
-# Verdict kinds that are fine; everything else in VIOLATIONS is a failure of the node.
+# Verdict kinds that are fine; every other kind is a violation (VIOLATIONS lists the
+# known ones; test_checker checks the list is complete).
 OK_KINDS = frozenset({"ok", "ok_404", "acked", "unavailable", "ambiguous", "timeout",
-                      "node_down", "precondition_failed"})
+                      "node_down", "no_node", "precondition_failed"})
 VIOLATIONS = frozenset({
     "phantom_value", "future_value", "etag_mismatch", "etag_partition", "stale",
     "non_monotonic", "late_ambiguous", "spurious_404", "lost_write", "no_etag",
     "write_reordered", "spurious_create", "bad_5xx", "bad_status", "bad_body",
-    "duplicate_write",
+    "duplicate_write", "spurious_412", "refused_visible", "lost_update",
     "error_alive", "node_crashed", "not_recovered", "shutdown_timeout", "start_failed",
     "unclean_exit",
 })
@@ -132,7 +133,8 @@ class Verdict:
 
     @property
     def violation(self) -> bool:
-        return self.kind in VIOLATIONS
+        """Fail closed: anything not known to be fine is a violation."""
+        return self.kind not in OK_KINDS
 
 
 OK = Verdict("ok")

@@ -154,3 +154,17 @@ def test_conditional_writes() -> None:
     c.end_write(K, late, 8.0, 503, None, True)
     topic = {K: [(10, value_for(K, s0)), (11, value_for(K, cas)), (12, value_for(K, late))]}
     assert [v.kind for v in c.audit(topic, set())] == ["lost_update"]
+
+
+def test_every_verdict_kind_is_classified() -> None:
+    import re
+    from pathlib import Path
+
+    from tests.chaos.checker import OK_KINDS, VIOLATIONS
+
+    src = Path(__file__).with_name("checker.py").read_text()
+    made = set(re.findall(r'Verdict\(\s*"([a-z_0-9]+)"', src))
+    made |= set(re.findall(r'kind = "([a-z_0-9]+)" if final else "([a-z_0-9]+)"', src)[0])
+    assert made - OK_KINDS <= VIOLATIONS, made - OK_KINDS - VIOLATIONS
+    assert not OK_KINDS & VIOLATIONS
+    assert {"lost_update", "refused_visible", "spurious_412"} <= VIOLATIONS
