@@ -64,14 +64,19 @@ class PeerPool:
                       headers: list[tuple[str, str]], body: bytes) -> PeerResponse:
         """Send one request to ``url`` (host:port); raise PeerError on failure or when
         ``timeout`` passes. A pooled connection found closed by the peer before it
-        read the request is replaced once (the request never reached it)."""
+        read the request (the request never reached it) is replaced once, by a new
+        connection."""
         with trio.move_on_after(self._timeout) as scope:
             for _ in range(2):
                 conn = await self._acquire(url)
                 try:
                     resp = await self._exchange(conn, url, method, target, headers, body)
                 except _Stale:
+                    # The peer closed it: most likely it restarted, and every other
+                    # idle connection to it is as dead. Drop them all; retry fresh.
                     await _close(conn)
+                    for idle in self._idle.pop(url, []):
+                        await _close(idle)
                     continue
                 except BaseException:
                     await _close(conn)

@@ -74,3 +74,22 @@ async def test_nobody_listening_is_a_peer_error():
     pool = PeerPool(timeout=2)
     with pytest.raises(PeerError):
         await pool.request(f"127.0.0.1:{free_port()}", "GET", "/", [], b"")
+
+
+async def test_all_pooled_connections_dead_after_a_peer_restart_still_one_fresh_retry():
+    """A peer process that died leaves every pooled connection to it stale; the retry
+    must go to a fresh connection, not to the next stale one."""
+    seen: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        url = await start_server(nursery, partial(serve_once_then_close, seen=seen))
+        pool = PeerPool(timeout=5)
+        async with trio.open_nursery() as burst:  # three connections, all pooled
+            for i in range(3):
+                burst.start_soon(pool.request, url, "GET", f"/{i}", [], b"")
+        assert pool.opened == 3
+        await trio.sleep(0.1)  # the server closed all three
+        resp = await pool.request(url, "GET", "/after", [], b"")
+        assert resp.status == 200
+        assert seen[-1] == b"/after"
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
