@@ -5,10 +5,6 @@ to hold a write between "sent to Kafka" and "acknowledged by Kafka"."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,46 +15,16 @@ import pytest
 import trio
 
 from tests.support import load
-from tests.support.procs import REPO, Node, wait_ready
+from tests.support.brokers import Broker, own_broker
+from tests.support.procs import Node, wait_ready
 
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 WRITE_TIMEOUT = 2.0
-
-
-class Broker:
-    def __init__(self, name: str, bootstrap: str) -> None:
-        self.name = name
-        self.bootstrap = bootstrap
-
-    @property
-    def run_dir(self) -> Path:
-        cache = Path(os.environ.get("KAFKA_CACHE", REPO / ".cache" / "kafka"))
-        return cache / "run" / self.name
-
-    def freeze(self, on: bool) -> None:
-        pid = int((self.run_dir / "pid").read_text())
-        os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
-    name = f"it-chaos-{uuid.uuid4().hex[:8]}"
-    res = subprocess.run([str(KAFKA_SH), "up", name], env={**os.environ, "KAFKA_PORT": "0"},
-                         capture_output=True, text=True, timeout=600, check=False)
-    b = Broker(name, res.stdout.strip().splitlines()[-1] if res.stdout.strip() else "")
-    try:
-        if res.returncode != 0:
-            pytest.fail(f"Kafka did not start:\n{res.stderr}", pytrace=False)
+    with own_broker("it-chaos") as b:
         yield b
-    finally:
-        with_pid = b.run_dir / "pid"
-        if with_pid.exists():  # never leave it frozen
-            try:
-                b.freeze(False)
-            except (ProcessLookupError, ValueError):
-                pass
-        subprocess.run([str(KAFKA_SH), "down", name], timeout=120, check=False)
-        shutil.rmtree(b.run_dir, ignore_errors=True)
 
 
 @pytest.fixture

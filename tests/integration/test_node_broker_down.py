@@ -9,14 +9,9 @@ writes succeed again and nothing written before is lost."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,55 +19,17 @@ import pytest
 import trio
 
 from tests.support import load
-from tests.support.procs import REPO, Node, wait_ready
+from tests.support.brokers import Broker, own_broker
+from tests.support.procs import Node, wait_ready
 
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 WRITE_TIMEOUT = 2.0
 SLACK = 1.5  # what "a little" over write_timeout may be on a loaded 2-core machine
 
 
-@dataclass
-class Broker:
-    name: str
-    bootstrap: str
-
-    @property
-    def run_dir(self) -> Path:
-        cache = Path(os.environ.get("KAFKA_CACHE", REPO / ".cache" / "kafka"))
-        return cache / "run" / self.name
-
-    async def _sh(self, *args: str) -> str:
-        res = await trio.run_process([str(KAFKA_SH), *args], capture_stdout=True,
-                                     capture_stderr=True, check=False)
-        assert res.returncode == 0, res.stderr.decode()[-2000:]
-        return res.stdout.decode().strip()
-
-    async def stop(self) -> None:
-        await self._sh("stop", self.name)
-
-    async def start(self) -> None:
-        out = await self._sh("start", self.name)
-        assert out.splitlines()[-1] == self.bootstrap  # same address, same data
-
-    def freeze(self, on: bool) -> None:
-        """SIGSTOP / SIGCONT the broker process: a broker that stops answering."""
-        pid = int((self.run_dir / "pid").read_text())
-        os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
-
-
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Broker]:
-    name = f"it-down-{uuid.uuid4().hex[:8]}"
-    res = subprocess.run([str(KAFKA_SH), "up", name], env={**os.environ, "KAFKA_PORT": "0"},
-                         capture_output=True, text=True, timeout=600, check=False)
-    b = Broker(name, res.stdout.strip().splitlines()[-1] if res.stdout.strip() else "")
-    try:
-        if res.returncode != 0:
-            pytest.fail(f"Kafka did not start:\n{res.stderr}", pytrace=False)
+    with own_broker("it-down") as b:
         yield b
-    finally:
-        subprocess.run([str(KAFKA_SH), "down", name], timeout=120, check=False)
-        shutil.rmtree(b.run_dir, ignore_errors=True)
 
 
 @pytest.fixture
