@@ -109,4 +109,6 @@ async def test_scale_out_1_2_3_and_in_3_2_under_reads(make_node, client, capsys,
     acked = wl.write_counts["200"] + wl.write_counts["201"]
     assert acked > 20, wl.write_counts
     # the 503s the load saw are the only refusals, and they all carried Retry-After
-    assert set(wl.counts) <= {"ok", "unavailable"}, wl.summary()
+    # node_down: a read in flight to the node being SIGTERMed when it closed its
+    # connections (keep-alive race at shutdown); errors from live nodes still fail.
+    assert set(wl.counts) <= {"ok", "unavailable", "node_down"}, wl.summary()

@@ -17,6 +17,9 @@ sent after it ended (linearizability, per key). Every answer is classified:
 - ``other_5xx``       any other 5xx, 503 without ``Retry-After`` included
 - ``unexpected``      any other status (4xx other than a true 404, 3xx, ...)
 - ``error``           no HTTP answer at all (connection refused/reset, timeout)
+- ``node_down``       no HTTP answer from a node the test took out of the live set while
+                      the request was in flight (it is being stopped); not a violation,
+                      as in the chaos harness
 
 Loads are bounded: ``readers`` concurrent tasks, each one request at a time with an
 optional pause between requests, against the nodes ``targets()`` returns at the time
@@ -39,7 +42,8 @@ import trio
 
 from actors.kafka import partition_for
 
-OUTCOMES = ("ok", "stale", "spurious_404", "unavailable", "other_5xx", "unexpected", "error")
+OUTCOMES = ("ok", "stale", "spurious_404", "unavailable", "other_5xx", "unexpected", "error",
+            "node_down")
 BAD = ("stale", "spurious_404", "other_5xx", "unexpected", "error")
 HISTORY_KEEP = 60.0  # seconds an overwritten version stays relevant (reads take < 15 s)
 
@@ -235,8 +239,12 @@ class Workload:
             return "other_5xx", r.text[:200]
         return "unexpected", r.text[:200]
 
-    async def read(self, base: str, email: str, *, api: str = "rest") -> str:
-        """GET one known key through ``base``; count and return its outcome."""
+    async def read(self, base: str, email: str, *, api: str = "rest",
+                   still_live: Callable[[str], bool] | None = None) -> str:
+        """GET one known key through ``base``; count and return its outcome. With
+        ``still_live``: a request error from a node the test took out of the live set
+        while the request was in flight (it is being stopped) is ``node_down``, not an
+        error; errors from live nodes stay errors."""
         t0 = time.monotonic()
         try:
             if api == "rest":
@@ -245,7 +253,8 @@ class Workload:
                 r = await self.client.get(f"{base}/user", params={"email": email},
                                           timeout=self.timeout)
         except httpx.HTTPError as exc:
-            outcome, detail, status = "error", repr(exc), None
+            down = still_live is not None and not still_live(base)
+            outcome, detail, status = ("node_down" if down else "error"), repr(exc), None
         else:
             outcome, detail = self.classify(email, r, t0, time.monotonic())
             status = r.status_code
@@ -275,7 +284,8 @@ class Workload:
                 if not bases or not pool:
                     await trio.sleep(0.05)
                     continue
-                await self.read(rng.choice(list(bases)), rng.choice(pool))
+                await self.read(rng.choice(list(bases)), rng.choice(pool),
+                                still_live=lambda b: b in targets())
                 if pause:
                     await trio.sleep(pause)
                 else:
