@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from quart import Response
+import trio
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -34,6 +35,41 @@ class Handles:
     extras: dict[str, object] = field(default_factory=dict)
 
 
+# How long an answer given before its request body was read waits for the rest of
+# that body, so the connection can serve the next request.
+DRAIN_TIMEOUT = 2.0
+
+
+async def settle_body(response: Response, max_body: int) -> Response:
+    """Keep a keep-alive connection honest when the answer did not need the body.
+
+    hypercorn reuses an HTTP/1.1 connection only if the request was read to its end
+    when the answer finishes; otherwise it closes the socket *after* a keep-alive
+    answer, and the client's next request on it fails ("Server disconnected").
+    Answers given before the body was read (401, 415, 404, 405, a DELETE with a
+    body) hit that whenever the body arrives after the head, as httpx sends it. So
+    read what is left of a body up to ``max_body`` (bounded in time), and when that
+    is not possible (413, a stalled client) say ``Connection: close`` instead.
+    """
+    length = request.content_length
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not length and not chunked:
+        return response
+    drained = False
+    if length is None or length <= max_body:
+        read = 0
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            async for chunk in request.body:
+                read += len(chunk)
+                if read > max_body:
+                    break
+            else:
+                drained = True
+    if not drained:
+        response.headers["Connection"] = "close"
+    return response
+
+
 def create_app(h: Handles) -> QuartTrio:
     from web import routes_dashboard, routes_feed, routes_ops, routes_user
 
@@ -52,6 +88,10 @@ def create_app(h: Handles) -> QuartTrio:
         code = (e.name or "error").lower().replace(" ", "_")
         headers = {k: v for k, v in e.get_headers() if k.lower() == "allow"}
         return error(e.code or 500, code, e.description or e.name or "error", headers=headers)
+
+    @app.after_request  # registered first, so it runs after every other hook
+    async def _settle(response: Response) -> Response:
+        return await settle_body(response, h.settings.max_body)
 
     from web import auth, metrics, openapi
 

@@ -54,12 +54,19 @@ def _email_of(scope: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _has_body(scope: dict[str, Any]) -> bool:
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return True
+    return False
+
+
 def fast_path(app: Asgi, h: Handles) -> Asgi:
     router, state = h.router, h.state
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET":
-            await app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "GET" or _has_body(scope):
+            await app(scope, receive, send)  # a GET with a body: the full path drains it
             return
         started = time.perf_counter()
         found = _email_of(scope)
