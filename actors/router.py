@@ -6,6 +6,7 @@ owner's url (by web/proxy.py: the router only decides).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -17,6 +18,11 @@ from actors.state import NotServing, StateHandle
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 3
+# How long a fenced read (see RouterHandle.read) waits for Kafka's end offset.
+FENCE_TIMEOUT = 1.0
+
+# The end offset (high watermark) of a partition, asked of Kafka now.
+EndOffset = Callable[[int], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,8 @@ class RouterHandle:
     """What the web layer asks: where a key lives, read it, write it."""
 
     def __init__(self, url: str, num_partitions: int, state: StateHandle,
-                 writes: trio.MemorySendChannel[WriterIn], catchup_timeout: float) -> None:
+                 writes: trio.MemorySendChannel[WriterIn], catchup_timeout: float,
+                 end_offset: EndOffset | None = None) -> None:
         self.url = url
         self.num_partitions = num_partitions
         self.table = RoutingTable.empty()
@@ -59,16 +66,23 @@ class RouterHandle:
         self._state = state
         self._writes = writes
         self._catchup_timeout = catchup_timeout
-        self.counters = {"local_reads": 0, "forwards": 0, "unavailable": 0, "writes": 0}
+        self._end_offset = end_offset
+        self.counters = {"local_reads": 0, "fenced_reads": 0, "forwards": 0,
+                         "unavailable": 0, "writes": 0}
 
     def partition(self, key: bytes) -> int:
         return partition_for(key, self.num_partitions)
 
-    def locate(self, key: bytes, hops: int = 0) -> Route:
+    def locate(self, key: bytes, hops: int = 0, *, read: bool = False) -> Route:
+        """Where ``key`` is answered. A ``read`` of a partition this node still holds
+        while it does not serve it (a rebalance is under way) is Local too: the read
+        is fenced (see :meth:`read`). Writes to it wait for the next owner."""
         pid = self.partition(key)
         owner = self.table.owners.get(pid)
         if owner == self.url:
             if self._state.is_serving(pid):
+                return Local(pid)
+            if read and self._end_offset is not None and self._state.holds(pid):
                 return Local(pid)
             return self._refuse(Refused(503, "rebalancing",
                                         f"partition {pid} is moving to a new owner", 1.0))
@@ -87,7 +101,8 @@ class RouterHandle:
         return r
 
     async def read(self, partition: int, key: bytes) -> ReadResult:
-        """Read a key of a partition this node serves, after its catch-up gate."""
+        """Read a key of a partition this node serves, after its catch-up gate; or of
+        one it holds but does not serve (revoked by a rebalance), fenced."""
         try:
             with trio.move_on_after(self._catchup_timeout):
                 await self._state.wait_caught_up(partition)
@@ -96,9 +111,40 @@ class RouterHandle:
                                             f"partition {partition} is catching up; retry", 1.0))
             found = self._state.get_nowait(partition, key)
         except NotServing:
-            return self._refuse(Refused(503, "rebalancing",
-                                        f"partition {partition} is moving to a new owner", 1.0))
+            return await self._fenced_read(partition, key)
         self.counters["local_reads"] += 1
+        return self._result(partition, found)
+
+    async def _fenced_read(self, partition: int, key: bytes) -> ReadResult:
+        """A read of a held partition this node does not serve now. It answers only if
+        Kafka's end offset, asked *after* the read arrived, is at most the position this
+        node applied: then nothing was written that it has not applied. Every
+        acknowledged write is below the end offset (acks=all: below the high
+        watermark) before its ack, and every value any node answered was read below
+        it, so the answer is as fresh as a caught-up owner's, even if another node
+        owns the partition by now. Any doubt (Kafka slow or down, records past the
+        position, the data dropped meanwhile) is the old answer: 503."""
+        moving = Refused(503, "rebalancing",
+                         f"partition {partition} is moving to a new owner", 1.0)
+        if self._end_offset is None or not self._state.holds(partition):
+            return self._refuse(moving)
+        end: int | None = None
+        with trio.move_on_after(FENCE_TIMEOUT):
+            try:
+                end = await self._end_offset(partition)
+            except Exception as exc:  # no proof of freshness: refuse, never guess
+                log.debug("event=fence_failed partition=%d error=%r", partition, exc)
+        if end is None:
+            return self._refuse(moving)
+        try:
+            found = self._state.get_fenced(partition, key, end)
+        except NotServing:
+            return self._refuse(moving)
+        self.counters["fenced_reads"] += 1
+        return self._result(partition, found)
+
+    @staticmethod
+    def _result(partition: int, found: tuple[bytes, int] | None) -> ReadResult:
         if found is None:
             return Missing(partition)
         return Found(partition, found[0], found[1])

@@ -244,6 +244,22 @@ class StateHandle:
         """Read ``key``; the caller has passed :meth:`wait_caught_up`. Raises NotServing."""
         return self._table.get(partition, key)
 
+    def holds(self, partition: int) -> bool:
+        """Whether this node still holds ``partition``'s data, served or not (revoked
+        partitions are kept until the next assignment says where they go)."""
+        return partition in self._table.partitions
+
+    def get_fenced(self, partition: int, key: bytes, end_offset: int
+                   ) -> tuple[bytes, int] | None:
+        """Read ``key`` of a held partition, served or not, if this node has applied
+        everything below ``end_offset`` (the log's end, asked after the read arrived:
+        see RouterHandle.read). Raises NotServing if it has not, or no longer holds it."""
+        part = self._table.partitions.get(partition)
+        if part is None or part.position < end_offset:
+            raise NotServing(partition)
+        packed = part.data.get(key)
+        return None if packed is None else _unpack(packed)
+
     async def wait_caught_up(self, partition: int) -> None:
         """Return once ``partition`` is served and caught up; raise NotServing if it is
         not (or stops being) served by this node."""

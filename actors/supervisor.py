@@ -119,8 +119,11 @@ async def run_node(settings: Settings, *, stop: trio.Event,
             writer_h = await root.start(partial(
                 writer.run, bridge, state_h, inbox=writes_recv,
                 write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout))
+            async def end_offset(partition: int) -> int:
+                return (await bridge.end_offsets([partition]))[partition]
+
             router_h = RouterHandle(settings.advertised_url, topic.partitions, state_h,
-                                    writes_send, settings.catchup_timeout)
+                                    writes_send, settings.catchup_timeout, end_offset)
             await root.start(partial(router.run, router_h, inbox=router_recv))
             await root.start(partial(
                 rebalance.run, events=events_recv, state=state_send.clone(), router=router_send,

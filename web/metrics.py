@@ -125,7 +125,8 @@ class NodeCollector:
                                   "requests whose owner did not answer (503 to the client)",
                                   value=h.proxy.failures)
         router = CounterMetricFamily("kstate_router_events",
-                                     "router decisions: local_reads, writes, unavailable "
+                                     "router decisions: local_reads, fenced_reads (held "
+                                     "partitions read during a rebalance), writes, unavailable "
                                      "(503: no owner, rebalancing, catching up, too many "
                                      "hops)", labels=["event"])
         for name, count in sorted(h.router.counters.items()):

@@ -30,7 +30,7 @@ async def _forward(h: Handles, route: Remote, body: bytes) -> Response:
 
 async def read_user(h: Handles, email: str, api: Api) -> Response:
     key = email.encode()
-    route = h.router.locate(key, hops_of(request.headers))
+    route = h.router.locate(key, hops_of(request.headers), read=True)
     if isinstance(route, Refused):
         return refused(route)
     if isinstance(route, Remote):

@@ -1,0 +1,113 @@
+"""The router's fenced read of a held, revoked partition (no Kafka: the end offset is
+a function the test controls; the integration tests ask a real broker)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import trio
+
+from actors import router as router_mod
+from actors import state
+from actors.messages import Assign, Batch, Record, Refused, ReplyBox, Revoke, RoutingTable
+from actors.router import Found, Local, Missing, RouterHandle
+
+URL = "127.0.0.1:1"
+
+
+def user(email: str, name: str = "N") -> bytes:
+    return f'{{"name":"{name}","email":"{email}"}}'.encode()
+
+
+class Ends:
+    """Kafka's end offset of partition 0 as the test sets it; counts the questions."""
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.asked = 0
+        self.fail: BaseException | None = None
+        self.hang = False
+
+    async def __call__(self, partition: int) -> int:
+        assert partition == 0
+        self.asked += 1
+        if self.hang:
+            await trio.sleep_forever()
+        if self.fail is not None:
+            raise self.fail
+        return self.end
+
+
+async def _held_node(nursery: trio.Nursery, ends: Ends | None):
+    """A state owner that applied offsets 0..1 of partition 0 and was then revoked
+    (a rebalance is under way); a router whose last table still names this node."""
+    send, recv = trio.open_memory_channel(0)
+    handle = await nursery.start(partial(state.run, inbox=recv))
+    box: ReplyBox[dict] = ReplyBox()
+    await send.send(Assign(1, frozenset({0}), {0: 2}, box))
+    await box.wait()
+    await send.send(Batch(1, {0: [Record(0, b"a@x", user("a@x", "old")),
+                                  Record(1, b"a@x", user("a@x", "new"))]}, {0: 2}))
+    with trio.fail_after(1):
+        await handle.wait_caught_up(0)
+    rbox: ReplyBox[None] = ReplyBox()
+    await send.send(Revoke(2, frozenset({0}), rbox))
+    await rbox.wait()
+    writes_send, _ = trio.open_memory_channel(1)
+    r = RouterHandle(URL, 1, handle, writes_send, 0.1, ends)
+    r.table = RoutingTable(generation=1, owners={0: URL}, members={"m": URL})
+    return send, r
+
+
+async def test_held_partition_answers_reads_only_when_kafka_has_nothing_newer():
+    ends = Ends(2)
+    async with trio.open_nursery() as nursery:
+        send, r = await _held_node(nursery, ends)
+        assert not r._state.is_serving(0)
+        # Writes never take this path: they wait for the next owner.
+        assert isinstance(r.locate(b"a@x"), Refused)
+        route = r.locate(b"a@x", read=True)
+        assert route == Local(0)
+        got = await r.read(0, b"a@x")
+        assert got == Found(0, user("a@x", "new"), 1)
+        assert await r.read(0, b"nobody@x") == Missing(0)  # a fenced 404 is a true one
+        assert ends.asked == 2  # asked per read, after the read arrived
+        assert r.counters["fenced_reads"] == 2
+        # Someone wrote offset 2 (a new owner, or this node's last write): refuse.
+        ends.end = 3
+        refused = await r.read(0, b"a@x")
+        assert isinstance(refused, Refused)
+        assert (refused.status, refused.code) == (503, "rebalancing")
+        assert refused.retry_after is not None
+        assert r.counters["fenced_reads"] == 2
+        await send.aclose()
+
+
+async def test_no_answer_without_proof(autojump_clock):
+    ends = Ends(2)
+    async with trio.open_nursery() as nursery:
+        send, r = await _held_node(nursery, ends)
+        ends.fail = RuntimeError("broker gone")
+        assert isinstance(await r.read(0, b"a@x"), Refused)
+        ends.fail = None
+        ends.hang = True
+        started = trio.current_time()
+        assert isinstance(await r.read(0, b"a@x"), Refused)
+        assert trio.current_time() - started >= router_mod.FENCE_TIMEOUT
+        ends.hang = False
+        # The next assignment drops the partition (it went elsewhere): nothing held.
+        box: ReplyBox[dict] = ReplyBox()
+        await send.send(Assign(3, frozenset(), {}, box))
+        await box.wait()
+        assert isinstance(r.locate(b"a@x", read=True), Refused)
+        assert isinstance(await r.read(0, b"a@x"), Refused)
+        assert r.counters["fenced_reads"] == 0
+        await send.aclose()
+
+
+async def test_without_a_fence_a_revoked_partition_refuses():
+    async with trio.open_nursery() as nursery:
+        send, r = await _held_node(nursery, None)
+        assert isinstance(r.locate(b"a@x", read=True), Refused)
+        assert isinstance(await r.read(0, b"a@x"), Refused)
+        await send.aclose()
