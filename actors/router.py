@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 MAX_HOPS = 3
 # How long a fenced read (see RouterHandle.read) waits for Kafka's end offset.
 FENCE_TIMEOUT = 1.0
+# How long a request waits for this node's next routing table when its own is behind
+# (see RouterHandle.settle).
+TABLE_WAIT = 2.0
 
 # The end offset (high watermark) of a partition, asked of Kafka now.
 EndOffset = Callable[[int], Awaitable[int]]
@@ -95,6 +98,20 @@ class RouterHandle:
                                         1.0))
         self.counters["forwards"] += 1
         return Remote(pid, owner, self.table.generation)
+
+    async def settle(self, key: bytes, hops: int = 0, *, read: bool = False,
+                     peer_generation: int | None = None) -> Route:
+        """:meth:`locate`, after waiting (at most TABLE_WAIT) while this node's table
+        is behind: it knows no owner for the key yet (a node that just joined), or the
+        node that forwarded the request has a newer generation (it got its assignment
+        first; routing by the older table would send the request back to it)."""
+        pid = self.partition(key)
+        with trio.move_on_after(TABLE_WAIT):
+            while (pid not in self.table.owners
+                   or (peer_generation is not None
+                       and peer_generation > self.table.generation)):
+                await self.table_changed.wait()
+        return self.locate(key, hops, read=read)
 
     def _refuse(self, r: Refused) -> Refused:
         self.counters["unavailable"] += 1

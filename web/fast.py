@@ -22,7 +22,7 @@ from actors.state import NotServing
 from actors.writer import etag
 from web.app import Handles
 from web.errors import BadRequest
-from web.proxy import HOPS_HEADER, hops_of
+from web.proxy import GENERATION_HEADER, HOPS_HEADER, generation_of, hops_of
 from web.validate import parse_email
 
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]
@@ -120,17 +120,21 @@ async def _forward(scope: dict[str, Any], receive: Any, send: Any, app: Asgi, h:
                    owner: str, route_name: str, started: float) -> None:
     """GET of a key another node owns: forward it and pass the owner's answer on."""
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-    hops = 0
+    hops, peer_generation = 0, None
     for k, v in headers:
         if k.lower() == HOPS_HEADER:
             hops = hops_of({HOPS_HEADER: v})
-    if hops >= MAX_HOPS:
-        await app(scope, receive, send)  # the full path answers the 503
+        elif k.lower() == GENERATION_HEADER:
+            peer_generation = generation_of({GENERATION_HEADER: v})
+    generation = h.router.table.generation
+    if hops >= MAX_HOPS or (peer_generation is not None and peer_generation > generation):
+        # the full path answers the 503, or waits for this node's newer table
+        await app(scope, receive, send)
         return
     h.router.counters["forwards"] += 1
     resp = await h.proxy.exchange(method="GET", url=owner, path=scope["path"],
                                   query=scope.get("query_string", b""), headers=headers,
-                                  body=b"", hops=hops)
+                                  body=b"", hops=hops, generation=generation)
     if isinstance(resp, Refused):
         status = resp.status
         body = orjson.dumps({"error": resp.code, "message": resp.message})

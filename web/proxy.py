@@ -23,6 +23,9 @@ from web.peers import PeerError, PeerPool, PeerResponse
 log = logging.getLogger(__name__)
 
 HOPS_HEADER = "kstate-hops"
+# The forwarding node's routing-table generation: a node whose own table is older
+# waits for its next table instead of sending the request back (actors/router.py).
+GENERATION_HEADER = "kstate-generation"
 CLUSTER_AUTH_HEADER = "kstate-cluster-auth"
 PATH_SAFE = "/@:!$&'()*+,;=-._~"  # RFC 3986 pchar (and '/'): kept as they are
 HOP_BY_HOP = frozenset({
@@ -45,6 +48,15 @@ def hops_of(headers: _HasGet) -> int:
         return 0
 
 
+def generation_of(headers: _HasGet) -> int | None:
+    """The forwarding node's table generation, if this request was forwarded."""
+    raw = headers.get(GENERATION_HEADER, "")
+    try:
+        return int(raw) if raw else None
+    except (TypeError, ValueError):
+        return None
+
+
 class Proxy:
     def __init__(self, timeout: float) -> None:
         self._pool = PeerPool(timeout=timeout)
@@ -62,16 +74,17 @@ class Proxy:
                 "connections_reused": self._pool.reused}
 
     async def exchange(self, *, method: str, url: str, path: str, query: bytes,
-                       headers: list[tuple[str, str]], body: bytes, hops: int
-                       ) -> PeerResponse | Refused:
+                       headers: list[tuple[str, str]], body: bytes, hops: int,
+                       generation: int) -> PeerResponse | Refused:
         """Forward one request to ``url`` and return the owner's answer (headers
         minus hop-by-hop and the ones our server sets), or a 503 Refused."""
-        dropped = {HOPS_HEADER, CLUSTER_AUTH_HEADER}
+        dropped = {HOPS_HEADER, CLUSTER_AUTH_HEADER, GENERATION_HEADER}
         if self.sign is not None:
             dropped.add("authorization")  # this node vouches for the client instead
         out_headers = [(k, v) for k, v in headers
                        if k.lower() not in HOP_BY_HOP and k.lower() not in dropped]
         out_headers.append((HOPS_HEADER, str(hops + 1)))
+        out_headers.append((GENERATION_HEADER, str(generation)))
         if self.sign is not None:
             out_headers.append((CLUSTER_AUTH_HEADER,
                                 self.sign(method, path, query.decode("latin-1"))))
@@ -96,13 +109,14 @@ class Proxy:
         return PeerResponse(resp.status, kept, resp.body)
 
     async def forward(self, *, method: str, url: str, path: str, query: bytes,
-                      headers: list[tuple[str, str]], body: bytes, hops: int
-                      ) -> Response | Refused:
+                      headers: list[tuple[str, str]], body: bytes, hops: int,
+                      generation: int) -> Response | Refused:
         """:meth:`exchange` for a quart route: the answer as a quart Response."""
         if has_request_context():
             g.kstate_proxied = True  # web/metrics.py: latency kind="proxied"
         resp = await self.exchange(method=method, url=url, path=path, query=query,
-                                   headers=headers, body=body, hops=hops)
+                                   headers=headers, body=body, hops=hops,
+                                   generation=generation)
         if isinstance(resp, Refused):
             return resp
         out = Response(resp.body, status=resp.status)

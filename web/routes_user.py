@@ -12,7 +12,7 @@ from actors.router import Found, Local, Missing, Remote
 from actors.writer import etag
 from web.app import Handles
 from web.errors import BadRequest, error, refused
-from web.proxy import hops_of
+from web.proxy import generation_of, hops_of
 from web.validate import JSON_TYPES, SEED_TYPES, parse_email, read_json_body, user_value
 
 Api = Literal["seed", "rest"]
@@ -22,7 +22,7 @@ async def _forward(h: Handles, route: Remote, body: bytes) -> Response:
     out = await h.proxy.forward(
         method=request.method, url=route.url, path=request.path,
         query=request.query_string, headers=list(request.headers.items()), body=body,
-        hops=hops_of(request.headers))
+        hops=hops_of(request.headers), generation=route.generation)
     if isinstance(out, Refused):
         return refused(out)
     return out
@@ -30,7 +30,8 @@ async def _forward(h: Handles, route: Remote, body: bytes) -> Response:
 
 async def read_user(h: Handles, email: str, api: Api) -> Response:
     key = email.encode()
-    route = h.router.locate(key, hops_of(request.headers), read=True)
+    route = await h.router.settle(key, hops_of(request.headers), read=True,
+                                  peer_generation=generation_of(request.headers))
     if isinstance(route, Refused):
         return refused(route)
     if isinstance(route, Remote):
@@ -49,7 +50,8 @@ async def read_user(h: Handles, email: str, api: Api) -> Response:
 async def write_user(h: Handles, email: str, value: bytes | None, body: bytes,
                      api: Api) -> Response:
     key = email.encode()
-    route = h.router.locate(key, hops_of(request.headers))
+    route = await h.router.settle(key, hops_of(request.headers),
+                                  peer_generation=generation_of(request.headers))
     if isinstance(route, Refused):
         return refused(route)
     if isinstance(route, Remote):

@@ -17,6 +17,7 @@ import httpx
 import trio
 
 from actors.kafka import partition_for
+from actors.router import TABLE_WAIT
 from tests.support.procs import wait_ready, wait_stable
 from tests.support.workload import Workload, load_users
 
@@ -125,6 +126,22 @@ async def test_client_headers_never_choose_the_forward_target(make_node, client)
         # One hop below the limit is still forwarded (the limit is not off by one).
         r = await client.get(f"{a.base}/users/{remote}", headers={"kstate-hops": "2"})
         assert (r.status_code, r.content) == (200, want)
+
+        # 4. A request forwarded by a node with a newer table generation waits for
+        #    this node's next table (bounded) instead of going back by the old one;
+        #    the same or an older generation, or garbage, does not wait.
+        generation = int((await client.get(f"{a.base}/groupinfo")).headers["kstate-generation"])
+        for value in (str(generation), str(generation - 1), "banana"):
+            with trio.fail_after(1.5):
+                r = await client.get(f"{a.base}/users/{remote}",
+                                     headers={"kstate-hops": "1", "kstate-generation": value})
+            assert (r.status_code, r.content) == (200, want), value
+        started = trio.current_time()
+        r = await client.get(f"{a.base}/users/{remote}",
+                             headers={"kstate-hops": "1", "kstate-generation": str(generation + 5)})
+        waited = trio.current_time() - started
+        assert (r.status_code, r.content) == (200, want)  # then routed by its own table
+        assert TABLE_WAIT - 0.1 <= waited < TABLE_WAIT + 3, waited
 
         await trio.sleep(0.2)
         nursery.cancel_scope.cancel()

@@ -10,7 +10,7 @@ import trio
 from actors import router as router_mod
 from actors import state
 from actors.messages import Assign, Batch, Record, Refused, ReplyBox, Revoke, RoutingTable
-from actors.router import Found, Local, Missing, RouterHandle
+from actors.router import Found, Local, Missing, Remote, RouterHandle
 
 URL = "127.0.0.1:1"
 
@@ -110,4 +110,49 @@ async def test_without_a_fence_a_revoked_partition_refuses():
         send, r = await _held_node(nursery, None)
         assert isinstance(r.locate(b"a@x", read=True), Refused)
         assert isinstance(await r.read(0, b"a@x"), Refused)
+        await send.aclose()
+
+
+def _publish(r: RouterHandle, table: RoutingTable) -> None:
+    """What router.run does with a new table."""
+    r.table = table
+    r.table_changed.set()
+    r.table_changed = trio.Event()
+
+
+async def test_settle_waits_for_a_table_that_is_behind(autojump_clock):
+    ends = Ends(2)
+    async with trio.open_nursery() as nursery:
+        send, r = await _held_node(nursery, ends)
+        other = "127.0.0.1:2"
+        # A node without a table yet waits for its first one, then routes by it.
+        r.table = RoutingTable.empty()
+        started = trio.current_time()
+        async with trio.open_nursery() as inner:
+            async def later() -> None:
+                await trio.sleep(0.5)
+                _publish(r, RoutingTable(generation=4, owners={0: other}, members={}))
+            inner.start_soon(later)
+            route = await r.settle(b"a@x", read=True)
+        assert trio.current_time() - started == 0.5
+        assert route == Remote(0, other, 4)
+        # A request forwarded by a node with a newer generation waits for ours to
+        # catch up instead of going back by the old table...
+        async with trio.open_nursery() as inner:
+            async def newer() -> None:
+                await trio.sleep(0.25)
+                _publish(r, RoutingTable(generation=5, owners={0: URL}, members={}))
+            inner.start_soon(newer)
+            route = await r.settle(b"a@x", 1, read=True, peer_generation=5)
+        assert route == Local(0)
+        # ...but not forever: after TABLE_WAIT it routes by what it has.
+        started = trio.current_time()
+        route = await r.settle(b"a@x", 1, read=True, peer_generation=9)
+        assert trio.current_time() - started == router_mod.TABLE_WAIT
+        assert route == Local(0)
+        # Same or older generation: no wait at all.
+        started = trio.current_time()
+        assert await r.settle(b"a@x", 1, peer_generation=5) == Refused(
+            503, "rebalancing", "partition 0 is moving to a new owner", 1.0)
+        assert trio.current_time() == started
         await send.aclose()
