@@ -212,6 +212,8 @@ class _Loop:
         self.token = token
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        self.offsets: AIOKafkaConsumer | None = None  # group-less, never fetches
+        self.offsets_lock = asyncio.Lock()
         self.assignor: _Assignor | None = None
         self.events: trio.MemorySendChannel[BridgeEvent] | None = None
         self.epoch = 0
@@ -345,25 +347,28 @@ class _Loop:
         return Batch(epoch=self.epoch, records=records, positions=self._positions())
 
     def _positions(self) -> dict[int, int]:
-        # aiokafka's public position() may block to reset; we only want the known ones.
-        consumer = self.consumer
-        if consumer is None:  # stopped while the fetch returned (shutdown)
-            return {}
-        sub = consumer._subscription.subscription
-        if sub is None or sub.assignment is None:
-            return {}
-        out: dict[int, int] = {}
-        for tp in sub.assignment.tps:
-            st = sub.assignment.state_value(tp)
-            if st is not None and st.has_valid_position and not st.paused:
-                out[tp.partition] = st.position
-        return out
+        return _known_positions(self.consumer)
 
     async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
         assert self.consumer is not None
         tps = [TopicPartition(self.settings.topic, p) for p in partitions]
         ends = await self.consumer.end_offsets(tps)
         return {tp.partition: off for tp, off in ends.items()}
+
+    async def fence_offset(self, partition: int) -> int:
+        """The end offset of ``partition`` asked on a connection of its own: the group
+        consumer's connection may be parked behind a fetch long-poll (the broker
+        answers one request per connection at a time, and a fetch waits up to
+        fetch_max_wait_ms), and a fence must answer in milliseconds."""
+        async with self.offsets_lock:
+            if self.offsets is None:
+                offsets = AIOKafkaConsumer(**_common(self.settings), group_id=None,
+                                           enable_auto_commit=False)
+                await offsets.start()
+                self.offsets = offsets
+        tp = TopicPartition(self.settings.topic, partition)
+        ends = await self.offsets.end_offsets([tp])
+        return int(ends[tp])
 
     def highwater(self, partition: int) -> int | None:
         assert self.consumer is not None
@@ -399,13 +404,29 @@ class _Loop:
 
     async def stop(self) -> None:
         self.closing = True
-        for client in (self.consumer, self.producer):
+        for client in (self.consumer, self.producer, self.offsets):
             if client is not None:
                 try:
                     await client.stop()
                 except Exception:
                     log.exception("event=kafka_stop_failed client=%s", type(client).__name__)
-        self.consumer = self.producer = None
+        self.consumer = self.producer = self.offsets = None
+
+
+def _known_positions(consumer: AIOKafkaConsumer | None) -> dict[int, int]:
+    """The consumer's position of every assigned, unpaused partition whose position is
+    known (aiokafka's public position() may block to reset; we want the known ones)."""
+    if consumer is None:  # stopped while the fetch returned (shutdown)
+        return {}
+    sub = consumer._subscription.subscription
+    if sub is None or sub.assignment is None:
+        return {}
+    out: dict[int, int] = {}
+    for tp in sub.assignment.tps:
+        st = sub.assignment.state_value(tp)
+        if st is not None and st.has_valid_position and not st.paused:
+            out[tp.partition] = st.position
+    return out
 
 
 class _Reader:
@@ -448,6 +469,16 @@ class _Reader:
         return {tp.partition: [Record(m.offset, m.key, m.value) for m in msgs]
                 for tp, msgs in got.items()}
 
+    async def end_offsets(self) -> dict[int, int]:
+        assert self.consumer is not None
+        ends = await self.consumer.end_offsets(sorted(self.consumer.assignment()))
+        return {tp.partition: int(off) for tp, off in ends.items()}
+
+    async def fetch_batch(self, timeout_ms: int) -> Batch:
+        """:meth:`fetch`, with the positions reached (epoch 0: no group, no revokes)."""
+        records = await self.fetch(timeout_ms)
+        return Batch(epoch=0, records=records, positions=_known_positions(self.consumer))
+
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
@@ -463,6 +494,13 @@ class Reader:
 
     async def fetch(self, timeout_ms: int = 500) -> dict[int, list[Record]]:
         return await self._bridge._call(functools.partial(self._side.fetch, timeout_ms))
+
+    async def fetch_batch(self, timeout_ms: int = 500) -> Batch:
+        return await self._bridge._call(functools.partial(self._side.fetch_batch, timeout_ms))
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The end offset of every partition this reader reads."""
+        return await self._bridge._call(self._side.end_offsets)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
@@ -603,6 +641,10 @@ class KafkaBridge:
 
     async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
         return await self._call(self._side.end_offsets, partitions)
+
+    async def fence_offset(self, partition: int) -> int:
+        """Kafka's end offset of ``partition`` now (a fence: RouterHandle.read)."""
+        return await self._call(self._side.fence_offset, partition)
 
     async def highwater(self, partition: int) -> int | None:
         return await self._sync(self._side.highwater, partition)

@@ -13,6 +13,7 @@ import trio
 
 from actors.kafka import partition_for
 from actors.messages import Refused, ReplyBox, RouterIn, RoutingTable, Write, WriteResult, WriterIn
+from actors.standby import StandbyHandle
 from actors.state import NotServing, StateHandle
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ class RouterHandle:
 
     def __init__(self, url: str, num_partitions: int, state: StateHandle,
                  writes: trio.MemorySendChannel[WriterIn], catchup_timeout: float,
-                 end_offset: EndOffset | None = None) -> None:
+                 end_offset: EndOffset | None = None,
+                 standby: StandbyHandle | None = None) -> None:
         self.url = url
         self.num_partitions = num_partitions
         self.table = RoutingTable.empty()
@@ -70,8 +72,16 @@ class RouterHandle:
         self._writes = writes
         self._catchup_timeout = catchup_timeout
         self._end_offset = end_offset
-        self.counters = {"local_reads": 0, "fenced_reads": 0, "forwards": 0,
-                         "unavailable": 0, "writes": 0}
+        self._standby = standby
+        self.counters = {"local_reads": 0, "fenced_reads": 0, "standby_reads": 0,
+                         "forwards": 0, "unavailable": 0, "writes": 0}
+
+    @property
+    def has_standby(self) -> bool:
+        return self._standby is not None
+
+    def standby_statistics(self) -> dict[str, int] | None:
+        return None if self._standby is None else self._standby.statistics()
 
     def partition(self, key: bytes) -> int:
         return partition_for(key, self.num_partitions)
@@ -88,14 +98,15 @@ class RouterHandle:
             if read and self._end_offset is not None and self._state.holds(pid):
                 return Local(pid)
             return self._refuse(Refused(503, "rebalancing",
-                                        f"partition {pid} is moving to a new owner", 1.0))
+                                        f"partition {pid} is moving to a new owner", 1.0),
+                                read=read)
         if owner is None:
             return self._refuse(Refused(503, "no_owner", f"no owner known for partition {pid}",
-                                        1.0))
+                                        1.0), read=read)
         if hops >= MAX_HOPS:
             return self._refuse(Refused(503, "too_many_hops",
                                         f"forwarded {hops} times; the cluster is rebalancing",
-                                        1.0))
+                                        1.0), read=read)
         self.counters["forwards"] += 1
         return Remote(pid, owner, self.table.generation)
 
@@ -113,8 +124,9 @@ class RouterHandle:
                 await self.table_changed.wait()
         return self.locate(key, hops, read=read)
 
-    def _refuse(self, r: Refused) -> Refused:
-        self.counters["unavailable"] += 1
+    def _refuse(self, r: Refused, *, read: bool = False) -> Refused:
+        if not (read and self._standby is not None):  # else standby_read counts it
+            self.counters["unavailable"] += 1
         return r
 
     async def read(self, partition: int, key: bytes) -> ReadResult:
@@ -124,8 +136,8 @@ class RouterHandle:
             with trio.move_on_after(self._catchup_timeout):
                 await self._state.wait_caught_up(partition)
             if not self._state.is_caught_up(partition):
-                return self._refuse(Refused(503, "catching_up",
-                                            f"partition {partition} is catching up; retry", 1.0))
+                return await self.standby_read(partition, key, Refused(
+                    503, "catching_up", f"partition {partition} is catching up; retry", 1.0))
             found = self._state.get_nowait(partition, key)
         except NotServing:
             return await self._fenced_read(partition, key)
@@ -143,22 +155,48 @@ class RouterHandle:
         position, the data dropped meanwhile) is the old answer: 503."""
         moving = Refused(503, "rebalancing",
                          f"partition {partition} is moving to a new owner", 1.0)
-        if self._end_offset is None or not self._state.holds(partition):
-            return self._refuse(moving)
-        end: int | None = None
+        if self._state.holds(partition):
+            end = await self._fence(partition)
+            if end is not None:
+                try:
+                    found = self._state.get_fenced(partition, key, end)
+                except NotServing:
+                    pass
+                else:
+                    self.counters["fenced_reads"] += 1
+                    return self._result(partition, found)
+        return await self.standby_read(partition, key, moving)
+
+    async def standby_read(self, partition: int, key: bytes, refusal: Refused, *,
+                           count: bool = True) -> ReadResult:
+        """A read that would be answered ``refusal`` (no owner, owner unreachable,
+        moving, catching up): answered from the standby copy if there is one and the
+        fence shows it has everything (see actors/standby.py), else ``refusal``
+        (counted as ``unavailable`` if ``count``)."""
+        if self._standby is not None:
+            end = await self._fence(partition)
+            if end is not None:
+                try:
+                    found = self._standby.get_fenced(partition, key, end)
+                except NotServing:
+                    pass
+                else:
+                    self.counters["standby_reads"] += 1
+                    return self._result(partition, found)
+        if count:
+            self.counters["unavailable"] += 1
+        return refusal
+
+    async def _fence(self, partition: int) -> int | None:
+        """Kafka's end offset of ``partition``, asked now; None when it cannot say."""
+        if self._end_offset is None:
+            return None
         with trio.move_on_after(FENCE_TIMEOUT):
             try:
-                end = await self._end_offset(partition)
+                return await self._end_offset(partition)
             except Exception as exc:  # no proof of freshness: refuse, never guess
                 log.debug("event=fence_failed partition=%d error=%r", partition, exc)
-        if end is None:
-            return self._refuse(moving)
-        try:
-            found = self._state.get_fenced(partition, key, end)
-        except NotServing:
-            return self._refuse(moving)
-        self.counters["fenced_reads"] += 1
-        return self._result(partition, found)
+        return None
 
     @staticmethod
     def _result(partition: int, found: tuple[bytes, int] | None) -> ReadResult:

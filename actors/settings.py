@@ -45,6 +45,7 @@ class Settings:
     proxy_timeout: float = 5.0
     max_body: int = 65_536
     max_batch: int = 5_000
+    standby: bool = False
     log_level: str = "INFO"
     log_format: str = "kv"
     security_protocol: str = "PLAINTEXT"
@@ -86,6 +87,8 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "proxy_timeout": (float, "seconds a request forwarded to the owner may take"),
     "max_body": (int, "largest request body in bytes (413 above)"),
     "max_batch": (int, "most records the consumer hands over in one batch"),
+    "standby": (bool, "keep a copy of every partition to answer reads (fenced) while "
+                      "their owner is down; costs memory (true/false)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
     "log_format": (str, "kv (key=value lines) or json"),
     "security_protocol": (str, "Kafka security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
@@ -189,6 +192,8 @@ def _validate_security(s: Settings) -> None:
                             "characters without spaces")
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -198,6 +203,12 @@ def _convert(field: str, raw: str, source: str) -> object:
         return raw  # a password is taken as it is, spaces included
     if kind is str:
         return raw.strip()
+    if kind is bool:
+        word = raw.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise SettingsError(f"{field}: {source} {raw!r} is not true/false (or 1/0, yes/no, "
+                            "on/off)")
     try:
         return kind(raw)
     except ValueError:

@@ -80,7 +80,9 @@ def validate_record(key: bytes, value: bytes) -> str | None:
 class StateTable:
     """Partitions this node holds, and the rules for changing them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, quiet: bool = False) -> None:
+        # quiet: no per-partition log lines (the standby's copy: actors/standby.py)
+        self.quiet = quiet
         self.partitions: dict[int, Partition] = {}
         self.epoch = 0
         self.stale_batches = 0
@@ -149,7 +151,7 @@ class StateTable:
 
     def _invalid(self, pid: int, part: Partition, rec: Record, why: str) -> None:
         part.invalid += 1
-        if part.invalid == 1 or part.invalid % 1000 == 0:
+        if not self.quiet and (part.invalid == 1 or part.invalid % 1000 == 0):
             log.warning("event=invalid_record partition=%d offset=%d reason=%r skipped_total=%d",
                         pid, rec.offset, why, part.invalid)
 
@@ -160,9 +162,10 @@ class StateTable:
         if part.caught_up and not part.gate.is_set():
             part.caught_up_at = time.monotonic()
             part.gate.set()
-            log.info("event=caught_up partition=%d position=%d records=%d seconds=%.3f",
-                     pid, position, part.replayed, part.caught_up_at - part.assigned_at)
-        elif part.serving and not part.caught_up:
+            if not self.quiet:
+                log.info("event=caught_up partition=%d position=%d records=%d seconds=%.3f",
+                         pid, position, part.replayed, part.caught_up_at - part.assigned_at)
+        elif part.serving and not part.caught_up and not self.quiet:
             now = time.monotonic()
             if now - part.progress_logged_at >= PROGRESS_EVERY:
                 part.progress_logged_at = now
@@ -212,9 +215,10 @@ class StateTable:
             if part.caught_up:
                 part.caught_up_at = now
                 part.gate.set()
-            log.info("event=partition_assigned partition=%d mode=%s position=%d target=%d",
-                     pid, "rebuild" if seeks[pid] is None else "keep", part.position,
-                     part.target)
+            if not self.quiet:
+                log.info("event=partition_assigned partition=%d mode=%s position=%d "
+                         "target=%d", pid, "rebuild" if seeks[pid] is None else "keep",
+                         part.position, part.target)
         return seeks
 
 

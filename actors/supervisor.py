@@ -23,7 +23,7 @@ from functools import partial
 
 import trio
 
-from actors import consumer, feed, rebalance, router, state, writer
+from actors import consumer, feed, rebalance, router, standby, state, writer
 from actors.kafka import KafkaAuthFailed, KafkaBridge, TopicInfo, open_bridge
 from actors.messages import BridgeEvent, ReplyBox, Revoked, RouterIn, StateIn, WriterIn
 from actors.router import RouterHandle
@@ -119,11 +119,12 @@ async def run_node(settings: Settings, *, stop: trio.Event,
             writer_h = await root.start(partial(
                 writer.run, bridge, state_h, inbox=writes_recv,
                 write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout))
-            async def end_offset(partition: int) -> int:
-                return (await bridge.end_offsets([partition]))[partition]
-
+            standby_h = (await root.start(partial(standby.run, bridge,
+                                                  partitions=topic.partitions))
+                         if settings.standby else None)
             router_h = RouterHandle(settings.advertised_url, topic.partitions, state_h,
-                                    writes_send, settings.catchup_timeout, end_offset)
+                                    writes_send, settings.catchup_timeout, bridge.fence_offset,
+                                    standby_h)
             await root.start(partial(router.run, router_h, inbox=router_recv))
             await root.start(partial(
                 rebalance.run, events=events_recv, state=state_send.clone(), router=router_send,

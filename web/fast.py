@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from actors.messages import Refused
-from actors.router import MAX_HOPS
+from actors.router import MAX_HOPS, Found, Missing
 from actors.state import NotServing
 from actors.writer import etag
 from web.app import Handles
@@ -85,7 +85,8 @@ def fast_path(app: Asgi, h: Handles) -> Asgi:
         pid = router.partition(key)
         owner = router.table.owners.get(pid)
         if owner is not None and owner != router.url:
-            await _forward(scope, receive, send, app, h, owner, route_name, started)
+            await _forward(scope, receive, send, app, h, owner, route_name, started,
+                           pid, email)
             return
         if owner is None or not state.is_caught_up(pid):
             await app(scope, receive, send)  # gate or refusal: the full path
@@ -96,18 +97,7 @@ def fast_path(app: Asgi, h: Handles) -> Asgi:
             await app(scope, receive, send)
             return
         router.counters["local_reads"] += 1
-        if hit is None:
-            status = 404
-            body = (b'{"error":"not_found","message":"no user with email '
-                    + raw_json_string(email) + b'"}')
-            headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
-        else:
-            status = 200
-            body = hit[0]
-            headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode()),
-                       (b"etag", etag(pid, hit[1]).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        status = await _answer(send, pid, email, hit)
         metrics = h.extras.get("metrics")
         if metrics is not None:
             metrics.observe(route_name, "GET", status, "local",  # type: ignore[attr-defined]
@@ -116,8 +106,26 @@ def fast_path(app: Asgi, h: Handles) -> Asgi:
     return asgi
 
 
+async def _answer(send: Any, pid: int, email: str, hit: tuple[bytes, int] | None) -> int:
+    """Send the answer to a GET of ``email`` found (``hit``: value, offset) or not."""
+    if hit is None:
+        status = 404
+        body = (b'{"error":"not_found","message":"no user with email '
+                + raw_json_string(email) + b'"}')
+        headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+    else:
+        status = 200
+        body = hit[0]
+        headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode()),
+                   (b"etag", etag(pid, hit[1]).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    return status
+
+
 async def _forward(scope: dict[str, Any], receive: Any, send: Any, app: Asgi, h: Handles,
-                   owner: str, route_name: str, started: float) -> None:
+                   owner: str, route_name: str, started: float, pid: int, email: str
+                   ) -> None:
     """GET of a key another node owns: forward it and pass the owner's answer on."""
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
     hops, peer_generation = 0, None
@@ -135,6 +143,17 @@ async def _forward(scope: dict[str, Any], receive: Any, send: Any, app: Asgi, h:
     resp = await h.proxy.exchange(method="GET", url=owner, path=scope["path"],
                                   query=scope.get("query_string", b""), headers=headers,
                                   body=b"", hops=hops, generation=generation)
+    if isinstance(resp, Refused) and h.router.has_standby:
+        # the owner did not answer: the standby copy may (fenced; routes_user.read_user)
+        result = await h.router.standby_read(pid, email.encode(), resp, count=False)
+        if isinstance(result, (Found, Missing)):
+            hit = (result.value, result.offset) if isinstance(result, Found) else None
+            status = await _answer(send, pid, email, hit)
+            metrics = h.extras.get("metrics")
+            if metrics is not None:
+                metrics.observe(route_name, "GET", status, "local",  # type: ignore[attr-defined]
+                                time.perf_counter() - started)
+            return
     if isinstance(resp, Refused):
         status = resp.status
         body = orjson.dumps({"error": resp.code, "message": resp.message})

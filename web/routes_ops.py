@@ -31,6 +31,7 @@ def readiness(h: Handles) -> dict[str, object]:
         "partitions": {str(p): stats for p, stats in parts.items()},
         "writer": h.writer.statistics(),
         "router": dict(h.router.counters),
+        "standby": h.router.standby_statistics(),
         "invalid_records": h.state.table.invalid_total(),
         "uptime_seconds": round(time.monotonic() - h.started_at, 3),
     }

@@ -18,14 +18,11 @@ from web.validate import JSON_TYPES, SEED_TYPES, parse_email, read_json_body, us
 Api = Literal["seed", "rest"]
 
 
-async def _forward(h: Handles, route: Remote, body: bytes) -> Response:
-    out = await h.proxy.forward(
+async def _forward(h: Handles, route: Remote, body: bytes) -> Response | Refused:
+    return await h.proxy.forward(
         method=request.method, url=route.url, path=request.path,
         query=request.query_string, headers=list(request.headers.items()), body=body,
         hops=hops_of(request.headers), generation=route.generation)
-    if isinstance(out, Refused):
-        return refused(out)
-    return out
 
 
 async def read_user(h: Handles, email: str, api: Api) -> Response:
@@ -33,10 +30,21 @@ async def read_user(h: Handles, email: str, api: Api) -> Response:
     route = await h.router.settle(key, hops_of(request.headers), read=True,
                                   peer_generation=generation_of(request.headers))
     if isinstance(route, Refused):
-        return refused(route)
-    if isinstance(route, Remote):
-        return await _forward(h, route, b"")
-    result = await h.router.read(route.partition, key)
+        if not h.router.has_standby:
+            return refused(route)
+        # no owner, moving, too many hops: the standby copy may answer (fenced)
+        result = await h.router.standby_read(h.router.partition(key), key, route)
+    elif isinstance(route, Remote):
+        out = await _forward(h, route, b"")
+        if not isinstance(out, Refused):
+            return out
+        if not h.router.has_standby:
+            return refused(out)
+        # the owner did not answer (died, or unreachable): the standby may (fenced);
+        # the proxy counted the failure, the router does not count it again
+        result = await h.router.standby_read(route.partition, key, out, count=False)
+    else:
+        result = await h.router.read(route.partition, key)
     if isinstance(result, Refused):
         return refused(result)
     if isinstance(result, Missing):
@@ -55,7 +63,8 @@ async def write_user(h: Handles, email: str, value: bytes | None, body: bytes,
     if isinstance(route, Refused):
         return refused(route)
     if isinstance(route, Remote):
-        return await _forward(h, route, body)
+        out = await _forward(h, route, body)
+        return refused(out) if isinstance(out, Refused) else out
     assert isinstance(route, Local)
     if_match = request.headers.get("If-Match")
     result = await h.router.write(route.partition, key, value, if_match)

@@ -48,6 +48,8 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
     p.add_argument("--max-nodes", type=int, default=None)
     p.add_argument("--pauses", action="store_true",
                    help="also draw pause events (SIGSTOP a node past its session, SIGCONT)")
+    p.add_argument("--standby", action="store_true",
+                   help="nodes keep standby copies (KSTATE_STANDBY=true)")
     p.add_argument("--pause", type=float, default=10.0, help="seconds a pause lasts")
     p.add_argument("--timeout", type=float, default=10.0, help="client timeout per request")
     p.add_argument("--recover-timeout", type=float, default=60.0)
@@ -62,7 +64,7 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
                       bootstrap=a.bootstrap, gap=a.gap,
                       events=a.events, max_nodes=a.max_nodes, timeout=a.timeout,
                       recover_timeout=a.recover_timeout, out=a.out,
-                      pauses=a.pauses, pause=a.pause)
+                      pauses=a.pauses, pause=a.pause, standby=a.standby)
     return cfg, a.dry_run
 
 

@@ -70,6 +70,7 @@ class ChaosConfig:
     events: list[Kind] = field(default_factory=list)  # forced kinds, in order
     max_nodes: int | None = None
     pauses: bool = False  # draw "pause" events (SIGSTOP/SIGCONT) too
+    standby: bool = False  # nodes keep standby copies (KSTATE_STANDBY)
     pause: float = 10.0  # seconds a paused node stays frozen (> session timeout 6 s)
     timeout: float = 10.0  # client timeout per request
     probe_interval: float = 0.25
@@ -118,6 +119,8 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
     extra = {"KSTATE_PARTITIONS": str(cfg.partitions)}
     if cfg.mode == "cluster":
         extra["KSTATE_REPLICATION"] = "3"
+    if cfg.standby:
+        extra["KSTATE_STANDBY"] = "true"
     keys = [f"u{i:04d}-{tag}@chaos.test" for i in range(cfg.keys)]
     checker = Checker(keys)
     cluster = Cluster(kafka, f"chaos-{tag}", f"chaos-{tag}", log_dir, extra,

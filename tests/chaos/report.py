@@ -194,6 +194,7 @@ def format_summary(r: dict[str, Any]) -> str:
     c = r["config"]
     lines = [f"== kstate chaos: mode={c['mode']} seed={c['seed']} nodes={c['nodes']} "
              f"clients={c['clients']} keys={c['keys']} duration={c['duration']}s "
+             f"standby={c.get('standby', False)} "
              f"(chaos {r['chaos_s']}s, total {r['elapsed_s']}s) =="]
     lines.append("events")
     rows = [[k, v["n"], v["worst_recover_s"], v["median_recover_s"], v["worst_outage_s"],

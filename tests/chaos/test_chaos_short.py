@@ -17,7 +17,7 @@ from tests.chaos.report import format_summary
 async def test_chaos_short(kafka_bootstrap: str, artifacts: Path) -> None:
     cfg = ChaosConfig(duration=80, nodes=3, seed=5, clients=6, keys=120, rate=40,
                       bootstrap=kafka_bootstrap, gap=(14, 16),
-                      events=["kill9", "restart", "term", "add"],
+                      events=["kill9", "restart", "term", "add"], standby=True,
                       out=artifacts / "chaos.json", log_dir=artifacts / "nodes")
     result = await run_chaos(cfg)
     summary = format_summary(result)

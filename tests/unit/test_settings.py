@@ -164,3 +164,18 @@ def test_help_exits_0(capsys):
         if flag != "-":
             assert flag in out
             assert env in out
+
+
+@pytest.mark.parametrize(("raw", "want"), [
+    ("true", True), ("1", True), ("YES", True), (" on ", True),
+    ("false", False), ("0", False), ("no", False), ("Off", False),
+])
+def test_standby_takes_true_and_false_words(raw, want):
+    assert load_settings([], {"KSTATE_STANDBY": raw}).standby is want
+    assert load_settings(["--standby", raw], {}).standby is want
+
+
+def test_standby_is_off_by_default_and_rejects_other_words():
+    assert load_settings([], {}).standby is False
+    with pytest.raises(SettingsError, match="standby: KSTATE_STANDBY 'maybe' is not true/false"):
+        load_settings([], {"KSTATE_STANDBY": "maybe"})
