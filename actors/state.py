@@ -52,12 +52,30 @@ class Partition:
         return self.serving and self.position >= self.target
 
 
-def _pack(offset: int, value: bytes) -> bytes:
+# A value that ends exactly in ``,"email":"<key>"}`` (what kstate's writer stores:
+# compact JSON, name first) keeps only what comes before that tail, which repeats
+# the key; the read puts the same bytes back. The top bit of the stored offset says
+# so. About 37 bytes of ~220 an entry at a million users.
+_TAIL_FLAG = 1 << 63
+_OFFSET_MASK = _TAIL_FLAG - 1
+
+
+def _tail(key: bytes) -> bytes:
+    return b',"email":"' + key + b'"}'
+
+
+def _pack(key: bytes, offset: int, value: bytes) -> bytes:
+    tail = _tail(key)
+    if len(value) > len(tail) and value.endswith(tail):
+        return (offset | _TAIL_FLAG).to_bytes(8, "big") + value[:-len(tail)]
     return offset.to_bytes(8, "big") + value
 
 
-def _unpack(packed: bytes) -> tuple[bytes, int]:
-    return packed[8:], int.from_bytes(packed[:8], "big")
+def _unpack(key: bytes, packed: bytes) -> tuple[bytes, int]:
+    head = int.from_bytes(packed[:8], "big")
+    if head & _TAIL_FLAG:
+        return packed[8:] + _tail(key), head & _OFFSET_MASK
+    return packed[8:], head
 
 
 def validate_record(key: bytes, value: bytes) -> str | None:
@@ -97,7 +115,7 @@ class StateTable:
         if part is None or not part.serving:
             raise NotServing(partition)
         packed = part.data.get(key)
-        return None if packed is None else _unpack(packed)
+        return None if packed is None else _unpack(key, packed)
 
     def held(self) -> frozenset[int]:
         return self.held_snapshot
@@ -142,7 +160,7 @@ class StateTable:
                 if why is not None:
                     self._invalid(pid, part, rec, why)
                     continue
-                data[key] = _pack(rec.offset, value)
+                data[key] = _pack(key, rec.offset, value)
             applied += 1
         part.replayed += applied
         if position > part.position:
@@ -262,7 +280,7 @@ class StateHandle:
         if part is None or part.position < end_offset:
             raise NotServing(partition)
         packed = part.data.get(key)
-        return None if packed is None else _unpack(packed)
+        return None if packed is None else _unpack(key, packed)
 
     async def wait_caught_up(self, partition: int) -> None:
         """Return once ``partition`` is served and caught up; raise NotServing if it is

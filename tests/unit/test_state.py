@@ -6,6 +6,8 @@ from functools import partial
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors import state
 from actors.messages import Assign, Batch, Record, ReplyBox, Revoke
@@ -113,3 +115,31 @@ def test_validate_record():
     assert validate_record(b"a@x", user("a@x")) is None
     assert validate_record(b"a@x", user("b@x")) == "key does not match email"
     assert validate_record(b"a@x", b"{") == "value is not JSON"
+
+
+# -- what is stored is what is answered, byte for byte --------------------------------
+
+@pytest.mark.parametrize("value", [
+    b'{"name":"N","email":"a@x"}',  # kstate's own shape: the email tail is elided
+    b'{"email":"a@x","name":"N"}',  # email first: stored as it is
+    b'{"name": "N", "email": "a@x"}',  # spaces
+    b'{"name":"N","email":"b@x"}',  # another key's tail
+    b',"email":"a@x"}',  # nothing before the tail
+    b'{"name":"\\u00e9","email":"a@x"}',
+])
+def test_values_read_back_exactly_as_stored(value):
+    packed = state._pack(b"a@x", 42, value)
+    assert state._unpack(b"a@x", packed) == (value, 42)
+
+
+def test_the_email_tail_is_not_stored_twice():
+    value = user("someone.long@example.com", "Name")
+    packed = state._pack(b"someone.long@example.com", 7, value)
+    assert len(packed) == 8 + len(value) - len(b',"email":"someone.long@example.com"}')
+
+
+@given(key=st.binary(min_size=1, max_size=40), name=st.binary(max_size=40),
+       offset=st.integers(min_value=0, max_value=2**62), tailed=st.booleans())
+def test_pack_round_trips_any_bytes(key, name, offset, tailed):
+    value = name + (b',"email":"' + key + b'"}' if tailed else b"")
+    assert state._unpack(key, state._pack(key, offset, value)) == (value, offset)
