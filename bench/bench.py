@@ -12,7 +12,6 @@ Performance claims live here, printed side by side, never in timed test assertio
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import sys
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"[bench] loading {cfg.users:,} users into {cfg.topic} "
               f"({cfg.partitions} partitions, compacted) at {cfg.bootstrap}", flush=True)
-        data = asyncio.run(_prepare(cfg))
+        data = trio.run(_prepare, cfg)
         results["load"] = data.summary()
         print(f"[bench] loaded {data.records:,} records, {data.raw_bytes / 2**20:.1f} MiB raw "
               f"key+value, in {data.seconds:.1f} s ({data.records_per_s:,.0f} records/s)",

@@ -1,25 +1,24 @@
 """Loading N users into a compacted topic as fast as one Python process can.
 
-Bench is not the product, so it talks to Kafka with aiokafka directly (the product's
-only aiokafka import stays actors/kafka.py). Records are keyed by email, valued
-``{"name": .., "email": ..}`` (compact JSON), placed by Kafka's default partitioner
-(murmur2 of the key, as aiokafka's ``DefaultPartitioner`` and every other client does),
-and sent as pre-built per-partition batches (``create_batch``/``send_batch``): no
-per-record future, which is what makes a Python producer slow.
+Through the project's Kafka bridge (actors/kafka.py stays the only aiokafka import):
+records are keyed by email, valued ``{"name": .., "email": ..}`` (compact JSON),
+placed by Kafka's default partitioner (murmur2 of the key, as every client does), and
+sent as pre-built per-partition batches (``KafkaBridge.produce_bulk``): no per-record
+future, which is what makes a Python producer slow.
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
-from aiokafka.partitioner import murmur2
+
+from actors.kafka import open_bridge, partition_for
+from actors.settings import Settings
 
 BATCH_BYTES = 512 * 1024
 
@@ -34,7 +33,12 @@ def value_of(i: int, email: str) -> bytes:
 
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner for a keyed record."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return partition_for(key, partitions)
+
+
+def _settings(bootstrap: str, topic: str, partitions: int) -> Settings:
+    return dataclasses.replace(Settings(), bootstrap=bootstrap, topic=topic,
+                               partitions=partitions)
 
 
 @dataclass
@@ -60,25 +64,11 @@ class Loaded:
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={
-            "cleanup.policy": "compact", "min.insync.replicas": "1"})])
-    except TopicAlreadyExistsError:
-        raise RuntimeError(f"topic {topic} already exists: the benchmark wants a fresh one") \
-            from None
-    else:
-        # produce only once every partition has a leader (no NotLeader retries)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            described = await admin.describe_topics([topic])
-            parts = described[0].get("partitions") or []
-            if len(parts) == partitions and all(p.get("leader", -1) >= 0 for p in parts):
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
+    """Create ``topic`` (compacted, like a node does); it must not exist yet."""
+    async with open_bridge(_settings(bootstrap, topic, partitions)) as bridge:
+        info = await bridge.ensure_topic({"min.insync.replicas": "1"})
+    if not info.created:
+        raise RuntimeError(f"topic {topic} already exists: the benchmark wants a fresh one")
 
 
 async def load(bootstrap: str, topic: str, partitions: int, users: int, sample: int,
@@ -88,42 +78,24 @@ async def load(bootstrap: str, topic: str, partitions: int, users: int, sample: 
     await create_topic(bootstrap, topic, partitions)
     rng = random.Random(seed)
     chosen = set(rng.sample(range(users), min(sample, users)))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5,
-                                max_batch_size=BATCH_BYTES, max_request_size=4 * BATCH_BYTES,
-                                request_timeout_ms=30_000)
-    await producer.start()
-    per_partition = dict.fromkeys(range(partitions), 0)
-    last_key: dict[int, str] = {}
-    picked: list[tuple[str, int]] = []
-    raw = 0
-    pending: list[asyncio.Future[object]] = []
-    t0 = time.perf_counter()
-    try:
-        batches = {p: producer.create_batch() for p in range(partitions)}
+    loaded = Loaded(topic, partitions, users, 0, 0.0, dict.fromkeys(range(partitions), 0), {})
+
+    def records() -> Iterator[tuple[int, bytes, bytes]]:
+        # runs on the bridge's thread; the trio side reads ``loaded`` only afterwards
         for i in range(users):
             email = email_of(i)
             key = email.encode()
             value = value_of(i, email)
             p = partition_of(key, partitions)
-            raw += len(key) + len(value)
-            per_partition[p] += 1
-            last_key[p] = email
+            loaded.raw_bytes += len(key) + len(value)
+            loaded.per_partition[p] += 1
+            loaded.last_key[p] = email
             if i in chosen:
-                picked.append((email, p))
-            batch = batches[p]
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                batch.close()
-                pending.append(await producer.send_batch(batch, topic, partition=p))
-                batch = batches[p] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise RuntimeError("a single record does not fit in a batch")
-        for p, batch in batches.items():
-            if batch.record_count():
-                batch.close()
-                pending.append(await producer.send_batch(batch, topic, partition=p))
-        await asyncio.gather(*pending)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    seconds = time.perf_counter() - t0
-    return Loaded(topic, partitions, users, raw, seconds, per_partition, last_key, picked)
+                loaded.sample.append((email, p))
+            yield p, key, value
+
+    async with open_bridge(_settings(bootstrap, topic, partitions)) as bridge:
+        t0 = time.perf_counter()
+        await bridge.produce_bulk(records(), BATCH_BYTES)
+        loaded.seconds = time.perf_counter() - t0
+    return loaded
