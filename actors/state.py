@@ -60,21 +60,20 @@ _TAIL_FLAG = 1 << 63
 _OFFSET_MASK = _TAIL_FLAG - 1
 
 
-def _tail(key: bytes) -> bytes:
-    return b',"email":"' + key + b'"}'
+_EMAIL = b',"email":"'
 
 
 def _pack(key: bytes, offset: int, value: bytes) -> bytes:
-    tail = _tail(key)
-    if len(value) > len(tail) and value.endswith(tail):
-        return (offset | _TAIL_FLAG).to_bytes(8, "big") + value[:-len(tail)]
+    n = len(key) + 12  # the tail: ,"email":"<key>"}
+    if len(value) > n and value[-n:] == b',"email":"%b"}' % key:
+        return (offset | _TAIL_FLAG).to_bytes(8, "big") + value[:-n]
     return offset.to_bytes(8, "big") + value
 
 
 def _unpack(key: bytes, packed: bytes) -> tuple[bytes, int]:
     head = int.from_bytes(packed[:8], "big")
     if head & _TAIL_FLAG:
-        return packed[8:] + _tail(key), head & _OFFSET_MASK
+        return b"".join((packed[8:], _EMAIL, key, b'"}')), head & _OFFSET_MASK
     return packed[8:], head
 
 
