@@ -74,7 +74,7 @@ for i in 0 1 2; do
     log=$logs/node-$port.log
     : >"$log"
     KSTATE_BOOTSTRAP=$bootstrap KSTATE_LISTEN=127.0.0.1:$port \
-        KSTATE_INSTANCE_ID=demo-node-$i KSTATE_SESSION_TIMEOUT_MS=6000 \
+        KSTATE_INSTANCE_ID=demo-node-$i KSTATE_SESSION_TIMEOUT_MS=6000 KSTATE_STANDBY=true \
         setsid "$kstate" node >>"$log" 2>&1 </dev/null &
     pids+=($!)
 done
@@ -154,7 +154,8 @@ Cluster:
 
 Try a failover: kill -9 ${pids[2]}   (the node on ${ports[2]}), then watch
   curl -s http://$n0/groupinfo
-its partitions move to the others after the 6 s session timeout.
+its partitions move to the others after the 6 s session timeout. Meanwhile its keys
+keep answering through the others: the demo runs with standby copies (KSTATE_STANDBY).
 
 Logs: $logs/node-${ports[0]}.log (and -${ports[1]}, -${ports[2]});
       Kafka: .cache/kafka/run/$kafka_name/logs
