@@ -27,6 +27,8 @@ TABLE_WAIT = 2.0
 
 # The end offset (high watermark) of a partition, asked of Kafka now.
 EndOffset = Callable[[int], Awaitable[int]]
+# (partition, key, end offset) -> (value, offset) | None, or NotServing: a fenced read.
+FencedGet = Callable[[int, bytes, int], tuple[bytes, int] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +158,9 @@ class RouterHandle:
         moving = Refused(503, "rebalancing",
                          f"partition {partition} is moving to a new owner", 1.0)
         if self._state.holds(partition):
-            end = await self._fence(partition)
-            if end is not None:
-                try:
-                    found = self._state.get_fenced(partition, key, end)
-                except NotServing:
-                    pass
-                else:
-                    self.counters["fenced_reads"] += 1
-                    return self._result(partition, found)
+            got = await self._fenced(self._state.get_fenced, partition, key, "fenced_reads")
+            if got is not None:
+                return got
         return await self.standby_read(partition, key, moving)
 
     async def standby_read(self, partition: int, key: bytes, refusal: Refused, *,
@@ -174,18 +170,27 @@ class RouterHandle:
         fence shows it has everything (see actors/standby.py), else ``refusal``
         (counted as ``unavailable`` if ``count``)."""
         if self._standby is not None:
-            end = await self._fence(partition)
-            if end is not None:
-                try:
-                    found = self._standby.get_fenced(partition, key, end)
-                except NotServing:
-                    pass
-                else:
-                    self.counters["standby_reads"] += 1
-                    return self._result(partition, found)
+            got = await self._fenced(self._standby.get_fenced, partition, key,
+                                     "standby_reads")
+            if got is not None:
+                return got
         if count:
             self.counters["unavailable"] += 1
         return refusal
+
+    async def _fenced(self, get: FencedGet, partition: int, key: bytes, counter: str
+                      ) -> ReadResult | None:
+        """``get`` (held state or standby copy) behind the fence; None if the fence
+        cannot be had or the copy lacks something below it."""
+        end = await self._fence(partition)
+        if end is None:
+            return None
+        try:
+            found = get(partition, key, end)
+        except NotServing:
+            return None
+        self.counters[counter] += 1
+        return self._result(partition, found)
 
     async def _fence(self, partition: int) -> int | None:
         """Kafka's end offset of ``partition``, asked now; None when it cannot say."""
