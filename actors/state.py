@@ -58,14 +58,12 @@ class Partition:
 # so. About 37 bytes of ~220 an entry at a million users.
 _TAIL_FLAG = 1 << 63
 _OFFSET_MASK = _TAIL_FLAG - 1
-
-
 _EMAIL = b',"email":"'
 
 
 def _pack(key: bytes, offset: int, value: bytes) -> bytes:
-    n = len(key) + 12  # the tail: ,"email":"<key>"}
-    if len(value) > n and value[-n:] == b',"email":"%b"}' % key:
+    n = len(_EMAIL) + len(key) + 2  # the tail: ,"email":"<key>"}
+    if len(value) > n and value[-n:] == _EMAIL + key + b'"}':
         return (offset | _TAIL_FLAG).to_bytes(8, "big") + value[:-n]
     return offset.to_bytes(8, "big") + value
 
