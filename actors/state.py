@@ -75,6 +75,11 @@ def _unpack(key: bytes, packed: bytes) -> tuple[bytes, int]:
     return packed[8:], head
 
 
+def _lookup(part: Partition, key: bytes) -> tuple[bytes, int] | None:
+    packed = part.data.get(key)
+    return None if packed is None else _unpack(key, packed)
+
+
 def validate_record(key: bytes, value: bytes) -> str | None:
     """Why this upsert is invalid, or None. A value must be a JSON object with string
     ``name`` and ``email``, and ``email`` must equal the key."""
@@ -111,8 +116,7 @@ class StateTable:
         part = self.partitions.get(partition)
         if part is None or not part.serving:
             raise NotServing(partition)
-        packed = part.data.get(key)
-        return None if packed is None else _unpack(key, packed)
+        return _lookup(part, key)
 
     def held(self) -> frozenset[int]:
         return self.held_snapshot
@@ -276,8 +280,7 @@ class StateHandle:
         part = self._table.partitions.get(partition)
         if part is None or part.position < end_offset:
             raise NotServing(partition)
-        packed = part.data.get(key)
-        return None if packed is None else _unpack(key, packed)
+        return _lookup(part, key)
 
     async def wait_caught_up(self, partition: int) -> None:
         """Return once ``partition`` is served and caught up; raise NotServing if it is
