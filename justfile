@@ -36,18 +36,26 @@ kafka-cluster-up:
 kafka-cluster-down:
     deploy/kafka/kafka.sh cluster-down
 
-# The whole suite: unit, integration (real broker, real node processes), short chaos.
+# The whole suite: layer contracts, unit, integration (real broker, real node
+# processes), short chaos. Extra ARGS go to pytest.
 test *ARGS: setup
+    {{venv}}/bin/lint-imports
     tests/run.sh {{ARGS}}
+
+# The fast tier for iterating (unit tests and the quickest integration tests, ~2 min).
+test-fast *ARGS: setup
+    {{venv}}/bin/lint-imports
+    tests/run.sh -m fast {{ARGS}}
 
 # kstate vs a faust-streaming peer on a broker it starts: just bench [--quick] [--users N]
 bench *ARGS: setup
-    bench/run.sh {{ARGS}}
+    tools/bench/run.sh {{ARGS}}
 
-# ruff + mypy --strict.
+# ruff + mypy --strict + the layer contracts (import-linter).
 lint: setup
-    {{venv}}/bin/ruff check actors web tests bench
+    {{venv}}/bin/ruff check kstate actors web tests tools
     {{venv}}/bin/mypy
+    {{venv}}/bin/lint-imports
 
 # Kafka + three nodes on 127.0.0.1:8080-8082 with a few users; Ctrl-C stops all.
 demo: setup
@@ -61,4 +69,4 @@ node *ARGS: setup
 # --mode cluster) under a judged read/write workload; prints a table, writes
 # chaos-results/*.json, exits 1 on any violation. just chaos --duration 600 --seed 3
 chaos *ARGS: setup
-    {{py}} -m tests.chaos {{ARGS}}
+    {{py}} -m tools.chaos {{ARGS}}

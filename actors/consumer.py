@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import trio
 
-from actors.kafka import KafkaBridge
-from actors.messages import StateIn
+from kstate.bridge import KafkaBridge
+from kstate.core.messages import StateIn
 
 
 async def run(bridge: KafkaBridge, *, outbox: trio.MemorySendChannel[StateIn],

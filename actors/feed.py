@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import orjson
 import trio
 
-from actors.kafka import KafkaBridge
-from actors.messages import Record
-from actors.state import validate_record
+from kstate.bridge import KafkaBridge
+from kstate.core.messages import Record
+from kstate.core.users import validate_record
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ def hello(positions: dict[int, int], node: str) -> str:
                         ).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class FeedStats:
+    subscribers: int
+    published: int
+    delivered: int
+    dropped_subscribers: int
+    invalid: int
+
+
 @dataclass(eq=False)
 class Subscriber:
     send: trio.MemorySendChannel[str]
@@ -61,7 +70,9 @@ class Subscriber:
 
 
 @dataclass
-class FeedHandle:
+class Broadcaster:
+    """The fan-out's shared state: subscribers, positions, counters."""
+
     buffer: int
     positions: dict[int, int] = field(default_factory=dict)
     subscribers: set[Subscriber] = field(default_factory=set)
@@ -131,21 +142,38 @@ class FeedHandle:
             sub.send.close()
         self.subscribers.clear()
 
-    def statistics(self) -> dict[str, int]:
-        return {"subscribers": len(self.subscribers), "published": self.published,
-                "delivered": self.delivered, "dropped_subscribers": self.dropped,
-                "invalid": self.invalid}
+    def statistics(self) -> FeedStats:
+        return FeedStats(subscribers=len(self.subscribers), published=self.published,
+                         delivered=self.delivered, dropped_subscribers=self.dropped,
+                         invalid=self.invalid)
 
 
-async def run(bridge: KafkaBridge, *, buffer: int,
+@dataclass(frozen=True, slots=True)
+class FeedHandle:
+    """The feed as the HTTP layer sees it: the broadcaster, and what resumed
+    subscriptions need (actors/feed_resume.py): the bridge for their own readers and
+    this node's url for their hello."""
+
+    broadcaster: Broadcaster
+    bridge: KafkaBridge
+    url: str
+
+    def statistics(self) -> FeedStats:
+        return self.broadcaster.statistics()
+
+    def close_all(self) -> None:
+        self.broadcaster.close_all()
+
+
+async def run(bridge: KafkaBridge, *, buffer: int, url: str,
               task_status: trio.TaskStatus[FeedHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Follow the topic from its end forever (until cancelled); closes every
     subscriber's channel on the way out."""
-    handle = FeedHandle(buffer=buffer)
+    handle = Broadcaster(buffer=buffer)
     chunk = max(1, buffer // 4)  # changes published between looks at the queues' room
     async with bridge.open_reader(None) as (reader, positions):
         handle.positions = dict(positions)
-        task_status.started(handle)
+        task_status.started(FeedHandle(handle, bridge, url))
         try:
             while True:
                 got = await reader.fetch(500)

@@ -13,17 +13,9 @@ from typing import assert_never
 
 import trio
 
-from actors.messages import (
-    Assign,
-    Assigned,
-    BridgeEvent,
-    ReplyBox,
-    Revoke,
-    Revoked,
-    RouterIn,
-    StateIn,
-)
+from actors.replies import ReplyBox
 from actors.writer import WriterHandle
+from kstate.core.messages import Assign, Assigned, BridgeEvent, Revoke, Revoked, RouterIn, StateIn
 
 log = logging.getLogger(__name__)
 

@@ -1,29 +1,39 @@
-"""Router: key -> partition -> owner. Local keys pass the catch-up gate and are read
-from the state owner; writes go to the writer; anything else is forwarded to the
-owner's url (by web/proxy.py: the router only decides).
+"""Router: key -> partition -> owner, and the reads this node can answer itself.
+
+:meth:`RouterHandle.locate` says where a key is answered (here, another node, or
+nowhere now). :meth:`RouterHandle.read` reads a key of a partition this node serves,
+after its catch-up gate, or one it holds but does not serve (a rebalance is under way),
+fenced; :meth:`RouterHandle.standby_read` answers from the standby copy, fenced.
+Writes go to the writer. Forwarding is the HTTP layer's (web/decide.py, web/proxy.py):
+the router only decides.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import trio
 
-from actors.kafka import partition_for
-from actors.messages import Refused, ReplyBox, RouterIn, RoutingTable, Write, WriteResult, WriterIn
+from actors.replies import ReplyBox
 from actors.standby import StandbyHandle
 from actors.state import NotServing, StateHandle
+from kstate.core.messages import RouterIn, RoutingTable, Write, WriterIn
+from kstate.core.outcomes import Found, Missing, ReadOutcome, Unavailable, WriteOutcome
+from kstate.core.partitioner import partition_for
+from kstate.core.wire import MAX_HOPS
 
 log = logging.getLogger(__name__)
 
-MAX_HOPS = 3
 # How long a fenced read (see RouterHandle.read) waits for Kafka's end offset.
 FENCE_TIMEOUT = 1.0
 # How long a request waits for this node's next routing table when its own is behind
 # (see RouterHandle.settle).
 TABLE_WAIT = 2.0
+# Keys whose partition is remembered (murmur2 in Python costs microseconds; a GET's
+# whole local answer costs tens): at most this many, then the memo starts over.
+PARTITION_MEMO = 50_000
 
 # The end offset (high watermark) of a partition, asked of Kafka now.
 EndOffset = Callable[[int], Awaitable[int]]
@@ -44,23 +54,40 @@ class Remote:
 
 
 @dataclass(frozen=True, slots=True)
-class Found:
+class Nowhere:
+    """No node can answer now (no owner known, the owner is this node but it is
+    moving, or too many hops): ``refusal`` says why."""
+
     partition: int
-    value: bytes
-    offset: int
+    refusal: Unavailable
 
 
-@dataclass(frozen=True, slots=True)
-class Missing:
-    partition: int
+Route = Local | Remote | Nowhere
 
 
-Route = Local | Remote | Refused
-ReadResult = Found | Missing | Refused
+@dataclass(slots=True)
+class RouterCounters:
+    """Tallies of the read/write decision (kstate_router_events_total): the router
+    counts the reads and writes it performs, the HTTP decision (web/decide.py) the
+    forwards and the requests it could not answer."""
+
+    local_reads: int = 0
+    fenced_reads: int = 0
+    standby_reads: int = 0
+    forwards: int = 0
+    unavailable: int = 0
+    writes: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _moving(partition: int) -> Unavailable:
+    return Unavailable("rebalancing", f"partition {partition} is moving to a new owner", 1.0)
 
 
 class RouterHandle:
-    """What the web layer asks: where a key lives, read it, write it."""
+    """What the HTTP layer asks: where a key lives, read it, write it."""
 
     def __init__(self, url: str, num_partitions: int, state: StateHandle,
                  writes: trio.MemorySendChannel[WriterIn], catchup_timeout: float,
@@ -70,23 +97,28 @@ class RouterHandle:
         self.num_partitions = num_partitions
         self.table = RoutingTable.empty()
         self.table_changed = trio.Event()
+        self.counters = RouterCounters()
         self._state = state
         self._writes = writes
         self._catchup_timeout = catchup_timeout
         self._end_offset = end_offset
         self._standby = standby
-        self.counters = {"local_reads": 0, "fenced_reads": 0, "standby_reads": 0,
-                         "forwards": 0, "unavailable": 0, "writes": 0}
+        self._partition_of: dict[bytes, int] = {}
 
     @property
-    def has_standby(self) -> bool:
-        return self._standby is not None
-
-    def standby_statistics(self) -> dict[str, int] | None:
-        return None if self._standby is None else self._standby.statistics()
+    def standby(self) -> StandbyHandle | None:
+        return self._standby
 
     def partition(self, key: bytes) -> int:
-        return partition_for(key, self.num_partitions)
+        pid = self._partition_of.get(key)
+        if pid is None:
+            if len(self._partition_of) >= PARTITION_MEMO:
+                self._partition_of.clear()
+            pid = self._partition_of[key] = partition_for(key, self.num_partitions)
+        return pid
+
+    def owner(self, partition: int) -> str | None:
+        return self.table.owners.get(partition)
 
     def locate(self, key: bytes, hops: int = 0, *, read: bool = False) -> Route:
         """Where ``key`` is answered. A ``read`` of a partition this node still holds
@@ -99,17 +131,12 @@ class RouterHandle:
                 return Local(pid)
             if read and self._end_offset is not None and self._state.holds(pid):
                 return Local(pid)
-            return self._refuse(Refused(503, "rebalancing",
-                                        f"partition {pid} is moving to a new owner", 1.0),
-                                read=read)
+            return Nowhere(pid, _moving(pid))
         if owner is None:
-            return self._refuse(Refused(503, "no_owner", f"no owner known for partition {pid}",
-                                        1.0), read=read)
+            return Nowhere(pid, Unavailable("no_owner", f"no owner known for partition {pid}"))
         if hops >= MAX_HOPS:
-            return self._refuse(Refused(503, "too_many_hops",
-                                        f"forwarded {hops} times; the cluster is rebalancing",
-                                        1.0), read=read)
-        self.counters["forwards"] += 1
+            return Nowhere(pid, Unavailable(
+                "too_many_hops", f"forwarded {hops} times; the cluster is rebalancing"))
         return Remote(pid, owner, self.table.generation)
 
     async def settle(self, key: bytes, hops: int = 0, *, read: bool = False,
@@ -126,27 +153,35 @@ class RouterHandle:
                 await self.table_changed.wait()
         return self.locate(key, hops, read=read)
 
-    def _refuse(self, r: Refused, *, read: bool = False) -> Refused:
-        if not (read and self._standby is not None):  # else standby_read counts it
-            self.counters["unavailable"] += 1
-        return r
+    def read_nowait(self, partition: int, key: bytes) -> ReadOutcome | None:
+        """The answer of a caught-up, serving partition at once, or None when the read
+        must wait or be fenced (:meth:`read`): the fast path's read."""
+        if not self._state.is_caught_up(partition):
+            return None
+        try:
+            found = self._state.get_nowait(partition, key)
+        except NotServing:
+            return None
+        self.counters.local_reads += 1
+        return _result(partition, found)
 
-    async def read(self, partition: int, key: bytes) -> ReadResult:
+    async def read(self, partition: int, key: bytes) -> ReadOutcome:
         """Read a key of a partition this node serves, after its catch-up gate; or of
         one it holds but does not serve (revoked by a rebalance), fenced."""
         try:
             with trio.move_on_after(self._catchup_timeout):
                 await self._state.wait_caught_up(partition)
             if not self._state.is_caught_up(partition):
-                return await self.standby_read(partition, key, Refused(
-                    503, "catching_up", f"partition {partition} is catching up; retry", 1.0))
+                got = await self.standby_read(partition, key)
+                return got or Unavailable("catching_up",
+                                          f"partition {partition} is catching up; retry")
             found = self._state.get_nowait(partition, key)
         except NotServing:
             return await self._fenced_read(partition, key)
-        self.counters["local_reads"] += 1
-        return self._result(partition, found)
+        self.counters.local_reads += 1
+        return _result(partition, found)
 
-    async def _fenced_read(self, partition: int, key: bytes) -> ReadResult:
+    async def _fenced_read(self, partition: int, key: bytes) -> ReadOutcome:
         """A read of a held partition this node does not serve now. It answers only if
         Kafka's end offset, asked *after* the read arrived, is at most the position this
         node applied: then nothing was written that it has not applied. Every
@@ -155,42 +190,34 @@ class RouterHandle:
         it, so the answer is as fresh as a caught-up owner's, even if another node
         owns the partition by now. Any doubt (Kafka slow or down, records past the
         position, the data dropped meanwhile) is the old answer: 503."""
-        moving = Refused(503, "rebalancing",
-                         f"partition {partition} is moving to a new owner", 1.0)
         if self._state.holds(partition):
-            got = await self._fenced(self._state.get_fenced, partition, key, "fenced_reads")
+            got = await self._fenced(self._state.get_fenced, partition, key)
             if got is not None:
+                self.counters.fenced_reads += 1
                 return got
-        return await self.standby_read(partition, key, moving)
+        return await self.standby_read(partition, key) or _moving(partition)
 
-    async def standby_read(self, partition: int, key: bytes, refusal: Refused, *,
-                           count: bool = True) -> ReadResult:
-        """A read that would be answered ``refusal`` (no owner, owner unreachable,
-        moving, catching up): answered from the standby copy if there is one and the
-        fence shows it has everything (see actors/standby.py), else ``refusal``
-        (counted as ``unavailable`` if ``count``)."""
-        if self._standby is not None:
-            got = await self._fenced(self._standby.get_fenced, partition, key,
-                                     "standby_reads")
-            if got is not None:
-                return got
-        if count:
-            self.counters["unavailable"] += 1
-        return refusal
+    async def standby_read(self, partition: int, key: bytes) -> Found | Missing | None:
+        """The standby copy's answer, if there is one and the fence shows it has
+        everything (see actors/standby.py); else None."""
+        if self._standby is None:
+            return None
+        got = await self._fenced(self._standby.get_fenced, partition, key)
+        if got is not None:
+            self.counters.standby_reads += 1
+        return got
 
-    async def _fenced(self, get: FencedGet, partition: int, key: bytes, counter: str
-                      ) -> ReadResult | None:
+    async def _fenced(self, get: FencedGet, partition: int, key: bytes
+                      ) -> Found | Missing | None:
         """``get`` (held state or standby copy) behind the fence; None if the fence
         cannot be had or the copy lacks something below it."""
         end = await self._fence(partition)
         if end is None:
             return None
         try:
-            found = get(partition, key, end)
+            return _result(partition, get(partition, key, end))
         except NotServing:
             return None
-        self.counters[counter] += 1
-        return self._result(partition, found)
 
     async def _fence(self, partition: int) -> int | None:
         """Kafka's end offset of ``partition``, asked now; None when it cannot say."""
@@ -203,18 +230,18 @@ class RouterHandle:
                 log.debug("event=fence_failed partition=%d error=%r", partition, exc)
         return None
 
-    @staticmethod
-    def _result(partition: int, found: tuple[bytes, int] | None) -> ReadResult:
-        if found is None:
-            return Missing(partition)
-        return Found(partition, found[0], found[1])
-
     async def write(self, partition: int, key: bytes, value: bytes | None,
-                    if_match: str | None) -> WriteResult:
-        box: ReplyBox[WriteResult] = ReplyBox()
-        self.counters["writes"] += 1
+                    if_match: str | None) -> WriteOutcome:
+        box: ReplyBox[WriteOutcome] = ReplyBox()
+        self.counters.writes += 1
         await self._writes.send(Write(partition, key, value, if_match, box))
         return await box.wait()
+
+
+def _result(partition: int, found: tuple[bytes, int] | None) -> Found | Missing:
+    if found is None:
+        return Missing(partition)
+    return Found(partition, found[0], found[1])
 
 
 async def run(handle: RouterHandle, *, inbox: trio.MemoryReceiveChannel[RouterIn],

@@ -4,7 +4,7 @@ It exists for one thing: answering a read that the owner cannot answer now. Afte
 kill -9 the dead node's partitions have no owner until the group notices (the session
 timeout) and the new owner has caught up; without a standby those keys answer 503 for
 that long. With one (setting ``standby``), the node answers from its copy, but only
-*fenced*, as for a held partition during a rebalance (RouterHandle.read): Kafka's end
+*fenced*, as for a held partition during a rebalance (actors/router.py): Kafka's end
 offset, asked after the read arrived, must be at most the copy's position. Nothing the
 copy lacks can then have been acknowledged, so the answer is as fresh as an owner's.
 
@@ -17,16 +17,26 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import trio
 
-from actors.kafka import KafkaBridge
-from actors.messages import Assign, Batch, ReplyBox
-from actors.state import StateHandle, StateTable
+from actors.replies import ReplyBox
+from kstate.bridge import BEGINNING, KafkaBridge
+from kstate.core.messages import Assign, Batch
+from kstate.core.table import StateTable
 
 log = logging.getLogger(__name__)
 
 FETCH_MS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyStats:
+    keys: int
+    replayed: int
+    invalid: int
+    caught_up: bool
 
 
 class StandbyHandle:
@@ -34,30 +44,29 @@ class StandbyHandle:
 
     def __init__(self, table: StateTable) -> None:
         self._table = table
-        self._reads = StateHandle(table)
         self.caught_up_at: float | None = None
 
     def get_fenced(self, partition: int, key: bytes, end_offset: int
                    ) -> tuple[bytes, int] | None:
         """``key``'s value and offset if the copy has applied everything below
         ``end_offset``; else NotServing."""
-        return self._reads.get_fenced(partition, key, end_offset)
+        return self._table.get_fenced(partition, key, end_offset)
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> StandbyStats:
         parts = self._table.partitions.values()
-        return {"keys": sum(len(p.data) for p in parts),
-                "replayed": sum(p.replayed for p in parts),
-                "invalid": sum(p.invalid for p in parts),
-                "caught_up": int(all(p.caught_up for p in parts))}
+        return StandbyStats(keys=sum(len(p.data) for p in parts),
+                            replayed=sum(p.replayed for p in parts),
+                            invalid=sum(p.invalid for p in parts),
+                            caught_up=all(p.caught_up for p in parts))
 
 
-async def run(bridge: KafkaBridge, *, partitions: int,
+async def run(bridge: KafkaBridge, *,
               task_status: trio.TaskStatus[StandbyHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Read every partition from the beginning and follow it, forever (until cancelled)."""
     table = StateTable(quiet=True)
     handle = StandbyHandle(table)
     started = time.monotonic()
-    async with bridge.open_reader(dict.fromkeys(range(partitions))) as (reader, positions):
+    async with bridge.open_reader(BEGINNING) as (reader, positions):
         ends = await reader.end_offsets()
         table.assign(Assign(0, frozenset(positions), ends, ReplyBox()))
         table.apply(Batch(0, {}, positions))  # an empty or compacted head: its start
@@ -68,4 +77,4 @@ async def run(bridge: KafkaBridge, *, partitions: int,
                                                    table.partitions.values()):
                 handle.caught_up_at = time.monotonic()
                 log.info("event=standby_caught_up keys=%d seconds=%.3f",
-                         handle.statistics()["keys"], handle.caught_up_at - started)
+                         handle.statistics().keys, handle.caught_up_at - started)

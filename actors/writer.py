@@ -18,25 +18,38 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 
-from actors.kafka import BrokerUnavailable, KafkaBridge
-from actors.messages import Refused, Reply, Write, WriteResult, WriterIn, Written
 from actors.state import NotServing, StateHandle
+from kstate.bridge import BrokerUnavailable
+from kstate.core.messages import Reply, Write, WriterIn
+from kstate.core.outcomes import Conflict, Unavailable, WriteOutcome, Written
+from kstate.core.wire import etag
 
 log = logging.getLogger(__name__)
 
+# (partition, key, value) -> offset once acknowledged; raises BrokerUnavailable.
+Produce = Callable[[int, bytes, bytes | None], Awaitable[int]]
 
-def etag(partition: int, offset: int) -> str:
-    return f'"{partition}-{offset}"'
+
+def not_serving(partition: int) -> Unavailable:
+    return Unavailable("not_owner", f"partition {partition} is moving; retry", 1.0)
 
 
-def not_serving(partition: int) -> Refused:
-    return Refused(503, "not_owner", f"partition {partition} is moving; retry", 1.0)
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    inflight: int
+    produced: int
+    failed: int
+    locked_keys: int
 
 
 class WriterHandle:
+    """The writer's counters and in-flight bookkeeping (what a revoke waits on)."""
+
     def __init__(self) -> None:
         self.inflight: defaultdict[int, int] = defaultdict(int)
         self._idle = trio.Event()
@@ -55,28 +68,28 @@ class WriterHandle:
         while any(self.inflight[p] for p in partitions):
             await self._idle.wait()
 
-    def statistics(self) -> dict[str, int]:
-        return {"inflight": sum(self.inflight.values()), "produced": self.produced,
-                "failed": self.failed, "locked_keys": len(self.locks)}
+    def statistics(self) -> WriterStats:
+        return WriterStats(inflight=sum(self.inflight.values()), produced=self.produced,
+                           failed=self.failed, locked_keys=len(self.locks))
 
 
 class _Once:
     """Answers a write once: the first answer (in time, or the 503 at the deadline) wins."""
 
-    def __init__(self, reply: Reply[WriteResult]) -> None:
+    def __init__(self, reply: Reply[WriteOutcome]) -> None:
         self._reply = reply
         self.sent = False
 
-    def send(self, value: WriteResult) -> None:
+    def send(self, value: WriteOutcome) -> None:
         if not self.sent:
             self.sent = True
             self._reply.send(value)
 
 
 class _Writer:
-    def __init__(self, bridge: KafkaBridge, state: StateHandle, handle: WriterHandle,
+    def __init__(self, produce: Produce, state: StateHandle, handle: WriterHandle,
                  write_timeout: float, catchup_timeout: float) -> None:
-        self.bridge = bridge
+        self.produce = produce
         self.state = state
         self.h = handle
         self.write_timeout = write_timeout
@@ -91,8 +104,8 @@ class _Writer:
                 await lock.acquire()
                 got = True
             if not got:
-                reply.send(Refused(503, "key_busy", "an earlier write of this key is not "
-                                   "settled yet; this one was not applied; retry", 2.0))
+                reply.send(Unavailable("key_busy", "an earlier write of this key is not "
+                                       "settled yet; this one was not applied; retry", 2.0))
                 return
             try:
                 reply.send(await self._write(w, reply))
@@ -102,22 +115,20 @@ class _Writer:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self.h.locks.pop(w.key, None)
 
-    async def _write(self, w: Write, reply: _Once) -> WriteResult:
+    async def _write(self, w: Write, reply: _Once) -> WriteOutcome:
         p = w.partition
         try:
             with trio.move_on_after(self.catchup_timeout):
                 await self.state.wait_caught_up(p)
             if not self.state.is_caught_up(p):
-                return Refused(503, "catching_up",
-                               f"partition {p} is catching up; retry", 1.0)
+                return Unavailable("catching_up", f"partition {p} is catching up; retry", 1.0)
             current = self.state.get_nowait(p, w.key)
         except NotServing:
             return not_serving(p)
         if w.if_match is not None:
             have = None if current is None else etag(p, current[1])
             if have is None or (w.if_match != "*" and w.if_match != have):
-                return Refused(412, "precondition_failed",
-                               f"If-Match {w.if_match} does not match {have or 'no version'}")
+                return Conflict(f"If-Match {w.if_match} does not match {have or 'no version'}")
         if w.value is None and current is None:
             # Deleting what does not exist: idempotent, nothing to produce.
             return Written(p, -1, created=False)
@@ -138,19 +149,20 @@ class _Writer:
     async def _answer_at_deadline(self, reply: _Once) -> None:
         await trio.sleep(self.write_timeout)
         self.h.failed += 1
-        reply.send(Refused(503, "write_timeout",
-                           "the write was not confirmed in time; it may or may not apply", 2.0))
+        reply.send(Unavailable("write_timeout",
+                               "the write was not confirmed in time; it may or may not apply",
+                               2.0))
 
-    async def _produce_and_wait(self, w: Write, *, created: bool) -> WriteResult:
+    async def _produce_and_wait(self, w: Write, *, created: bool) -> WriteOutcome:
         """Produce, then wait until applied; returns only once the record's fate is
         known (never cut short by ``write_timeout``: see the module docstring)."""
         p = w.partition
         try:
-            offset = await self.bridge.produce(p, w.key, w.value)
+            offset = await self.produce(p, w.key, w.value)
         except BrokerUnavailable as exc:
             self.h.failed += 1
             log.warning("event=produce_failed partition=%d error=%s", p, exc)
-            return Refused(503, "broker_unavailable", "Kafka is not available; retry", 2.0)
+            return Unavailable("broker_unavailable", "Kafka is not available; retry", 2.0)
         self.h.produced += 1
         try:
             await self.state.wait_applied(p, offset)
@@ -161,13 +173,13 @@ class _Writer:
         return Written(p, offset, created=created)
 
 
-async def run(bridge: KafkaBridge, state: StateHandle, *,
+async def run(produce: Produce, state: StateHandle, *,
               inbox: trio.MemoryReceiveChannel[WriterIn],
               write_timeout: float, catchup_timeout: float,
               task_status: trio.TaskStatus[WriterHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Owns ``inbox``; returns when it closes and every write it took has answered."""
     handle = WriterHandle()
-    writer = _Writer(bridge, state, handle, write_timeout, catchup_timeout)
+    writer = _Writer(produce, state, handle, write_timeout, catchup_timeout)
     async with inbox, trio.open_nursery() as nursery:
         task_status.started(handle)
         async for w in inbox:

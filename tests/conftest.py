@@ -13,7 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.procs import REPO, Node
+from tools.procs import REPO, Node
+
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every unit test is in the fast tier; integration modules opt in with
+    ``pytestmark = pytest.mark.fast``."""
+    for item in items:
+        if UNIT in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")

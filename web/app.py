@@ -1,39 +1,22 @@
-"""The HTTP app: ``create_app(handles)`` builds a QuartTrio app (no globals)."""
+"""The quart-trio app: ``create_app(services)`` builds it (no globals). Hooks, in the
+order they run: request timing (metrics), the API token check, the routes; after every
+answer the request is counted and an unread body settled."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
 
 import trio
-from quart import Response, request
+from prometheus_client import CONTENT_TYPE_LATEST
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from actors.feed import FeedHandle
-from actors.kafka import KafkaBridge
-from actors.router import RouterHandle
-from actors.settings import Settings
-from actors.state import StateHandle
-from actors.writer import WriterHandle
-from web.errors import BadRequest, error
-from web.proxy import Proxy
-
-
-@dataclass
-class Handles:
-    """Everything the routes may use; built by the supervisor."""
-
-    settings: Settings
-    topic: str
-    router: RouterHandle
-    state: StateHandle
-    writer: WriterHandle
-    proxy: Proxy
-    started_at: float = 0.0
-    feed: FeedHandle | None = None
-    bridge: KafkaBridge | None = None
-    extras: dict[str, object] = field(default_factory=dict)
-
+from web import auth, openapi, render, routes_dashboard, routes_feed, routes_ops, routes_user
+from web.errors import BadRequest
+from web.metrics import UNMATCHED, Metrics
+from web.responses import respond
+from web.services import Services
 
 # How long an answer given before its request body was read waits for the rest of
 # that body, so the connection can serve the next request.
@@ -70,9 +53,33 @@ async def settle_body(response: Response, max_body: int) -> Response:
     return response
 
 
-def create_app(h: Handles) -> QuartTrio:
-    from web import routes_dashboard, routes_feed, routes_ops, routes_user
+def _count_requests(app: QuartTrio, metrics: Metrics) -> None:
+    """Time every request quart answers (registered first, so it sees those auth
+    refuses too) and count it by route template, method and status."""
 
+    @app.before_request
+    async def _start_timer() -> None:
+        g.kstate_started = time.perf_counter()
+
+    @app.after_request
+    async def _count(response: Response) -> Response:
+        rule = request.url_rule
+        route = rule.rule if rule is not None else UNMATCHED
+        started = g.get("kstate_started")
+        if started is None:
+            metrics.count(route, request.method, response.status_code)
+        else:
+            kind = "proxied" if g.get("kstate_proxied") else "local"
+            metrics.observe(route, request.method, response.status_code, kind,
+                            time.perf_counter() - started)
+        return response
+
+    @app.route("/metrics", methods=["GET"])
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), status=200, content_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(s: Services) -> QuartTrio:
     app = QuartTrio("kstate", static_folder=None)  # no /static: the dashboard serves its own
     app.config["MAX_CONTENT_LENGTH"] = None
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
@@ -81,27 +88,25 @@ def create_app(h: Handles) -> QuartTrio:
 
     @app.errorhandler(BadRequest)
     async def _bad(e: BadRequest) -> Response:
-        return e.response()
+        return respond(render.bad_request(e))
 
     @app.errorhandler(HTTPException)
     async def _http(e: HTTPException) -> Response:
         code = (e.name or "error").lower().replace(" ", "_")
-        headers = {k: v for k, v in e.get_headers() if k.lower() == "allow"}
-        return error(e.code or 500, code, e.description or e.name or "error", headers=headers)
+        allow = [(b"allow", v.encode("latin-1")) for k, v in e.get_headers()
+                 if k.lower() == "allow"]
+        return respond(render.error(e.code or 500, code, e.description or e.name or "error",
+                                    extra=allow))
 
     @app.after_request  # registered first, so it runs after every other hook
     async def _settle(response: Response) -> Response:
-        return await settle_body(response, h.settings.max_body)
+        return await settle_body(response, s.config.max_body)
 
-    from web import auth, metrics, openapi
-
-    # first: its hooks time every request, even one auth refuses; web/fast.py counts
-    # the requests it answers itself through the same object
-    h.extras["metrics"] = metrics.register(app, h)
-    auth.register(app, h)
-    openapi.register(app, h)
-    routes_user.register(app, h)
-    routes_ops.register(app, h)
-    routes_feed.register(app, h)
-    routes_dashboard.register(app, h)
+    _count_requests(app, s.metrics)
+    auth.register(app, s.config.api_token)
+    openapi.register(app, s.config.url)
+    routes_user.register(app, s)
+    routes_ops.register(app, s)
+    routes_feed.register(app, s)
+    routes_dashboard.register(app, s)
     return app

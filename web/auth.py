@@ -5,7 +5,7 @@ needs ``Authorization: Bearer <token>``, or else gets 401 with a JSON error and
 ``WWW-Authenticate: Bearer``. Reads, the change feed and the ops routes stay open.
 
 Node to node: the node a client reached checks the client's token, then forwards the
-write to the owner *without* it (web/proxy.py), signed with the cluster key
+write to the owner *without* it (web/proxy.py, :func:`signer`), signed with the cluster key
 ``HMAC-SHA256(token, "kstate-cluster-v1")`` in the header::
 
     kstate-cluster-auth: v1 <unix seconds t> <hex HMAC(cluster key, t METHOD path query)>
@@ -28,9 +28,10 @@ import time
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from web.app import Handles
-from web.errors import error
-from web.proxy import CLUSTER_AUTH_HEADER
+from kstate.core.wire import CLUSTER_AUTH_HEADER
+from web import render
+from web.proxy import Signer
+from web.responses import respond
 
 WRITE_METHODS = frozenset({"PUT", "DELETE", "POST", "PATCH"})
 MAX_SKEW = 300.0  # seconds a node signature stays valid (clock skew + proxy timeout)
@@ -73,21 +74,28 @@ def bearer_ok(header: str | None, token: str) -> bool:
 
 
 def unauthorized(code: str, message: str) -> Response:
-    return error(401, code, message, headers={"WWW-Authenticate": 'Bearer realm="kstate"'})
+    return respond(render.error(401, code, message,
+                                extra=[(b"www-authenticate", b'Bearer realm="kstate"')]))
 
 
-def register(app: QuartTrio, h: Handles) -> None:
-    """With an API token set: check writes before they run, and make this node's
-    proxy sign what it forwards. Without one: nothing."""
-    token = h.settings.api_token
+def signer(token: str) -> Signer | None:
+    """What this node's proxy signs forwarded requests with (None: no token, no
+    signature)."""
     if not token:
-        return
+        return None
     key = cluster_key(token)
 
     def _sign(method: str, path: str, query: str) -> str:
         return sign(key, method, path, query, time.time())
 
-    h.proxy.sign = _sign
+    return _sign
+
+
+def register(app: QuartTrio, token: str) -> None:
+    """With an API token set: check writes before they run. Without one: nothing."""
+    if not token:
+        return
+    key = cluster_key(token)
 
     @app.before_request
     async def _authorize() -> Response | None:

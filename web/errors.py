@@ -1,26 +1,9 @@
-"""JSON error responses: ``{"error": code, "message": text}``."""
+"""Client errors found while reading an HTTP request (400/411/413/415): raised by the
+request readers, rendered as JSON by web/render.py."""
 
 from __future__ import annotations
 
-import orjson
-from quart import Response
-
-from actors.messages import Refused
-
-
-def error(status: int, code: str, message: str, *, retry_after: float | None = None,
-          headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps({"error": code, "message": message})
-    out = Response(body, status=status, content_type="application/json")
-    if retry_after is not None:
-        out.headers["Retry-After"] = str(max(1, round(retry_after)))
-    for name, value in (headers or {}).items():
-        out.headers[name] = value
-    return out
-
-
-def refused(r: Refused) -> Response:
-    return error(r.status, r.code, r.message, retry_after=r.retry_after)
+from kstate.core.users import InvalidUser
 
 
 class BadRequest(Exception):
@@ -32,5 +15,7 @@ class BadRequest(Exception):
         self.code = code
         self.message = message
 
-    def response(self) -> Response:
-        return error(self.status, self.code, self.message)
+    @classmethod
+    def of(cls, exc: InvalidUser) -> BadRequest:
+        """An invalid user (email, name, fields) is a 400."""
+        return cls(400, exc.code, exc.message)

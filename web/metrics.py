@@ -3,9 +3,10 @@
 Two sources, both in the app's own :class:`CollectorRegistry` (never the process-global
 one, so a process may build several apps, as the tests do):
 
-- request metrics, counted by before/after-request hooks: requests by route template,
-  method and status; latency histograms split by ``kind`` — ``local`` (answered here)
-  or ``proxied`` (forwarded to the owner: web/proxy.py sets ``g.kstate_proxied``);
+- request metrics, counted by before/after-request hooks (web/app.py) and by the fast
+  path (web/fast.py): requests by route template, method and status; latency
+  histograms split by ``kind`` — ``local`` (answered here) or ``proxied`` (the owner's
+  answer, forwarded: the routes say so, from web/decide.py's answer);
 - :class:`NodeCollector`, which reads the actors' ``statistics()`` and counters at
   scrape time: nothing in the actors is instrumented for Prometheus.
 
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -27,10 +28,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from quart import Response, g, request
-from quart_trio import QuartTrio
 
-from web.app import Handles
+from actors.feed import FeedHandle
+from actors.router import RouterHandle
+from actors.state import StateHandle
+from actors.writer import WriterHandle
+from web.proxy import Proxy
 
 # Local GETs take about a millisecond; proxied ones and writes (produce, acks=all,
 # apply) take several; catch-up gates and timeouts take seconds.
@@ -42,8 +45,13 @@ UNMATCHED = "unmatched"  # the route label of a request no route matched (404/40
 class NodeCollector:
     """Reads the node's handles when Prometheus scrapes; holds no state of its own."""
 
-    def __init__(self, h: Handles) -> None:
-        self._h = h
+    def __init__(self, url: str, topic: str, group: str, started_at: float, *,
+                 router: RouterHandle, state: StateHandle, writer: WriterHandle,
+                 proxy: Proxy, feed: FeedHandle | None) -> None:
+        self._url, self._topic, self._group_name = url, topic, group
+        self._started_at = started_at
+        self._router, self._state, self._writer = router, state, writer
+        self._proxy, self._feed_h = proxy, feed
 
     def collect(self) -> Iterable[Metric]:
         yield from self._group()
@@ -52,14 +60,13 @@ class NodeCollector:
         yield from self._feed()
 
     def _group(self) -> Iterator[Metric]:
-        h = self._h
-        table = h.router.table
+        table = self._router.table
         info = GaugeMetricFamily("kstate_node_info", "this node: advertised url, topic, group",
                                  labels=["url", "topic", "group"])
-        info.add_metric([h.router.url, h.topic, h.settings.group], 1)
+        info.add_metric([self._url, self._topic, self._group_name], 1)
         yield info
         yield GaugeMetricFamily("kstate_uptime_seconds", "seconds since the node started",
-                                value=max(0.0, time.monotonic() - h.started_at))
+                                value=max(0.0, time.monotonic() - self._started_at))
         yield GaugeMetricFamily("kstate_group_generation",
                                 "consumer group generation of the current routing table "
                                 "(-1: not in the group yet)", value=table.generation)
@@ -67,13 +74,13 @@ class NodeCollector:
                                 value=len(table.members))
         yield CounterMetricFamily("kstate_rebalances", "group rebalances this node went "
                                   "through (each starts with a revoke)",
-                                  value=h.state.table.epoch)
-        owned = sum(1 for url in table.owners.values() if url == h.router.url)
+                                  value=self._state.table.epoch)
+        owned = sum(1 for url in table.owners.values() if url == self._url)
         yield GaugeMetricFamily("kstate_partitions_owned",
                                 "partitions the routing table gives this node", value=owned)
 
     def _partitions(self) -> Iterator[Metric]:
-        stats = self._h.state.statistics()
+        stats = {pid: asdict(st) for pid, st in self._state.statistics().items()}
         label = ["partition"]
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "serving": GaugeMetricFamily("kstate_partition_serving",
@@ -114,55 +121,56 @@ class NodeCollector:
                                 value=keys)
         yield CounterMetricFamily("kstate_invalid_records",
                                   "records skipped as invalid, all held partitions",
-                                  value=self._h.state.table.invalid_total())
+                                  value=self._state.table.invalid_total())
 
     def _traffic(self) -> Iterator[Metric]:
-        h = self._h
+        proxy = self._proxy.statistics()
         yield CounterMetricFamily("kstate_proxy_forwarded",
                                   "requests forwarded to their owner that got an answer",
-                                  value=h.proxy.forwarded)
+                                  value=proxy.forwarded)
         yield CounterMetricFamily("kstate_proxy_failures",
                                   "requests whose owner did not answer (503 to the client)",
-                                  value=h.proxy.failures)
+                                  value=proxy.failures)
         router = CounterMetricFamily("kstate_router_events",
                                      "router decisions: local_reads, fenced_reads (held "
                                      "partitions read during a rebalance), writes, unavailable "
                                      "(503: no owner, rebalancing, catching up, too many "
                                      "hops)", labels=["event"])
-        for name, count in sorted(h.router.counters.items()):
+        for name, count in sorted(self._router.counters.snapshot().items()):
             router.add_metric([name], count)
         yield router
-        w = h.writer.statistics()
+        w = self._writer.statistics()
         yield CounterMetricFamily("kstate_writer_produced", "records produced and applied",
-                                  value=w["produced"])
+                                  value=w.produced)
         yield CounterMetricFamily("kstate_writer_failed",
                                   "writes answered 503 (broker unavailable or timeout)",
-                                  value=w["failed"])
+                                  value=w.failed)
         yield GaugeMetricFamily("kstate_writer_inflight", "writes being produced now",
-                                value=w["inflight"])
+                                value=w.inflight)
 
     def _feed(self) -> Iterator[Metric]:
-        feed = self._h.feed
-        if feed is None:
+        if self._feed_h is None:
             return
-        st = feed.statistics()
+        st = self._feed_h.statistics()
         yield GaugeMetricFamily("kstate_feed_subscribers", "live /changes subscribers",
-                                value=st["subscribers"])
+                                value=st.subscribers)
         yield CounterMetricFamily("kstate_feed_dropped_subscribers",
                                   "subscribers cut off for lagging",
-                                  value=st["dropped_subscribers"])
+                                  value=st.dropped_subscribers)
         yield CounterMetricFamily("kstate_feed_published", "changes read by the feed",
-                                  value=st["published"])
+                                  value=st.published)
         yield CounterMetricFamily("kstate_feed_delivered",
-                                  "changes queued to subscribers", value=st["delivered"])
+                                  "changes queued to subscribers", value=st.delivered)
         yield CounterMetricFamily("kstate_feed_invalid_records",
-                                  "records the feed skipped as invalid", value=st["invalid"])
+                                  "records the feed skipped as invalid", value=st.invalid)
 
 
 class Metrics:
-    """The app's registry and its request metrics."""
+    """The node's registry, its request metrics and the collector of its actors."""
 
-    def __init__(self, h: Handles) -> None:
+    def __init__(self, url: str, topic: str, group: str, started_at: float, *,
+                 router: RouterHandle, state: StateHandle, writer: WriterHandle,
+                 proxy: Proxy, feed: FeedHandle | None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("kstate_http_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=self.registry)
@@ -170,40 +178,18 @@ class Metrics:
                                  "time to answer an HTTP request; kind=local|proxied",
                                  ["route", "method", "kind"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
-        self.registry.register(NodeCollector(h))
+        self.registry.register(NodeCollector(url, topic, group, started_at, router=router,
+                                             state=state, writer=writer, proxy=proxy,
+                                             feed=feed))
 
     def observe(self, route: str, method: str, status: int, kind: str, seconds: float) -> None:
-        """Count one answered request (for paths that bypass quart's hooks)."""
+        """Count one answered request."""
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method, kind).observe(seconds)
 
+    def count(self, route: str, method: str, status: int) -> None:
+        """Count one answered request whose latency is not measured."""
+        self.requests.labels(route, method, str(status)).inc()
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def register(app: QuartTrio, h: Handles) -> Metrics:
-    """Install the request hooks and ``GET /metrics``. Call it before any other
-    before-request hook that may answer early (auth), so every request is timed."""
-    metrics = Metrics(h)
-
-    @app.before_request
-    async def _start_timer() -> None:
-        g.kstate_started = time.perf_counter()
-
-    @app.after_request
-    async def _count(response: Response) -> Response:
-        rule = request.url_rule
-        route = rule.rule if rule is not None else UNMATCHED
-        method = request.method
-        metrics.requests.labels(route, method, str(response.status_code)).inc()
-        started = g.get("kstate_started")
-        if started is not None:
-            kind = "proxied" if g.get("kstate_proxied") else "local"
-            metrics.latency.labels(route, method, kind).observe(time.perf_counter() - started)
-        return response
-
-    @app.route("/metrics", methods=["GET"])
-    async def prometheus() -> Response:
-        return Response(metrics.exposition(), status=200, content_type=CONTENT_TYPE_LATEST)
-
-    return metrics

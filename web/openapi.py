@@ -15,7 +15,7 @@ import orjson
 from quart import Response
 from quart_trio import QuartTrio
 
-from web.app import Handles
+from kstate.core.wire import GENERATION_HEADER
 
 Json = dict[str, Any]
 
@@ -160,7 +160,7 @@ def _ops() -> Json:
                                    "the routing table",
                                    {"type": "object",
                                     "additionalProperties": {"type": "string"}},
-                                   {"kstate-generation": {
+                                   {GENERATION_HEADER: {
                                        "required": True,
                                        "description": "group generation of the table",
                                        "schema": {"type": "string",
@@ -259,16 +259,16 @@ def _components() -> Json:
     }
 
 
-def spec(h: Handles | None = None) -> Json:
-    """The whole document (``h`` only names the node in ``info``)."""
+def spec(node: str | None = None) -> Json:
+    """The whole document (``node`` only names the node in ``info``)."""
     info: Json = {"title": "kstate", "version": "1",
                   "description": "Users in a compacted Kafka topic, sharded by a consumer "
                                  "group. Any node answers any request (forwarding to the "
                                  "key's owner). Errors are JSON {error, message}; a method a "
                                  "path does not list gets 405 with Allow "
                                  "(#/components/responses/MethodNotAllowed)."}
-    if h is not None:
-        info["x-node"] = h.router.url
+    if node is not None:
+        info["x-node"] = node
     return {
         "openapi": "3.1.0",
         "info": info,
@@ -286,8 +286,8 @@ def spec(h: Handles | None = None) -> Json:
     }
 
 
-def register(app: QuartTrio, h: Handles) -> None:
-    body = orjson.dumps(spec(h))
+def register(app: QuartTrio, node: str) -> None:
+    body = orjson.dumps(spec(node))
 
     @app.route("/openapi.json", methods=["GET"])
     async def openapi() -> Response:

@@ -11,6 +11,7 @@ routing table are ever fetched; nothing a client sends chooses a target.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 
-from web.app import Handles
-from web.routes_ops import readiness
+from web.responses import json_response
+from web.services import Services
+from web.status import readiness
 
 STATIC = Path(__file__).resolve().parent / "static"
 MEMBER_TIMEOUT = 1.0  # seconds a member's /readyz may take before it counts as unreachable
@@ -37,13 +39,6 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
         for path in sorted(STATIC.iterdir()):
             if path.is_file() and path.suffix in TYPES:
                 out[path.name] = (path.read_bytes(), TYPES[path.suffix])
-    return out
-
-
-def _json(doc: object) -> Response:
-    out = Response(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), status=200,
-                   content_type="application/json")
-    out.headers["Cache-Control"] = "no-store"
     return out
 
 
@@ -72,15 +67,15 @@ async def _member(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
     return report
 
 
-def cluster_urls(h: Handles) -> list[str]:
+def cluster_urls(s: Services) -> list[str]:
     """Every url the routing table names (members and partition owners), this node first."""
-    table = h.router.table
+    table = s.router.table
     urls = set(table.members.values()) | set(table.owners.values())
-    urls.discard(h.router.url)
-    return [h.router.url, *sorted(urls)]
+    urls.discard(s.router.url)
+    return [s.router.url, *sorted(urls)]
 
 
-def register(app: QuartTrio, h: Handles) -> None:
+def register(app: QuartTrio, s: Services) -> None:
     files = _load_static()
     clients: list[httpx.AsyncClient] = []
 
@@ -116,12 +111,12 @@ def register(app: QuartTrio, h: Handles) -> None:
 
     @app.route("/cluster", methods=["GET"])
     async def cluster() -> Response:
-        table = h.router.table
-        urls = cluster_urls(h)
+        table = s.router.table
+        urls = cluster_urls(s)
         reports: dict[str, dict[str, Any]] = {
-            h.router.url: {"url": h.router.url, "readyz": readiness(h), "error": None,
+            s.router.url: {"url": s.router.url, "readyz": readiness(s), "error": None,
                            "latency_ms": 0.0}}
-        mine = reports[h.router.url]
+        mine = reports[s.router.url]
         mine["status"] = "ready" if mine["readyz"]["ready"] else "not_ready"
 
         async def fetch(url: str) -> None:
@@ -132,16 +127,16 @@ def register(app: QuartTrio, h: Handles) -> None:
                 nursery.start_soon(fetch, url)
         member_ids = {url: mid for mid, url in table.members.items()}
         members = [{**reports[url], "member_id": member_ids.get(url),
-                    "in_group": url in member_ids, "self": url == h.router.url}
+                    "in_group": url in member_ids, "self": url == s.router.url}
                    for url in urls]
-        return _json({
-            "node": h.router.url,
-            "topic": h.topic,
+        return json_response({
+            "node": s.router.url,
+            "topic": s.config.topic,
             "generation": table.generation,
-            "num_partitions": h.router.num_partitions,
+            "num_partitions": s.router.num_partitions,
             "owners": {str(p): url for p, url in sorted(table.owners.items())},
             "members": members,
-            "proxy": {"forwarded": h.proxy.forwarded, "failures": h.proxy.failures},
-            "feed": None if h.feed is None else h.feed.statistics(),
+            "proxy": asdict(s.proxy.statistics()),
+            "feed": None if s.feed is None else asdict(s.feed.statistics()),
             "time": time.time(),
-        })
+        }, no_store=True)

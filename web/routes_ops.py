@@ -2,55 +2,29 @@
 
 from __future__ import annotations
 
-import time
-
-import orjson
 from quart import Response
 from quart_trio import QuartTrio
 
-from web.app import Handles
+from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE
+from web.responses import json_response
+from web.services import Services
+from web.status import readiness
 
 
-def _json(doc: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), status=status,
-                    content_type="application/json")
-
-
-def readiness(h: Handles) -> dict[str, object]:
-    table = h.router.table
-    parts = h.state.statistics()
-    mine = sorted(p for p, url in table.owners.items() if url == h.router.url)
-    member = table.generation >= 0 and h.router.url in table.members.values()
-    ready = member and all(parts.get(p, {}).get("caught_up") for p in mine)
-    return {
-        "ready": bool(ready),
-        "url": h.router.url,
-        "generation": table.generation,
-        "member": member,
-        "owned": mine,
-        "partitions": {str(p): stats for p, stats in parts.items()},
-        "writer": h.writer.statistics(),
-        "router": dict(h.router.counters),
-        "standby": h.router.standby_statistics(),
-        "invalid_records": h.state.table.invalid_total(),
-        "uptime_seconds": round(time.monotonic() - h.started_at, 3),
-    }
-
-
-def register(app: QuartTrio, h: Handles) -> None:
+def register(app: QuartTrio, s: Services) -> None:
     @app.route("/healthz", methods=["GET"])
     async def healthz() -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     @app.route("/readyz", methods=["GET"])
     async def readyz() -> Response:
-        doc = readiness(h)
-        return _json(doc, 200 if doc["ready"] else 503)
+        doc = readiness(s)
+        return json_response(doc, 200 if doc["ready"] else 503)
 
-    @app.route("/groupinfo", methods=["GET"])
+    @app.route(GROUPINFO_ROUTE, methods=["GET"])
     async def groupinfo() -> Response:
-        table = h.router.table
-        doc = {f"{h.topic}-{p}": url for p, url in sorted(table.owners.items())}
-        out = _json(doc)
-        out.headers["kstate-generation"] = str(table.generation)
+        table = s.router.table
+        doc = {f"{s.config.topic}-{p}": url for p, url in sorted(table.owners.items())}
+        out = json_response(doc)
+        out.headers[GENERATION_HEADER] = str(table.generation)
         return out

@@ -1,8 +1,11 @@
-"""hypercorn.trio.serve wrapper: binds, reports the bound address, drains on shutdown."""
+"""The HTTP server: a listening socket bound before anything else (so the node knows its
+address when it builds its actors), and hypercorn serving the app on it until shutdown,
+then draining in-flight requests."""
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -36,25 +39,51 @@ def shield_sends(app: Asgi) -> Asgi:
     return asgi
 
 
-async def serve(app: Asgi | QuartTrio, listen: str, *,
+BACKLOG = 1024
+KEEP_ALIVE = 75  # seconds an idle keep-alive connection stays open
+
+
+def bind(listen: str) -> socket.socket:
+    """A TCP socket listening on ``listen`` (host:port; port 0 = any free port)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bound_address(sock: socket.socket, listen: str) -> str:
+    """host:port of ``sock`` as ``listen`` named the host (with the real port)."""
+    host = listen.rpartition(":")[0]
+    return f"{host}:{sock.getsockname()[1]}"
+
+
+async def serve(app: Asgi | QuartTrio, sock: socket.socket, *,
                 shutdown_trigger: Callable[[], Awaitable[None]],
                 graceful_timeout: float = 5.0,
-                task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until ``shutdown_trigger`` returns, then finish in-flight requests (up to
-    ``graceful_timeout``). Reports "host:port" actually bound (port 0 -> a free one)."""
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve on ``sock`` until ``shutdown_trigger`` returns, then finish in-flight
+    requests (up to ``graceful_timeout``). Takes ``sock`` over: hypercorn closes it."""
     config = Config()
-    config.bind = [listen]
+    config.bind = [f"fd://{sock.detach()}"]
     config.graceful_timeout = graceful_timeout
     config.accesslog = None
     # hypercorn's own lines go through our logging (one format, kv or json).
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 75
-    config.backlog = 1024
+    config.keep_alive_timeout = KEEP_ALIVE
+    config.backlog = BACKLOG
 
     class _Status:
         def started(self, binds: list[str] | None = None) -> None:
-            addr = (binds or [f"http://{listen}"])[0].removeprefix("http://")
-            task_status.started(addr)
+            task_status.started()
 
     await hypercorn_serve(shield_sends(app), config, shutdown_trigger=shutdown_trigger,
                           task_status=_Status())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import ChaosConfig, run_chaos
-from tests.chaos.report import format_summary
+from tools.chaos.harness import ChaosConfig, run_chaos
+from tools.chaos.report import format_summary
 
 
 @pytest.mark.chaos

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import trio
 
-from tests.support import load
 from tests.support.brokers import Broker, own_broker
-from tests.support.procs import Node, wait_ready
+from tools import topic as load
+from tools.procs import Node, wait_ready
 
 WRITE_TIMEOUT = 2.0
 

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import trio
 
-from tests.support.procs import Node, wait_ready, wait_stable
-from web.client import KstateClient, PreconditionFailed, Table, user_path
+from kstate.client import KstateClient, PreconditionFailed, Table, user_path
+from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
 

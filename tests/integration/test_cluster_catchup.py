@@ -18,10 +18,11 @@ import time
 import httpx
 import trio
 
-from actors.kafka import open_bridge, partition_for
-from actors.settings import Settings
-from tests.support.procs import Node, wait_ready, wait_stable
+from kstate.bridge.tooling import open_tooling
+from kstate.core.partitioner import partition_for
+from kstate.settings import Settings
 from tests.support.workload import Workload, readiness, show, sweep, user_value, wait_listening
+from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
 BIG = PARTITIONS - 1
@@ -50,10 +51,9 @@ async def produce_big_partition(bootstrap: str, names: dict[str, str], wl: Workl
     emails = keys_of_partition(BIG, USERS)
     t0 = time.monotonic()
     records = 0
-    async with open_bridge(settings) as bridge:
+    async with open_tooling(settings.kafka()) as bridge:
         info = await bridge.ensure_topic()
         assert info.partitions == PARTITIONS
-        await bridge.start_producer()
         for version in range(VERSIONS):
             for i in range(0, USERS, CHUNK):
                 batch = [(BIG, e.encode(), user_value(e, f"Big {version}"))

@@ -16,8 +16,7 @@ import random
 import signal
 import time
 
-from actors.kafka import partition_for
-from tests.support.procs import Node, wait_ready, wait_stable
+from kstate.core.partitioner import partition_for
 from tests.support.workload import (
     Workload,
     load_users,
@@ -26,6 +25,7 @@ from tests.support.workload import (
     show,
     wait_all_ok,
 )
+from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
 SESSION_TIMEOUT = 6.0  # KSTATE_SESSION_TIMEOUT_MS of tests/support/procs.Node

@@ -14,9 +14,9 @@ import time
 import httpx
 import trio
 
-from actors.kafka import partition_for
-from tests.support import load
-from tests.support.procs import Node, wait_ready, wait_stable
+from kstate.core.partitioner import partition_for
+from tools import topic as load
+from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
 B_SESSION_MS = 15_000  # B is frozen this long, at most, before the group gives up on it

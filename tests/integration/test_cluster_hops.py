@@ -16,10 +16,10 @@ from functools import partial
 import httpx
 import trio
 
-from actors.kafka import partition_for
 from actors.router import TABLE_WAIT
-from tests.support.procs import wait_ready, wait_stable
+from kstate.core.partitioner import partition_for
 from tests.support.workload import Workload, load_users
+from tools.procs import wait_ready, wait_stable
 
 PARTITIONS = 10
 

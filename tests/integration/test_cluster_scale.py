@@ -16,7 +16,6 @@ import time
 
 import trio
 
-from tests.support.procs import Node, wait_ready, wait_stable
 from tests.support.workload import (
     Workload,
     catchups,
@@ -25,6 +24,7 @@ from tests.support.workload import (
     sweep,
     wait_listening,
 )
+from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
 

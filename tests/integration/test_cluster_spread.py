@@ -12,9 +12,9 @@ from collections import Counter
 
 import trio
 
-from actors.kafka import partition_for
-from tests.support.procs import wait_ready, wait_stable
+from kstate.core.partitioner import partition_for
 from tests.support.workload import Workload, show, sweep
+from tools.procs import wait_ready, wait_stable
 
 PARTITIONS = 10
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import trio
 
-from actors.kafka import partition_for
-from tests.support import load
-from tests.support.procs import Node, wait_ready, wait_stable
+from kstate.core.partitioner import partition_for
+from tools import topic as load
+from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
 # The victim's session timeout: the window in which nobody owns its partitions after

@@ -19,8 +19,8 @@ import random
 import re
 import time
 
-from tests.support.procs import wait_ready, wait_stable
 from tests.support.workload import Workload, load_users, readiness, show, sweep
+from tools.procs import wait_ready, wait_stable
 
 PARTITIONS = 10
 SESSION_TIMEOUT = 12.0

@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.chrome import missing, open_chromium
 from tests.support.feed import put_user
-from tests.support.procs import wait_ready, wait_stable
+from tools.procs import wait_ready, wait_stable
 
 PARTITIONS = 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.procs import wait_ready
+from tools.procs import wait_ready
 
 URLS = ["/users/fast%2Bpath@example.com", "/user?email=fast%2Bpath@example.com",
         "/users/missing@example.com", "/user?email=miss%22ing@example.com"]

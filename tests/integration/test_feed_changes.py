@@ -24,7 +24,7 @@ from tests.support.feed import (
     open_feed,
     put_user,
 )
-from tests.support.procs import wait_stable
+from tools.procs import wait_stable
 
 PARTITIONS = 10
 

@@ -21,8 +21,8 @@ from tests.support.feed import (
     open_feed,
     put_user,
 )
-from tests.support.load import produce, users
-from tests.support.procs import Node, wait_stable
+from tools.procs import Node, wait_stable
+from tools.topic import produce, users
 
 PARTITIONS = 10
 LAGGING_CLOSE = 4001

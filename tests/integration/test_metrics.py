@@ -12,10 +12,11 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
-from actors.kafka import open_bridge, partition_for
-from actors.settings import Settings
-from tests.support import load
-from tests.support.procs import Node, wait_ready, wait_stable
+from kstate.bridge.tooling import open_tooling
+from kstate.core.partitioner import partition_for
+from kstate.settings import Settings
+from tools import topic as load
+from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
 USERS = "/users/<path:email>"
@@ -131,8 +132,7 @@ async def test_metrics_move_with_traffic_and_rebalance(make_node, client, names,
 
     # An invalid record in a partition A owns is skipped and counted.
     settings = Settings(bootstrap=kafka_bootstrap, topic=topic, group=names["group"])
-    async with open_bridge(settings) as bridge:
-        await bridge.start_producer()
+    async with open_tooling(settings.kafka()) as bridge:
         await bridge.produce_many([(int(p_local), local_key.encode(), b"not json")])
     await wait_metric(client, a, lambda m: val(m, "kstate_invalid_records_total") == 1
                       and val(m, "kstate_partition_invalid_records_total",

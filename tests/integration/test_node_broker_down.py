@@ -18,9 +18,9 @@ import httpx
 import pytest
 import trio
 
-from tests.support import load
 from tests.support.brokers import Broker, own_broker
-from tests.support.procs import Node, wait_ready
+from tools import topic as load
+from tools.procs import Node, wait_ready
 
 WRITE_TIMEOUT = 2.0
 SLACK = 1.5  # what "a little" over write_timeout may be on a loaded 2-core machine
@@ -235,7 +235,7 @@ async def test_client_reports_an_unconfirmed_conditional_write_as_outcome_unknow
     """A conditional write the owner could not confirm (Kafka down) may still apply;
     the routing-aware client must not retry it (a retry could answer 412 to the very
     same write) but say the outcome is unknown."""
-    from web.client import KstateClient, Unavailable
+    from kstate.client import KstateClient, Unavailable
 
     node = node_on(broker.bootstrap, KSTATE_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
     await wait_ready(client, node)

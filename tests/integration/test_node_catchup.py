@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
-from tests.support import load
-from tests.support.procs import Node, wait_ready
+from tools import topic as load
+from tools.procs import Node, wait_ready
 
 N = 100_000
 READERS = 6

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import trio
 
-from tests.support import load
-from tests.support.procs import REPO, Node
+from tools import topic as load
+from tools.procs import REPO, Node
 
 MAX_BODY = 65_536
 

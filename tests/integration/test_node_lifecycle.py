@@ -15,8 +15,8 @@ import httpx
 import pytest
 import trio
 
-from tests.support import load
-from tests.support.procs import REPO, Node, free_port, wait_ready
+from tools import topic as load
+from tools.procs import REPO, Node, free_port, wait_ready
 
 EXIT_WITHIN = 5.0  # "a few seconds" (graceful_timeout is 5 s; a clean stop needs far less)
 
@@ -138,7 +138,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 20.0
     clean["KSTATE_BOOTSTRAP"] = f"127.0.0.1:{free_port()}"
     clean.update(env or {})
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "actors", *args], env=clean, cwd=REPO,
+    res = subprocess.run([sys.executable, "-m", "kstate", *args], env=clean, cwd=REPO,
                          capture_output=True, text=True, timeout=timeout, check=False)
     return res, time.monotonic() - t0
 
@@ -192,7 +192,7 @@ def test_flag_beats_env_and_valid_settings_get_past_validation():
 def test_node_help_lists_every_flag_and_env_var():
     res, seconds = run_cli("node", "--help")
     assert res.returncode == 0, res.stderr
-    from actors.settings import describe
+    from kstate.settings import describe
 
     for flag, env, _default, _text in describe():
         if flag != "-":
@@ -204,7 +204,7 @@ def test_node_help_lists_every_flag_and_env_var():
 def test_settings_command_and_usage():
     res, _ = run_cli("settings")
     assert res.returncode == 0
-    from actors.settings import describe
+    from kstate.settings import describe
 
     for _flag, env, default, _text in describe():
         assert env in res.stdout
@@ -235,7 +235,7 @@ def test_valid_settings_start_and_stop_cleanly(kafka_bootstrap, names, tmp_path)
     log_path = tmp_path / "node.log"
     log = open(log_path, "wb")  # closed right after the child has it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actors", "node", "--bootstrap", kafka_bootstrap,
+        [sys.executable, "-m", "kstate", "node", "--bootstrap", kafka_bootstrap,
          "--listen", f"127.0.0.1:{port}", "--topic", names["topic"], "--group", names["group"],
          "--session-timeout-ms", "6000"], env=env, cwd=REPO,
         stdout=log, stderr=subprocess.STDOUT)

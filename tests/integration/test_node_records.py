@@ -13,9 +13,9 @@ import re
 import orjson
 import trio
 
-from actors.kafka import partition_for
-from tests.support import load
-from tests.support.procs import Node, wait_ready
+from kstate.core.partitioner import partition_for
+from tools import topic as load
+from tools.procs import Node, wait_ready
 
 DELETE = {"cleanup.policy": "delete"}
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from actors.kafka import partition_for
-from tests.support import load
-from tests.support.procs import wait_ready
+from kstate.core.partitioner import partition_for
+from tools import topic as load
+from tools.procs import wait_ready
 
 
 def etag_of(partition: int, offset: int) -> str:

@@ -6,7 +6,7 @@ import time
 
 import trio
 
-from tests.support.procs import Node, free_port
+from tools.procs import Node, free_port
 
 
 async def test_sigterm_while_kafka_is_unreachable_exits_zero_at_once(artifacts):

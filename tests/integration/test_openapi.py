@@ -13,28 +13,14 @@ from xml.etree import ElementTree
 
 import trio
 
-from actors.router import RouterHandle
-from actors.settings import Settings
-from actors.state import StateHandle, StateTable
-from actors.writer import WriterHandle
-from tests.support.procs import REPO, wait_ready
-from web.app import Handles, create_app
+from tests.support.offline import offline_services
+from tools.procs import REPO, wait_ready
+from web.app import create_app
 from web.openapi import spec
-from web.proxy import Proxy
 
 IMPLICIT = {"HEAD", "OPTIONS"}  # answered by the framework for every GET route
 OPERATIONS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 SCHEMATHESIS_EXAMPLES = 50  # per operation and phase: keeps the run well under a minute
-
-
-def offline_handles() -> Handles:
-    """Handles of a node that never started: enough to build the app and read its
-    routes, no Kafka involved."""
-    state = StateHandle(StateTable())
-    writes, _ = trio.open_memory_channel(0)
-    router = RouterHandle("127.0.0.1:1", 10, state, writes, 1.0)
-    return Handles(settings=Settings(), topic="t", router=router, state=state,
-                   writer=WriterHandle(), proxy=Proxy(1.0), started_at=time.monotonic())
 
 
 def openapi_path(rule: str) -> str:
@@ -49,7 +35,7 @@ def openapi_path(rule: str) -> str:
 
 
 def test_every_route_is_in_the_spec_and_nothing_else():
-    app = create_app(offline_handles())
+    app = create_app(offline_services())
     doc = spec()
     routes: set[tuple[str, str]] = set()
     sockets: set[str] = set()

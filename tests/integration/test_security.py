@@ -19,10 +19,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from actors.kafka import _common, partition_for
-from actors.settings import SettingsError, load_settings
-from tests.support import load
-from tests.support.procs import REPO, Node, wait_ready, wait_stable
+from kstate.bridge.security import client_args
+from kstate.core.partitioner import partition_for
+from kstate.settings import SettingsError, load_settings
+from tools import topic as load
+from tools.procs import REPO, Node, wait_ready, wait_stable
 from web.auth import cluster_key, sign
 
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -88,7 +89,7 @@ def test_tls_and_sasl_settings_reach_aiokafka(tmp_path: Path):
                            "KSTATE_SASL_USERNAME": "bob", "KSTATE_SASL_PASSWORD": "pw",
                            "KSTATE_SSL_CAFILE": str(ca), "KSTATE_SSL_CERTFILE": str(cert),
                            "KSTATE_SSL_KEYFILE": str(key)})
-    kwargs = _common(s)
+    kwargs = client_args(s.kafka())
     assert kwargs["security_protocol"] == "SASL_SSL"
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
     assert kwargs["sasl_plain_username"] == "bob"
@@ -99,7 +100,7 @@ def test_tls_and_sasl_settings_reach_aiokafka(tmp_path: Path):
     assert context.check_hostname is True
     subjects = [dict(x[0] for x in c["subject"]) for c in context.get_ca_certs()]
     assert {"commonName": "kstate-test-ca"} in subjects
-    plain = _common(load_settings([], {}))
+    plain = client_args(load_settings([], {}).kafka())
     assert plain["security_protocol"] == "PLAINTEXT"
     assert "ssl_context" not in plain
     assert "sasl_plain_password" not in plain

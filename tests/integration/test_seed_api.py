@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.procs import wait_ready
+from tools.procs import wait_ready
 
 
 async def test_seed_transcript(make_node, client):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.procs import REPO
+from tools.procs import REPO
 
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 

@@ -40,7 +40,7 @@ import httpx
 import orjson
 import trio
 
-from actors.kafka import partition_for
+from kstate.core.partitioner import partition_for
 
 OUTCOMES = ("ok", "stale", "spurious_404", "unavailable", "other_5xx", "unexpected", "error",
             "node_down")

@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.assignment import Claim, decode_claim, decode_table, encode_claim, encode_table, plan
+from kstate.core.assignment import (
+    Claim,
+    decode_claim,
+    decode_table,
+    encode_claim,
+    encode_table,
+    plan,
+)
 
 
 def claims(**owned: list[int]) -> dict[str, Claim]:

@@ -38,14 +38,12 @@ import yaml
 from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 
-from actors.router import RouterHandle
-from actors.settings import Settings, SettingsError, describe, load_settings
-from actors.state import StateHandle, StateTable
-from actors.supervisor import TOPIC_WAIT
-from actors.writer import WriterHandle
-from web.app import Handles, create_app
-from web.proxy import Proxy
-from web.server import serve
+from kstate.node import TOPIC_WAIT
+from kstate.settings import Settings, SettingsError, describe, load_settings
+from tests.support.offline import offline_services
+from web.app import create_app
+from web.server import bind, bound_address, serve
+from web.services import Services
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -296,15 +294,13 @@ def all_nodes() -> list[Node]:
 
 # ---------------------------------------------------------------- a live node ----
 
-def make_app(settings: Settings) -> tuple[QuartTrio, Handles]:
+def make_app(settings: Settings, url: str | None = None) -> tuple[QuartTrio, Services]:
     """The real app with real (idle) handles: a node that has not joined any group."""
-    state = StateHandle(StateTable())
-    writes_send, _writes_recv = trio.open_memory_channel[Any](0)
-    router = RouterHandle(settings.advertised_url, settings.partitions, state, writes_send,
-                          settings.catchup_timeout)
-    handles = Handles(settings=settings, topic=settings.topic, router=router, state=state,
-                      writer=WriterHandle(), proxy=Proxy(settings.proxy_timeout))
-    return create_app(handles), handles
+    services = offline_services(url or settings.advertised_url, partitions=settings.partitions,
+                                topic=settings.topic, group=settings.group,
+                                proxy_timeout=settings.proxy_timeout,
+                                catchup_timeout=settings.catchup_timeout)
+    return create_app(services), services
 
 
 @dataclass(frozen=True)
@@ -315,15 +311,17 @@ class LiveNode:
 
 @pytest.fixture
 async def live_node(nursery: trio.Nursery) -> AsyncIterator[LiveNode]:
-    app, handles = make_app(Settings(listen="127.0.0.1:0"))
+    sock = bind("127.0.0.1:0")
+    address = bound_address(sock, "127.0.0.1:0")
+    app, services = make_app(Settings(listen="127.0.0.1:0"), address)
     stop = trio.Event()
-    address = await nursery.start(partial(serve, app, "127.0.0.1:0", shutdown_trigger=stop.wait,
-                                          graceful_timeout=1.0))
+    await nursery.start(partial(serve, app, sock, shutdown_trigger=stop.wait,
+                                graceful_timeout=1.0))
     try:
         yield LiveNode(app, address)
     finally:
         stop.set()
-        await handles.proxy.aclose()
+        await services.proxy.aclose()
 
 
 def assert_route(app: QuartTrio, path: str) -> None:
@@ -392,7 +390,8 @@ def test_dockerfile_builds_the_project_and_runs_the_node_unprivileged(
     build = image.stages[0]
     copied = {src.rstrip("/") for args in image.all("COPY", build)
               for src in args.split()[:-1] if not src.startswith("--")}
-    needed = {"pyproject.toml", *PYPROJECT["tool"]["setuptools"]["packages"]}
+    packages = PYPROJECT["tool"]["setuptools"]["packages"]
+    needed = {"pyproject.toml", *(p.split(".")[0] for p in packages)}
     assert needed <= copied or "." in copied, f"the build stage lacks {needed - copied}"
     assert any(re.search(r"\bpip install\b.*\s\.$", r) for r in image.all("RUN", build))
     user = image.one("USER").split(":")[0]

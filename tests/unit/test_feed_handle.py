@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import trio
 
-from actors.feed import FeedHandle
+from actors.feed import Broadcaster
 
 BUFFER = 16
 
 
 async def test_a_reading_subscriber_gets_a_burst_bigger_than_its_queue(autojump_clock):
-    feed = FeedHandle(buffer=BUFFER)
+    feed = Broadcaster(buffer=BUFFER)
     got: list[str] = []
     with feed.subscribe() as (messages, sub, _):
         async def read() -> None:
@@ -29,11 +29,11 @@ async def test_a_reading_subscriber_gets_a_burst_bigger_than_its_queue(autojump_
             feed.close_all()
         assert not sub.lagged
     assert got == [str(i) for i in range(10 * BUFFER)]
-    assert feed.statistics()["dropped_subscribers"] == 0
+    assert feed.statistics().dropped_subscribers == 0
 
 
 async def test_a_stopped_subscriber_is_cut_off_after_the_grace(autojump_clock):
-    feed = FeedHandle(buffer=BUFFER)
+    feed = Broadcaster(buffer=BUFFER)
     with feed.subscribe() as (stopped, slow, _), feed.subscribe() as (messages, fast, _):
         got: list[str] = []
 
@@ -57,11 +57,11 @@ async def test_a_stopped_subscriber_is_cut_off_after_the_grace(autojump_clock):
         left = [text async for text in stopped]
         assert left == [str(i) for i in range(len(left))]  # a prefix, then the end
         assert 0 < len(left) <= BUFFER
-    assert feed.statistics()["dropped_subscribers"] == 1
+    assert feed.statistics().dropped_subscribers == 1
 
 
 async def test_a_full_queue_is_cut_off_at_once():
-    feed = FeedHandle(buffer=BUFFER)
+    feed = Broadcaster(buffer=BUFFER)
     with feed.subscribe() as (stopped, sub, _):
         for i in range(BUFFER + 1):
             feed.publish(None, str(i))
@@ -70,7 +70,7 @@ async def test_a_full_queue_is_cut_off_at_once():
 
 
 async def test_a_key_filter_delivers_only_that_key():
-    feed = FeedHandle(buffer=BUFFER)
+    feed = Broadcaster(buffer=BUFFER)
     with feed.subscribe(b"a@x.y") as (only, _, _):
         feed.publish(b"b@x.y", "b1")
         feed.publish(b"a@x.y", "a1")

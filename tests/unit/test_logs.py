@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from actors import logs
+from kstate import logs
 
 
 @pytest.fixture
@@ -122,13 +122,14 @@ def _user(i: int) -> tuple[bytes, bytes]:
 
 @pytest.mark.parametrize(("every", "lines"), [(0.0, 3), (3600.0, 0)])
 def test_catch_up_progress_is_logged_rate_limited(caplog, monkeypatch, every, lines):
-    from actors import state
-    from actors.messages import Assign, Batch, Record, ReplyBox
+    from actors.replies import ReplyBox
+    from kstate.core import table as table_mod
+    from kstate.core.messages import Assign, Batch, Record
 
-    monkeypatch.setattr(state, "PROGRESS_EVERY", every)
-    table = state.StateTable()
+    monkeypatch.setattr(table_mod, "PROGRESS_EVERY", every)
+    table = table_mod.StateTable()
     table.assign(Assign(1, frozenset({0}), {0: 100}, ReplyBox()))
-    caplog.set_level(logging.INFO, logger="actors.state")
+    caplog.set_level(logging.INFO, logger="kstate.core.table")
     for start in (0, 25, 50):  # three batches of 25 records, the last one catches up
         recs = [Record(o, *_user(o)) for o in range(start, start + 25)]
         table.apply(Batch(1, {0: recs}, {0: start + 25 if start < 50 else 100}))

@@ -9,7 +9,7 @@ import h11
 import pytest
 import trio
 
-from tests.support.procs import free_port
+from tools.procs import free_port
 from web.peers import PeerError, PeerPool
 
 

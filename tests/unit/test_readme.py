@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from actors.settings import describe
-from tests.support.procs import REPO
+from kstate.settings import describe
+from tools.procs import REPO
 
 
 def test_readme_settings_table_matches_settings():

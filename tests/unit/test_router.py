@@ -9,8 +9,10 @@ import trio
 
 from actors import router as router_mod
 from actors import state
-from actors.messages import Assign, Batch, Record, Refused, ReplyBox, Revoke, RoutingTable
-from actors.router import Found, Local, Missing, Remote, RouterHandle
+from actors.replies import ReplyBox
+from actors.router import Local, Nowhere, Remote, RouterHandle
+from kstate.core.messages import Assign, Batch, Record, Revoke, RoutingTable
+from kstate.core.outcomes import Found, Missing, Unavailable
 
 URL = "127.0.0.1:1"
 
@@ -65,21 +67,21 @@ async def test_held_partition_answers_reads_only_when_kafka_has_nothing_newer():
         send, r = await _held_node(nursery, ends)
         assert not r._state.is_serving(0)
         # Writes never take this path: they wait for the next owner.
-        assert isinstance(r.locate(b"a@x"), Refused)
+        assert isinstance(r.locate(b"a@x"), Nowhere)
         route = r.locate(b"a@x", read=True)
         assert route == Local(0)
         got = await r.read(0, b"a@x")
         assert got == Found(0, user("a@x", "new"), 1)
         assert await r.read(0, b"nobody@x") == Missing(0)  # a fenced 404 is a true one
         assert ends.asked == 2  # asked per read, after the read arrived
-        assert r.counters["fenced_reads"] == 2
+        assert r.counters.fenced_reads == 2
         # Someone wrote offset 2 (a new owner, or this node's last write): refuse.
         ends.end = 3
         refused = await r.read(0, b"a@x")
-        assert isinstance(refused, Refused)
-        assert (refused.status, refused.code) == (503, "rebalancing")
-        assert refused.retry_after is not None
-        assert r.counters["fenced_reads"] == 2
+        assert isinstance(refused, Unavailable)
+        assert refused.reason == "rebalancing"
+        assert refused.retry_after > 0
+        assert r.counters.fenced_reads == 2
         await send.aclose()
 
 
@@ -88,28 +90,28 @@ async def test_no_answer_without_proof(autojump_clock):
     async with trio.open_nursery() as nursery:
         send, r = await _held_node(nursery, ends)
         ends.fail = RuntimeError("broker gone")
-        assert isinstance(await r.read(0, b"a@x"), Refused)
+        assert isinstance(await r.read(0, b"a@x"), Unavailable)
         ends.fail = None
         ends.hang = True
         started = trio.current_time()
-        assert isinstance(await r.read(0, b"a@x"), Refused)
+        assert isinstance(await r.read(0, b"a@x"), Unavailable)
         assert trio.current_time() - started >= router_mod.FENCE_TIMEOUT
         ends.hang = False
         # The next assignment drops the partition (it went elsewhere): nothing held.
         box: ReplyBox[dict] = ReplyBox()
         await send.send(Assign(3, frozenset(), {}, box))
         await box.wait()
-        assert isinstance(r.locate(b"a@x", read=True), Refused)
-        assert isinstance(await r.read(0, b"a@x"), Refused)
-        assert r.counters["fenced_reads"] == 0
+        assert isinstance(r.locate(b"a@x", read=True), Nowhere)
+        assert isinstance(await r.read(0, b"a@x"), Unavailable)
+        assert r.counters.fenced_reads == 0
         await send.aclose()
 
 
 async def test_without_a_fence_a_revoked_partition_refuses():
     async with trio.open_nursery() as nursery:
         send, r = await _held_node(nursery, None)
-        assert isinstance(r.locate(b"a@x", read=True), Refused)
-        assert isinstance(await r.read(0, b"a@x"), Refused)
+        assert isinstance(r.locate(b"a@x", read=True), Nowhere)
+        assert isinstance(await r.read(0, b"a@x"), Unavailable)
         await send.aclose()
 
 
@@ -152,7 +154,7 @@ async def test_settle_waits_for_a_table_that_is_behind(autojump_clock):
         assert route == Local(0)
         # Same or older generation: no wait at all.
         started = trio.current_time()
-        assert await r.settle(b"a@x", 1, peer_generation=5) == Refused(
-            503, "rebalancing", "partition 0 is moving to a new owner", 1.0)
+        assert await r.settle(b"a@x", 1, peer_generation=5) == Nowhere(0, Unavailable(
+            "rebalancing", "partition 0 is moving to a new owner", 1.0))
         assert trio.current_time() == started
         await send.aclose()

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from actors.settings import Settings, SettingsError, describe, env_name, load_settings
+from kstate.settings import Settings, SettingsError, describe, env_name, load_settings
 
 
 def test_defaults_without_flags_or_env():

@@ -1,0 +1,153 @@
+"""One feed subscriber, live or resumed, from its first message to its end.
+
+- live (no start): the shared broadcaster's changes from now on (bounded; a subscriber
+  that lags is cut off, ``LAGGED``, and reconnects with ``from``);
+- resumed (``start``: partition -> next offset, or every partition from the
+  beginning): a Kafka reader of its own replays from there; once that reader is at the
+  end of the log it subscribes to the broadcaster, reads up to the broadcaster's
+  positions, and hands over (its reader is closed: a resumed subscriber then costs
+  what a live one does). If the hand-over cannot complete (the reader does not reach
+  those positions within ``HANDOFF_WAIT``, or the subscription lags meanwhile) it goes
+  on with its own reader and tries again after ``HANDOFF_RETRY``. No change is sent
+  twice or skipped either way.
+
+The first message is ``{"type":"hello","positions":{p: next offset}}``. The caller (the
+websocket route) only passes ``send``; this module owns every reader and subscription.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Awaitable, Callable
+
+import orjson
+import trio
+
+from actors.feed import FeedHandle, Subscriber, encode_change, hello
+from kstate.bridge import BEGINNING, Reader
+from kstate.core.messages import Record
+
+HANDOFF_WAIT = 5.0  # seconds a resumed feed may take to reach the broadcaster's positions
+HANDOFF_RETRY = 10.0  # seconds before a resumed feed that could not hand over tries again
+
+Send = Callable[[str], Awaitable[None]]
+# Where a subscription starts: None (live), FROM_BEGINNING, or partition -> next offset.
+FROM_BEGINNING = "beginning"
+Start = dict[int, int] | str | None
+
+
+class Ended(enum.Enum):
+    CLOSED = "closed"  # the node stops
+    LAGGED = "lagged"  # cut off for lagging: the client should resume with from=
+
+
+async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send) -> Ended:
+    """Send ``hello`` and then every change (of ``key`` only, if given) to ``send``
+    until the node stops or the subscriber lags."""
+    if start is None:
+        with feed.broadcaster.subscribe(key) as (messages, sub, positions):
+            await send(hello(positions, feed.url))
+            return await _forward_live(messages, sub, {}, send)
+    wanted: dict[int, int | None] | str = (
+        BEGINNING if start == FROM_BEGINNING else dict(start) if isinstance(start, dict)
+        else {})
+    return await _resume(feed, wanted, key, send)
+
+
+async def _forward_live(messages: trio.MemoryReceiveChannel[str], sub: Subscriber,
+                        sent: dict[int, int], send: Send) -> Ended:
+    """Send the broadcaster's changes until it ends the subscription. ``sent``:
+    partition -> next offset a replay already sent (it ran ahead of the broadcaster);
+    older changes of those partitions are not sent again."""
+    async for text in messages:
+        if sent:
+            doc = orjson.loads(text)
+            pid, offset = int(doc["partition"]), int(doc["offset"])
+            floor = sent.get(pid)
+            if floor is not None:
+                if offset >= floor - 1:
+                    del sent[pid]  # every later change of pid is new to the client
+                if offset < floor:
+                    continue
+        await send(text)
+    return Ended.LAGGED if sub.lagged else Ended.CLOSED
+
+
+class _Replay:
+    """A resumed feed's own reader: sends records, tracks the next offset per partition."""
+
+    def __init__(self, reader: Reader, positions: dict[int, int], key: bytes | None,
+                 send: Send) -> None:
+        self.reader = reader
+        self.next = dict(positions)
+        self.key = key
+        self._send = send
+
+    async def send(self, pid: int, rec: Record) -> None:
+        self.next[pid] = rec.offset + 1
+        if self.key is not None and rec.key != self.key:
+            return
+        change = encode_change(pid, rec)
+        if change is not None:
+            await self._send(change)
+
+    async def step(self, timeout_ms: int) -> bool:
+        """Send one fetch's records; whether there were any."""
+        got = await self.reader.fetch(timeout_ms)
+        for pid, records in got.items():
+            for rec in records:
+                await self.send(pid, rec)
+        return any(got.values())
+
+    async def reach(self, live: dict[int, int], sub: Subscriber, limit: int
+                    ) -> list[tuple[int, Record]] | None:
+        """Send every record below the broadcaster's ``live`` positions. None when done
+        (the broadcaster has the rest); otherwise the records read at or past them,
+        which the caller must send itself (not reached in time, or ``sub`` lagged)."""
+        held: list[tuple[int, Record]] = []
+        done = {p for p, o in self.next.items() if o >= live.get(p, 0)}
+        with trio.move_on_after(HANDOFF_WAIT):
+            while len(done) < len(self.next) and not sub.lagged and len(held) < limit:
+                got = await self.reader.fetch(200)
+                for pid, records in got.items():
+                    for rec in records:
+                        if pid in done or rec.offset >= live.get(pid, 0):
+                            done.add(pid)
+                            held.append((pid, rec))
+                            continue
+                        await self.send(pid, rec)
+                        if self.next[pid] >= live.get(pid, 0):
+                            done.add(pid)
+        if len(done) == len(self.next) and not sub.lagged:
+            return None
+        return held
+
+
+async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: bytes | None,
+                  send: Send) -> Ended:
+    with contextlib.ExitStack() as live_scope:
+        live: tuple[trio.MemoryReceiveChannel[str], Subscriber, dict[int, int]] | None = None
+        async with feed.bridge.open_reader(wanted) as (reader, positions):
+            await send(hello(positions, feed.url))
+            replay = _Replay(reader, positions, key, send)
+            next_try = 0.0
+            while live is None:
+                if await replay.step(500) or trio.current_time() < next_try:
+                    continue
+                # at the end of the log for now: hand over to the broadcaster
+                attempt = contextlib.ExitStack()
+                messages, sub, at = attempt.enter_context(feed.broadcaster.subscribe(key))
+                held = await replay.reach(at, sub, feed.broadcaster.buffer)
+                if held is None:
+                    live = (messages, sub, at)
+                    live_scope.enter_context(attempt.pop_all())
+                    break
+                attempt.close()
+                next_try = trio.current_time() + HANDOFF_RETRY
+                for pid, rec in held:
+                    await replay.send(pid, rec)
+        # the reader is closed; the broadcaster sends the rest
+        messages, sub, at = live
+        ahead = {p: o for p, o in replay.next.items() if o > at.get(p, 0)}
+        return await _forward_live(messages, sub, ahead, send)

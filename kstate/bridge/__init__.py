@@ -1,0 +1,12 @@
+"""The Kafka bridge: the only place that imports aiokafka. aiokafka runs on its own
+asyncio loop in a thread; everything here is reached from trio (docs/design.md,
+"Kafka bridge")."""
+
+from kstate.bridge.admin import TopicInfo as TopicInfo
+from kstate.bridge.bridge import KafkaBridge as KafkaBridge
+from kstate.bridge.bridge import open_bridge as open_bridge
+from kstate.bridge.config import KafkaConfig as KafkaConfig
+from kstate.bridge.errors import BrokerUnavailable as BrokerUnavailable
+from kstate.bridge.errors import KafkaAuthFailed as KafkaAuthFailed
+from kstate.bridge.reader import BEGINNING as BEGINNING
+from kstate.bridge.reader import Reader as Reader

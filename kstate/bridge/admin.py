@@ -1,0 +1,70 @@
+"""Topic administration (asyncio side): create the topic if missing, describe it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError
+
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.security import check_access, client_args
+
+TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show up
+# The topic configs a node logs (and checks) at start.
+DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    created: bool
+    configs: dict[str, str]
+
+
+async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = None
+                       ) -> TopicInfo:
+    """Create the topic if missing (compacted, ``min.insync.replicas`` = min(2, RF);
+    ``create_configs`` override, e.g. for tests that need a topic someone else made
+    differently); describe it. An existing topic is used as it is."""
+    await check_access(c)
+    admin = AIOKafkaAdminClient(**client_args(c), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        created = False
+        if c.topic not in await admin.list_topics():
+            configs = {"cleanup.policy": "compact",
+                       "min.insync.replicas": str(min(2, c.replication)),
+                       **(create_configs or {})}
+            try:
+                await admin.create_topics(
+                    [NewTopic(c.topic, c.partitions, c.replication, topic_configs=configs)])
+                created = True
+            except TopicAlreadyExistsError:
+                pass  # another node won the race: use it as it is
+        # Right after a create (ours or another node's), metadata may list the topic
+        # with no partitions yet: a node that took 0 for the count would fail every
+        # request. Wait (bounded) until the partitions are there.
+        deadline = time.monotonic() + TOPIC_METADATA_WAIT
+        while True:
+            described = await admin.describe_topics([c.topic])
+            partitions = len(described[0]["partitions"])
+            if partitions > 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {c.topic} lists no partitions")
+            await asyncio.sleep(0.1)
+        resource = ConfigResource(ConfigResourceType.TOPIC, c.topic)
+        configs_out: dict[str, str] = {}
+        for resp in await admin.describe_configs([resource]):
+            for res in resp.resources:
+                for entry in res[4]:
+                    if entry[0] in DESCRIBED:
+                        configs_out[entry[0]] = entry[1]
+        return TopicInfo(c.topic, partitions, created, configs_out)
+    finally:
+        await admin.close()

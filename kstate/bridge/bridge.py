@@ -1,0 +1,109 @@
+"""The node's Kafka bridge, as trio sees it: every method crosses to the asyncio loop
+once (docs/design.md, "Kafka bridge"). Jobs live in their own modules: admin (topic),
+producer, group (consumer, assignor, rebalance listener), offsets (fences), reader
+(group-less readers), security, portal (the crossing itself)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import trio
+from aiokafka.errors import KafkaError
+
+from kstate.bridge import admin
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.errors import BrokerUnavailable
+from kstate.bridge.group import GroupConsumer
+from kstate.bridge.offsets import EndOffsets
+from kstate.bridge.portal import Portal, open_portal
+from kstate.bridge.producer import NodeProducer
+from kstate.bridge.reader import Reader, Start, open_reader
+from kstate.core.messages import Batch, BridgeEvent
+
+log = logging.getLogger(__name__)
+
+
+class KafkaBridge:
+    """Trio-facing side of the bridge. Every method crosses to asyncio once."""
+
+    def __init__(self, portal: Portal, config: KafkaConfig) -> None:
+        self._portal = portal
+        self.config = config
+        self._producer = NodeProducer(config)
+        self._group = GroupConsumer(config, portal.token)
+        self._offsets = EndOffsets(config)
+
+    async def ensure_topic(self, create_configs: dict[str, str] | None = None
+                           ) -> admin.TopicInfo:
+        """Create the topic if missing and describe it (kstate/bridge/admin.py)."""
+        return await self._portal.call(admin.ensure_topic, self.config, create_configs)
+
+    async def start_producer(self) -> None:
+        await self._portal.call(self._producer.start)
+
+    async def produce(self, partition: int, key: bytes, value: bytes | None) -> int:
+        """Produce one record (acks=all, idempotent); return its offset.
+        Raises BrokerUnavailable on any Kafka error."""
+        try:
+            return await self._portal.call(self._producer.produce, partition, key, value)
+        except (TimeoutError, KafkaError) as exc:
+            raise BrokerUnavailable(repr(exc)) from None
+
+    async def start_consumer(self, url: str, owned: Callable[[], frozenset[int]],
+                             events: trio.MemorySendChannel[BridgeEvent]) -> None:
+        """Join the group; rebalance events arrive on ``events`` (each awaits its reply)."""
+        await self._portal.call(self._group.start, url, owned, events)
+
+    async def fetch(self, timeout_ms: int = 200) -> Batch:
+        return await self._portal.call(functools.partial(self._group.fetch, timeout_ms))
+
+    async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """End offsets as the group consumer sees them."""
+        return await self._portal.call(self._group.end_offsets, partitions)
+
+    async def fence_offset(self, partition: int) -> int:
+        """Kafka's end offset of ``partition`` now, on a connection of its own (a fence:
+        actors/router.py)."""
+        return await self._portal.call(self._offsets.end_offset, partition)
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: Start = None
+                          ) -> AsyncIterator[tuple[Reader, dict[int, int]]]:
+        """A group-less reader of every partition (kstate/bridge/reader.py)."""
+        async with open_reader(self._portal, self.config, start) as opened:
+            yield opened
+
+    def begin_shutdown(self) -> None:
+        """From now on rebalance callbacks do nothing (the node is leaving)."""
+        self._group.closing = True
+
+    async def leave_group(self) -> None:
+        """Leave the consumer group now (fast failover for the others)."""
+        with trio.CancelScope(shield=True):
+            await self._portal.call(self._group.leave)
+
+    async def _stop_clients(self) -> None:
+        for stop in (self._group.leave, self._producer.stop, self._offsets.stop):
+            try:
+                await stop()
+            except Exception:
+                log.exception("event=kafka_stop_failed client=%s", stop.__qualname__)
+
+    async def stop(self) -> None:
+        """Stop the consumer (LeaveGroup unless static), producer and offsets client."""
+        with trio.CancelScope(shield=True):
+            await self._portal.call(self._stop_clients)
+
+
+@contextlib.asynccontextmanager
+async def open_bridge(config: KafkaConfig) -> AsyncIterator[KafkaBridge]:
+    """Start the asyncio thread; on exit stop every aiokafka object, then the thread."""
+    async with open_portal() as portal:
+        bridge = KafkaBridge(portal, config)
+        try:
+            yield bridge
+        finally:
+            await bridge.stop()

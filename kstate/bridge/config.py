@@ -1,0 +1,31 @@
+"""The bridge's own settings: what it needs to reach Kafka, nothing about HTTP. The
+composition root builds one from the node's settings (kstate/settings.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    topic: str = "user"
+    partitions: int = 10  # when the bridge creates the topic
+    replication: int = 1  # when the bridge creates the topic
+    group: str = "kstate"
+    instance_id: str = ""
+    session_timeout_ms: int = 10_000
+    heartbeat_ms: int = 1_666
+    max_batch: int = 5_000
+    request_timeout_ms: int = 5_000  # the node producer's (a write's bound)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    @property
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.bootstrap.split(",")]

@@ -1,0 +1,11 @@
+"""The bridge's errors, as the trio side sees them."""
+
+from __future__ import annotations
+
+
+class BrokerUnavailable(Exception):
+    """Kafka did not answer in time (or refused); the request may be retried."""
+
+
+class KafkaAuthFailed(Exception):
+    """Kafka refused this node's credentials or TLS setup: retrying cannot help."""

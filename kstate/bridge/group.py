@@ -1,0 +1,240 @@
+"""(asyncio side) Group membership: the consumer in kstate's group, its assignor and
+its rebalance listener.
+
+- :class:`Assignor` puts each member's url and the partitions it holds into JoinGroup;
+  the leader plans stickily (kstate.core.assignment) and ships the full routing table
+  to every member.
+- :class:`Listener` turns aiokafka's rebalance callbacks into :class:`Revoked` /
+  :class:`Assigned` messages for trio and awaits trio's answer, so a revoke completes
+  before the group moves on, and no partition is fetched before it was sought where
+  the state owner says.
+- :class:`GroupConsumer` owns the aiokafka consumer: start, fetch (one batch per
+  crossing), end offsets, leave.
+
+aiokafka rebalances eagerly (every member revokes everything each time); kstate keeps
+its own positions and never commits offsets (a new owner rebuilds from the beginning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.portal import ask_trio
+from kstate.bridge.security import client_args
+from kstate.core.assignment import (
+    Claim,
+    decode_claim,
+    decode_table,
+    encode_claim,
+    encode_table,
+    plan,
+)
+from kstate.core.messages import Assigned, Batch, BridgeEvent, Record, Revoked
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Prefetch bounds of the group consumer: large enough to replay at full speed, small
+# enough that buffered raw batches do not stay in the process's memory high-water mark.
+FETCH_MAX_BYTES = 8 * 1024 * 1024
+PARTITION_FETCH_BYTES = 1024 * 1024
+
+
+class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """kstate's assignor: claims in JoinGroup, sticky plan, full table to everyone."""
+
+    name = "kstate-sticky"
+    version = 0
+
+    def __init__(self, topic: str, url: str, owned: Callable[[], frozenset[int]]) -> None:
+        self._topic = topic
+        self._url = url
+        self._owned = owned
+        self.table_bytes = b""
+
+    def metadata(self, topics: Any) -> ConsumerProtocolMemberMetadata:
+        claim = Claim(url=self._url, owned=self._owned())
+        return ConsumerProtocolMemberMetadata(self.version, sorted(topics), encode_claim(claim))
+
+    def assign(self, cluster: Any, members: Any) -> dict[str, Any]:
+        claims = {mid: decode_claim(meta.user_data) for mid, meta in members.items()}
+        partitions = cluster.partitions_for_topic(self._topic) or set()
+        assignment = plan(len(partitions), claims)
+        table = encode_table(assignment, claims)
+        log.info("event=assign members=%d plan=%s", len(claims),
+                 {claims[m].url: parts for m, parts in assignment.items()})
+        return {
+            mid: ConsumerProtocolMemberAssignment(self.version, [(self._topic, parts)], table)
+            for mid, parts in assignment.items()
+        }
+
+    def on_assignment(self, assignment: Any) -> None:
+        self.table_bytes = assignment.user_data or b""
+
+
+def known_positions(consumer: AIOKafkaConsumer | None) -> dict[int, int]:
+    """The consumer's position of every assigned, unpaused partition whose position is
+    known (aiokafka's public position() may block to reset; we want the known ones)."""
+    if consumer is None:  # stopped while the fetch returned (shutdown)
+        return {}
+    sub = consumer._subscription.subscription
+    if sub is None or sub.assignment is None:
+        return {}
+    out: dict[int, int] = {}
+    for tp in sub.assignment.tps:
+        st = sub.assignment.state_value(tp)
+        if st is not None and st.has_valid_position and not st.paused:
+            out[tp.partition] = st.position
+    return out
+
+
+async def _retry(fn: Callable[[], Awaitable[T]], budget_ms: int) -> T:
+    deadline = time.monotonic() + budget_ms / 1000
+    while True:
+        try:
+            return await fn()
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("event=kafka_retry error=%r", exc)
+            await asyncio.sleep(0.2)
+
+
+class GroupConsumer:
+    """The node's consumer in kstate's group. Methods run on the asyncio loop."""
+
+    def __init__(self, config: KafkaConfig, token: trio.lowlevel.TrioToken) -> None:
+        self.config = config
+        self.token = token
+        self.consumer: AIOKafkaConsumer | None = None
+        self.assignor: Assignor | None = None
+        self.events: trio.MemorySendChannel[BridgeEvent] | None = None
+        self.epoch = 0  # revocations so far: a batch of an older epoch is stale
+        self.closing = False  # leaving: rebalance callbacks do nothing
+        self.failure: BaseException | None = None  # the listener failed: stop the node
+
+    async def start(self, url: str, owned: Callable[[], frozenset[int]],
+                    events: trio.MemorySendChannel[BridgeEvent]) -> None:
+        c = self.config
+        self.events = events
+        self.assignor = Assignor(c.topic, url, owned)
+        self.consumer = AIOKafkaConsumer(
+            **client_args(c), group_id=c.group, group_instance_id=c.instance_id or None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            partition_assignment_strategy=(self.assignor,),
+            session_timeout_ms=c.session_timeout_ms, heartbeat_interval_ms=c.heartbeat_ms,
+            rebalance_timeout_ms=max(c.session_timeout_ms, 30_000),
+            max_poll_records=c.max_batch, fetch_max_bytes=FETCH_MAX_BYTES,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES)
+        await self.consumer.start()
+        self.consumer.subscribe([c.topic], listener=Listener(self))
+
+    async def fetch(self, timeout_ms: int) -> Batch:
+        consumer = self.consumer
+        if self.failure is not None:
+            raise self.failure
+        if consumer is None:  # left the group (shutdown): nothing more to read
+            await asyncio.sleep(timeout_ms / 1000)
+            return Batch(epoch=self.epoch, records={}, positions={})
+        try:
+            got = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.config.max_batch)
+        except ConsumerStoppedError:
+            if not self.closing:
+                raise
+            return Batch(epoch=self.epoch, records={}, positions={})
+        records = {tp.partition: [Record(m.offset, m.key, m.value) for m in msgs]
+                   for tp, msgs in got.items()}
+        return Batch(epoch=self.epoch, records=records, positions=known_positions(self.consumer))
+
+    async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        assert self.consumer is not None
+        tps = [TopicPartition(self.config.topic, p) for p in partitions]
+        ends = await self.consumer.end_offsets(tps)
+        return {tp.partition: int(off) for tp, off in ends.items()}
+
+    def generation(self) -> int:
+        assert self.consumer is not None
+        return int(self.consumer._coordinator.generation)
+
+    async def ask_trio(self, make: Callable[[Any], BridgeEvent]) -> Any:
+        assert self.events is not None
+        return await ask_trio(self.token, self.events, make)
+
+    async def leave(self) -> None:
+        """Stop the consumer (LeaveGroup unless static); rebalance callbacks become
+        no-ops first: the caller has already revoked everything locally."""
+        self.closing = True
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception:
+                log.exception("event=kafka_stop_failed client=consumer")
+
+
+class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, group: GroupConsumer) -> None:
+        self.group = group
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        g = self.group
+        g.epoch += 1
+        if g.closing:
+            return
+        parts = frozenset(tp.partition for tp in revoked)
+        log.info("event=revoked epoch=%d partitions=%s", g.epoch, sorted(parts))
+        epoch = g.epoch
+        await self._guard(g.ask_trio(lambda reply: Revoked(epoch, parts, reply)))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        g = self.group
+        consumer = g.consumer
+        if g.closing or consumer is None:
+            return
+        await self._guard(self._assigned(consumer, sorted(assigned)))
+
+    async def _assigned(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        g = self.group
+        if tps:
+            consumer.pause(*tps)  # no fetch before we seek where the state owner says
+        ends = await _retry(lambda: consumer.end_offsets(tps), g.config.session_timeout_ms)
+        end_offsets = {tp.partition: int(off) for tp, off in ends.items()}
+        assert g.assignor is not None
+        table = decode_table(g.assignor.table_bytes, g.generation())
+        parts = frozenset(tp.partition for tp in tps)
+        log.info("event=assigned epoch=%d generation=%d partitions=%s", g.epoch,
+                 table.generation, sorted(parts))
+        epoch = g.epoch
+        seeks: dict[int, int | None] = await g.ask_trio(
+            lambda reply: Assigned(epoch, parts, table, end_offsets, reply))
+        for tp in tps:
+            where = seeks.get(tp.partition)
+            if where is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, where)
+        if tps:
+            consumer.resume(*tps)
+
+    async def _guard(self, work: Awaitable[Any]) -> None:
+        # aiokafka logs and swallows listener errors; we make the next fetch raise so
+        # the node stops instead of serving from a state it no longer understands.
+        try:
+            await work
+        except Exception as exc:
+            log.exception("event=rebalance_listener_failed")
+            self.group.failure = exc

@@ -1,0 +1,33 @@
+"""(asyncio side) The node's producer: acks=all, idempotent, one record per write."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.security import client_args
+
+
+class NodeProducer:
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            **client_args(self._config), acks="all", enable_idempotence=True, linger_ms=1,
+            request_timeout_ms=self._config.request_timeout_ms)
+        await producer.start()
+        self._producer = producer
+
+    async def produce(self, partition: int, key: bytes, value: bytes | None) -> int:
+        """Produce one record and return its offset once acknowledged (acks=all)."""
+        assert self._producer is not None, "start() first"
+        md = await self._producer.send_and_wait(self._config.topic, value, key=key,
+                                                partition=partition)
+        return int(md.offset)
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()

@@ -1,0 +1,111 @@
+"""A group-less reader of every partition (the change feed, standby copies, resumed
+feed subscribers): the asyncio side and its trio handle."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+
+import trio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.group import known_positions
+from kstate.bridge.portal import Portal
+from kstate.bridge.security import client_args
+from kstate.core.messages import Batch, Record
+
+# ``start`` of a reader that reads every partition from its beginning.
+BEGINNING = "beginning"
+Start = dict[int, int | None] | str | None
+
+
+class _ReaderSide:
+    """Lives on the asyncio loop."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def start(self, start: Start) -> dict[int, int]:
+        """Assign all partitions; ``start`` maps partition -> next offset to read
+        (None: the beginning); partitions not in it (or start None) begin at the end;
+        BEGINNING: every partition from its beginning. Returns the starting position
+        of every partition."""
+        c = self.config
+        self.consumer = AIOKafkaConsumer(
+            **client_args(c), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=c.max_batch)
+        await self.consumer.start()
+        parts = self.consumer.partitions_for_topic(c.topic)
+        if parts is None:
+            await self.consumer._client.force_metadata_update()
+            parts = self.consumer.partitions_for_topic(c.topic) or set()
+        tps = [TopicPartition(c.topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        wanted = (dict.fromkeys((tp.partition for tp in tps), None) if start == BEGINNING
+                  else start if isinstance(start, dict) else {})
+        for tp in tps:
+            where = wanted.get(tp.partition, -1)
+            if where is None:
+                await self.consumer.seek_to_beginning(tp)
+            elif where < 0:
+                await self.consumer.seek_to_end(tp)
+            else:
+                self.consumer.seek(tp, where)
+        return {tp.partition: int(await self.consumer.position(tp)) for tp in tps}
+
+    async def fetch(self, timeout_ms: int) -> dict[int, list[Record]]:
+        assert self.consumer is not None
+        got = await self.consumer.getmany(timeout_ms=timeout_ms,
+                                          max_records=self.config.max_batch)
+        return {tp.partition: [Record(m.offset, m.key, m.value) for m in msgs]
+                for tp, msgs in got.items()}
+
+    async def fetch_batch(self, timeout_ms: int) -> Batch:
+        records = await self.fetch(timeout_ms)
+        return Batch(epoch=0, records=records, positions=known_positions(self.consumer))
+
+    async def end_offsets(self) -> dict[int, int]:
+        assert self.consumer is not None
+        ends = await self.consumer.end_offsets(sorted(self.consumer.assignment()))
+        return {tp.partition: int(off) for tp, off in ends.items()}
+
+    async def stop(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+
+class Reader:
+    """Trio-facing handle of a group-less reader; opened by :func:`open_reader`."""
+
+    def __init__(self, portal: Portal, side: _ReaderSide) -> None:
+        self._portal = portal
+        self._side = side
+
+    async def fetch(self, timeout_ms: int = 500) -> dict[int, list[Record]]:
+        return await self._portal.call(functools.partial(self._side.fetch, timeout_ms))
+
+    async def fetch_batch(self, timeout_ms: int = 500) -> Batch:
+        """A fetch, with the positions reached (epoch 0: no group, no revokes)."""
+        return await self._portal.call(functools.partial(self._side.fetch_batch, timeout_ms))
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The end offset of every partition this reader reads."""
+        return await self._portal.call(self._side.end_offsets)
+
+
+@contextlib.asynccontextmanager
+async def open_reader(portal: Portal, config: KafkaConfig,
+                      start: Start = None) -> AsyncIterator[tuple[Reader, dict[int, int]]]:
+    """A group-less reader of every partition and its starting positions (see
+    ``_ReaderSide.start`` for ``start``). Stopped on exit, even when cancelled."""
+    side = _ReaderSide(config)
+    try:
+        positions = await portal.call(side.start, start)
+        yield Reader(portal, side), positions
+    finally:
+        with trio.CancelScope(shield=True):
+            await portal.call(side.stop)

@@ -1,0 +1,75 @@
+"""How a Kafka client of the bridge logs in: TLS and SASL arguments for aiokafka, and
+a first login that tells a refused login (never retried) from a broker not up yet."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+from typing import Any
+
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
+
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.errors import KafkaAuthFailed
+
+log = logging.getLogger(__name__)
+
+# What a broker answers to a login it refuses (not: a broker that is not up yet).
+AUTH_ERRORS = (SaslAuthenticationFailed, AuthenticationFailedError,
+               AuthenticationMethodNotSupported, UnsupportedSaslMechanismError,
+               ssl.SSLCertVerificationError)
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(cafile: str, certfile: str, keyfile: str) -> ssl.SSLContext:
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=cafile or None, certfile=certfile or None, keyfile=keyfile or None)
+    return context
+
+
+def security_args(c: KafkaConfig) -> dict[str, Any]:
+    """aiokafka's security arguments (the password included: never log them)."""
+    out: dict[str, Any] = {"security_protocol": c.security_protocol}
+    if c.security_protocol in ("SSL", "SASL_SSL"):
+        out["ssl_context"] = _ssl_context(c.ssl_cafile, c.ssl_certfile, c.ssl_keyfile)
+    if c.security_protocol.startswith("SASL_"):
+        out.update(sasl_mechanism=c.sasl_mechanism, sasl_plain_username=c.sasl_username,
+                   sasl_plain_password=c.sasl_password)
+    return out
+
+
+def client_args(c: KafkaConfig) -> dict[str, Any]:
+    """What every aiokafka client of the bridge is built with."""
+    return {"bootstrap_servers": c.servers, "client_id": "kstate", **security_args(c)}
+
+
+async def check_access(c: KafkaConfig) -> None:
+    """Log in to the first bootstrap server that answers. Raises KafkaAuthFailed if
+    one refuses the credentials or the TLS handshake; a server that does not answer
+    is left to the caller's retries."""
+    kwargs = security_args(c)
+    for server in c.servers:
+        host, _, port = server.rpartition(":")
+        try:
+            conn = await create_conn(host, int(port), client_id="kstate",
+                                     request_timeout_ms=10_000, **kwargs)
+        except AUTH_ERRORS as exc:
+            log.error("event=kafka_auth_failed server=%s protocol=%s mechanism=%s user=%s "
+                      "error=%r", server, c.security_protocol, c.sasl_mechanism,
+                      c.sasl_username, exc)
+            raise KafkaAuthFailed(
+                f"Kafka at {server} refused this node ({c.security_protocol}, "
+                f"user {c.sasl_username!r}): {exc}") from None
+        except (TimeoutError, OSError, KafkaError):
+            continue
+        conn.close()
+        return

@@ -1,0 +1,62 @@
+"""CLI: ``kstate node [flags]`` and ``kstate settings``: parse settings, install signal
+handlers, run the node."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from kstate import logs
+from kstate.node import run_node
+from kstate.settings import Settings, SettingsError, describe, load_settings
+
+log = logging.getLogger("kstate")
+
+USAGE = """usage: kstate node [--flag value ...]   (kstate node --help lists the flags)
+       kstate settings                   (every setting, its env var and default)"""
+
+
+async def _main(settings: Settings) -> None:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        async def _signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("event=signal name=%s", signal.Signals(signum).name)
+                    stop.set()
+
+        nursery.start_soon(_signals)
+        await run_node(settings, stop=stop)
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help"}:
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] == "settings":
+        for flag, env, default, text in describe():
+            print(f"{flag:24} {env:28} {default:18} {text}")
+        return 0
+    if args[0] != "node":
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args[1:], os.environ)
+    except SettingsError as exc:
+        print(f"kstate: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level, settings.log_format)
+    try:
+        trio.run(_main, settings)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException:
+        log.exception("event=node_crashed")
+        return 1
+    return 0

@@ -1,0 +1,480 @@
+"""A routing-aware kstate client: sends each request straight to the owner of its key.
+
+    async with KstateClient(["127.0.0.1:8080"]) as kc:
+        etag = await kc.put("ada@example.com", "Ada")
+        user = await kc.get("ada@example.com")          # {"name": ..., "email": ...}
+        await kc.delete("ada@example.com", if_match=etag)
+
+It caches the routing table of ``/groupinfo`` (``{"<topic>-<p>": "host:port"}``, its
+generation in the ``kstate-generation`` header), computes the partition of a key itself
+with Kafka's murmur2 partitioner (:func:`kstate.core.partitioner.partition_for`, what
+the nodes use) and sends ``GET|PUT|DELETE /users/{email}`` to the partition's owner, so
+no node has to proxy the request (docs/design.md, "Performance": the proxy hop costs
+about as much as the request itself).
+
+When the table turns out stale, it refreshes it and retries, at most ``retries`` times:
+- 503 (owner moving, catching up or unknown): refresh; if the new table names another
+  owner, retry at once, else wait ``Retry-After`` (capped at ``max_retry_after``);
+- no connection (owner gone): mark that node down for a moment, refresh, back off, retry;
+  while a key's owner is unknown or down, the request goes to any other known node (the
+  table's members, then the seeds), which forwards it or refuses it with 503;
+- 421 or a 3xx: refresh and retry (kstate sends neither today; a front proxy may).
+A node that no longer owns a key forwards the request to the new owner and answers
+exactly what the owner answered (web/proxy.py copies status, headers and body), so such
+an answer is correct but cannot be told from a direct one; the table is therefore also
+refreshed when it is older than ``max_table_age`` seconds (by the next request, one
+``/groupinfo`` per period; concurrent requests keep using the current table meanwhile).
+
+Usable from trio or asyncio (httpx and anyio inside); one instance is safe to share
+between concurrent tasks. Keep-alive connections are pooled per node.
+
+Retrying a write: PUT and DELETE without ``If-Match`` are retried after any transport
+error (writing the same value twice leaves the same state). With ``If-Match``, a write
+whose request may have reached the node (the answer was lost) is not retried: the
+retry could answer 412 for the client's own write. It raises :class:`Unavailable` with
+code ``outcome_unknown`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+
+from kstate.core.partitioner import partition_for
+from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE, user_path
+
+# Transport errors after which the request certainly did not reach the node.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def normalize_url(seed: str) -> str:
+    """``host:port`` of a seed given as ``host:port`` or ``http://host:port[/]``."""
+    text = seed.strip()
+    if "://" in text:
+        parsed = urllib.parse.urlsplit(text)
+        if parsed.scheme != "http" or not parsed.netloc:
+            raise ValueError(f"seed {seed!r}: only http://host:port is supported")
+        return parsed.netloc
+    if not text or "/" in text:
+        raise ValueError(f"seed {seed!r} is not host:port")
+    return text
+
+
+# 503 codes of actors/writer.py after which a write may still have been applied.
+AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable"})
+
+
+# -- results and errors --------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One routing table as a node answered it on ``/groupinfo``."""
+
+    generation: int
+    topic: str  # "" when the table was empty
+    partitions: int  # the topic's partition count; 0 when the table does not cover 0..n-1
+    owners: dict[int, str]  # partition -> "host:port"
+    source: str  # the node that answered
+    fetched_at: float  # time.monotonic()
+
+    @property
+    def members(self) -> list[str]:
+        return sorted(set(self.owners.values()))
+
+    def partition(self, key: bytes) -> int | None:
+        return partition_for(key, self.partitions) if self.partitions else None
+
+    def owner(self, key: bytes) -> str | None:
+        pid = self.partition(key)
+        return None if pid is None else self.owners.get(pid)
+
+    @classmethod
+    def parse(cls, doc: object, generation: int, source: str) -> Table:
+        """From the JSON body of ``/groupinfo``; ValueError when it is not one."""
+        if not isinstance(doc, dict):
+            raise ValueError("/groupinfo did not answer a JSON object")
+        owners: dict[int, str] = {}
+        topics: set[str] = set()
+        for name, url in doc.items():
+            topic, dash, num = str(name).rpartition("-")
+            if not dash or not topic or not num.isdigit() or not isinstance(url, str):
+                raise ValueError(f"/groupinfo entry {name!r}: {url!r} is not <topic>-<p>: url")
+            topics.add(topic)
+            owners[int(num)] = url
+        if len(topics) > 1:
+            raise ValueError(f"/groupinfo names several topics: {sorted(topics)}")
+        # Use the count only when the table covers every partition 0..n-1: a partial
+        # table would hash keys to the wrong partitions.
+        n = len(owners) if owners and set(owners) == set(range(len(owners))) else 0
+        return cls(generation=generation, topic=next(iter(topics), ""), partitions=n,
+                   owners=owners, source=source, fetched_at=time.monotonic())
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A user and its version (the ``ETag`` to pass as ``if_match``)."""
+
+    value: dict[str, Any]
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    requests: int  # get/put/delete calls
+    attempts: int  # HTTP requests sent for them (first tries and retries)
+    direct: int  # attempts sent to the owner the cached table names
+    direct_hits: int  # calls answered by that owner on their first attempt
+    fallbacks: int  # attempts sent to another node: owner unknown or marked down
+    retries: int  # attempts after the first, for any reason
+    refreshes: int  # /groupinfo answers taken
+    table_changes: int  # refreshes that brought another generation or other owners
+    refused: int  # 503 / 421 / 3xx answers seen (each one retried or raised)
+    transport_errors: int  # attempts that got no HTTP answer
+
+
+class KstateError(Exception):
+    """An answer kstate gave (or could not give): ``status`` (0 = no HTTP answer),
+    ``code`` and ``message`` from the JSON error body ``{"error", "message"}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class PreconditionFailed(KstateError):
+    """412: ``If-Match`` did not name the key's current version."""
+
+
+class Unavailable(KstateError):
+    """No usable answer within the retries: 503 (``retry_after`` seconds suggested) or
+    no connection (status 0)."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 retry_after: float | None = None) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
+
+
+def error_of(r: httpx.Response) -> KstateError:
+    try:
+        doc = orjson.loads(r.content)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        code, message = doc["error"], str(doc.get("message", ""))
+    else:
+        code, message = f"http_{r.status_code}", r.text[:200]
+    if r.status_code == 412:
+        return PreconditionFailed(412, code, message)
+    if r.status_code == 503:
+        return Unavailable(503, code, message, retry_after_of(r))
+    return KstateError(r.status_code, code, message)
+
+
+def retry_after_of(r: httpx.Response) -> float | None:
+    raw = r.headers.get("retry-after")
+    try:
+        secs = float(raw) if raw is not None else None
+    except ValueError:
+        return None  # an HTTP-date: kstate never sends one
+    return secs if secs is not None and math.isfinite(secs) and secs >= 0 else None
+
+
+# -- the client ----------------------------------------------------------------------
+
+@dataclass
+class _Counters:
+    requests: int = 0
+    attempts: int = 0
+    direct: int = 0
+    direct_hits: int = 0
+    fallbacks: int = 0
+    retries: int = 0
+    refreshes: int = 0
+    table_changes: int = 0
+    refused: int = 0
+    transport_errors: int = 0
+
+
+@dataclass
+class _Attempt:
+    target: str
+    direct: bool
+    table: Table | None
+    version: int  # the client's table version the target was chosen from
+
+
+class KstateClient:
+    """See the module docstring. ``seeds``: ``host:port`` (or ``http://host:port``) of
+    one or more nodes; the rest of the cluster is learned from the routing table."""
+
+    def __init__(self, seeds: Iterable[str], *, timeout: float = 5.0, retries: int = 5,
+                 max_retry_after: float = 2.0, max_table_age: float = 5.0,
+                 down_for: float = 1.0, max_connections: int = 100) -> None:
+        self._seeds = list(dict.fromkeys(normalize_url(s) for s in seeds))
+        if not self._seeds:
+            raise ValueError("at least one seed is required")
+        if retries < 0 or timeout <= 0 or max_retry_after < 0 or max_table_age <= 0:
+            raise ValueError("retries >= 0, timeout > 0, max_retry_after >= 0 and "
+                             "max_table_age > 0 are required")
+        self._retries = retries
+        self._timeout = timeout
+        self._max_retry_after = max_retry_after
+        self._max_table_age = max_table_age
+        self._down_for = down_for
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+            follow_redirects=False, trust_env=False)
+        self._table: Table | None = None
+        self._version = 0  # bumped by every refresh that answered
+        self._refreshing = anyio.Lock()
+        self._down: dict[str, float] = {}  # url -> monotonic time it is tried again
+        self._n = _Counters()
+        self._rng = random.Random()
+
+    async def __aenter__(self) -> KstateClient:
+        try:
+            await self.refresh()
+        except Unavailable:
+            pass  # no seed answers yet: the first request tries again
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- public API --------------------------------------------------------------
+
+    def table(self) -> Table | None:
+        """The cached routing table (None before any node answered /groupinfo)."""
+        return self._table
+
+    def statistics(self) -> ClientStats:
+        return ClientStats(**vars(self._n))
+
+    async def get(self, email: str) -> dict[str, Any] | None:
+        """The user (``{"name", "email"}``), or None when it does not exist (404)."""
+        found = await self.get_versioned(email)
+        return None if found is None else found.value
+
+    async def get_versioned(self, email: str) -> Versioned | None:
+        r = await self._request("GET", email)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise error_of(r)
+        doc = orjson.loads(r.content)
+        if not isinstance(doc, dict):
+            raise KstateError(r.status_code, "invalid_answer", "the value is not an object")
+        return Versioned(doc, str(r.headers.get("etag", "")))
+
+    async def put(self, email: str, name: str, if_match: str | None = None) -> str:
+        """Create or replace the user; returns its new version (ETag). With
+        ``if_match``, only if the current version is that one (``"*"``: any), else
+        :class:`PreconditionFailed`."""
+        key = email.strip()
+        body = orjson.dumps({"name": name, "email": key})
+        r = await self._request("PUT", key, body, if_match)
+        if r.status_code not in (200, 201):
+            raise error_of(r)
+        return str(r.headers.get("etag", ""))
+
+    async def delete(self, email: str, if_match: str | None = None) -> str | None:
+        """Delete the user (idempotent); returns the tombstone's version when the node
+        gave one. With ``if_match``: :class:`PreconditionFailed` on another version."""
+        r = await self._request("DELETE", email, None, if_match)
+        if r.status_code not in (200, 204):
+            raise error_of(r)
+        tag = r.headers.get("etag")
+        return None if tag is None else str(tag)
+
+    async def refresh(self) -> Table:
+        """Fetch the routing table now (see :meth:`_refresh`)."""
+        return await self._refresh(self._version, avoid=None)
+
+    # -- routing -----------------------------------------------------------------
+
+    def _is_down(self, url: str, now: float) -> bool:
+        until = self._down.get(url)
+        return until is not None and until > now
+
+    def _nodes(self) -> list[str]:
+        """Every node known: the table's members, then the seeds."""
+        members = self._table.members if self._table is not None else []
+        return list(dict.fromkeys([*members, *self._seeds]))
+
+    def _any_node(self, avoid: str | None = None) -> str:
+        now = time.monotonic()
+        nodes = self._nodes()
+        live = [u for u in nodes if u != avoid and not self._is_down(u, now)]
+        return self._rng.choice(live or [u for u in nodes if u != avoid] or nodes)
+
+    def _choose(self, key: bytes, avoid: str | None) -> _Attempt:
+        table = self._table
+        owner = None if table is None else table.owner(key)
+        if owner is not None and not self._is_down(owner, time.monotonic()):
+            return _Attempt(owner, True, table, self._version)
+        return _Attempt(self._any_node(avoid), False, table, self._version)
+
+    async def _refresh(self, seen: int, avoid: str | None) -> Table:
+        """Fetch /groupinfo unless another task refreshed since version ``seen``.
+
+        Asks the known nodes one by one (``avoid`` last: it just failed us) and takes
+        the first complete table at least as new as the cached one; failing that, the
+        best answer (complete first, then highest generation). :class:`Unavailable`
+        when no node answers."""
+        async with self._refreshing:
+            if self._version != seen and self._table is not None:
+                return self._table
+            now = time.monotonic()
+            nodes = self._nodes()
+            self._rng.shuffle(nodes)
+            nodes.sort(key=lambda u: (u == avoid, self._is_down(u, now)))
+            current = self._table
+            best: Table | None = None
+            errors: list[str] = []
+            for url in nodes:
+                try:
+                    r = await self._http.get(f"http://{url}{GROUPINFO_ROUTE}")
+                    gen = int(r.headers.get(GENERATION_HEADER, "-1"))
+                    if r.status_code != 200:
+                        raise ValueError(f"status {r.status_code}")
+                    got = Table.parse(orjson.loads(r.content), gen, url)
+                except (httpx.HTTPError, ValueError, orjson.JSONDecodeError) as exc:
+                    if isinstance(exc, httpx.TransportError):
+                        self._down[url] = time.monotonic() + self._down_for
+                    errors.append(f"{url}: {type(exc).__name__}: {exc}"[:200])
+                    continue
+                self._down.pop(url, None)
+                if best is None or (got.partitions > 0, got.generation) > (
+                        best.partitions > 0, best.generation):
+                    best = got
+                if got.partitions > 0 and (current is None
+                                           or got.generation >= current.generation):
+                    break
+            if best is None:
+                raise Unavailable(0, "no_node", "no node answered /groupinfo: "
+                                  + "; ".join(errors))
+            if current is None or (best.generation, best.owners) != (current.generation,
+                                                                      current.owners):
+                self._n.table_changes += 1
+            self._n.refreshes += 1
+            self._table = best
+            self._version += 1
+            return best
+
+    async def _maybe_refresh(self) -> None:
+        table = self._table
+        if table is None:
+            await self._refresh(self._version, avoid=None)
+        elif (time.monotonic() - table.fetched_at > self._max_table_age
+              and not self._refreshing.locked()):
+            try:
+                await self._refresh(self._version, avoid=None)
+            except Unavailable:
+                pass  # the request itself finds out what works
+
+    # -- one call, with retries --------------------------------------------------
+
+    async def _request(self, method: str, email: str, body: bytes | None = None,
+                       if_match: str | None = None) -> httpx.Response:
+        key = email.strip()
+        key_bytes = key.encode()
+        path = user_path(key)
+        headers = {"accept": "application/json"}
+        if body is not None:
+            headers["content-type"] = "application/json"
+        if if_match is not None:
+            headers["if-match"] = if_match
+        self._n.requests += 1
+        avoid: str | None = None
+        last: KstateError = Unavailable(0, "no_node", "no attempt was made")
+        for attempt in range(self._retries + 1):
+            if attempt:
+                self._n.retries += 1
+            try:
+                await self._maybe_refresh()
+            except Unavailable as exc:
+                last = exc
+                await anyio.sleep(self._backoff(attempt))
+                continue
+            go = self._choose(key_bytes, avoid)
+            self._n.attempts += 1
+            if go.direct:
+                self._n.direct += 1
+            else:
+                self._n.fallbacks += 1
+            try:
+                r = await self._http.request(method, f"http://{go.target}{path}",
+                                             headers=headers, content=body)
+            except httpx.TransportError as exc:
+                self._n.transport_errors += 1
+                self._down[go.target] = time.monotonic() + self._down_for
+                if method != "GET" and if_match is not None and not isinstance(exc,
+                                                                                NOT_SENT):
+                    raise Unavailable(0, "outcome_unknown",
+                                      f"{method} to {go.target} got no answer "
+                                      f"({type(exc).__name__}); it may have been applied"
+                                      ) from exc
+                last = Unavailable(0, "unreachable",
+                                   f"{go.target}: {type(exc).__name__}: {exc}")
+                avoid = go.target
+                await self._refresh_quietly(go.version, avoid)
+                await anyio.sleep(self._backoff(attempt))
+                continue
+            self._down.pop(go.target, None)
+            if (r.status_code == 503 and method != "GET" and if_match is not None
+                    and error_of(r).code in AMBIGUOUS_WRITE_CODES):
+                # The owner produced (or may have) and could not confirm: a retry could
+                # answer 412 to this very write. Say so instead of retrying.
+                raise Unavailable(503, "outcome_unknown",
+                                  f"{method} to {go.target}: {error_of(r).message}")
+            if r.status_code == 503 or r.status_code == 421 or 300 <= r.status_code < 400:
+                self._n.refused += 1
+                last = error_of(r)
+                avoid = go.target
+                new = await self._refresh_quietly(go.version, avoid)
+                wait = min(retry_after_of(r) or 0.0, self._max_retry_after)
+                if not self._moved(key_bytes, go, new):
+                    await anyio.sleep(max(wait, self._backoff(attempt)))
+                continue
+            if attempt == 0 and go.direct:
+                self._n.direct_hits += 1
+            return r
+        raise last
+
+    def _moved(self, key: bytes, go: _Attempt, new: Table | None) -> bool:
+        """Whether the refreshed table names a new owner for ``key``: another node
+        than the one the attempt's table named and than the one that refused, not
+        marked down. Then a retry can go there at once."""
+        owner = None if new is None else new.owner(key)
+        before = None if go.table is None else go.table.owner(key)
+        return (owner is not None and owner != before and owner != go.target
+                and not self._is_down(owner, time.monotonic()))
+
+    async def _refresh_quietly(self, seen: int, avoid: str | None) -> Table | None:
+        try:
+            return await self._refresh(seen, avoid)
+        except Unavailable:
+            return None
+
+    def _backoff(self, attempt: int) -> float:
+        """0.05, 0.1, 0.2 ... seconds (capped at 1 s), with jitter."""
+        return min(1.0, 0.05 * 2.0 ** attempt) * (0.5 + self._rng.random() / 2)

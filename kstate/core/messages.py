@@ -1,0 +1,119 @@
+"""Messages between actors: a closed set of small frozen dataclasses.
+
+One union alias per channel:
+
+- ``BridgeEvent``  Kafka bridge (asyncio thread) -> rebalance listener
+- ``StateIn``      consumer, rebalance listener -> state owner
+- ``RouterIn``     rebalance listener -> router
+- ``WriterIn``     router -> writer
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from kstate.core.outcomes import WriteOutcome
+
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Reply(Protocol[T_contra]):
+    """One answer to one request; ``send`` never blocks and may be called from trio."""
+
+    def send(self, value: T_contra) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of the topic; ``value is None`` is a tombstone."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one fetch returned: records by partition, and the consumer's position
+    (next offset to fetch) of every assigned partition whose position is known.
+    ``epoch`` counts revocations; a batch from an older epoch is stale."""
+
+    epoch: int
+    records: dict[int, list[Record]]
+    positions: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """Who owns which partition, as the group leader decided for ``generation``."""
+
+    generation: int
+    owners: dict[int, str]
+    members: dict[str, str] = field(default_factory=dict)  # member id -> url
+
+    @classmethod
+    def empty(cls) -> RoutingTable:
+        return cls(generation=-1, owners={}, members={})
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """The group is rebalancing: stop serving ``partitions`` now. The bridge waits
+    for ``reply`` before the consumer rejoins."""
+
+    epoch: int
+    partitions: frozenset[int]
+    reply: Reply[None]
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """The new assignment. ``end_offsets`` were read right after it (catch-up targets).
+    ``reply`` answers where to seek: an offset for a kept partition, ``None`` for a
+    partition to rebuild from the beginning."""
+
+    epoch: int
+    partitions: frozenset[int]
+    table: RoutingTable
+    end_offsets: dict[int, int]
+    reply: Reply[dict[int, int | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Stop serving ``partitions``; ``reply`` once no new read or write can start."""
+
+    epoch: int
+    partitions: frozenset[int]
+    reply: Reply[None]
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """Hold ``partitions`` from now on (catch-up targets ``end_offsets``); ``reply``
+    says where the consumer must seek (see :class:`Assigned`)."""
+
+    epoch: int
+    partitions: frozenset[int]
+    end_offsets: dict[int, int]
+    reply: Reply[dict[int, int | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Upsert (``value`` bytes) or delete (``value is None``) one key of a partition
+    this node serves. ``if_match`` is an ETag the current version must have ("*":
+    any existing version)."""
+
+    partition: int
+    key: bytes
+    value: bytes | None
+    if_match: str | None
+    reply: Reply[WriteOutcome]
+
+
+BridgeEvent = Revoked | Assigned
+StateIn = Batch | Revoke | Assign
+RouterIn = RoutingTable
+WriterIn = Write

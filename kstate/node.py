@@ -1,0 +1,201 @@
+"""The composition root: the one place where a reader sees the whole node.
+
+It binds the HTTP socket (so the node knows its url before anything is built), opens
+the Kafka bridge, every channel and the root nursery, and starts the actors in
+dependency order with ``nursery.start``. Channels and who holds each end::
+
+    bridge (asyncio thread) ──events──► rebalance ──state──► state ◄──state── consumer
+      (group listener: send end)          │  (Revoke/Assign)  ▲ reads, waits  (Batch)
+                                          ├──router──► router ┤
+                                          └ waits writer idle │ writes
+                                                              ▼
+    HTTP (web/: quart + fast path) ──► decision ──► router ──writes──► writer ──► bridge
+    feed (group-less reader) ──► websocket subscribers      standby (group-less reader)
+
+- ``state``  (StateIn: Batch, Revoke, Assign): senders consumer and rebalance; reader
+  the state owner.
+- ``events`` (BridgeEvent: Revoked, Assigned): sender the bridge's rebalance listener
+  (and the shutdown here); reader the rebalance listener actor.
+- ``router`` (RoutingTable): sender rebalance; reader the router.
+- ``writes`` (Write): sender the router (for the HTTP layer); reader the writer.
+
+Any actor that raises cancels the node (one-cancels-all); ``run_node`` re-raises and the
+CLI exits non-zero. ``stop`` set (SIGTERM/SIGINT) stops serving, finishes in-flight
+writes, leaves the group, drains HTTP, and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from actors import consumer, feed, rebalance, router, standby, state, writer
+from actors.replies import ReplyBox
+from actors.router import RouterHandle
+from kstate.bridge import KafkaAuthFailed, KafkaBridge, TopicInfo, open_bridge
+from kstate.core.messages import BridgeEvent, Revoked, RouterIn, StateIn, WriterIn
+from kstate.settings import Settings
+from web.app import create_app
+from web.auth import signer
+from web.fast import fast_path
+from web.proxy import Proxy
+from web.server import bind, bound_address, serve
+from web.services import HttpConfig, build_services
+
+log = logging.getLogger(__name__)
+
+STATE_INBOX = 16  # batches queued for the state owner (each up to max_batch records)
+WRITE_INBOX = 256  # writes queued for the writer
+EVENTS_INBOX = 4  # rebalance events: at most one is outstanding (each awaits its ack)
+ROUTER_INBOX = 4
+FEED_BUFFER = 1024  # changes queued per live feed subscriber before it is cut off
+TOPIC_WAIT = 60.0  # seconds the node waits for Kafka at start before it gives up
+SHUTDOWN_EPOCH = 1 << 62  # the last epoch: batches fetched after shutdown are stale
+HTTP_DRAIN = 3.0  # seconds in-flight HTTP requests get to finish on shutdown
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    url: str
+    topic: TopicInfo
+
+
+async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
+    deadline = trio.current_time() + TOPIC_WAIT
+    while True:
+        try:
+            return await bridge.ensure_topic()
+        except KafkaAuthFailed:
+            raise  # wrong credentials or TLS setup: waiting cannot help
+        except Exception as exc:  # any Kafka error while the broker starts
+            if trio.current_time() > deadline:
+                raise RuntimeError(f"Kafka at {settings.bootstrap} did not answer: {exc!r}") \
+                    from exc
+            log.warning("event=kafka_wait bootstrap=%s error=%r", settings.bootstrap, exc)
+            await trio.sleep(1.0)
+
+
+async def _wait_topic(bridge: KafkaBridge, settings: Settings, stop: trio.Event
+                      ) -> TopicInfo | None:
+    """The topic (created if missing), or None if ``stop`` came first: SIGTERM is obeyed
+    while the node waits for Kafka at start."""
+    topic: TopicInfo | None = None
+    async with trio.open_nursery() as startup:
+        async def _give_up_on_stop() -> None:
+            await stop.wait()
+            startup.cancel_scope.cancel()
+
+        startup.start_soon(_give_up_on_stop)
+        topic = await _ensure_topic(bridge, settings)
+        startup.cancel_scope.cancel()
+    if topic is None or stop.is_set():
+        return None
+    log.info("event=topic name=%s partitions=%d created=%s configs=%s", topic.name,
+             topic.partitions, topic.created, topic.configs)
+    if not topic.created and topic.configs.get("cleanup.policy") != "compact":
+        log.warning("event=topic_not_compacted name=%s cleanup.policy=%s: deleted users "
+                    "may come back after retention; kstate uses the topic as it is",
+                    topic.name, topic.configs.get("cleanup.policy"))
+    return topic
+
+
+async def _leave(bridge: KafkaBridge, events: trio.MemorySendChannel[BridgeEvent],
+                 held: frozenset[int]) -> None:
+    """Shutdown, in the order that keeps the promise: stop serving every partition and
+    let in-flight writes finish (through the rebalance listener, like a real revoke),
+    then leave the group so the others take over at once. Closes ``events``."""
+    with trio.CancelScope(shield=True):
+        bridge.begin_shutdown()
+        box: ReplyBox[None] = ReplyBox()
+        async with events:
+            await events.send(Revoked(SHUTDOWN_EPOCH, held, box))
+            await box.wait()
+        await bridge.leave_group()
+        log.info("event=left_group partitions=%s", sorted(held))
+
+
+async def run_node(settings: Settings, *, stop: trio.Event,
+                   task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run one kstate node until ``stop`` is set. Reports its url and topic once the
+    HTTP server listens and the consumer has joined (or is joining) the group."""
+    started = time.monotonic()
+    sock = bind(settings.listen)
+    url = settings.advertise or bound_address(sock, settings.listen)
+    try:
+        async with open_bridge(settings.kafka()) as bridge:
+            topic = await _wait_topic(bridge, settings, stop)
+            if topic is None:
+                log.info("event=node_stopped_before_start")
+                return
+            await bridge.start_producer()
+            await _run_actors(settings, bridge, topic, sock, url, started, stop, task_status)
+    finally:
+        sock.close()  # no-op once the HTTP server took it over
+    log.info("event=node_stopped seconds=%.3f", time.monotonic() - started)
+
+
+async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
+                      sock: socket.socket, url: str, started: float, stop: trio.Event,
+                      task_status: trio.TaskStatus[NodeInfo]) -> None:
+    state_send, state_recv = trio.open_memory_channel[StateIn](STATE_INBOX)
+    events_send, events_recv = trio.open_memory_channel[BridgeEvent](EVENTS_INBOX)
+    router_send, router_recv = trio.open_memory_channel[RouterIn](ROUTER_INBOX)
+    writes_send, writes_recv = trio.open_memory_channel[WriterIn](WRITE_INBOX)
+    proxy = Proxy(settings.proxy_timeout, sign=signer(settings.api_token))
+    try:
+        async with trio.open_nursery() as root:
+            # the state owner reads `state`; the writer reads `writes`
+            state_h = await root.start(partial(state.run, inbox=state_recv))
+            writer_h = await root.start(partial(
+                writer.run, bridge.produce, state_h, inbox=writes_recv,
+                write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout))
+            standby_h = (await root.start(partial(standby.run, bridge))
+                         if settings.standby else None)
+            # the router reads `router`; its handle sends on `writes` for the HTTP layer
+            router_h = RouterHandle(url, topic.partitions, state_h, writes_send,
+                                    settings.catchup_timeout, bridge.fence_offset, standby_h)
+            await root.start(partial(router.run, router_h, inbox=router_recv))
+            # the rebalance listener reads `events`, sends on `state` and `router`
+            await root.start(partial(
+                rebalance.run, events=events_recv, state=state_send.clone(), router=router_send,
+                writer=writer_h, drain_timeout=settings.write_timeout))
+            feed_h = await root.start(partial(feed.run, bridge, buffer=FEED_BUFFER, url=url))
+            services = build_services(
+                HttpConfig(url=url, topic=topic.name, group=settings.group,
+                           max_body=settings.max_body, api_token=settings.api_token,
+                           started_at=started),
+                router=router_h, state=state_h, writer=writer_h, proxy=proxy, feed=feed_h)
+            app = fast_path(create_app(services), services)
+            left = trio.Event()
+
+            async def _serve(task_status: trio.TaskStatus[None]) -> None:
+                await serve(app, sock, shutdown_trigger=stop.wait,
+                            graceful_timeout=HTTP_DRAIN, task_status=task_status)
+                log.info("event=http_drained")
+                await left.wait()
+                root.cancel_scope.cancel()  # HTTP is done and we left: stop the actors
+
+            async def _shutdown(events: trio.MemorySendChannel[BridgeEvent]) -> None:
+                await stop.wait()
+                log.info("event=shutdown_started")
+                await _leave(bridge, events, state_h.held())
+                feed_h.close_all()  # live feed websockets end now, not at the drain deadline
+                left.set()
+
+            root.start_soon(_shutdown, events_send.clone())
+            await root.start(_serve)
+            # the bridge's group listener sends on `events`; the consumer on `state`
+            await bridge.start_consumer(url, state_h.held, events_send)
+            await root.start(partial(consumer.run, bridge, outbox=state_send))
+            log.info("event=node_started url=%s listen=%s group=%s topic=%s partitions=%d",
+                     url, settings.listen, settings.group, topic.name, topic.partitions)
+            task_status.started(NodeInfo(url=url, topic=topic))
+    finally:
+        with trio.CancelScope(shield=True):
+            await proxy.aclose()
+            await writes_send.aclose()

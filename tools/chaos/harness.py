@@ -1,0 +1,179 @@
+"""One chaos run: Kafka + N nodes, a seeded schedule of faults, a bounded workload,
+a checker for every answer, and the numbers. :func:`run_chaos` is the whole of it;
+``python -m tools.chaos`` and ``tests/chaos/test_chaos_short.py`` call it.
+
+Phases (all bounded):
+1. Kafka (unless ``bootstrap`` is given) and ``nodes`` nodes; wait until the group is
+   stable (every node ready, one routing table covering every partition).
+   Before the nodes start, ``history`` filler records (other keys) are produced into
+   the topic so that a partition that moves has something to replay: a node serving
+   before it caught up would answer from a half-built state, and the window in which
+   that shows is as long as the replay.
+2. Seed: PUT every key once until acknowledged, so every key exists (no 404 is right).
+3. Chaos for ``duration`` s: ``clients`` trio tasks send GET/PUT to random ``up`` nodes at
+   ``rate`` requests/s in total (``read_back`` of the acknowledged writes are read back at
+   once through another random node; ``cas`` of the writes are If-Match the version a
+   read just returned); a prober reads one key per partition every
+   ``probe_interval`` s (rotating through the keys); events fire per the schedule. After
+   each event the harness waits until the group is stable again over the nodes it
+   believes up and a sweep has read every key correctly (``all_keys_s``), then keeps
+   the planned gap before the next event.
+4. Final verification: workload stopped, group stable, every key read from every live
+   node and judged against every acknowledged write (a wrong answer = ``lost_write``);
+   then the whole topic is read from Kafka and audited (checker.Checker.audit).
+5. Teardown: SIGTERM every node (must exit 0), stop Kafka, write the JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import orjson
+import trio
+
+from kstate.bridge import KafkaConfig
+from kstate.bridge.tooling import open_tooling
+from kstate.core.partitioner import partition_for
+from tools.chaos.checker import Checker
+from tools.chaos.cluster import Cluster, KafkaRun
+from tools.chaos.phases import Run
+from tools.chaos.schedule import Kind, plan
+from tools.procs import REPO
+
+log = logging.getLogger("chaos")
+
+
+@dataclass
+class ChaosConfig:
+    duration: float = 120.0
+    nodes: int = 3
+    seed: int = 1
+    mode: Literal["single", "cluster"] = "single"
+    clients: int = 8
+    keys: int = 200
+    rate: float = 60.0  # workload requests per second, all clients together
+    write_ratio: float = 0.3
+    read_back: float = 0.5  # share of acknowledged writes read back at once
+    cas: float = 0.3  # share of writes sent with If-Match: the version just read
+    hot: float = 0.2  # share of workload requests that go to the 5 hot keys
+    partitions: int = 10
+    history: int = 20_000  # filler records put in the topic before the nodes start
+    bootstrap: str | None = None
+    gap: tuple[float, float] = (15.0, 25.0)
+    events: list[Kind] = field(default_factory=list)  # forced kinds, in order
+    max_nodes: int | None = None
+    pauses: bool = False  # draw "pause" events (SIGSTOP/SIGCONT) too
+    standby: bool = False  # nodes keep standby copies (KSTATE_STANDBY)
+    pause: float = 10.0  # seconds a paused node stays frozen (> session timeout 6 s)
+    timeout: float = 10.0  # client timeout per request
+    probe_interval: float = 0.25
+    recover_timeout: float = 60.0  # an event not recovered from by then: not_recovered
+    out: Path | None = None
+    log_dir: Path | None = None
+
+
+def _default_paths(cfg: ChaosConfig) -> tuple[Path, Path]:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = REPO / "chaos-results"
+    out = cfg.out or base / f"{stamp}-{cfg.mode}-s{cfg.seed}.json"
+    logs = cfg.log_dir or out.with_suffix("")
+    return out, logs
+
+
+async def prefill(bootstrap: str, topic: str, cfg: ChaosConfig, tag: str) -> None:
+    """Create the topic as a node would and produce ``cfg.history`` filler users."""
+    config = KafkaConfig(bootstrap=bootstrap, topic=topic, partitions=cfg.partitions,
+                         replication=3 if cfg.mode == "cluster" else 1,
+                         group=f"prefill-{tag}", request_timeout_ms=30_000)
+    async with open_tooling(config) as bridge:
+        await bridge.ensure_topic()
+        batch: list[tuple[int, bytes | None, bytes | None]] = []
+        for i in range(cfg.history):
+            key = f"h{i % 2000:04d}-{tag}@history.test"
+            batch.append((partition_for(key.encode(), cfg.partitions), key.encode(),
+                          orjson.dumps({"name": f"history {i}", "email": key})))
+            if len(batch) == 5000 or i == cfg.history - 1:
+                await bridge.produce_many(batch)
+                batch = []
+
+
+async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
+    """Run the whole thing; return the results (see report.py). Never leaves a
+    process behind: nodes and the Kafka it started are stopped on every exit path."""
+    out, log_dir = _default_paths(cfg)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    schedule = plan(cfg.seed, nodes=cfg.nodes, duration=cfg.duration,
+                    cluster=cfg.mode == "cluster" and cfg.bootstrap is None, gap=cfg.gap,
+                    forced=cfg.events, max_nodes=cfg.max_nodes, pauses=cfg.pauses)
+    kafka = KafkaRun(cfg.mode, f"chaos-{tag}", cfg.bootstrap)
+    extra = {"KSTATE_PARTITIONS": str(cfg.partitions)}
+    if cfg.mode == "cluster":
+        extra["KSTATE_REPLICATION"] = "3"
+    if cfg.standby:
+        extra["KSTATE_STANDBY"] = "true"
+    keys = [f"u{i:04d}-{tag}@chaos.test" for i in range(cfg.keys)]
+    checker = Checker(keys)
+    cluster = Cluster(kafka, f"chaos-{tag}", f"chaos-{tag}", log_dir, extra,
+                      problems=checker.violations)
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100,
+                          keepalive_expiry=5.0)
+    timeout = httpx.Timeout(cfg.timeout, connect=2.0)
+    result: dict[str, Any] = {}
+    try:
+        log.info("kafka (%s) starting", cfg.mode if kafka.owned else cfg.bootstrap)
+        await kafka.start()
+        log.info("kafka at %s; schedule: %s", kafka.bootstrap,
+                 " ".join(f"+{e.gap:.0f}s {e.label}" for e in schedule))
+        if cfg.history:
+            await prefill(kafka.bootstrap, cluster.topic, cfg, tag)
+            log.info("%d history records in topic %s", cfg.history, cluster.topic)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
+            run = Run(cfg, cluster, client, checker)
+            async with trio.open_nursery() as outer:
+                outer.start_soon(run.crash_watch)
+                await run.start_nodes()
+                log.info("t=%.1f %d nodes stable; seeding %d keys", time.monotonic() - run.t0,
+                         cfg.nodes, cfg.keys)
+                await run.seed()
+                log.info("t=%.1f seeded; chaos for %.0f s", time.monotonic() - run.t0,
+                         cfg.duration)
+                await run.chaos(schedule)
+                log.info("t=%.1f chaos over; final verification", time.monotonic() - run.t0)
+                final = await run.final_check()
+                log.info("t=%.1f final verification done: %s", time.monotonic() - run.t0,
+                         {k: v for k, v in final.items() if k != "t_abs"})
+                final["audit"] = await run.audit_topic()
+                log.info("t=%.1f topic audit: %s", time.monotonic() - run.t0, final["audit"])
+                outer.cancel_scope.cancel()
+            # Every node still up must stop cleanly on SIGTERM.
+            async with trio.open_nursery() as n:
+                for m in cluster.up():
+                    n.start_soon(cluster.term, m)
+        from tools.chaos.report import build_results
+
+        result = build_results(cfg, run, schedule, final, started_at, out, log_dir)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(cluster.stop_all_now)
+            await trio.to_thread.run_sync(kafka.stop_now)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from tools.chaos.report import write_json
+
+    write_json(result, out)
+    return result
+
+
+def config_dict(cfg: ChaosConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["out"] = str(cfg.out) if cfg.out else None
+    d["log_dir"] = str(cfg.log_dir) if cfg.log_dir else None
+    return d

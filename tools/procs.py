@@ -1,0 +1,160 @@
+"""Real kstate nodes as subprocesses, and waiting for them: shared by the integration
+tests, the chaos harness, the benchmarks and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    """One ``kstate node`` process on 127.0.0.1:<port>; restartable at the same address."""
+
+    bootstrap: str
+    topic: str
+    group: str
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    extra: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.url}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"node-{self.port}.log"
+
+    def start(self) -> Node:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        env = dict(os.environ)
+        env.update({
+            "KSTATE_BOOTSTRAP": self.bootstrap, "KSTATE_TOPIC": self.topic,
+            "KSTATE_GROUP": self.group, "KSTATE_LISTEN": self.url,
+            "KSTATE_SESSION_TIMEOUT_MS": "6000", "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        log.write(f"---- start {self.starts} ----\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen([sys.executable, "-m", "kstate", "node"], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        log.close()
+        self.starts += 1
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+    def term(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    async def wait_exit(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        with trio.fail_after(timeout):
+            while self.proc.poll() is None:
+                await trio.sleep(0.05)
+        return int(self.proc.returncode)
+
+    def stop_now(self) -> None:
+        """Teardown: SIGTERM, then SIGKILL after 10 s (sync; for fixtures)."""
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+async def wait_ready(client: httpx.AsyncClient, node: Node, timeout: float = 30.0) -> dict:
+    """Wait for the node's /readyz to answer 200; return its body."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if node.proc is not None and node.proc.poll() is not None:
+            raise AssertionError(f"node {node.url} exited {node.proc.returncode}:\n"
+                                 + node.log_text()[-3000:])
+        try:
+            r = await client.get(f"{node.base}/readyz", timeout=2)
+            last = r.status_code
+            if r.status_code == 200:
+                return r.json()
+        except httpx.HTTPError as exc:
+            last = exc
+        await trio.sleep(0.1)
+    raise AssertionError(f"node {node.url} not ready after {timeout}s (last: {last!r})\n"
+                         + node.log_text()[-3000:])
+
+
+async def wait_stable(client: httpx.AsyncClient, nodes: Iterable[Node], partitions: int,
+                      timeout: float = 60.0) -> dict[str, str]:
+    """Wait until every node is ready and all report the same routing table, owned
+    by exactly these nodes and covering every partition. Return the table."""
+    nodes = list(nodes)
+    urls = {n.url for n in nodes}
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            tables, gens = [], set()
+            for n in nodes:
+                ready = await client.get(f"{n.base}/readyz", timeout=2)
+                if ready.status_code != 200:
+                    raise ValueError(f"{n.url} not ready")
+                r = await client.get(f"{n.base}/groupinfo", timeout=2)
+                tables.append(r.json())
+                gens.add(r.headers.get("kstate-generation"))
+            first = tables[0]
+            if (all(t == first for t in tables) and len(gens) == 1
+                    and len(first) == partitions and set(first.values()) == urls):
+                return first
+            last = (gens, tables)
+        except (httpx.HTTPError, ValueError) as exc:
+            last = exc
+        await trio.sleep(0.2)
+    raise AssertionError(f"cluster not stable after {timeout}s: {last!r}")

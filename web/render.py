@@ -1,0 +1,88 @@
+"""One renderer from outcome to HTTP: status, headers and body bytes. The quart routes,
+the fast path and forwarding all answer through it, so a key answers the same bytes
+whichever path served it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kstate.core.outcomes import Conflict, Found, Missing, Unavailable, Written
+from kstate.core.wire import JSON, error_body, etag, retry_after_value
+from web.errors import BadRequest
+from web.peers import PeerResponse
+
+Headers = list[tuple[bytes, bytes]]
+_JSON = JSON.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    status: int
+    headers: Headers
+    body: bytes
+
+
+def error(status: int, code: str, message: str, *, retry_after: float | None = None,
+          extra: Headers | None = None) -> Rendered:
+    headers: Headers = [(b"content-type", _JSON)]
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after_value(retry_after).encode()))
+    if extra:
+        headers.extend(extra)
+    return Rendered(status, headers, error_body(code, message))
+
+
+def unavailable(u: Unavailable) -> Rendered:
+    return error(503, u.reason, u.message, retry_after=u.retry_after)
+
+
+def bad_request(e: BadRequest) -> Rendered:
+    return error(e.status, e.code, e.message)
+
+
+def found(f: Found) -> Rendered:
+    tag = etag(f.partition, f.offset).encode()
+    return Rendered(200, [(b"content-type", _JSON), (b"etag", tag)], f.value)
+
+
+def missing(email: str) -> Rendered:
+    return error(404, "not_found", f"no user with email {email}")
+
+
+def peer(r: PeerResponse) -> Rendered:
+    """The owner's answer, as the proxy kept it (web/proxy.py)."""
+    return Rendered(r.status, r.headers, r.body)
+
+
+def read(outcome: Found | Missing | Unavailable | PeerResponse, email: str) -> Rendered:
+    """A read's answer: 200 with the stored bytes and ETag, 404, 503, or the owner's."""
+    if isinstance(outcome, Found):
+        return found(outcome)
+    if isinstance(outcome, Missing):
+        return missing(email)
+    if isinstance(outcome, Unavailable):
+        return unavailable(outcome)
+    return peer(outcome)
+
+
+def written(w: Written, value: bytes | None, *, seed: bool) -> Rendered:
+    """A write's success: the seed API answers 200 with no body; REST answers 201
+    (created) or 200 with the stored document, or 204 for a delete. ETag when a record
+    was written."""
+    tag: Headers = [(b"etag", etag(w.partition, w.offset).encode())] if w.offset >= 0 else []
+    if seed:
+        return Rendered(200, tag, b"")
+    if value is None:
+        return Rendered(204, tag, b"")
+    return Rendered(201 if w.created else 200, [(b"content-type", _JSON), *tag], value)
+
+
+def write(outcome: Written | Conflict | Unavailable | PeerResponse, value: bytes | None, *,
+          seed: bool) -> Rendered:
+    if isinstance(outcome, Written):
+        return written(outcome, value, seed=seed)
+    if isinstance(outcome, Conflict):
+        return error(412, "precondition_failed", outcome.message)
+    if isinstance(outcome, Unavailable):
+        return unavailable(outcome)
+    return peer(outcome)

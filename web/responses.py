@@ -1,0 +1,26 @@
+"""quart adapters: a rendered answer (web/render.py) or a JSON document as a quart
+Response."""
+
+from __future__ import annotations
+
+import orjson
+from quart import Response
+
+from web.render import Rendered
+
+
+def respond(r: Rendered) -> Response:
+    out = Response(r.body, status=r.status)
+    if any(k == b"content-type" for k, _ in r.headers):
+        out.headers.pop("Content-Type", None)
+    for k, v in r.headers:
+        out.headers.add(k.decode("latin-1"), v.decode("latin-1"))
+    return out
+
+
+def json_response(doc: object, status: int = 200, *, no_store: bool = False) -> Response:
+    out = Response(orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS), status=status,
+                   content_type="application/json")
+    if no_store:
+        out.headers["Cache-Control"] = "no-store"
+    return out

@@ -1,0 +1,48 @@
+"""Everything the HTTP layer may use, built once by the composition root
+(kstate/node.py) and never changed after: the node's HTTP settings, the actors'
+handles, the forwarding proxy, the read/write decision and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from actors.feed import FeedHandle
+from actors.router import RouterHandle
+from actors.state import StateHandle
+from actors.writer import WriterHandle
+from web.decide import Decider
+from web.metrics import Metrics
+from web.proxy import Proxy
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The HTTP layer's settings (from kstate/settings.py)."""
+
+    url: str  # this node's advertised host:port (the bound port when listening on 0)
+    topic: str
+    group: str
+    max_body: int = 65_536
+    api_token: str = field(default="", repr=False)
+    started_at: float = 0.0  # time.monotonic() when the node started
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    config: HttpConfig
+    router: RouterHandle
+    state: StateHandle
+    writer: WriterHandle
+    proxy: Proxy
+    feed: FeedHandle | None
+    decider: Decider
+    metrics: Metrics
+
+
+def build_services(config: HttpConfig, *, router: RouterHandle, state: StateHandle,
+                   writer: WriterHandle, proxy: Proxy, feed: FeedHandle | None) -> Services:
+    """The services object, with its decision and metrics."""
+    metrics = Metrics(config.url, config.topic, config.group, config.started_at,
+                      router=router, state=state, writer=writer, proxy=proxy, feed=feed)
+    return Services(config=config, router=router, state=state, writer=writer, proxy=proxy,
+                    feed=feed, decider=Decider(router, proxy), metrics=metrics)
