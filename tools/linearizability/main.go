@@ -217,11 +217,12 @@ func foldedAnnotations(folded []porcupine.Operation) []porcupine.Annotation {
 	var out []porcupine.Annotation
 	for _, op := range folded {
 		out = append(out, porcupine.Annotation{
-			ClientId:        op.ClientId,
-			Start:           op.Call,
-			End:             op.Return,
-			Description:     describeOperation(op.Input, op.Output),
-			Details:         describeMeta(op.Metadata) + "; nobody observed it: checked as a write that may take effect any number of times after its call",
+			ClientId:    op.ClientId,
+			Start:       op.Call,
+			End:         op.Return,
+			Description: describeOperation(op.Input, op.Output),
+			Details: metaText(op.Metadata.(meta)) + "; nobody can have observed it: checked as a " +
+				"write that may take effect after its call, any number of times",
 			BackgroundColor: "#e0e0e0",
 		})
 	}

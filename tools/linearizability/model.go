@@ -10,6 +10,7 @@ package main
 
 import (
 	"fmt"
+	"html"
 	"slices"
 	"strconv"
 	"strings"
@@ -338,8 +339,10 @@ func describeOperation(i, o any) string {
 	return b.String()
 }
 
-func describeState(x any) string {
-	s := x.(state)
+// describeState is shown as HTML in the picture's tooltip, hence escaped.
+func describeState(x any) string { return html.EscapeString(stateText(x.(state))) }
+
+func stateText(s state) string {
 	switch {
 	case !s.Exists && s.Ver.O < 0:
 		return "absent"
@@ -364,11 +367,16 @@ func shortValue(v string) string {
 	return strconv.Quote(v)
 }
 
+// describeMeta is shown as HTML in the picture's tooltip, hence escaped.
 func describeMeta(x any) string {
 	m, ok := x.(meta)
 	if !ok {
 		return ""
 	}
+	return html.EscapeString(metaText(m))
+}
+
+func metaText(m meta) string {
 	s := fmt.Sprintf("line %d, id %s, client %d, node %s, outcome %s", m.Line, m.ID, m.Client,
 		m.Node, m.Outcome)
 	if m.Status != 0 {
