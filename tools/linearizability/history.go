@@ -87,6 +87,8 @@ func readHistory(r io.Reader) (*history, error) {
 	sc.Buffer(make([]byte, 0, 64*1024), 64*1024*1024)
 	h := &history{}
 	keys := map[string]struct{}{}
+	type kv struct{ key, value string }
+	writer := map[kv]int{} // the line of the put that wrote a value (if it may have)
 	n := 0
 	for sc.Scan() {
 		n++
@@ -106,10 +108,22 @@ func readHistory(r io.Reader) (*history, error) {
 			return nil, err
 		}
 		keys[rec.key] = struct{}{}
+		if rec.op == opPut && !rec.dropped && rec.outcome != outcomeFail {
+			// A read names the write it returns only if values are unique per key.
+			if first, ok := writer[kv{rec.key, rec.value}]; ok {
+				return nil, &badInput{n, fmt.Sprintf(
+					"the put of line %d already wrote %q to %s: values must be unique per key",
+					first, rec.value, rec.key)}
+			}
+			writer[kv{rec.key, rec.value}] = n
+		}
 		h.records = append(h.records, rec)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, &badInput{n + 1, "cannot read: " + err.Error()}
+	}
+	if len(h.records) == 0 {
+		return nil, &badInput{0, "no operations in the history"}
 	}
 	h.keys = len(keys)
 	return h, nil

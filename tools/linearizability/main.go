@@ -115,9 +115,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		rep.Verdict = "linearizable"
 	}
 
-	if pick, ok := chooseVisualized(*visualize, results); ok {
+	switch pick, status := chooseVisualized(*visualize, results); status {
+	case pickFound:
 		draw = append(draw, pick)
-	} else if *visualize != "none" && *visualize != "any" {
+	case pickMissing:
 		fmt.Fprintf(stderr, "linearizability: --visualize %s: no checked operation on that key\n",
 			*visualize)
 	}
@@ -151,19 +152,34 @@ func load(path string) (*history, error) {
 	return readHistory(f)
 }
 
+type pickStatus int
+
+const (
+	pickNone    pickStatus = iota // --visualize none, or the key is drawn as a violation
+	pickFound                     // draw this key's history
+	pickMissing                   // the key named has no checked operation
+)
+
 // chooseVisualized finds the key --visualize names ("any": the one with most operations).
-func chooseVisualized(which string, results []keyResult) (keyResult, bool) {
+func chooseVisualized(which string, results []keyResult) (keyResult, pickStatus) {
+	if which == "none" {
+		return keyResult{}, pickNone
+	}
 	var best keyResult
-	found := false
 	for _, r := range results {
-		if r.result == porcupine.Illegal {
-			continue // drawn anyway, as a violation
-		}
 		if which == "any" && len(r.exact) > len(best.exact) || which == r.key {
-			best, found = r, true
+			best = r
 		}
 	}
-	return best, found && which != "none"
+	switch {
+	case best.key == "" && which == "any":
+		return best, pickNone
+	case best.key == "":
+		return best, pickMissing
+	case best.result == porcupine.Illegal:
+		return best, pickNone // drawn anyway, as a violation
+	}
+	return best, pickFound
 }
 
 // drawPictures writes Porcupine's visualization for each key: violation-<key>.html for an

@@ -135,6 +135,30 @@ func TestTimeoutIsUnknown(t *testing.T) {
 	}
 }
 
+func TestEmptyHistoryIsBadInput(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.jsonl")
+	if err := os.WriteFile(path, []byte(`{"type": "meta"}`+"\n\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, rep := runCLI(t, "--history", path)
+	if code != exitUnknown || !strings.Contains(out, "no operations") || rep.Error == "" {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+}
+
+func TestVisualizeMissingKeyKeepsVerdict(t *testing.T) {
+	code, out, rep := runCLI(t, "--history", "testdata/ok_right_412.jsonl",
+		"--visualize", "nobody@chaos.test")
+	if code != exitOK || len(rep.Pictures) != 0 || !strings.Contains(out, "no checked operation") {
+		t.Fatalf("exit %d pictures %v: %s", code, rep.Pictures, out)
+	}
+	code, _, rep = runCLI(t, "--history", "testdata/violation_stale_read.jsonl",
+		"--visualize", "k1@chaos.test")
+	if code != exitViolation || fmt.Sprint(rep.Pictures) != "[violation-k1@chaos.test.html]" {
+		t.Fatalf("exit %d pictures %v", code, rep.Pictures)
+	}
+}
+
 func TestBadUsage(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"--timeout", "1s"}, &stdout, &stderr); code != exitUnknown {
