@@ -128,18 +128,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUnknown
 	}
 
-	took := fmt.Sprintf("ops=%d keys=%d checked_in=%.2fs", rep.Ops, rep.Keys, rep.Seconds)
+	took := fmt.Sprintf("ops=%d checked_in=%.2fs", rep.Ops, rep.Seconds)
 	switch rep.Verdict {
 	case "violation":
 		fmt.Fprintf(stdout, "linearizability: VIOLATION keys=%d (%s) %s\n",
 			len(rep.ViolatingKeys), listKeys(rep.ViolatingKeys), took)
 		return exitViolation
 	case "unknown":
-		fmt.Fprintf(stdout, "linearizability: UNKNOWN (timed out after %s) keys_timed_out=%d (%s) %s\n",
-			*timeout, len(rep.TimedOutKeys), listKeys(rep.TimedOutKeys), took)
+		fmt.Fprintf(stdout, "linearizability: UNKNOWN (timed out after %gs) keys=%d (%s) %s\n",
+			timeout.Seconds(), len(rep.TimedOutKeys), listKeys(rep.TimedOutKeys), took)
 		return exitUnknown
 	}
-	fmt.Fprintf(stdout, "linearizability: linearizable %s\n", took)
+	fmt.Fprintf(stdout, "linearizability: linearizable ops=%d keys=%d checked_in=%.2fs\n",
+		rep.Ops, rep.Keys, rep.Seconds)
 	return exitOK
 }
 

@@ -127,7 +127,7 @@ func TestTimeoutIsUnknown(t *testing.T) {
 		fmt.Sprint(rep.TimedOutKeys) != "[k1@chaos.test]" {
 		t.Fatalf("exit %d verdict %q timed out %v: %s", code, rep.Verdict, rep.TimedOutKeys, out)
 	}
-	if !strings.HasPrefix(out, "linearizability: UNKNOWN (timed out after 300ms)") {
+	if !strings.HasPrefix(out, "linearizability: UNKNOWN (timed out after 0.3s) keys=1 (k1@chaos.test) ops=31 ") {
 		t.Fatalf("summary %q", out)
 	}
 	if took := time.Since(start); took > 5*time.Second {
