@@ -7,6 +7,7 @@
 //
 //   produce --bootstrap B --topic T [--codec none|gzip|snappy|lz4|zstd]
 //           [--transactional-id ID] [--linger-ms N]          script on stdin, see below
+//           [--create N]             first create T: compacted, N partitions (one JVM less)
 //   consume --bootstrap B --topic T [--isolation read_committed|read_uncommitted]
 //           [--batches]                                       every record, then exits
 //   batches --bootstrap B --topic T                           every record batch's header
@@ -164,7 +165,7 @@ public class ForeignProducer {
 
     record Pending(int line, Future<RecordMetadata> future) {}
 
-    static void produce(Map<String, List<String>> opts) throws IOException {
+    static void produce(Map<String, List<String>> opts) throws Exception {
         String topic = opt(opts, "--topic", null);
         String codec = opt(opts, "--codec", "none");
         if (!List.of("none", "gzip", "snappy", "lz4", "zstd").contains(codec)) {
@@ -184,6 +185,12 @@ public class ForeignProducer {
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         if (!txId.isEmpty()) p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, txId);
 
+        if (opts.containsKey("--create")) {
+            Map<String, List<String>> create = new HashMap<>(opts);
+            create.put("--partitions", opts.get("--create"));
+            create.put("--compact", List.of("true"));
+            createTopics(create);
+        }
         List<Pending> pending = new ArrayList<>();
         RecordHeaders headers = new RecordHeaders();
         Integer partition = null;

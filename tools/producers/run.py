@@ -107,11 +107,15 @@ async def create_topic(bootstrap: str, topic: str, *, partitions: int = 3,
 
 async def java_produce(bootstrap: str, topic: str, script_lines: Sequence[str], *,
                        codec: Codec = "none", transactional_id: str | None = None,
-                       linger_ms: int = 20) -> list[Sent]:
+                       linger_ms: int = 20, create_partitions: int | None = None
+                       ) -> list[Sent]:
     """Runs a script through Kafka's Java producer with ``compression.type=codec``;
     records are sent asynchronously and gathered at flush/commit/abort/end, so a burst
-    shares compressed batches."""
+    shares compressed batches. ``create_partitions``: first create the topic, compacted,
+    with that many partitions (in the same JVM)."""
     args = ["--codec", codec, "--linger-ms", str(linger_ms)]
+    if create_partitions is not None:
+        args += ["--create", str(create_partitions)]
     if transactional_id is not None:
         args += ["--transactional-id", transactional_id]
     return _sent(await _java("produce", bootstrap, topic, *args, stdin=_script(script_lines)))
