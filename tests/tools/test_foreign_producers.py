@@ -8,10 +8,12 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import trio
 
+from tools.producers import build
 from tools.producers.run import (
     Batch,
     Codec,
@@ -203,3 +205,11 @@ async def test_java_producer_error_raises_with_the_brokers_reason(kafka_bootstra
     with pytest.raises(ToolError, match=r"line 2: send failed: .*without key"):
         await java_produce(kafka_bootstrap, _topic("nullkey"), ["# one bad record",
                            f"nullkey {_b64(b'{}')}"], create_partitions=1)
+
+
+def test_missing_java_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setattr(build, "_java", None)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no java, no mvn
+    with pytest.raises(ToolError, match=r"(java not found on PATH|kafka.sh fetch failed)"):
+        build.build_java()

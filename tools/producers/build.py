@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -87,6 +88,17 @@ def _publish(final: Path, build: Path) -> None:
         shutil.rmtree(build, ignore_errors=True)
 
 
+def _prune(current: Path) -> None:
+    """Removes the builds of earlier sources next to ``current`` (a CDS archive is 27 MB)."""
+    kind = current.name.split("-")[0]
+    for old in current.parent.glob(f"{kind}-*"):
+        if old != current and re.fullmatch(rf"{kind}-[0-9a-f]{{16}}", old.name):
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
+
 def ensure_kafka_libs() -> Path:
     """Kafka's jars, fetched with ``deploy/kafka/kafka.sh fetch`` if not there yet."""
     libs = kafka_libs()
@@ -122,19 +134,27 @@ def build_java() -> JavaTool:
         jar = _need("jar", "the JDK's jar tool packs the foreign producer")
         out.parent.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=f"{out.name}.", dir=out.parent))
-        classes = build / "classes"
-        _run([javac, "-d", str(classes), "-cp", str(libs / "*"), str(JAVA_SOURCE)],
-             cwd=REPO, what="javac ForeignProducer.java")
-        # A jar, because a class-data-sharing archive refuses class directories on the path.
-        _run([jar, "cf", str(build / "ForeignProducer.jar"), "-C", str(classes), "."],
-             cwd=REPO, what="jar ForeignProducer")
-        shutil.rmtree(classes)
-        _publish(out, build)
+        try:
+            classes = build / "classes"
+            _run([javac, "-d", str(classes), "-cp", str(libs / "*"), str(JAVA_SOURCE)],
+                 cwd=REPO, what="javac ForeignProducer.java")
+            # A jar: a class-data-sharing archive refuses class directories on the path.
+            _run([jar, "cf", str(build / "ForeignProducer.jar"), "-C", str(classes), "."],
+                 cwd=REPO, what="jar ForeignProducer")
+            shutil.rmtree(classes)
+            build.chmod(0o755)
+            _publish(out, build)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+        _prune(out)
     if not jsa.exists():
         part = out / f"ForeignProducer.jsa.{os.getpid()}"
-        _run([java, *JVM_FLAGS, f"-XX:ArchiveClassesAtExit={part}", "-cp", classpath,
-              "ForeignProducer", "warm"], cwd=REPO, what="java ForeignProducer warm")
-        part.replace(jsa)
+        try:
+            _run([java, *JVM_FLAGS, f"-XX:ArchiveClassesAtExit={part}", "-cp", classpath,
+                  "ForeignProducer", "warm"], cwd=REPO, what="java ForeignProducer warm")
+            part.replace(jsa)
+        finally:
+            part.unlink(missing_ok=True)
     _java = JavaTool((java, *JVM_FLAGS, f"-XX:SharedArchiveFile={jsa}", "-cp", classpath,
                       "ForeignProducer"), key)
     return _java
@@ -152,9 +172,13 @@ def build_franz() -> Path:
         go = _need("go", "Go builds the franz-go producer (the seed app's client)")
         binary.parent.mkdir(parents=True, exist_ok=True)
         part = binary.with_name(f"{binary.name}.{os.getpid()}")
-        _run([go, "build", "-trimpath", "-buildvcs=false", "-mod=readonly", "-o", str(part),
-              "."], cwd=FRANZ_DIR, what="go build (tools/producers/franz)")
-        part.replace(binary)
+        try:
+            _run([go, "build", "-trimpath", "-buildvcs=false", "-mod=readonly", "-o",
+                  str(part), "."], cwd=FRANZ_DIR, what="go build (tools/producers/franz)")
+            part.replace(binary)
+        finally:
+            part.unlink(missing_ok=True)
+        _prune(binary)
     _franz[key] = binary
     return binary
 
