@@ -73,6 +73,7 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.Node;
+import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.header.Header;
@@ -390,22 +391,22 @@ public class ForeignProducer {
         if (!isolation.equals("read_committed") && !isolation.equals("read_uncommitted")) {
             throw new Fail("--isolation must be read_committed or read_uncommitted");
         }
-        List<TopicPartition> parts = new ArrayList<>();
-        try (Admin admin = admin(opts)) {
-            for (TopicPartitionInfo i : describe(admin, topic).partitions()) {
-                parts.add(new TopicPartition(topic, i.partition()));
-            }
-        }
         Properties p = new Properties();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, opt(opts, "--bootstrap", null));
         p.put(ConsumerConfig.CLIENT_ID_CONFIG, "kstate-foreign-consumer");
         p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        p.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, "50");  // the data is there: do not linger
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         List<ConsumerRecord<byte[], byte[]>> got = new ArrayList<>();
         try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(p)) {
+            List<TopicPartition> parts = new ArrayList<>();
+            for (PartitionInfo i : consumer.partitionsFor(topic, Duration.ofSeconds(30))) {
+                parts.add(new TopicPartition(topic, i.partition()));
+            }
+            if (parts.isEmpty()) throw new Fail("topic " + topic + " does not exist");
             consumer.assign(parts);
             consumer.seekToBeginning(parts);
             // The consumer's isolation level decides: high watermarks, or last stable offsets.
@@ -461,8 +462,10 @@ public class ForeignProducer {
                 earliest.put(new TopicPartition(topic, i.partition()), OffsetSpec.earliest());
                 latest.put(new TopicPartition(topic, i.partition()), OffsetSpec.latest());
             }
-            start = admin.listOffsets(earliest).all().get();
-            end = admin.listOffsets(latest).all().get();
+            ListOffsetsResult first = admin.listOffsets(earliest);
+            ListOffsetsResult last = admin.listOffsets(latest);
+            start = first.all().get();
+            end = last.all().get();
         }
         Map<String, Socket> sockets = new HashMap<>();
         try {
