@@ -114,6 +114,7 @@ async def test_java_burst_reads_back_exactly_and_is_compressed(kafka_bootstrap: 
     assert sum(b.count for b in batches) == len(sent)
 
 
+@pytest.mark.timeout(600)  # on a fresh machine this first builds franz-go (minutes, 2 cores)
 async def test_franz_default_burst_reads_back_and_is_snappy(kafka_bootstrap: str) -> None:
     topic = _topic("franz")
     await create_topic(kafka_bootstrap, topic, partitions=3)
