@@ -2,7 +2,7 @@
 # Throwaway TLS material for development and tests: a CA of its own and, signed by it,
 # one server and one client certificate. Never for production; never commit the output.
 #
-#   deploy/tls/make-certs.sh OUTDIR
+#   deploy/tls/make-certs.sh OUTDIR     (e.g. .cache/tls: git ignores .cache/)
 #
 # Writes into OUTDIR (PEM, keys unencrypted PKCS#8, mode 600):
 #   ca.pem, ca-key.pem          the CA (CN=kstate-test-ca)
