@@ -52,8 +52,16 @@ ready_timeout=${KAFKA_READY_TIMEOUT:-60}
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
+# libs/.complete holds the sha256 of the pom.xml the jars came from: a checkout's file
+# times say nothing (a new git worktree's pom.xml is newer than any cache, and a shared
+# KAFKA_CACHE was wiped and fetched again under running brokers).
 fetch() {
-    if [ -f "$libs/.complete" ] && [ "$libs/.complete" -nt "$here/pom.xml" ]; then
+    local want have=""
+    want=$(sha256sum "$here/pom.xml" | cut -d' ' -f1)
+    [ -f "$libs/.complete" ] && have=$(cat "$libs/.complete")
+    [ "$have" = "$want" ] && return 0
+    if [ -f "$libs/.complete" ] && [ -z "$have" ] && [ "$libs/.complete" -nt "$here/pom.xml" ]; then
+        echo "$want" >"$libs/.complete"  # a cache from before the hash: trust it once
         return 0
     fi
     command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Kafka from Maven Central"
@@ -64,7 +72,7 @@ fetch() {
     mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
         -DoutputDirectory="$libs" -DincludeScope=runtime >&2 \
         || die "mvn could not fetch Kafka (see output above)"
-    touch "$libs/.complete"
+    echo "$want" >"$libs/.complete"
 }
 
 free_port() { free_ports 1; }
