@@ -4,11 +4,21 @@
 #
 #   kafka.sh fetch                  copy the broker jars into $KAFKA_CACHE/libs (once)
 #   kafka.sh up [NAME]              one combined broker+controller; prints bootstrap
-#   kafka.sh down [NAME]            stop it (SIGTERM, then SIGKILL after 20 s)
-#   kafka.sh stop NAME              stop `up`'s broker but keep its data and ports
-#   kafka.sh start NAME             start a stopped `up` broker again (same data, ports)
+#   kafka.sh down [NAME]            stop it (SIGTERM, then SIGKILL after 20 s); any mode
+#   kafka.sh stop NAME              stop a single broker but keep its data and ports
+#   kafka.sh start NAME             start a stopped `up`/`up-secure` broker again (same
+#                                   data, ports; prints what its `up` printed)
 #   kafka.sh up-sasl NAME USER PASS one broker whose clients must log in: SASL_PLAINTEXT,
 #                                   mechanisms PLAIN and SCRAM-SHA-256; prints bootstrap
+#   kafka.sh up-secure NAME CERTDIR one broker with four client listeners on free ports;
+#                                   prints them on one line (also in run/NAME/listeners):
+#       PLAINTEXT=127.0.0.1:P1 SSL=127.0.0.1:P2 SASL_SSL=127.0.0.1:P3 SASL_PLAINTEXT=127.0.0.1:P4
+#                                   SSL: server cert from CERTDIR, client auth "requested"
+#                                   (a client cert, if sent, must chain to CERTDIR/ca.pem);
+#                                   SASL_SSL, SASL_PLAINTEXT: PLAIN, SCRAM-SHA-256 and
+#                                   SCRAM-SHA-512, one user $KAFKA_TEST_USER with password
+#                                   $KAFKA_TEST_PASSWORD for all three. CERTDIR is made by
+#                                   deploy/tls/make-certs.sh when incomplete.
 #   kafka.sh cluster-up [NAME]      three brokers, each also a controller voter
 #   kafka.sh cluster-down [NAME]    stop all three
 #   kafka.sh broker-stop NAME I     kill -9 broker I (1..3) of a cluster  (chaos)
@@ -20,6 +30,18 @@
 #   KAFKA_PORT   bootstrap port of `up` (default 9092; 0 = pick a free port)
 #   KAFKA_HEAP   -Xmx of each broker (default 512m single, 384m per cluster broker)
 #   KAFKA_READY_TIMEOUT  seconds to wait for a broker to answer metadata (default 60)
+#   KAFKA_TEST_USER, KAFKA_TEST_PASSWORD  the SASL user of `up-secure` (default
+#                kstate-test / kstate-test-password; letters, digits and ._@+- only)
+#   KAFKA_PROXY_SLOTS=N  (`up`, `cluster-up`) N more PLAINTEXT listeners per broker,
+#                SLOT1..SLOTN, each bound to a free internal port and advertised at
+#                another free port where a proxy (python -m tools.netcut) is to listen
+#                and forward to the internal one. Written to run/NAME/slots (cluster:
+#                also run/NAME/I/slots) as lines `slot broker_id advertised internal`.
+#                A client bootstrapped through slot k's proxy is told slot-k proxy
+#                addresses for every broker (leaders, group and transaction
+#                coordinators), so cutting slot k's proxies cuts that client only.
+#                Brokers and controllers never talk over slot listeners. `up` still
+#                prints the normal bootstrap as its last line.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,8 +52,16 @@ ready_timeout=${KAFKA_READY_TIMEOUT:-60}
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
+# libs/.complete holds the sha256 of the pom.xml the jars came from: a checkout's file
+# times say nothing (a new git worktree's pom.xml is newer than any cache, and a shared
+# KAFKA_CACHE was wiped and fetched again under running brokers).
 fetch() {
-    if [ -f "$libs/.complete" ] && [ "$libs/.complete" -nt "$here/pom.xml" ]; then
+    local want have=""
+    want=$(sha256sum "$here/pom.xml" | cut -d' ' -f1)
+    [ -f "$libs/.complete" ] && have=$(cat "$libs/.complete")
+    [ "$have" = "$want" ] && return 0
+    if [ -f "$libs/.complete" ] && [ -z "$have" ] && [ "$libs/.complete" -nt "$here/pom.xml" ]; then
+        echo "$want" >"$libs/.complete"  # a cache from before the hash: trust it once
         return 0
     fi
     command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Kafka from Maven Central"
@@ -42,11 +72,34 @@ fetch() {
     mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
         -DoutputDirectory="$libs" -DincludeScope=runtime >&2 \
         || die "mvn could not fetch Kafka (see output above)"
-    touch "$libs/.complete"
+    echo "$want" >"$libs/.complete"
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+free_port() { free_ports 1; }
+
+free_ports() {  # free_ports N: N distinct free loopback ports, one per line
+    python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
+
+# proxy_slots DIR NODE_ID: with KAFKA_PROXY_SLOTS=N (N > 0), pick N internal and N
+# advertised ports for listeners SLOT1..SLOTN, append `slot node_id advertised internal`
+# lines to DIR/slots, and print write_props' EXTRA for them. A proxy (tools/netcut.py)
+# listens on the advertised port and forwards to the internal one: a client that
+# bootstraps through slot k's proxy is told slot-k addresses for every broker.
+proxy_slots() {
+    local dir=$1 id=$2 n=${KAFKA_PROXY_SLOTS:-0} k ports spec=""
+    [[ "$n" =~ ^[0-9]+$ ]] || die "KAFKA_PROXY_SLOTS must be a number, got $n"
+    [ "$n" -gt 0 ] || return 0
+    mapfile -t ports < <(free_ports $((2 * n)))
+    for k in $(seq 1 "$n"); do
+        local adv=${ports[$((2 * k - 2))]} int=${ports[$((2 * k - 1))]}
+        echo "$k $id $adv $int" >>"$dir/slots"
+        spec+="${spec:+ }SLOT$k:PLAINTEXT:$int:$adv"
+    done
+    echo "$spec"
 }
 
 # Does something answer on 127.0.0.1:$1?  (a listening socket is not yet a ready
@@ -81,20 +134,30 @@ logger.controller.level = INFO
 EOF
 }
 
-# write_props DIR NODE_ID PORT CONTROLLER_PORT VOTERS REPLICATION
+# write_props DIR NODE_ID PORT CONTROLLER_PORT VOTERS REPLICATION [EXTRA]
+# EXTRA: more client listeners, space-separated NAME:PROTOCOL:BIND_PORT:ADVERTISED_PORT.
+# Brokers talk to each other on PLAINTEXT and controllers on CONTROLLER, never on these.
 write_props() {
-    local dir=$1 id=$2 port=$3 cport=$4 voters=$5 rf=$6
-    local min_isr=1
+    local dir=$1 id=$2 port=$3 cport=$4 voters=$5 rf=$6 extra=${7:-}
+    local min_isr=1 spec lname proto bind adv
     [ "$rf" -ge 3 ] && min_isr=2
+    local listeners="PLAINTEXT://127.0.0.1:$port" advertised="PLAINTEXT://127.0.0.1:$port"
+    local map="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    for spec in $extra; do
+        IFS=: read -r lname proto bind adv <<<"$spec"
+        listeners+=",$lname://127.0.0.1:$bind"
+        advertised+=",$lname://127.0.0.1:$adv"
+        map+=",$lname:$proto"
+    done
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=$id
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$map
 log.dirs=$dir/data
 num.partitions=1
 default.replication.factor=$rf
@@ -166,7 +229,16 @@ stop_dir() {  # stop_dir DIR [SIGNAL]
     rm -f "$dir/pid"
 }
 
-cluster_id() { python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'; }
+# A random cluster id as Kafka makes them (Uuid.randomUuid): never one that starts with
+# "-", which kafka-storage would take for an option (1 start in 64 failed that way).
+cluster_id() {
+    python3 -c 'import base64, uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not cid.startswith("-"):
+        break
+print(cid)'
+}
 
 cmd_up() {
     local name=${1:-single} dir port cport
@@ -185,7 +257,9 @@ cmd_up() {
     port_open "$port" && die "port $port is taken (set KAFKA_PORT, or 0 for a free one)"
     cport=$(free_port)
     write_log4j "$dir"
-    write_props "$dir" 1 "$port" "$cport" "1@127.0.0.1:$cport" 1
+    local slots
+    slots=$(proxy_slots "$dir" 1)
+    write_props "$dir" 1 "$port" "$cport" "1@127.0.0.1:$cport" 1 "$slots"
     local t0=$SECONDS
     format_storage "$dir" "$(cluster_id)"
     start_broker "$dir"
@@ -232,6 +306,58 @@ SASL
     echo "127.0.0.1:$port"
 }
 
+# up-secure NAME CERTDIR: one broker with PLAINTEXT, SSL, SASL_SSL and SASL_PLAINTEXT
+# listeners (free ports); prints NAME=127.0.0.1:PORT for each, on one line.
+cmd_up_secure() {
+    local name=${1:?usage: kafka.sh up-secure NAME CERTDIR} certs=${2:?usage: kafka.sh up-secure NAME CERTDIR}
+    local user=${KAFKA_TEST_USER:-kstate-test} pass=${KAFKA_TEST_PASSWORD:-kstate-test-password}
+    local word='^[A-Za-z0-9._@+-]+$' dir m lname
+    # Both go verbatim into a JAAS line and a --add-scram list: keep them plain words.
+    [[ "$user" =~ $word ]] || die "KAFKA_TEST_USER may hold only letters, digits and ._@+-"
+    [[ "$pass" =~ $word ]] || die "KAFKA_TEST_PASSWORD may hold only letters, digits and ._@+-"
+    "$repo/deploy/tls/make-certs.sh" "$certs"  # reuses CERTDIR when complete
+    certs=$(cd "$certs" && pwd)
+    dir=$cache/run/$name
+    fetch
+    KAFKA_HEAP_EFFECTIVE=${KAFKA_HEAP:-512m}
+    stop_dir "$dir"
+    rm -rf "$dir"
+    mkdir -p "$dir/logs"
+    local ports cport
+    mapfile -t ports < <(free_ports 5)
+    cport=${ports[4]}
+    write_log4j "$dir"
+    write_props "$dir" 1 "${ports[0]}" "$cport" "1@127.0.0.1:$cport" 1 \
+        "SSL:SSL:${ports[1]}:${ports[1]} SASL_SSL:SASL_SSL:${ports[2]}:${ports[2]} SASL_PLAINTEXT:SASL_PLAINTEXT:${ports[3]}:${ports[3]}"
+    {
+        echo "# TLS (SSL and SASL_SSL): PEM keystore (key + chain) and PEM truststore"
+        echo "ssl.keystore.type=PEM"
+        echo "ssl.keystore.location=$certs/server-keystore.pem"
+        echo "ssl.truststore.type=PEM"
+        echo "ssl.truststore.location=$certs/ca.pem"
+        echo "listener.name.ssl.ssl.client.auth=requested"
+        for lname in sasl_ssl sasl_plaintext; do
+            echo "listener.name.$lname.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+            echo "listener.name.$lname.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$user=\"$pass\";"
+            for m in scram-sha-256 scram-sha-512; do
+                echo "listener.name.$lname.$m.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            done
+        done
+    } >>"$dir/server.properties"
+    local t0=$SECONDS
+    # SCRAM credentials go into the cluster metadata at format time (KRaft).
+    java_cmd "$dir" kafka.tools.StorageTool format -t "$(cluster_id)" -c "$dir/server.properties" \
+        --add-scram "SCRAM-SHA-256=[name=$user,password=$pass]" \
+        --add-scram "SCRAM-SHA-512=[name=$user,password=$pass]" >"$dir/logs/format.log" 2>&1 \
+        || { cat "$dir/logs/format.log" >&2; die "storage format failed in $dir"; }
+    start_broker "$dir"
+    wait_ready "$dir"
+    local line="PLAINTEXT=127.0.0.1:${ports[0]} SSL=127.0.0.1:${ports[1]} SASL_SSL=127.0.0.1:${ports[2]} SASL_PLAINTEXT=127.0.0.1:${ports[3]}"
+    echo "$line" >"$dir/listeners"
+    echo "kafka.sh: secure broker ready in $((SECONDS - t0))s, user $user (logs: $dir/logs)" >&2
+    echo "$line"
+}
+
 cmd_cluster_up() {
     local name=${1:-cluster} base i voters="" cid
     base=$cache/run/$name
@@ -246,7 +372,11 @@ cmd_cluster_up() {
     for i in 1 2 3; do
         mkdir -p "$base/$i/logs"
         write_log4j "$base/$i"
-        write_props "$base/$i" "$i" "${ports[$((i-1))]}" "${cports[$((i-1))]}" "$voters" 3
+        local slots
+        slots=$(proxy_slots "$base/$i" "$i")
+        [ -f "$base/$i/slots" ] && cat "$base/$i/slots" >>"$base/slots"
+        write_props "$base/$i" "$i" "${ports[$((i-1))]}" "${cports[$((i-1))]}" "$voters" 3 \
+            "$slots"
         format_storage "$base/$i" "$cid"
     done
     for i in 1 2 3; do start_broker "$base/$i"; done
@@ -272,7 +402,7 @@ cmd_start() {  # start NAME: the broker `up NAME` made, stopped by `stop NAME`, 
     start_broker "$dir"
     wait_ready "$dir"
     echo "kafka.sh: broker $name back on 127.0.0.1:$(cat "$dir/port") in $((SECONDS - t0))s" >&2
-    echo "127.0.0.1:$(cat "$dir/port")"
+    if [ -f "$dir/listeners" ]; then cat "$dir/listeners"; else echo "127.0.0.1:$(cat "$dir/port")"; fi
 }
 
 cmd_cluster_down() {
@@ -287,9 +417,10 @@ case "${1:-}" in
     stop) stop_dir "$cache/run/${2:?usage: kafka.sh stop NAME}" ;;
     start) shift; cmd_start "$@" ;;
     up-sasl) shift; cmd_up_sasl "$@" ;;
+    up-secure) shift; cmd_up_secure "$@" ;;
     cluster-up) shift; cmd_cluster_up "$@" ;;
     cluster-down) shift; cmd_cluster_down "$@" ;;
     broker-stop) KAFKA_HEAP_EFFECTIVE=384m; stop_dir "$cache/run/$2/$3" KILL ;;
     broker-start) KAFKA_HEAP_EFFECTIVE=${KAFKA_HEAP:-384m}; start_broker "$cache/run/$2/$3"; wait_ready "$cache/run/$2/$3" ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac
