@@ -1,4 +1,4 @@
-"""Issue 8: the routing-aware Python client (web/client.py) against real nodes.
+"""Issue 8: the routing-aware Python client (kstate/client.py) against real nodes.
 
 It hashes each key itself and sends the request straight to the owner the routing
 table names, so no node proxies: each node's router counters (/readyz "router") show

@@ -28,7 +28,7 @@ from tests.support.workload import (
 from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
-SESSION_TIMEOUT = 6.0  # KSTATE_SESSION_TIMEOUT_MS of tests/support/procs.Node
+SESSION_TIMEOUT = 6.0  # KSTATE_SESSION_TIMEOUT_MS of tools/procs.Node
 HEARTBEAT = SESSION_TIMEOUT / 3
 
 

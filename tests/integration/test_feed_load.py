@@ -26,7 +26,7 @@ from tools.topic import produce, users
 
 PARTITIONS = 10
 LAGGING_CLOSE = 4001
-QUEUE = 1024  # actors/supervisor.py FEED_BUFFER: changes queued per live subscriber
+QUEUE = 1024  # kstate/node.py FEED_BUFFER: changes queued per live subscriber
 
 
 def rss_kib(pid: int) -> int:

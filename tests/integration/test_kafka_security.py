@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import load
+from tools import topic as load
 from tests.support.bridge import KafkaAuthFailed, bridge_settings, round_trip
 from tests.support.kafka_modes import SecureBroker, make_certs, secure_broker
-from tests.support.procs import Node, wait_ready
+from tools.procs import Node, wait_ready
 
 USER = "kstate-sec"
 REFUSED_WITHIN = 10.0  # seconds: a refusal is final, not a minute of retries

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import trio
 
-from actors.messages import Assigned, BridgeEvent, Revoked
+from kstate.core.messages import Assigned, BridgeEvent, Revoked
 from tests.support.bridge import bridge_settings, open_bridge, read_values
 from tests.support.kafka_modes import SlotBroker, slot_broker
 from tools.netcut import Netcut, open_netcut

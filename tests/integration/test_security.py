@@ -31,7 +31,7 @@ SASL_USER = "kstate-node"
 PARTITIONS = 10
 # Two nodes started at once on a new topic can both "create" it, and the loser may
 # read 0 partitions from metadata (a 500 on every request): the tests let the first
-# node make the topic before the second starts. (Reported for actors/kafka.py.)
+# node make the topic before the second starts. (Reported for kstate/bridge/admin.py.)
 
 
 # -- settings and TLS wiring (no broker) ------------------------------------------

@@ -1,19 +1,21 @@
 """The kstate Kafka bridge as the broker-mode tests (test_kafka_security, test_netcut)
-use it: the one place they import it from, so a move of the bridge module changes one
-line here. Also the write-then-read round trip they all make."""
+use it, configured from node settings (what a node does), and the write-then-read
+round trip they all make."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
-from actors.kafka import BrokerUnavailable as BrokerUnavailable
-from actors.kafka import KafkaAuthFailed as KafkaAuthFailed
-from actors.kafka import KafkaBridge as KafkaBridge
-from actors.kafka import open_bridge as open_bridge
-from actors.settings import Settings as Settings
+from kstate import bridge as kafka
+from kstate.bridge import BrokerUnavailable as BrokerUnavailable
+from kstate.bridge import KafkaAuthFailed as KafkaAuthFailed
+from kstate.bridge import KafkaBridge as KafkaBridge
+from kstate.settings import Settings as Settings
 
 
 def bridge_settings(bootstrap: str, topic: str, **security: Any) -> Settings:
@@ -21,6 +23,13 @@ def bridge_settings(bootstrap: str, topic: str, **security: Any) -> Settings:
     (security_protocol, sasl_*, ssl_*)."""
     return dataclasses.replace(Settings(bootstrap=bootstrap, topic=topic, partitions=1,
                                         group=f"g-{topic}"), **security)
+
+
+@contextlib.asynccontextmanager
+async def open_bridge(settings: Settings) -> AsyncIterator[KafkaBridge]:
+    """The bridge a node with ``settings`` would open."""
+    async with kafka.open_bridge(settings.kafka()) as bridge:
+        yield bridge
 
 
 async def read_values(bridge: KafkaBridge, count: int, timeout: float = 20.0) -> list[bytes]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import REPO
+from tools.procs import REPO
 
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 MAKE_CERTS = REPO / "deploy" / "tls" / "make-certs.sh"

@@ -5,7 +5,7 @@ test is what keeps deploy/Dockerfile, deploy/docker-compose.yml and deploy/k8s/*
 true.  It parses them (YAML with ``yaml.safe_load``; the Dockerfile by instructions) and
 checks the wiring against the code itself, never against copies of its strings:
 
-- every ``KSTATE_*`` name in deploy/ is a setting :mod:`actors.settings` really reads,
+- every ``KSTATE_*`` name in deploy/ is a setting :mod:`kstate.settings` really reads,
   and each container's environment loads through ``load_settings`` (so a wildcard
   listen address always comes with an advertise address);
 - probe and healthcheck paths are routes of the real app (``web.app.create_app``), and
@@ -353,7 +353,7 @@ def test_every_kstate_name_in_deploy_is_a_setting_the_node_reads() -> None:
             for path in files for name in ENV_REF.findall(path.read_text())}
     assert used, "deploy/ names no KSTATE_* setting at all"
     unknown = sorted((path, name) for path, name in used if name not in KNOWN_ENV)
-    assert not unknown, f"not settings of actors.settings: {unknown}"
+    assert not unknown, f"not settings of kstate.settings: {unknown}"
 
 
 def test_every_container_env_is_valid_settings() -> None:

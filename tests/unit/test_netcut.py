@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from tests.support.procs import REPO
 from tools.netcut import Netcut, control_answer, open_netcut
+from tools.procs import REPO
 
 QUIET = 0.5  # seconds of silence that stand for "nothing arrives"
 

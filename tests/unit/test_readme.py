@@ -11,7 +11,7 @@ def test_readme_settings_table_matches_settings():
     table = text.split("<!-- settings-table -->")[1].split("<!-- /settings-table -->")[0]
     rows = [line for line in table.strip().splitlines()[2:]]
     expected = [f"| `{f}` | `{e}` | `{d}` | {t} |" for f, e, d, t in describe()]
-    assert rows == expected, "regenerate the README table from actors.settings.describe()"
+    assert rows == expected, "regenerate the README table from kstate.settings.describe()"
 
 
 def test_readme_starts_with_the_two_commands():

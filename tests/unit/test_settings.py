@@ -1,4 +1,4 @@
-"""Unit tests of actors/settings.py: load_settings(argv, environ) — defaults, KSTATE_*
+"""Unit tests of kstate/settings.py: load_settings(argv, environ) — defaults, KSTATE_*
 env vars, flags beating env vars, conversions, and one-line errors for bad values."""
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{end['loadavg_1m']} at end: other work on this machine skews every number")
     print(report.render(results["table"]))
     if results["client_table"]:
-        print(f"\nrouting-aware client (web/client.py) vs plain httpx GETs to a random member, "
+        print(f"\nrouting-aware client (kstate/client.py) vs plain httpx GETs to a random member, "
               f"2 members, {cfg.client_tasks} trio tasks, {cfg.load.seconds:g} s each "
               f"(alternating slices), Python load generator in the bench process")
         print(report.render(results["client_table"], report.CLIENT_HEAD,

@@ -3,7 +3,7 @@
 Two kstate members, the same keys, the same number of concurrent trio tasks, the same
 duration, in this process (a Python load generator, unlike wrk):
 
-- **client**: web/client.py's :class:`KstateClient` (hashes the key, sends the GET to
+- **client**: kstate/client.py's :class:`KstateClient` (hashes the key, sends the GET to
   the owner the cached routing table names, pooled keep-alive);
 - **random**: one plain ``httpx.AsyncClient`` (pooled keep-alive too) sending each GET to
   a member picked at random, so about half the requests are proxied by a non-owner.

@@ -1,6 +1,6 @@
 """Loading N users into a compacted topic as fast as one Python process can.
 
-Through the project's Kafka bridge (actors/kafka.py stays the only aiokafka import):
+Through the project's Kafka bridge (kstate/bridge/ stays the only aiokafka import):
 records are keyed by email, valued ``{"name": .., "email": ..}`` (compact JSON),
 placed by Kafka's default partitioner (murmur2 of the key, as every client does), and
 sent as pre-built per-partition batches (``KafkaBridge.produce_bulk``): no per-record
