@@ -55,6 +55,7 @@ def hello(positions: dict[int, int], node: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FeedStats:
+    """The feed's numbers (/readyz, /metrics)."""
     subscribers: int
     published: int
     delivered: int
@@ -64,6 +65,7 @@ class FeedStats:
 
 @dataclass(eq=False)
 class Subscriber:
+    """One live subscription: its queue, its key filter, whether it was cut off."""
     send: trio.MemorySendChannel[str]
     key: bytes | None
     lagged: bool = False

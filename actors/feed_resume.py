@@ -38,6 +38,7 @@ Start = dict[int, int] | str | None
 
 
 class Ended(enum.Enum):
+    """How a subscription ended."""
     CLOSED = "closed"  # the node stops
     LAGGED = "lagged"  # cut off for lagging: the client should resume with from=
 

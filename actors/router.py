@@ -43,11 +43,13 @@ FencedGet = Callable[[int, bytes, int], tuple[bytes, int] | None]
 
 @dataclass(frozen=True, slots=True)
 class Local:
+    """Answered here: a partition this node serves (or holds, for a fenced read)."""
     partition: int
 
 
 @dataclass(frozen=True, slots=True)
 class Remote:
+    """Answered by the owner at ``url``, per the table of ``generation``."""
     partition: int
     url: str
     generation: int

@@ -33,6 +33,7 @@ FETCH_MS = 500
 
 @dataclass(frozen=True, slots=True)
 class StandbyStats:
+    """The standby copy's numbers (/readyz)."""
     keys: int
     replayed: int
     invalid: int

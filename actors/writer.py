@@ -41,6 +41,7 @@ def not_serving(partition: int) -> Unavailable:
 
 @dataclass(frozen=True, slots=True)
 class WriterStats:
+    """The writer's numbers (/readyz, /metrics)."""
     inflight: int
     produced: int
     failed: int

@@ -61,6 +61,7 @@ HTTP_DRAIN = 3.0  # seconds in-flight HTTP requests get to finish on shutdown
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
+    """What run_node reports once started: its url and topic."""
     url: str
     topic: TopicInfo
 

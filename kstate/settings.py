@@ -33,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting of a node, each named after its KSTATE_* env var (see describe())."""
     bootstrap: str = "127.0.0.1:9092"
     topic: str = "user"
     partitions: int = 10

@@ -26,6 +26,7 @@ class PeerError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PeerResponse:
+    """A peer's complete answer."""
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
@@ -45,6 +46,7 @@ class _Stale(Exception):
 
 
 class PeerPool:
+    """Pooled keep-alive connections to peers, one pool per url."""
     def __init__(self, *, timeout: float, connect_timeout: float = 2.0,
                  max_idle: int = 32) -> None:
         self._timeout = timeout

@@ -45,6 +45,7 @@ class Incoming:
 
 @dataclass(frozen=True, slots=True)
 class ProxyStats:
+    """The proxy's numbers (/metrics, /cluster)."""
     forwarded: int
     failures: int
 

@@ -17,6 +17,7 @@ _JSON = JSON.encode()
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
+    """An HTTP answer: status, headers and body bytes."""
     status: int
     headers: Headers
     body: bytes

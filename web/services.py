@@ -29,6 +29,7 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class Services:
+    """The HTTP layer's collaborators, built once (build_services)."""
     config: HttpConfig
     router: RouterHandle
     state: StateHandle

@@ -20,6 +20,7 @@ DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms")
 
 @dataclass(frozen=True, slots=True)
 class TopicInfo:
+    """The topic as the node found (or created) it."""
     name: str
     partitions: int
     created: bool

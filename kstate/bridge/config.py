@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
+    """The bridge's settings: how to reach Kafka, which topic and group, security."""
     bootstrap: str = "127.0.0.1:9092"
     topic: str = "user"
     partitions: int = 10  # when the bridge creates the topic

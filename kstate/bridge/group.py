@@ -187,6 +187,7 @@ class GroupConsumer:
 
 
 class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's rebalance listener: revoke and assign, answered by trio."""
     def __init__(self, group: GroupConsumer) -> None:
         self.group = group
 

@@ -9,6 +9,7 @@ from kstate.bridge.security import client_args
 
 
 class NodeProducer:
+    """The node's producer (asyncio side); start() before produce()."""
     def __init__(self, config: KafkaConfig) -> None:
         self._config = config
         self._producer: AIOKafkaProducer | None = None

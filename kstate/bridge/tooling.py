@@ -30,6 +30,7 @@ RawRecord = tuple[int, bytes | None, bytes | None]  # (partition, key, value)
 
 @dataclass(frozen=True, slots=True)
 class GroupMember:
+    """One member of a consumer group as the coordinator describes it."""
     member_id: str
     client_host: str
     url: str
@@ -38,6 +39,7 @@ class GroupMember:
 
 @dataclass(frozen=True, slots=True)
 class GroupInfo:
+    """A consumer group as the coordinator describes it."""
     state: str
     protocol: str
     members: list[GroupMember]

@@ -29,6 +29,7 @@ class NotServing(Exception):
 
 @dataclass(slots=True)
 class Partition:
+    """One held partition: its data, position, catch-up target and counters."""
     # key -> 8-byte big-endian offset + value bytes: one object per entry instead of a
     # tuple, an int and the value (about 300 -> 200 bytes an entry; see _pack).
     data: dict[bytes, bytes] = field(default_factory=dict)

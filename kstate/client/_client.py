@@ -1,46 +1,9 @@
-"""A routing-aware kstate client: sends each request straight to the owner of its key.
-
-    async with KstateClient(["127.0.0.1:8080"]) as kc:
-        etag = await kc.put("ada@example.com", "Ada")
-        user = await kc.get("ada@example.com")          # {"name": ..., "email": ...}
-        await kc.delete("ada@example.com", if_match=etag)
-
-It caches the routing table of ``/groupinfo`` (``{"<topic>-<p>": "host:port"}``, its
-generation in the ``kstate-generation`` header), computes the partition of a key itself
-with Kafka's murmur2 partitioner (:func:`kstate.core.partitioner.partition_for`, what
-the nodes use) and sends ``GET|PUT|DELETE /users/{email}`` to the partition's owner, so
-no node has to proxy the request (docs/design.md, "Performance": the proxy hop costs
-about as much as the request itself).
-
-When the table turns out stale, it refreshes it and retries, at most ``retries`` times:
-- 503 (owner moving, catching up or unknown): refresh; if the new table names another
-  owner, retry at once, else wait ``Retry-After`` (capped at ``max_retry_after``);
-- no connection (owner gone): mark that node down for a moment, refresh, back off, retry;
-  while a key's owner is unknown or down, the request goes to any other known node (the
-  table's members, then the seeds), which forwards it or refuses it with 503;
-- 421 or a 3xx: refresh and retry (kstate sends neither today; a front proxy may).
-A node that no longer owns a key forwards the request to the new owner and answers
-exactly what the owner answered (web/proxy.py copies status, headers and body), so such
-an answer is correct but cannot be told from a direct one; the table is therefore also
-refreshed when it is older than ``max_table_age`` seconds (by the next request, one
-``/groupinfo`` per period; concurrent requests keep using the current table meanwhile).
-
-Usable from trio or asyncio (httpx and anyio inside); one instance is safe to share
-between concurrent tasks. Keep-alive connections are pooled per node.
-
-Retrying a write: PUT and DELETE without ``If-Match`` are retried after any transport
-error (writing the same value twice leaves the same state). With ``If-Match``, a write
-whose request may have reached the node (the answer was lost) is not retried: the
-retry could answer 412 for the client's own write. It raises :class:`Unavailable` with
-code ``outcome_unknown`` instead.
-"""
+"""The routing-aware client itself (see kstate/client/__init__.py)."""
 
 from __future__ import annotations
 
-import math
 import random
 import time
-import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -50,74 +13,18 @@ import anyio
 import httpx
 import orjson
 
-from kstate.core.partitioner import partition_for
+from kstate.client._errors import (
+    AMBIGUOUS_WRITE_CODES,
+    KstateError,
+    Unavailable,
+    error_of,
+    retry_after_of,
+)
+from kstate.client._table import Table, normalize_url
 from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE, user_path
 
 # Transport errors after which the request certainly did not reach the node.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-def normalize_url(seed: str) -> str:
-    """``host:port`` of a seed given as ``host:port`` or ``http://host:port[/]``."""
-    text = seed.strip()
-    if "://" in text:
-        parsed = urllib.parse.urlsplit(text)
-        if parsed.scheme != "http" or not parsed.netloc:
-            raise ValueError(f"seed {seed!r}: only http://host:port is supported")
-        return parsed.netloc
-    if not text or "/" in text:
-        raise ValueError(f"seed {seed!r} is not host:port")
-    return text
-
-
-# 503 codes of actors/writer.py after which a write may still have been applied.
-AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable"})
-
-
-# -- results and errors --------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """One routing table as a node answered it on ``/groupinfo``."""
-
-    generation: int
-    topic: str  # "" when the table was empty
-    partitions: int  # the topic's partition count; 0 when the table does not cover 0..n-1
-    owners: dict[int, str]  # partition -> "host:port"
-    source: str  # the node that answered
-    fetched_at: float  # time.monotonic()
-
-    @property
-    def members(self) -> list[str]:
-        return sorted(set(self.owners.values()))
-
-    def partition(self, key: bytes) -> int | None:
-        return partition_for(key, self.partitions) if self.partitions else None
-
-    def owner(self, key: bytes) -> str | None:
-        pid = self.partition(key)
-        return None if pid is None else self.owners.get(pid)
-
-    @classmethod
-    def parse(cls, doc: object, generation: int, source: str) -> Table:
-        """From the JSON body of ``/groupinfo``; ValueError when it is not one."""
-        if not isinstance(doc, dict):
-            raise ValueError("/groupinfo did not answer a JSON object")
-        owners: dict[int, str] = {}
-        topics: set[str] = set()
-        for name, url in doc.items():
-            topic, dash, num = str(name).rpartition("-")
-            if not dash or not topic or not num.isdigit() or not isinstance(url, str):
-                raise ValueError(f"/groupinfo entry {name!r}: {url!r} is not <topic>-<p>: url")
-            topics.add(topic)
-            owners[int(num)] = url
-        if len(topics) > 1:
-            raise ValueError(f"/groupinfo names several topics: {sorted(topics)}")
-        # Use the count only when the table covers every partition 0..n-1: a partial
-        # table would hash keys to the wrong partitions.
-        n = len(owners) if owners and set(owners) == set(range(len(owners))) else 0
-        return cls(generation=generation, topic=next(iter(topics), ""), partitions=n,
-                   owners=owners, source=source, fetched_at=time.monotonic())
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +37,7 @@ class Versioned:
 
 @dataclass(frozen=True, slots=True)
 class ClientStats:
+    """What the client did so far (statistics())."""
     requests: int  # get/put/delete calls
     attempts: int  # HTTP requests sent for them (first tries and retries)
     direct: int  # attempts sent to the owner the cached table names
@@ -140,56 +48,6 @@ class ClientStats:
     table_changes: int  # refreshes that brought another generation or other owners
     refused: int  # 503 / 421 / 3xx answers seen (each one retried or raised)
     transport_errors: int  # attempts that got no HTTP answer
-
-
-class KstateError(Exception):
-    """An answer kstate gave (or could not give): ``status`` (0 = no HTTP answer),
-    ``code`` and ``message`` from the JSON error body ``{"error", "message"}``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-class PreconditionFailed(KstateError):
-    """412: ``If-Match`` did not name the key's current version."""
-
-
-class Unavailable(KstateError):
-    """No usable answer within the retries: 503 (``retry_after`` seconds suggested) or
-    no connection (status 0)."""
-
-    def __init__(self, status: int, code: str, message: str,
-                 retry_after: float | None = None) -> None:
-        super().__init__(status, code, message)
-        self.retry_after = retry_after
-
-
-def error_of(r: httpx.Response) -> KstateError:
-    try:
-        doc = orjson.loads(r.content)
-    except orjson.JSONDecodeError:
-        doc = None
-    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
-        code, message = doc["error"], str(doc.get("message", ""))
-    else:
-        code, message = f"http_{r.status_code}", r.text[:200]
-    if r.status_code == 412:
-        return PreconditionFailed(412, code, message)
-    if r.status_code == 503:
-        return Unavailable(503, code, message, retry_after_of(r))
-    return KstateError(r.status_code, code, message)
-
-
-def retry_after_of(r: httpx.Response) -> float | None:
-    raw = r.headers.get("retry-after")
-    try:
-        secs = float(raw) if raw is not None else None
-    except ValueError:
-        return None  # an HTTP-date: kstate never sends one
-    return secs if secs is not None and math.isfinite(secs) and secs >= 0 else None
 
 
 # -- the client ----------------------------------------------------------------------

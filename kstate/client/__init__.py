@@ -1,0 +1,49 @@
+"""A routing-aware kstate client: sends each request straight to the owner of its key.
+
+    async with KstateClient(["127.0.0.1:8080"]) as kc:
+        etag = await kc.put("ada@example.com", "Ada")
+        user = await kc.get("ada@example.com")          # {"name": ..., "email": ...}
+        await kc.delete("ada@example.com", if_match=etag)
+
+It caches the routing table of ``/groupinfo`` (``{"<topic>-<p>": "host:port"}``, its
+generation in the ``kstate-generation`` header), computes the partition of a key itself
+with Kafka's murmur2 partitioner (:func:`kstate.core.partitioner.partition_for`, what
+the nodes use) and sends ``GET|PUT|DELETE /users/{email}`` to the partition's owner, so
+no node has to proxy the request (docs/design.md, "Performance": the proxy hop costs
+about as much as the request itself).
+
+When the table turns out stale, it refreshes it and retries, at most ``retries`` times:
+- 503 (owner moving, catching up or unknown): refresh; if the new table names another
+  owner, retry at once, else wait ``Retry-After`` (capped at ``max_retry_after``);
+- no connection (owner gone): mark that node down for a moment, refresh, back off, retry;
+  while a key's owner is unknown or down, the request goes to any other known node (the
+  table's members, then the seeds), which forwards it or refuses it with 503;
+- 421 or a 3xx: refresh and retry (kstate sends neither today; a front proxy may).
+A node that no longer owns a key forwards the request to the new owner and answers
+exactly what the owner answered (web/proxy.py copies status, headers and body), so such
+an answer is correct but cannot be told from a direct one; the table is therefore also
+refreshed when it is older than ``max_table_age`` seconds (by the next request, one
+``/groupinfo`` per period; concurrent requests keep using the current table meanwhile).
+
+Usable from trio or asyncio (httpx and anyio inside); one instance is safe to share
+between concurrent tasks. Keep-alive connections are pooled per node.
+
+Retrying a write: PUT and DELETE without ``If-Match`` are retried after any transport
+error (writing the same value twice leaves the same state). With ``If-Match``, a write
+whose request may have reached the node (the answer was lost) is not retried: the
+retry could answer 412 for the client's own write. It raises :class:`Unavailable` with
+code ``outcome_unknown`` instead.
+"""
+
+from __future__ import annotations
+
+from kstate.client._client import ClientStats as ClientStats
+from kstate.client._client import KstateClient as KstateClient
+from kstate.client._client import Versioned as Versioned
+from kstate.client._errors import AMBIGUOUS_WRITE_CODES as AMBIGUOUS_WRITE_CODES
+from kstate.client._errors import KstateError as KstateError
+from kstate.client._errors import PreconditionFailed as PreconditionFailed
+from kstate.client._errors import Unavailable as Unavailable
+from kstate.client._table import Table as Table
+from kstate.client._table import normalize_url as normalize_url
+from kstate.core.wire import user_path as user_path

@@ -1,0 +1,62 @@
+"""What a kstate answer means to the client: its errors, and which refusals leave a
+write's outcome unknown."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import orjson
+
+# 503 codes of actors/writer.py after which a write may still have been applied.
+AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable"})
+
+
+class KstateError(Exception):
+    """An answer kstate gave (or could not give): ``status`` (0 = no HTTP answer),
+    ``code`` and ``message`` from the JSON error body ``{"error", "message"}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class PreconditionFailed(KstateError):
+    """412: ``If-Match`` did not name the key's current version."""
+
+
+class Unavailable(KstateError):
+    """No usable answer within the retries: 503 (``retry_after`` seconds suggested) or
+    no connection (status 0)."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 retry_after: float | None = None) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
+
+
+def error_of(r: httpx.Response) -> KstateError:
+    try:
+        doc = orjson.loads(r.content)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        code, message = doc["error"], str(doc.get("message", ""))
+    else:
+        code, message = f"http_{r.status_code}", r.text[:200]
+    if r.status_code == 412:
+        return PreconditionFailed(412, code, message)
+    if r.status_code == 503:
+        return Unavailable(503, code, message, retry_after_of(r))
+    return KstateError(r.status_code, code, message)
+
+
+def retry_after_of(r: httpx.Response) -> float | None:
+    raw = r.headers.get("retry-after")
+    try:
+        secs = float(raw) if raw is not None else None
+    except ValueError:
+        return None  # an HTTP-date: kstate never sends one
+    return secs if secs is not None and math.isfinite(secs) and secs >= 0 else None

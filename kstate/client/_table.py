@@ -1,0 +1,66 @@
+"""The routing table as a client sees it (``/groupinfo``), and the seeds it starts from."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+from kstate.core.partitioner import partition_for
+
+
+def normalize_url(seed: str) -> str:
+    """``host:port`` of a seed given as ``host:port`` or ``http://host:port[/]``."""
+    text = seed.strip()
+    if "://" in text:
+        parsed = urllib.parse.urlsplit(text)
+        if parsed.scheme != "http" or not parsed.netloc:
+            raise ValueError(f"seed {seed!r}: only http://host:port is supported")
+        return parsed.netloc
+    if not text or "/" in text:
+        raise ValueError(f"seed {seed!r} is not host:port")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One routing table as a node answered it on ``/groupinfo``."""
+
+    generation: int
+    topic: str  # "" when the table was empty
+    partitions: int  # the topic's partition count; 0 when the table does not cover 0..n-1
+    owners: dict[int, str]  # partition -> "host:port"
+    source: str  # the node that answered
+    fetched_at: float  # time.monotonic()
+
+    @property
+    def members(self) -> list[str]:
+        return sorted(set(self.owners.values()))
+
+    def partition(self, key: bytes) -> int | None:
+        return partition_for(key, self.partitions) if self.partitions else None
+
+    def owner(self, key: bytes) -> str | None:
+        pid = self.partition(key)
+        return None if pid is None else self.owners.get(pid)
+
+    @classmethod
+    def parse(cls, doc: object, generation: int, source: str) -> Table:
+        """From the JSON body of ``/groupinfo``; ValueError when it is not one."""
+        if not isinstance(doc, dict):
+            raise ValueError("/groupinfo did not answer a JSON object")
+        owners: dict[int, str] = {}
+        topics: set[str] = set()
+        for name, url in doc.items():
+            topic, dash, num = str(name).rpartition("-")
+            if not dash or not topic or not num.isdigit() or not isinstance(url, str):
+                raise ValueError(f"/groupinfo entry {name!r}: {url!r} is not <topic>-<p>: url")
+            topics.add(topic)
+            owners[int(num)] = url
+        if len(topics) > 1:
+            raise ValueError(f"/groupinfo names several topics: {sorted(topics)}")
+        # Use the count only when the table covers every partition 0..n-1: a partial
+        # table would hash keys to the wrong partitions.
+        n = len(owners) if owners and set(owners) == set(range(len(owners))) else 0
+        return cls(generation=generation, topic=next(iter(topics), ""), partitions=n,
+                   owners=owners, source=source, fetched_at=time.monotonic())
