@@ -48,6 +48,11 @@ from kstate.core.messages import Assigned, Batch, BridgeEvent, Record, Revoked
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Every reader of the topic reads committed records only: records of a transaction a
+# producer aborted are never applied or streamed, and end offsets are last stable
+# offsets (a catch-up target, a fence).
+ISOLATION = "read_committed"
+
 # Prefetch bounds of the group consumer: large enough to replay at full speed, small
 # enough that buffered raw batches do not stay in the process's memory high-water mark.
 FETCH_MAX_BYTES = 8 * 1024 * 1024
@@ -84,6 +89,12 @@ class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
 
     def on_assignment(self, assignment: Any) -> None:
         self.table_bytes = assignment.user_data or b""
+
+
+def record_of(m: Any) -> Record:
+    """A fetched aiokafka record as the actors see it (headers kept, in order)."""
+    headers = tuple((str(k), bytes(v)) for k, v in m.headers) if m.headers else ()
+    return Record(m.offset, m.key, m.value, headers)
 
 
 def known_positions(consumer: AIOKafkaConsumer | None) -> dict[int, int]:
@@ -139,7 +150,7 @@ class GroupConsumer:
             session_timeout_ms=c.session_timeout_ms, heartbeat_interval_ms=c.heartbeat_ms,
             rebalance_timeout_ms=max(c.session_timeout_ms, 30_000),
             max_poll_records=c.max_batch, fetch_max_bytes=FETCH_MAX_BYTES,
-            max_partition_fetch_bytes=PARTITION_FETCH_BYTES)
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES, isolation_level=ISOLATION)
         await self.consumer.start()
         self.consumer.subscribe([c.topic], listener=Listener(self))
 
@@ -156,8 +167,7 @@ class GroupConsumer:
             if not self.closing:
                 raise
             return Batch(epoch=self.epoch, records={}, positions={})
-        records = {tp.partition: [Record(m.offset, m.key, m.value) for m in msgs]
-                   for tp, msgs in got.items()}
+        records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
         return Batch(epoch=self.epoch, records=records, positions=known_positions(self.consumer))
 
     async def end_offsets(self, partitions: list[int]) -> dict[int, int]:

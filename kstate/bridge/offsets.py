@@ -11,6 +11,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kstate.bridge.config import KafkaConfig
+from kstate.bridge.group import ISOLATION
 from kstate.bridge.security import client_args
 
 
@@ -26,7 +27,8 @@ class EndOffsets:
         async with self._lock:
             if self._consumer is None:
                 consumer = AIOKafkaConsumer(**client_args(self._config), group_id=None,
-                                            enable_auto_commit=False)
+                                            enable_auto_commit=False,
+                                            isolation_level=ISOLATION)
                 await consumer.start()
                 self._consumer = consumer
         tp = TopicPartition(self._config.topic, partition)

@@ -11,7 +11,7 @@ import trio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.group import known_positions
+from kstate.bridge.group import ISOLATION, known_positions, record_of
 from kstate.bridge.portal import Portal
 from kstate.bridge.security import client_args
 from kstate.core.messages import Batch, Record
@@ -36,7 +36,8 @@ class _ReaderSide:
         c = self.config
         self.consumer = AIOKafkaConsumer(
             **client_args(c), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=c.max_batch)
+            auto_offset_reset="earliest", max_poll_records=c.max_batch,
+            isolation_level=ISOLATION)
         await self.consumer.start()
         parts = self.consumer.partitions_for_topic(c.topic)
         if parts is None:
@@ -60,8 +61,7 @@ class _ReaderSide:
         assert self.consumer is not None
         got = await self.consumer.getmany(timeout_ms=timeout_ms,
                                           max_records=self.config.max_batch)
-        return {tp.partition: [Record(m.offset, m.key, m.value) for m in msgs]
-                for tp, msgs in got.items()}
+        return {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
 
     async def fetch_batch(self, timeout_ms: int) -> Batch:
         records = await self.fetch(timeout_ms)

@@ -26,11 +26,13 @@ class Reply(Protocol[T_contra]):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record of the topic; ``value is None`` is a tombstone."""
+    """One record of the topic; ``value is None`` is a tombstone. ``headers`` as Kafka
+    carries them (name, value bytes), in order."""
 
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
