@@ -3,7 +3,8 @@
 On revoke: the state owner stops serving those partitions, then in-flight writes for
 them finish or fail, then the bridge may let the group move on. On assign: the state
 owner keeps, drops or rebuilds partitions and says where to seek; the router gets the
-new routing table.
+new routing table; the writer claims the partitions (writes this node's owner-epoch
+marker into each: actors/writer.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ import trio
 
 from actors.replies import ReplyBox
 from actors.writer import WriterHandle
-from kstate.core.messages import Assign, Assigned, BridgeEvent, Revoke, Revoked, RouterIn, StateIn
+from kstate.core.messages import (
+    Assign,
+    Assigned,
+    BridgeEvent,
+    Claim,
+    Revoke,
+    Revoked,
+    RouterIn,
+    StateIn,
+    WriterIn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +35,12 @@ async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
               state: trio.MemorySendChannel[StateIn],
               router: trio.MemorySendChannel[RouterIn],
               writer: WriterHandle,
+              claims: trio.MemorySendChannel[WriterIn],
               drain_timeout: float,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Owns ``events`` (returns when it closes) and closes ``state`` and ``router``."""
-    async with events, state, router:
+    """Owns ``events`` (returns when it closes) and closes ``state``, ``router`` and
+    ``claims``."""
+    async with events, state, router, claims:
         task_status.started()
         async for ev in events:
             match ev:
@@ -43,9 +56,12 @@ async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
                     ev.reply.send(None)
                 case Assigned():
                     seeks: ReplyBox[dict[int, int | None]] = ReplyBox()
-                    await state.send(Assign(ev.epoch, ev.partitions, ev.end_offsets, seeks))
+                    await state.send(Assign(ev.epoch, ev.partitions, ev.end_offsets, seeks,
+                                            ev.table.generation))
                     answer = await seeks.wait()
                     await router.send(ev.table)
                     ev.reply.send(answer)
+                    if ev.partitions:
+                        await claims.send(Claim(ev.partitions))
                 case _:
                     assert_never(ev)

@@ -37,6 +37,8 @@ PARTITION_MEMO = 50_000
 
 # The end offset (high watermark) of a partition, asked of Kafka now.
 EndOffset = Callable[[int], Awaitable[int]]
+# Whether this node can still prove nobody else owns its partitions (kstate/bridge/lease.py).
+LeaseValid = Callable[[], bool]
 # (partition, key, end offset) -> (value, offset) | None, or NotServing: a fenced read.
 FencedGet = Callable[[int, bytes, int], tuple[bytes, int] | None]
 
@@ -94,7 +96,8 @@ class RouterHandle:
     def __init__(self, url: str, num_partitions: int, state: StateHandle,
                  writes: trio.MemorySendChannel[WriterIn], catchup_timeout: float,
                  end_offset: EndOffset | None = None,
-                 standby: StandbyHandle | None = None) -> None:
+                 standby: StandbyHandle | None = None,
+                 lease: LeaseValid | None = None) -> None:
         self.url = url
         self.num_partitions = num_partitions
         self.table = RoutingTable.empty()
@@ -105,6 +108,8 @@ class RouterHandle:
         self._catchup_timeout = catchup_timeout
         self._end_offset = end_offset
         self._standby = standby
+        # No lease (unit tests, or the serve_isolated setting): memory is trusted.
+        self._lease: LeaseValid = lease or (lambda: True)
         self._partition_of: dict[bytes, int] = {}
 
     @property
@@ -158,7 +163,7 @@ class RouterHandle:
     def read_nowait(self, partition: int, key: bytes) -> ReadOutcome | None:
         """The answer of a caught-up, serving partition at once, or None when the read
         must wait or be fenced (:meth:`read`): the fast path's read."""
-        if not self._state.is_caught_up(partition):
+        if not self._state.is_caught_up(partition) or not self._lease():
             return None
         try:
             found = self._state.get_nowait(partition, key)
@@ -177,11 +182,27 @@ class RouterHandle:
                 got = await self.standby_read(partition, key)
                 return got or Unavailable("catching_up",
                                           f"partition {partition} is catching up; retry")
+            if not self._lease():
+                return await self._isolated_read(partition, key)
             found = self._state.get_nowait(partition, key)
         except NotServing:
             return await self._fenced_read(partition, key)
         self.counters.local_reads += 1
         return _result(partition, found)
+
+    async def _isolated_read(self, partition: int, key: bytes) -> ReadOutcome:
+        """A read of a partition this node serves while it cannot prove it still owns
+        it (no heartbeat answered within the lease: cut off from Kafka, or paused
+        past it): another node may own it and have acknowledged newer writes. It
+        answers only behind a fresh fence (Kafka's end offset, asked now); a node
+        that cannot reach Kafka refuses."""
+        got = await self._fenced(self._state.get_fenced, partition, key)
+        if got is not None:
+            self.counters.fenced_reads += 1
+            return got
+        return await self.standby_read(partition, key) or Unavailable(
+            "owner_isolated", f"this node cannot prove it still owns partition "
+            f"{partition} (no answer from Kafka's group coordinator); retry")
 
     async def _fenced_read(self, partition: int, key: bytes) -> ReadOutcome:
         """A read of a held partition this node does not serve now. It answers only if

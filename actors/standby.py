@@ -61,10 +61,10 @@ class StandbyHandle:
                             caught_up=all(p.caught_up for p in parts))
 
 
-async def run(bridge: KafkaBridge, *,
+async def run(bridge: KafkaBridge, *, num_partitions: int,
               task_status: trio.TaskStatus[StandbyHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Read every partition from the beginning and follow it, forever (until cancelled)."""
-    table = StateTable(quiet=True)
+    table = StateTable(num_partitions, quiet=True)
     handle = StandbyHandle(table)
     started = time.monotonic()
     async with bridge.open_reader(BEGINNING) as (reader, positions):

@@ -14,10 +14,10 @@ from typing import assert_never
 
 import trio
 
-from kstate.core.messages import Assign, Batch, Revoke, StateIn
-from kstate.core.table import NotServing, StateTable
+from kstate.core.messages import Assign, Batch, Bump, Own, Revoke, StateIn
+from kstate.core.table import NotServing, Outcome, StateTable
 
-__all__ = ["NotServing", "PartitionStats", "StateHandle", "run"]
+__all__ = ["NotServing", "Outcome", "PartitionStats", "StateHandle", "run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,14 @@ class PartitionStats:
     lag: int
     keys: int
     replayed: int
-    invalid: int
+    invalid: int  # records kstate cannot use (each deleted its key): see unusable
+    wrong_partition: int  # records in a partition other than their key's: ignored
+    fenced: int  # a zombie owner's writes, ignored
+    expect_failed: int  # conditional writes whose condition failed at apply time
+    unusable: dict[str, int]  # invalid records by reason
+    epoch: int  # the partition's owner epoch
+    own_epoch: int  # this node's (-1: not the owner)
+    halted: str | None  # why it stopped at its position, if it did
     catchup_seconds: float | None
 
 
@@ -43,6 +50,8 @@ class StateHandle:
         # partition -> set (and replaced) whenever its position, serving state or
         # assignment changes: waiters wake and check their condition again.
         self._changed: dict[int, trio.Event] = {}
+        self._shadowed = trio.Event()  # set (and replaced) when a key becomes shadowed
+        self._shadow_seen = 0
 
     @property
     def table(self) -> StateTable:
@@ -55,6 +64,14 @@ class StateHandle:
             event = self._changed.pop(pid, None)
             if event is not None:
                 event.set()
+        if self._table.shadow_changes != self._shadow_seen:
+            self._shadow_seen = self._table.shadow_changes
+            self._shadowed.set()
+            self._shadowed = trio.Event()
+
+    async def wait_shadowed(self) -> None:
+        """Return when a key of some partition becomes shadowed (see shadowed())."""
+        await self._shadowed.wait()
 
     def _event(self, partition: int) -> trio.Event:
         event = self._changed.get(partition)
@@ -72,8 +89,38 @@ class StateHandle:
         return partition in self._table.partitions
 
     def is_serving(self, partition: int) -> bool:
+        """Assigned here, not taken over by a newer owner, not halted."""
         part = self._table.partitions.get(partition)
-        return part is not None and part.serving
+        return part is not None and part.live
+
+    def halted(self, partition: int) -> str | None:
+        """Why ``partition`` stopped at its position (a batch it cannot decode), if so."""
+        part = self._table.partitions.get(partition)
+        return None if part is None else part.halted
+
+    def epoch(self, partition: int) -> int:
+        """The partition's owner epoch (the highest marker applied; -1: none)."""
+        part = self._table.partitions.get(partition)
+        return -1 if part is None else part.epoch
+
+    def own_epoch(self, partition: int) -> int:
+        """This node's owner epoch of ``partition`` (-1: it does not own it)."""
+        part = self._table.partitions.get(partition)
+        return -1 if part is None else part.own_epoch
+
+    def is_writable(self, partition: int) -> bool:
+        part = self._table.partitions.get(partition)
+        return part is not None and part.writable
+
+    def outcome(self, partition: int, offset: int) -> Outcome | None:
+        """What became of the record this node wrote at ``offset`` (once applied)."""
+        part = self._table.partitions.get(partition)
+        return None if part is None else part.outcomes.get(offset)
+
+    def shadowed(self, partition: int) -> dict[bytes, int]:
+        """Keys whose latest record was ignored (fenced, or its condition failed)."""
+        part = self._table.partitions.get(partition)
+        return {} if part is None else dict(part.shadowed)
 
     def is_caught_up(self, partition: int) -> bool:
         part = self._table.partitions.get(partition)
@@ -100,16 +147,31 @@ class StateHandle:
                 return
             await self._event(partition).wait()
 
-    async def wait_applied(self, partition: int, offset: int) -> None:
-        """Return once the record at ``offset`` is applied; raise NotServing if the
-        partition is revoked first."""
+    async def wait_writable(self, partition: int) -> None:
+        """Return once this node may write ``partition`` (caught up, its own marker
+        applied); raise NotServing if it stops serving it first."""
         while True:
             part = self._table.partitions.get(partition)
-            if part is None or not part.serving:
+            if part is None or not part.live:
                 raise NotServing(partition)
-            if part.position > offset:
+            if part.writable:
                 return
             await self._event(partition).wait()
+
+    async def wait_applied(self, partition: int, offset: int) -> None:
+        """Return once the record at ``offset`` is applied (or passed over); raise
+        NotServing if the partition is revoked, taken over or halted first."""
+        while True:
+            part = self._table.partitions.get(partition)
+            if part is not None and part.position > offset:
+                return  # decided here, even if the partition moved on since
+            if part is None or not part.live:
+                raise NotServing(partition)
+            await self._event(partition).wait()
+
+    async def wait_changed(self, partition: int) -> None:
+        """Return at the next change of ``partition`` (position, serving, assignment)."""
+        await self._event(partition).wait()
 
     def statistics(self) -> dict[int, PartitionStats]:
         out: dict[int, PartitionStats] = {}
@@ -118,15 +180,21 @@ class StateHandle:
                 serving=part.serving, caught_up=part.caught_up, position=part.position,
                 target=part.target, lag=max(0, part.target - part.position),
                 keys=len(part.data), replayed=part.replayed, invalid=part.invalid,
+                wrong_partition=part.counts.get("wrong_partition", 0),
+                fenced=part.counts.get("fenced", 0),
+                expect_failed=part.counts.get("expect_failed", 0),
+                unusable=dict(part.unusable), epoch=part.epoch, own_epoch=part.own_epoch,
+                halted=part.halted,
                 catchup_seconds=(None if part.caught_up_at is None
                                  else round(part.caught_up_at - part.assigned_at, 3)))
         return out
 
 
-async def run(*, inbox: trio.MemoryReceiveChannel[StateIn], table: StateTable | None = None,
+async def run(*, inbox: trio.MemoryReceiveChannel[StateIn], num_partitions: int,
               task_status: trio.TaskStatus[StateHandle] = trio.TASK_STATUS_IGNORED) -> None:
-    """The state owner. Owns ``inbox`` (returns when it closes)."""
-    handle = StateHandle(table or StateTable())
+    """The state owner of a topic of ``num_partitions``. Owns ``inbox`` (returns when
+    it closes)."""
+    handle = StateHandle(StateTable(num_partitions))
     task_status.started(handle)
     table = handle.table
     async with inbox:
@@ -141,5 +209,13 @@ async def run(*, inbox: trio.MemoryReceiveChannel[StateIn], table: StateTable | 
                     seeks, changed = table.assign(msg)
                     handle.wake(changed)
                     msg.reply.send(seeks)
+                case Own():
+                    applied = table.apply_own(msg.partition, msg.records)
+                    if applied:
+                        handle.wake((msg.partition,))
+                    msg.reply.send(applied)
+                case Bump():
+                    msg.reply.send(table.bump(msg.partition))
+                    handle.wake((msg.partition,))
                 case _:
                     assert_never(msg)

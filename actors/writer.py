@@ -1,17 +1,25 @@
-"""Writer: produces PUT/DELETE records for partitions this node owns, and answers only
-once the state owner has applied them (read-your-writes).
+"""Writer: produces the records of PUT/DELETE for partitions this node owns, and answers
+from what the one rule (kstate/core/records.py) did with each record when it was
+applied: 200/201 (applied), 412 (its If-Match did not hold in log order), or 503.
+A write is answered only once applied here (read-your-writes).
 
-Writes to one key are serialized (If-Match is checked against the caught-up state under
-the key's lock). In-flight writes are counted per partition so a revoke can wait for
-them (:meth:`WriterHandle.wait_idle`).
+Owner epochs. After an assignment this node writes a marker of its own epoch into each
+partition it owns (a :class:`Claim`) and writes nothing else there until that marker is
+applied; every record it writes carries that epoch. A record of an older epoch that
+lands after a newer marker is fenced by every node, live and on replay: an old owner
+cut off from Kafka, paused, or with a write stuck in its producer cannot overwrite what
+the new owner acknowledged.
 
-A write not confirmed within ``write_timeout`` is answered 503 ("may or may not
-apply"), but its record may still be in the producer (the idempotent producer retries
-until Kafka answers): the key's lock and the in-flight count stay held until its fate
-is known and, if written, applied. Otherwise the next write of the key would be
-checked against a state without it, and ``If-Match`` would pass on a version that is
-no longer the newest (a lost update; found by the chaos harness). A write that cannot
-get its key within ``write_timeout`` is refused without being produced.
+Key locks. Writes of one key are serialized. A key stays locked until its record's fate
+is known: applied or fenced here, or, when Kafka did not confirm the produce, until a
+marker of a new epoch is applied (then the record either landed before it, and is in
+the state, or lands after it and is fenced). The client is answered 503 at
+``write_timeout`` meanwhile ("may or may not apply"). A write that cannot get its key
+within ``write_timeout`` is refused without being produced (``key_busy``).
+
+Repairs. A fenced or failed record that becomes its key's latest record would let
+compaction drop the key's real state; the owner restates the key (same value, same
+version, carried in ``kstate-version``) so the latest record is right again.
 """
 
 from __future__ import annotations
@@ -23,20 +31,29 @@ from dataclasses import dataclass
 
 import trio
 
+from actors.replies import ReplyBox
 from actors.state import NotServing, StateHandle
 from kstate.bridge import BrokerUnavailable
-from kstate.core.messages import Reply, Write, WriterIn
+from kstate.core.messages import Bump, Claim, Own, Record, Reply, StateIn, Write, WriterIn
 from kstate.core.outcomes import Conflict, Unavailable, WriteOutcome, Written
-from kstate.core.wire import etag
+from kstate.core.records import EPOCH_HEADER, EXPECT_EXISTS, EXPECT_HEADER, VERSION_HEADER, marker
+from kstate.core.wire import etag, parse_etag
 
 log = logging.getLogger(__name__)
 
-# (partition, key, value) -> offset once acknowledged; raises BrokerUnavailable.
-Produce = Callable[[int, bytes, bytes | None], Awaitable[int]]
+Headers = tuple[tuple[str, bytes], ...]
+# (partition, key, value, headers) -> offset once acknowledged; raises BrokerUnavailable.
+Produce = Callable[[int, bytes, bytes | None, Headers], Awaitable[int]]
+
+MARKER_RETRY = 0.5  # seconds between attempts to write a marker Kafka did not take
 
 
 def not_serving(partition: int) -> Unavailable:
     return Unavailable("not_owner", f"partition {partition} is moving; retry", 1.0)
+
+
+def _unconfirmed(why: str) -> Unavailable:
+    return Unavailable("write_unconfirmed", f"{why}; the write may or may not apply", 2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +63,8 @@ class WriterStats:
     produced: int
     failed: int
     locked_keys: int
+    repairs: int
+    markers: int
 
 
 class WriterHandle:
@@ -57,6 +76,8 @@ class WriterHandle:
         self.locks: dict[bytes, trio.Lock] = {}
         self.produced = 0
         self.failed = 0
+        self.repairs = 0
+        self.markers = 0
 
     def _done(self, partition: int) -> None:
         self.inflight[partition] -= 1
@@ -71,7 +92,8 @@ class WriterHandle:
 
     def statistics(self) -> WriterStats:
         return WriterStats(inflight=sum(self.inflight.values()), produced=self.produced,
-                           failed=self.failed, locked_keys=len(self.locks))
+                           failed=self.failed, locked_keys=len(self.locks),
+                           repairs=self.repairs, markers=self.markers)
 
 
 class _Once:
@@ -88,14 +110,69 @@ class _Once:
 
 
 class _Writer:
-    def __init__(self, produce: Produce, state: StateHandle, handle: WriterHandle,
+    def __init__(self, produce: Produce, state: StateHandle,
+                 own: trio.MemorySendChannel[StateIn], handle: WriterHandle,
                  write_timeout: float, catchup_timeout: float) -> None:
         self.produce = produce
         self.state = state
+        self.own = own
         self.h = handle
         self.write_timeout = write_timeout
         self.catchup_timeout = catchup_timeout
 
+    # -- markers ----------------------------------------------------------------
+    async def claim(self, partition: int) -> None:
+        """Write this node's marker of ``partition`` after an assignment (unless the
+        partition already has it: a marker key is written once)."""
+        epoch = self.state.own_epoch(partition)
+        if epoch >= 0 and self.state.epoch(partition) < epoch:
+            await self._marker(partition, epoch)
+
+    async def _settle(self, partition: int) -> None:
+        """A record of ``partition`` may or may not have been written: raise this
+        node's epoch and write its marker, so that record is applied before it or
+        fenced after it. Returns once that holds (or the partition is no longer ours:
+        then the next owner's marker does the same)."""
+        epoch = await self._bump(partition)
+        if epoch is not None:
+            log.info("event=epoch_bumped partition=%d epoch=%d", partition, epoch)
+            await self._marker(partition, epoch)
+
+    async def _bump(self, partition: int) -> int | None:
+        box: ReplyBox[int | None] = ReplyBox()
+        await self.own.send(Bump(partition, box))
+        return await box.wait()
+
+    async def _marker(self, partition: int, epoch: int | None) -> None:
+        """Write the marker of ``epoch`` and wait until it is applied here. A marker
+        Kafka did not confirm may still land: the next attempt uses the next epoch, so
+        every marker's key is unique and compaction never merges two of them."""
+        while epoch is not None and self.state.is_serving(partition):
+            key, value, headers = marker(partition, epoch)
+            try:
+                offset = await self.produce(partition, key, value, headers)
+            except BrokerUnavailable as exc:
+                log.warning("event=marker_failed partition=%d epoch=%d error=%s",
+                            partition, epoch, exc)
+                await trio.sleep(MARKER_RETRY)
+                epoch = await self._bump(partition)
+                continue
+            self.h.markers += 1
+            await self._apply_own(partition, Record(offset, key, value, headers))
+            try:
+                await self.state.wait_applied(partition, offset)
+            except NotServing:
+                pass
+            return
+
+    async def _apply_own(self, partition: int, record: Record) -> None:
+        """Apply our own record now if it is the partition's next one (else the fetch
+        brings it: order is kept either way)."""
+        box: ReplyBox[bool] = ReplyBox()
+        await self.own.send(Own(partition, [record], box))
+        await box.wait()
+
+    # -- writes -----------------------------------------------------------------
     async def handle(self, w: Write) -> None:
         lock = self.h.locks.setdefault(w.key, trio.Lock())
         reply = _Once(w.reply)
@@ -120,28 +197,38 @@ class _Writer:
         p = w.partition
         try:
             with trio.move_on_after(self.catchup_timeout):
-                await self.state.wait_caught_up(p)
-            if not self.state.is_caught_up(p):
+                await self.state.wait_writable(p)
+            if not self.state.is_writable(p):
                 return Unavailable("catching_up", f"partition {p} is catching up; retry", 1.0)
             current = self.state.get_nowait(p, w.key)
         except NotServing:
             return not_serving(p)
+        headers: list[tuple[str, bytes]] = [
+            (EPOCH_HEADER, str(self.state.own_epoch(p)).encode())]
         if w.if_match is not None:
-            have = None if current is None else etag(p, current[1])
-            if have is None or (w.if_match != "*" and w.if_match != have):
-                return Conflict(f"If-Match {w.if_match} does not match {have or 'no version'}")
+            version = None if current is None else current[1]
+            if w.if_match == "*":
+                holds, expect = version is not None, EXPECT_EXISTS
+            else:
+                wanted = parse_etag(w.if_match)
+                holds = wanted is not None and version is not None and wanted == (p, version)
+                expect = str(version)
+            if not holds:
+                have = "no version" if version is None else etag(p, version)
+                return Conflict(f"If-Match {w.if_match} does not match {have}")
+            headers.append((EXPECT_HEADER, expect.encode()))
         if w.value is None and current is None:
             # Deleting what does not exist: idempotent, nothing to produce.
             return Written(p, -1, created=False)
         # No await between this check and the count: a revoke either sees the write
         # in flight or the write sees the partition revoked.
-        if not self.state.is_serving(p):
+        if not self.state.is_writable(p):
             return not_serving(p)
         self.h.inflight[p] += 1
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._answer_at_deadline, reply)
-                result = await self._produce_and_wait(w, created=current is None)
+                result = await self._produce_and_wait(p, w.key, w.value, tuple(headers))
                 nursery.cancel_scope.cancel()
             return result
         finally:
@@ -154,34 +241,98 @@ class _Writer:
                                "the write was not confirmed in time; it may or may not apply",
                                2.0))
 
-    async def _produce_and_wait(self, w: Write, *, created: bool) -> WriteOutcome:
-        """Produce, then wait until applied; returns only once the record's fate is
-        known (never cut short by ``write_timeout``: see the module docstring)."""
-        p = w.partition
+    async def _produce_and_wait(self, p: int, key: bytes, value: bytes | None,
+                                headers: Headers) -> WriteOutcome:
+        """Produce, then wait until the rule decided the record here; returns only once
+        the record's fate is known (never cut short by ``write_timeout``)."""
         try:
-            offset = await self.produce(p, w.key, w.value)
+            offset = await self.produce(p, key, value, headers)
         except BrokerUnavailable as exc:
             self.h.failed += 1
             log.warning("event=produce_failed partition=%d error=%s", p, exc)
-            return Unavailable("broker_unavailable", "Kafka is not available; retry", 2.0)
+            await self._settle(p)
+            return Unavailable("broker_unavailable",
+                               "Kafka did not confirm the write; it may or may not apply", 2.0)
         self.h.produced += 1
+        await self._apply_own(p, Record(offset, key, value, headers))
         try:
             await self.state.wait_applied(p, offset)
         except NotServing:
-            # Committed (acks=all) before the revoke completed: every next owner
-            # catches up past it before it serves, so acknowledging is safe.
-            pass
-        return Written(p, offset, created=created)
+            # Revoked or taken over before this node saw the record applied: the next
+            # owner's marker may precede it (then it is fenced) or not.
+            return _unconfirmed("the partition moved before the write was applied here")
+        outcome = self.state.outcome(p, offset)
+        if outcome is None:
+            return _unconfirmed("the write's outcome is not known here")
+        if outcome.applied:
+            return Written(p, offset, created=outcome.created)
+        if outcome.reason == "expect_failed":
+            return Conflict("If-Match no longer matched when the write was applied")
+        return Unavailable("superseded", f"a newer owner took partition {p} over; "
+                           "the write was not applied", 1.0)
+
+    # -- repairs ----------------------------------------------------------------
+    async def repair(self, p: int, key: bytes, shadow: int) -> None:
+        """Restate ``key`` if its latest record is still the ignored one at
+        ``shadow`` (see the module docstring)."""
+        lock = self.h.locks.setdefault(key, trio.Lock())
+        try:
+            if lock.locked():
+                return  # a write of the key is under way: it restates the key itself
+            async with lock:
+                if self.state.shadowed(p).get(key) != shadow or not self.state.is_writable(p):
+                    return
+                current = self.state.get_nowait(p, key)
+                headers: list[tuple[str, bytes]] = [
+                    (EPOCH_HEADER, str(self.state.own_epoch(p)).encode())]
+                value = None
+                if current is not None:
+                    value = current[0]
+                    headers.append((VERSION_HEADER, str(current[1]).encode()))
+                self.h.inflight[p] += 1
+                try:
+                    await self._produce_and_wait(p, key, value, tuple(headers))
+                    self.h.repairs += 1
+                finally:
+                    self.h._done(p)
+        except NotServing:
+            return
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self.h.locks.pop(key, None)
+
+
+async def _repairs(writer: _Writer, state: StateHandle, nursery: trio.Nursery) -> None:
+    """Repair shadowed keys of the partitions this node can write, as they appear."""
+    while True:
+        for p in sorted(state.held()):
+            if state.is_writable(p):
+                for key, shadow in state.shadowed(p).items():
+                    nursery.start_soon(writer.repair, p, key, shadow)
+        await state.wait_shadowed()
 
 
 async def run(produce: Produce, state: StateHandle, *,
-              inbox: trio.MemoryReceiveChannel[WriterIn],
+              inbox: trio.MemoryReceiveChannel[WriterIn], own: trio.MemorySendChannel[StateIn],
               write_timeout: float, catchup_timeout: float,
               task_status: trio.TaskStatus[WriterHandle] = trio.TASK_STATUS_IGNORED) -> None:
-    """Owns ``inbox``; returns when it closes and every write it took has answered."""
+    """Owns ``inbox`` and ``own`` (records it applies itself, epoch bumps: the state
+    owner's inbox); returns when ``inbox`` closes and every write it took has answered."""
     handle = WriterHandle()
-    writer = _Writer(produce, state, handle, write_timeout, catchup_timeout)
-    async with inbox, trio.open_nursery() as nursery:
+    writer = _Writer(produce, state, own, handle, write_timeout, catchup_timeout)
+    async with own, inbox, trio.open_nursery() as nursery:
+        repairs = trio.CancelScope()
+
+        async def _repair_loop() -> None:
+            with repairs:
+                await _repairs(writer, state, nursery)
+
+        nursery.start_soon(_repair_loop)
         task_status.started(handle)
-        async for w in inbox:
-            nursery.start_soon(writer.handle, w)
+        async for msg in inbox:
+            if isinstance(msg, Claim):
+                for p in sorted(msg.partitions):
+                    nursery.start_soon(writer.claim, p)
+            else:
+                nursery.start_soon(writer.handle, msg)
+        repairs.cancel()

@@ -17,7 +17,9 @@ dependency order with ``nursery.start``. Channels and who holds each end::
 - ``events`` (BridgeEvent: Revoked, Assigned): sender the bridge's rebalance listener
   (and the shutdown here); reader the rebalance listener actor.
 - ``router`` (RoutingTable): sender rebalance; reader the router.
-- ``writes`` (Write): sender the router (for the HTTP layer); reader the writer.
+- ``writes`` (Write, Claim): senders the router (for the HTTP layer) and rebalance
+  (claims after an assignment); reader the writer.
+- the writer also sends on ``state`` (Own: its records applied at once; Bump).
 
 Any actor that raises cancels the node (one-cancels-all); ``run_node`` re-raises and the
 CLI exits non-zero. ``stop`` set (SIGTERM/SIGINT) stops serving, finishes in-flight
@@ -151,20 +153,26 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
     try:
         async with trio.open_nursery() as root:
             # the state owner reads `state`; the writer reads `writes`
-            state_h = await root.start(partial(state.run, inbox=state_recv))
+            state_h = await root.start(partial(state.run, inbox=state_recv,
+                                               num_partitions=topic.partitions))
+            # the writer also sends on `state` (its own records, epoch bumps)
             writer_h = await root.start(partial(
-                writer.run, bridge.produce, state_h, inbox=writes_recv,
+                writer.run, bridge.produce, state_h, inbox=writes_recv, own=state_send.clone(),
                 write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout))
-            standby_h = (await root.start(partial(standby.run, bridge))
+            standby_h = (await root.start(partial(standby.run, bridge,
+                                                  num_partitions=topic.partitions))
                          if settings.standby else None)
             # the router reads `router`; its handle sends on `writes` for the HTTP layer
+            lease = None if settings.serve_isolated else bridge.lease.valid
             router_h = RouterHandle(url, topic.partitions, state_h, writes_send,
-                                    settings.catchup_timeout, bridge.fence_offset, standby_h)
+                                    settings.catchup_timeout, bridge.fence_offset, standby_h,
+                                    lease)
             await root.start(partial(router.run, router_h, inbox=router_recv))
-            # the rebalance listener reads `events`, sends on `state` and `router`
+            # the rebalance listener reads `events`, sends on `state`, `router` and
+            # `writes` (claims)
             await root.start(partial(
                 rebalance.run, events=events_recv, state=state_send.clone(), router=router_send,
-                writer=writer_h, drain_timeout=settings.write_timeout))
+                writer=writer_h, claims=writes_send.clone(), drain_timeout=settings.write_timeout))
             feed_h = await root.start(partial(feed.run, bridge, buffer=FEED_BUFFER, url=url))
             services = build_services(
                 HttpConfig(url=url, topic=topic.name, group=settings.group,

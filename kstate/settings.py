@@ -49,6 +49,7 @@ class Settings:
     max_body: int = 65_536
     max_batch: int = 5_000
     standby: bool = False
+    serve_isolated: bool = False
     log_level: str = "INFO"
     log_format: str = "kv"
     security_protocol: str = "PLAINTEXT"
@@ -104,6 +105,9 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "max_batch": (int, "most records the consumer hands over in one batch"),
     "standby": (bool, "keep a copy of every partition to answer reads (fenced) while "
                       "their owner is down; costs memory (true/false)"),
+    "serve_isolated": (bool, "answer reads from memory even when this node cannot prove it "
+                             "still owns the partition (cut off from Kafka): trades the "
+                             "no-stale-read promise for availability (true/false)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
     "log_format": (str, "kv (key=value lines) or json"),
     "security_protocol": (str, "Kafka security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),

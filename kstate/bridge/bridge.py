@@ -17,6 +17,7 @@ from kstate.bridge import admin
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import BrokerUnavailable
 from kstate.bridge.group import GroupConsumer
+from kstate.bridge.lease import Lease
 from kstate.bridge.offsets import EndOffsets
 from kstate.bridge.portal import Portal, open_portal
 from kstate.bridge.producer import NodeProducer
@@ -44,11 +45,13 @@ class KafkaBridge:
     async def start_producer(self) -> None:
         await self._portal.call(self._producer.start)
 
-    async def produce(self, partition: int, key: bytes, value: bytes | None) -> int:
+    async def produce(self, partition: int, key: bytes, value: bytes | None,
+                      headers: tuple[tuple[str, bytes], ...] = ()) -> int:
         """Produce one record (acks=all, idempotent); return its offset.
         Raises BrokerUnavailable on any Kafka error."""
         try:
-            return await self._portal.call(self._producer.produce, partition, key, value)
+            return await self._portal.call(self._producer.produce, partition, key, value,
+                                           headers)
         except (TimeoutError, KafkaError) as exc:
             raise BrokerUnavailable(repr(exc)) from None
 
@@ -75,6 +78,11 @@ class KafkaBridge:
         """A group-less reader of every partition (kstate/bridge/reader.py)."""
         async with open_reader(self._portal, self.config, start) as opened:
             yield opened
+
+    @property
+    def lease(self) -> Lease:
+        """Until when this node can prove nobody else owns its partitions."""
+        return self._group.lease
 
     def begin_shutdown(self) -> None:
         """From now on rebalance callbacks do nothing (the node is leaving)."""

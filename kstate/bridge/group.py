@@ -31,8 +31,10 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
 
 from kstate.bridge.config import KafkaConfig
+from kstate.bridge.lease import Lease
 from kstate.bridge.portal import ask_trio
 from kstate.bridge.security import client_args
 from kstate.core.assignment import (
@@ -131,6 +133,7 @@ class GroupConsumer:
     def __init__(self, config: KafkaConfig, token: trio.lowlevel.TrioToken) -> None:
         self.config = config
         self.token = token
+        self.lease = Lease(config.session_timeout_ms)
         self.consumer: AIOKafkaConsumer | None = None
         self.assignor: Assignor | None = None
         self.events: trio.MemorySendChannel[BridgeEvent] | None = None
@@ -152,7 +155,26 @@ class GroupConsumer:
             max_poll_records=c.max_batch, fetch_max_bytes=FETCH_MAX_BYTES,
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES, isolation_level=ISOLATION)
         await self.consumer.start()
+        self._watch_membership(self.consumer)
         self.consumer.subscribe([c.topic], listener=Listener(self))
+
+    def _watch_membership(self, consumer: AIOKafkaConsumer) -> None:
+        """Renew the read lease (kstate/bridge/lease.py) with every heartbeat or
+        SyncGroup the coordinator answers without error. aiokafka does not say when a
+        heartbeat succeeded, so its coordinator's one request path is wrapped."""
+        coordinator = consumer._coordinator
+        send = coordinator._send_req
+        lease = self.lease
+
+        async def send_req(request: Any) -> Any:
+            sent = time.monotonic()
+            resp = await send(request)
+            if isinstance(request, (HeartbeatRequest, SyncGroupRequest)) \
+                    and getattr(resp, "error_code", None) == 0:
+                lease.renew(sent)
+            return resp
+
+        coordinator._send_req = send_req
 
     async def fetch(self, timeout_ms: int) -> Batch:
         consumer = self.consumer

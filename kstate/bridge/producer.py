@@ -21,11 +21,13 @@ class NodeProducer:
         await producer.start()
         self._producer = producer
 
-    async def produce(self, partition: int, key: bytes, value: bytes | None) -> int:
+    async def produce(self, partition: int, key: bytes, value: bytes | None,
+                      headers: tuple[tuple[str, bytes], ...]) -> int:
         """Produce one record and return its offset once acknowledged (acks=all)."""
         assert self._producer is not None, "start() first"
         md = await self._producer.send_and_wait(self._config.topic, value, key=key,
-                                                partition=partition)
+                                                partition=partition,
+                                                headers=list(headers) or None)
         return int(md.offset)
 
     async def stop(self) -> None:

@@ -39,11 +39,14 @@ class Record:
 class Batch:
     """What one fetch returned: records by partition, and the consumer's position
     (next offset to fetch) of every assigned partition whose position is known.
-    ``epoch`` counts revocations; a batch from an older epoch is stale."""
+    ``epoch`` counts revocations; a batch from an older epoch is stale. ``halted``:
+    partitions whose next batch could not be decoded (corrupt, or a codec this node
+    cannot read), with the offset and the reason: they stop where they are."""
 
     epoch: int
     records: dict[int, list[Record]]
     positions: dict[int, int]
+    halted: dict[int, tuple[int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +97,44 @@ class Revoke:
 @dataclass(frozen=True, slots=True)
 class Assign:
     """Hold ``partitions`` from now on (catch-up targets ``end_offsets``); ``reply``
-    says where the consumer must seek (see :class:`Assigned`)."""
+    says where the consumer must seek (see :class:`Assigned`). ``generation`` is the
+    group generation of the assignment (-1: no group, a standby copy): this node's owner
+    epoch of each partition starts there (kstate/core/records.py)."""
 
     epoch: int
     partitions: frozenset[int]
     end_offsets: dict[int, int]
     reply: Reply[dict[int, int | None]]
+    generation: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Own:
+    """Records this node produced to ``partition`` (in offset order): apply them now
+    if they are the partition's next records, instead of waiting for the fetch to
+    bring them back. ``reply`` gets whether they were applied."""
+
+    partition: int
+    records: list[Record]
+    reply: Reply[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Bump:
+    """This node's owner epoch of ``partition`` goes up by one (a write's fate is
+    unknown: the marker of the new epoch will fence it). ``reply`` gets the new epoch,
+    or None if the node no longer serves the partition."""
+
+    partition: int
+    reply: Reply[int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Write this node's owner-epoch marker of each of ``partitions`` (after an
+    assignment): writes to a partition wait until its marker is applied."""
+
+    partitions: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +151,6 @@ class Write:
 
 
 BridgeEvent = Revoked | Assigned
-StateIn = Batch | Revoke | Assign
+StateIn = Batch | Revoke | Assign | Own | Bump
 RouterIn = RoutingTable
-WriterIn = Write
+WriterIn = Write | Claim

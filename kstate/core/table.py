@@ -2,10 +2,11 @@
 them. Plain synchronous code: the state owner (actors/state.py) drives it and wakes the
 tasks waiting on it; unit tests drive it directly.
 
-Per partition: a dict ``key -> packed (offset, value)``, the position (next offset to
+Per partition: a dict ``key -> packed (version, value)``, the position (next offset to
 apply: everything below it is applied), the catch-up target (end offset read right
-after the assignment) and whether this node serves it. The catch-up gate is
-``serving and position >= target`` (docs/design.md, "Consistency rules").
+after the assignment), whether this node serves it, and the owner epochs that fence
+zombies. Every record goes through the one rule, kstate/core/records.py. The catch-up
+gate is ``serving and position >= target`` (docs/design.md, "Consistency rules").
 """
 
 from __future__ import annotations
@@ -16,21 +17,44 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kstate.core.messages import Assign, Batch, Record, Revoke
-from kstate.core.users import validate_record
+from kstate.core.records import (
+    EPOCH_HEADER,
+    EPOCH_STRIDE,
+    Decision,
+    Delete,
+    Ignored,
+    Marker,
+    Upsert,
+    decide,
+)
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 5.0  # seconds between two catch-up progress lines of one partition
+OUTCOMES_KEPT = 4096  # outcomes of this node's recent writes kept per partition
+# Reasons a record did not apply as written that are about the record itself (what
+# /readyz calls invalid_records): the others are wrong_partition, fenced, expect_failed.
+UNUSABLE = "unusable"
 
 
 class NotServing(Exception):
     """The partition is not (or no longer) served by this node."""
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the rule did with a record this node wrote (kstate/core/records.py)."""
+
+    applied: bool  # False: fenced or its condition failed
+    reason: str | None  # None when applied; "fenced" | "expect_failed" otherwise
+    created: bool  # applied and the key did not exist before
+    version: int  # the key's version after it (-1: absent)
+
+
 @dataclass(slots=True)
 class Partition:
-    """One held partition: its data, position, catch-up target and counters."""
-    # key -> 8-byte big-endian offset + value bytes: one object per entry instead of a
+    """One held partition: its data, position, catch-up target, epochs and counters."""
+    # key -> 8-byte big-endian version + value bytes: one object per entry instead of a
     # tuple, an int and the value (about 300 -> 200 bytes an entry; see _pack).
     data: dict[bytes, bytes] = field(default_factory=dict)
     position: int = 0
@@ -40,11 +64,43 @@ class Partition:
     caught_up_at: float | None = None
     progress_logged_at: float = 0.0
     replayed: int = 0
-    invalid: int = 0
+    # The highest owner epoch a marker raised the partition to, and this node's own
+    # (-1: none). A partition is writable here once its epoch is ours; a higher one
+    # means a newer owner took it over: this node no longer serves it.
+    epoch: int = -1
+    own_epoch: int = -1
+    # Records that did not apply as written, by reason (UNUSABLE, wrong_partition,
+    # fenced, expect_failed, no_key), and the unusable ones by their own reason.
+    counts: dict[str, int] = field(default_factory=dict)
+    unusable: dict[str, int] = field(default_factory=dict)
+    # key -> offset of an ignored record that is now the key's latest record: the
+    # owner restates the key (a repair), else compaction could drop its real state.
+    shadowed: dict[bytes, int] = field(default_factory=dict)
+    # offset -> what became of a record written by this node (its writer waits on it)
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    halted: str | None = None  # why the partition stopped at its position, if it did
+
+    @property
+    def superseded(self) -> bool:
+        return self.own_epoch >= 0 and self.epoch > self.own_epoch
+
+    @property
+    def live(self) -> bool:
+        """Served by this node now: assigned, not taken over, not halted."""
+        return self.serving and not self.superseded and self.halted is None
 
     @property
     def caught_up(self) -> bool:
-        return self.serving and self.position >= self.target
+        return self.live and self.position >= self.target
+
+    @property
+    def writable(self) -> bool:
+        """Caught up, and this node's latest marker is the partition's epoch."""
+        return self.caught_up and self.own_epoch >= 0 and self.epoch == self.own_epoch
+
+    @property
+    def invalid(self) -> int:
+        return self.counts.get(UNUSABLE, 0)
 
 
 # A value that ends exactly in ``,"email":"<key>"}`` (what kstate's writer stores:
@@ -71,21 +127,28 @@ def _unpack(key: bytes, packed: bytes) -> tuple[bytes, int]:
 
 
 def lookup(part: Partition, key: bytes) -> tuple[bytes, int] | None:
-    """``key``'s value and offset in ``part``, whatever its serving state."""
+    """``key``'s value and version in ``part``, whatever its serving state."""
     packed = part.data.get(key)
     return None if packed is None else _unpack(key, packed)
+
+
+def _version(part: Partition, key: bytes) -> int | None:
+    packed = part.data.get(key)
+    return None if packed is None else int.from_bytes(packed[:8], "big") & _OFFSET_MASK
 
 
 class StateTable:
     """Partitions this node holds, and the rules for changing them. Every change
     method returns the partitions it changed, so the caller can wake their waiters."""
 
-    def __init__(self, *, quiet: bool = False) -> None:
+    def __init__(self, num_partitions: int, *, quiet: bool = False) -> None:
         # quiet: no per-partition log lines (the standby's copy: actors/standby.py)
+        self.num_partitions = num_partitions
         self.quiet = quiet
         self.partitions: dict[int, Partition] = {}
         self.epoch = 0
         self.stale_batches = 0
+        self.shadow_changes = 0  # counts keys that became shadowed (repairs wait on it)
         # Read from the bridge's asyncio thread (assignor metadata): replaced, never
         # mutated, so that thread never iterates a dict trio is changing.
         self.held_snapshot: frozenset[int] = frozenset()
@@ -94,7 +157,7 @@ class StateTable:
     def get(self, partition: int, key: bytes) -> tuple[bytes, int] | None:
         """The value and offset of ``key``; the caller has checked the gate."""
         part = self.partitions.get(partition)
-        if part is None or not part.serving:
+        if part is None or not part.live:
             raise NotServing(partition)
         return lookup(part, key)
 
@@ -104,7 +167,7 @@ class StateTable:
         ``end_offset`` (the log's end, asked after the read arrived) is applied.
         Raises NotServing if it is not, or the partition is not held."""
         part = self.partitions.get(partition)
-        if part is None or part.position < end_offset:
+        if part is None or part.halted is not None or part.position < end_offset:
             raise NotServing(partition)
         return lookup(part, key)
 
@@ -113,54 +176,126 @@ class StateTable:
 
     # -- changes -------------------------------------------------------------
     def apply(self, batch: Batch) -> set[int]:
-        """Apply a fetched batch; returns the partitions whose position moved."""
+        """Apply a fetched batch; returns the partitions whose state moved."""
         moved: set[int] = set()
         if batch.epoch != self.epoch:
             self.stale_batches += 1
             return moved
         for pid, records in batch.records.items():
             part = self.partitions.get(pid)
-            if part is not None and part.serving and self._apply_records(pid, part, records):
+            if part is not None and part.serving and part.halted is None \
+                    and self._apply_records(pid, part, records):
                 moved.add(pid)
         for pid, position in batch.positions.items():
             part = self.partitions.get(pid)
-            if part is not None and part.serving and position > part.position:
+            if part is not None and part.serving and part.halted is None \
+                    and position > part.position:
                 self._move(pid, part, position)
                 moved.add(pid)
+        for pid, (offset, why) in batch.halted.items():
+            part = self.partitions.get(pid)
+            if part is not None and part.halted is None:
+                part.halted = f"offset {offset}: {why}"
+                moved.add(pid)
+                log.error("event=partition_halted partition=%d offset=%d position=%d "
+                          "reason=%r", pid, offset, part.position, why)
         return moved
+
+    def apply_own(self, pid: int, records: list[Record]) -> bool:
+        """Apply records this node produced if they are the partition's next ones
+        (offsets position, position+1, ...); whether they were."""
+        part = self.partitions.get(pid)
+        if part is None or not part.serving or part.halted is not None or not records:
+            return False
+        for i, rec in enumerate(records):
+            if rec.offset != part.position + i:
+                return False
+        self._apply_records(pid, part, records)
+        return True
 
     def _apply_records(self, pid: int, part: Partition, records: Iterable[Record]) -> bool:
         data = part.data
         applied = 0
         position = part.position
+        n = self.num_partitions
+
+        def version_of(k: bytes) -> int | None:
+            return _version(part, k)
+
         for rec in records:
             if rec.offset < position:
-                continue  # already applied (re-fetched after a seek)
+                continue  # already applied (re-fetched after a seek, or applied as own)
             position = rec.offset + 1
-            key, value = rec.key, rec.value
-            if key is None:
-                self._invalid(pid, part, rec, "record has no key")
-                continue
-            if value is None:
-                data.pop(key, None)
+            key = rec.key
+            existed = key is not None and key in data
+            decision = decide(rec, pid, n, part.epoch, version_of)
+            if type(decision) is Upsert:
+                data[decision.key] = _pack(decision.key, decision.version, decision.value)
+                part.shadowed.pop(decision.key, None)
+                applied += 1
             else:
-                why = validate_record(key, value)
-                if why is not None:
-                    self._invalid(pid, part, rec, why)
-                    continue
-                data[key] = _pack(key, rec.offset, value)
-            applied += 1
+                self._other(pid, part, rec, decision)
+            if rec.headers and any(k == EPOCH_HEADER for k, _ in rec.headers):
+                self._outcome(part, rec, decision, existed)
         part.replayed += applied
         if position > part.position:
             self._move(pid, part, position)
             return True
         return False
 
-    def _invalid(self, pid: int, part: Partition, rec: Record, why: str) -> None:
-        part.invalid += 1
-        if not self.quiet and (part.invalid == 1 or part.invalid % 1000 == 0):
-            log.warning("event=invalid_record partition=%d offset=%d reason=%r skipped_total=%d",
-                        pid, rec.offset, why, part.invalid)
+    def _other(self, pid: int, part: Partition, rec: Record, decision: Decision) -> None:
+        """Everything but an upsert (kept out of the hot loop above)."""
+        if isinstance(decision, Delete):
+            part.data.pop(decision.key, None)
+            part.shadowed.pop(decision.key, None)
+            if decision.reason is not None:
+                self._count(pid, part, rec, UNUSABLE, decision.reason)
+        elif isinstance(decision, Marker):
+            if decision.epoch > part.epoch:
+                was_live = part.live
+                part.epoch = decision.epoch
+                if was_live and part.superseded and not self.quiet:
+                    log.warning("event=partition_superseded partition=%d epoch=%d own=%d",
+                                pid, decision.epoch, part.own_epoch)
+        elif isinstance(decision, Ignored):
+            if decision.reason == "no_key":
+                self._count(pid, part, rec, UNUSABLE, "record has no key")
+            else:
+                self._count(pid, part, rec, decision.reason, None)
+            if decision.shadows and decision.key is not None:
+                part.shadowed[decision.key] = rec.offset
+                self.shadow_changes += 1
+
+    def _outcome(self, part: Partition, rec: Record, decision: Decision, existed: bool
+                 ) -> None:
+        key = rec.key
+        now = None if key is None else _version(part, key)
+        version = -1 if now is None else now
+        if isinstance(decision, Ignored):
+            out = Outcome(False, decision.reason, False, version)
+        else:
+            out = Outcome(True, None, isinstance(decision, Upsert) and not existed, version)
+        outcomes = part.outcomes
+        outcomes[rec.offset] = out
+        if len(outcomes) > OUTCOMES_KEPT:
+            del outcomes[next(iter(outcomes))]
+
+    def _count(self, pid: int, part: Partition, rec: Record, kind: str, why: str | None
+               ) -> None:
+        total = part.counts[kind] = part.counts.get(kind, 0) + 1
+        if why is not None:
+            part.unusable[why] = part.unusable.get(why, 0) + 1
+        if not self.quiet and (total == 1 or total % 1000 == 0):
+            log.warning("event=record_not_applied partition=%d offset=%d kind=%s reason=%r "
+                        "total=%d", pid, rec.offset, kind, why or kind, total)
+
+    def bump(self, pid: int) -> int | None:
+        """Raise this node's owner epoch of ``pid`` by one (see messages.Bump)."""
+        part = self.partitions.get(pid)
+        if part is None or not part.live or part.own_epoch < 0:
+            return None
+        part.own_epoch += 1
+        return part.own_epoch
 
     def _move(self, pid: int, part: Partition, position: int) -> None:
         part.position = position
@@ -212,6 +347,7 @@ class StateTable:
             else:
                 seeks[pid] = part.position
             part.serving = True
+            part.own_epoch = msg.generation * EPOCH_STRIDE if msg.generation >= 0 else -1
             part.target = msg.end_offsets.get(pid, 0)
             part.assigned_at = now
             part.progress_logged_at = now

@@ -57,7 +57,7 @@ async def node(nursery: trio.Nursery, *, standby: bool):
     """This node owns partition 0 (caught up, holding k0) and partition 2 has no
     owner; partition 1 belongs to OTHER. The standby copy (if any) holds everything."""
     send, recv = trio.open_memory_channel(0)
-    handle = await nursery.start(partial(state.run, inbox=recv))
+    handle = await nursery.start(partial(state.run, inbox=recv, num_partitions=N))
     box: ReplyBox[dict] = ReplyBox()
     await send.send(Assign(0, frozenset({0}), {0: 1}, box))
     await box.wait()
@@ -67,7 +67,7 @@ async def node(nursery: trio.Nursery, *, standby: bool):
         await handle.wait_caught_up(0)
     copy = None
     if standby:
-        table = StateTable(quiet=True)
+        table = StateTable(N, quiet=True)
         table.assign(Assign(0, frozenset(range(N)), {}, ReplyBox()))
         table.apply(Batch(0, {1: [Record(0, k1, user(k1.decode()))],
                               2: [Record(0, k2, user(k2.decode()))]}, {p: 1 for p in range(N)}))

@@ -127,7 +127,7 @@ def test_catch_up_progress_is_logged_rate_limited(caplog, monkeypatch, every, li
     from kstate.core.messages import Assign, Batch, Record
 
     monkeypatch.setattr(table_mod, "PROGRESS_EVERY", every)
-    table = table_mod.StateTable()
+    table = table_mod.StateTable(1)
     table.assign(Assign(1, frozenset({0}), {0: 100}, ReplyBox()))
     caplog.set_level(logging.INFO, logger="kstate.core.table")
     for start in (0, 25, 50):  # three batches of 25 records, the last one catches up

@@ -1,7 +1,7 @@
 """The rebalance listener (actors/rebalance.py) between a bridge (the test plays it)
-and a real state owner and writer: a revoke stops serving at once and answers the
-bridge only once in-flight writes finished (bounded); an assignment answers where to
-seek and publishes the routing table."""
+and a real state owner and writer: an assignment answers where to seek, publishes the
+routing table and claims the partitions (the writer's marker); a revoke stops serving
+at once and answers the bridge only once in-flight writes finished (bounded)."""
 
 from __future__ import annotations
 
@@ -13,44 +13,62 @@ from actors import rebalance, state, writer
 from actors.replies import ReplyBox
 from kstate.core.messages import Assigned, Batch, Record, Revoked, RoutingTable, Write
 from kstate.core.outcomes import Written
+from kstate.core.records import EPOCH_STRIDE, MARKER_PREFIX
 
 DRAIN = 3.0
 TABLE = RoutingTable(generation=7, owners={0: "me:1", 1: "other:2"}, members={"m": "me:1"})
 
 
-async def test_assign_then_revoke_waits_for_writes_in_flight(autojump_clock):
+class Producer:
+    """Markers go through at once; a user record waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.records: list[Record] = []
+        self.markers: list[bytes] = []
+        self.produced = trio.Event()
+        self.release = trio.Event()
+
+    async def __call__(self, partition: int, key: bytes, value, headers) -> int:
+        if key.startswith(MARKER_PREFIX):
+            self.markers.append(key)
+        else:
+            self.produced.set()
+            await self.release.wait()
+        self.records.append(Record(self.offset, key, value, tuple(headers)))
+        self.offset += 1
+        return self.offset - 1
+
+
+async def test_assign_claims_then_revoke_waits_for_writes_in_flight(autojump_clock):
     async with trio.open_nursery() as nursery:
         state_send, state_recv = trio.open_memory_channel(0)
-        handle = await nursery.start(partial(state.run, inbox=state_recv))
-        produced = trio.Event()
-        release = trio.Event()
-
-        async def produce(partition: int, key: bytes, value: bytes | None) -> int:
-            produced.set()
-            await release.wait()
-            return 0
-
+        handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
+        produce = Producer()
         writes_send, writes_recv = trio.open_memory_channel(4)
         wh = await nursery.start(partial(writer.run, produce, handle, inbox=writes_recv,
-                                         write_timeout=10.0, catchup_timeout=1.0))
+                                         own=state_send.clone(), write_timeout=10.0,
+                                         catchup_timeout=1.0))
         events_send, events_recv = trio.open_memory_channel(4)
         router_send, router_recv = trio.open_memory_channel(4)
         await nursery.start(partial(rebalance.run, events=events_recv,
                                     state=state_send.clone(), router=router_send, writer=wh,
-                                    drain_timeout=DRAIN))
+                                    claims=writes_send.clone(), drain_timeout=DRAIN))
 
         # Assigned: the state owner holds partition 0 (rebuild: seek None), the router
-        # gets the table, the bridge gets its answer.
+        # gets the table, the bridge its answer, and the writer claims the partition.
         seeks: ReplyBox[dict] = ReplyBox()
         await events_send.send(Assigned(1, frozenset({0}), TABLE, {0: 0}, seeks))
         assert await seeks.wait() == {0: None}
         assert await router_recv.receive() == TABLE
-        assert handle.is_caught_up(0)
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+        assert produce.markers == [MARKER_PREFIX + f"0:{7 * EPOCH_STRIDE}".encode()]
 
         # A write is in flight when the group rebalances.
         box: ReplyBox = ReplyBox()
         await writes_send.send(Write(0, b"a@x", b'{"name":"A","email":"a@x"}', None, box))
-        await produced.wait()
+        await produce.produced.wait()
         revoked: ReplyBox[None] = ReplyBox()
         await events_send.send(Revoked(2, frozenset({0}), revoked))
         await trio.testing.wait_all_tasks_blocked()
@@ -58,23 +76,31 @@ async def test_assign_then_revoke_waits_for_writes_in_flight(autojump_clock):
         assert not revoked._event.is_set()  # ...but the bridge waits for the write
         started = trio.current_time()
         await trio.sleep(1.0)
-        release.set()
+        produce.release.set()
         await revoked.wait()
         assert trio.current_time() - started == 1.0
-        assert await box.wait() == Written(0, 0, created=True)
+        # Revoked before it was applied here: its fate is not this node's to say.
+        got = await box.wait()
+        assert not isinstance(got, Written)
 
-        # A write that never finishes holds a revoke for DRAIN seconds, no longer.
+        # Assigned again (kept: seek to our own position), a new claim, then a write
+        # that never finishes holds a revoke for DRAIN seconds, no longer.
         seeks = ReplyBox()
-        await events_send.send(Assigned(3, frozenset({0}), TABLE, {0: 0}, seeks))
-        assert await seeks.wait() == {0: 0}  # kept: seek to our own position
+        table = RoutingTable(8, TABLE.owners, TABLE.members)
+        await events_send.send(Assigned(3, frozenset({0}), table, {0: 0}, seeks))
+        assert await seeks.wait() == {0: 1}
         await router_recv.receive()
-        await state_send.send(Batch(3, {0: [Record(0, b"a@x", b'{"name":"A","email":"a@x"}')]},
-                                    {0: 1}))
-        produced = trio.Event()
-        release = trio.Event()
+        # the consumer, sought to offset 1, fetches what was written since
+        await trio.testing.wait_all_tasks_blocked()
+        await state_send.send(Batch(3, {0: produce.records[1:]}, {0: produce.offset}))
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+        assert produce.markers[1] == MARKER_PREFIX + f"0:{8 * EPOCH_STRIDE}".encode()
+        produce.produced = trio.Event()
+        produce.release = trio.Event()
         await writes_send.send(Write(0, b"b@x", b'{"name":"B","email":"b@x"}', None,
                                      ReplyBox()))
-        await produced.wait()
+        await produce.produced.wait()
         revoked = ReplyBox()
         started = trio.current_time()
         await events_send.send(Revoked(4, frozenset({0}), revoked))

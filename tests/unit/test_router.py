@@ -44,7 +44,7 @@ async def _held_node(nursery: trio.Nursery, ends: Ends | None):
     """A state owner that applied offsets 0..1 of partition 0 and was then revoked
     (a rebalance is under way); a router whose last table still names this node."""
     send, recv = trio.open_memory_channel(0)
-    handle = await nursery.start(partial(state.run, inbox=recv))
+    handle = await nursery.start(partial(state.run, inbox=recv, num_partitions=1))
     box: ReplyBox[dict] = ReplyBox()
     await send.send(Assign(1, frozenset({0}), {0: 2}, box))
     await box.wait()

@@ -36,7 +36,7 @@ async def revoke(send, epoch: int, parts: set[int]) -> None:
 async def test_gate_opens_only_at_the_target_position():
     send, recv = trio.open_memory_channel(0)
     async with trio.open_nursery() as nursery:
-        handle = await nursery.start(partial(state.run, inbox=recv))
+        handle = await nursery.start(partial(state.run, inbox=recv, num_partitions=1))
         async with send:
             assert await assign(send, 0, {0, 1}, {0: 3, 1: 0}) == {0: None, 1: None}
             assert handle.is_caught_up(1)  # empty partition: caught up at once
@@ -56,7 +56,7 @@ async def test_gate_opens_only_at_the_target_position():
 
 
 async def test_tombstone_deletes_and_invalid_records_are_counted_not_raised():
-    table = StateTable()
+    table = StateTable(1)
     box: ReplyBox[dict] = ReplyBox()
     table.assign(Assign(0, frozenset({0}), {0: 0}, box))
     table.apply(Batch(0, {0: [
@@ -74,7 +74,7 @@ async def test_tombstone_deletes_and_invalid_records_are_counted_not_raised():
 
 
 async def test_stale_epoch_batches_and_duplicates_are_ignored():
-    table = StateTable()
+    table = StateTable(1)
     table.assign(Assign(1, frozenset({0}), {0: 0}, ReplyBox()))
     table.apply(Batch(1, {0: [Record(0, b"a@x", user("a@x", "one"))]}, {0: 1}))
     table.apply(Batch(0, {0: [Record(1, b"a@x", user("a@x", "stale"))]}, {0: 2}))
@@ -88,7 +88,7 @@ async def test_stale_epoch_batches_and_duplicates_are_ignored():
 async def test_revoke_stops_serving_and_reassign_keeps_or_rebuilds():
     send, recv = trio.open_memory_channel(0)
     async with trio.open_nursery() as nursery:
-        handle = await nursery.start(partial(state.run, inbox=recv))
+        handle = await nursery.start(partial(state.run, inbox=recv, num_partitions=1))
         async with send:
             await assign(send, 0, {0, 1}, {0: 0, 1: 0})
             await send.send(Batch(0, {0: [Record(0, b"a@x", user("a@x"))]}, {0: 1, 1: 0}))

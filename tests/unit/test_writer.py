@@ -1,23 +1,26 @@
 """The writer (actors/writer.py), driven through its inbox with a real state owner and a
-produce function the test controls (no Kafka): it answers only once its record is
-applied, checks If-Match against the caught-up state, and keeps a key locked until the
-fate of its record is known (the lost-update rule)."""
+log the test controls (no Kafka): it claims a partition with a marker before writing
+it, answers from what the rule did with its record (applied at once when it is the
+next record), decides If-Match in log order, keeps a key locked until its record's fate
+is known, fences what it could not confirm, and repairs keys a fenced record shadows."""
 
 from __future__ import annotations
 
 from functools import partial
 
-import pytest
 import trio
 
 from actors import state, writer
 from actors.replies import ReplyBox
 from kstate.bridge import BrokerUnavailable
-from kstate.core.messages import Assign, Batch, Record, Revoke, Write
+from kstate.core.messages import Assign, Batch, Claim, Record, Write
 from kstate.core.outcomes import Conflict, Unavailable, Written
+from kstate.core.records import EPOCH_HEADER, EPOCH_STRIDE, EXPECT_HEADER, VERSION_HEADER, marker
 from kstate.core.wire import etag
 
 WRITE_TIMEOUT = 2.0
+GEN = 3
+EPOCH = GEN * EPOCH_STRIDE
 
 
 def user(email: str, name: str) -> bytes:
@@ -25,8 +28,9 @@ def user(email: str, name: str) -> bytes:
 
 
 class Log:
-    """A partition-0 log the test owns: ``produce`` appends (when allowed) and returns
-    the offset; ``deliver`` hands what was produced to the state owner, as a fetch."""
+    """Partition 0 of a topic the test owns. ``produce`` appends (unless told to hang
+    or fail) and returns the offset; ``deliver`` hands what is not delivered yet to the
+    state owner, as a fetch would; ``append`` writes as another producer would."""
 
     def __init__(self, state_send: trio.MemorySendChannel) -> None:
         self.records: list[Record] = []
@@ -35,32 +39,43 @@ class Log:
         self.gate: trio.Event | None = None  # set: produce waits for it
         self.fail = False
 
-    async def produce(self, partition: int, key: bytes, value: bytes | None) -> int:
+    def append(self, key: bytes, value: bytes | None, headers=()) -> int:
+        self.records.append(Record(len(self.records), key, value, tuple(headers)))
+        return len(self.records) - 1
+
+    async def produce(self, partition: int, key: bytes, value: bytes | None, headers) -> int:
         assert partition == 0
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
             raise BrokerUnavailable("broker gone")
-        self.records.append(Record(len(self.records), key, value))
-        return len(self.records) - 1
+        return self.append(key, value, headers)
 
     async def deliver(self) -> None:
         new = self.records[self.delivered:]
         self.delivered = len(self.records)
         await self.state_send.send(Batch(0, {0: new}, {0: self.delivered}))
 
+    def epoch_of(self, offset: int) -> int:
+        return int(dict(self.records[offset].headers)[EPOCH_HEADER])
 
-async def start(nursery: trio.Nursery):
+
+async def start(nursery: trio.Nursery, *, claim: bool = True):
     state_send, state_recv = trio.open_memory_channel(0)
-    handle = await nursery.start(partial(state.run, inbox=state_recv))
+    handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
     box: ReplyBox[dict] = ReplyBox()
-    await state_send.send(Assign(0, frozenset({0}), {0: 0}, box))
+    await state_send.send(Assign(0, frozenset({0}), {0: 0}, box, GEN))
     await box.wait()
     log = Log(state_send)
     writes_send, writes_recv = trio.open_memory_channel(8)
     wh = await nursery.start(partial(writer.run, log.produce, handle, inbox=writes_recv,
-                                     write_timeout=WRITE_TIMEOUT, catchup_timeout=1.0))
-    return log, writes_send, wh, state_send
+                                     own=state_send.clone(), write_timeout=WRITE_TIMEOUT,
+                                     catchup_timeout=1.0))
+    if claim:
+        await writes_send.send(Claim(frozenset({0})))
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+    return log, writes_send, wh, handle
 
 
 async def write(send, key: bytes, value: bytes | None, if_match: str | None = None):
@@ -69,62 +84,146 @@ async def write(send, key: bytes, value: bytes | None, if_match: str | None = No
     return box
 
 
-async def test_answers_only_once_applied_and_checks_if_match(autojump_clock):
+async def test_claims_before_writing_and_answers_from_the_apply(autojump_clock):
     async with trio.open_nursery() as nursery:
-        log, send, wh, _state_send = await start(nursery)
+        log, send, wh, st = await start(nursery, claim=False)
         box = await write(send, b"a@x", user("a@x", "one"))
+        got = await box.wait()  # no marker of ours yet: nothing is written
+        assert isinstance(got, Unavailable)
+        assert got.reason == "catching_up"
+        assert log.records == []
+        await send.send(Claim(frozenset({0})))
+        with trio.fail_after(1):
+            await st.wait_writable(0)
+        assert (log.records[0].key, log.records[0].value) == marker(0, EPOCH)[:2]
+        # The next record of the partition: applied at once, no fetch needed.
+        box = await write(send, b"a@x", user("a@x", "one"))
+        assert await box.wait() == Written(0, 1, created=True)
+        assert log.epoch_of(1) == EPOCH
+        assert st.get_nowait(0, b"a@x") == (user("a@x", "one"), 1)
+        # Another producer wrote in between: ours is not the next record, so it waits
+        # for the fetch, which brings both.
+        log.append(b"z@x", user("z@x", "foreign"))
+        box = await write(send, b"a@x", user("a@x", "two"))
         await trio.testing.wait_all_tasks_blocked()
-        assert len(log.records) == 1
         assert not box._event.is_set()
         await log.deliver()
-        assert await box.wait() == Written(0, 0, created=True)
-        # If-Match on the current version: written; on an old one or absent: 412.
-        box = await write(send, b"a@x", user("a@x", "two"), if_match=etag(0, 0))
-        await trio.testing.wait_all_tasks_blocked()
-        await log.deliver()
-        assert await box.wait() == Written(0, 1, created=False)
-        box = await write(send, b"a@x", user("a@x", "three"), if_match=etag(0, 0))
-        assert isinstance(await box.wait(), Conflict)
-        box = await write(send, b"b@x", user("b@x", "b"), if_match="*")
-        assert isinstance(await box.wait(), Conflict)
-        assert len(log.records) == 2  # refused writes produce nothing
-        # Deleting a key that does not exist: a success with nothing written.
-        box = await write(send, b"nobody@x", None)
-        assert await box.wait() == Written(0, -1, created=False)
+        assert await box.wait() == Written(0, 3, created=False)
+        assert wh.statistics().markers == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_if_match_is_decided_in_log_order(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        log, send, _, st = await start(nursery)
+        assert await (await write(send, b"a@x", user("a@x", "v1"))).wait() == \
+            Written(0, 1, created=True)
+        # Wrong version, or "*" on an absent key: refused before anything is written.
+        got = await (await write(send, b"a@x", user("a@x", "no"), if_match=etag(0, 0))).wait()
+        assert isinstance(got, Conflict)
+        got = await (await write(send, b"b@x", user("b@x", "no"), if_match="*")).wait()
+        assert isinstance(got, Conflict)
         assert len(log.records) == 2
-        assert wh.statistics().produced == 2
+        # The right version when checked, but another producer's record lands first:
+        # the record carries the version it expects, and the apply refuses it.
+        log.gate = trio.Event()
+        box = await write(send, b"a@x", user("a@x", "v2"), if_match=etag(0, 1))
+        await trio.testing.wait_all_tasks_blocked()
+        log.append(b"a@x", user("a@x", "foreign"))
+        log.gate.set()
+        log.gate = None
+        await trio.testing.wait_all_tasks_blocked()
+        assert dict(log.records[3].headers)[EXPECT_HEADER] == b"1"
+        await log.deliver()
+        assert isinstance(await box.wait(), Conflict)
+        assert st.get_nowait(0, b"a@x") == (user("a@x", "foreign"), 2)
+        # Deleting what does not exist: a success with nothing written.
+        assert await (await write(send, b"nobody@x", None)).wait() == Written(0, -1, False)
         nursery.cancel_scope.cancel()
 
 
 async def test_a_timed_out_write_keeps_its_key_until_its_fate_is_known(autojump_clock):
-    """The lost-update rule: the first write is answered 503 at write_timeout while its
-    record is still in the producer; a later If-Match write of the same key must be
-    checked against a state that has that record, not before it."""
+    """The lost-update rule: a write answered 503 at write_timeout whose record is still
+    in the producer keeps its key; a later If-Match write is checked against a state
+    that has that record."""
     async with trio.open_nursery() as nursery:
-        log, send, wh, _state_send = await start(nursery)
-        box = await write(send, b"a@x", user("a@x", "v0"))
-        await trio.testing.wait_all_tasks_blocked()
-        await log.deliver()
-        assert await box.wait() == Written(0, 0, created=True)
-
+        log, send, wh, st = await start(nursery)
+        assert await (await write(send, b"a@x", user("a@x", "v0"))).wait() == \
+            Written(0, 1, created=True)
         log.gate = trio.Event()  # the broker stops answering
         slow = await write(send, b"a@x", user("a@x", "slow"))
         answer = await slow.wait()
         assert isinstance(answer, Unavailable)
         assert answer.reason == "write_timeout"
-        assert wh.statistics().locked_keys == 1  # the key is still held
-
-        started = trio.current_time()
-        cond = await write(send, b"a@x", user("a@x", "cond"), if_match=etag(0, 0))
+        assert wh.statistics().locked_keys == 1
+        cond = await write(send, b"a@x", user("a@x", "cond"), if_match=etag(0, 1))
         await trio.sleep(0.5)
-        log.gate.set()  # the slow record lands at offset 1...
+        log.gate.set()  # the slow record lands (offset 2) and is applied
+        log.gate = None
+        got = await cond.wait()
+        assert isinstance(got, Conflict), got  # checked against offset 2, not 1
+        assert st.get_nowait(0, b"a@x") == (user("a@x", "slow"), 2)
+        assert wh.statistics().locked_keys == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unconfirmed_write_is_fenced_by_a_new_epoch(autojump_clock):
+    """Kafka did not confirm a produce: the writer raises its epoch with a marker
+    before it lets the key go, so the record, if it lands later, is fenced."""
+    async with trio.open_nursery() as nursery:
+        log, send, wh, st = await start(nursery)
+        assert await (await write(send, b"a@x", user("a@x", "kept"))).wait() == \
+            Written(0, 1, created=True)
+        log.fail = True
+        box = await write(send, b"a@x", user("a@x", "lost"))
+        await trio.sleep(0.1)
+        log.fail = False  # Kafka is back: the marker of epoch + 1 goes in
+        got = await box.wait()
+        assert isinstance(got, Unavailable)
+        assert got.reason == "broker_unavailable"
+        with trio.fail_after(3):
+            while st.own_epoch(0) == EPOCH or not st.is_writable(0):
+                await st.wait_changed(0)
+        # (a marker Kafka did not take either is retried under the next epoch)
+        assert log.records[-1].key == marker(0, st.own_epoch(0))[0]
+        # The unconfirmed record arrives now (a proxy held it): fenced, state unchanged.
+        log.append(b"a@x", user("a@x", "lost"), [(EPOCH_HEADER, str(EPOCH).encode())])
+        await log.deliver()
+        await trio.testing.wait_all_tasks_blocked()
+        assert st.get_nowait(0, b"a@x") == (user("a@x", "kept"), 1)
+        # ...and it shadowed the key: the writer restates it, same value, same version.
+        with trio.fail_after(3):
+            while st.shadowed(0):
+                await st.wait_changed(0)
+        repair = log.records[-1]
+        assert (repair.key, repair.value) == (b"a@x", user("a@x", "kept"))
+        assert dict(repair.headers)[VERSION_HEADER] == b"1"
+        assert st.get_nowait(0, b"a@x") == (user("a@x", "kept"), 1)
+        assert wh.statistics().repairs == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_newer_owner_supersedes_this_node(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        log, send, _, st = await start(nursery)
+        log.gate = trio.Event()
+        box = await write(send, b"a@x", user("a@x", "zombie"))
+        await trio.testing.wait_all_tasks_blocked()
+        # A newer owner (generation GEN + 1) claims the partition before ours lands.
+        key, value, headers = marker(0, EPOCH + EPOCH_STRIDE)
+        log.append(key, value, headers)
+        log.gate.set()
         log.gate = None
         await trio.testing.wait_all_tasks_blocked()
-        await log.deliver()  # ...and is applied: only now is the key free
-        got = await cond.wait()
-        assert isinstance(got, Conflict), got  # checked against offset 1, not 0
-        assert trio.current_time() - started >= 0.5
-        assert wh.statistics().locked_keys == 0
+        await log.deliver()
+        got = await box.wait()
+        assert isinstance(got, Unavailable)
+        assert got.reason in {"superseded", "write_unconfirmed"}
+        assert not st.is_serving(0)  # taken over: this node no longer serves it
+        assert st.table.partitions[0].counts.get("fenced") == 1
+        got = await (await write(send, b"b@x", user("b@x", "late"))).wait()
+        assert isinstance(got, Unavailable)
+        assert got.reason == "not_owner"
         nursery.cancel_scope.cancel()
 
 
@@ -138,46 +237,20 @@ async def test_a_write_that_cannot_get_its_key_is_refused_unapplied(autojump_clo
         assert isinstance(got, Unavailable)
         assert got.reason == "key_busy"
         assert isinstance(await first.wait(), Unavailable)  # write_timeout
-        assert log.records == []  # the second was never produced
+        assert len(log.records) == 1  # the marker only: the second was never produced
         nursery.cancel_scope.cancel()
 
 
-async def test_broker_errors_and_revokes(autojump_clock):
-    async with trio.open_nursery() as nursery:
-        log, send, wh, state_send = await start(nursery)
-        log.fail = True
-        box = await write(send, b"a@x", user("a@x", "x"))
-        got = await box.wait()
-        assert isinstance(got, Unavailable)
-        assert got.reason == "broker_unavailable"
-        assert wh.statistics().failed == 1
-        log.fail = False
-        # Produced (acks=all), then the partition is revoked before it was applied:
-        # acknowledged, since every next owner catches up past it.
-        box = await write(send, b"a@x", user("a@x", "y"))
-        await trio.testing.wait_all_tasks_blocked()
-        rbox: ReplyBox[None] = ReplyBox()
-        await state_send.send(Revoke(1, frozenset({0}), rbox))
-        await rbox.wait()
-        assert await box.wait() == Written(0, 0, created=True)
-        # A write to a partition this node no longer serves: refused, not produced.
-        box = await write(send, b"b@x", user("b@x", "z"))
-        got = await box.wait()
-        assert isinstance(got, Unavailable)
-        assert got.reason == "not_owner"
-        assert len(log.records) == 1
-        nursery.cancel_scope.cancel()
-
-
-@pytest.mark.parametrize("inflight", [0, 1])
-async def test_wait_idle_sees_writes_in_flight(autojump_clock, inflight):
+async def test_wait_idle_sees_writes_in_flight(autojump_clock):
     async with trio.open_nursery() as nursery:
         log, send, wh, _ = await start(nursery)
+        with trio.move_on_after(1.0) as scope:
+            await wh.wait_idle(frozenset({0}))
+        assert not scope.cancelled_caught
         log.gate = trio.Event()
-        for i in range(inflight):
-            await write(send, f"k{i}@x".encode(), user(f"k{i}@x", "n"))
+        await write(send, b"k@x", user("k@x", "n"))
         await trio.testing.wait_all_tasks_blocked()
         with trio.move_on_after(1.0) as scope:
             await wh.wait_idle(frozenset({0}))
-        assert scope.cancelled_caught == bool(inflight)
+        assert scope.cancelled_caught
         nursery.cancel_scope.cancel()

@@ -1,0 +1,188 @@
+"""The one rule for every record of the topic: what it does to a partition's state.
+
+Any producer may write the topic (kstate nodes, the seed's Go app, Java or librdkafka
+clients, other tools), so a record may be anything. The rule is a pure function of the
+record and of the partition's state before it, and the state owner applies it the same
+way live and on replay (docs/design.md, "Records"):
+
+- a record without a key changes nothing (counted: ``no_key``);
+- an owner-epoch *marker* (key ``kstate:epoch:<partition>:<epoch>``, header
+  ``kstate-epoch``, written by a node when it takes a partition over or after a write
+  of unknown fate) raises the partition's epoch;
+- a key that is not an email, a value that is not a user for that key (not JSON, not an
+  object, name/email not strings, email not the key), or a malformed kstate header
+  **deletes that key** (counted with the reason): the key's state is then decided by
+  its latest record alone, like every other record, so compaction (which keeps exactly
+  the latest record of each key) cannot make a node that replays disagree;
+- a record in a partition other than its key's (Kafka's default partitioner) changes
+  nothing (counted: ``wrong_partition``): no read looks for the key there;
+- a null value or a **0-byte value** is a delete (the seed's Go app deletes with 0
+  bytes); kstate itself writes null tombstones;
+- a kstate record written under an owner epoch older than the partition's epoch is
+  **fenced**: a zombie (an old owner cut off, paused, or with a write stuck in its
+  producer) cannot land over a newer owner's acknowledged writes (counted: ``fenced``);
+- a conditional kstate write (header ``kstate-expect``: a version, or ``*`` for "the key
+  exists") whose condition does not hold changes nothing (counted: ``expect_failed``):
+  If-Match is decided when the record is applied, in log order;
+- anything else is an upsert; its version is its offset, or the ``kstate-version`` a
+  repair record carries (a repair restates a key's current value and version after a
+  fenced or failed record became that key's latest record: see Ignored.shadows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kstate.core.messages import Record
+from kstate.core.partitioner import partition_for
+from kstate.core.users import InvalidUser, parse_email, validate_record
+
+EPOCH_HEADER = "kstate-epoch"  # the owner epoch a kstate record was written under
+EXPECT_HEADER = "kstate-expect"  # If-Match, checked at apply: "<version>" or "*"
+VERSION_HEADER = "kstate-version"  # a repair: the version it restates
+MARKER_PREFIX = b"kstate:epoch:"  # kstate:epoch:<partition>:<epoch>
+EXPECT_EXISTS = "*"
+
+# An owner epoch is generation * EPOCH_STRIDE + n: only one member owns a partition in a
+# generation, and n counts the markers it wrote there (one at take-over, one after each
+# write of unknown fate).
+EPOCH_STRIDE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    key: bytes
+    value: bytes
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """The key is gone: a tombstone or 0-byte value (``reason`` None), or a record
+    kstate cannot use (``reason`` says why)."""
+
+    key: bytes
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """The partition's owner epoch is at least ``epoch`` from here on."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """Nothing changes. ``shadows``: the record, now the latest of its key in the log,
+    hides the key's real state from compaction (a fenced or failed kstate write): the
+    owner restates that state with a repair record."""
+
+    key: bytes | None
+    reason: str  # no_key | wrong_partition | fenced | expect_failed
+    shadows: bool = False
+
+
+Decision = Upsert | Delete | Marker | Ignored
+# key -> its current version, or None if absent
+VersionOf = Callable[[bytes], int | None]
+
+
+def marker_key(partition: int, epoch: int) -> bytes:
+    return MARKER_PREFIX + f"{partition}:{epoch}".encode()
+
+
+def marker(partition: int, epoch: int) -> tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]:
+    """(key, value, headers) of the marker that raises ``partition``'s epoch to
+    ``epoch``. A 0-byte value: the seed's app reads it as the delete of a key that
+    never existed; compaction keeps it (only null values are removed)."""
+    return marker_key(partition, epoch), b"", ((EPOCH_HEADER, str(epoch).encode()),)
+
+
+def _int(raw: bytes) -> int | None:
+    text = raw.decode("ascii", "replace")
+    return int(text) if text.isdigit() and len(text) <= 19 else None
+
+
+def _header(rec: Record, name: str) -> bytes | None:
+    found = None
+    for k, v in rec.headers:
+        if k == name:
+            found = v  # the last one wins, as in Kafka's Headers.lastHeader
+    return found
+
+
+def _marker_epoch(rec: Record, partition: int) -> int | None:
+    key = rec.key
+    if key is None or not key.startswith(MARKER_PREFIX):
+        return None
+    raw = _header(rec, EPOCH_HEADER)
+    epoch = None if raw is None else _int(raw)
+    if epoch is None or key != marker_key(partition, epoch):
+        return None  # not a marker of this partition: judged as any other key
+    return epoch
+
+
+# Printable ASCII without space: what almost every email key is made of.
+_ASCII_EMAIL = bytes(range(0x21, 0x7F))
+
+
+def _email_key(key: bytes) -> bool:
+    """Whether ``key`` is an email exactly as kstate stores one (parse_email's rules)."""
+    if key.isascii() and not key.translate(None, _ASCII_EMAIL):
+        at = key.find(b"@")  # the common case, at C speed: one '@' with text around it
+        return 0 < at < len(key) - 1 and key.find(b"@", at + 1) < 0 and len(key) <= 254
+    try:
+        text = key.decode("utf-8")
+        return parse_email(text) == text
+    except (UnicodeDecodeError, InvalidUser):
+        return False
+
+
+def decide(rec: Record, partition: int, num_partitions: int, epoch: int,
+           version_of: VersionOf) -> Decision:
+    """What ``rec`` does to ``partition`` whose owner epoch is ``epoch`` and whose keys
+    have the versions ``version_of`` answers."""
+    key = rec.key
+    if key is None:
+        return Ignored(None, "no_key")
+    marked = _marker_epoch(rec, partition)
+    if marked is not None:
+        return Marker(marked)
+    if not _email_key(key):
+        return Delete(key, "key is not an email")
+    raw_epoch = _header(rec, EPOCH_HEADER)
+    # A record a kstate node wrote (it carries an owner epoch) is in its key's
+    # partition: the node's router put it there. Any other record is checked (murmur2
+    # costs microseconds a record, which a replay of a million records feels).
+    if raw_epoch is None and partition_for(key, num_partitions) != partition:
+        return Ignored(key, "wrong_partition")
+    raw_expect = _header(rec, EXPECT_HEADER)
+    raw_version = _header(rec, VERSION_HEADER)
+    written = None if raw_epoch is None else _int(raw_epoch)
+    restated = None if raw_version is None else _int(raw_version)
+    if (raw_epoch is not None and written is None) or \
+            (raw_version is not None and restated is None):
+        return Delete(key, "malformed kstate header")
+    if written is not None and written < epoch:
+        return Ignored(key, "fenced", shadows=True)
+    if raw_expect is not None:
+        current = version_of(key)
+        wanted = raw_expect.decode("ascii", "replace")
+        if wanted == EXPECT_EXISTS:
+            holds = current is not None
+        else:
+            expected = _int(raw_expect)
+            if expected is None:
+                return Delete(key, "malformed kstate header")
+            holds = current == expected
+        if not holds:
+            return Ignored(key, "expect_failed", shadows=True)
+    value = rec.value
+    if not value:  # null: a tombstone; b"": the seed app's delete
+        return Delete(key)
+    why = validate_record(key, value)
+    if why is not None:
+        return Delete(key, why)
+    return Upsert(key, value, rec.offset if restated is None else restated)
