@@ -1,0 +1,298 @@
+"""One accepted connection on the lean path: parse, answer hot requests, or say where
+the connection must be handed over.
+
+Framing is found here, not left to llhttp: a request head ends at the first
+``\\r\\n\\r\\n`` (llhttp requires CRLF, so this is where it ends for llhttp too) and
+only that head is fed to the parser; a body is fed exactly ``Content-Length`` bytes,
+or (chunked) up to one CRLF at a time, since a chunked message can only end right
+after a CRLF. So the offset where each request starts is always known, and a request
+that is not hot can be handed over from its first byte, together with whatever was
+pipelined behind it. A parser that ever sees a second message begin inside one
+request's bytes (it cannot, but this is where a framing disagreement would show)
+is answered 400 and closed rather than trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import httptools
+import trio
+
+from web.http1.limits import Limits
+from web.http1.stats import Counters
+from web.http1.wire import (
+    CLOSE,
+    CONTINUE,
+    KEEP_ALIVE,
+    Headers,
+    Request,
+    Response,
+    encode_response,
+    error_response,
+)
+
+log = logging.getLogger(__name__)
+
+IsHot = Callable[[bytes, bytes], bool]
+Handler = Callable[[Request], Awaitable[Response]]
+# Every stream this module reads: trio.SocketStream or trio.SSLStream over one.
+Stream = trio.abc.Stream
+
+
+class Reject(Exception):
+    """Answer ``status`` with a JSON error, then close (after a lingering drain)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Closed(Exception):
+    """Close the connection without an answer (client gone, or a write timed out)."""
+
+
+class Shared:
+    """What a server shares with its connections: settings, callbacks, counters,
+    and the drain state (``draining`` set, idle reads cancelled, by the server)."""
+
+    __slots__ = ("counters", "draining", "handle", "idle_scopes", "is_hot", "limits")
+
+    def __init__(self, limits: Limits, is_hot: IsHot | None, handle: Handler) -> None:
+        self.limits = limits
+        self.is_hot = is_hot  # None: no hand-over target, every request is hot
+        self.handle = handle
+        self.counters = Counters()
+        self.draining = False
+        self.idle_scopes: set[trio.CancelScope] = set()
+
+    def start_draining(self) -> None:
+        self.draining = True
+        for scope in self.idle_scopes:
+            scope.cancel()
+
+
+class Connection:
+    """Parser callbacks + the read/answer loop of one connection. :meth:`run`
+    returns ``None`` when the connection is done (the caller closes it) or the
+    bytes to hand over (starting at the first byte of the first request that is not
+    hot); it raises :class:`Reject`, :class:`Closed`, or the stream's errors."""
+
+    __slots__ = ("begun", "body", "body_size", "done", "headers", "parser", "shared",
+                 "stream", "too_large", "url")
+
+    def __init__(self, shared: Shared, stream: Stream) -> None:
+        self.shared = shared
+        self.stream = stream
+        self.parser = httptools.HttpRequestParser(self)
+        self.begun = 0
+        self.done = False
+        self.url = b""
+        self.headers: Headers = []
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.too_large = False
+
+    # -- httptools callbacks ------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.begun += 1
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.shared.limits.max_body_bytes:
+            self.too_large = True
+            raise ValueError("body too large")  # stops the parser; run() answers 413
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+    # -- the loop -----------------------------------------------------------------
+    async def run(self) -> bytes | None:
+        shared, parser = self.shared, self.parser
+        lim, counters = shared.limits, shared.counters
+        buf, pos, scanned = b"", 0, 0
+        out: list[bytes] = []
+        head_deadline = trio.current_time() + lim.head_timeout
+        fresh = True  # nothing received yet
+        while True:
+            end = buf.find(b"\r\n\r\n", max(pos, scanned - 3))
+            if end < 0:
+                pending = len(buf) - pos
+                if pending > lim.max_head_bytes:
+                    raise Reject(431, "head_too_large",
+                                 f"request head larger than {lim.max_head_bytes} bytes")
+                if out:
+                    await self._flush(out)
+                if pending:
+                    data = await self._receive(head_deadline, idle=False)
+                    if data is None:
+                        counters.head_timeouts += 1
+                        raise Reject(408, "request_timeout",
+                                     f"request head not complete within {lim.head_timeout}s")
+                    buf = buf[pos:] + data
+                else:
+                    if shared.draining:
+                        return None
+                    deadline = (head_deadline if fresh
+                                else trio.current_time() + lim.idle_timeout)
+                    data = await self._receive(deadline, idle=True)
+                    if data is None:
+                        if not shared.draining:
+                            if fresh:
+                                counters.head_timeouts += 1
+                            else:
+                                counters.idle_timeouts += 1
+                        return None
+                    if not fresh:
+                        head_deadline = trio.current_time() + lim.head_timeout
+                    fresh = False
+                    buf = data
+                if not data:
+                    return None  # EOF (a partial head from a client that left: no answer)
+                scanned = len(buf) - len(data)
+                pos = 0
+                continue
+            head_end = end + 4
+            if head_end - pos > lim.max_head_bytes:
+                raise Reject(431, "head_too_large",
+                             f"request head larger than {lim.max_head_bytes} bytes")
+            self.begun = 0
+            self.done = False
+            upgrade = False
+            try:
+                parser.feed_data(memoryview(buf)[pos:head_end])
+            except httptools.HttpParserUpgrade:
+                upgrade = True
+            except httptools.HttpParserError as exc:
+                raise Reject(400, "bad_request", f"malformed request: {exc}") from None
+            if not self.begun:  # empty lines between requests: skipped
+                pos = scanned = head_end
+                continue
+            method = parser.get_method()
+            url = self.url
+            q = url.find(b"?")
+            path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
+            if shared.is_hot is not None and (upgrade or not shared.is_hot(method, path)):
+                if out:
+                    await self._flush(out)
+                return buf[pos:]
+            pos = scanned = head_end
+            if not self.done:
+                buf, pos = await self._read_body(buf, pos, out)
+                scanned = pos
+            body = self.body
+            keep = parser.should_keep_alive()
+            version = parser.get_http_version()
+            req = Request(method, path, query, self.headers,
+                          body[0] if len(body) == 1 else b"".join(body), version, keep)
+            try:
+                resp = await shared.handle(req)
+            except Exception:
+                log.exception("event=http1_handler_failed method=%s path=%r", method, path)
+                counters.handler_errors += 1
+                resp = error_response(500, "internal_error", "the server failed to answer")
+            counters.served += 1
+            keep = keep and not shared.draining
+            out.append(encode_response(
+                resp, head=method == b"HEAD",
+                connection=CLOSE if not keep else (b"" if version == "1.1" else KEEP_ALIVE)))
+            if not keep:
+                await self._flush(out)
+                return None
+            if len(out) >= lim.max_pipelined:
+                await self._flush(out)
+            head_deadline = trio.current_time() + lim.head_timeout
+
+    async def _read_body(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[bytes, int]:
+        """Feed the body of the current request; return the buffer and the offset just
+        past the body's last byte."""
+        lim, parser = self.shared.limits, self.parser
+        length: int | None = None
+        expect = False
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = int(value)  # digits only and no duplicate: llhttp checked
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+        if length is not None and length > lim.max_body_bytes:
+            raise Reject(413, "body_too_large",
+                         f"request body larger than {lim.max_body_bytes} bytes")
+        if expect and len(buf) == pos and parser.get_http_version() == "1.1":
+            out.append(CONTINUE)
+            await self._flush(out)
+        deadline = trio.current_time() + lim.body_timeout
+        raw_limit = 2 * lim.max_body_bytes + 65_536  # chunk framing and extensions
+        raw = 0
+        while True:
+            if length is not None:
+                stop = pos + min(len(buf) - pos, length)
+                length -= stop - pos
+            else:
+                crlf = buf.find(b"\r\n", pos)
+                if crlf >= 0:
+                    stop = crlf + 2
+                else:  # no message end in here; keep a lone CR for its LF
+                    stop = len(buf) - (1 if buf.endswith(b"\r") else 0)
+                raw += stop - pos
+                if raw > raw_limit:
+                    raise Reject(413, "body_too_large", "chunked request body too large")
+            if stop > pos:
+                try:
+                    self.parser.feed_data(memoryview(buf)[pos:stop])
+                except httptools.HttpParserError as exc:
+                    if self.too_large:
+                        raise Reject(413, "body_too_large",
+                                     f"request body larger than {lim.max_body_bytes} bytes"
+                                     ) from None
+                    raise Reject(400, "bad_request", f"malformed body: {exc}") from None
+                pos = stop
+                if self.done:
+                    return buf, pos
+                if self.begun != 1 or length == 0:
+                    raise Reject(400, "bad_request", "request framing is inconsistent")
+                continue
+            data = await self._receive(deadline, idle=False)
+            if data is None:
+                self.shared.counters.body_timeouts += 1
+                raise Reject(408, "request_timeout",
+                             f"request body not complete within {lim.body_timeout}s")
+            if not data:
+                raise Closed()
+            buf, pos = buf[pos:] + data, 0
+
+    async def _receive(self, deadline: float, *, idle: bool) -> bytes | None:
+        """Up to ``read_size`` bytes (``b""`` at EOF), or ``None`` when ``deadline``
+        passed (or, for an ``idle`` read, the server started draining)."""
+        with trio.CancelScope(deadline=deadline) as scope:
+            # cast: trio's streams return bytes; a bytearray would work the same here
+            if not idle:
+                return cast(bytes, await self.stream.receive_some(self.shared.limits.read_size))
+            idle_scopes = self.shared.idle_scopes
+            idle_scopes.add(scope)
+            try:
+                return cast(bytes, await self.stream.receive_some(self.shared.limits.read_size))
+            finally:
+                idle_scopes.discard(scope)
+        return None
+
+    async def _flush(self, out: list[bytes]) -> None:
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        with trio.move_on_after(self.shared.limits.send_timeout):
+            await self.stream.send_all(data)
+            return
+        self.shared.counters.send_timeouts += 1
+        raise Closed()
