@@ -152,6 +152,8 @@ class _Conn:
             self.begun -= 1
         else:
             self.done = True
+            # now: llhttp resets the flags this reads as soon as the callback returns
+            self.keep = self.parser.should_keep_alive()
 
 
 class Pool:
@@ -311,7 +313,6 @@ class Pool:
             if conn.done:
                 if conn.begun > 1:
                     conn.reusable = False  # bytes after the answer: the stream is not ours
-                conn.keep = conn.parser.should_keep_alive()
                 return Answer(conn.status, conn.headers, b"".join(conn.body))
 
     def _head_answer(self, conn: _Conn, target: str, got: bytes) -> Answer | None:

@@ -80,7 +80,7 @@ class Connection:
     bytes to hand over (starting at the first byte of the first request that is not
     hot); it raises :class:`Reject`, :class:`Closed`, or the stream's errors."""
 
-    __slots__ = ("begun", "body", "body_size", "done", "headers", "parser", "shared",
+    __slots__ = ("begun", "body", "body_size", "done", "headers", "keep", "parser", "shared",
                  "stream", "too_large", "url")
 
     def __init__(self, shared: Shared, stream: Stream) -> None:
@@ -88,7 +88,7 @@ class Connection:
         self.stream = stream
         self.parser = httptools.HttpRequestParser(self)
         self.begun = 0
-        self.done = False
+        self.done = self.keep = False
         self.url = b""
         self.headers: Headers = []
         self.body: list[bytes] = []
@@ -118,6 +118,8 @@ class Connection:
 
     def on_message_complete(self) -> None:
         self.done = True
+        # now: llhttp resets the flags this reads as soon as the callback returns
+        self.keep = self.parser.should_keep_alive()
 
     # -- the loop -----------------------------------------------------------------
     async def run(self) -> bytes | None:
@@ -182,6 +184,8 @@ class Connection:
                 pos = scanned = head_end
                 continue
             method = parser.get_method()
+            if method == b"PRI" and shared.is_hot is None:  # (else hypercorn speaks h2c)
+                raise Reject(400, "http2_not_supported", "this server speaks HTTP/1.1 only")
             url = self.url
             q = url.find(b"?")
             path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
@@ -194,7 +198,7 @@ class Connection:
                 buf, pos = await self._read_body(buf, pos, out)
                 scanned = pos
             body = self.body
-            keep = parser.should_keep_alive()
+            keep = self.keep
             version = parser.get_http_version()
             req = Request(method, path, query, self.headers,
                           body[0] if len(body) == 1 else b"".join(body), version, keep)

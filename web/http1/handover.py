@@ -27,6 +27,8 @@ from hypercorn.utils import wrap_app
 from web.http1.limits import Limits
 from web.http1.wire import FRAMING, NO_BODY_STATUS, Request, Response, error_response
 
+log = logging.getLogger(__name__)
+
 # Any ASGI 3 application (a QuartTrio app is one).
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -90,6 +92,27 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
             body = b""
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return asgi
+
+
+def shield_sends(app: Asgi) -> Asgi:
+    """``app`` with each HTTP ``send`` shielded. quart-trio cancels a request's task as
+    soon as hypercorn reports the stream closed, which hypercorn does *inside* the final
+    ``send``, or when a client half-closes (shuts its write side) after its request:
+    the answer is then cut after its head, or a ``Connection: close`` socket stays open.
+    hypercorn already shields the socket write itself, so this adds no new wait."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def shielded(message: Any) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await app(scope, receive, shielded)
 
     return asgi
 
@@ -158,14 +181,15 @@ class _ReplayTLS(trio.abc.Stream):
 
 
 class HandOver:
-    """hypercorn for the connections the front gives away. Owns the app's lifespan:
+    """hypercorn for the connections the front gives away (``app`` under
+    :func:`shield_sends`). Owns the app's lifespan:
     :meth:`startup` runs it in a nursery the caller owns, :meth:`terminate` makes
     idle handed-over connections close and busy ones close after their response,
     :meth:`shutdown` runs the app's shutdown (call it after the connections ended)."""
 
     def __init__(self, app: Asgi, config: Config) -> None:
         self._config = config
-        self._app = wrap_app(cast(Any, app), config.wsgi_max_body_size, "asgi")
+        self._app = wrap_app(shield_sends(app), config.wsgi_max_body_size, "asgi")
         self._context = WorkerContext(None)
         self._lifespan_state: LifespanState = {}
         self._lifespan = Lifespan(self._app, config, self._lifespan_state)
@@ -192,7 +216,12 @@ class HandOver:
             raise TypeError(f"cannot hand over a {type(stream).__name__}")
         server = TCPServer(self._app, self._config, self._context, self._state,
                            cast(Any, wrapped))
-        await server.run()
+        try:
+            await server.run()
+        except trio.BusyResourceError:
+            # hypercorn closes (send_eof) from one task while another still writes an
+            # error answer to a broken request: the connection is over either way
+            log.debug("event=handover_close_race")
 
     async def terminate(self) -> None:
         await self._context.terminated.set()
