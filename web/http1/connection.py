@@ -15,6 +15,7 @@ is answered 400 and closed rather than trusted.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -54,11 +55,17 @@ class Closed(Exception):
     """Close the connection without an answer (client gone, or a write timed out)."""
 
 
-class Shared:
-    """What a server shares with its connections: settings, callbacks, counters,
-    and the drain state (``draining`` set, idle reads cancelled, by the server)."""
+# What a connection is waiting for; a deadline that passes in one of these phases
+# ends it as follows. (While the handler runs there is no deadline.)
+IDLE, HEAD, BODY, SEND, BUSY = range(5)
+INF = math.inf
 
-    __slots__ = ("counters", "draining", "handle", "idle_scopes", "is_hot", "limits")
+
+class Shared:
+    """What a server shares with its connections: settings, callbacks, counters, the
+    connections in their lean phase, and the drain state."""
+
+    __slots__ = ("conns", "counters", "draining", "handle", "is_hot", "limits")
 
     def __init__(self, limits: Limits, is_hot: IsHot | None, handle: Handler) -> None:
         self.limits = limits
@@ -66,12 +73,28 @@ class Shared:
         self.handle = handle
         self.counters = Counters()
         self.draining = False
-        self.idle_scopes: set[trio.CancelScope] = set()
+        self.conns: set[Connection] = set()
+
+    def tick(self) -> float:
+        """How often :meth:`expire` should run: deadlines are that accurate."""
+        lim = self.limits
+        shortest = min(lim.head_timeout, lim.body_timeout, lim.idle_timeout,
+                       lim.send_timeout)
+        return min(max(shortest / 4, 0.01), 0.5)
+
+    def expire(self) -> None:
+        """End every connection whose deadline passed. One timer for all connections:
+        a cancel scope per read and per write costs more than the rest of a small
+        request (trio registers each deadline), so a connection only writes down its
+        phase and deadline (two attribute stores) and this cancels it."""
+        now = trio.current_time()
+        for conn in [c for c in self.conns if c.deadline <= now]:
+            conn.cancel(conn.phase)
 
     def start_draining(self) -> None:
         self.draining = True
-        for scope in self.idle_scopes:
-            scope.cancel()
+        for conn in [c for c in self.conns if c.phase == IDLE]:
+            conn.cancel(IDLE)
 
 
 class Connection:
@@ -80,8 +103,9 @@ class Connection:
     bytes to hand over (starting at the first byte of the first request that is not
     hot); it raises :class:`Reject`, :class:`Closed`, or the stream's errors."""
 
-    __slots__ = ("begun", "body", "body_size", "done", "headers", "keep", "parser", "shared",
-                 "stream", "too_large", "url")
+    __slots__ = ("begun", "body", "body_size", "deadline", "done", "expired", "fresh",
+                 "headers", "keep", "parser", "phase", "scope", "shared", "stream",
+                 "too_large", "url")
 
     def __init__(self, shared: Shared, stream: Stream) -> None:
         self.shared = shared
@@ -94,6 +118,18 @@ class Connection:
         self.body: list[bytes] = []
         self.body_size = 0
         self.too_large = False
+        self.phase = IDLE
+        self.deadline = trio.current_time() + shared.limits.head_timeout
+        self.scope = trio.CancelScope()
+        self.expired = -1
+        self.fresh = True  # nothing received yet
+
+    def cancel(self, phase: int) -> None:
+        """End the connection: the deadline of ``phase`` passed (or, for IDLE, the
+        server drains)."""
+        if self.expired < 0:
+            self.expired = phase
+            self.scope.cancel()
 
     # -- httptools callbacks ------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -123,12 +159,45 @@ class Connection:
 
     # -- the loop -----------------------------------------------------------------
     async def run(self) -> bytes | None:
+        shared = self.shared
+        shared.conns.add(self)
+        try:
+            with self.scope:
+                return await self._loop()
+        finally:
+            shared.conns.discard(self)
+        self._expired()
+        return None
+
+    def _expired(self) -> None:
+        """The connection's deadline passed (or the server drains): how it ends.
+        Returns (close silently) for IDLE; raises :class:`Reject` or :class:`Closed`."""
+        lim, counters = self.shared.limits, self.shared.counters
+        phase = self.expired
+        if phase == IDLE:
+            if not self.shared.draining:
+                if self.fresh:
+                    counters.head_timeouts += 1
+                else:
+                    counters.idle_timeouts += 1
+            return None
+        if phase == HEAD:
+            counters.head_timeouts += 1
+            raise Reject(408, "request_timeout",
+                         f"request head not complete within {lim.head_timeout}s")
+        if phase == BODY:
+            counters.body_timeouts += 1
+            raise Reject(408, "request_timeout",
+                         f"request body not complete within {lim.body_timeout}s")
+        counters.send_timeouts += 1
+        raise Closed()
+
+    async def _loop(self) -> bytes | None:
         shared, parser = self.shared, self.parser
         lim, counters = shared.limits, shared.counters
         buf, pos, scanned = b"", 0, 0
         out: list[bytes] = []
-        head_deadline = trio.current_time() + lim.head_timeout
-        fresh = True  # nothing received yet
+        head_deadline = self.deadline  # the first request's: from accept
         while True:
             end = buf.find(b"\r\n\r\n", max(pos, scanned - 3))
             if end < 0:
@@ -139,31 +208,21 @@ class Connection:
                 if out:
                     await self._flush(out)
                 if pending:
-                    data = await self._receive(head_deadline, idle=False)
-                    if data is None:
-                        counters.head_timeouts += 1
-                        raise Reject(408, "request_timeout",
-                                     f"request head not complete within {lim.head_timeout}s")
-                    buf = buf[pos:] + data
+                    data = await self._read(HEAD, head_deadline)
                 else:
                     if shared.draining:
                         return None
-                    deadline = (head_deadline if fresh
-                                else trio.current_time() + lim.idle_timeout)
-                    data = await self._receive(deadline, idle=True)
-                    if data is None:
-                        if not shared.draining:
-                            if fresh:
-                                counters.head_timeouts += 1
-                            else:
-                                counters.idle_timeouts += 1
-                        return None
-                    if not fresh:
-                        head_deadline = trio.current_time() + lim.head_timeout
-                    fresh = False
-                    buf = data
+                    data = await self._read(IDLE, head_deadline if self.fresh
+                                            else trio.current_time() + lim.idle_timeout)
                 if not data:
-                    return None  # EOF (a partial head from a client that left: no answer)
+                    return None  # EOF, or idle too long (a partial head: no answer either)
+                if pending:
+                    buf = buf[pos:] + data
+                else:
+                    if not self.fresh:
+                        head_deadline = trio.current_time() + lim.head_timeout
+                    self.fresh = False
+                    buf = data
                 scanned = len(buf) - len(data)
                 pos = 0
                 continue
@@ -255,7 +314,7 @@ class Connection:
                     raise Reject(413, "body_too_large", "chunked request body too large")
             if stop > pos:
                 try:
-                    self.parser.feed_data(memoryview(buf)[pos:stop])
+                    parser.feed_data(memoryview(buf)[pos:stop])
                 except httptools.HttpParserError as exc:
                     if self.too_large:
                         raise Reject(413, "body_too_large",
@@ -268,35 +327,29 @@ class Connection:
                 if self.begun != 1 or length == 0:
                     raise Reject(400, "bad_request", "request framing is inconsistent")
                 continue
-            data = await self._receive(deadline, idle=False)
-            if data is None:
-                self.shared.counters.body_timeouts += 1
-                raise Reject(408, "request_timeout",
-                             f"request body not complete within {lim.body_timeout}s")
+            data = await self._read(BODY, deadline)
             if not data:
                 raise Closed()
             buf, pos = buf[pos:] + data, 0
 
-    async def _receive(self, deadline: float, *, idle: bool) -> bytes | None:
-        """Up to ``read_size`` bytes (``b""`` at EOF), or ``None`` when ``deadline``
-        passed (or, for an ``idle`` read, the server started draining)."""
-        with trio.CancelScope(deadline=deadline) as scope:
-            # cast: trio's streams return bytes; a bytearray would work the same here
-            if not idle:
-                return cast(bytes, await self.stream.receive_some(self.shared.limits.read_size))
-            idle_scopes = self.shared.idle_scopes
-            idle_scopes.add(scope)
-            try:
-                return cast(bytes, await self.stream.receive_some(self.shared.limits.read_size))
-            finally:
-                idle_scopes.discard(scope)
-        return None
+    async def _read(self, phase: int, deadline: float) -> bytes | None:
+        """Up to ``read_size`` bytes (``b""`` at EOF) before ``deadline``. When the
+        deadline passes (or, IDLE, the server drains): ``None`` for IDLE, else
+        :class:`Reject` (408) from :meth:`_expired`."""
+        self.phase, self.deadline = phase, deadline
+        data = await self.stream.receive_some(self.shared.limits.read_size)
+        self.phase, self.deadline = BUSY, INF
+        if self.expired >= 0:  # expired after the bytes came, before this task ran
+            self._expired()
+            return None
+        return cast(bytes, data)  # trio's streams return bytes
 
     async def _flush(self, out: list[bytes]) -> None:
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        with trio.move_on_after(self.shared.limits.send_timeout):
-            await self.stream.send_all(data)
-            return
-        self.shared.counters.send_timeouts += 1
-        raise Closed()
+        self.phase = SEND
+        self.deadline = trio.current_time() + self.shared.limits.send_timeout
+        await self.stream.send_all(data)
+        self.phase, self.deadline = BUSY, INF
+        if self.expired >= 0:
+            self._expired()

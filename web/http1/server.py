@@ -93,17 +93,21 @@ class Front:
             async with trio.open_nursery() as lifespan_nursery:
                 if handover is not None:
                     await handover.startup(lifespan_nursery)
-                async with trio.open_nursery() as connections:
-                    async with trio.open_nursery() as accepting:
-                        accepting.start_soon(self._accept_loop, listener, connections)
-                        task_status.started(_bound(listener))
-                        await shutdown_trigger()
-                        accepting.cancel_scope.cancel()
-                    await listener.aclose()
-                    self._shared.start_draining()
-                    if handover is not None:
-                        await handover.terminate()
-                    connections.cancel_scope.deadline = trio.current_time() + lim.drain_timeout
+                async with trio.open_nursery() as timer:
+                    timer.start_soon(self._expire_loop)
+                    async with trio.open_nursery() as connections:
+                        async with trio.open_nursery() as accepting:
+                            accepting.start_soon(self._accept_loop, listener, connections)
+                            task_status.started(_bound(listener))
+                            await shutdown_trigger()
+                            accepting.cancel_scope.cancel()
+                        await listener.aclose()
+                        self._shared.start_draining()
+                        if handover is not None:
+                            await handover.terminate()
+                        connections.cancel_scope.deadline = (trio.current_time()
+                                                             + lim.drain_timeout)
+                    timer.cancel_scope.cancel()
                 # like hypercorn: the app's shutdown runs after a graceful drain only
                 if handover is not None:
                     await handover.shutdown()
@@ -163,6 +167,12 @@ class Front:
             counters.open -= 1
             await trio.aclose_forcefully(conn_stream)
 
+    async def _expire_loop(self) -> None:
+        tick = self._shared.tick()
+        while True:
+            await trio.sleep(tick)
+            self._shared.expire()
+
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
             try:
@@ -182,9 +192,8 @@ async def _close_with(stream: Stream, data: bytes, lim: Limits) -> None:
     at most ``linger_timeout`` / ``linger_bytes``."""
     with trio.move_on_after(lim.send_timeout):
         await stream.send_all(data)
-    if not isinstance(stream, trio.SocketStream):
-        return
-    await stream.send_eof()
+    if isinstance(stream, trio.SocketStream):
+        await stream.send_eof()  # (TLS has no half-close: the client closes once answered)
     budget = lim.linger_bytes
     with trio.move_on_after(lim.linger_timeout):
         while budget > 0:
