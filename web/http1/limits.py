@@ -4,6 +4,9 @@ They apply to every request the lean path reads itself, including the *first* he
 of a connection that is later handed over to hypercorn (the decision needs the
 whole head, so it is read under these bounds). After a hand-over, hypercorn's own
 settings apply (:func:`web.http1.handover.hypercorn_config` derives them from here).
+
+Deadlines are checked by one timer per server, every quarter of the shortest timeout
+(at least 10 ms, at most 0.5 s): each fires within that much of its setting.
 """
 
 from __future__ import annotations
