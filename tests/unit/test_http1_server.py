@@ -19,7 +19,7 @@ import trio
 import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.support.http1 import (
     Store,
@@ -396,6 +396,20 @@ async def test_hot_then_not_hot_then_hot_on_one_connection():
         await s.aclose()
 
 
+async def test_hand_over_starts_exactly_after_a_pipelined_body_of_either_framing():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        health = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        await s.send_all(
+            b"PUT /users/a HTTP/1.1\r\nContent-Length: 21\r\n\r\nGET /healthz HTTP/1.1"
+            + b"PUT /users/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"4\r\n\r\n\r\n\r\n0\r\n\r\n" + health + GET % b"a" + GET % b"b")
+        put_a, put_b, ok, a, b = await read_replies(s, 5)
+        assert (put_a.status, put_b.status, ok.json()) == (204, 204, {"ok": True})
+        assert (a.body, b.body) == (b"GET /healthz HTTP/1.1", b"\r\n\r\n")
+        await s.aclose()
+
+
 async def test_a_websocket_is_handed_over_and_echoes():
     async with running() as srv, open_websocket_url(f"ws://{srv.addr}/ws") as ws:
         for text in ("one", "two"):
@@ -434,6 +448,27 @@ async def test_tls_serves_hot_routes_handed_over_routes_and_wss(tls):
             assert await ws.get_message() == "secure"
 
 
+async def test_a_tls_client_that_picks_h2_is_handed_over_whole():
+    ca_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme_ca = trustme.CA()
+    trustme_ca.issue_cert("127.0.0.1").configure_cert(ca_server)
+    ca_server.set_alpn_protocols(["h2", "http/1.1"])
+    client = ssl.create_default_context()
+    trustme_ca.configure_trust(client)
+    client.set_alpn_protocols(["h2"])
+    async with running(ssl_context=ca_server) as srv:
+        host, _, port = srv.addr.rpartition(":")
+        s = await trio.open_ssl_over_tcp_stream(host, int(port), ssl_context=client)
+        await s.do_handshake()
+        assert s.selected_alpn_protocol() == "h2"
+        await s.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        with trio.fail_after(5):
+            frame = await s.receive_some(65536)
+        assert frame[3] == 0x04  # hypercorn's h2 SETTINGS frame
+        assert srv.front.statistics().handed_over == 1
+        await s.aclose()
+
+
 async def test_plain_http_on_a_tls_port_and_a_stalled_handshake_are_closed(tls):
     server_ctx, _ = tls
     async with running(Limits(tls_handshake_timeout=0.3), ssl_context=server_ctx) as srv:
@@ -466,3 +501,15 @@ async def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections(
         assert reply.headers[b"connection"] == b"close"
         with pytest.raises(OSError, match="onnect"):
             await connect(srv.addr)
+
+
+async def test_shutdown_ends_an_open_websocket_at_the_drain_deadline():
+    async with running(Limits(drain_timeout=0.5)) as srv:
+        async with open_websocket_url(f"ws://{srv.addr}/ws") as ws:
+            await ws.send_message("x")
+            assert await ws.get_message() == "x"
+            started = trio.current_time()
+            srv.stop.set()
+            with trio.fail_after(5), pytest.raises(ConnectionClosed):
+                await ws.get_message()
+            assert trio.current_time() - started < 3
