@@ -106,9 +106,9 @@ class Connection:
     bytes to hand over (starting at the first byte of the first request that is not
     hot); it raises :class:`Reject`, :class:`Closed`, or the stream's errors."""
 
-    __slots__ = ("begun", "body", "body_size", "deadline", "done", "expired", "fresh",
-                 "headers", "keep", "parser", "phase", "scope", "shared", "stream",
-                 "too_large", "url")
+    __slots__ = ("answered_close", "begun", "body", "body_size", "deadline", "done",
+                 "expired", "fresh", "headers", "keep", "parser", "phase", "scope", "shared",
+                 "stream", "too_large", "url")
 
     def __init__(self, shared: Shared, stream: Stream) -> None:
         self.shared = shared
@@ -126,6 +126,7 @@ class Connection:
         self.scope = trio.CancelScope()
         self.expired = -1
         self.fresh = True  # nothing received yet
+        self.answered_close = False  # the last answer said Connection: close
 
     def cancel(self, phase: int) -> None:
         """End the connection: the deadline of ``phase`` passed (or, for IDLE, the
@@ -277,6 +278,7 @@ class Connection:
                 resp, head=method == b"HEAD",
                 connection=CLOSE if not keep else (b"" if version == "1.1" else KEEP_ALIVE)))
             if not keep:
+                self.answered_close = True
                 await self._flush(out)
                 return None
             if len(out) >= lim.max_pipelined:

@@ -124,9 +124,11 @@ class Front:
         try:
             if counters.open > lim.max_connections:
                 counters.refused += 1
-                await _close_with(stream, error_bytes(
-                    503, "too_many_connections",
-                    f"this server holds {lim.max_connections} connections; retry later"), lim)
+                if self._ssl is None:  # (a TLS client could not read a plain answer)
+                    await _close_with(stream, error_bytes(
+                        503, "too_many_connections",
+                        f"this server holds {lim.max_connections} connections; retry later"),
+                        lim)
                 return
             if self._ssl is not None:
                 tls = trio.SSLStream(stream, self._ssl, server_side=True,
@@ -146,8 +148,9 @@ class Front:
                     counters.handed_over += 1
                     await self._handover.serve(tls, b"")
                     return
+            conn = Connection(self._shared, conn_stream)
             try:
-                rest = await Connection(self._shared, conn_stream).run()
+                rest = await conn.run()
             except Reject as r:
                 if r.status != 408:
                     counters.bad_requests += 1
@@ -158,6 +161,8 @@ class Front:
             if rest is not None and self._handover is not None:
                 counters.handed_over += 1
                 await self._handover.serve(conn_stream, rest)
+            elif conn.answered_close:  # that answer may still be on its way: no reset
+                await _close_with(conn_stream, b"", lim)
             elif isinstance(conn_stream, trio.SocketStream):
                 await conn_stream.send_eof()
         except _CONNECTION_ERRORS:
@@ -188,11 +193,14 @@ class Front:
 
 
 async def _close_with(stream: Stream, data: bytes, lim: Limits) -> None:
-    """Send ``data`` (an answer with ``Connection: close``), then close without a
-    reset: shut the write side and read (and drop) what the client still sends, for
-    at most ``linger_timeout`` / ``linger_bytes``."""
-    with trio.move_on_after(lim.send_timeout):
-        await stream.send_all(data)
+    """Send ``data`` (an answer with ``Connection: close``, or nothing), then get ready
+    to close without a reset: shut the write side and read (and drop) what the client
+    still sends, for at most ``linger_timeout`` / ``linger_bytes``. (Closing a socket
+    with unread bytes resets it, and a reset can destroy an answer the client has not
+    read yet.)"""
+    if data:
+        with trio.move_on_after(lim.send_timeout):
+            await stream.send_all(data)
     if isinstance(stream, trio.SocketStream):
         await stream.send_eof()  # (TLS has no half-close: the client closes once answered)
     budget = lim.linger_bytes
