@@ -198,6 +198,7 @@ async def test_a_deadline_before_any_byte_was_sent_is_not_sent():
     [(b"x-a", b"1\r\nx-injected: 1")],
     [(b"x-a", b"1\n")],
     [(b"x-a", b"nul\x00")],
+    [(b"x-a", b"ctl\x01")],
     [(b"bad name", b"1")],
     [(b"", b"1")],
     [(b"content-length", b"5")],
@@ -206,8 +207,9 @@ async def test_headers_that_cannot_be_sent_are_refused_before_anything_is_sent(h
     pool = Pool(timeout=1)
     with pytest.raises(InvalidRequest):
         await pool.request("127.0.0.1:1", b"GET", b"/a", headers)
-    with pytest.raises(InvalidRequest):
-        await pool.request("127.0.0.1:1", b"GET", b"/a b", [])
+    for target in (b"/a b", b"/\xc3\xa9", b""):
+        with pytest.raises(InvalidRequest):
+            await pool.request("127.0.0.1:1", b"GET", target, [])
     assert pool.statistics().opened == 0
 
 

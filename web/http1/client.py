@@ -32,8 +32,10 @@ Headers = Sequence[tuple[bytes, bytes]]
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
-_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+# CR, LF, NUL and every other control byte but HTAB: RFC 9110 §5.5 (a strict peer,
+# llhttp among them, refuses them too)
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f-\xff]")  # percent-encode the rest
 _OWNED = frozenset({b"content-length", b"transfer-encoding"})
 _ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -90,7 +92,8 @@ def encode_request(host: bytes, method: bytes, path: bytes, headers: Headers,
         if not _TOKEN.fullmatch(name):
             raise InvalidRequest(f"header name {name!r} is not a token")
         if _BAD_VALUE.search(value):
-            raise InvalidRequest(f"header {name!r} has CR, LF or NUL in its value")
+            raise InvalidRequest(f"header {name!r} has CR, LF, NUL or another control "
+                                 "byte in its value")
         lowered = name.lower()
         if lowered in _OWNED:
             raise InvalidRequest(f"header {name!r} is written by the pool")
@@ -192,7 +195,11 @@ class Pool:
         within ``deadline_after`` seconds (default: the pool's ``timeout``).
         Raises :class:`InvalidRequest` (nothing sent), :class:`NotSent`,
         :class:`NoAnswer`."""
-        data = encode_request(target.encode("ascii"), method, path, headers, body)
+        try:
+            host = target.encode("ascii")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"target {target!r} is not ASCII") from None
+        data = encode_request(host, method, path, headers, body)
         closing = any(n.lower() == b"connection" and b"close" in v.lower()
                       for n, v in headers)
         limit = self._timeout if deadline_after is None else deadline_after
