@@ -74,8 +74,8 @@ class Shared:
         self.counters = Counters()
         self.draining = False
         self.conns: set[Connection] = set()
-        # trio's clock as of the last tick: deadlines are only checked once a tick, so
-        # computing them from this (no clock call per request) costs no accuracy
+        # trio's clock as of the last tick. Deadlines are computed from it (no clock
+        # call per request): they may be early by a tick, as their check may be late
         self.now = 0.0
 
     def tick(self) -> float:

@@ -45,9 +45,13 @@ class Front:
     logged and answered 500). ``app``: the ASGI app for everything else; without
     one, every request goes to ``handle``. ``hypercorn``: the hypercorn Config for
     handed-over connections (default :func:`hypercorn_config` of ``limits``).
-    ``ssl_context``: when given, every connection is TLS (server side); offer
-    ``http/1.1`` only in its ALPN, or connections that pick ``h2`` go to hypercorn
-    whole (which speaks h2) and the app must then serve the hot routes as well."""
+    ``ssl_context``: when given, every connection is TLS (server side). A client
+    that picks ``h2`` through its ALPN goes to hypercorn whole (hypercorn speaks h2);
+    offer ``http/1.1`` only to keep every client on the lean path.
+
+    On a handed-over connection (and over h2) hot requests still reach ``handle``
+    (through hypercorn, see :func:`web.http1.handover.hot_asgi`): the app need not
+    serve the hot routes at all."""
 
     def __init__(self, *, handle: Handler, is_hot: IsHot | None = None,
                  app: Asgi | None = None, limits: Limits | None = None,
