@@ -1,0 +1,515 @@
+"""web/http1's front over real loopback sockets: the lean path (pipelining, keep-alive,
+HEAD, 100-continue, chunked, HTTP/1.0, every limit, a fuzz of raw bytes), the
+hand-over to a real hypercorn + quart-trio app on the same port (plain route,
+websocket, hot then not hot on one connection), TLS, and graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import pytest
+import trio
+import trustme
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from tests.support.http1 import (
+    Store,
+    connect,
+    make_app,
+    parse_replies,
+    read_replies,
+    read_until_closed,
+)
+from web.http1 import Front, Limits, serve_front
+
+
+@dataclass
+class Running:
+    addr: str
+    front: Front
+    store: Store
+    stop: trio.Event
+
+
+@asynccontextmanager
+async def running(limits: Limits | None = None, *, app: bool = True,
+                  ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Running]:
+    store = Store()
+    front = Front(handle=store.handle, is_hot=store.is_hot if app else None,
+                  app=make_app() if app else None, limits=limits, ssl_context=ssl_context)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        addr = await nursery.start(partial(serve_front, front, "127.0.0.1:0",
+                                           shutdown_trigger=stop.wait))
+        yield Running(addr, front, store, stop)
+        stop.set()
+
+
+GET = b"GET /users/%s HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+async def test_ten_pipelined_requests_in_one_write_are_answered_in_order():
+    async with running() as srv:
+        srv.store.data.update({b"k%d" % i: b'{"v":%d}' % i for i in range(10)})
+        s = await connect(srv.addr)
+        await s.send_all(b"".join(GET % b"k%d" % i for i in range(10)))
+        replies = await read_replies(s, 10)
+        assert [r.body for r in replies] == [b'{"v":%d}' % i for i in range(10)]
+        assert all(r.status == 200 and r.headers[b"etag"] for r in replies)
+        assert srv.front.statistics().requests_served == 10
+        await s.aclose()
+
+
+async def test_keep_alive_serves_many_requests_on_one_connection():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        for i in range(5):
+            await s.send_all(b"PUT /users/a HTTP/1.1\r\nContent-Length: 3\r\n\r\nv%02d" % i)
+            await s.send_all(GET % b"a")
+            put, get = await read_replies(s, 2)
+            assert (put.status, get.status, get.body) == (204, 200, b"v%02d" % i)
+        stats = srv.front.statistics()
+        assert (stats.open_connections, stats.requests_served) == (1, 10)
+        await s.aclose()
+
+
+async def test_head_sends_the_length_and_no_body():
+    async with running() as srv:
+        srv.store.data[b"h"] = b'{"x":1}'
+        s = await connect(srv.addr)
+        await s.send_all(b"HEAD /users/h HTTP/1.1\r\n\r\n" + GET % b"h")
+        data = b""
+        with trio.fail_after(5):
+            while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b'{"x":1}'):
+                data += await s.receive_some(65536)
+        head, _, get = data.partition(b"\r\n\r\n")
+        assert b"content-length: 7" in head
+        assert get.startswith(b"HTTP/1.1 200 OK")  # nothing between the two answers
+        await s.aclose()
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_read():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        await s.send_all(b"PUT /users/c HTTP/1.1\r\nContent-Length: 4\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+        with trio.fail_after(5):
+            assert await s.receive_some(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        await s.send_all(b"body")
+        [reply] = await read_replies(s, 1)
+        assert reply.status == 204
+        assert srv.store.data[b"c"] == b"body"
+        await s.aclose()
+
+
+async def test_a_chunked_body_is_decoded_and_the_next_request_follows():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        await s.send_all(b"PUT /users/ch HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n4;ext=1\r\nd\r\nf\r\n0\r\nTrailer: x\r\n\r\n" + GET % b"ch")
+        put, get = await read_replies(s, 2)
+        assert (put.status, get.body) == (204, b"abcd\r\nf")
+        await s.aclose()
+
+
+async def test_connection_close_is_honoured():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        await s.send_all(b"GET /users/x HTTP/1.1\r\nConnection: close\r\n\r\n" + GET % b"y")
+        [reply] = parse_replies(await read_until_closed(s))  # the second is never answered
+        assert reply.status == 404
+        assert reply.headers[b"connection"] == b"close"
+        assert reply.json() == {"error": "not_found", "message": "no key b'x'"}
+
+
+async def test_http_1_0_closes_unless_keep_alive_is_asked():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        await s.send_all(b"GET /users/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        [reply] = await read_replies(s, 1)
+        assert reply.headers[b"connection"] == b"keep-alive"
+        await s.send_all(b"GET /users/x HTTP/1.0\r\n\r\n")
+        [reply] = parse_replies(await read_until_closed(s))
+        assert reply.status == 404
+
+
+async def test_a_raising_handler_is_a_500_json_and_the_connection_goes_on():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        await s.send_all(GET % b"boom" + GET % b"zz")
+        boom, nxt = await read_replies(s, 2)
+        assert boom.status == 500
+        assert boom.json()["error"] == "internal_error"
+        assert nxt.status == 404
+        assert srv.front.statistics().handler_errors == 1
+        await s.aclose()
+
+
+# -- limits -----------------------------------------------------------------------
+
+
+async def test_connections_over_the_cap_get_a_503_without_a_request():
+    async with running(Limits(max_connections=2)) as srv:
+        held = [await connect(srv.addr) for _ in range(2)]
+        await trio.sleep(0.1)
+        extra = await connect(srv.addr)
+        [reply] = parse_replies(await read_until_closed(extra))
+        assert reply.status == 503
+        assert reply.headers[b"connection"] == b"close"
+        assert reply.json()["error"] == "too_many_connections"
+        assert srv.front.statistics().refused == 1
+        await held[0].send_all(GET % b"x")  # the held ones still work
+        assert (await read_replies(held[0], 1))[0].status == 404
+        for s in held:
+            await s.aclose()
+
+
+async def expect_error(addr: str, data: bytes, status: int, code: str) -> None:
+    async with await connect(addr) as s:
+        await s.send_all(data)
+        replies = parse_replies(await read_until_closed(s))
+    assert [r.status for r in replies] == [status]
+    assert replies[0].json()["error"] == code
+    assert replies[0].headers[b"connection"] == b"close"
+
+
+async def test_a_slow_head_is_a_408():
+    async with running(Limits(head_timeout=0.3)) as srv:
+        with trio.fail_after(3):
+            await expect_error(srv.addr, b"GET /users/x HTTP/1.1\r\nHost:", 408,
+                               "request_timeout")
+        assert srv.front.statistics().head_timeouts == 1
+
+
+async def test_a_slow_body_is_a_408():
+    async with running(Limits(body_timeout=0.3)) as srv:
+        with trio.fail_after(3):
+            await expect_error(srv.addr, b"PUT /users/x HTTP/1.1\r\nContent-Length: 9\r\n\r\nab",
+                               408, "request_timeout")
+        assert srv.front.statistics().body_timeouts == 1
+
+
+async def test_an_idle_connection_is_closed_silently():
+    async with running(Limits(idle_timeout=0.3)) as srv:
+        s = await connect(srv.addr)
+        await s.send_all(GET % b"x")
+        await read_replies(s, 1)
+        with trio.fail_after(3):
+            assert await read_until_closed(s) == b""
+        assert srv.front.statistics().idle_timeouts == 1
+
+
+async def test_a_head_too_large_is_a_431():
+    async with running(Limits(max_head_bytes=1024)) as srv:
+        await expect_error(srv.addr, b"GET /users/x HTTP/1.1\r\nX: " + b"a" * 2000,
+                           431, "head_too_large")
+        await expect_error(srv.addr, b"GET /users/x HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n",
+                           431, "head_too_large")
+
+
+async def test_a_body_too_large_is_a_413_from_its_length_or_its_chunks():
+    async with running(Limits(max_body_bytes=100)) as srv:
+        await expect_error(srv.addr, b"PUT /users/x HTTP/1.1\r\nContent-Length: 101\r\n\r\n",
+                           413, "body_too_large")
+        chunked = (b"PUT /users/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + (b"40\r\n" + b"a" * 64 + b"\r\n") * 2)
+        await expect_error(srv.addr, chunked, 413, "body_too_large")
+        assert srv.front.statistics().bad_requests == 2
+
+
+async def test_pipelined_requests_beyond_the_batch_cap_are_still_answered():
+    async with running(Limits(max_pipelined=3)) as srv:
+        s = await connect(srv.addr)
+        await s.send_all(GET % b"x" * 20)
+        assert [r.status for r in await read_replies(s, 20)] == [404] * 20
+        await s.aclose()
+
+
+@pytest.mark.parametrize(("data", "status"), [
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n", 400),
+    (b"GET /users/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    (b"PUT /users/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"PUT /users/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"GET /users/x HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
+    (b"GET /users/\xff HTTP/1.1\r\n\r\n", 400),
+    (b"GET /users/x HTTP/1.1\nHost: x\n\n", None),  # bare LF: never a head; closed at EOF
+])
+async def test_malformed_requests_are_a_4xx_json_or_a_clean_close(data, status):
+    async with running() as srv:
+        s = await connect(srv.addr)
+        await s.send_all(data)
+        await s.send_eof()
+        replies = parse_replies(await read_until_closed(s))
+        assert [r.status for r in replies] == ([status] if status else [])
+        if status:
+            assert set(replies[0].json()) == {"error", "message"}
+
+
+async def test_an_http2_preface_goes_to_hypercorn_or_is_refused_without_an_app():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        await s.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        with trio.fail_after(5):
+            frame = await s.receive_some(65536)
+        assert frame[3] == 0x04  # hypercorn's h2 SETTINGS frame
+        await s.aclose()
+    async with running(app=False) as srv:
+        await expect_error(srv.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400,
+                           "http2_not_supported")
+
+
+# -- fuzz ---------------------------------------------------------------------------
+
+
+@contextmanager
+def front_in_a_thread() -> Iterator[str]:
+    """A Front with the test app on its own trio loop (hypothesis drives blocking
+    sockets from the test thread)."""
+    ready: list[str] = []
+    started = threading.Event()
+    token: list[trio.lowlevel.TrioToken] = []
+    stop_holder: list[trio.Event] = []
+
+    async def main() -> None:
+        store = Store(delay=0.0)
+        front = Front(handle=store.handle, is_hot=store.is_hot, app=make_app(),
+                      limits=Limits(head_timeout=2, body_timeout=2, linger_timeout=0.2))
+        stop = trio.Event()
+        stop_holder.append(stop)
+        token.append(trio.lowlevel.current_trio_token())
+        async with trio.open_nursery() as nursery:
+            ready.append(await nursery.start(partial(serve_front, front, "127.0.0.1:0",
+                                                     shutdown_trigger=stop.wait)))
+            started.set()
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield ready[0]
+    finally:
+        token[0].run_sync_soon(stop_holder[0].set)
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def blocking_exchange(addr: str, data: bytes) -> bytes:
+    host, _, port = addr.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=8) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server answered and closed while we were still sending
+        out = b""
+        while True:  # a timeout here (the server hung) fails the test
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+
+_methods = st.sampled_from([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST", b"G T", b"", b"\xff"])
+_targets = st.one_of(st.sampled_from([b"/users/a", b"/healthz", b"/echo", b"*", b"/ws"]),
+                     st.binary(max_size=40))
+_versions = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 x", b"", b"HTP"])
+_eol = st.sampled_from([b"\r\n", b"\n", b"\r", b"\r\n"])
+_header = st.tuples(
+    st.one_of(st.sampled_from([b"Content-Length", b"Transfer-Encoding", b"Expect", b"Host",
+                               b"Connection", b"Upgrade"]), st.binary(max_size=12)),
+    st.one_of(st.sampled_from([b"5", b"-1", b"chunked", b"100-continue", b"close",
+                               b"websocket", b"1, 2", b"99999999999999999999"]),
+              st.binary(max_size=20)))
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=300))  # anything at all
+    eol = draw(_eol)
+    head = draw(_methods) + b" " + draw(_targets) + b" " + draw(_versions) + eol
+    for name, value in draw(st.lists(_header, max_size=5)):
+        head += name + b": " + value + eol
+    return head + eol + draw(st.binary(max_size=40))
+
+
+def test_fuzzed_request_bytes_get_a_4xx_json_or_a_clean_close_never_a_5xx():
+    with front_in_a_thread() as addr:
+
+        @settings(max_examples=300, deadline=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.too_slow])
+        @given(data=requests())
+        def check(data: bytes) -> None:
+            out = blocking_exchange(addr, data)
+            for part in out.split(b"HTTP/1.1 ")[1:]:
+                status = int(part[:3])
+                assert status < 500, out
+                body = part.partition(b"\r\n\r\n")[2]
+                if status >= 400 and b"server: hypercorn" not in part and body:  # HEAD: none
+                    assert set(json.loads(body)) == {"error", "message"}, out
+
+        check()
+        # and it still serves a well-behaved client
+        out = blocking_exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+                                       b"Connection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200")
+        assert out.endswith(b'{"ok":true}\n')
+
+
+# -- hand-over --------------------------------------------------------------------
+
+
+async def test_a_route_that_is_not_hot_is_served_by_the_app_on_the_same_port():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        await s.send_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        [reply] = await read_replies(s, 1)
+        assert reply.json() == {"len": 5, "scheme": "http"}
+        assert srv.front.statistics().handed_over == 1
+        await s.aclose()
+
+
+async def test_hot_then_not_hot_then_hot_on_one_connection():
+    async with running() as srv:
+        srv.store.data[b"a"] = b'"A"'
+        s = await connect(srv.addr)
+        await s.send_all(GET % b"a" + b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" + GET % b"a")
+        first, health, again = await read_replies(s, 3)
+        assert (first.body, health.json(), again.body) == (b'"A"', {"ok": True}, b'"A"')
+        assert b"server" not in first.headers
+        assert b"server" in health.headers
+        assert again.headers[b"etag"] == b'"3"'  # the hot handler, through hypercorn
+        stats = srv.front.statistics()
+        assert (stats.handed_over, stats.requests_served) == (1, 2)
+        await s.aclose()
+
+
+async def test_hand_over_starts_exactly_after_a_pipelined_body_of_either_framing():
+    async with running() as srv:
+        s = await connect(srv.addr)
+        health = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        await s.send_all(
+            b"PUT /users/a HTTP/1.1\r\nContent-Length: 21\r\n\r\nGET /healthz HTTP/1.1"
+            + b"PUT /users/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"4\r\n\r\n\r\n\r\n0\r\n\r\n" + health + GET % b"a" + GET % b"b")
+        put_a, put_b, ok, a, b = await read_replies(s, 5)
+        assert (put_a.status, put_b.status, ok.json()) == (204, 204, {"ok": True})
+        assert (a.body, b.body) == (b"GET /healthz HTTP/1.1", b"\r\n\r\n")
+        await s.aclose()
+
+
+async def test_a_websocket_is_handed_over_and_echoes():
+    async with running() as srv, open_websocket_url(f"ws://{srv.addr}/ws") as ws:
+        for text in ("one", "two"):
+            await ws.send_message(text)
+            assert await ws.get_message() == text
+
+
+# -- TLS ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    server.set_alpn_protocols(["http/1.1"])
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+async def test_tls_serves_hot_routes_handed_over_routes_and_wss(tls):
+    server_ctx, client_ctx = tls
+    async with running(ssl_context=server_ctx) as srv:
+        srv.store.data[b"t"] = b"1"
+        host, _, port = srv.addr.rpartition(":")
+        s = await trio.open_ssl_over_tcp_stream(host, int(port), ssl_context=client_ctx,
+                                                https_compatible=True)
+        await s.send_all(GET % b"t"
+                         + b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+        hot, echo = await read_replies(s, 2)
+        assert (hot.body, echo.json()) == (b"1", {"len": 2, "scheme": "https"})
+        await s.aclose()
+        async with open_websocket_url(f"wss://{srv.addr}/ws", ssl_context=client_ctx) as ws:
+            await ws.send_message("secure")
+            assert await ws.get_message() == "secure"
+
+
+async def test_a_tls_client_that_picks_h2_is_handed_over_whole():
+    ca_server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme_ca = trustme.CA()
+    trustme_ca.issue_cert("127.0.0.1").configure_cert(ca_server)
+    ca_server.set_alpn_protocols(["h2", "http/1.1"])
+    client = ssl.create_default_context()
+    trustme_ca.configure_trust(client)
+    client.set_alpn_protocols(["h2"])
+    async with running(ssl_context=ca_server) as srv:
+        host, _, port = srv.addr.rpartition(":")
+        s = await trio.open_ssl_over_tcp_stream(host, int(port), ssl_context=client)
+        await s.do_handshake()
+        assert s.selected_alpn_protocol() == "h2"
+        await s.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        with trio.fail_after(5):
+            frame = await s.receive_some(65536)
+        assert frame[3] == 0x04  # hypercorn's h2 SETTINGS frame
+        assert srv.front.statistics().handed_over == 1
+        await s.aclose()
+
+
+async def test_plain_http_on_a_tls_port_and_a_stalled_handshake_are_closed(tls):
+    server_ctx, _ = tls
+    async with running(Limits(tls_handshake_timeout=0.3), ssl_context=server_ctx) as srv:
+        s = await connect(srv.addr)
+        await s.send_all(GET % b"x")
+        await read_until_closed(s)
+        stalled = await connect(srv.addr)
+        await read_until_closed(stalled, timeout=3)
+        assert srv.front.statistics().tls_failures == 2
+
+
+# -- graceful shutdown ------------------------------------------------------------
+
+
+async def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections():
+    async with running(Limits(drain_timeout=5)) as srv:
+        busy, idle, handed = [await connect(srv.addr) for _ in range(3)]
+        await idle.send_all(GET % b"x")
+        await read_replies(idle, 1)
+        await handed.send_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        await read_replies(handed, 1)
+        await busy.send_all(GET % b"slow")
+        await trio.sleep(0.1)  # the slow request is in its handler
+        with trio.fail_after(3):
+            srv.stop.set()
+            assert await read_until_closed(idle) == b""
+            assert await read_until_closed(handed) == b""
+            [reply] = parse_replies(await read_until_closed(busy))
+        assert reply.status == 404
+        assert reply.headers[b"connection"] == b"close"
+        with pytest.raises(OSError, match="onnect"):
+            await connect(srv.addr)
+
+
+async def test_shutdown_ends_an_open_websocket_at_the_drain_deadline():
+    async with running(Limits(drain_timeout=0.5)) as srv:
+        async with open_websocket_url(f"ws://{srv.addr}/ws") as ws:
+            await ws.send_message("x")
+            assert await ws.get_message() == "x"
+            started = trio.current_time()
+            srv.stop.set()
+            with trio.fail_after(5), pytest.raises(ConnectionClosed):
+                await ws.get_message()
+            assert trio.current_time() - started < 3

@@ -1,0 +1,26 @@
+"""A lean HTTP/1.1 server front and pooled client, self-contained (trio, httptools,
+hypercorn, stdlib; nothing from kstate).
+
+Layers: ``wire`` (request/response values and their bytes) and ``limits`` are the
+base; ``connection`` reads one connection with them; ``handover`` gives a connection
+to hypercorn; ``server`` accepts, caps, wraps TLS and drains. ``client`` is separate:
+a keep-alive pool for node-to-node requests.
+"""
+
+from __future__ import annotations
+
+from web.http1.client import Answer as Answer
+from web.http1.client import ClientError as ClientError
+from web.http1.client import InvalidRequest as InvalidRequest
+from web.http1.client import NoAnswer as NoAnswer
+from web.http1.client import NotSent as NotSent
+from web.http1.client import Pool as Pool
+from web.http1.client import PoolStatistics as PoolStatistics
+from web.http1.handover import hypercorn_config as hypercorn_config
+from web.http1.limits import Limits as Limits
+from web.http1.server import Front as Front
+from web.http1.server import serve_front as serve_front
+from web.http1.stats import FrontStatistics as FrontStatistics
+from web.http1.wire import Request as Request
+from web.http1.wire import Response as Response
+from web.http1.wire import error_response as error_response

@@ -1,0 +1,361 @@
+"""One accepted connection on the lean path: parse, answer hot requests, or say where
+the connection must be handed over.
+
+Framing is found here, not left to llhttp: a request head ends at the first
+``\\r\\n\\r\\n`` (llhttp requires CRLF, so this is where it ends for llhttp too) and
+only that head is fed to the parser; a body is fed exactly ``Content-Length`` bytes,
+or (chunked) up to one CRLF at a time, since a chunked message can only end right
+after a CRLF. So the offset where each request starts is always known, and a request
+that is not hot can be handed over from its first byte, together with whatever was
+pipelined behind it. A parser that ever sees a second message begin inside one
+request's bytes (it cannot, but this is where a framing disagreement would show)
+is answered 400 and closed rather than trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import httptools
+import trio
+
+from web.http1.limits import Limits
+from web.http1.stats import Counters
+from web.http1.wire import (
+    CLOSE,
+    CONTINUE,
+    KEEP_ALIVE,
+    Headers,
+    Request,
+    Response,
+    encode_response,
+    error_response,
+)
+
+log = logging.getLogger(__name__)
+
+IsHot = Callable[[bytes, bytes], bool]
+Handler = Callable[[Request], Awaitable[Response]]
+# Every stream this module reads: trio.SocketStream or trio.SSLStream over one.
+Stream = trio.abc.Stream
+
+
+class Reject(Exception):
+    """Answer ``status`` with a JSON error, then close (after a lingering drain)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Closed(Exception):
+    """Close the connection without an answer (client gone, or a write timed out)."""
+
+
+# What a connection is waiting for; a deadline that passes in one of these phases
+# ends it as follows. (While the handler runs there is no deadline.)
+IDLE, HEAD, BODY, SEND, BUSY = range(5)
+INF = math.inf
+
+
+class Shared:
+    """What a server shares with its connections: settings, callbacks, counters, the
+    connections in their lean phase, and the drain state."""
+
+    __slots__ = ("conns", "counters", "draining", "handle", "is_hot", "limits", "now")
+
+    def __init__(self, limits: Limits, is_hot: IsHot | None, handle: Handler) -> None:
+        self.limits = limits
+        self.is_hot = is_hot  # None: no hand-over target, every request is hot
+        self.handle = handle
+        self.counters = Counters()
+        self.draining = False
+        self.conns: set[Connection] = set()
+        # trio's clock as of the last tick. Deadlines are computed from it (no clock
+        # call per request): they may be early by a tick, as their check may be late
+        self.now = 0.0
+
+    def tick(self) -> float:
+        """How often :meth:`expire` should run: deadlines are that accurate."""
+        lim = self.limits
+        shortest = min(lim.head_timeout, lim.body_timeout, lim.idle_timeout,
+                       lim.send_timeout)
+        return min(max(shortest / 4, 0.01), 0.5)
+
+    def expire(self) -> None:
+        """End every connection whose deadline passed. One timer for all connections:
+        a cancel scope per read and per write costs more than the rest of a small
+        request (trio registers each deadline), so a connection only writes down its
+        phase and deadline (two attribute stores) and this cancels it."""
+        self.now = now = trio.current_time()
+        for conn in [c for c in self.conns if c.deadline <= now]:
+            conn.cancel(conn.phase)
+
+    def start_draining(self) -> None:
+        self.draining = True
+        for conn in [c for c in self.conns if c.phase == IDLE]:
+            conn.cancel(IDLE)
+
+
+class Connection:
+    """Parser callbacks + the read/answer loop of one connection. :meth:`run`
+    returns ``None`` when the connection is done (the caller closes it) or the
+    bytes to hand over (starting at the first byte of the first request that is not
+    hot); it raises :class:`Reject`, :class:`Closed`, or the stream's errors."""
+
+    __slots__ = ("answered_close", "begun", "body", "body_size", "deadline", "done",
+                 "expired", "fresh", "headers", "keep", "parser", "phase", "scope", "shared",
+                 "stream", "too_large", "url")
+
+    def __init__(self, shared: Shared, stream: Stream) -> None:
+        self.shared = shared
+        self.stream = stream
+        self.parser = httptools.HttpRequestParser(self)
+        self.begun = 0
+        self.done = self.keep = False
+        self.url = b""
+        self.headers: Headers = []
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.too_large = False
+        self.phase = IDLE
+        self.deadline = trio.current_time() + shared.limits.head_timeout
+        self.scope = trio.CancelScope()
+        self.expired = -1
+        self.fresh = True  # nothing received yet
+        self.answered_close = False  # the last answer said Connection: close
+
+    def cancel(self, phase: int) -> None:
+        """End the connection: the deadline of ``phase`` passed (or, for IDLE, the
+        server drains)."""
+        if self.expired < 0:
+            self.expired = phase
+            self.scope.cancel()
+
+    # -- httptools callbacks ------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.begun += 1
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.shared.limits.max_body_bytes:
+            self.too_large = True
+            raise ValueError("body too large")  # stops the parser; run() answers 413
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        # now: llhttp resets the flags this reads as soon as the callback returns
+        self.keep = self.parser.should_keep_alive()
+
+    # -- the loop -----------------------------------------------------------------
+    async def run(self) -> bytes | None:
+        shared = self.shared
+        shared.conns.add(self)
+        try:
+            with self.scope:
+                return await self._loop()
+        finally:
+            shared.conns.discard(self)
+        self._expired()
+        return None
+
+    def _expired(self) -> None:
+        """The connection's deadline passed (or the server drains): how it ends.
+        Returns (close silently) for IDLE; raises :class:`Reject` or :class:`Closed`."""
+        lim, counters = self.shared.limits, self.shared.counters
+        phase = self.expired
+        if phase == IDLE:
+            if not self.shared.draining:
+                if self.fresh:
+                    counters.head_timeouts += 1
+                else:
+                    counters.idle_timeouts += 1
+            return None
+        if phase == HEAD:
+            counters.head_timeouts += 1
+            raise Reject(408, "request_timeout",
+                         f"request head not complete within {lim.head_timeout}s")
+        if phase == BODY:
+            counters.body_timeouts += 1
+            raise Reject(408, "request_timeout",
+                         f"request body not complete within {lim.body_timeout}s")
+        counters.send_timeouts += 1
+        raise Closed()
+
+    async def _loop(self) -> bytes | None:
+        shared, parser = self.shared, self.parser
+        lim, counters = shared.limits, shared.counters
+        buf, pos, scanned = b"", 0, 0
+        out: list[bytes] = []
+        head_deadline = self.deadline  # the first request's: from accept
+        while True:
+            end = buf.find(b"\r\n\r\n", max(pos, scanned - 3))
+            if end < 0:
+                pending = len(buf) - pos
+                if pending > lim.max_head_bytes:
+                    raise Reject(431, "head_too_large",
+                                 f"request head larger than {lim.max_head_bytes} bytes")
+                if out:
+                    await self._flush(out)
+                if pending:
+                    data = await self._read(HEAD, head_deadline)
+                else:
+                    if shared.draining:
+                        return None
+                    data = await self._read(IDLE, head_deadline if self.fresh
+                                            else shared.now + lim.idle_timeout)
+                if not data:
+                    return None  # EOF, or idle too long (a partial head: no answer either)
+                if pending:
+                    buf = buf[pos:] + data
+                else:
+                    if not self.fresh:
+                        head_deadline = shared.now + lim.head_timeout
+                    self.fresh = False
+                    buf = data
+                scanned = len(buf) - len(data)
+                pos = 0
+                continue
+            head_end = end + 4
+            if head_end - pos > lim.max_head_bytes:
+                raise Reject(431, "head_too_large",
+                             f"request head larger than {lim.max_head_bytes} bytes")
+            self.begun = 0
+            self.done = False
+            upgrade = False
+            try:  # (a whole read that is one head goes as it is: a slice costs ~1us more)
+                parser.feed_data(buf if pos == 0 and head_end == len(buf)
+                                 else memoryview(buf)[pos:head_end])
+            except httptools.HttpParserUpgrade:
+                upgrade = True
+            except httptools.HttpParserError as exc:
+                raise Reject(400, "bad_request", f"malformed request: {exc}") from None
+            if not self.begun:  # empty lines between requests: skipped
+                pos = scanned = head_end
+                continue
+            method = parser.get_method()
+            if method == b"PRI" and shared.is_hot is None:  # (else hypercorn speaks h2c)
+                raise Reject(400, "http2_not_supported", "this server speaks HTTP/1.1 only")
+            url = self.url
+            q = url.find(b"?")
+            path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
+            if shared.is_hot is not None and (upgrade or not shared.is_hot(method, path)):
+                if out:
+                    await self._flush(out)
+                return buf[pos:]
+            pos = scanned = head_end
+            if not self.done:
+                buf, pos = await self._read_body(buf, pos, out)
+                scanned = pos
+            body = self.body
+            keep = self.keep
+            version = parser.get_http_version()
+            req = Request(method, path, query, self.headers,
+                          body[0] if len(body) == 1 else b"".join(body), version, keep)
+            try:
+                resp = await shared.handle(req)
+            except Exception:
+                log.exception("event=http1_handler_failed method=%s path=%r", method, path)
+                counters.handler_errors += 1
+                resp = error_response(500, "internal_error", "the server failed to answer")
+            counters.served += 1
+            keep = keep and not shared.draining
+            out.append(encode_response(
+                resp, head=method == b"HEAD",
+                connection=CLOSE if not keep else (b"" if version == "1.1" else KEEP_ALIVE)))
+            if not keep:
+                self.answered_close = True
+                await self._flush(out)
+                return None
+            if len(out) >= lim.max_pipelined:
+                await self._flush(out)
+            head_deadline = shared.now + lim.head_timeout
+
+    async def _read_body(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[bytes, int]:
+        """Feed the body of the current request; return the buffer and the offset just
+        past the body's last byte."""
+        lim, parser = self.shared.limits, self.parser
+        length: int | None = None
+        expect = False
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = int(value)  # digits only and no duplicate: llhttp checked
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+        if length is not None and length > lim.max_body_bytes:
+            raise Reject(413, "body_too_large",
+                         f"request body larger than {lim.max_body_bytes} bytes")
+        if expect and len(buf) == pos and parser.get_http_version() == "1.1":
+            out.append(CONTINUE)
+            await self._flush(out)
+        deadline = trio.current_time() + lim.body_timeout
+        raw_limit = 2 * lim.max_body_bytes + 65_536  # chunk framing and extensions
+        raw = 0
+        while True:
+            if length is not None:
+                stop = pos + min(len(buf) - pos, length)
+                length -= stop - pos
+            else:
+                crlf = buf.find(b"\r\n", pos)
+                if crlf >= 0:
+                    stop = crlf + 2
+                else:  # no message end in here; keep a lone CR for its LF
+                    stop = len(buf) - (1 if buf.endswith(b"\r") else 0)
+                raw += stop - pos
+                if raw > raw_limit:
+                    raise Reject(413, "body_too_large", "chunked request body too large")
+            if stop > pos:
+                try:
+                    parser.feed_data(memoryview(buf)[pos:stop])
+                except httptools.HttpParserError as exc:
+                    if self.too_large:
+                        raise Reject(413, "body_too_large",
+                                     f"request body larger than {lim.max_body_bytes} bytes"
+                                     ) from None
+                    raise Reject(400, "bad_request", f"malformed body: {exc}") from None
+                pos = stop
+                if self.done:
+                    return buf, pos
+                if self.begun != 1 or length == 0:
+                    raise Reject(400, "bad_request", "request framing is inconsistent")
+                continue
+            data = await self._read(BODY, deadline)
+            if not data:
+                raise Closed()
+            buf, pos = buf[pos:] + data, 0
+
+    async def _read(self, phase: int, deadline: float) -> bytes | None:
+        """Up to ``read_size`` bytes (``b""`` at EOF) before ``deadline``. When the
+        deadline passes (or, IDLE, the server drains): ``None`` for IDLE, else
+        :class:`Reject` (408) from :meth:`_expired`."""
+        self.phase, self.deadline = phase, deadline
+        data = await self.stream.receive_some(self.shared.limits.read_size)
+        self.phase, self.deadline = BUSY, INF
+        if self.expired >= 0:  # expired after the bytes came, before this task ran
+            self._expired()
+            return None
+        return cast(bytes, data)  # trio's streams return bytes
+
+    async def _flush(self, out: list[bytes]) -> None:
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.phase = SEND
+        self.deadline = self.shared.now + self.shared.limits.send_timeout
+        await self.stream.send_all(data)
+        self.phase, self.deadline = BUSY, INF
+        if self.expired >= 0:
+            self._expired()

@@ -1,0 +1,233 @@
+"""Hand an accepted connection to hypercorn + an ASGI app, in this process, on this
+very stream: hypercorn's own trio connection handler (``TCPServer``) runs on a
+wrapper that replays the bytes the front already read, then reads the socket.
+
+Why this and not a splice to an internal hypercorn listener (unix socket or
+loopback port): no second socket and no copy task per connection, and hypercorn
+sees the real connection, so ``scope["client"]`` is the real peer, ``scope["scheme"]``
+is ``https``/``wss`` under TLS, and hypercorn's idle timer and close act on the
+client's socket itself. The cost is that ``TCPServer``, ``WorkerContext`` and
+``Lifespan`` are hypercorn internals (checked against hypercorn 0.17 and 0.18).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import wrap_app
+
+from web.http1.limits import Limits
+from web.http1.wire import FRAMING, NO_BODY_STATUS, Request, Response, error_response
+
+log = logging.getLogger(__name__)
+
+# Any ASGI 3 application (a QuartTrio app is one).
+Asgi = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+def hypercorn_config(limits: Limits, *, errorlog: logging.Logger | None = None) -> Config:
+    """The hypercorn settings for handed-over connections, derived from ``limits``:
+    ``keep_alive_timeout`` (idle), ``h11_max_incomplete_size`` (head bytes),
+    ``websocket_max_message_size``. ``read_timeout`` stays unset: hypercorn applies it
+    to every read, a quiet websocket feed included, and would cut such a feed."""
+    config = Config()
+    config.keep_alive_timeout = limits.idle_timeout
+    config.h11_max_incomplete_size = limits.max_head_bytes
+    config.websocket_max_message_size = limits.websocket_max_message_bytes
+    config.graceful_timeout = limits.drain_timeout
+    config.accesslog = None
+    config.errorlog = errorlog or logging.getLogger("hypercorn.error")
+    return config
+
+
+def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
+             handle: Callable[[Request], Awaitable[Response]], max_body: int) -> Asgi:
+    """``app``, except that hot requests go to ``handle``: once a connection is handed
+    over, its later hot requests (a browser's connection mixes them) get the same
+    answers as on the lean path, without the app having to serve them too."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        method = scope["method"].encode("ascii")
+        path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        path = path.partition(b"?")[0]
+        if not is_hot(method, path):
+            await app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_body:
+                resp = error_response(413, "body_too_large",
+                                      f"request body larger than {max_body} bytes")
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        else:
+            req = Request(method, path, scope.get("query_string", b""), list(scope["headers"]),
+                          b"".join(chunks), scope.get("http_version", "1.1"), True)
+            resp = await handle(req)
+        status, headers, body = resp
+        out = [(n, v) for n, v in headers if n.lower() not in FRAMING]
+        if status in NO_BODY_STATUS or status < 200:
+            body = b""
+        else:
+            out.append((b"content-length", b"%d" % len(body)))
+        if method == b"HEAD":
+            body = b""
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return asgi
+
+
+def shield_sends(app: Asgi) -> Asgi:
+    """``app`` with each HTTP ``send`` shielded. quart-trio cancels a request's task as
+    soon as hypercorn reports the stream closed, which hypercorn does *inside* the final
+    ``send``, or when a client half-closes (shuts its write side) after its request:
+    the answer is then cut after its head, or a ``Connection: close`` socket stays open.
+    hypercorn already shields the socket write itself, so this adds no new wait."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def shielded(message: Any) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await app(scope, receive, shielded)
+
+    return asgi
+
+
+class _Replay(trio.abc.Stream):
+    """A plain socket stream whose first read returns ``head``. It has no
+    ``do_handshake``: that is how ``TCPServer`` tells plain from TLS."""
+
+    def __init__(self, stream: trio.SocketStream, head: bytes) -> None:
+        self._stream = stream
+        self._head = head
+        self.socket = stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _ReplayTLS(trio.abc.Stream):
+    """The same over a ``trio.SSLStream`` whose handshake is done: what
+    ``TCPServer`` asks of a TLS stream (``do_handshake``, ``selected_alpn_protocol``,
+    ``transport_stream.socket``), and no ``send_eof``, as a TLS stream has none."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream], head: bytes) -> None:
+        self._stream = stream
+        self._head = head
+        self.transport_stream = stream.transport_stream
+
+    async def do_handshake(self) -> None:
+        await self._stream.do_handshake()  # done already: returns at once
+
+    def selected_alpn_protocol(self) -> str | None:
+        alpn: str | None = self._stream.selected_alpn_protocol()
+        return alpn
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class HandOver:
+    """hypercorn for the connections the front gives away (``app`` under
+    :func:`shield_sends`). Owns the app's lifespan:
+    :meth:`startup` runs it in a nursery the caller owns, :meth:`terminate` makes
+    idle handed-over connections close and busy ones close after their response,
+    :meth:`shutdown` runs the app's shutdown (call it after the connections ended)."""
+
+    def __init__(self, app: Asgi, config: Config) -> None:
+        self._config = config
+        self._app = wrap_app(shield_sends(app), config.wsgi_max_body_size, "asgi")
+        self._context = WorkerContext(None)
+        self._lifespan_state: LifespanState = {}
+        self._lifespan = Lifespan(self._app, config, self._lifespan_state)
+        self._state = ConnectionState(self._lifespan_state)
+        self._started = False
+
+    async def startup(self, nursery: trio.Nursery) -> None:
+        """Start the app's lifespan in ``nursery`` and wait for its startup to finish
+        (raises hypercorn's ``LifespanFailureError``/``LifespanTimeoutError``)."""
+        await nursery.start(self._lifespan.handle_lifespan)
+        await self._lifespan.wait_for_startup()
+        self._state = ConnectionState(self._lifespan_state.copy())
+        self._started = True
+
+    async def serve(self, stream: trio.abc.Stream, head: bytes) -> None:
+        """Serve the rest of ``stream`` (``head`` first) with hypercorn; returns when
+        hypercorn closed the connection."""
+        wrapped: trio.abc.Stream
+        if isinstance(stream, trio.SSLStream):
+            wrapped = _ReplayTLS(stream, head)
+        elif isinstance(stream, trio.SocketStream):
+            wrapped = _Replay(stream, head)
+        else:
+            raise TypeError(f"cannot hand over a {type(stream).__name__}")
+        server = TCPServer(self._app, self._config, self._context, self._state,
+                           cast(Any, wrapped))
+        try:
+            await server.run()
+        except trio.BusyResourceError:
+            # hypercorn closes (send_eof) from one task while another still writes an
+            # error answer to a broken request: the connection is over either way
+            log.debug("event=handover_close_race")
+
+    async def terminate(self) -> None:
+        await self._context.terminated.set()
+
+    async def shutdown(self) -> None:
+        """Run the app's lifespan shutdown (bounded by hypercorn's
+        ``shutdown_timeout``), if its startup ran."""
+        if self._started:
+            await self._lifespan.wait_for_shutdown()

@@ -1,0 +1,247 @@
+"""The front server: one listening port, a lean HTTP/1.1 path for the hot routes and
+hypercorn + an ASGI app for everything else, connection by connection.
+
+``front = Front(is_hot=..., handle=..., app=...)``, then
+``bound = await nursery.start(serve_front, front, "127.0.0.1:0", shutdown_trigger=...)``.
+Each accepted connection is read by :class:`web.http1.connection.Connection`; the
+first request whose ``is_hot(method, path)`` is false (or that asks for an upgrade)
+hands that request and the rest of the connection to hypercorn
+(:mod:`web.http1.handover`). Graceful shutdown: stop accepting, close idle
+keep-alive connections, let busy ones finish their request (answered with
+``Connection: close``) until ``Limits.drain_timeout``, then cancel what is left and
+run the app's lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket as stdlib_socket
+import ssl
+from collections.abc import Awaitable, Callable
+
+import trio
+from hypercorn.config import Config
+
+from web.http1.connection import Closed, Connection, Handler, IsHot, Reject, Shared, Stream
+from web.http1.handover import Asgi, HandOver, hot_asgi, hypercorn_config
+from web.http1.limits import Limits
+from web.http1.stats import FrontStatistics
+from web.http1.wire import Request, Response, error_bytes, error_response
+
+log = logging.getLogger(__name__)
+
+# accept() errors that mean "out of resources now", not "the listener is broken"
+# (trio.serve_listeners treats them the same way: log, pause, go on).
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class Front:
+    """The server's configuration and counters; :func:`serve_front` runs it (once).
+
+    ``is_hot(method, path)``: the raw method and path (before ``?``) of a request;
+    true means ``handle`` answers it. ``handle`` must not raise (an exception is
+    logged and answered 500). ``app``: the ASGI app for everything else; without
+    one, every request goes to ``handle``. ``hypercorn``: the hypercorn Config for
+    handed-over connections (default :func:`hypercorn_config` of ``limits``).
+    ``ssl_context``: when given, every connection is TLS (server side). A client
+    that picks ``h2`` through its ALPN goes to hypercorn whole (hypercorn speaks h2);
+    offer ``http/1.1`` only to keep every client on the lean path.
+
+    On a handed-over connection (and over h2) hot requests still reach ``handle``
+    (through hypercorn, see :func:`web.http1.handover.hot_asgi`): the app need not
+    serve the hot routes at all."""
+
+    def __init__(self, *, handle: Handler, is_hot: IsHot | None = None,
+                 app: Asgi | None = None, limits: Limits | None = None,
+                 ssl_context: ssl.SSLContext | None = None,
+                 hypercorn: Config | None = None) -> None:
+        if (app is None) != (is_hot is None):
+            raise ValueError("Front: give both app and is_hot, or neither")
+        self.limits = limits or Limits()
+        self._shared = Shared(self.limits, is_hot, handle)
+        self._ssl = ssl_context
+        self._handover: HandOver | None = None
+        if app is not None:
+            assert is_hot is not None
+            config = hypercorn if hypercorn is not None else hypercorn_config(self.limits)
+            app = hot_asgi(app, is_hot, self._guarded, self.limits.max_body_bytes)
+            self._handover = HandOver(app, config)
+        self._used = False
+
+    def statistics(self) -> FrontStatistics:
+        return self._shared.counters.snapshot()
+
+    async def _guarded(self, req: Request) -> Response:
+        """The handler for hot requests on a handed-over connection: counted, and an
+        exception logged and answered 500, as on the lean path."""
+        counters = self._shared.counters
+        counters.served += 1
+        try:
+            return await self._shared.handle(req)
+        except Exception:
+            log.exception("event=http1_handler_failed method=%s path=%r", req.method, req.path)
+            counters.handler_errors += 1
+            return error_response(500, "internal_error", "the server failed to answer")
+
+    async def serve(self, listen: str, *, shutdown_trigger: Callable[[], Awaitable[object]],
+                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """:func:`serve_front` (a Front serves once)."""
+        if self._used:
+            raise RuntimeError("a Front serves once")
+        self._used = True
+        lim, handover = self.limits, self._handover
+        listener = _listener(listen, lim.backlog)
+        self._shared.now = trio.current_time()
+        try:
+            async with trio.open_nursery() as lifespan_nursery:
+                if handover is not None:
+                    await handover.startup(lifespan_nursery)
+                async with trio.open_nursery() as timer:
+                    timer.start_soon(self._expire_loop)
+                    async with trio.open_nursery() as connections:
+                        async with trio.open_nursery() as accepting:
+                            accepting.start_soon(self._accept_loop, listener, connections)
+                            task_status.started(_bound(listener))
+                            await shutdown_trigger()
+                            accepting.cancel_scope.cancel()
+                        await listener.aclose()
+                        self._shared.start_draining()
+                        if handover is not None:
+                            await handover.terminate()
+                        connections.cancel_scope.deadline = (trio.current_time()
+                                                             + lim.drain_timeout)
+                    timer.cancel_scope.cancel()
+                # like hypercorn: the app's shutdown runs after a graceful drain only
+                if handover is not None:
+                    await handover.shutdown()
+                lifespan_nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(listener)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        """Everything about one accepted connection; never raises but Cancelled."""
+        counters, lim = self._shared.counters, self.limits
+        counters.open += 1
+        conn_stream: Stream = stream
+        try:
+            if counters.open > lim.max_connections:
+                counters.refused += 1
+                if self._ssl is None:  # (a TLS client could not read a plain answer)
+                    await _close_with(stream, error_bytes(
+                        503, "too_many_connections",
+                        f"this server holds {lim.max_connections} connections; retry later"),
+                        lim)
+                return
+            if self._ssl is not None:
+                tls = trio.SSLStream(stream, self._ssl, server_side=True,
+                                     https_compatible=True)
+                conn_stream = tls
+                shaken = False
+                with trio.move_on_after(lim.tls_handshake_timeout):
+                    try:
+                        await tls.do_handshake()
+                        shaken = True
+                    except trio.BrokenResourceError:
+                        pass
+                if not shaken:
+                    counters.tls_failures += 1
+                    return
+                if self._handover is not None and tls.selected_alpn_protocol() == "h2":
+                    counters.handed_over += 1
+                    await self._handover.serve(tls, b"")
+                    return
+            conn = Connection(self._shared, conn_stream)
+            try:
+                rest = await conn.run()
+            except Reject as r:
+                if r.status != 408:
+                    counters.bad_requests += 1
+                await _close_with(conn_stream, error_bytes(r.status, r.code, r.message), lim)
+                return
+            except Closed:
+                return
+            if rest is not None and self._handover is not None:
+                counters.handed_over += 1
+                await self._handover.serve(conn_stream, rest)
+            elif conn.answered_close:  # that answer may still be on its way: no reset
+                await _close_with(conn_stream, b"", lim)
+            elif isinstance(conn_stream, trio.SocketStream):
+                await conn_stream.send_eof()
+        except _CONNECTION_ERRORS:
+            pass
+        except Exception:  # a bug here must not take the server down with it
+            log.exception("event=http1_connection_failed")
+        finally:
+            counters.open -= 1
+            await trio.aclose_forcefully(conn_stream)
+
+    async def _expire_loop(self) -> None:
+        tick = self._shared.tick()
+        while True:
+            await trio.sleep(tick)
+            self._shared.expire()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("event=http1_accept_failed errno=%s; pausing 100ms", exc.errno)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self._connection, stream)
+
+
+async def _close_with(stream: Stream, data: bytes, lim: Limits) -> None:
+    """Send ``data`` (an answer with ``Connection: close``, or nothing), then get ready
+    to close without a reset: shut the write side and read (and drop) what the client
+    still sends, for at most ``linger_timeout`` / ``linger_bytes``. (Closing a socket
+    with unread bytes resets it, and a reset can destroy an answer the client has not
+    read yet.)"""
+    if data:
+        with trio.move_on_after(lim.send_timeout):
+            await stream.send_all(data)
+    if isinstance(stream, trio.SocketStream):
+        await stream.send_eof()  # (TLS has no half-close: the client closes once answered)
+    budget = lim.linger_bytes
+    with trio.move_on_after(lim.linger_timeout):
+        while budget > 0:
+            chunk = await stream.receive_some(min(budget, 65_536))
+            if not chunk:
+                break
+            budget -= len(chunk)
+
+
+def _listener(listen: str, backlog: int) -> trio.SocketListener:
+    """One listening socket for ``host:port`` (``[v6]:port`` too; port 0 = any)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family, kind, proto, _, addr = stdlib_socket.getaddrinfo(
+        host, int(port), type=stdlib_socket.SOCK_STREAM, flags=stdlib_socket.AI_PASSIVE)[0]
+    sock = stdlib_socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+def _bound(listener: trio.SocketListener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve_front(front: Front, listen: str, *,
+                      shutdown_trigger: Callable[[], Awaitable[object]],
+                      task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``front`` on ``listen`` ("host:port") until ``shutdown_trigger`` returns,
+    then drain (see the module docstring). Reports the bound "host:port" through
+    ``task_status`` once the app's lifespan startup is done and the port accepts."""
+    await front.serve(listen, shutdown_trigger=shutdown_trigger, task_status=task_status)

@@ -1,0 +1,118 @@
+"""The values the lean HTTP/1.1 path exchanges with its handler, and their bytes.
+
+:class:`Request` and :class:`Response` are immutable named tuples (not frozen
+dataclasses: building a frozen dataclass costs several times a tuple, and one of each
+is built per request). :func:`encode_response` turns a response into the exact bytes
+written to the socket; :func:`error_response` is the one JSON error shape every
+answer the front gives by itself uses: ``{"error": code, "message": text}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import NamedTuple
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Request(NamedTuple):
+    """One complete request as the front read it.
+
+    ``path`` is the raw request target up to ``?`` (not percent-decoded); ``query``
+    is what follows ``?`` (``b""`` when absent). Header names are lower-cased,
+    values are exactly as received. ``body`` is the whole body, chunked bodies
+    already decoded. ``keep_alive`` says whether the connection stays open after
+    this request (HTTP version and ``Connection`` header considered)."""
+
+    method: bytes
+    path: bytes
+    query: bytes
+    headers: Headers
+    body: bytes
+    http_version: str
+    keep_alive: bool
+
+
+class Response(NamedTuple):
+    """What a handler answers. The front writes ``Content-Length``, ``Connection``
+    and ``Date`` itself and drops those (and ``Transfer-Encoding``, ``Keep-Alive``)
+    from ``headers``; names are sent as given. Header values must not contain CR,
+    LF or NUL: the handler is trusted, nothing checks them on this path."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+
+JSON_CT = (b"content-type", b"application/json")
+# Framing headers the front owns; a handler's (or a proxied answer's) copies are dropped.
+FRAMING = frozenset({b"content-length", b"connection", b"transfer-encoding", b"keep-alive",
+                     b"date"})
+NO_BODY_STATUS = frozenset({204, 304})
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode("ascii"))
+
+
+STATUS_LINES: dict[int, bytes] = {int(s): _status_line(int(s)) for s in HTTPStatus}
+
+
+class _DateCache:
+    """``date: <IMF-fixdate>\\r\\n``, formatted at most once a second."""
+
+    __slots__ = ("line", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.line = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.line = b"date: %s\r\n" % formatdate(now, usegmt=True).encode("ascii")
+        return self.line
+
+
+_date = _DateCache()
+KEEP_ALIVE = b"connection: keep-alive\r\n"
+CLOSE = b"connection: close\r\n"
+
+
+def encode_response(resp: Response, *, head: bool, connection: bytes) -> bytes:
+    """The bytes of ``resp``: status line, headers, ``content-length``, ``date``,
+    ``connection`` (``connection`` is :data:`KEEP_ALIVE`, :data:`CLOSE` or ``b""``),
+    then the body unless ``head`` (a HEAD keeps the length of the body it omits)."""
+    status, headers, body = resp
+    parts = [STATUS_LINES.get(status) or _status_line(status)]
+    for name, value in headers:
+        if name.lower() not in FRAMING:
+            parts.append(b"%s: %s\r\n" % (name, value))
+    if status in NO_BODY_STATUS or status < 200:
+        parts.append(b"%s%s\r\n" % (_date.get(), connection))
+        return b"".join(parts)
+    parts.append(b"content-length: %d\r\n%s%s\r\n" % (len(body), _date.get(), connection))
+    if not head:
+        parts.append(body)
+    return b"".join(parts)
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """A JSON error answer: ``{"error": code, "message": message}``."""
+    body = json.dumps({"error": code, "message": message}).encode("ascii")
+    return Response(status, [JSON_CT], body)
+
+
+def error_bytes(status: int, code: str, message: str) -> bytes:
+    """:func:`error_response` as bytes, with ``Connection: close``: every error the
+    front answers by itself ends the connection."""
+    return encode_response(error_response(status, code, message), head=False, connection=CLOSE)
