@@ -16,6 +16,7 @@ from web.http1.client import NoAnswer as NoAnswer
 from web.http1.client import NotSent as NotSent
 from web.http1.client import Pool as Pool
 from web.http1.client import PoolStatistics as PoolStatistics
+from web.http1.client import header_ok as header_ok
 from web.http1.handover import hypercorn_config as hypercorn_config
 from web.http1.limits import Limits as Limits
 from web.http1.server import Front as Front

@@ -71,11 +71,19 @@ class Answer(NamedTuple):
 class PoolStatistics:
     opened: int
     reused: int
-    #: pooled connections found closed (or readable) before use, dropped unused
+    #: pooled connections found closed (or readable, or idle past ``max_idle_age``)
+    #: before use, dropped unused
     stale_dropped: int
     #: idempotent requests sent again after a reused connection ended unanswered
     retried: int
     idle: int
+
+
+def header_ok(name: bytes, value: bytes) -> bool:
+    """Whether :func:`encode_request` sends this header as it is (a token name, a value
+    without CR, LF, NUL or another control byte but HTAB). Bytes 0x80-0xFF in a value
+    (obs-text) travel byte-exact."""
+    return _TOKEN.fullmatch(name) is not None and _BAD_VALUE.search(value) is None
 
 
 def encode_request(host: bytes, method: bytes, path: bytes, headers: Headers,
@@ -115,8 +123,8 @@ class _Stale(Exception):
 class _Conn:
     """One connection and its response parser (callbacks are methods here)."""
 
-    __slots__ = ("begun", "body", "done", "framed", "headers", "keep", "parser", "poll",
-                 "reusable", "size", "status", "stream", "used")
+    __slots__ = ("begun", "body", "done", "framed", "headers", "idle_since", "keep", "parser",
+                 "poll", "reusable", "size", "status", "stream", "used")
 
     def __init__(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
                  fileno: int) -> None:
@@ -127,6 +135,7 @@ class _Conn:
         self.reusable = self.keep = True
         self.begun = self.size = self.status = self.used = 0
         self.done = self.framed = False
+        self.idle_since = 0.0
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
 
@@ -162,16 +171,21 @@ class _Conn:
 class Pool:
     """Keep-alive connections per ``host:port``. ``timeout`` bounds a whole request
     (connect included); ``connect_timeout`` a connection; ``max_idle`` the idle
-    connections kept per peer. With ``ssl_context`` every connection is TLS, checked
-    against ``server_hostname`` (default: the target's host)."""
+    connections kept per peer, ``max_idle_age`` how long one may stay idle before it is
+    dropped unused (keep it below the peers' keep-alive idle timeout, so that a peer
+    rarely closes a connection just as a request goes out on it). With
+    ``ssl_context`` every connection is TLS, checked against ``server_hostname``
+    (default: the target's host)."""
 
     def __init__(self, *, timeout: float = 5.0, connect_timeout: float = 2.0,
-                 max_idle: int = 32, max_answer_bytes: int = 16 * 1024 * 1024,
+                 max_idle: int = 32, max_idle_age: float = 30.0,
+                 max_answer_bytes: int = 16 * 1024 * 1024,
                  ssl_context: ssl.SSLContext | None = None,
                  server_hostname: str | None = None, read_size: int = 65_536) -> None:
         self._timeout = timeout
         self._connect_timeout = min(connect_timeout, timeout)
         self._max_idle = max_idle
+        self._max_idle_age = max_idle_age
         self._max_answer = max_answer_bytes
         self._ssl = ssl_context
         self._server_hostname = server_hostname
@@ -190,9 +204,13 @@ class Pool:
                 await trio.aclose_forcefully(conn.stream)
 
     async def request(self, target: str, method: bytes, path: bytes, headers: Headers = (),
-                      body: bytes = b"", *, deadline_after: float | None = None) -> Answer:
+                      body: bytes = b"", *, deadline_after: float | None = None,
+                      idempotent: bool | None = None) -> Answer:
         """Send one request to ``target`` ("host:port") and return the complete answer
         within ``deadline_after`` seconds (default: the pool's ``timeout``).
+        ``idempotent`` (default: by method) says whether the request may be sent a
+        second time after a reused connection ended without a byte of answer (a
+        conditional write is not: its second copy could fail on its first).
         Raises :class:`InvalidRequest` (nothing sent), :class:`NotSent`,
         :class:`NoAnswer`."""
         try:
@@ -204,14 +222,15 @@ class Pool:
                       for n, v in headers)
         limit = self._timeout if deadline_after is None else deadline_after
         sent = [False]
+        again = method in IDEMPOTENT if idempotent is None else idempotent
         with trio.move_on_after(limit):
-            return await self._request(target, method, data, closing, sent)
+            return await self._request(target, method, data, closing, sent, again)
         if sent[0]:
             raise NoAnswer(target, f"no complete answer within {limit}s")
         raise NotSent(target, f"no connection within {limit}s")
 
     async def _request(self, target: str, method: bytes, data: bytes, closing: bool,
-                       sent: list[bool]) -> Answer:
+                       sent: list[bool], again: bool) -> Answer:
         for attempt in (0, 1):
             try:
                 conn = await self._acquire(target)
@@ -227,7 +246,7 @@ class Pool:
                 await trio.aclose_forcefully(conn.stream)
                 for idle in self._idle.pop(target, []):
                     await trio.aclose_forcefully(idle.stream)
-                if attempt == 0 and method in IDEMPOTENT:
+                if attempt == 0 and again:
                     self._retried += 1
                     continue
                 raise NoAnswer(target, "connection closed before any answer") from None
@@ -239,6 +258,7 @@ class Pool:
             else:
                 pool = self._idle.setdefault(target, [])
                 if len(pool) < self._max_idle:
+                    conn.idle_since = trio.current_time()
                     pool.append(conn)
                 else:
                     await trio.aclose_forcefully(conn.stream)
@@ -249,10 +269,13 @@ class Pool:
         pool = self._idle.get(target)
         while pool:
             conn = pool.pop()
-            if not conn.readable():
+            if (not conn.readable()
+                    and trio.current_time() - conn.idle_since <= self._max_idle_age):
                 self._reused += 1
                 return conn
-            self._stale += 1  # closed by the peer (or unasked-for bytes): never used
+            # closed by the peer (or unasked-for bytes), or idle so long that the peer
+            # may be closing it right now: never used
+            self._stale += 1
             await trio.aclose_forcefully(conn.stream)
         host, _, port = target.rpartition(":")
         host = host.strip("[]")

@@ -65,12 +65,16 @@ class Shared:
     """What a server shares with its connections: settings, callbacks, counters, the
     connections in their lean phase, and the drain state."""
 
-    __slots__ = ("conns", "counters", "draining", "handle", "is_hot", "limits", "now")
+    __slots__ = ("conns", "counters", "draining", "handle", "is_hot", "limits", "now",
+                 "oversized_to_handler")
 
-    def __init__(self, limits: Limits, is_hot: IsHot | None, handle: Handler) -> None:
+    def __init__(self, limits: Limits, is_hot: IsHot | None, handle: Handler,
+                 oversized_to_handler: bool = False) -> None:
         self.limits = limits
         self.is_hot = is_hot  # None: no hand-over target, every request is hot
         self.handle = handle
+        # a body over max_body_bytes: the handler answers (Request.oversized), not 413
+        self.oversized_to_handler = oversized_to_handler
         self.counters = Counters()
         self.draining = False
         self.conns: set[Connection] = set()
@@ -258,14 +262,24 @@ class Connection:
                     await self._flush(out)
                 return buf[pos:]
             pos = scanned = head_end
+            oversized = False
             if not self.done:
-                buf, pos = await self._read_body(buf, pos, out)
+                try:
+                    buf, pos = await self._read_body(buf, pos, out)
+                except Reject as r:
+                    if r.status != 413 or not shared.oversized_to_handler:
+                        raise
+                    # the handler answers (it may refuse for another reason first);
+                    # the rest of the body is never read: the connection ends after
+                    oversized = True
+                    self.body, self.keep = [], False
                 scanned = pos
             body = self.body
             keep = self.keep
             version = parser.get_http_version()
             req = Request(method, path, query, self.headers,
-                          body[0] if len(body) == 1 else b"".join(body), version, keep)
+                          body[0] if len(body) == 1 else b"".join(body), version, keep,
+                          oversized)
             try:
                 resp = await shared.handle(req)
             except Exception:
@@ -298,7 +312,7 @@ class Connection:
                 expect = value.lower() == b"100-continue"
         if length is not None and length > lim.max_body_bytes:
             raise Reject(413, "body_too_large",
-                         f"request body larger than {lim.max_body_bytes} bytes")
+                         f"body is larger than {lim.max_body_bytes} bytes")
         if expect and len(buf) == pos and parser.get_http_version() == "1.1":
             out.append(CONTINUE)
             await self._flush(out)
@@ -317,14 +331,15 @@ class Connection:
                     stop = len(buf) - (1 if buf.endswith(b"\r") else 0)
                 raw += stop - pos
                 if raw > raw_limit:
-                    raise Reject(413, "body_too_large", "chunked request body too large")
+                    raise Reject(413, "body_too_large",
+                                 f"body is larger than {lim.max_body_bytes} bytes")
             if stop > pos:
                 try:
                     parser.feed_data(memoryview(buf)[pos:stop])
                 except httptools.HttpParserError as exc:
                     if self.too_large:
                         raise Reject(413, "body_too_large",
-                                     f"request body larger than {lim.max_body_bytes} bytes"
+                                     f"body is larger than {lim.max_body_bytes} bytes"
                                      ) from None
                     raise Reject(400, "bad_request", f"malformed body: {exc}") from None
                 pos = stop

@@ -49,10 +49,14 @@ def hypercorn_config(limits: Limits, *, errorlog: logging.Logger | None = None) 
 
 
 def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
-             handle: Callable[[Request], Awaitable[Response]], max_body: int) -> Asgi:
+             handle: Callable[[Request], Awaitable[Response]], max_body: int,
+             oversized_to_handler: bool = False) -> Asgi:
     """``app``, except that hot requests go to ``handle``: once a connection is handed
     over, its later hot requests (a browser's connection mixes them) get the same
-    answers as on the lean path, without the app having to serve them too."""
+    answers as on the lean path, without the app having to serve them too. A body
+    over ``max_body`` is a 413 here, or with ``oversized_to_handler`` a request marked
+    ``oversized`` for ``handle`` (answered with ``Connection: close`` over HTTP/1.1,
+    as the lean path does)."""
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -65,7 +69,8 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
             await app(scope, receive, send)
             return
         chunks: list[bytes] = []
-        size, more = 0, True
+        size, more, oversized = 0, True, False
+        version = scope.get("http_version", "1.1")
         while more:
             message = await receive()
             if message["type"] != "http.request":
@@ -73,17 +78,21 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > max_body:
-                resp = error_response(413, "body_too_large",
-                                      f"request body larger than {max_body} bytes")
+                oversized = True
                 break
             chunks.append(chunk)
             more = message.get("more_body", False)
+        if oversized and not oversized_to_handler:
+            resp = error_response(413, "body_too_large", f"body is larger than {max_body} bytes")
         else:
             req = Request(method, path, scope.get("query_string", b""), list(scope["headers"]),
-                          b"".join(chunks), scope.get("http_version", "1.1"), True)
+                          b"" if oversized else b"".join(chunks), version, not oversized,
+                          oversized)
             resp = await handle(req)
         status, headers, body = resp
         out = [(n, v) for n, v in headers if n.lower() not in FRAMING]
+        if oversized and version.startswith("1"):
+            out.append((b"connection", b"close"))  # the rest of the body is never read
         if status in NO_BODY_STATUS or status < 200:
             body = b""
         else:

@@ -51,22 +51,29 @@ class Front:
 
     On a handed-over connection (and over h2) hot requests still reach ``handle``
     (through hypercorn, see :func:`web.http1.handover.hot_asgi`): the app need not
-    serve the hot routes at all."""
+    serve the hot routes at all.
+
+    ``oversized_to_handler``: a hot request whose body is over ``max_body_bytes`` is
+    not answered ``413`` by the front but given to ``handle`` marked ``oversized``
+    (its body unread), so the handler may refuse it for another reason first, as a
+    framework that reads the body only when it needs it would; the connection closes
+    after that answer."""
 
     def __init__(self, *, handle: Handler, is_hot: IsHot | None = None,
                  app: Asgi | None = None, limits: Limits | None = None,
                  ssl_context: ssl.SSLContext | None = None,
-                 hypercorn: Config | None = None) -> None:
+                 hypercorn: Config | None = None, oversized_to_handler: bool = False) -> None:
         if (app is None) != (is_hot is None):
             raise ValueError("Front: give both app and is_hot, or neither")
         self.limits = limits or Limits()
-        self._shared = Shared(self.limits, is_hot, handle)
+        self._shared = Shared(self.limits, is_hot, handle, oversized_to_handler)
         self._ssl = ssl_context
         self._handover: HandOver | None = None
         if app is not None:
             assert is_hot is not None
             config = hypercorn if hypercorn is not None else hypercorn_config(self.limits)
-            app = hot_asgi(app, is_hot, self._guarded, self.limits.max_body_bytes)
+            app = hot_asgi(app, is_hot, self._guarded, self.limits.max_body_bytes,
+                           oversized_to_handler)
             self._handover = HandOver(app, config)
         self._used = False
 
@@ -85,7 +92,8 @@ class Front:
             counters.handler_errors += 1
             return error_response(500, "internal_error", "the server failed to answer")
 
-    async def serve(self, listen: str, *, shutdown_trigger: Callable[[], Awaitable[object]],
+    async def serve(self, listen: str | stdlib_socket.socket, *,
+                    shutdown_trigger: Callable[[], Awaitable[object]],
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """:func:`serve_front` (a Front serves once)."""
         if self._used:
@@ -216,8 +224,12 @@ async def _close_with(stream: Stream, data: bytes, lim: Limits) -> None:
             budget -= len(chunk)
 
 
-def _listener(listen: str, backlog: int) -> trio.SocketListener:
-    """One listening socket for ``host:port`` (``[v6]:port`` too; port 0 = any)."""
+def _listener(listen: str | stdlib_socket.socket, backlog: int) -> trio.SocketListener:
+    """One listening socket for ``host:port`` (``[v6]:port`` too; port 0 = any), or
+    ``listen`` itself when it is a socket already bound and listening (taken over:
+    closed when the server ends)."""
+    if isinstance(listen, stdlib_socket.socket):
+        return trio.SocketListener(trio.socket.from_stdlib_socket(listen))
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     family, kind, proto, _, addr = stdlib_socket.getaddrinfo(
@@ -238,10 +250,11 @@ def _bound(listener: trio.SocketListener) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def serve_front(front: Front, listen: str, *,
+async def serve_front(front: Front, listen: str | stdlib_socket.socket, *,
                       shutdown_trigger: Callable[[], Awaitable[object]],
                       task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``front`` on ``listen`` ("host:port") until ``shutdown_trigger`` returns,
+    """Serve ``front`` on ``listen`` ("host:port", or a bound listening socket, which
+    it takes over) until ``shutdown_trigger`` returns,
     then drain (see the module docstring). Reports the bound "host:port" through
     ``task_status`` once the app's lifespan startup is done and the port accepts."""
     await front.serve(listen, shutdown_trigger=shutdown_trigger, task_status=task_status)

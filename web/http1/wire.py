@@ -25,7 +25,11 @@ class Request(NamedTuple):
     is what follows ``?`` (``b""`` when absent). Header names are lower-cased,
     values are exactly as received. ``body`` is the whole body, chunked bodies
     already decoded. ``keep_alive`` says whether the connection stays open after
-    this request (HTTP version and ``Connection`` header considered)."""
+    this request (HTTP version and ``Connection`` header considered).
+    ``oversized``: the body is larger than ``Limits.max_body_bytes`` and was not
+    (wholly) read, so ``body`` is ``b""``; only a Front made with
+    ``oversized_to_handler=True`` passes such a request on, and it closes the
+    connection after the answer."""
 
     method: bytes
     path: bytes
@@ -34,6 +38,7 @@ class Request(NamedTuple):
     body: bytes
     http_version: str
     keep_alive: bool
+    oversized: bool = False
 
 
 class Response(NamedTuple):
