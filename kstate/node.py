@@ -9,7 +9,7 @@ dependency order with ``nursery.start``. Channels and who holds each end::
                                           ├──router──► router ┤
                                           └ waits writer idle │ writes
                                                               ▼
-    HTTP (web/: quart + fast path) ──► decision ──► router ──writes──► writer ──► bridge
+    HTTP (web/: lean front + quart) ──► decision ──► router ──writes──► writer ──► bridge
     feed (group-less reader) ──► websocket subscribers      standby (group-less reader)
 
 - ``state``  (StateIn: Batch, Revoke, Assign): senders consumer and rebalance; reader
@@ -42,11 +42,11 @@ from actors.router import RouterHandle
 from kstate.bridge import KafkaAuthFailed, KafkaBridge, TopicInfo, open_bridge
 from kstate.core.messages import BridgeEvent, Revoked, RouterIn, StateIn, WriterIn
 from kstate.settings import Settings
+from web import tls
 from web.app import create_app
 from web.auth import signer
-from web.fast import fast_path
 from web.proxy import Proxy
-from web.server import bind, bound_address, serve
+from web.server import FrontSettings, bind, bound_address, build_front, serve
 from web.services import HttpConfig, build_services
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,12 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
     events_send, events_recv = trio.open_memory_channel[BridgeEvent](EVENTS_INBOX)
     router_send, router_recv = trio.open_memory_channel[RouterIn](ROUTER_INBOX)
     writes_send, writes_recv = trio.open_memory_channel[WriterIn](WRITE_INBOX)
-    proxy = Proxy(settings.proxy_timeout, sign=signer(settings.api_token))
+    server_ssl = peer_ssl = None
+    if settings.tls_certfile:
+        server_ssl = tls.server_context(settings.tls_certfile, settings.tls_keyfile)
+        peer_ssl = tls.peer_context(settings.tls_cafile)
+    proxy = Proxy(settings.proxy_deadline, sign=signer(settings.api_token),
+                  ssl_context=peer_ssl)
     try:
         async with trio.open_nursery() as root:
             # the state owner reads `state`; the writer reads `writes`
@@ -177,14 +182,19 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             services = build_services(
                 HttpConfig(url=url, topic=topic.name, group=settings.group,
                            max_body=settings.max_body, api_token=settings.api_token,
-                           started_at=started),
+                           started_at=started, peer_ssl=peer_ssl),
                 router=router_h, state=state_h, writer=writer_h, proxy=proxy, feed=feed_h)
-            app = fast_path(create_app(services), services)
+            front = build_front(services, create_app(services), FrontSettings(
+                max_connections=settings.http_max_connections,
+                head_timeout=settings.http_head_timeout,
+                body_timeout=settings.http_body_timeout,
+                idle_timeout=settings.http_idle_timeout,
+                max_head_bytes=settings.http_max_head_bytes, max_body=settings.max_body,
+                drain_timeout=HTTP_DRAIN), server_ssl)
             left = trio.Event()
 
-            async def _serve(task_status: trio.TaskStatus[None]) -> None:
-                await serve(app, sock, shutdown_trigger=stop.wait,
-                            graceful_timeout=HTTP_DRAIN, task_status=task_status)
+            async def _serve(task_status: trio.TaskStatus[str]) -> None:
+                await serve(front, sock, shutdown_trigger=stop.wait, task_status=task_status)
                 log.info("event=http_drained")
                 await left.wait()
                 root.cancel_scope.cancel()  # HTTP is done and we left: stop the actors

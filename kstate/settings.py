@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from actors.router import TABLE_WAIT
 from kstate.bridge.config import KafkaConfig
+from web import tls
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
+# Network and scheduling slack on top of the owner's own bounds (proxy_timeout).
+PROXY_MARGIN = 1.0
 
 
 class SettingsError(ValueError):
@@ -45,8 +50,16 @@ class Settings:
     session_timeout_ms: int = 10_000
     catchup_timeout: float = 5.0
     write_timeout: float = 5.0
-    proxy_timeout: float = 5.0
+    proxy_timeout: float = 0.0
     max_body: int = 65_536
+    http_max_connections: int = 2048
+    http_head_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_idle_timeout: float = 75.0
+    http_max_head_bytes: int = 16_384
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    tls_cafile: str = ""
     max_batch: int = 5_000
     standby: bool = False
     serve_isolated: bool = False
@@ -66,6 +79,19 @@ class Settings:
     def advertised_url(self) -> str:
         """host:port other nodes and clients use to reach this node."""
         return self.advertise or self.listen
+
+    @property
+    def owner_worst_case(self) -> float:
+        """Seconds an owner may take before it answers a forwarded request: waiting for
+        a newer routing table (TABLE_WAIT), for the key's lock (write_timeout), for the
+        partition to be writable (catchup_timeout), then for the produce (write_timeout,
+        then 503 write_timeout); plus PROXY_MARGIN. A read's worst case is shorter."""
+        return TABLE_WAIT + 2 * self.write_timeout + self.catchup_timeout + PROXY_MARGIN
+
+    @property
+    def proxy_deadline(self) -> float:
+        """proxy_timeout, or (0) the owner's worst case."""
+        return self.proxy_timeout or self.owner_worst_case
 
     @property
     def heartbeat_ms(self) -> int:
@@ -100,8 +126,23 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "session_timeout_ms": (int, "group session timeout; heartbeat is a sixth of it"),
     "catchup_timeout": (float, "seconds a read waits for its partition to catch up"),
     "write_timeout": (float, "seconds a write may take (produce + apply) before 503"),
-    "proxy_timeout": (float, "seconds a request forwarded to the owner may take"),
+    "proxy_timeout": (float, "seconds a request forwarded to the owner may take; 0: the "
+                             "owner's worst case, 2*write_timeout + catchup_timeout + 3 "
+                             "(a set value may not be shorter)"),
     "max_body": (int, "largest request body in bytes (413 above)"),
+    "http_max_connections": (int, "open HTTP connections (websockets included); one more "
+                                  "is answered 503 and closed"),
+    "http_head_timeout": (float, "seconds a request head may take to arrive (408 after)"),
+    "http_body_timeout": (float, "seconds a request body may take after its head (408 "
+                                 "after)"),
+    "http_idle_timeout": (float, "seconds an idle keep-alive connection stays open"),
+    "http_max_head_bytes": (int, "largest request line + headers in bytes (431 above)"),
+    "tls_certfile": (str, "PEM certificate (chain) of this node's HTTPS; when set the port "
+                          "speaks TLS only (API, dashboard, wss) and peers are called over "
+                          "TLS; it must name the advertised host"),
+    "tls_keyfile": (str, "PEM private key of tls_certfile"),
+    "tls_cafile": (str, "PEM CA(s) that peers' HTTPS certificates are verified with "
+                        "(default: the system's CAs)"),
     "max_batch": (int, "most records the consumer hands over in one batch"),
     "standby": (bool, "keep a copy of every partition to answer reads (fenced) while "
                       "their owner is down; costs memory (true/false)"),
@@ -176,8 +217,15 @@ def validate(s: Settings) -> Settings:
         (1_000 <= s.session_timeout_ms <= 300_000, "session_timeout_ms: must be 1000..300000"),
         (0 < s.catchup_timeout <= 600, "catchup_timeout: must be > 0 and <= 600 seconds"),
         (0 < s.write_timeout <= 600, "write_timeout: must be > 0 and <= 600 seconds"),
-        (0 < s.proxy_timeout <= 600, "proxy_timeout: must be > 0 and <= 600 seconds"),
+        (0 <= s.proxy_timeout <= 600, "proxy_timeout: must be 0 (derived) or > 0 and <= 600 "
+                                      "seconds"),
         (1_024 <= s.max_body <= 64 * 1024 * 1024, "max_body: must be 1024..67108864 bytes"),
+        (1 <= s.http_max_connections <= 1_000_000, "http_max_connections: must be 1..1000000"),
+        (0 < s.http_head_timeout <= 3600, "http_head_timeout: must be > 0 and <= 3600 seconds"),
+        (0 < s.http_body_timeout <= 3600, "http_body_timeout: must be > 0 and <= 3600 seconds"),
+        (0 < s.http_idle_timeout <= 3600, "http_idle_timeout: must be > 0 and <= 3600 seconds"),
+        (1_024 <= s.http_max_head_bytes <= 1024 * 1024,
+         "http_max_head_bytes: must be 1024..1048576 bytes"),
         (1 <= s.max_batch <= 100_000, "max_batch: must be 1..100000"),
         (s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
          "log_level: must be DEBUG, INFO, WARNING or ERROR"),
@@ -186,8 +234,33 @@ def validate(s: Settings) -> Settings:
     for ok, message in checks:
         if not ok:
             raise SettingsError(message)
+    if s.proxy_timeout and s.proxy_timeout < s.owner_worst_case:
+        raise SettingsError(
+            f"proxy_timeout: {s.proxy_timeout}s is shorter than an owner may take to answer "
+            f"a write ({s.owner_worst_case}s = 2*write_timeout + catchup_timeout + "
+            f"{TABLE_WAIT + PROXY_MARGIN:g}); set 0 to derive it")
     _validate_security(s)
+    _validate_tls(s)
     return s
+
+
+def _validate_tls(s: Settings) -> None:
+    for name in ("tls_certfile", "tls_keyfile", "tls_cafile"):
+        path = getattr(s, name)
+        if path and not os.path.isfile(path):
+            raise SettingsError(f"{name}: no such file {path!r}")
+    if bool(s.tls_certfile) != bool(s.tls_keyfile):
+        raise SettingsError("tls_certfile and tls_keyfile go together (the node's HTTPS)")
+    if s.tls_cafile and not s.tls_certfile:
+        raise SettingsError("tls_cafile needs tls_certfile: peers speak TLS only when every "
+                            "node does")
+    if s.tls_certfile:
+        try:  # fail at start, in one line, rather than at the first connection
+            tls.server_context(s.tls_certfile, s.tls_keyfile)
+            tls.peer_context(s.tls_cafile)
+        except (ssl.SSLError, OSError) as exc:
+            raise SettingsError(f"tls_certfile/tls_keyfile/tls_cafile: cannot be used: "
+                                f"{exc}") from None
 
 
 def _validate_security(s: Settings) -> None:

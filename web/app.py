@@ -92,11 +92,7 @@ def create_app(s: Services) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def _http(e: HTTPException) -> Response:
-        code = (e.name or "error").lower().replace(" ", "_")
-        allow = [(b"allow", v.encode("latin-1")) for k, v in e.get_headers()
-                 if k.lower() == "allow"]
-        return respond(render.error(e.code or 500, code, e.description or e.name or "error",
-                                    extra=allow))
+        return respond(render.http_error(e))
 
     @app.after_request  # registered first, so it runs after every other hook
     async def _settle(response: Response) -> Response:

@@ -24,13 +24,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from kstate.core.wire import CLUSTER_AUTH_HEADER
 from web import render
-from web.proxy import Signer
+from web.proxy import Headers, Signer
 from web.responses import respond
 
 WRITE_METHODS = frozenset({"PUT", "DELETE", "POST", "PATCH"})
@@ -73,9 +74,9 @@ def bearer_ok(header: str | None, token: str) -> bool:
         credential.strip().encode("latin-1", "replace"), token.encode())
 
 
-def unauthorized(code: str, message: str) -> Response:
-    return respond(render.error(401, code, message,
-                                extra=[(b"www-authenticate", b'Bearer realm="kstate"')]))
+def unauthorized(code: str, message: str) -> render.Rendered:
+    return render.error(401, code, message,
+                        extra=[(b"www-authenticate", b'Bearer realm="kstate"')])
 
 
 def signer(token: str) -> Signer | None:
@@ -91,24 +92,58 @@ def signer(token: str) -> Signer | None:
     return _sign
 
 
-def register(app: QuartTrio, token: str) -> None:
-    """With an API token set: check writes before they run. Without one: nothing."""
+# (method, decoded path, raw query, headers, body) -> None (go on) or the 401 to answer.
+Check = Callable[[str, str, str, Headers, bytes], render.Rendered | None]
+_AUTHORIZATION = b"authorization"
+_CLUSTER_AUTH = CLUSTER_AUTH_HEADER.encode()
+
+
+def _first(headers: Headers, name: bytes) -> str | None:
+    for k, v in headers:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+def write_check(token: str) -> Check | None:
+    """The check of a request to a route that exists (a 404 or 405 answers as it
+    would, before this), as a plain function both servers call: the quart hook below
+    and the lean front (web/hot.py). None without a token: nothing to check.
+    ``headers`` have lower-case names; ``body`` is the request body (the v1 signature
+    does not cover it)."""
     if not token:
-        return
+        return None
     key = cluster_key(token)
 
-    @app.before_request
-    async def _authorize() -> Response | None:
-        if request.method not in WRITE_METHODS or request.url_rule is None:
-            return None  # reads are open; 404/405 answer as they would
-        if bearer_ok(request.headers.get("Authorization"), token):
+    def check(method: str, path: str, query: str, headers: Headers, body: bytes
+              ) -> render.Rendered | None:
+        if method not in WRITE_METHODS:
+            return None  # reads are open
+        if bearer_ok(_first(headers, _AUTHORIZATION), token):
             return None
-        node = request.headers.get(CLUSTER_AUTH_HEADER)
+        node = _first(headers, _CLUSTER_AUTH)
         if node is not None:
-            query = request.query_string.decode("latin-1")
-            if verify(key, node, request.method, request.path, query, time.time()):
+            if verify(key, node, method, path, query, time.time()):
                 return None
             return unauthorized("invalid_cluster_auth",
                                 f"{CLUSTER_AUTH_HEADER} is not a valid node signature")
         return unauthorized("unauthorized",
                             "this node needs Authorization: Bearer <token> for writes")
+
+    return check
+
+
+def register(app: QuartTrio, token: str) -> None:
+    """With an API token set: check writes before they run. Without one: nothing."""
+    check = write_check(token)
+    if check is None:
+        return
+
+    @app.before_request
+    async def _authorize() -> Response | None:
+        if request.url_rule is None:
+            return None  # 404/405 answer as they would
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in request.scope["headers"]]
+        refused = check(request.method, request.path, request.query_string.decode("latin-1"),
+                        headers, b"")
+        return None if refused is None else respond(refused)

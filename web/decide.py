@@ -1,6 +1,6 @@
 """The one read decision and the one write decision, for every HTTP path.
 
-The quart routes (web/routes_user.py) and the fast path (web/fast.py) call
+Both servers (web/user_request.py, for the lean front and the quart routes) call
 :func:`read_user` and :func:`write_user`; forwarding a request to its owner happens
 here too. A read is answered locally (behind the catch-up gate, or fenced while its
 partition moves), forwarded to its owner, or — when neither can answer — from the
@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from actors.router import Local, Nowhere, Remote, RouterHandle
 from kstate.core.outcomes import Conflict, Found, Missing, Unavailable, Written
-from web.peers import PeerResponse
-from web.proxy import Incoming, Proxy
+from web.proxy import Incoming, PeerResponse, Proxy
 
 ReadAnswer = Found | Missing | Unavailable | PeerResponse
 WriteAnswer = Written | Conflict | Unavailable | PeerResponse

@@ -3,8 +3,8 @@
 Two sources, both in the app's own :class:`CollectorRegistry` (never the process-global
 one, so a process may build several apps, as the tests do):
 
-- request metrics, counted by before/after-request hooks (web/app.py) and by the fast
-  path (web/fast.py): requests by route template, method and status; latency
+- request metrics, counted by before/after-request hooks (web/app.py) and by the lean
+  front's handler (web/hot.py): requests by route template, method and status; latency
   histograms split by ``kind`` — ``local`` (answered here) or ``proxied`` (the owner's
   answer, forwarded: the routes say so, from web/decide.py's answer);
 - :class:`NodeCollector`, which reads the actors' ``statistics()`` and counters at
@@ -131,6 +131,16 @@ class NodeCollector:
         yield CounterMetricFamily("kstate_proxy_failures",
                                   "requests whose owner did not answer (503 to the client)",
                                   value=proxy.failures)
+        yield CounterMetricFamily("kstate_proxy_not_reached",
+                                  "forwarded requests that certainly did not reach their "
+                                  "owner (503 owner_not_reached)", value=proxy.not_reached)
+        yield CounterMetricFamily("kstate_proxy_no_answer",
+                                  "forwarded requests sent to their owner without a complete "
+                                  "answer (503 owner_no_answer: a write may have applied)",
+                                  value=proxy.no_answer)
+        yield CounterMetricFamily("kstate_proxy_dropped_headers",
+                                  "client headers not forwarded: not sendable as they are",
+                                  value=proxy.dropped_headers)
         router = CounterMetricFamily("kstate_router_events",
                                      "router decisions: local_reads, fenced_reads (held "
                                      "partitions read during a rebalance), writes, unavailable "

@@ -1,5 +1,5 @@
-"""Forwarding a request to the owner of its key (web/peers.py: h11 on pooled
-keep-alive trio streams).
+"""Forwarding a request to the owner of its key, over web/http1's pooled keep-alive
+client (TLS with the node's peer CA when the cluster speaks HTTPS).
 
 Only urls from the current routing table are ever targets (the router picks them);
 nothing a client sends chooses where a request goes. ``kstate-hops`` counts hops and
@@ -7,90 +7,152 @@ nothing a client sends chooses where a request goes. ``kstate-hops`` counts hops
 a forwarded write carries this node's signature in ``kstate-cluster-auth``
 (web/auth.py) instead of the client's ``Authorization``; whatever the client sent in
 those headers is never passed on.
+
+What a forwarded request carries: the method; the path percent-encoded again from its
+decoded form (:func:`kstate.core.wire.quote_path`: the owner decodes the same key);
+the query byte for byte; the body byte for byte; every header byte for byte (names
+lower-case, as both servers read them) except the hop-by-hop ones, ``host``,
+``content-length`` (the client writes its own), the three node headers above, and any
+header the wire could not carry as it is (a name that is not a token, a control byte
+in a value): such a header is dropped, never a 5xx. Neither parser lets one in today;
+bytes 0x80-0xFF in a value (obs-text) travel as they came.
+
+When the owner gives no answer, what the client is told depends on what is known:
+``owner_not_reached`` (the request certainly did not reach the owner: it may be
+retried anywhere) or ``owner_no_answer`` (it was sent and no complete answer came: a
+write may have been applied; a conditional one must not be retried blindly). Both are
+503 with ``Retry-After``. A conditional write is never sent twice by the pool either.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kstate.core.outcomes import Unavailable
 from kstate.core.wire import CLUSTER_AUTH_HEADER, GENERATION_HEADER, HOPS_HEADER, quote_path
-from web.peers import PeerError, PeerPool, PeerResponse
+from web.http1.client import InvalidRequest, NoAnswer, NotSent, Pool, header_ok
 
 log = logging.getLogger(__name__)
 
+Headers = list[tuple[bytes, bytes]]
+
 HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length",
 })
 # Set by our own server on every response: copying the owner's would send them twice.
-SERVER_SET = frozenset({"date", "server"})
+SERVER_SET = frozenset({b"date", b"server"})
+NODE_HEADERS = frozenset({HOPS_HEADER.encode(), CLUSTER_AUTH_HEADER.encode(),
+                          GENERATION_HEADER.encode()})
 # (method, path, query) -> kstate-cluster-auth value (web/auth.py).
 Signer = Callable[[str, str, str], str]
+NOT_REACHED = "owner_not_reached"
+NO_ANSWER = "owner_no_answer"
 
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """The request to forward, as this node received it (``path`` decoded)."""
+    """The request to forward, as this node received it (``path`` decoded, ``headers``
+    with lower-case names and values as received)."""
 
     method: str
     path: str
     query: bytes
-    headers: list[tuple[str, str]]
+    headers: Headers
     body: bytes
     hops: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerResponse:
+    """The owner's complete answer, as the proxy kept it."""
+    status: int
+    headers: Headers
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyStats:
     """The proxy's numbers (/metrics, /cluster)."""
     forwarded: int
-    failures: int
+    failures: int  # not_reached + no_answer
+    not_reached: int
+    no_answer: int
+    dropped_headers: int
 
 
 class Proxy:
-    """Forwards requests to their owner; counts what it forwarded and what failed."""
+    """Forwards requests to their owner; counts what it forwarded and what failed.
+    ``timeout`` bounds one forwarded request (kstate.settings derives it from the
+    owner's worst case); ``ssl_context``: talk TLS to peers, verified with it."""
 
-    def __init__(self, timeout: float, sign: Signer | None = None) -> None:
-        self._pool = PeerPool(timeout=timeout)
+    def __init__(self, timeout: float, sign: Signer | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self._pool = Pool(timeout=timeout, ssl_context=ssl_context)
         self._sign = sign
-        self.forwarded = 0
-        self.failures = 0
+        self.forwarded = self.not_reached = self.no_answer = self.dropped_headers = 0
 
     async def aclose(self) -> None:
         await self._pool.aclose()
 
     def statistics(self) -> ProxyStats:
-        return ProxyStats(forwarded=self.forwarded, failures=self.failures)
+        return ProxyStats(forwarded=self.forwarded,
+                          failures=self.not_reached + self.no_answer,
+                          not_reached=self.not_reached, no_answer=self.no_answer,
+                          dropped_headers=self.dropped_headers)
+
+    def _headers(self, req: Incoming, generation: int) -> tuple[Headers, bool]:
+        """The headers to send, and whether the request is conditional."""
+        out: Headers = []
+        conditional = False
+        for k, v in req.headers:
+            name = k.lower()
+            if name in HOP_BY_HOP or name in NODE_HEADERS:
+                continue
+            if name == b"authorization" and self._sign is not None:
+                continue  # this node vouches for the client instead
+            if not header_ok(name, v):
+                self.dropped_headers += 1
+                continue
+            conditional = conditional or name in (b"if-match", b"if-none-match")
+            out.append((name, v))
+        out.append((HOPS_HEADER.encode(), b"%d" % (req.hops + 1)))
+        out.append((GENERATION_HEADER.encode(), b"%d" % generation))
+        if self._sign is not None:
+            signature = self._sign(req.method, req.path, req.query.decode("latin-1"))
+            out.append((CLUSTER_AUTH_HEADER.encode(), signature.encode("latin-1")))
+        return out, conditional
 
     async def exchange(self, req: Incoming, url: str, generation: int
                        ) -> PeerResponse | Unavailable:
         """Forward ``req`` to ``url`` and return the owner's answer (headers minus
-        hop-by-hop and the ones our server sets), or Unavailable."""
-        dropped = {HOPS_HEADER, CLUSTER_AUTH_HEADER, GENERATION_HEADER}
-        if self._sign is not None:
-            dropped.add("authorization")  # this node vouches for the client instead
-        out_headers = [(k, v) for k, v in req.headers
-                       if k.lower() not in HOP_BY_HOP and k.lower() not in dropped]
-        out_headers.append((HOPS_HEADER, str(req.hops + 1)))
-        out_headers.append((GENERATION_HEADER, str(generation)))
-        if self._sign is not None:
-            out_headers.append((CLUSTER_AUTH_HEADER,
-                                self._sign(req.method, req.path, req.query.decode("latin-1"))))
-        target = quote_path(req.path)
+        hop-by-hop and the ones our server sets), or Unavailable (``owner_not_reached``,
+        ``owner_no_answer``)."""
+        headers, conditional = self._headers(req, generation)
+        target = quote_path(req.path).encode("ascii")
         if req.query:
-            target += "?" + req.query.decode("latin-1")
+            target += b"?" + req.query
+        method = req.method.encode("ascii")
+        # a conditional write sent twice could fail (412) on its own first copy
+        again = method in (b"GET", b"HEAD") or (method in (b"PUT", b"DELETE")
+                                                  and not conditional)
         try:
-            resp = await self._pool.request(url, req.method, target, out_headers, req.body)
-        except PeerError as exc:
-            self.failures += 1
-            log.warning("event=proxy_failed target=%s error=%r", url, exc)
-            return Unavailable("owner_unreachable", f"the owner {url} did not answer; retry")
+            resp = await self._pool.request(url, method, target, headers, req.body,
+                                            idempotent=again)
+        except (NotSent, InvalidRequest) as exc:
+            self.not_reached += 1
+            log.warning("event=proxy_failed target=%s sent=no error=%r", url, exc)
+            return Unavailable(NOT_REACHED, f"the owner {url} could not be reached; nothing "
+                               "was sent to it: retry")
+        except NoAnswer as exc:
+            self.no_answer += 1
+            log.warning("event=proxy_failed target=%s sent=yes error=%r", url, exc)
+            return Unavailable(NO_ANSWER, f"the owner {url} got the request and gave no "
+                               "answer in time; a write may or may not have been applied")
         self.forwarded += 1
         # Content-Length is hop-by-hop here: whoever sends the answer on sets its own.
-        kept = [(k, v) for k, v in resp.headers
-                if k.decode("latin-1").lower() not in HOP_BY_HOP
-                and k.decode("latin-1").lower() not in SERVER_SET]
+        kept = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP and k not in SERVER_SET]
         return PeerResponse(resp.status, kept, resp.body)

@@ -1,15 +1,17 @@
 """One renderer from outcome to HTTP: status, headers and body bytes. The quart routes,
-the fast path and forwarding all answer through it, so a key answers the same bytes
-whichever path served it."""
+the lean front (web/hot.py) and forwarding all answer through it, so a key answers the
+same bytes whichever path served it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from werkzeug.exceptions import HTTPException
+
 from kstate.core.outcomes import Conflict, Found, Missing, Unavailable, Written
 from kstate.core.wire import JSON, error_body, etag, retry_after_value
 from web.errors import BadRequest
-from web.peers import PeerResponse
+from web.proxy import PeerResponse
 
 Headers = list[tuple[bytes, bytes]]
 _JSON = JSON.encode()
@@ -31,6 +33,15 @@ def error(status: int, code: str, message: str, *, retry_after: float | None = N
     if extra:
         headers.extend(extra)
     return Rendered(status, headers, error_body(code, message))
+
+
+def http_error(e: HTTPException) -> Rendered:
+    """A framework error (werkzeug's 404, 405 with ``Allow``, ...) as a JSON error:
+    the code is its name in snake case, the message its description."""
+    code = (e.name or "error").lower().replace(" ", "_")
+    allow = [(b"allow", v.encode("latin-1")) for k, v in e.get_headers()
+             if k.lower() == "allow"]
+    return error(e.code or 500, code, e.description or e.name or "error", extra=allow)
 
 
 def unavailable(u: Unavailable) -> Rendered:

@@ -1,11 +1,13 @@
-"""Reading a request's JSON body: content type, length, size (400/411/413/415)."""
+"""The checks of a request body, as plain functions over plain values: content type
+(415), framing (411, 413), JSON object (400). The quart routes and the lean front
+(web/user_request.py) both call them, in the same order, so a body gets the same
+answer whichever server read it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from quart import Request
 
 from web.errors import BadRequest
 
@@ -19,13 +21,29 @@ def media_type(raw: str) -> str:
 
 
 def check_media_type(raw: str, allowed_types: tuple[str, ...]) -> None:
+    """415 unless ``raw`` (a Content-Type value, ``""`` when absent) is allowed or is
+    some ``+json`` type."""
     mtype = media_type(raw)
     if mtype not in allowed_types and not mtype.endswith("+json"):
         raise BadRequest(415, "unsupported_media_type",
                          f"Content-Type {mtype!r} is not supported; send application/json")
 
 
+def too_large(max_body: int) -> BadRequest:
+    return BadRequest(413, "body_too_large", f"body is larger than {max_body} bytes")
+
+
+def check_framing(length: int | None, chunked: bool, max_body: int) -> None:
+    """411 for a body with neither a length nor chunked framing; 413 for a declared
+    length over ``max_body`` (before a byte of it is read)."""
+    if length is None and not chunked:
+        raise BadRequest(411, "length_required", "a body with Content-Length is required")
+    if length is not None and length > max_body:
+        raise too_large(max_body)
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or 400 (``invalid_json``, ``invalid_body``)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -33,21 +51,3 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BadRequest(400, "invalid_body", "body must be a JSON object")
     return doc
-
-
-async def read_json_body(request: Request, max_body: int, allowed_types: tuple[str, ...]
-                         ) -> tuple[dict[str, Any], bytes]:
-    """The request's JSON object and raw body, or BadRequest (400/411/413/415)."""
-    check_media_type(request.headers.get("Content-Type", ""), allowed_types)
-    length = request.content_length
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if length is None and not chunked:
-        raise BadRequest(411, "length_required", "a body with Content-Length is required")
-    if length is not None and length > max_body:
-        raise BadRequest(413, "body_too_large", f"body is larger than {max_body} bytes")
-    body = bytearray()
-    async for chunk in request.body:
-        body += chunk
-        if len(body) > max_body:
-            raise BadRequest(413, "body_too_large", f"body is larger than {max_body} bytes")
-    return parse_json_object(bytes(body)), bytes(body)

@@ -10,9 +10,13 @@ from web.render import Rendered
 
 
 def respond(r: Rendered) -> Response:
+    """``r`` with exactly its headers: none of quart's defaults (``text/html`` for an
+    answer without a type, a ``Content-Length`` on a 204), so quart answers what the
+    lean front (web/hot.py) answers."""
     out = Response(r.body, status=r.status)
-    if any(k == b"content-type" for k, _ in r.headers):
-        out.headers.pop("Content-Type", None)
+    out.headers.pop("Content-Type", None)
+    if r.status in (204, 304):
+        out.headers.pop("Content-Length", None)
     for k, v in r.headers:
         out.headers.add(k.decode("latin-1"), v.decode("latin-1"))
     return out

@@ -5,7 +5,8 @@
 ``/cluster`` never fails because a peer does: a member that does not answer within
 ``MEMBER_TIMEOUT`` is reported ``"status": "unreachable"`` with the error, one that
 answers something other than /readyz JSON is ``"bad_response"``. Only urls of the
-routing table are ever fetched; nothing a client sends chooses a target.
+routing table are ever fetched; nothing a client sends chooses a target. Peers are
+asked over web/http1's pooled client, with TLS verified as forwarding does (web/tls.py).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import trio
 from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 
+from web.http1.client import ClientError, Pool
 from web.responses import json_response
 from web.services import Services
 from web.status import readiness
@@ -42,25 +43,24 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return out
 
 
-async def _member(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+async def _member(pool: Pool, url: str) -> dict[str, Any]:
     """One member's /readyz as a report; never raises for what the peer does."""
     started = time.monotonic()
     report: dict[str, Any] = {"url": url, "status": "unreachable", "readyz": None,
                               "error": None, "latency_ms": None}
     try:
-        with trio.fail_after(MEMBER_TIMEOUT + 0.5):  # connect + read, all told
-            r = await client.get(f"http://{url}/readyz")
-    except (httpx.HTTPError, trio.TooSlowError, OSError) as exc:
+        r = await pool.request(url, b"GET", b"/readyz", [(b"accept", b"application/json")])
+    except (ClientError, ValueError) as exc:  # ValueError: a url that is not host:port
         report["error"] = f"{type(exc).__name__}: {exc}"[:200]
         return report
     report["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
     try:
-        doc = orjson.loads(r.content)
+        doc = orjson.loads(r.body)
     except orjson.JSONDecodeError:
         doc = None
     if not isinstance(doc, dict) or "ready" not in doc:
         report["status"] = "bad_response"
-        report["error"] = f"HTTP {r.status_code}, not a /readyz document"
+        report["error"] = f"HTTP {r.status}, not a /readyz document"
         return report
     report["status"] = "ready" if doc.get("ready") else "not_ready"
     report["readyz"] = doc
@@ -77,21 +77,14 @@ def cluster_urls(s: Services) -> list[str]:
 
 def register(app: QuartTrio, s: Services) -> None:
     files = _load_static()
-    clients: list[httpx.AsyncClient] = []
-
-    def peer_client() -> httpx.AsyncClient:
-        if not clients:
-            clients.append(httpx.AsyncClient(
-                timeout=httpx.Timeout(MEMBER_TIMEOUT), trust_env=False,
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=32, max_keepalive_connections=16)))
-        return clients[0]
+    # connect + answer, all told; a few idle connections per peer for the next poll
+    pool = Pool(timeout=MEMBER_TIMEOUT + 0.5, connect_timeout=MEMBER_TIMEOUT, max_idle=4,
+                ssl_context=s.config.peer_ssl)
 
     @app.after_serving
-    async def _close_peer_client() -> None:
-        while clients:
-            with trio.CancelScope(shield=True):
-                await clients.pop().aclose()
+    async def _close_peer_pool() -> None:
+        with trio.CancelScope(shield=True):
+            await pool.aclose()
 
     @app.route("/", methods=["GET"])
     async def dashboard() -> Response:
@@ -120,7 +113,7 @@ def register(app: QuartTrio, s: Services) -> None:
         mine["status"] = "ready" if mine["readyz"]["ready"] else "not_ready"
 
         async def fetch(url: str) -> None:
-            reports[url] = await _member(peer_client(), url)
+            reports[url] = await _member(pool, url)
 
         async with trio.open_nursery() as nursery:
             for url in urls[1:]:

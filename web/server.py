@@ -1,46 +1,51 @@
-"""The HTTP server: a listening socket bound before anything else (so the node knows its
-address when it builds its actors), and hypercorn serving the app on it until shutdown,
-then draining in-flight requests."""
+"""The node's HTTP server: a listening socket bound before anything else (so the node
+knows its address when it builds its actors), and the lean front (web/http1) serving
+it until shutdown, then draining in-flight requests.
+
+One port: the hot routes (web/hot.py) are answered by the front itself; every other
+connection (dashboard, ``/changes`` websocket, ops, ``/openapi.json``, ``/metrics``,
+``/cluster``, an ``OPTIONS``) is handed to hypercorn serving the quart app, in this
+process, with the bytes already read. With a TLS context every connection is TLS.
+"""
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from quart_trio import QuartTrio
 
-Asgi = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
-
-
-def shield_sends(app: Asgi) -> Asgi:
-    """Shield each HTTP ``send`` of ``app``. quart-trio cancels the request's task as
-    soon as hypercorn reports the stream closed, which hypercorn does *inside* the
-    final ``send``, in the middle of closing a ``Connection: close`` socket or of
-    re-arming the keep-alive idle timer: the socket then stays open (a client that
-    reads to EOF hangs, an idle connection never times out and delays shutdown).
-    hypercorn already shields the socket write itself, so this adds no new wait."""
-
-    async def asgi(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-
-        async def shielded(message: ASGISendEvent) -> None:
-            with trio.CancelScope(shield=True):
-                await send(message)
-
-        await app(scope, receive, shielded)
-
-    return asgi
-
+from web.hot import HotRoutes, is_hot
+from web.http1 import Front, Limits, hypercorn_config, serve_front
+from web.services import Services
 
 BACKLOG = 1024
-KEEP_ALIVE = 75  # seconds an idle keep-alive connection stays open
+# The feed reads nothing from its clients: a websocket message from one is at most a
+# small control message, never the 1 MiB the front allows by default.
+WEBSOCKET_MAX_MESSAGE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class FrontSettings:
+    """The front's bounds (kstate.settings, ``http_*``); ``max_body`` is the node's."""
+    max_connections: int = 2048
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    max_head_bytes: int = 16_384
+    max_body: int = 65_536
+    drain_timeout: float = 3.0
+
+    def limits(self) -> Limits:
+        return Limits(max_connections=self.max_connections, head_timeout=self.head_timeout,
+                      body_timeout=self.body_timeout, idle_timeout=self.idle_timeout,
+                      max_head_bytes=self.max_head_bytes, max_body_bytes=self.max_body,
+                      drain_timeout=self.drain_timeout, backlog=BACKLOG,
+                      websocket_max_message_bytes=WEBSOCKET_MAX_MESSAGE)
 
 
 def bind(listen: str) -> socket.socket:
@@ -66,24 +71,22 @@ def bound_address(sock: socket.socket, listen: str) -> str:
     return f"{host}:{sock.getsockname()[1]}"
 
 
-async def serve(app: Asgi | QuartTrio, sock: socket.socket, *,
-                shutdown_trigger: Callable[[], Awaitable[None]],
-                graceful_timeout: float = 5.0,
-                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve on ``sock`` until ``shutdown_trigger`` returns, then finish in-flight
-    requests (up to ``graceful_timeout``). Takes ``sock`` over: hypercorn closes it."""
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.graceful_timeout = graceful_timeout
-    config.accesslog = None
-    # hypercorn's own lines go through our logging (one format, kv or json).
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = KEEP_ALIVE
-    config.backlog = BACKLOG
+def build_front(s: Services, app: QuartTrio, settings: FrontSettings,
+                ssl_context: ssl.SSLContext | None) -> Front:
+    """The node's front: hot routes answered by :class:`web.hot.HotRoutes`, the rest
+    by ``app`` on hypercorn."""
+    limits = settings.limits()
+    hot = HotRoutes(s, app)
+    return Front(handle=hot.handle, is_hot=is_hot, app=app, limits=limits,
+                 ssl_context=ssl_context, oversized_to_handler=True,
+                 hypercorn=hypercorn_config(limits,
+                                            errorlog=logging.getLogger("hypercorn.error")))
 
-    class _Status:
-        def started(self, binds: list[str] | None = None) -> None:
-            task_status.started()
 
-    await hypercorn_serve(shield_sends(app), config, shutdown_trigger=shutdown_trigger,
-                          task_status=_Status())
+async def serve(front: Front, sock: socket.socket, *,
+                shutdown_trigger: Callable[[], Awaitable[object]],
+                task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``front`` on ``sock`` until ``shutdown_trigger`` returns, then finish
+    in-flight requests (up to the front's drain timeout). Takes ``sock`` over; reports
+    the bound host:port once it accepts."""
+    await serve_front(front, sock, shutdown_trigger=shutdown_trigger, task_status=task_status)

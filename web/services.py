@@ -4,6 +4,7 @@ handles, the forwarding proxy, the read/write decision and the metrics."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 
 from actors.feed import FeedHandle
@@ -25,6 +26,8 @@ class HttpConfig:
     max_body: int = 65_536
     api_token: str = field(default="", repr=False)
     started_at: float = 0.0  # time.monotonic() when the node started
+    # TLS to peers (web/tls.py), set when the node serves HTTPS; None: plain HTTP.
+    peer_ssl: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -75,12 +76,15 @@ class _Attempt:
 
 
 class KstateClient:
-    """See the module docstring. ``seeds``: ``host:port`` (or ``http://host:port``) of
-    one or more nodes; the rest of the cluster is learned from the routing table."""
+    """See the module docstring. ``seeds``: ``host:port`` (or ``http[s]://host:port``)
+    of one or more nodes; the rest of the cluster is learned from the routing table.
+    ``tls``: the nodes speak HTTPS (their ``tls_certfile``); every node is verified
+    with this context."""
 
     def __init__(self, seeds: Iterable[str], *, timeout: float = 5.0, retries: int = 5,
                  max_retry_after: float = 2.0, max_table_age: float = 5.0,
-                 down_for: float = 1.0, max_connections: int = 100) -> None:
+                 down_for: float = 1.0, max_connections: int = 100,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._seeds = list(dict.fromkeys(normalize_url(s) for s in seeds))
         if not self._seeds:
             raise ValueError("at least one seed is required")
@@ -92,11 +96,12 @@ class KstateClient:
         self._max_retry_after = max_retry_after
         self._max_table_age = max_table_age
         self._down_for = down_for
+        self._scheme = "http" if tls is None else "https"
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
-            follow_redirects=False, trust_env=False)
+            follow_redirects=False, trust_env=False, verify=tls or True)
         self._table: Table | None = None
         self._version = 0  # bumped by every refresh that answered
         self._refreshing = anyio.Lock()
@@ -210,7 +215,7 @@ class KstateClient:
             errors: list[str] = []
             for url in nodes:
                 try:
-                    r = await self._http.get(f"http://{url}{GROUPINFO_ROUTE}")
+                    r = await self._http.get(f"{self._scheme}://{url}{GROUPINFO_ROUTE}")
                     gen = int(r.headers.get(GENERATION_HEADER, "-1"))
                     if r.status_code != 200:
                         raise ValueError(f"status {r.status_code}")
@@ -280,7 +285,7 @@ class KstateClient:
             else:
                 self._n.fallbacks += 1
             try:
-                r = await self._http.request(method, f"http://{go.target}{path}",
+                r = await self._http.request(method, f"{self._scheme}://{go.target}{path}",
                                              headers=headers, content=body)
             except httpx.TransportError as exc:
                 self._n.transport_errors += 1

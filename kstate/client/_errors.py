@@ -8,8 +8,10 @@ import math
 import httpx
 import orjson
 
-# 503 codes of actors/writer.py after which a write may still have been applied.
-AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable"})
+# 503 codes after which a write may still have been applied: the owner's
+# (actors/writer.py) and the forwarding node's when the owner took the request and gave
+# no answer (web/proxy.py; its "owner_not_reached" is certain: safe to retry).
+AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable", "owner_no_answer"})
 
 
 class KstateError(Exception):

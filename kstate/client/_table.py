@@ -10,12 +10,13 @@ from kstate.core.partitioner import partition_for
 
 
 def normalize_url(seed: str) -> str:
-    """``host:port`` of a seed given as ``host:port`` or ``http://host:port[/]``."""
+    """``host:port`` of a seed given as ``host:port`` or ``http[s]://host:port[/]`` (the
+    client's ``tls`` setting, not the seed, decides the scheme)."""
     text = seed.strip()
     if "://" in text:
         parsed = urllib.parse.urlsplit(text)
-        if parsed.scheme != "http" or not parsed.netloc:
-            raise ValueError(f"seed {seed!r}: only http://host:port is supported")
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"seed {seed!r}: only http[s]://host:port is supported")
         return parsed.netloc
     if not text or "/" in text:
         raise ValueError(f"seed {seed!r} is not host:port")

@@ -19,11 +19,12 @@ from web.services import HttpConfig, Services, build_services
 
 def offline_services(url: str = "127.0.0.1:1", *, partitions: int = 10, topic: str = "t",
                      group: str = "g", proxy_timeout: float = 1.0,
-                     catchup_timeout: float = 1.0) -> Services:
+                     catchup_timeout: float = 1.0, api_token: str = "",
+                     max_body: int = 65_536) -> Services:
     state = StateHandle(StateTable(partitions))
     writes, _ = trio.open_memory_channel[Any](0)
     router = RouterHandle(url, partitions, state, writes, catchup_timeout)
-    return build_services(HttpConfig(url=url, topic=topic, group=group,
-                                     started_at=time.monotonic()),
+    return build_services(HttpConfig(url=url, topic=topic, group=group, max_body=max_body,
+                                     api_token=api_token, started_at=time.monotonic()),
                           router=router, state=state, writer=WriterHandle(),
                           proxy=Proxy(proxy_timeout), feed=None)

@@ -17,8 +17,7 @@ from kstate.core.outcomes import Found, Missing, Unavailable, Written
 from kstate.core.partitioner import partition_for
 from kstate.core.table import StateTable
 from web.decide import Decider
-from web.peers import PeerResponse
-from web.proxy import Incoming
+from web.proxy import Incoming, PeerResponse
 
 ME, OTHER = "127.0.0.1:1", "127.0.0.1:2"
 N = 4
@@ -49,7 +48,7 @@ class FakeProxy:
     async def exchange(self, req: Incoming, url: str, generation: int):
         self.calls.append((url, generation))
         if self.down:
-            return Unavailable("owner_unreachable", f"the owner {url} did not answer")
+            return Unavailable("owner_not_reached", f"the owner {url} was not reached")
         return PeerResponse(200, [(b"etag", b'"1-5"')], b'{"from":"owner"}')
 
 
@@ -98,7 +97,7 @@ async def test_reads_local_forwarded_and_refused_each_count_once():
         proxy.down = True
         answer, proxied = await d.read_user(k1, incoming(), None)
         assert isinstance(answer, Unavailable)
-        assert answer.reason == "owner_unreachable"
+        assert answer.reason == "owner_not_reached"
         assert proxied
         c = d.router.counters
         # local reads 2; forwards 2 (one failed: the proxy counts that); one refusal

@@ -42,7 +42,7 @@ from kstate.node import TOPIC_WAIT
 from kstate.settings import Settings, SettingsError, describe, load_settings
 from tests.support.offline import offline_services
 from web.app import create_app
-from web.server import bind, bound_address, serve
+from web.server import FrontSettings, bind, bound_address, build_front, serve
 from web.services import Services
 
 REPO = Path(__file__).resolve().parents[2]
@@ -298,7 +298,7 @@ def make_app(settings: Settings, url: str | None = None) -> tuple[QuartTrio, Ser
     """The real app with real (idle) handles: a node that has not joined any group."""
     services = offline_services(url or settings.advertised_url, partitions=settings.partitions,
                                 topic=settings.topic, group=settings.group,
-                                proxy_timeout=settings.proxy_timeout,
+                                proxy_timeout=settings.proxy_deadline,
                                 catchup_timeout=settings.catchup_timeout)
     return create_app(services), services
 
@@ -315,8 +315,8 @@ async def live_node(nursery: trio.Nursery) -> AsyncIterator[LiveNode]:
     address = bound_address(sock, "127.0.0.1:0")
     app, services = make_app(Settings(listen="127.0.0.1:0"), address)
     stop = trio.Event()
-    await nursery.start(partial(serve, app, sock, shutdown_trigger=stop.wait,
-                                graceful_timeout=1.0))
+    front = build_front(services, app, FrontSettings(drain_timeout=1.0), None)
+    await nursery.start(partial(serve, front, sock, shutdown_trigger=stop.wait))
     try:
         yield LiveNode(app, address)
     finally:

@@ -1,24 +1,101 @@
-"""Unit tests of web/request_body.py: request bodies, through a tiny QuartTrio app and
-its test client (no node, no broker)."""
+"""Unit tests of web/request_body.py (the plain checks of a body, which both servers
+call) and of quart's streaming body reader (web/routes_user.py), through a tiny
+QuartTrio app and its test client (no node, no broker)."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
-from quart import Response, request
+from quart import Response
 from quart_trio import QuartTrio
 
 from web import render
 from web.errors import BadRequest
-from web.request_body import JSON_TYPES, SEED_TYPES, read_json_body
+from web.request_body import (
+    JSON_TYPES,
+    SEED_TYPES,
+    check_framing,
+    check_media_type,
+    parse_json_object,
+)
 from web.responses import respond
-
-# -- read_json_body, through a real (test-client) request ---------------------------
+from web.routes_user import read_body
+from web.user_request import content_length, is_chunked
 
 MAX = 2048
 
 
-def body_app(types: tuple[str, ...]) -> QuartTrio:
+def refusal(fn, *args) -> tuple[int, str]:
+    with pytest.raises(BadRequest) as info:
+        fn(*args)
+    assert info.value.message
+    return info.value.status, info.value.code
+
+
+# -- the plain checks ----------------------------------------------------------------
+
+def test_no_length_and_not_chunked_is_411():
+    assert refusal(check_framing, None, False, MAX) == (411, "length_required")
+    check_framing(None, True, MAX)  # chunked: the reader counts
+    check_framing(0, False, MAX)
+
+
+def test_declared_length_over_the_limit_is_413_before_reading():
+    assert refusal(check_framing, MAX + 1, False, MAX) == (413, "body_too_large")
+    check_framing(MAX, False, MAX)
+
+
+@pytest.mark.parametrize("ctype", ["application/json", "application/json; charset=utf-8",
+                                   "APPLICATION/JSON", "application/merge-patch+json"])
+def test_json_content_types_accepted(ctype):
+    check_media_type(ctype, JSON_TYPES)
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded",
+                                   "application/xml", "multipart/form-data", ""])
+def test_other_content_types_are_415_for_rest(ctype):
+    assert refusal(check_media_type, ctype, JSON_TYPES) == (415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("ctype", ["application/x-www-form-urlencoded", "text/plain", ""])
+def test_seed_accepts_what_curl_sends(ctype):
+    check_media_type(ctype, SEED_TYPES)
+
+
+def test_seed_still_refuses_xml():
+    assert refusal(check_media_type, "application/xml", SEED_TYPES) == (
+        415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"", "invalid_json"), (b"{", "invalid_json"), (b"\xff", "invalid_json"),
+    (b"[]", "invalid_body"), (b"1", "invalid_body"), (b'"s"', "invalid_body"),
+    (b"null", "invalid_body"),
+])
+def test_bad_json_is_400(raw, code):
+    assert refusal(parse_json_object, raw) == (400, code)
+
+
+def test_json_object_is_returned():
+    assert parse_json_object(b'{"name": "A",  "email": "a@b.c"}') == {
+        "name": "A", "email": "a@b.c"}
+
+
+@pytest.mark.parametrize(("headers", "length", "chunked"), [
+    ([], None, False),
+    ([(b"content-length", b"12")], 12, False),
+    ([(b"content-length", b"x")], 0, False),  # werkzeug's reading: not a number is 0
+    ([(b"transfer-encoding", b"chunked")], None, True),
+    ([(b"content-length", b"5"), (b"transfer-encoding", b"gzip, chunked")], None, True),
+])
+def test_framing_headers_read_as_werkzeug_reads_them(headers, length, chunked):
+    assert content_length(headers) == length
+    assert is_chunked(headers) is chunked
+
+
+# -- quart's streaming reader ---------------------------------------------------------
+
+def body_app() -> QuartTrio:
     app = QuartTrio("validate-test")
     app.config["MAX_CONTENT_LENGTH"] = None
 
@@ -28,93 +105,21 @@ def body_app(types: tuple[str, ...]) -> QuartTrio:
 
     @app.route("/b", methods=["PUT"])
     async def put() -> Response:
-        doc, raw = await read_json_body(request, MAX, types)
-        return Response(orjson.dumps({"doc": doc, "raw": raw.decode()}),
-                        content_type="application/json")
+        raw = await read_body(MAX)
+        return Response(orjson.dumps({"raw": raw.decode()}), content_type="application/json")
 
     return app
 
 
-async def put(app: QuartTrio, body: bytes, headers: dict[str, str], *,
-              length: bool = True) -> tuple[int, dict]:
-    client = app.test_client()
-    if length:  # the test client does not add it; a real client does
-        headers = {**headers, "Content-Length": str(len(body))}
-    r = await client.put("/b", data=body, headers=headers)
+async def put(body: bytes) -> tuple[int, dict]:
+    client = body_app().test_client()
+    r = await client.put("/b", data=body, headers={"Content-Length": str(len(body))})
     return r.status_code, orjson.loads(await r.get_data())
 
 
-async def test_no_length_and_not_chunked_is_411():
-    status, out = await put(body_app(JSON_TYPES), b"", {"Content-Type": "application/json"},
-                            length=False)
-    assert status == 411
-    assert out["error"] == "length_required"
-
-
-async def test_declared_length_over_the_limit_is_413_before_reading():
-    status, out = await put(body_app(JSON_TYPES), b"{}",
-                            {"Content-Type": "application/json", "Content-Length": str(MAX + 1)},
-                            length=False)
-    assert status == 413
-    assert out["error"] == "body_too_large"
-
-
-async def test_json_body_is_returned_with_its_raw_bytes():
-    raw = b'{"name": "A",  "email": "a@b.c"}'
-    status, out = await put(body_app(JSON_TYPES), raw, {"Content-Type": "application/json"})
-    assert status == 200
-    assert out == {"doc": {"name": "A", "email": "a@b.c"}, "raw": raw.decode()}
-
-
-@pytest.mark.parametrize("ctype", ["application/json", "application/json; charset=utf-8",
-                                   "APPLICATION/JSON", "application/merge-patch+json"])
-async def test_json_content_types_accepted(ctype):
-    status, _ = await put(body_app(JSON_TYPES), b'{"name":"A"}', {"Content-Type": ctype})
-    assert status == 200
-
-
-@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded",
-                                   "application/xml", "multipart/form-data", ""])
-async def test_other_content_types_are_415_for_rest(ctype):
-    headers = {"Content-Type": ctype} if ctype else {}
-    status, out = await put(body_app(JSON_TYPES), b'{"name":"A"}', headers)
-    assert status == 415
-    assert out["error"] == "unsupported_media_type"
-
-
-@pytest.mark.parametrize("ctype", ["application/x-www-form-urlencoded", "text/plain", ""])
-async def test_seed_accepts_what_curl_sends(ctype):
-    headers = {"Content-Type": ctype} if ctype else {}
-    status, out = await put(body_app(SEED_TYPES), b'{"name":"A"}', headers)
-    assert status == 200
-    assert out["doc"] == {"name": "A"}
-
-
-async def test_seed_still_refuses_xml():
-    status, out = await put(body_app(SEED_TYPES), b"<a/>", {"Content-Type": "application/xml"})
-    assert status == 415
-    assert out["error"] == "unsupported_media_type"
-
-
 async def test_body_over_the_limit_is_413_at_the_limit_fine():
-    app = body_app(JSON_TYPES)
-    head, tail = b'{"name":"', b'"}'
-    at_limit = head + b"a" * (MAX - len(head) - len(tail)) + tail
-    status, _ = await put(app, at_limit, {"Content-Type": "application/json"})
-    assert status == 200
-    over = head + b"a" * (MAX + 1 - len(head) - len(tail)) + tail
-    status, out = await put(app, over, {"Content-Type": "application/json"})
+    status, out = await put(b"a" * MAX)
+    assert (status, out) == (200, {"raw": "a" * MAX})
+    status, out = await put(b"a" * (MAX + 1))
     assert status == 413
     assert out["error"] == "body_too_large"
-
-
-@pytest.mark.parametrize(("raw", "code"), [
-    (b"", "invalid_json"), (b"{", "invalid_json"), (b"\xff", "invalid_json"),
-    (b"[]", "invalid_body"), (b"1", "invalid_body"), (b'"s"', "invalid_body"),
-    (b"null", "invalid_body"),
-])
-async def test_bad_json_is_400(raw, code):
-    status, out = await put(body_app(JSON_TYPES), raw, {"Content-Type": "application/json"})
-    assert status == 400
-    assert out["error"] == code
-    assert out["message"]

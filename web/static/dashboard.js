@@ -61,7 +61,7 @@ function renderMembers(doc) {
     const num = (v) => el("td", { class: "num" }, v == null ? "–" : v);
     body.append(el("tr", { "data-url": m.url, "data-status": m.status },
       el("td", {}, el("span", { class: "swatch", style: `background:${colourOf(m.url)}` })),
-      el("td", {}, el("a", { href: `http://${m.url}/` }, m.url), m.self ? " (this node)" : ""),
+      el("td", {}, el("a", { href: `${location.protocol}//${m.url}/` }, m.url), m.self ? " (this node)" : ""),
       el("td", { class: "status-" + m.status, title: m.error || "" }, m.status.replace("_", " ")),
       num(r.owned ? r.owned.length : null),
       num(counters.local_reads), num(counters.forwards), num(counters.writes),

@@ -1,5 +1,6 @@
-"""web/fast.py answers local GETs without quart; it must answer exactly what the quart
-route answers. HEAD of the same URL always goes through quart: same status and headers."""
+"""The lean front (web/hot.py) answers a live node's user routes: a GET and a HEAD of
+the same URL agree (status, type, length, ETag), local reads are counted under the
+quart rule's label. tests/unit/test_hot.py compares the lean answers with quart's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ URLS = ["/users/fast%2Bpath@example.com", "/user?email=fast%2Bpath@example.com",
 
 
 @pytest.mark.parametrize("path", URLS)
-async def test_fast_get_matches_quart_head(make_node, client, path):
+async def test_hot_get_matches_its_head(make_node, client, path):
     node = make_node()
     await wait_ready(client, node)
     r = await client.put(f"{node.base}/users/fast+path@example.com",

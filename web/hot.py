@@ -1,0 +1,114 @@
+"""The hot routes, answered on the lean front (web/http1) without quart: every request
+to ``/user`` and ``/users/{email}`` but ``OPTIONS``. They go through the same routing
+rules, token check (web/auth.py), validation, decision and renderer as the quart
+routes (web/user_request.py), and count in the same metrics with the same labels, so
+an answer does not depend on which server gave it; tests/unit/test_hot.py sends the
+same bytes to both and compares the answers.
+
+What differs is only what a framework adds: no ``server`` header, and a front that
+reads a hot request's whole body (up to ``max_body``) before the handler runs. A
+body over ``max_body`` is not read at all: the request reaches :meth:`HotRoutes.handle`
+marked ``oversized``, which answers what quart would (the first check that fails;
+413 once the body is needed), and the connection closes after it, as quart's does.
+"""
+
+from __future__ import annotations
+
+import time
+
+from quart_trio import QuartTrio
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from kstate.core.wire import REST_PREFIX
+from web import auth, render
+from web.http1 import Request, Response
+from web.metrics import UNMATCHED
+from web.request_body import too_large
+from web.services import Services
+from web.user_request import (
+    METHODS,
+    REST_RULE,
+    SEED_RULE,
+    UserCall,
+    answer,
+    decode_path,
+    rest_email,
+)
+
+_SEED = SEED_RULE.encode()
+_REST = REST_PREFIX.encode()
+
+
+def is_hot(method: bytes, path: bytes) -> bool:
+    """Whether the lean front answers a request (raw method, raw path before ``?``):
+    a path that the user routes' rules see as theirs once decoded, any method but
+    ``OPTIONS`` (quart answers that with the route's ``Allow``)."""
+    if method == b"OPTIONS":
+        return False
+    if path == _SEED or path.startswith(_REST):
+        return True
+    if b"%" in path:  # /us%65rs/... is /users/... to the router too
+        decoded = decode_path(path)
+        return decoded == SEED_RULE or decoded.startswith(REST_PREFIX)
+    return False
+
+
+def allowed_methods(app: QuartTrio, path: str) -> list[str]:
+    """The methods the app's url_map allows on ``path``, in the order quart's 405 names
+    them (its ``Allow`` header)."""
+    try:
+        app.url_map.bind("localhost").match(path, method="TRACE")
+    except MethodNotAllowed as exc:
+        return list(exc.valid_methods or [])
+    raise ValueError(f"{path} takes TRACE: not a user route")
+
+
+class HotRoutes:
+    """The lean front's handler for the user routes. ``app``: the quart app serving the
+    same routes (only asked, once, what its 405 answers say)."""
+
+    def __init__(self, s: Services, app: QuartTrio) -> None:
+        self._s = s
+        self._check = auth.write_check(s.config.api_token)
+        self._allow = {SEED_RULE: allowed_methods(app, SEED_RULE),
+                       REST_RULE: allowed_methods(app, REST_PREFIX + "a@b")}
+
+    async def handle(self, req: Request) -> Response:
+        started = time.perf_counter()
+        s = self._s
+        method = req.method.decode("latin-1")
+        path = decode_path(req.path)
+        email = None
+        if path == SEED_RULE:
+            rule: str | None = SEED_RULE
+        else:
+            email = rest_email(path)
+            rule = None if email is None else REST_RULE
+        proxied = False
+        if rule is None:
+            out, route = render.http_error(NotFound()), UNMATCHED
+        elif method not in METHODS:
+            out = render.http_error(MethodNotAllowed(valid_methods=self._allow[rule]))
+            route = UNMATCHED
+        else:
+            route = rule
+            query = req.query
+            refused = (None if self._check is None else
+                       self._check(method, path, query.decode("latin-1"), req.headers,
+                                   req.body))
+            if refused is not None:
+                out = refused
+            else:
+                max_body = s.config.max_body
+
+                async def body() -> bytes:
+                    if req.oversized:
+                        raise too_large(max_body)
+                    return req.body
+
+                call = UserCall(rule=rule, method=method, path=path, query=query,
+                                headers=req.headers, email=email)
+                out, proxied = await answer(s.decider, max_body, call, body)
+        s.metrics.observe(route, method, out.status, "proxied" if proxied else "local",
+                          time.perf_counter() - started)
+        return Response(out.status, out.headers, out.body)
