@@ -98,7 +98,7 @@ from typing import Literal
 
 import orjson
 
-from tools.chaos.outcomes import classify
+from tools.chaos.outcomes import Op, classify
 
 WriteState = Literal["pending", "acked", "ambiguous", "refused", "failed"]
 
@@ -239,7 +239,7 @@ class Checker:
         h = self.hist[key]
         w = h.writes[seq]
         w.end = end
-        op = "delete" if w.delete else "put"
+        op: Op = "delete" if w.delete else "put"
         if not w.delete and status in (200, 201):
             return self._acked(h, w, end, status, etag, body)
         if w.delete and status == 204:

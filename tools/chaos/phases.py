@@ -118,9 +118,9 @@ class Run:
             # the time a version already replaced (the owner must answer 412)
             base = self.traffic.old_etag.get(key) if rng.random() < 0.25 else None
             if base is None:
-                v, base = await self.traffic.read_etag(key, "workload", client=client)
+                r, base = await self.traffic.read_etag(key, "workload", client=client)
                 # a deleted key has no version to match: write it unconditionally
-                if base is None and v.kind != "ok_404":
+                if base is None and r.kind != "ok_404":
                     return
         v = await self.traffic.write(key, "workload", if_match=base, delete=delete,
                                      client=client)

@@ -107,20 +107,22 @@ def judge_checkers(run: Run, lin: dict[str, Any]) -> dict[str, Any]:
     own_hist = [v for v in violations
                 if v["kind"] in HISTORY_VIOLATIONS and v.get("source") != "audit"]
     history = run.traffic.history
-    own = {"verdict": "FAIL" if violations else "PASS", "violations": len(violations),
-           "history_violations": len(own_hist),
-           "violating_keys": sorted({str(v["key"]) for v in own_hist if "key" in v}),
-           "ops": history.ops, "keys": len(run.checker.keys),
-           "seconds": round(run.traffic.check_seconds, 3)}
+    own_keys = sorted({str(v["key"]) for v in own_hist if "key" in v})
+    por_keys: list[str] = list(lin.get("violating_keys") or [])
+    own: dict[str, Any] = {
+        "verdict": "FAIL" if violations else "PASS", "violations": len(violations),
+        "history_violations": len(own_hist), "violating_keys": own_keys,
+        "ops": history.ops, "keys": len(run.checker.keys),
+        "seconds": round(run.traffic.check_seconds, 3)}
     verdict = lin.get("verdict")
-    por = {"verdict": verdict, "ops": lin.get("ops"), "ops_checked": lin.get("ops_checked"),
-           "keys": lin.get("keys"), "seconds": lin.get("seconds"), "wall_s": lin.get("wall_s"),
-           "unknown_ops": lin.get("unknown_ops"),
-           "max_concurrency_per_key": lin.get("max_concurrency_per_key"),
-           "violating_keys": lin.get("violating_keys") or [],
-           "timed_out_keys": lin.get("timed_out_keys") or [],
-           "pictures": lin.get("picture_paths") or [], "summary": lin.get("summary"),
-           "error": lin.get("error")}
+    por: dict[str, Any] = {
+        "verdict": verdict, "ops": lin.get("ops"), "ops_checked": lin.get("ops_checked"),
+        "keys": lin.get("keys"), "seconds": lin.get("seconds"), "wall_s": lin.get("wall_s"),
+        "unknown_ops": lin.get("unknown_ops"),
+        "max_concurrency_per_key": lin.get("max_concurrency_per_key"),
+        "violating_keys": por_keys, "timed_out_keys": lin.get("timed_out_keys") or [],
+        "pictures": lin.get("picture_paths") or [], "summary": lin.get("summary"),
+        "error": lin.get("error")}
     agree: bool | None = None
     if verdict == "violation":
         violations.append({"kind": "linearizability", "source": "porcupine",
@@ -137,9 +139,9 @@ def judge_checkers(run: Run, lin: dict[str, Any]) -> dict[str, Any]:
             violations.append({
                 "kind": "checkers_disagree", "source": "porcupine",
                 "detail": f"own checker: {len(own_hist)} history violations "
-                          f"(keys {own['violating_keys'][:10]}); porcupine: {verdict} "
-                          f"(keys {por['violating_keys'][:10]})"})
-    keys_own, keys_por = set(own["violating_keys"]), set(por["violating_keys"])
+                          f"(keys {own_keys[:10]}); porcupine: {verdict} "
+                          f"(keys {por_keys[:10]})"})
+    keys_own, keys_por = set(own_keys), set(por_keys)
     return {"own": own, "porcupine": por, "agree": agree,
             "keys_only_own": sorted(keys_own - keys_por),
             "keys_only_porcupine": sorted(keys_por - keys_own)}
@@ -210,7 +212,10 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
         "checkers": checkers,
         "history": run.traffic.history.statistics(),
         "violation_counts": dict(vcount),
-        "violations": run.checker.violations[:500],
+        "violation_counts_by_node": dict(sorted(Counter(
+            f"{v['kind']} {v.get('node', '-')} {v.get('source', '-')}"
+            for v in run.checker.violations).items())),
+        "violations": _examples(run.checker.violations, 500),
         "notes": run.cluster.notes,
         "node_logs": _log_scan(run),
     }
