@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -97,11 +99,35 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("actors").setLevel(logging.WARNING)
     try:
-        result = trio.run(run_chaos, cfg)
+        result = trio.run(_run_until_signalled, cfg)
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a harness error (a broker or proxy that cannot start, ...)
+        logging.getLogger("chaos").exception("chaos run failed")
+        return 2
+    if result is None:
+        return 143  # SIGTERM: everything the run started is stopped
     print(format_summary(result))
     return 0 if result["passed"] else 1
+
+
+async def _run_until_signalled(cfg: ChaosConfig) -> dict[str, Any] | None:
+    """run_chaos, cancelled by SIGTERM (its teardown still runs): a CI job or a shell
+    that stops the harness must not leave nodes, proxies or brokers behind."""
+    result: dict[str, Any] | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def on_sigterm() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    logging.getLogger("chaos").warning("SIGTERM: stopping the run")
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(on_sigterm)
+        result = await run_chaos(cfg)
+        nursery.cancel_scope.cancel()
+    return result
 
 
 if __name__ == "__main__":
