@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tools.chaos.checker import Checker, value_for
 from tools.chaos.schedule import plan
+
+pytestmark = pytest.mark.fast  # pure logic, no broker
 
 K = "a@x.test"
 

@@ -9,6 +9,8 @@ import pytest
 
 from tools.chaos.outcomes import CODES_503, classify, error_code
 
+pytestmark = pytest.mark.fast  # pure logic, no broker
+
 REPO = Path(__file__).resolve().parents[2]
 
 NOT_APPLIED = ["not_owner", "key_busy", "no_owner", "rebalancing", "too_many_hops",

@@ -6,7 +6,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from tools.chaos.report import _examples, judge_checkers
+
+pytestmark = pytest.mark.fast  # pure logic, no broker
 
 
 def run_with(*violations: dict[str, Any]) -> Any:
