@@ -70,14 +70,18 @@ def ensure_built() -> Path:
 
 
 def _fresh_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    """``path`` exists and holds no report or picture of an earlier check (only those
+    files are removed: it may be a folder that holds other things)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for pattern in ("linearizability.json", "violation-*.html", "history-*.html"):
+        for old in path.glob(pattern):
+            old.unlink()
 
 
 async def check(history: Path, out_dir: Path, timeout: float) -> dict[str, Any]:
     """Run the checker on ``history``, pictures and ``linearizability.json`` in
-    ``out_dir`` (emptied first: it holds this check's files only). Returns its report
-    plus ``exit``, ``summary`` (its one line), ``wall_s`` and ``picture_paths``;
+    ``out_dir`` (an earlier check's report and pictures there are removed first). Returns
+    its report plus ``exit``, ``summary`` (its one line), ``wall_s`` and ``picture_paths``;
     ``verdict`` is ``error`` if it could not run."""
     t = trio.current_time()
     try:
