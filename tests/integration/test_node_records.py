@@ -13,11 +13,14 @@ from __future__ import annotations
 import re
 
 import orjson
+import pytest
 import trio
 
 from kstate.core.partitioner import partition_for
 from tools import topic as load
 from tools.procs import Node, wait_ready
+
+pytestmark = pytest.mark.fast  # the fast tier (just test-fast)
 
 DELETE = {"cleanup.policy": "delete"}
 

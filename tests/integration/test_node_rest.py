@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import pytest
+
 from kstate.core.partitioner import partition_for
 from kstate.core.records import MARKER_PREFIX
 from tools import topic as load
 from tools.procs import wait_ready
+
+pytestmark = pytest.mark.fast  # the fast tier (just test-fast)
 
 
 def etag_of(partition: int, offset: int) -> str:
