@@ -65,8 +65,15 @@ demo: setup
 node *ARGS: setup
     {{venv}}/bin/kstate node {{ARGS}}
 
+# The linearizability checker (tools/linearizability, Porcupine; needs Go) into
+# .cache/bin/, rebuilt only when its sources changed.
+build-checker: setup
+    {{py}} -m tools.chaos.linearizability build
+
 # Chaos: Kafka + nodes, kill -9/SIGTERM/restart/add/remove (and broker kills with
-# --mode cluster) under a judged read/write workload; prints a table, writes
-# chaos-results/*.json, exits 1 on any violation. just chaos --duration 600 --seed 3
-chaos *ARGS: setup
+# --mode cluster, pauses with --pauses, network cuts with --netcut) under a judged
+# read/write/delete workload; the own checker and Porcupine judge it; prints a table,
+# writes chaos-results/*.json and the history, exits 1 on any violation.
+# just chaos --duration 600 --seed 3
+chaos *ARGS: setup build-checker
     {{py}} -m tools.chaos {{ARGS}}

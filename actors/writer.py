@@ -196,10 +196,15 @@ class _Writer:
     async def _write(self, w: Write, reply: _Once) -> WriteOutcome:
         p = w.partition
         try:
-            with trio.move_on_after(self.catchup_timeout):
+            with trio.move_on_after(min(self.catchup_timeout, self.write_timeout)):
                 await self.state.wait_writable(p)
-            if not self.state.is_writable(p):
+            if not self.state.is_caught_up(p):
                 return Unavailable("catching_up", f"partition {p} is catching up; retry", 1.0)
+            if not self.state.is_writable(p):
+                # caught up, but this node's newest marker is not written yet (Kafka
+                # did not take it, e.g. while it is down)
+                return Unavailable("claiming", f"this node's claim of partition {p} is not "
+                                   "written yet; the write was not applied; retry", 1.0)
             current = self.state.get_nowait(p, w.key)
         except NotServing:
             return not_serving(p)

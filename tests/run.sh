@@ -12,4 +12,8 @@ if [ -z "${KSTATE_TEST_BOOTSTRAP:-}" ]; then
     echo "tests/run.sh: Kafka $KSTATE_TEST_BOOTSTRAP ready in $((SECONDS - start))s"
 fi
 deploy/install-browser.sh  # Debian chromium + chromedriver for the dashboard browser test
-.venv/bin/python -m pytest --durations=30 "$@"
+# Independent tests run side by side against the one broker (unique topics and groups;
+# most of a test's time is waiting for nodes and the group). Tests of one xdist_group
+# run one after the other on one worker.
+workers=${KSTATE_TEST_WORKERS:-4}
+.venv/bin/python -m pytest -n "$workers" --dist loadgroup --durations=30 "$@"

@@ -14,8 +14,12 @@ from kstate.bridge.config import KafkaConfig
 from kstate.bridge.security import check_access, client_args
 
 TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show up
+# A record stays out of compaction this long: time for an owner to repair a key whose
+# latest record was fenced, before the cleaner could drop the key's real state
+# (docs/design.md, "Owner epochs").
+MIN_COMPACTION_LAG_MS = 3_600_000
 # The topic configs a node logs (and checks) at start.
-DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms")
+DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms", "min.compaction.lag.ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,7 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
         if c.topic not in await admin.list_topics():
             configs = {"cleanup.policy": "compact",
                        "min.insync.replicas": str(min(2, c.replication)),
+                       "min.compaction.lag.ms": str(MIN_COMPACTION_LAG_MS),
                        **(create_configs or {})}
             try:
                 await admin.create_topics(

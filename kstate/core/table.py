@@ -205,7 +205,9 @@ class StateTable:
         """Apply records this node produced if they are the partition's next ones
         (offsets position, position+1, ...); whether they were."""
         part = self.partitions.get(pid)
-        if part is None or not part.serving or part.halted is not None or not records:
+        # A held partition, served or revoked: a write produced before its revoke is
+        # applied here like the fetch would have (the revoke waits for such writes).
+        if part is None or part.halted is not None or not records:
             return False
         for i, rec in enumerate(records):
             if rec.offset != part.position + i:

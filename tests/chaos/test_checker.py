@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tools.chaos.checker import Checker, value_for
 from tools.chaos.schedule import plan
+
+pytestmark = pytest.mark.fast  # pure logic, no broker
 
 K = "a@x.test"
 
@@ -169,3 +173,116 @@ def test_every_verdict_kind_is_classified() -> None:
     assert made - OK_KINDS <= VIOLATIONS, made - OK_KINDS - VIOLATIONS
     assert not OK_KINDS & VIOLATIONS
     assert {"lost_update", "refused_visible", "spurious_412"} <= VIOLATIONS
+
+
+def deleted(c: Checker, start: float, end: float, offset: int | None,
+            if_match: int | None = None) -> tuple[int, str]:
+    seq, body = c.begin_write(K, start, if_match=if_match, delete=True)
+    assert body is None
+    etag = None if offset is None else f'"3-{offset}"'
+    return seq, c.end_write(K, seq, end, 204, etag, False).kind
+
+
+def test_404_after_an_acknowledged_delete_is_right_a_value_is_stale() -> None:
+    c = Checker([K])
+    s0 = acked(c, 0.0, 1.0, 10, status=201)
+    _, kind = deleted(c, 2.0, 3.0, 11)
+    assert kind == "acked"
+    assert read(c, 3.5, 4.0, None) == "ok_404"
+    assert read(c, 3.5, 4.0, s0, 10) == "stale"  # the delete was acked before the read
+    assert read(c, 2.5, 4.0, s0, 10) == "ok"  # concurrent with the delete: either
+    assert read(c, 3.5, 4.0, None, final=True) == "ok_404"
+    # a put after the delete creates the key again: 201 is right, then a 404 is not
+    s2 = acked(c, 5.0, 6.0, 12, status=201)
+    assert read(c, 6.5, 7.0, s2, 12) == "ok"
+    assert read(c, 6.5, 7.0, None) == "spurious_404"
+
+
+def test_404_is_right_only_if_some_delete_can_explain_it() -> None:
+    c = Checker([K])
+    acked(c, 0.0, 1.0, 10, status=201)
+    assert read(c, 1.5, 2.0, None) == "spurious_404"
+    amb, _ = c.begin_write(K, 2.0, delete=True)
+    assert c.end_write(K, amb, 7.0, 503, None, True, code="write_timeout").kind == "unavailable"
+    assert read(c, 7.5, 8.0, None) == "ok_404"  # the ambiguous delete may have landed
+    c2 = Checker([K])
+    acked(c2, 0.0, 1.0, 10, status=201)
+    failed, _ = c2.begin_write(K, 2.0, delete=True)
+    assert c2.end_write(K, failed, 3.0, 503, None, True, code="not_owner").kind == "failed"
+    refused, _ = c2.begin_write(K, 3.0, if_match=9, delete=True)
+    assert c2.end_write(K, refused, 4.0, 412, None, False).kind == "precondition_failed"
+    _, noop = deleted(c2, 4.5, 4.6, None)
+    assert noop == "spurious_noop"  # the key existed: nothing to delete is wrong
+    # none of them wrote a tombstone
+    assert read(c2, 5.0, 5.5, None) == "spurious_404"
+    assert read(c2, 5.0, 5.5, None, final=True) == "lost_write"
+    # a delete sent after the read answered cannot explain it
+    later, _ = c2.begin_write(K, 6.0, delete=True)
+    assert read(c2, 5.0, 5.9, None) == "spurious_404"
+    assert read(c2, 5.0, 6.5, None) == "ok_404"  # concurrent with it
+    assert later > 0
+
+
+def test_deletes_move_the_floor_and_are_ordered() -> None:
+    c = Checker([K])
+    acked(c, 0.0, 1.0, 10, status=201)
+    _, kind = deleted(c, 2.0, 3.0, 11)
+    _, again = deleted(c, 3.5, 4.0, None)  # the key is gone: a no-op delete is right
+    assert again == "acked"
+    assert deleted(c, 4.5, 5.0, 9)[1] == "write_reordered"
+    seq, body = c.begin_write(K, 6.0)
+    assert c.end_write(K, seq, 7.0, 201, '"3-12"', False, body).kind == "acked"
+    seq, body = c.begin_write(K, 8.0)
+    assert c.end_write(K, seq, 9.0, 201, '"3-13"', False, body).kind == "spurious_create"
+    assert kind == "acked"
+
+
+def test_conditional_deletes_and_a_tombstone_base() -> None:
+    c = Checker([K])
+    acked(c, 0.0, 1.0, 10, status=201)
+    cas, kind = deleted(c, 2.0, 3.0, 11, if_match=10)
+    assert kind == "acked"
+    # If-Match the tombstone's version: an absent key matches no ETag
+    put, _ = c.begin_write(K, 4.0, if_match=11)
+    assert c.end_write(K, put, 5.0, 412, None, False).kind == "precondition_failed"
+    # If-Match a version replaced by the delete: right
+    late, _ = c.begin_write(K, 6.0, if_match=10, delete=True)
+    assert c.end_write(K, late, 7.0, 412, None, False).kind == "precondition_failed"
+    assert cas >= 0
+
+
+def test_failed_writes_must_never_show() -> None:
+    c = Checker([K])
+    acked(c, 0.0, 1.0, 10, status=201)
+    seq, _ = c.begin_write(K, 2.0)
+    assert c.end_write(K, seq, 3.0, 503, None, True, code="key_busy").kind == "failed"
+    assert read(c, 4.0, 4.5, seq, 11) == "failed_visible"
+    seq2, _ = c.begin_write(K, 5.0)
+    # a code not in the table promises nothing: ambiguous, may show
+    assert c.end_write(K, seq2, 6.0, 503, None, True, code="brand_new").kind == "unavailable"
+    assert read(c, 7.0, 7.5, seq2, 12) == "ok"
+    topic = {K: [(10, value_for(K, 0)), (11, value_for(K, seq)), (12, value_for(K, seq2))]}
+    assert [v.kind for v in c.audit(topic, set())] == ["failed_visible"]
+
+
+def test_topic_audit_of_tombstones() -> None:
+    c = Checker([K])
+    s0 = acked(c, 0.0, 1.0, 10, status=201)
+    d1, _ = deleted(c, 2.0, 3.0, 11)
+    good = {K: [(10, value_for(K, s0)), (11, None)]}
+    assert c.audit(good, set()) == []
+    assert [v.kind for v in c.audit({K: [(10, value_for(K, s0))]}, set())] == ["lost_write"]
+    extra = {K: [(10, value_for(K, s0)), (11, None), (12, None)]}
+    assert [v.kind for v in c.audit(extra, set())] == ["phantom_value"]
+    amb, _ = c.begin_write(K, 4.0, delete=True)
+    c.end_write(K, amb, 5.0, None, None, False)  # no answer: may have written one
+    assert c.audit(extra, set()) == []
+    assert [v.kind for v in c.audit(
+        {K: [(10, value_for(K, s0)), (11, None), (12, None), (13, None)]}, set())] == [
+        "phantom_value"]
+    # a tombstone where a put's ETag said its value is
+    c2 = Checker([K])
+    s = acked(c2, 0.0, 1.0, 10, status=201)
+    assert [v.kind for v in c2.audit({K: [(10, None)]}, set())] == [
+        "etag_mismatch", "lost_write"]
+    assert d1 > s0 >= s

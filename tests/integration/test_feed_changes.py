@@ -23,6 +23,7 @@ from tests.support.feed import (
     feed_url,
     open_feed,
     put_user,
+    verify_gaps,
 )
 from tools.procs import wait_stable
 
@@ -53,6 +54,7 @@ async def test_feed_on_one_node_sees_every_write_from_the_others(make_node, clie
         await everything.read_until(lambda r: want <= r.seen())
         # every acked write exactly as written, and nothing else (no other writer exists)
         check_complete(everything, acked)
+        await verify_gaps(a.bootstrap, a.topic, everything)
         assert {a_.partition for a_ in acked} == set(range(PARTITIONS)), "spread too thin"
 
         mine = [x for x in acked if x.key == shared]
@@ -118,6 +120,7 @@ async def test_feed_resume_after_disconnect_loses_and_duplicates_nothing(make_no
     assert reconnects >= 3, "the writes ended before the test could reconnect"
     assert len(reader.seen()) == len(reader.changes)  # no duplicate (also checked per change)
     check_complete(reader, acked)
+    await verify_gaps(a.bootstrap, a.topic, reader)
     print(f"\nresume: {len(acked)} acked writes, {len(reader.changes)} changes seen over "
           f"{reconnects} reconnects")
 
@@ -176,3 +179,4 @@ async def test_resumed_feeds_hand_over_to_the_shared_broadcaster(make_node, clie
             await r.read_until(lambda r_, w=want: by_offset(w) <= r_.seen(), seconds=60)
             check_complete(r, want)
             assert len(r.seen()) == len(r.changes)
+            await verify_gaps(a.bootstrap, a.topic, r)

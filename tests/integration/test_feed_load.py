@@ -20,6 +20,7 @@ from tests.support.feed import (
     feed_url,
     open_feed,
     put_user,
+    verify_gaps,
 )
 from tools.procs import Node, wait_stable
 from tools.topic import produce, users
@@ -87,6 +88,7 @@ async def test_slow_subscriber_is_cut_off_while_a_fast_one_keeps_up(make_node, c
         assert stats["dropped_subscribers"] == 1  # the slow one, never the fast one
         assert stats["subscribers"] == 1  # the fast one is still subscribed
         check_complete(fast, acked)
+        await verify_gaps(node.bootstrap, node.topic, fast)
 
         # the slow one reads again: a gap-free prefix, then close code 4001
         with trio.fail_after(60):
@@ -103,6 +105,7 @@ async def test_slow_subscriber_is_cut_off_while_a_fast_one_keeps_up(make_node, c
         async with open_feed(node.base, slow, **{"from": slow.from_param()}):
             await slow.read_until(lambda r: want <= r.seen(), seconds=60)
         check_complete(slow, acked)
+        await verify_gaps(node.bootstrap, node.topic, slow)
         print(f"\nslow subscriber: cut off after {got} of {len(acked)} changes "
               f"({len(big) // 1000} kB each), resumed the remaining {len(acked) - got}")
 
@@ -150,6 +153,7 @@ async def test_killing_a_node_does_not_break_feeds_on_the_others(make_node, clie
         for r in (on_a, on_b):
             await r.read_until(lambda r_: want <= r_.seen())
             check_complete(r, acked)
+            await verify_gaps(a.bootstrap, a.topic, r)
         # both connections are still open and still live
         late = await put_user(client, a.base, "late@example.com", "late")
         for r in (on_a, on_b):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from kstate.bridge import KafkaConfig, open_bridge
 from kstate.bridge.tooling import open_tooling
 from kstate.core.messages import Assigned, BridgeEvent, Revoked
 from kstate.core.partitioner import partition_for
+
+pytestmark = pytest.mark.fast  # the fast tier (just test-fast)
 
 
 def settings(bootstrap: str, names: dict[str, str]) -> KafkaConfig:

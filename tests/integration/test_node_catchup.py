@@ -107,7 +107,8 @@ async def test_no_404_during_startup_and_restart_replay(make_node, client, kafka
     for p, stats in ready["partitions"].items():
         assert stats["caught_up"], (p, stats)
         assert stats["lag"] == 0, (p, stats)
-        assert stats["position"] == stats["target"] > 0
+        # at or past the target: the owner's claim marker follows the catch-up target
+        assert stats["position"] >= stats["target"] > 0
     first_replay, first_rate = replay_seconds(ready), replay_rate(ready)
 
     # -- REST writes and deletes, then kill -9 -------------------------------------------

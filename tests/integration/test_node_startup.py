@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import trio
 
 from tools.procs import Node, free_port
+
+pytestmark = pytest.mark.fast  # the fast tier (just test-fast)
 
 
 async def test_sigterm_while_kafka_is_unreachable_exits_zero_at_once(artifacts):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tools.procs import wait_ready
+
+pytestmark = pytest.mark.fast  # the fast tier (just test-fast)
 
 
 async def test_seed_transcript(make_node, client):

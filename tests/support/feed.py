@@ -2,10 +2,12 @@
 the API while remembering where each acknowledged write landed (its ETag).
 
 ``FeedReader`` tracks, per partition, the next offset it expects (from the hello
-message, then from every change) and fails on any change that is out of order,
-duplicated or leaves a gap. In these tests every record of the topic is a valid user
-change from a non-transactional producer on a fresh topic (no compaction yet), so
-offsets are contiguous and "no gap" can be asserted exactly.
+message, then from every change) and fails on any change that is out of order or
+duplicated. In these tests every record of the topic is a valid user change or an
+owner's claim marker (which the feed does not stream: it is no change) on a fresh topic
+(no compaction yet), so every gap the reader sees is recorded and ``verify_gaps``
+checks against the topic itself that each skipped offset holds a marker: "no change
+missed" is asserted exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 import httpx
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
+
+from kstate.core.records import MARKER_PREFIX
+from tools.topic import read_all
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,9 @@ class FeedReader:
     # partition -> next offset this reader expects (hello, then every change)
     positions: dict[int, int] = field(default_factory=dict)
     changes: list[dict[str, Any]] = field(default_factory=list)
-    contiguous: bool = True  # fail on gaps (False when filtering by key)
+    contiguous: bool = True  # record gaps (False when filtering by key)
+    # (partition, first skipped offset, offset after the gap): see verify_gaps
+    gaps: list[tuple[int, int, int]] = field(default_factory=list)
 
     async def read_hello(self) -> dict[int, int]:
         msg = json.loads(await self.ws.get_message())
@@ -90,7 +97,9 @@ class FeedReader:
         expected = self.positions.get(p)
         assert expected is not None, f"change of partition {p} not in hello: {change}"
         if self.contiguous:
-            assert o == expected, f"partition {p}: got offset {o}, expected {expected}"
+            assert o >= expected, f"partition {p}: got offset {o}, expected {expected}"
+            if o > expected:
+                self.gaps.append((p, expected, o))
         else:
             assert o >= expected, f"partition {p}: offset {o} went back (expected >= {expected})"
         self.positions[p] = o + 1
@@ -113,6 +122,18 @@ class FeedReader:
     def from_param(self) -> str:
         """``from=`` that resumes exactly after what this reader has seen."""
         return ",".join(f"{p}:{o - 1}" for p, o in sorted(self.positions.items()))
+
+
+async def verify_gaps(bootstrap: str, topic: str, *readers: FeedReader) -> None:
+    """Every offset a contiguous reader skipped holds an owner's claim marker."""
+    records = await read_all(bootstrap, topic)
+    keys = {(p, rec.offset): rec.key for p, recs in records.items() for rec in recs}
+    for reader in readers:
+        for p, start, end in reader.gaps:
+            for o in range(start, end):
+                key = keys.get((p, o)) or b""
+                assert key.startswith(MARKER_PREFIX), \
+                    f"the feed skipped partition {p} offset {o}: {key!r} is not a marker"
 
 
 def feed_url(base: str, **params: str) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast  # the fast tier (just test-fast)
+
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "linearizability"
 TESTDATA = sorted((TOOL / "testdata").glob("*.jsonl"))
 EXPECTED_EXIT = {"ok": 0, "violation": 1, "bad": 2}

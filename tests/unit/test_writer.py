@@ -90,7 +90,7 @@ async def test_claims_before_writing_and_answers_from_the_apply(autojump_clock):
         box = await write(send, b"a@x", user("a@x", "one"))
         got = await box.wait()  # no marker of ours yet: nothing is written
         assert isinstance(got, Unavailable)
-        assert got.reason == "catching_up"
+        assert got.reason == "claiming"
         assert log.records == []
         await send.send(Claim(frozenset({0})))
         with trio.fail_after(1):

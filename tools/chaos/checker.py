@@ -2,63 +2,75 @@
 
 What is checked, and why it is sound
 ====================================
-The workload never deletes. Before the chaos starts every key is written once and
-acknowledged (seq 0), so every key exists for the whole run. Every write carries a
-value no other write carries: ``{"name": "<key>#<seq>", "email": "<key>"}``, with ``seq``
-unique per key, so a read names the write it returns. All times are one clock
-(``time.monotonic()`` of the harness process): ``start`` when the request is sent,
-``end`` when its answer (or error) arrived.
+Before the chaos starts every key is written once and acknowledged (seq 0). Most keys
+are never deleted, so they exist for the whole run; the *delete keys* (see phases.py)
+also get deletes, conditional or not. Every put carries a value no other write carries:
+``{"name": "<key>#<seq>", "email": "<key>"}``, with ``seq`` unique per key (deletes
+take a seq too, but write no value), so a read names the write it returns. All times
+are one clock (``time.monotonic()`` of the harness process): ``start`` when the request
+is sent, ``end`` when its answer (or error) arrived.
 
-Versions. A REST answer carries ``ETag: "<partition>-<offset>"``. Offsets of one key
-are totally ordered (a key's partition never changes: the partition count is fixed),
-and that order is the topic's order, i.e. the order in which writes took effect.
-The checker compares versions by offset, never by ``seq``: a write that timed out may
-land later than a write issued after it, and only the offset says which one won.
+Versions. A REST answer carries ``ETag: "<partition>-<offset>"`` (a delete that wrote
+a tombstone answers 204 with the tombstone's ETag; one of a missing key writes nothing
+and answers 204 without one: a *no-op delete*). Offsets of one key are totally ordered
+(a key's partition never changes: the partition count is fixed), and that order is the
+topic's order, i.e. the order in which writes took effect. The checker compares
+versions by offset, never by ``seq``: a write that timed out may land later than a
+write issued after it, and only the offset says which one won.
 
-A write ends in one of:
-- **acked**: 200/201 with an ETag. Its offset is known. It took effect no later than
-  its ``end``.
-- **ambiguous**: 503 (+Retry-After), a timeout, a dropped connection, or any other
-  answer that is not an ack. It may or may not take effect, at any later time (an
-  old owner's producer may still be retrying it). It is *not* a violation by itself.
+A write ends in one of (outcomes.py holds the one table of what an answer means):
+- **acked**: 200/201 (put) or 204 (delete). Its offset is known (none for a no-op
+  delete). It took effect no later than its ``end``.
+- **refused**: 412 to a conditional write. Never applied.
+- **failed**: any other 4xx, or a 503 whose code promises nothing was written
+  (``not_owner``, ``catching_up``, ...). Never applied.
+- **ambiguous**: a 503 whose code promises nothing, a code not in the table, a timeout,
+  a dropped connection, any other answer. It may or may not take effect, at any later
+  time (an old owner's producer may still be retrying it). Not a violation by itself.
 A write still waiting for its answer is **pending**; it may already be visible.
 
 The floor of a read. ``F(t)`` = the largest offset among writes acked (answer
-received) before ``t``. A read that began at ``rs`` must return a version ``>= F(rs)``:
-that write finished before the read started, so the promise (§5 rule 2: a write
-acknowledged by any node is visible to every later read on every node) requires it.
-Writes acked while the read was in flight are concurrent with it: either answer is
-right. The observed floor ``O(t)`` = the largest offset any read *returned* before
-``t``; reads must not go back below it either (a committed record once served stays).
+received) before ``t``, puts and deletes alike. A read that began at ``rs`` must return
+a version ``>= F(rs)``: that write finished before the read started, so the promise (a
+write acknowledged by any node is visible to every later read on every node) requires
+it. Writes acked while the read was in flight are concurrent with it: either answer is
+right. The observed floor ``O(t)`` = the largest offset any read *returned* (a 200)
+before ``t``; reads must not go back below it either (a committed record once served
+stays).
 
 Verdicts of a 200 ``{"name": "<key>#<seq>"}`` with offset ``o`` (violations in caps):
-- the body must be a JSON object with this key as email and a name we wrote:
-  else PHANTOM_VALUE; the write must have started before the read ended: else
-  FUTURE_VALUE.
+- the body must be a JSON object with this key as email and a name a put wrote: else
+  PHANTOM_VALUE; that put must have started before the read ended: else FUTURE_VALUE;
+  it must not have been refused (REFUSED_VISIBLE) or failed (FAILED_VISIBLE).
 - one offset <-> one write: if ``seq`` has a known offset (acked or seen before) it
   must be ``o``, and ``o`` must not be known for another seq: else ETAG_MISMATCH.
   The partition in every ETag of a key must agree: else ETAG_PARTITION.
-- ``o < F(rs)``: STALE (an acknowledged write, finished before the read began, is not
-  visible). ``o < O(rs)``: NON_MONOTONIC (a reader saw a newer committed version
-  earlier).
+- ``o < F(rs)``: STALE (an acknowledged write or delete, finished before the read
+  began, is not visible). ``o < O(rs)``: NON_MONOTONIC.
 - ``o >= F(rs)`` and the write is ambiguous or pending: acceptable as a later value only
-  if it was not over before the floor write began (the brief's rule: it was written
-  after the last acked write began, or concurrently with it). An ambiguous write whose
-  answer (503/timeout) came *before* the floor write was even sent, and which now shows
-  over it, took effect after a later write was acknowledged: LATE_AMBIGUOUS. (The
-  workload keeps one write per key in flight, so every earlier write of a key was over
-  before the next began; the rule is exact either way.)
+  if it was not over before the floor write began. An ambiguous write whose answer came
+  *before* the floor write was even sent, and which now shows over it, took effect
+  after a later write was acknowledged: LATE_AMBIGUOUS (kstate promises more than
+  linearizability here: a write it answered 503 must not land over a write issued after
+  that answer). The workload keeps one write per key in flight, so every earlier write
+  of a key was over before the next began; the rule is exact either way.
 - otherwise ok.
-A 404: SPURIOUS_404 if ``F(rs)`` or ``O(rs)`` exists (the key exists: no deletes), else ok
-(cannot happen after the seeding phase, but kept exact).
+A 404 (and a no-op delete, which says the owner found the key missing) is judged by
+whether the key can have been absent: let ``m`` be the newest version known before
+``rs`` (``max(F(rs), O(rs))``). No ``m``, or ``m`` a tombstone: ok. ``m`` a put: ok only if
+some delete can have put a tombstone above ``m`` before the answer (acked with an
+offset above ``m``, or pending/ambiguous, and sent before the answer; refused, failed
+and no-op deletes write nothing); else SPURIOUS_404 (a no-op delete: SPURIOUS_NOOP).
+This is deliberately conservative (Porcupine judges the exact order of deletes): it
+never calls a right 404 wrong, and on keys without deletes it is the old exact rule.
 The final verification reads every key from every live node after the workload
 stopped and the group is stable; there a STALE or SPURIOUS_404 is a LOST_WRITE.
 
 Verdicts of a write answer:
-- ack without ETag: NO_ETAG. Ack offset ``o <= F(ws)``, the floor when the write began:
-  WRITE_REORDERED (a write issued after another was acknowledged must land after it).
-  201 Created although ``F(ws)`` or ``O(ws)`` exists: SPURIOUS_CREATE (the owner's state
-  lacked a key that exists: a lost write seen from the inside).
+- put ack without ETag: NO_ETAG. Ack offset ``o <= F(ws)``, the floor when the write
+  began: WRITE_REORDERED (a write issued after another was acknowledged must land after
+  it). 201 Created although the key cannot have been absent (the 404 rule above, over
+  the write's time): SPURIOUS_CREATE (the owner's state lacked a key that exists).
 - 5xx other than 503, or 503 without Retry-After: BAD_5XX (the write is ambiguous too).
 - any other unexpected status (the workload only sends valid requests): BAD_STATUS.
 Conditional writes (``If-Match: "<p>-<base>"``, base = the version a read just
@@ -66,11 +78,11 @@ returned) are checked against the promise that the owner checks If-Match on its
 caught-up state, serialized per key:
 - 412: PRECONDITION_FAILED is fine if some other write of the key may have taken
   effect above ``base`` before the answer; if none can have (every other write is
-  placed at or below ``base``, or began after the answer), SPURIOUS_412.
-- a refused (412) write must never be visible: REFUSED_VISIBLE.
-- in the topic, the record right before a conditional write's record must be
-  ``base`` (acknowledged or not: a conditional write that lands over a version it did
-  not see is a lost update): LOST_UPDATE.
+  placed at or below ``base``, or began after the answer, or never applied),
+  SPURIOUS_412.
+- the topic audit (audit.py) checks that the record right before a conditional write's
+  record is ``base`` (acknowledged or not: a conditional write that lands over a
+  version it did not see is a lost update): LOST_UPDATE.
 Reads get the same status checks. Request errors are classified by the harness (a node
 it just killed is ``node_down``, not a violation; an error from a node that was up for
 the whole request is ERROR_ALIVE).
@@ -86,21 +98,33 @@ from typing import Literal
 
 import orjson
 
-WriteState = Literal["pending", "acked", "ambiguous", "refused"]
+from tools.chaos.outcomes import Op, classify
+
+WriteState = Literal["pending", "acked", "ambiguous", "refused", "failed"]
 
 ETAG_RE = re.compile(r'^"(\d+)-(\d+)"$')
 
 # Verdict kinds that are fine; every other kind is a violation (VIOLATIONS lists the
 # known ones; test_checker checks the list is complete).
 OK_KINDS = frozenset({"ok", "ok_404", "acked", "unavailable", "ambiguous", "timeout",
-                      "node_down", "no_node", "precondition_failed"})
+                      "node_down", "no_node", "precondition_failed", "failed"})
 VIOLATIONS = frozenset({
     "phantom_value", "future_value", "etag_mismatch", "etag_partition", "stale",
-    "non_monotonic", "late_ambiguous", "spurious_404", "lost_write", "no_etag",
-    "write_reordered", "spurious_create", "bad_5xx", "bad_status", "bad_body",
-    "duplicate_write", "spurious_412", "refused_visible", "lost_update",
+    "non_monotonic", "late_ambiguous", "spurious_404", "spurious_noop", "lost_write",
+    "no_etag", "write_reordered", "spurious_create", "bad_5xx", "bad_status", "bad_body",
+    "duplicate_write", "spurious_412", "refused_visible", "failed_visible", "lost_update",
     "error_alive", "node_crashed", "not_recovered", "shutdown_timeout", "start_failed",
-    "unclean_exit",
+    "unclean_exit", "linearizability", "checkers_disagree", "checker_error",
+})
+# The violations a single history can show to a linearizability checker: if the own
+# checker finds one of these, Porcupine must find the history illegal too, and the other
+# way round (report.py compares). The others are about the topic (the audit), about
+# processes, or stricter than linearizability (late_ambiguous: kstate promises that a
+# write answered 503 does not land over one issued after that answer).
+HISTORY_VIOLATIONS = frozenset({
+    "phantom_value", "future_value", "stale", "non_monotonic", "spurious_404",
+    "spurious_noop", "lost_write", "write_reordered", "spurious_create", "spurious_412",
+    "refused_visible", "failed_visible",
 })
 
 
@@ -124,6 +148,12 @@ class WriteRec:
     state: WriteState = "pending"
     offset: int | None = None
     if_match: int | None = None  # conditional write: the offset it was based on
+    delete: bool = False  # a delete (writes a tombstone, or nothing if the key is missing)
+
+    @property
+    def may_tombstone_above(self) -> bool:
+        """A delete that can have written a tombstone at an offset not yet known."""
+        return self.delete and self.state in ("pending", "ambiguous") and self.offset is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +204,13 @@ class KeyHistory:
     observed: _Floor = field(default_factory=_Floor)
     by_offset: dict[int, int] = field(default_factory=dict)  # offset -> seq
 
+    def newest_before(self, t: float) -> tuple[int, int] | None:
+        """(offset, seq) of the newest version acked or read before ``t``."""
+        a, o = self.acked.before(t), self.observed.before(t)
+        if a is None or o is None:
+            return a or o
+        return a if a[0] >= o[0] else o
+
 
 class Checker:
     """Holds every key's history; judges answers. Synchronous: the harness calls it
@@ -185,47 +222,62 @@ class Checker:
         self.violations: list[dict[str, object]] = []
 
     # -- writes ----------------------------------------------------------------
-    def begin_write(self, key: str, start: float, if_match: int | None = None
-                    ) -> tuple[int, bytes]:
+    def begin_write(self, key: str, start: float, if_match: int | None = None,
+                    delete: bool = False) -> tuple[int, bytes | None]:
+        """A new write of ``key``: its seq and the body to PUT (None for a delete)."""
         h = self.hist[key]
         seq = h.next_seq
         h.next_seq += 1
-        h.writes[seq] = WriteRec(seq, start, if_match=if_match)
-        return seq, value_for(key, seq)
+        h.writes[seq] = WriteRec(seq, start, if_match=if_match, delete=delete)
+        return seq, None if delete else value_for(key, seq)
 
     def end_write(self, key: str, seq: int, end: float, status: int | None,
-                  etag: str | None, retry_after: bool, body: bytes = b"") -> Verdict:
+                  etag: str | None, retry_after: bool, body: bytes = b"",
+                  code: str | None = None) -> Verdict:
         """``status`` None = request error or timeout (the harness classifies those;
-        here they only make the write ambiguous)."""
+        here they only make the write ambiguous). ``code``: the error code of the body."""
         h = self.hist[key]
         w = h.writes[seq]
         w.end = end
-        if status in (200, 201):
+        op: Op = "delete" if w.delete else "put"
+        if not w.delete and status in (200, 201):
             return self._acked(h, w, end, status, etag, body)
+        if w.delete and status == 204:
+            return self._acked_delete(h, w, end, etag)
         if status == 412 and w.if_match is not None:
             return self._refused(h, w)
-        w.state = "ambiguous"
+        w.state = "failed" if classify(op, status, code) == "fail" else "ambiguous"
         if status is None:
             return Verdict("ambiguous")
-        return self._status_verdict(status, retry_after) or Verdict(
-            "bad_status", f"PUT {key} seq={seq} answered {status}")
+        verdict = self._status_verdict(status, retry_after)
+        if verdict is None:
+            return Verdict("bad_status", f"{op} {key} seq={seq} answered {status} {code}")
+        if verdict.kind == "unavailable" and w.state == "failed":
+            return Verdict("failed")
+        return verdict
 
     def _refused(self, h: KeyHistory, w: WriteRec) -> Verdict:
-        """412 to ``If-Match: <base>``: right only if another write may have taken
-        effect over ``base`` before the answer (acked or seen at a later offset, or
-        not known to have failed and not placed below it)."""
+        """412 to ``If-Match: <base>``: right if ``base`` is a tombstone (an absent key
+        matches no ETag), or if another write may have taken effect over ``base`` before
+        the answer (acked or seen at a later offset, or not known to have failed and
+        not placed below it)."""
         w.state = "refused"
         base = w.if_match
         assert base is not None
         assert w.end is not None
+        known = h.by_offset.get(base)
+        if known is not None and h.writes[known].delete:
+            return Verdict("precondition_failed")
         for other in h.writes.values():
-            if other is w or other.state == "refused" or other.start >= w.end:
+            if other is w or other.state in ("refused", "failed") or other.start >= w.end:
                 continue
+            if other.state == "acked" and other.delete and other.offset is None:
+                continue  # a no-op delete wrote nothing
             if other.offset is None or other.offset > base:
                 return Verdict("precondition_failed")
         return Verdict("spurious_412",
-                       f"PUT {h.key} seq={w.seq} If-Match {base}: 412, but no other write "
-                       f"of the key can be newer than offset {base}")
+                       f"{self._op(w)} {h.key} seq={w.seq} If-Match {base}: 412, but no "
+                       f"other write of the key can be newer than offset {base}")
 
     def _acked(self, h: KeyHistory, w: WriteRec, end: float, status: int,
                etag: str | None, body: bytes) -> Verdict:
@@ -237,7 +289,6 @@ class Checker:
         part, off = parsed
         bad = self._place(h, w.seq, part, off, "PUT")
         floor = h.acked.before(w.start)
-        seen = h.observed.before(w.start)
         h.acked.add(end, off, w.seq)
         if bad is not None:
             return bad
@@ -247,11 +298,50 @@ class Checker:
             return Verdict("write_reordered",
                            f"PUT {h.key} seq={w.seq} acked at offset {off}, but seq="
                            f"{floor[1]} at offset {floor[0]} was acked before it began")
-        if status == 201 and (floor is not None or seen is not None):
+        if status == 201 and not self._may_be_absent(h, w.start, end, exclude=w):
             return Verdict("spurious_create",
                            f"PUT {h.key} seq={w.seq} answered 201 Created, but the key "
-                           f"existed (acked {floor}, seen {seen})")
+                           f"existed (newest before: {h.newest_before(w.start)})")
         return Verdict("acked")
+
+    def _acked_delete(self, h: KeyHistory, w: WriteRec, end: float,
+                      etag: str | None) -> Verdict:
+        w.state = "acked"
+        parsed = parse_etag(etag)
+        if parsed is None:
+            # Nothing written: the owner found the key missing.
+            if self._may_be_absent(h, w.start, end, exclude=w):
+                return Verdict("acked")
+            return Verdict("spurious_noop",
+                           f"DELETE {h.key} seq={w.seq} wrote nothing (key missing), but "
+                           f"the key existed (newest before: {h.newest_before(w.start)})")
+        part, off = parsed
+        bad = self._place(h, w.seq, part, off, "DELETE")
+        floor = h.acked.before(w.start)
+        h.acked.add(end, off, w.seq)
+        if bad is not None:
+            return bad
+        if floor is not None and off <= floor[0]:
+            return Verdict("write_reordered",
+                           f"DELETE {h.key} seq={w.seq} acked at offset {off}, but seq="
+                           f"{floor[1]} at offset {floor[0]} was acked before it began")
+        return Verdict("acked")
+
+    def _may_be_absent(self, h: KeyHistory, start: float, end: float,
+                       exclude: WriteRec | None = None) -> bool:
+        """Can the key have been absent at some instant in [start, end]? See the 404
+        rule in the module docstring."""
+        newest = h.newest_before(start)
+        if newest is None or h.writes[newest[1]].delete:
+            return True
+        top = newest[0]
+        for d in h.writes.values():
+            if d is exclude or not d.delete or d.start >= end:
+                continue
+            if d.may_tombstone_above or (d.state == "acked" and d.offset is not None
+                                         and d.offset > top):
+                return True
+        return False
 
     def _place(self, h: KeyHistory, seq: int, part: int, off: int, what: str
                ) -> Verdict | None:
@@ -280,18 +370,19 @@ class Checker:
                    final: bool = False) -> Verdict:
         h = self.hist[key]
         if status == 404:
-            return self._judge_404(h, start, final)
+            return self._judge_404(h, start, end, final)
         if status != 200:
             return self._status_verdict(status, retry_after) or Verdict(
                 "bad_status", f"GET {key} answered {status}: {body[:200]!r}")
-        seq = self._seq_of(h, body)
+        seq = self.seq_of(h, body)
         if seq is None:
             return Verdict("phantom_value", f"GET {key} returned {body[:200]!r}")
         w = h.writes[seq]
         if w.start >= end:
             return Verdict("future_value", f"GET {key} returned seq={seq} written after it")
-        if w.state == "refused":
-            return Verdict("refused_visible", f"GET {key} returned seq={seq}, refused with 412")
+        if w.state in ("refused", "failed"):
+            return Verdict(f"{w.state}_visible",
+                           f"GET {key} returned seq={seq}, which was answered as {w.state}")
         parsed = parse_etag(etag)
         if parsed is None:
             return Verdict("no_etag", f"GET {key} 200 ETag={etag!r}")
@@ -304,7 +395,8 @@ class Checker:
             return bad
         if floor is not None and off < floor[0]:
             kind = "lost_write" if final else "stale"
-            return Verdict(kind, f"GET {key} returned seq={seq}@{off}; seq={floor[1]}@"
+            what = "delete" if h.writes[floor[1]].delete else "write"
+            return Verdict(kind, f"GET {key} returned seq={seq}@{off}; {what} seq={floor[1]}@"
                                  f"{floor[0]} was acked before the read began")
         if seen is not None and off < seen[0]:
             kind = "lost_write" if final else "non_monotonic"
@@ -319,17 +411,16 @@ class Checker:
                                f"{floor[1]}@{floor[0]} began) after that ack")
         return OK
 
-    def _judge_404(self, h: KeyHistory, start: float, final: bool) -> Verdict:
-        floor = h.acked.before(start)
-        seen = h.observed.before(start)
-        if floor is None and seen is None:
+    def _judge_404(self, h: KeyHistory, start: float, end: float, final: bool) -> Verdict:
+        if self._may_be_absent(h, start, end):
             return Verdict("ok_404")
         kind = "lost_write" if final else "spurious_404"
-        return Verdict(kind, f"GET {h.key} answered 404; acked before: {floor}, "
-                             f"seen before: {seen}")
+        return Verdict(kind, f"GET {h.key} answered 404; acked before: "
+                             f"{h.acked.before(start)}, seen before: {h.observed.before(start)}"
+                             ", and no delete can have removed it")
 
-    @staticmethod
-    def _seq_of(h: KeyHistory, body: bytes) -> int | None:
+    def seq_of(self, h: KeyHistory, body: bytes) -> int | None:
+        """The seq of the put whose exact value ``body`` is, else None."""
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -342,10 +433,14 @@ class Checker:
         if not isinstance(name, str) or not name.startswith(prefix):
             return None
         tail = name[len(prefix):]
-        if not tail.isdigit() or int(tail) not in h.writes:
+        if not tail.isdigit() or int(tail) not in h.writes or h.writes[int(tail)].delete:
             return None
         seq = int(tail)
         return seq if body == value_for(h.key, seq) else None
+
+    @staticmethod
+    def _op(w: WriteRec) -> str:
+        return "DELETE" if w.delete else "PUT"
 
     @staticmethod
     def _status_verdict(status: int, retry_after: bool) -> Verdict | None:
@@ -359,64 +454,10 @@ class Checker:
     # -- the topic itself ---------------------------------------------------------------
     def audit(self, records: Mapping[str, Sequence[tuple[int, bytes | None]]],
               compacted: set[int]) -> list[Verdict]:
-        """Judge the topic as Kafka holds it, after the run: ``records`` maps each key
-        to its (offset, value) in offset order; ``compacted`` partitions have gaps.
+        """Judge the topic as Kafka holds it after the run (see audit.py)."""
+        from tools.chaos.audit import audit
 
-        Every record of a key must be a write we sent (PHANTOM_VALUE), at the offset
-        its ETag said (ETAG_MISMATCH), once (DUPLICATE_WRITE: a produce retried into a
-        second record). Every acknowledged write must be there (LOST_WRITE; in a
-        compacted partition only the newest acknowledged write of a key is sure to be).
-        No ambiguous write may sit after a write that began after its answer
-        (LATE_AMBIGUOUS, whether or not a reader happened to see it)."""
-        out: list[Verdict] = []
-        for key, h in self.hist.items():
-            at: dict[int, int] = {}  # seq -> offset in the topic
-            prev: int | None = None  # offset of the key's record before this one
-            for off, value in records.get(key, []):
-                seq = None if value is None else self._seq_of(h, value)
-                if seq is None:
-                    out.append(Verdict("phantom_value", f"topic {key}@{off}: {value!r:.120}"))
-                    continue
-                if seq in at:
-                    out.append(Verdict("duplicate_write",
-                                       f"topic {key}: seq={seq} at {at[seq]} and {off}"))
-                    continue
-                w = h.writes[seq]
-                if w.state == "refused":
-                    out.append(Verdict("refused_visible",
-                                       f"topic {key}@{off}: seq={seq} was refused with 412"))
-                if (w.if_match is not None and prev != w.if_match
-                        and h.partition not in compacted):
-                    out.append(Verdict(
-                        "lost_update",
-                        f"topic {key}@{off}: seq={seq} ({w.state}) was written If-Match "
-                        f"{w.if_match}, but the record before it is at {prev}"))
-                prev = off
-                at[seq] = off
-                if w.offset is not None and w.offset != off:
-                    out.append(Verdict("etag_mismatch",
-                                       f"topic {key}: seq={seq} at {off}, ETag said {w.offset}"))
-            newest = self.last_acked(key)
-            acked = sorted(((w.offset, w) for w in h.writes.values()
-                            if w.state == "acked" and w.offset is not None),
-                           key=lambda pair: pair[0])
-            for off, w in acked:
-                if w.seq not in at and (h.partition not in compacted
-                                        or (newest is not None and newest[1] == w.seq)):
-                    out.append(Verdict("lost_write",
-                                       f"topic {key}: acked seq={w.seq}@{off} is not there"))
-            for seq, off in at.items():
-                x = h.writes[seq]
-                if x.state == "acked" or x.end is None:
-                    continue
-                later = [a for a_off, a in acked if a_off < off and x.end < a.start]
-                if later:
-                    out.append(Verdict(
-                        "late_ambiguous",
-                        f"topic {key}: {x.state} seq={seq} landed at {off}, after acked "
-                        f"seq={later[-1].seq}@{later[-1].offset} that began "
-                        f"{later[-1].start - x.end:.3f}s after seq={seq} was answered"))
-        return out
+        return audit(self, records, compacted)
 
     # -- bookkeeping -------------------------------------------------------------
     def record(self, verdict: Verdict, **context: object) -> None:

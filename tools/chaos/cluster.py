@@ -30,26 +30,48 @@ State = Literal["starting", "up", "stopping", "paused", "down", "removed"]
 
 
 class KafkaRun:
-    """A broker (single) or a 3-broker cluster started by this run, or an existing one."""
+    """A broker (single) or a 3-broker cluster started by this run, or an existing one.
+    With ``slots`` > 0 every broker also gets that many proxy slots (kafka.sh
+    ``KAFKA_PROXY_SLOTS``): :attr:`slot_routes` maps slot k to (advertised, internal)
+    ports, one pair per broker, for the netcut proxies (slots.py)."""
 
     def __init__(self, mode: Literal["single", "cluster"], name: str,
-                 bootstrap: str | None = None) -> None:
+                 bootstrap: str | None = None, slots: int = 0) -> None:
         self.mode = mode
         self.name = name
         self.bootstrap = bootstrap or ""
         self.owned = bootstrap is None
         self.down: set[int] = set()
+        self.slots = slots
+        self.slot_routes: dict[int, list[tuple[int, int]]] = {}
+        if slots and not self.owned:
+            raise ValueError("network cuts need proxy slots, i.e. a Kafka this run starts "
+                             "(not --bootstrap)")
 
     @property
     def can_kill_brokers(self) -> bool:
         return self.owned and self.mode == "cluster"
 
+    @property
+    def run_dir(self) -> Path:
+        return Path(os.environ.get("KAFKA_CACHE", REPO / ".cache" / "kafka")) / "run" / self.name
+
     async def start(self) -> str:
+        """Start Kafka (RuntimeError if it cannot); return the bootstrap."""
         if not self.owned:
             return self.bootstrap
         cmd = "up" if self.mode == "single" else "cluster-up"
-        res = await _kafka_sh(cmd, self.name, within=300)
+        res = await _kafka_sh(cmd, self.name, within=300,
+                              env={"KAFKA_PROXY_SLOTS": str(self.slots)})
         self.bootstrap = res.strip().splitlines()[-1]
+        if self.slots:
+            for line in (self.run_dir / "slots").read_text().splitlines():
+                slot, _broker, advertised, internal = (int(x) for x in line.split())
+                self.slot_routes.setdefault(slot, []).append((advertised, internal))
+            brokers = 1 if self.mode == "single" else 3
+            if sorted(self.slot_routes) != list(range(1, self.slots + 1)) or any(
+                    len(r) != brokers for r in self.slot_routes.values()):
+                raise RuntimeError(f"kafka.sh wrote unexpected slots: {self.slot_routes}")
         return self.bootstrap
 
     async def broker_stop(self, i: int) -> None:
@@ -67,12 +89,11 @@ class KafkaRun:
         cmd = "down" if self.mode == "single" else "cluster-down"
         subprocess.run([str(KAFKA_SH), cmd, self.name], timeout=120, check=False,
                        capture_output=True)
-        cache = Path(os.environ.get("KAFKA_CACHE", REPO / ".cache" / "kafka"))
-        shutil.rmtree(cache / "run" / self.name, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-async def _kafka_sh(*args: str, within: float) -> str:
-    env = {**os.environ, "KAFKA_PORT": "0"}
+async def _kafka_sh(*args: str, within: float, env: dict[str, str] | None = None) -> str:
+    env = {**os.environ, "KAFKA_PORT": "0", **(env or {})}
     with trio.fail_after(within):
         res = await trio.run_process([str(KAFKA_SH), *args], env=env, capture_stdout=True,
                                      capture_stderr=True, check=False)
@@ -90,6 +111,7 @@ class Member:
     node: Node
     state: State = "down"
     incarnation: int = 0  # bumped on every start and every decision to stop
+    isolated: bool = False  # its Kafka connections are blackholed (a cut event)
     exited: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -104,6 +126,7 @@ class Cluster:
     group: str
     log_dir: Path
     extra_env: dict[str, str]
+    bootstraps: dict[int, str] = field(default_factory=dict)  # node index -> its own route
     members: dict[int, Member] = field(default_factory=dict)
     problems: list[dict[str, object]] = field(default_factory=list)  # violations
     notes: list[dict[str, object]] = field(default_factory=list)  # worth knowing, not wrong
@@ -112,8 +135,8 @@ class Cluster:
     def up(self) -> list[Member]:
         return [m for m in self.members.values() if m.state == "up"]
 
-    def pick(self, rng: random.Random) -> Member | None:
-        up = self.up()
+    def pick(self, rng: random.Random, avoid: Member | None = None) -> Member | None:
+        up = [m for m in self.up() if m is not avoid]
         return rng.choice(up) if up else None
 
     def still_up(self, m: Member, incarnation: int) -> bool:
@@ -121,7 +144,8 @@ class Cluster:
 
     # -- changes -----------------------------------------------------------------
     def new_member(self, index: int) -> Member:
-        node = Node(bootstrap=self.kafka.bootstrap, topic=self.topic, group=self.group,
+        node = Node(bootstrap=self.bootstraps.get(index, self.kafka.bootstrap),
+                    topic=self.topic, group=self.group,
                     log_dir=self.log_dir, extra=dict(self.extra_env))
         m = Member(index, node)
         self.members[index] = m

@@ -10,18 +10,21 @@ Phases (all bounded):
    before it caught up would answer from a half-built state, and the window in which
    that shows is as long as the replay.
 2. Seed: PUT every key once until acknowledged, so every key exists (no 404 is right).
-3. Chaos for ``duration`` s: ``clients`` trio tasks send GET/PUT to random ``up`` nodes at
-   ``rate`` requests/s in total (``read_back`` of the acknowledged writes are read back at
-   once through another random node; ``cas`` of the writes are If-Match the version a
-   read just returned); a prober reads one key per partition every
-   ``probe_interval`` s (rotating through the keys); events fire per the schedule. After
-   each event the harness waits until the group is stable again over the nodes it
-   believes up and a sweep has read every key correctly (``all_keys_s``), then keeps
-   the planned gap before the next event.
+3. Chaos for ``duration`` s: ``clients`` trio tasks send GET/PUT (and DELETE on the
+   delete keys) to random ``up`` nodes at ``rate`` requests/s in total (``read_back`` of
+   the acknowledged writes are read back at once through another random node; ``cas`` of
+   the writes are If-Match the version a read just returned); a prober reads one key per
+   partition every ``probe_interval`` s (rotating through the keys); events fire per the
+   schedule (a ``cut`` isolates a node from Kafka: isolation.py). After each event the
+   harness waits until the group is stable again over the nodes it believes up and a
+   sweep has read every key correctly (``all_keys_s``); after a cut or a pause it also
+   reads every key from every node; then it keeps the planned gap before the next event.
 4. Final verification: workload stopped, group stable, every key read from every live
    node and judged against every acknowledged write (a wrong answer = ``lost_write``);
-   then the whole topic is read from Kafka and audited (checker.Checker.audit).
-5. Teardown: SIGTERM every node (must exit 0), stop Kafka, write the JSON.
+   then the whole topic is read from Kafka and audited (audit.py).
+5. Teardown: SIGTERM every node (must exit 0), stop the proxies and Kafka.
+6. Porcupine (linearizability.py) checks the history every request was recorded in
+   (history.py); both verdicts go into the JSON and the summary.
 """
 
 from __future__ import annotations
@@ -41,10 +44,13 @@ import trio
 from kstate.bridge import KafkaConfig
 from kstate.bridge.tooling import open_tooling
 from kstate.core.partitioner import partition_for
+from tools.chaos import linearizability
 from tools.chaos.checker import Checker
 from tools.chaos.cluster import Cluster, KafkaRun
+from tools.chaos.history import History
 from tools.chaos.phases import Run
-from tools.chaos.schedule import Kind, plan
+from tools.chaos.schedule import Event, Kind, plan, slots_needed
+from tools.chaos.slots import SlotProxies
 from tools.procs import REPO
 
 log = logging.getLogger("chaos")
@@ -70,13 +76,31 @@ class ChaosConfig:
     events: list[Kind] = field(default_factory=list)  # forced kinds, in order
     max_nodes: int | None = None
     pauses: bool = False  # draw "pause" events (SIGSTOP/SIGCONT) too
+    netcuts: bool = False  # draw "cut" events (a node's Kafka traffic blackholed) too
     standby: bool = False  # nodes keep standby copies (KSTATE_STANDBY)
     pause: float = 10.0  # seconds a paused node stays frozen (> session timeout 6 s)
+    cut: float | None = None  # seconds a cut lasts (default: session timeout + 4)
+    session_timeout: float = 6.0  # the nodes' group session timeout (seconds)
+    delete_keys: float = 0.2  # share of the keys that also get deletes
+    delete_ratio: float = 0.4  # share of the writes of a delete key that are deletes
+    lin_timeout: float = 120.0  # Porcupine's limit (its verdict is "unknown" past it)
     timeout: float = 10.0  # client timeout per request
     probe_interval: float = 0.25
     recover_timeout: float = 60.0  # an event not recovered from by then: not_recovered
     out: Path | None = None
     log_dir: Path | None = None
+
+
+    @property
+    def cut_for(self) -> float:
+        return self.cut if self.cut is not None else self.session_timeout + 4.0
+
+
+def schedule_of(cfg: ChaosConfig) -> list[Event]:
+    return plan(cfg.seed, nodes=cfg.nodes, duration=cfg.duration,
+                cluster=cfg.mode == "cluster" and cfg.bootstrap is None, gap=cfg.gap,
+                forced=cfg.events, max_nodes=cfg.max_nodes, pauses=cfg.pauses,
+                netcuts=cfg.netcuts)
 
 
 def _default_paths(cfg: ChaosConfig) -> tuple[Path, Path]:
@@ -106,15 +130,18 @@ async def prefill(bootstrap: str, topic: str, cfg: ChaosConfig, tag: str) -> Non
 
 async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
     """Run the whole thing; return the results (see report.py). Never leaves a
-    process behind: nodes and the Kafka it started are stopped on every exit path."""
+    process behind: nodes, proxies and the Kafka it started are stopped on every exit
+    path. Raises if Kafka, a proxy or the first nodes cannot start."""
     out, log_dir = _default_paths(cfg)
     log_dir.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
-    schedule = plan(cfg.seed, nodes=cfg.nodes, duration=cfg.duration,
-                    cluster=cfg.mode == "cluster" and cfg.bootstrap is None, gap=cfg.gap,
-                    forced=cfg.events, max_nodes=cfg.max_nodes, pauses=cfg.pauses)
-    kafka = KafkaRun(cfg.mode, f"chaos-{tag}", cfg.bootstrap)
-    extra = {"KSTATE_PARTITIONS": str(cfg.partitions)}
+    schedule = schedule_of(cfg)
+    # Before anything starts: a run whose history cannot be checked is not worth making.
+    await trio.to_thread.run_sync(linearizability.ensure_built)
+    kafka = KafkaRun(cfg.mode, f"chaos-{tag}", cfg.bootstrap,
+                     slots=slots_needed(schedule, cfg.nodes))
+    extra = {"KSTATE_PARTITIONS": str(cfg.partitions),
+             "KSTATE_SESSION_TIMEOUT_MS": str(round(cfg.session_timeout * 1000))}
     if cfg.mode == "cluster":
         extra["KSTATE_REPLICATION"] = "3"
     if cfg.standby:
@@ -127,22 +154,30 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100,
                           keepalive_expiry=5.0)
     timeout = httpx.Timeout(cfg.timeout, connect=2.0)
-    result: dict[str, Any] = {}
+    history = History(out.with_suffix(".history.jsonl"), time.monotonic(),
+                      {"topic": cluster.topic, "seed": cfg.seed, "mode": cfg.mode,
+                       "started_at": started_at})
+    proxies: SlotProxies | None = None
+    done: tuple[Run, dict[str, Any]] | None = None
     try:
         log.info("kafka (%s) starting", cfg.mode if kafka.owned else cfg.bootstrap)
         await kafka.start()
         log.info("kafka at %s; schedule: %s", kafka.bootstrap,
                  " ".join(f"+{e.gap:.0f}s {e.label}" for e in schedule))
+        if kafka.slots:
+            proxies = SlotProxies(kafka.slot_routes, log_dir)
+            await proxies.start()
+            cluster.bootstraps = {slot - 1: proxies.bootstrap(slot) for slot in kafka.slot_routes}
         if cfg.history:
             await prefill(kafka.bootstrap, cluster.topic, cfg, tag)
             log.info("%d history records in topic %s", cfg.history, cluster.topic)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
-            run = Run(cfg, cluster, client, checker)
+            run = Run(cfg, cluster, client, checker, history, proxies)
             async with trio.open_nursery() as outer:
                 outer.start_soon(run.crash_watch)
                 await run.start_nodes()
-                log.info("t=%.1f %d nodes stable; seeding %d keys", time.monotonic() - run.t0,
-                         cfg.nodes, cfg.keys)
+                log.info("t=%.1f %d nodes stable; seeding %d keys (%d also get deletes)",
+                         time.monotonic() - run.t0, cfg.nodes, cfg.keys, len(run.delete_keys))
                 await run.seed()
                 log.info("t=%.1f seeded; chaos for %.0f s", time.monotonic() - run.t0,
                          cfg.duration)
@@ -151,23 +186,32 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
                 final = await run.final_check()
                 log.info("t=%.1f final verification done: %s", time.monotonic() - run.t0,
                          {k: v for k, v in final.items() if k != "t_abs"})
+                t = time.perf_counter()
                 final["audit"] = await run.audit_topic()
+                run.traffic.check_seconds += time.perf_counter() - t
                 log.info("t=%.1f topic audit: %s", time.monotonic() - run.t0, final["audit"])
                 outer.cancel_scope.cancel()
             # Every node still up must stop cleanly on SIGTERM.
             async with trio.open_nursery() as n:
                 for m in cluster.up():
                     n.start_soon(cluster.term, m)
-        from tools.chaos.report import build_results
-
-        result = build_results(cfg, run, schedule, final, started_at, out, log_dir)
+        done = (run, final)
     finally:
         with trio.CancelScope(shield=True):
+            history.close()
             await trio.to_thread.run_sync(cluster.stop_all_now)
+            if proxies is not None:
+                await proxies.stop()
             await trio.to_thread.run_sync(kafka.stop_now)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from tools.chaos.report import write_json
+    assert done is not None  # else the exception is on its way
+    run, final = done
+    log.info("porcupine: checking %d operations of %s", history.ops, history.path)
+    lin = await linearizability.check(history.path, log_dir / "linearizability",
+                                      cfg.lin_timeout)
+    log.info("%s", lin.get("summary") or lin.get("error"))
+    from tools.chaos.report import build_results, write_json
 
+    result = build_results(cfg, run, schedule, final, started_at, out, log_dir, lin)
     write_json(result, out)
     return result
 
@@ -175,5 +219,6 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
 def config_dict(cfg: ChaosConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["out"] = str(cfg.out) if cfg.out else None
+    d["cut_for"] = cfg.cut_for
     d["log_dir"] = str(cfg.log_dir) if cfg.log_dir else None
     return d

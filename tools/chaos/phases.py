@@ -7,15 +7,19 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
 
+from kstate.core.records import VERSION_HEADER, Ignored, Marker, Upsert, decide
 from tools.chaos.checker import Checker
 from tools.chaos.cluster import Cluster, Member, State
+from tools.chaos.history import History
+from tools.chaos.isolation import cut_node
 from tools.chaos.schedule import Event
+from tools.chaos.slots import SlotProxies
 from tools.chaos.traffic import READ_OK, Traffic
 from tools.procs import wait_stable
 from tools.topic import read_all
@@ -26,18 +30,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("chaos")
 
 HOT_KEYS = 5
+PROBE_CLIENTS = 1000  # history client ids of the probers (workload clients are 0..)
 
 
 class Run:
     def __init__(self, cfg: ChaosConfig, cluster: Cluster, client: httpx.AsyncClient,
-                 checker: Checker) -> None:
+                 checker: Checker, history: History, proxies: SlotProxies | None = None
+                 ) -> None:
         self.cfg = cfg
         self.cluster = cluster
         self.client = client
         self.checker = checker
-        self.t0 = time.monotonic()
+        self.proxies = proxies
+        self.t0 = history.t0
         self.traffic = Traffic(client, cluster, checker, random.Random(cfg.seed + 1),
-                               cfg.timeout, self.t0)
+                               cfg.timeout, self.t0, history)
+        # Keys that also get deletes: every round(1/delete_keys)-th key (one hot key too).
+        every = round(1 / cfg.delete_keys) if cfg.delete_keys > 0 else 0
+        self.delete_keys = frozenset(k for i, k in enumerate(checker.keys)
+                                     if every and i % every == every - 1)
         self.events: list[dict[str, Any]] = []
         self.part_keys: dict[int, list[str]] = {}
         self.chaos_start = 0.0
@@ -65,9 +76,10 @@ class Run:
         deadline = time.monotonic() + 120
 
         async def one(key: str) -> None:
+            client = self.traffic.new_client()
             async with limiter:
                 while time.monotonic() < deadline:
-                    v = await self.traffic.write(key, "seed")
+                    v = await self.traffic.write(key, "seed", client=client)
                     if v is not None and v.kind == "acked":
                         return
                     await trio.sleep(0.2)
@@ -91,32 +103,38 @@ class Run:
             # a few hot keys make conditional writes race (412s) and reads meet writes
             key = rng.choice(hot if rng.random() < self.cfg.hot else self.checker.keys)
             if rng.random() < self.cfg.write_ratio and key not in self.traffic.writing:
-                await self.one_write(rng, key)
+                await self.one_write(rng, key, i)
             else:
-                await self.traffic.read(key, "workload")
+                await self.traffic.read(key, "workload", client=i)
             nxt = max(nxt + interval, time.monotonic() - interval)
             await trio.sleep(max(0.0, nxt - time.monotonic()))
 
-    async def one_write(self, rng: random.Random, key: str) -> None:
+    async def one_write(self, rng: random.Random, key: str, client: int) -> None:
+        """A put (on a delete key, a delete with ``delete_ratio``), conditional with
+        ``cas``; half of the acknowledged ones read back at once."""
+        delete = key in self.delete_keys and rng.random() < self.cfg.delete_ratio
         base = None
         if rng.random() < self.cfg.cas:
             # compare-and-set: If-Match the version a read just returned; a quarter of
             # the time a version already replaced (the owner must answer 412)
             base = self.traffic.old_etag.get(key) if rng.random() < 0.25 else None
             if base is None:
-                base = (await self.traffic.read_etag(key, "workload"))[1]
-            if base is None:
-                return
-        v = await self.traffic.write(key, "workload", if_match=base)
+                r, base = await self.traffic.read_etag(key, "workload", client=client)
+                # a deleted key has no version to match: write it unconditionally
+                if base is None and r.kind != "ok_404":
+                    return
+        v = await self.traffic.write(key, "workload", if_match=base, delete=delete,
+                                     client=client)
         if v is not None and v.kind == "acked" and rng.random() < self.cfg.read_back:
             # read-your-writes, through any node: the sharpest staleness test
-            await self.traffic.read(key, "workload")
+            await self.traffic.read(key, "workload", client=client)
 
     async def probe_loop(self, partition: int) -> None:
         keys = self.part_keys[partition]
         i = 0
         while not self.stop_load.is_set():
-            await self.traffic.read(keys[i % len(keys)], "probe")
+            await self.traffic.read(keys[i % len(keys)], "probe",
+                                    client=PROBE_CLIENTS + partition)
             i += 1
             await trio.sleep(self.cfg.probe_interval)
 
@@ -131,7 +149,7 @@ class Run:
                                "t_abs": time.monotonic()}
         c = self.cluster
         m: Member | None = c.members.get(ev.target)
-        if ev.kind in ("kill9", "term", "remove", "pause"):
+        if ev.kind in ("kill9", "term", "remove", "pause", "cut"):
             if m is None or m.state != "up" or len(c.up()) < 2:
                 return {**rec, "skipped": f"{ev.label}: target not up"}
             if ev.kind == "kill9":
@@ -142,6 +160,8 @@ class Run:
                 # The moment it runs again it may still believe it owns partitions the
                 # group gave away while it was frozen: read every key through it at once.
                 rec["burst_reads"] = await self.burst(m)
+            elif ev.kind == "cut":
+                await cut_node(self, m, rec)
             else:
                 final: State = "removed" if ev.kind == "remove" else "down"
                 rec["exit_s"] = round(await c.term(m, final=final), 3)
@@ -183,6 +203,14 @@ class Run:
                 problem = f"{len(missing)} keys not answering, e.g. {missing[:5]}"
             else:
                 rec["all_keys_s"] = round(time.monotonic() - t_ev, 3)
+        if problem is None and rec.get("kind") in ("cut", "pause"):
+            # A node that was cut off or frozen may still hold what it had: every
+            # acknowledged write must now be readable from every node.
+            unanswered = await self.verify_everywhere(deadline)
+            rec["verified_reads"] = len(self.cluster.up()) * len(self.checker.keys)
+            if unanswered:
+                problem = (f"reads after the event unanswered: {len(unanswered)}, "
+                           f"e.g. {unanswered[:10]}")
         if problem is not None:
             rec["not_recovered"] = problem
             self.checker.violations.append({
@@ -195,7 +223,7 @@ class Run:
 
         async def one(key: str) -> None:
             async with limiter:
-                await self.traffic.read(key, "burst", member=m)
+                await self.traffic.read(key, "burst", member=m)  # one-off client ids
 
         async with trio.open_nursery() as n:
             for key in self.checker.keys:
@@ -203,8 +231,9 @@ class Run:
         return len(self.checker.keys)
 
     async def sweep(self, deadline: float) -> list[str]:
-        """Read every key (through random up nodes) until each answered correctly;
-        return the keys that did not by ``deadline``."""
+        """Read every key (through random up nodes) until each answered: correctly, or
+        wrongly (a violation, recorded: asking again would only repeat it); return the
+        keys that did not answer by ``deadline``."""
         pending = set(self.checker.keys)
         limiter = trio.CapacityLimiter(8)
 
@@ -212,7 +241,7 @@ class Run:
             async with limiter:
                 while time.monotonic() < deadline:
                     v = await self.traffic.read(key, "sweep")
-                    if v.kind in READ_OK:
+                    if v.kind in READ_OK or v.violation:
                         pending.discard(key)
                         return
                     await trio.sleep(0.2)
@@ -234,13 +263,14 @@ class Run:
             ready_at = self.chaos_start
             for ev in schedule:
                 at = max(prev + ev.gap, ready_at + 2.0)
-                if at > end:
-                    break
+                if at > end and not self.cfg.events:
+                    break  # forced events (--events) all fire: duration is the least
                 await trio.sleep(max(0.0, at - time.monotonic()))
                 log.info("t=%.1f event %s", at - self.chaos_start, ev.label)
                 rec = await self.fire(ev, n)
                 if "skipped" not in rec:
-                    await self.recover(rec, rec["t_abs"] + self.cfg.recover_timeout)
+                    # from the end of the event (a pause or a cut lasts seconds itself)
+                    await self.recover(rec, time.monotonic() + self.cfg.recover_timeout)
                 log.info("t=%.1f event %s done: %s", time.monotonic() - self.chaos_start,
                          ev.label, {k: v for k, v in rec.items() if k != "t_abs"})
                 self.events.append(rec)
@@ -252,18 +282,19 @@ class Run:
         self.traffic.avail.close(self.chaos_end)
 
     # -- phase 4 ---------------------------------------------------------------------
-    async def final_check(self) -> dict[str, Any]:
-        t = time.monotonic()
-        deadline = t + self.cfg.recover_timeout
-        rec: dict[str, Any] = {"label": "final", "t_abs": t}
-        await self.recover(rec, deadline)
+    async def verify_everywhere(self, deadline: float, source: str = "verify") -> list[str]:
+        """Read every key from every up node until it answers (a wrong answer is a
+        violation, judged as final: STALE and SPURIOUS_404 are LOST_WRITE); return the
+        reads still unanswered at ``deadline``."""
         limiter = trio.CapacityLimiter(8)
         unanswered: list[str] = []
 
         async def one(m: Member, key: str) -> None:
+            client = self.traffic.new_client()
             async with limiter:
                 while True:
-                    v = await self.traffic.read(key, "final", member=m, final=True)
+                    v = await self.traffic.read(key, source, member=m, final=True,
+                                                client=client)
                     if v.kind in READ_OK or v.violation:  # a violation is recorded
                         return
                     if time.monotonic() > deadline:
@@ -275,6 +306,14 @@ class Run:
             for m in self.cluster.up():
                 for key in self.checker.keys:
                     n.start_soon(one, m, key)
+        return unanswered
+
+    async def final_check(self) -> dict[str, Any]:
+        t = time.monotonic()
+        deadline = t + self.cfg.recover_timeout
+        rec: dict[str, Any] = {"label": "final", "t_abs": t}
+        await self.recover(rec, deadline)
+        unanswered = await self.verify_everywhere(deadline, "final")
         if unanswered:
             self.checker.violations.append({
                 "kind": "not_recovered",
@@ -294,10 +333,30 @@ class Run:
         keys = set(self.checker.keys)
         by_key: defaultdict[str, list[tuple[int, bytes | None]]] = defaultdict(list)
         compacted: set[int] = set()
+        not_applied: Counter[str] = Counter()
         for p, recs in raw.items():
             if recs and (recs[0].offset != 0 or recs[-1].offset + 1 != len(recs)):
                 compacted.add(p)
+            # The topic as the nodes apply it (kstate/core/records.py): owners' claim
+            # markers raise the epoch; fenced writes (a zombie's) and conditional writes
+            # whose condition failed change nothing; a repair restates what is there.
+            epoch = -1
+            versions: dict[bytes, int] = {}
             for r in recs:
+                d = decide(r, p, self.cfg.partitions, epoch, versions.get)
+                if isinstance(d, Marker):
+                    epoch = max(epoch, d.epoch)
+                    continue
+                if isinstance(d, Ignored):
+                    not_applied[d.reason] += 1
+                    continue
+                if isinstance(d, Upsert):
+                    versions[d.key] = d.version
+                    if any(name == VERSION_HEADER for name, _ in r.headers):
+                        not_applied["repair"] += 1
+                        continue
+                else:
+                    versions.pop(d.key, None)
                 key = r.key.decode(errors="replace") if r.key is not None else ""
                 if key in keys:
                     by_key[key].append((r.offset, r.value))
@@ -307,4 +366,5 @@ class Run:
         return {"records": sum(len(r) for r in raw.values()),
                 "chaos_key_records": sum(len(r) for r in by_key.values()),
                 "compacted_partitions": sorted(compacted), "violations": len(verdicts),
+                "not_applied": dict(not_applied),
                 "seconds": round(time.monotonic() - t, 3)}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tools.chaos.checker import VIOLATIONS
+from tools.chaos.checker import HISTORY_VIOLATIONS, VIOLATIONS
 
 if TYPE_CHECKING:
     from tools.chaos.harness import ChaosConfig
@@ -97,9 +97,62 @@ def _log_scan(run: Run) -> dict[str, dict[str, int]]:
     return out
 
 
+def judge_checkers(run: Run, lin: dict[str, Any]) -> dict[str, Any]:
+    """Both verdicts side by side; adds ``linearizability`` (Porcupine found a violation,
+    or could not decide), ``checker_error`` and ``checkers_disagree`` violations. They
+    disagree when one finds the history illegal and the other does not: the own checker
+    counts only HISTORY_VIOLATIONS of answers (not the topic audit, not process problems,
+    not late_ambiguous, which is stricter than linearizability)."""
+    violations = run.checker.violations
+    own_hist = [v for v in violations
+                if v["kind"] in HISTORY_VIOLATIONS and v.get("source") != "audit"]
+    history = run.traffic.history
+    own_keys = sorted({str(v["key"]) for v in own_hist if "key" in v})
+    por_keys: list[str] = list(lin.get("violating_keys") or [])
+    own: dict[str, Any] = {
+        "verdict": "FAIL" if violations else "PASS", "violations": len(violations),
+        "history_violations": len(own_hist), "violating_keys": own_keys,
+        "ops": history.ops, "keys": len(run.checker.keys),
+        "seconds": round(run.traffic.check_seconds, 3)}
+    verdict = lin.get("verdict")
+    por: dict[str, Any] = {
+        "verdict": verdict, "ops": lin.get("ops"), "ops_checked": lin.get("ops_checked"),
+        "keys": lin.get("keys"), "seconds": lin.get("seconds"), "wall_s": lin.get("wall_s"),
+        "unknown_ops": lin.get("unknown_ops"),
+        "max_concurrency_per_key": lin.get("max_concurrency_per_key"),
+        "violating_keys": por_keys, "timed_out_keys": lin.get("timed_out_keys") or [],
+        "pictures": lin.get("picture_paths") or [], "summary": lin.get("summary"),
+        "error": lin.get("error")}
+    agree: bool | None = None
+    if verdict == "violation":
+        violations.append({"kind": "linearizability", "source": "porcupine",
+                           "detail": f"{lin.get('summary')}; pictures: {por['pictures']}"})
+    elif verdict == "unknown":
+        violations.append({"kind": "linearizability", "source": "porcupine",
+                           "detail": f"undecided: {lin.get('summary') or lin.get('error')}"})
+    elif verdict != "linearizable":
+        violations.append({"kind": "checker_error", "source": "porcupine",
+                           "detail": str(lin.get("error"))[:2000]})
+    if verdict in ("violation", "linearizable"):
+        agree = bool(own_hist) == (verdict == "violation")
+        if not agree:
+            violations.append({
+                "kind": "checkers_disagree", "source": "porcupine",
+                "detail": f"own checker: {len(own_hist)} history violations "
+                          f"(keys {own_keys[:10]}); porcupine: {verdict} "
+                          f"(keys {por_keys[:10]})"})
+    keys_own, keys_por = set(own_keys), set(por_keys)
+    return {"own": own, "porcupine": por, "agree": agree,
+            "keys_only_own": sorted(keys_own - keys_por),
+            "keys_only_porcupine": sorted(keys_por - keys_own)}
+
+
 def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict[str, Any],
-                  started_at: str, out: Path, log_dir: Path) -> dict[str, Any]:
+                  started_at: str, out: Path, log_dir: Path, lin: dict[str, Any]
+                  ) -> dict[str, Any]:
     from tools.chaos.harness import config_dict
+
+    checkers = judge_checkers(run, lin)
 
     events = _windows(run)
     by_kind: dict[str, dict[str, Any]] = {}
@@ -156,8 +209,13 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
         "outages": [{"partition": o.partition, "t": run.rel(o.start),
                      "seconds": round(o.end - o.start, 3)} for o in run.traffic.avail.outages],
         "final": {k: v for k, v in final.items() if k != "t_abs"},
+        "checkers": checkers,
+        "history": run.traffic.history.statistics(),
         "violation_counts": dict(vcount),
-        "violations": run.checker.violations[:500],
+        "violation_counts_by_node": dict(sorted(Counter(
+            f"{v['kind']} {v.get('node', '-')} {v.get('source', '-')}"
+            for v in run.checker.violations).items())),
+        "violations": _examples(run.checker.violations, 500),
         "notes": run.cluster.notes,
         "node_logs": _log_scan(run),
     }
@@ -183,9 +241,47 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
             for r in cells]
 
 
-OUTCOMES = ["ok", "ok_404", "acked", "precondition_failed", "unavailable", "timeout",
+OUTCOMES = ["ok", "ok_404", "acked", "precondition_failed", "failed", "unavailable",
+            "ambiguous", "timeout", "node_down", "no_node"]
+HEADINGS = ["ok", "ok_404", "acked", "412", "failed", "unavailable", "ambiguous", "timeout",
             "node_down", "no_node"]
-HEADINGS = ["ok", "ok_404", "acked", "412", "unavailable", "timeout", "node_down", "no_node"]
+
+
+def _examples(violations: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The first violation of every kind, then the next ones, ``n`` in all."""
+    kinds: set[str] = set()
+    first = []
+    for i, v in enumerate(violations):
+        if v["kind"] not in kinds:
+            kinds.add(v["kind"])
+            first.append(i)
+    rest = [i for i in range(len(violations)) if i not in set(first)]
+    return [violations[i] for i in sorted((first + rest)[:n])]
+
+
+def _checkers(r: dict[str, Any]) -> list[str]:
+    c = r.get("checkers")
+    if not c:
+        return []
+    own, por = c["own"], c["porcupine"]
+    lines = ["checkers"]
+    lines += _table(["checker", "verdict", "violations", "ops", "keys", "check_s"], [
+        ["own", own["verdict"], f"{own['violations']} ({own['history_violations']} in answers)",
+         own["ops"], own["keys"], own["seconds"]],
+        ["porcupine", str(por["verdict"]).upper() if por["verdict"] != "linearizable"
+         else "linearizable", len(por["violating_keys"] or []),
+         f"{por['ops']} ({por['ops_checked']} checked)", por["keys"], por["seconds"]]])
+    if c["agree"] is False:
+        lines.append("  THE CHECKERS DISAGREE: one found the history illegal, the other not")
+    if c["keys_only_own"] or c["keys_only_porcupine"]:
+        lines.append(f"  keys only the own checker flagged: {c['keys_only_own'][:5]}; only "
+                     f"porcupine: {c['keys_only_porcupine'][:5]}")
+    for pic in por["pictures"][:5]:
+        lines.append(f"  picture: {pic}")
+    if por.get("error"):
+        lines.append(f"  porcupine error: {str(por['error'])[:300]}")
+    lines.append(f"  history: {r['history']['file']}")
+    return lines
 
 
 def format_summary(r: dict[str, Any]) -> str:
@@ -207,6 +303,10 @@ def format_summary(r: dict[str, Any]) -> str:
     skipped = [e["label"] for e in r["events"] if "skipped" in e]
     if skipped:
         lines.append(f"  skipped: {', '.join(skipped)}")
+    for e in r["events"]:
+        if e.get("cut_traffic") is not None:
+            lines.append(f"  {e['label']} at t={e['t']:.1f}s for {e.get('cut_s', '-')}s, "
+                         f"partitions {e.get('cut_partitions')}: {e['cut_traffic']}")
     lines.append("requests")
     rows = []
     for name, counts in r["requests"].items():
@@ -229,10 +329,11 @@ def format_summary(r: dict[str, Any]) -> str:
         lines.append(f"topic audit: {a['records']} records ({a['chaos_key_records']} of the "
                      f"checked keys), {a['violations']} violations, compacted partitions: "
                      f"{a['compacted_partitions'] or 'none'}")
+    lines += _checkers(r)
     vc = r["violation_counts"]
     lines.append("violations: " + (", ".join(f"{k}={n}" for k, n in sorted(vc.items()))
                                    if vc else "0"))
-    for v in r["violations"][:15]:
+    for v in _examples(r["violations"], 15):
         lines.append(f"  - {v['kind']}: {str(v.get('detail', ''))[:300]}")
     for n in r.get("notes", []):
         lines.append(f"  note: {n['kind']} {n.get('node', '')}: {str(n.get('detail'))[:200]}")

@@ -14,16 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["kill9", "term", "restart", "add", "remove", "pause", "broker_kill",
+Kind = Literal["kill9", "term", "restart", "add", "remove", "pause", "cut", "broker_kill",
                "broker_start"]
-KINDS: tuple[Kind, ...] = ("kill9", "term", "restart", "add", "remove", "pause",
+KINDS: tuple[Kind, ...] = ("kill9", "term", "restart", "add", "remove", "pause", "cut",
                            "broker_kill", "broker_start")
 
 # Relative weights when the kind is free to choose. ``pause`` (SIGSTOP for longer than
 # the session timeout, then SIGCONT: a node that wakes up as a zombie owner) is only
-# drawn with ``pauses=True`` or forced.
+# drawn with ``pauses=True`` or forced; ``cut`` (the node's Kafka connections blackholed
+# past the session timeout while clients still reach it, then healed) only with
+# ``netcuts=True`` or forced.
 WEIGHTS: dict[Kind, float] = {"kill9": 3.0, "term": 3.0, "restart": 4.0, "add": 1.5,
-                              "remove": 1.0, "pause": 2.0, "broker_kill": 2.5,
+                              "remove": 1.0, "pause": 2.0, "cut": 2.0, "broker_kill": 2.5,
                               "broker_start": 5.0}
 
 
@@ -48,20 +50,21 @@ class _Sim:
     brokers_down: list[int]
     max_nodes: int
 
-    def choices(self, cluster: bool, pauses: bool) -> dict[Kind, list[int]]:
+    def choices(self, cluster: bool, pauses: bool, netcuts: bool) -> dict[Kind, list[int]]:
         out: dict[Kind, list[int]] = {}
         if len(self.up) >= 2:
             out["kill9"] = sorted(self.up)
             out["term"] = sorted(self.up)
-            out["pause"] = sorted(self.up)
+            if pauses:
+                out["pause"] = sorted(self.up)
+            if netcuts:
+                out["cut"] = sorted(self.up)
             if len(self.up) + len(self.stopped) > 2:
                 out["remove"] = sorted(self.up)
         if self.stopped:
             out["restart"] = sorted(self.stopped)
         if len(self.up) < self.max_nodes:
             out["add"] = [self.next_node]
-        if not pauses:
-            out.pop("pause", None)
         if cluster:
             if not self.brokers_down:
                 out["broker_kill"] = [1, 2, 3]
@@ -98,9 +101,11 @@ def _weight(kind: Kind, up: int, nodes: int) -> float:
 
 def plan(seed: int, *, nodes: int, duration: float, cluster: bool,
          gap: tuple[float, float] = (15.0, 25.0), forced: Sequence[Kind] = (),
-         max_nodes: int | None = None, pauses: bool = False) -> list[Event]:
+         max_nodes: int | None = None, pauses: bool = False, netcuts: bool = False
+         ) -> list[Event]:
     """Events whose gaps add up to at most ``duration``. With ``forced``, exactly those
-    kinds in that order (targets still chosen by the seed; ValueError if impossible)."""
+    kinds in that order, however long they take (targets still chosen by the seed;
+    ValueError if impossible)."""
     rng = random.Random(seed)
     sim = _Sim(up=list(range(nodes)), stopped=[], next_node=nodes, brokers_down=[],
                max_nodes=max_nodes if max_nodes is not None else nodes + 2)
@@ -110,10 +115,11 @@ def plan(seed: int, *, nodes: int, duration: float, cluster: bool,
         if forced and len(events) == len(forced):
             break
         pause = round(rng.uniform(*gap), 1)
-        if elapsed + pause > duration:
+        if elapsed + pause > duration and not forced:
             break
         elapsed += pause
-        options = sim.choices(cluster, pauses or "pause" in forced)
+        options = sim.choices(cluster, pauses or "pause" in forced,
+                              netcuts or "cut" in forced)
         if forced:
             kind = forced[len(events)]
             if kind not in options:
@@ -139,3 +145,11 @@ def parse_kinds(text: str) -> list[Kind]:
             raise ValueError(f"unknown event kind {part!r} (known: {', '.join(KINDS)})")
         out.append(next(k for k in KINDS if k == part))
     return out
+
+
+def slots_needed(events: Sequence[Event], nodes: int) -> int:
+    """Proxy slots a schedule needs: one per node position (n<i> uses slot i+1) if any
+    event cuts a node off, else none (nodes then talk to Kafka directly)."""
+    if not any(e.kind == "cut" for e in events):
+        return 0
+    return max([nodes - 1] + [e.target for e in events if e.kind == "add"]) + 1

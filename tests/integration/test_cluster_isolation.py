@@ -1,0 +1,160 @@
+"""A node cut off from Kafka while clients still reach it: it serves no stale read, and a
+write stuck in its producer never lands over a newer acknowledged one (issue: partitions
+and zombies).
+
+Node A reaches Kafka only through a tools/netcut.py proxy (a broker listener advertised
+at the proxy's port, kafka.sh KAFKA_PROXY_SLOTS); node B directly. The proxy is
+blackholed: bytes stop both ways, nothing is reset, and what A had sent is delivered
+after the heal. A PUT sent to A just after the cut is the zombie: A produces it, the
+proxy holds it. B takes A's partitions over after the session timeout and acknowledges
+newer versions of A's keys; A keeps being asked for them the whole time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import trio
+
+from kstate.core.partitioner import partition_for
+from tests.support.kafka_modes import SlotBroker, slot_broker
+from tools.netcut import open_netcut
+from tools.procs import Node, wait_ready, wait_stable
+
+SESSION = 6.0  # tools/procs.Node's session timeout
+PARTITIONS = 10
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[SlotBroker]:
+    with slot_broker("isolation", slots=1) as b:
+        yield b
+
+
+def keys_of(owner: str, table: dict[str, str], topic: str, count: int) -> list[str]:
+    mine = {int(name.rsplit("-", 1)[1]) for name, url in table.items() if url == owner}
+    out, i = [], 0
+    while len(out) < count:
+        email = f"iso{i}@example.com"
+        if partition_for(email.encode(), PARTITIONS) in mine:
+            out.append(email)
+        i += 1
+    return out
+
+
+async def test_isolated_owner_serves_no_stale_read_and_its_zombie_write_is_fenced(
+        broker: SlotBroker, names, artifacts, client) -> None:
+    advertised, internal = broker.slots[1]
+    async with open_netcut([(advertised, internal)]) as cut:
+        a = Node(bootstrap=f"127.0.0.1:{advertised}", topic=names["topic"],
+                 group=names["group"], log_dir=artifacts).start()
+        b = Node(bootstrap=broker.bootstrap, topic=names["topic"], group=names["group"],
+                 log_dir=artifacts).start()
+        try:
+            await run(cut, a, b, client)
+        finally:
+            a.stop_now()
+            b.stop_now()
+
+
+async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
+    await wait_ready(client, a, timeout=60)
+    await wait_ready(client, b, timeout=60)
+    table = await wait_stable(client, [a, b], PARTITIONS)
+    keys = keys_of(a.url, table, a.topic, 6)
+    zombie_key = keys[0]
+    acked: dict[str, tuple[bytes, float]] = {}  # key -> (value, when acknowledged)
+    for k in keys:
+        r = await client.put(f"{a.base}/users/{k}", json={"name": "v1"})
+        assert r.status_code == 201, r.text
+        acked[k] = (r.content, time.monotonic())
+
+    cut.blackhole()
+    cut_at = time.monotonic()
+    zombie: list[httpx.Response | BaseException] = []
+    stale: list[tuple[str, float]] = []
+    served_by_a: list[float] = []
+    refused_by_a: dict[str, int] = {}
+
+    async def zombie_put() -> None:
+        try:
+            zombie.append(await client.put(f"{a.base}/users/{zombie_key}",
+                                           json={"name": "zombie"}, timeout=60))
+        except httpx.HTTPError as exc:
+            zombie.append(exc)
+
+    async def read_a_until(deadline: float) -> None:
+        while time.monotonic() < deadline:
+            for k in keys:
+                asked = time.monotonic()
+                try:
+                    r = await client.get(f"{a.base}/users/{k}", timeout=5)
+                except httpx.HTTPError:
+                    continue
+                if r.status_code == 200:
+                    served_by_a.append(asked - cut_at)
+                    value, when = acked[k]
+                    if when < asked and r.content != value:
+                        stale.append((k, asked - cut_at))  # older than an ack before it
+                else:
+                    assert r.status_code == 503, r.text
+                    code = r.json()["error"]
+                    refused_by_a[code] = refused_by_a.get(code, 0) + 1
+            await trio.sleep(0.05)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(zombie_put)
+        nursery.start_soon(read_a_until, cut_at + SESSION * 2 + 15)
+        # B takes A's partitions over after the session timeout, then writes newer
+        # versions of A's keys (each acknowledged), while A keeps being read.
+        with trio.fail_after(SESSION * 2 + 10):
+            while True:
+                r = await client.get(f"{b.base}/groupinfo")
+                if set(r.json().values()) == {b.url}:
+                    break
+                await trio.sleep(0.2)
+        for version in ("v2", "v3"):
+            for k in keys:
+                with trio.fail_after(20):
+                    while True:
+                        r = await client.put(f"{b.base}/users/{k}", json={"name": version})
+                        if r.status_code in (200, 201):
+                            acked[k] = (r.content, time.monotonic())
+                            break
+                        assert r.status_code == 503, r.text
+                        await trio.sleep(0.2)
+    assert not stale, f"stale reads from the isolated node: {stale[:5]}"
+    assert refused_by_a.get("owner_isolated", 0) > 0, refused_by_a
+    # it stopped answering from memory within the session timeout of the cut
+    assert max(served_by_a, default=0.0) < SESSION, max(served_by_a)
+
+    cut.heal()
+    healed_at = time.monotonic()
+    # after the heal A rejoins; the held write is delivered: it must be fenced
+    await wait_ready(client, a, timeout=60)
+    await wait_stable(client, [a, b], PARTITIONS, timeout=60)
+    assert zombie, "the zombie PUT got no answer at all"
+    answer = zombie[0]
+    if isinstance(answer, httpx.Response):
+        assert answer.status_code == 503, answer.text  # never acknowledged
+    for node in (a, b):
+        for k in keys:
+            with trio.fail_after(20):
+                while True:
+                    r = await client.get(f"{node.base}/users/{k}")
+                    if r.status_code == 200:
+                        break
+                    assert r.status_code == 503, r.text
+                    await trio.sleep(0.2)
+            assert r.content == acked[k][0], (node.url, k, r.content)
+    fenced = 0
+    for node in (a, b):
+        doc = (await client.get(f"{node.base}/readyz")).json()
+        fenced += sum(p["fenced"] for p in doc["partitions"].values())
+    print(f"isolation: last read answered by the cut node {max(served_by_a, default=0):.2f}s "
+          f"after the cut; refusals {refused_by_a}; zombie answer "
+          f"{getattr(answer, 'status_code', answer)!r}; fenced records seen {fenced}; "
+          f"heal->stable {time.monotonic() - healed_at:.1f}s")
