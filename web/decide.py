@@ -34,9 +34,16 @@ class Decider:
         """Answer a read of ``key``; also whether the answer came through the proxy
         (the latency kind "proxied")."""
         router = self.router
-        route = await router.settle(key, req.hops, read=True, peer_generation=peer_generation)
+        route = router.settle_nowait(key, req.hops, read=True, peer_generation=peer_generation)
+        if route is None:
+            route = await router.settle(key, req.hops, read=True,
+                                        peer_generation=peer_generation)
         if isinstance(route, Local):
-            return self._counted(await router.read(route.partition, key)), False
+            # a caught-up partition answers at once; else the read waits or is fenced
+            got = router.read_nowait(route.partition, key)
+            if got is None:
+                got = await router.read(route.partition, key)
+            return self._counted(got), False
         if isinstance(route, Remote):
             router.counters.forwards += 1
             answer = await self.proxy.exchange(req, route.url, route.generation)
@@ -55,7 +62,9 @@ class Decider:
                          ) -> tuple[WriteAnswer, bool]:
         """Answer a write of ``key`` (``value`` None: delete); also whether forwarded."""
         router = self.router
-        route = await router.settle(key, req.hops, peer_generation=peer_generation)
+        route = router.settle_nowait(key, req.hops, peer_generation=peer_generation)
+        if route is None:
+            route = await router.settle(key, req.hops, peer_generation=peer_generation)
         if isinstance(route, Remote):
             router.counters.forwards += 1
             return await self.proxy.exchange(req, route.url, route.generation), True

@@ -34,7 +34,9 @@ def parse_email(raw: str | None, where: str = "email") -> str:
         raise InvalidUser("invalid_email", f"{where} must have one '@' with text on both sides")
     if len(email.encode("utf-8", "surrogatepass")) > MAX_EMAIL_BYTES:
         raise InvalidUser("invalid_email", f"{where} is longer than {MAX_EMAIL_BYTES} bytes")
-    if any(c.isspace() or not c.isprintable() for c in email):  # DEL, C1, U+200B...
+    # Every whitespace character but ' ' is non-printable (categories Cc, Zs, Zl, Zp),
+    # so this is "no whitespace, no control, no format char (U+200B...)" in two C loops.
+    if " " in email or not email.isprintable():
         raise InvalidUser("invalid_email", f"{where} must not contain spaces or controls")
     return email
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kstate.core.users import MAX_EMAIL_BYTES, InvalidUser, parse_email, user_value
 from web.errors import BadRequest
@@ -96,3 +98,11 @@ def test_unknown_fields_are_all_named():
     assert "zeta" in info.value.message
 
 
+
+
+@settings(max_examples=2000)
+@given(st.text())
+def test_the_space_and_control_rule_is_any_space_or_unprintable_char(text):
+    # parse_email's check, two C loops, is this per-character rule
+    assert (" " in text or not text.isprintable()) == any(
+        c.isspace() or not c.isprintable() for c in text)
