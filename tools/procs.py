@@ -44,7 +44,9 @@ class Node:
 
     @property
     def base(self) -> str:
-        return f"http://{self.url}"
+        """The node's root url: https when it has a TLS certificate (KSTATE_TLS_CERTFILE)."""
+        scheme = "https" if self.extra.get("KSTATE_TLS_CERTFILE") else "http"
+        return f"{scheme}://{self.url}"
 
     @property
     def log_path(self) -> Path:

@@ -294,7 +294,10 @@ class Pool:
                         await trio.aclose_forcefully(stream)
                         raise
         except (*_ERRORS, trio.TooSlowError, ValueError) as exc:
-            raise NotSent(target, f"cannot connect: {exc!r}") from None
+            # a failed TLS handshake is a BrokenResourceError whose cause says why
+            # (CERTIFICATE_VERIFY_FAILED...): that is what an operator needs to read
+            why = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else None
+            raise NotSent(target, f"cannot connect: {why or exc!r}") from None
         self._opened += 1
         return _Conn(stream, tcp.socket.fileno())
 

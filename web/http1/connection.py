@@ -43,6 +43,17 @@ Handler = Callable[[Request], Awaitable[Response]]
 Stream = trio.abc.Stream
 
 
+# The headers of a websocket handshake that hypercorn (wsproto) decodes as ASCII: a
+# byte above 0x7F in one would fail it with a traceback instead of an answer.
+_HANDSHAKE = frozenset({b"connection", b"upgrade", b"sec-websocket-extensions",
+                        b"sec-websocket-protocol", b"sec-websocket-key",
+                        b"sec-websocket-version"})
+
+
+def _handshake_ascii(headers: Headers) -> bool:
+    return all(value.isascii() for name, value in headers if name in _HANDSHAKE)
+
+
 class Reject(Exception):
     """Answer ``status`` with a JSON error, then close (after a lingering drain)."""
 
@@ -258,6 +269,9 @@ class Connection:
             q = url.find(b"?")
             path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
             if shared.is_hot is not None and (upgrade or not shared.is_hot(method, path)):
+                if upgrade and not _handshake_ascii(self.headers):
+                    raise Reject(400, "bad_request",
+                                 "an upgrade header has bytes that are not ASCII")
                 if out:
                     await self._flush(out)
                 return buf[pos:]

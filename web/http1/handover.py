@@ -227,10 +227,15 @@ class HandOver:
                            cast(Any, wrapped))
         try:
             await server.run()
-        except trio.BusyResourceError:
+        except* trio.BusyResourceError:
             # hypercorn closes (send_eof) from one task while another still writes an
             # error answer to a broken request: the connection is over either way
             log.debug("event=handover_close_race")
+        except* UnicodeDecodeError:
+            # a later request of this connection had a websocket handshake header with
+            # bytes wsproto decodes as ASCII (the front checks the first request's and
+            # answers it 400): hypercorn dropped the connection without an answer
+            log.info("event=handover_undecodable_handshake")
 
     async def terminate(self) -> None:
         await self._context.terminated.set()
