@@ -80,6 +80,21 @@ def _json_ok(description: str, schema: Json, headers: Json | None = None) -> Jso
     return out
 
 
+def _written_links() -> Json:
+    """What a client may do next with a user it wrote (OpenAPI links: schemathesis'
+    stateful phase follows them): read it, replace or delete it on its version."""
+    email = "$request.path.email"
+    version = "$response.header.ETag"
+    return {
+        "ReadIt": {"operationId": "getUser", "parameters": {"path.email": email}},
+        "ReadItSeed": {"operationId": "seedGetUser", "parameters": {"query.email": email}},
+        "ReplaceIfUnchanged": {"operationId": "putUser",
+                               "parameters": {"path.email": email, "header.If-Match": version}},
+        "DeleteIfUnchanged": {"operationId": "deleteUser",
+                              "parameters": {"path.email": email, "header.If-Match": version}},
+    }
+
+
 def _users() -> Json:
     email_query = {"name": "email", "in": "query", "required": True, "schema": EMAIL}
     email_path = {"name": "email", "in": "path", "required": True, "schema": EMAIL}
@@ -123,8 +138,10 @@ def _users() -> Json:
                     "security": WRITE_SECURITY,
                     "responses": {
                         "404": no_route,
-                        "201": _json_ok("created", _ref("schemas", "User"), _etag(True)),
-                        "200": _json_ok("replaced", _ref("schemas", "User"), _etag(True)),
+                        "201": {**_json_ok("created", _ref("schemas", "User"), _etag(True)),
+                                "links": _written_links()},
+                        "200": {**_json_ok("replaced", _ref("schemas", "User"), _etag(True)),
+                                "links": _written_links()},
                         **COMMON, **WRITE_ERRORS, **BODY_ERRORS}},
             "delete": {"operationId": "deleteUser", "tags": ["users"],
                        "summary": "Delete a user (idempotent)",

@@ -5,6 +5,7 @@ finds no 5xx and no response the document does not describe."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -14,13 +15,13 @@ from xml.etree import ElementTree
 import trio
 
 from tests.support.offline import offline_services
-from tools.procs import REPO, wait_ready
+from tools.procs import REPO, wait_ready, wait_stable
 from web.app import create_app
 from web.openapi import spec
 
 IMPLICIT = {"HEAD", "OPTIONS"}  # answered by the framework for every GET route
 OPERATIONS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
-SCHEMATHESIS_EXAMPLES = 50  # per operation and phase: keeps the run well under a minute
+SCHEMATHESIS_EXAMPLES = 100  # per operation and phase: keeps the run well under a minute
 
 
 def openapi_path(rule: str) -> str:
@@ -89,14 +90,28 @@ async def test_live_node_serves_the_spec(make_node, client):
 
 async def test_schemathesis_finds_no_server_error_or_schema_violation(make_node, client,
                                                                       artifacts: Path):
-    """Every check but positive_data_acceptance: "schema-valid" requests may rightly get
-    400 (a body email that differs from the URL's, a non-ASCII email over 254 bytes)
-    or 412 (a random If-Match): rules JSON Schema cannot state."""
-    node = make_node()
-    await wait_ready(client, node)
+    """Two nodes with an API token, so about half the keys are forwarded to their owner
+    and writes need the token; every phase (examples, coverage, fuzzing, and stateful:
+    the links of web/openapi.py chain a write to a read, a conditional replace and a
+    conditional delete), positive and negative data. Every check but
+    positive_data_acceptance: "schema-valid" requests may rightly get 400 (a body email
+    that differs from the URL's, a non-ASCII email over 254 bytes) or 412 (a random
+    If-Match): rules JSON Schema cannot state."""
+    token = "tok-" + secrets.token_hex(16)
+    a = make_node(KSTATE_API_TOKEN=token)
+    await wait_ready(client, a)  # the first node creates the topic
+    b = make_node(KSTATE_API_TOKEN=token)
+    table = await wait_stable(client, [a, b], 10)
+    assert set(table.values()) == {a.url, b.url}
     report = artifacts / "schemathesis-junit.xml"
-    cmd = [str(Path(sys.executable).parent / "schemathesis"), "run",
-           f"{node.base}/openapi.json",
+    # Links come from the document only: inferred ones would make the seed GET (no
+    # path parameter, so "likely to succeed") the only entry point of every scenario,
+    # and a random email's GET leads nowhere; the writes the links start from are PUTs.
+    config = artifacts / "schemathesis.toml"
+    config.write_text("[phases.stateful.inference]\nalgorithms = []\n")
+    cmd = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config),
+           "run", f"{a.base}/openapi.json", "-H", f"Authorization: Bearer {token}",
+           "--phases", "examples,coverage,fuzzing,stateful", "--mode", "all",
            "--checks", "all", "--exclude-checks", "positive_data_acceptance",
            "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--seed", "7", "--workers", "1",
            "--request-timeout", "15", "--generation-database", "none", "--no-color",
@@ -109,11 +124,22 @@ async def test_schemathesis_finds_no_server_error_or_schema_violation(make_node,
     out = result.stdout.decode(errors="replace")
     (artifacts / "schemathesis.txt").write_text(out)
     assert result.returncode == 0, out[-6000:]
-    # Every operation was fuzzed (schemathesis leaves out the document's own URL).
+    # Every operation was fuzzed (schemathesis leaves out the document's own URL), and
+    # the stateful phase ran.
     fuzzed = {case.get("name") for case in ElementTree.parse(report).iter("testcase")}
     expected = {f"{method.upper()} {path}" for path, ops in spec()["paths"].items()
                 for method in ops} - {"GET /openapi.json"}
     assert expected <= fuzzed, expected - fuzzed
-    assert node.alive(), node.log_text()[-3000:]
-    assert "Traceback" not in node.log_text(), node.log_text()[-3000:]
+    links = next(line for line in out.splitlines() if "API Links:" in line)
+    covered, _, rest = links.partition(":")[2].strip().partition(" covered / ")
+    assert int(covered) > 0, links
+    assert int(covered) == int(rest.split()[0]), links
+    # Requests were forwarded both ways, and writes were signed and accepted.
+    for node in (a, b):
+        metrics = (await client.get(f"{node.base}/metrics")).text
+        forwarded = next(float(line.split()[-1]) for line in metrics.splitlines()
+                         if line.startswith("kstate_proxy_forwarded_total "))
+        assert forwarded > 0 or node is b, metrics[-2000:]
+        assert node.alive(), node.log_text()[-3000:]
+        assert "Traceback" not in node.log_text(), node.log_text()[-3000:]
     print(f"\nschemathesis: {seconds:.1f}s, {out.strip().splitlines()[-1]}")
