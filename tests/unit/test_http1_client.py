@@ -128,6 +128,43 @@ async def test_a_post_on_a_connection_closed_unanswered_is_ambiguous():
         nursery.cancel_scope.cancel()
 
 
+async def test_a_request_the_caller_says_is_not_idempotent_is_never_sent_twice():
+    seen: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        addr = await raw_server(nursery, partial(close_on_second_request, seen=seen))
+        pool = Pool(timeout=5)
+        await pool.request(addr, b"GET", b"/a")
+        with pytest.raises(NoAnswer, match="closed before any answer"):
+            await pool.request(addr, b"PUT", b"/b", [(b"if-match", b'"1-2"')], b"v",
+                               idempotent=False)
+        assert seen == [b"GET /a HTTP/1.1", b"PUT /b HTTP/1.1"]
+        assert pool.statistics().retried == 0
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_idle_past_its_age_is_dropped_unused():
+    seen: list[bytes] = []
+
+    async def keep_answering(stream: trio.SocketStream) -> None:
+        while await read_request(stream, seen):
+            await stream.send_all(OK)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        addr = await raw_server(nursery, keep_answering)
+        pool = Pool(timeout=5, max_idle_age=0.2)
+        await pool.request(addr, b"GET", b"/a")
+        await pool.request(addr, b"GET", b"/b")  # young enough: reused
+        await trio.sleep(0.3)
+        await pool.request(addr, b"GET", b"/c")  # too old: a new connection
+        stats = pool.statistics()
+        assert (stats.opened, stats.reused, stats.stale_dropped) == (2, 1, 1)
+        assert seen == [b"GET /a HTTP/1.1", b"GET /b HTTP/1.1", b"GET /c HTTP/1.1"]
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_refused_connection_is_not_sent():
     async with trio.open_nursery() as nursery:
         addr = await raw_server(nursery, trio.SocketStream.aclose)

@@ -29,7 +29,7 @@ from tests.support.http1 import (
     read_replies,
     read_until_closed,
 )
-from web.http1 import Front, Limits, serve_front
+from web.http1 import Front, Limits, Request, Response, error_response, serve_front
 
 
 @dataclass
@@ -408,6 +408,77 @@ async def test_hand_over_starts_exactly_after_a_pipelined_body_of_either_framing
         assert (put_a.status, put_b.status, ok.json()) == (204, 204, {"ok": True})
         assert (a.body, b.body) == (b"GET /healthz HTTP/1.1", b"\r\n\r\n")
         await s.aclose()
+
+
+async def test_oversized_bodies_reach_a_handler_that_asked_for_them_then_the_connection_ends():
+    seen: list[Request] = []
+
+    async def handle(req: Request) -> Response:
+        seen.append(req)
+        if req.oversized:
+            return error_response(401, "unauthorized", "refused before the body mattered")
+        return Response(200, [], b"%d" % len(req.body))
+
+    front = Front(handle=handle, is_hot=Store.is_hot, app=make_app(),
+                  limits=Limits(max_body_bytes=100), oversized_to_handler=True)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        addr = await nursery.start(partial(serve_front, front, "127.0.0.1:0",
+                                           shutdown_trigger=stop.wait))
+        for framing in (b"Content-Length: 101\r\n\r\n" + b"a" * 101,
+                        b"Transfer-Encoding: chunked\r\n\r\n"
+                        + (b"40\r\n" + b"a" * 64 + b"\r\n") * 2 + b"0\r\n\r\n"):
+            async with await connect(addr) as s:
+                await s.send_all(b"PUT /users/x HTTP/1.1\r\n" + framing + GET % b"x")
+                replies = parse_replies(await read_until_closed(s))
+            assert [r.status for r in replies] == [401]  # the pipelined GET is not read
+            assert replies[0].headers[b"connection"] == b"close"
+        assert [(r.oversized, r.body, r.keep_alive) for r in seen] == [(True, b"", False)] * 2
+        # Through a handed-over connection the handler gets the same request.
+        async with await connect(addr) as s:
+            await s.send_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                             b"PUT /users/x HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n"
+                             + b"a" * 101)
+            replies = parse_replies(await read_until_closed(s))
+        assert [r.status for r in replies] == [200, 401]
+        assert replies[1].headers[b"connection"] == b"close"
+        assert seen[-1].oversized
+        # At the limit it is a plain request.
+        async with await connect(addr) as s:
+            await s.send_all(b"PUT /users/x HTTP/1.1\r\nContent-Length: 100\r\n\r\n"
+                             + b"a" * 100)
+            [ok] = await read_replies(s, 1)
+        assert (ok.status, ok.body) == (200, b"100")
+        stop.set()
+
+
+async def test_a_socket_bound_before_is_served():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    store = Store()
+    store.data[b"k"] = b"v"
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        addr = await nursery.start(partial(serve_front, Front(handle=store.handle), sock,
+                                           shutdown_trigger=stop.wait))
+        assert addr == f"127.0.0.1:{port}"
+        async with await connect(addr) as s:
+            await s.send_all(GET % b"k")
+            [reply] = await read_replies(s, 1)
+        assert reply.body == b"v"
+        stop.set()
+    assert sock.fileno() == -1  # taken over: closed with the server
+
+
+async def test_a_websocket_handshake_header_that_is_not_ascii_is_a_400_not_a_crash():
+    async with running() as srv:
+        await expect_error(srv.addr, b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                           b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZQ==\r\n"
+                           b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: \xfe\r\n\r\n",
+                           400, "bad_request")
+        assert srv.front.statistics().handed_over == 0
 
 
 async def test_a_websocket_is_handed_over_and_echoes():
