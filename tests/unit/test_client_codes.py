@@ -1,0 +1,60 @@
+"""The routing-aware client (kstate/client) and the two ways a forward can fail, against
+a node the test plays over a real socket: ``owner_no_answer`` leaves a conditional
+write's outcome unknown (raised at once, never retried), ``owner_not_reached`` is
+retried like any 503 (the owner never saw the request)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import orjson
+import pytest
+import trio
+
+from kstate.client import KstateClient, Unavailable
+from kstate.core.wire import GENERATION_HEADER, error_body
+from web.http1 import Front, Request, Response, serve_front
+
+
+class FakeNode:
+    """Owns every partition; answers every write 503 with ``code``."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.url = ""
+        self.writes = 0
+
+    async def handle(self, req: Request) -> Response:
+        if req.path == b"/groupinfo":
+            table = {f"t-{p}": self.url for p in range(10)}
+            return Response(200, [(b"content-type", b"application/json"),
+                                  (GENERATION_HEADER.encode(), b"1")], orjson.dumps(table))
+        self.writes += 1
+        return Response(503, [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+                        error_body(self.code, "the owner did not answer"))
+
+
+async def writes_until_given_up(code: str, if_match: str | None) -> tuple[str, int]:
+    node = FakeNode(code)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        node.url = await nursery.start(partial(serve_front, Front(handle=node.handle),
+                                               "127.0.0.1:0", shutdown_trigger=stop.wait))
+        async with KstateClient([node.url], retries=2, max_retry_after=0.01) as kc:
+            with pytest.raises(Unavailable) as info:
+                await kc.put("a@b.c", "A", if_match=if_match)
+        stop.set()
+    return info.value.code, node.writes
+
+
+async def test_no_answer_leaves_a_conditional_write_unknown_at_once():
+    assert await writes_until_given_up("owner_no_answer", '"1-2"') == ("outcome_unknown", 1)
+
+
+async def test_no_answer_to_an_unconditional_write_is_retried():
+    assert await writes_until_given_up("owner_no_answer", None) == ("owner_no_answer", 3)
+
+
+async def test_not_reached_is_retried_even_for_a_conditional_write():
+    assert await writes_until_given_up("owner_not_reached", '"1-2"') == (
+        "owner_not_reached", 3)
