@@ -49,8 +49,6 @@ NODE_HEADERS = frozenset({HOPS_HEADER.encode(), CLUSTER_AUTH_HEADER.encode(),
                           GENERATION_HEADER.encode()})
 # (method, path, query) -> kstate-cluster-auth value (web/auth.py).
 Signer = Callable[[str, str, str], str]
-NOT_REACHED = "owner_not_reached"
-NO_ANSWER = "owner_no_answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +143,15 @@ class Proxy:
         except (NotSent, InvalidRequest) as exc:
             self.not_reached += 1
             log.warning("event=proxy_failed target=%s sent=no error=%r", url, exc)
-            return Unavailable(NOT_REACHED, f"the owner {url} could not be reached; nothing "
-                               "was sent to it: retry")
+            return Unavailable("owner_not_reached",
+                               f"the owner {url} could not be reached; nothing was sent to "
+                               "it: retry")
         except NoAnswer as exc:
             self.no_answer += 1
             log.warning("event=proxy_failed target=%s sent=yes error=%r", url, exc)
-            return Unavailable(NO_ANSWER, f"the owner {url} got the request and gave no "
-                               "answer in time; a write may or may not have been applied")
+            return Unavailable("owner_no_answer",
+                               f"the owner {url} got the request and gave no answer in time; "
+                               "a write may or may not have been applied")
         self.forwarded += 1
         # Content-Length is hop-by-hop here: whoever sends the answer on sets its own.
         kept = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP and k not in SERVER_SET]
