@@ -90,7 +90,7 @@ async def test_assign_claims_then_revoke_waits_for_writes_in_flight(autojump_clo
         seeks = ReplyBox()
         table = RoutingTable(8, TABLE.owners, TABLE.members)
         await events_send.send(Assigned(3, frozenset({0}), table, {0: 0}, seeks))
-        assert await seeks.wait() == {0: 1}
+        assert await seeks.wait() == {0: 2}  # past our marker (0) and our write (1)
         await router_recv.receive()
         # the consumer, sought to offset 1, fetches what was written since
         await trio.testing.wait_all_tasks_blocked()
