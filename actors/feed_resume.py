@@ -24,7 +24,8 @@ from collections.abc import Awaitable, Callable
 import orjson
 import trio
 
-from actors.feed import FeedHandle, Subscriber, encode_change, hello
+from actors.feed import FeedHandle, Subscriber, halted_notice, hello
+from actors.feed_rule import FeedRule
 from kstate.bridge import BEGINNING, Reader
 from kstate.core.messages import Record
 
@@ -79,23 +80,35 @@ class _Replay:
     """A resumed feed's own reader: sends records, tracks the next offset per partition."""
 
     def __init__(self, reader: Reader, positions: dict[int, int], key: bytes | None,
-                 send: Send) -> None:
+                 send: Send, *, exact: bool) -> None:
         self.reader = reader
         self.next = dict(positions)
         self.key = key
         self._send = send
+        # the rule as this reader sees it (every record passes, whatever the key filter);
+        # exact when it reads from the beginning (actors/feed_rule.py)
+        self.rule = FeedRule(len(positions), exact=exact)
+        self.halted: set[int] = set()
 
     async def send(self, pid: int, rec: Record) -> None:
         self.next[pid] = rec.offset + 1
-        if self.key is not None and rec.key != self.key:
-            return
-        change = encode_change(pid, rec)
-        if change is not None:
+        change = self.rule.change(pid, rec)
+        if change is not None and (self.key is None or rec.key == self.key):
             await self._send(change)
+
+    async def fetch(self, timeout_ms: int) -> dict[int, list[Record]]:
+        """One fetch of the reader; a partition it stops at a batch it cannot decode is
+        announced once (actors/feed.py, halted_notice)."""
+        got = await self.reader.fetch(timeout_ms)
+        for pid, (offset, why) in sorted(self.reader.halted.items()):
+            if pid not in self.halted:
+                self.halted.add(pid)
+                await self._send(halted_notice(pid, offset, why))
+        return got
 
     async def step(self, timeout_ms: int) -> bool:
         """Send one fetch's records; whether there were any."""
-        got = await self.reader.fetch(timeout_ms)
+        got = await self.fetch(timeout_ms)
         for pid, records in got.items():
             for rec in records:
                 await self.send(pid, rec)
@@ -110,7 +123,7 @@ class _Replay:
         done = {p for p, o in self.next.items() if o >= live.get(p, 0)}
         with trio.move_on_after(HANDOFF_WAIT):
             while len(done) < len(self.next) and not sub.lagged and len(held) < limit:
-                got = await self.reader.fetch(200)
+                got = await self.fetch(200)
                 for pid, records in got.items():
                     for rec in records:
                         if pid in done or rec.offset >= live.get(pid, 0):
@@ -131,7 +144,7 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
         live: tuple[trio.MemoryReceiveChannel[str], Subscriber, dict[int, int]] | None = None
         async with feed.bridge.open_reader(wanted) as (reader, positions):
             await send(hello(positions, feed.url))
-            replay = _Replay(reader, positions, key, send)
+            replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING)
             next_try = 0.0
             while live is None:
                 if await replay.step(500) or trio.current_time() < next_try:

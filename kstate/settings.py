@@ -48,6 +48,7 @@ class Settings:
     proxy_timeout: float = 5.0
     max_body: int = 65_536
     max_batch: int = 5_000
+    compression: str = "none"
     standby: bool = False
     serve_isolated: bool = False
     log_level: str = "INFO"
@@ -80,7 +81,8 @@ class Settings:
             bootstrap=self.bootstrap, topic=self.topic, partitions=self.partitions,
             replication=self.replication, group=self.group, instance_id=self.instance_id,
             session_timeout_ms=self.session_timeout_ms, heartbeat_ms=self.heartbeat_ms,
-            max_batch=self.max_batch, request_timeout_ms=int(self.write_timeout * 1000),
+            max_batch=self.max_batch, compression=self.compression,
+            request_timeout_ms=int(self.write_timeout * 1000),
             security_protocol=self.security_protocol, sasl_mechanism=self.sasl_mechanism,
             sasl_username=self.sasl_username, sasl_password=self.sasl_password,
             ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile,
@@ -103,6 +105,8 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "proxy_timeout": (float, "seconds a request forwarded to the owner may take"),
     "max_body": (int, "largest request body in bytes (413 above)"),
     "max_batch": (int, "most records the consumer hands over in one batch"),
+    "compression": (str, "codec of the batches this node writes: none, gzip, snappy, lz4 or "
+                         "zstd (it reads every codec whatever this says)"),
     "standby": (bool, "keep a copy of every partition to answer reads (fenced) while "
                       "their owner is down; costs memory (true/false)"),
     "serve_isolated": (bool, "answer reads from memory even when this node cannot prove it "
@@ -125,6 +129,7 @@ _ENV_ONLY = frozenset({"sasl_password"})
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MIN_API_TOKEN = 16
+COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")  # Kafka's compression.type values
 
 
 def env_name(field: str) -> str:
@@ -182,6 +187,7 @@ def validate(s: Settings) -> Settings:
         (s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
          "log_level: must be DEBUG, INFO, WARNING or ERROR"),
         (s.log_format in {"kv", "json"}, "log_format: must be kv or json"),
+        (s.compression in COMPRESSION, f"compression: must be one of {', '.join(COMPRESSION)}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -10,7 +10,8 @@ one, so a process may build several apps, as the tests do):
 - :class:`NodeCollector`, which reads the actors' ``statistics()`` and counters at
   scrape time: nothing in the actors is instrumented for Prometheus.
 
-Counters read at scrape time from the state owner (rebalances, invalid records) are
+Counters read at scrape time from the state owner (rebalances, records that did not
+apply as written: unusable, wrong_partition, fenced, expect_failed) are
 kept by the node itself and may reset when the process restarts, as every counter does.
 """
 
@@ -106,8 +107,26 @@ class NodeCollector:
                 "seconds the partition took to catch up after its current assignment",
                 labels=label),
             "invalid": CounterMetricFamily("kstate_partition_invalid_records",
-                                           "records skipped as invalid", labels=label),
+                                           "records kstate cannot use (each deleted its "
+                                           "key; by reason: "
+                                           "kstate_partition_unusable_records)", labels=label),
+            "wrong_partition": CounterMetricFamily(
+                "kstate_partition_wrong_partition_records",
+                "records in a partition other than their key's: ignored", labels=label),
+            "fenced": CounterMetricFamily("kstate_partition_fenced_records",
+                                          "writes of an older owner epoch (a zombie): ignored",
+                                          labels=label),
+            "expect_failed": CounterMetricFamily(
+                "kstate_partition_expect_failed_records",
+                "conditional writes whose condition failed when applied: ignored",
+                labels=label),
         }
+        unusable = CounterMetricFamily("kstate_partition_unusable_records",
+                                       "records kstate cannot use, by reason (each deleted "
+                                       "its key)", labels=["partition", "reason"])
+        halted = GaugeMetricFamily("kstate_partition_halted",
+                                   "1 if the partition stopped at a batch this node cannot "
+                                   "decode (README, Operating)", labels=label)
         keys = 0
         for pid, st in stats.items():
             keys += int(st["keys"] or 0)
@@ -116,7 +135,15 @@ class NodeCollector:
                 if value is None:
                     continue  # catchup_seconds before the partition caught up
                 family.add_metric([str(pid)], float(value))
+            for reason, count in sorted(st["unusable"].items()):
+                unusable.add_metric([str(pid), reason], count)
+            halted.add_metric([str(pid)], 0 if st["halted"] is None else 1)
         yield from families.values()
+        yield unusable
+        yield halted
+        yield GaugeMetricFamily("kstate_partitions_halted",
+                                "held partitions stopped at a batch this node cannot decode",
+                                value=sum(1 for st in stats.values() if st["halted"]))
         yield GaugeMetricFamily("kstate_keys", "keys held in memory, all partitions",
                                 value=keys)
         yield CounterMetricFamily("kstate_invalid_records",
@@ -162,7 +189,14 @@ class NodeCollector:
         yield CounterMetricFamily("kstate_feed_delivered",
                                   "changes queued to subscribers", value=st.delivered)
         yield CounterMetricFamily("kstate_feed_invalid_records",
-                                  "records the feed skipped as invalid", value=st.invalid)
+                                  "records kstate cannot use, streamed as deletes of their "
+                                  "key", value=st.invalid)
+        yield CounterMetricFamily("kstate_feed_skipped_records",
+                                  "records that change nothing (markers, wrong partition, "
+                                  "fenced, failed conditions): not streamed", value=st.skipped)
+        yield GaugeMetricFamily("kstate_feed_halted_partitions",
+                                "partitions the feed stopped at a batch it cannot decode",
+                                value=len(st.halted))
 
 
 class Metrics:

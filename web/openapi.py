@@ -221,6 +221,11 @@ def _components() -> Json:
                               "generation": {"type": "integer"},
                               "member": {"type": "boolean"},
                               "owned": {"type": "array", "items": {"type": "integer"}},
+                              "halted": {"type": "object",
+                                         "description": "owned partitions stopped at a "
+                                                        "batch this node cannot decode: "
+                                                        "partition -> offset and reason",
+                                         "additionalProperties": {"type": "string"}},
                               "partitions": {"type": "object", "additionalProperties": {
                                   "type": "object",
                                   "properties": {"position": {"type": "integer"},
