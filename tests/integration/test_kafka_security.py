@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tools import topic as load
 from tests.support.bridge import KafkaAuthFailed, bridge_settings, round_trip
 from tests.support.kafka_modes import SecureBroker, make_certs, secure_broker
+from tools import topic as load
 from tools.procs import Node, wait_ready
 
 USER = "kstate-sec"
