@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import orjson
 import trio
 
+from actors.feed_limits import FeedLimits
 from kstate.bridge import KafkaBridge
 from kstate.core.messages import Record
 from kstate.core.users import validate_record
@@ -152,13 +153,15 @@ class Broadcaster:
 
 @dataclass(frozen=True, slots=True)
 class FeedHandle:
-    """The feed as the HTTP layer sees it: the broadcaster, and what resumed
+    """The feed as the HTTP layer sees it: the broadcaster, what resumed
     subscriptions need (actors/feed_resume.py): the bridge for their own readers and
-    this node's url for their hello."""
+    this node's url for their hello, and the bounds on subscribers
+    (actors/feed_limits.py)."""
 
     broadcaster: Broadcaster
     bridge: KafkaBridge
     url: str
+    limits: FeedLimits = field(default_factory=FeedLimits)
 
     def statistics(self) -> FeedStats:
         return self.broadcaster.statistics()
@@ -167,15 +170,16 @@ class FeedHandle:
         self.broadcaster.close_all()
 
 
-async def run(bridge: KafkaBridge, *, buffer: int, url: str,
+async def run(bridge: KafkaBridge, *, buffer: int, url: str, limits: FeedLimits | None = None,
               task_status: trio.TaskStatus[FeedHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Follow the topic from its end forever (until cancelled); closes every
-    subscriber's channel on the way out."""
+    subscriber's channel on the way out. ``limits``: the bounds on subscribers
+    (defaults if None)."""
     handle = Broadcaster(buffer=buffer)
     chunk = max(1, buffer // 4)  # changes published between looks at the queues' room
     async with bridge.open_reader(None) as (reader, positions):
         handle.positions = dict(positions)
-        task_status.started(FeedHandle(handle, bridge, url))
+        task_status.started(FeedHandle(handle, bridge, url, limits or FeedLimits()))
         try:
             while True:
                 got = await reader.fetch(500)

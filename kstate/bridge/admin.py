@@ -14,8 +14,9 @@ from kstate.bridge.config import KafkaConfig
 from kstate.bridge.security import check_access, client_args
 
 TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show up
-# The topic configs a node logs (and checks) at start.
-DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms")
+# The topic configs a node logs (and checks: kstate/core/durability.py) at start.
+DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms",
+             "unclean.leader.election.enable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class TopicInfo:
     partitions: int
     created: bool
     configs: dict[str, str]
+    replication: int = 0  # replicas of its least replicated partition (0: not described)
 
 
 async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = None
@@ -53,8 +55,10 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
         deadline = time.monotonic() + TOPIC_METADATA_WAIT
         while True:
             described = await admin.describe_topics([c.topic])
-            partitions = len(described[0]["partitions"])
+            parts = described[0]["partitions"]
+            partitions = len(parts)
             if partitions > 0:
+                replication = min(len(p["replicas"]) for p in parts)
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"topic {c.topic} lists no partitions")
@@ -66,6 +70,6 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
                 for entry in res[4]:
                     if entry[0] in DESCRIBED:
                         configs_out[entry[0]] = entry[1]
-        return TopicInfo(c.topic, partitions, created, configs_out)
+        return TopicInfo(c.topic, partitions, created, configs_out, replication)
     finally:
         await admin.close()
