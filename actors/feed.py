@@ -11,6 +11,7 @@ any longer; it reconnects with ``from=`` and a reader of its own replays from it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -164,7 +165,11 @@ class FeedHandle:
     limits: FeedLimits = field(default_factory=FeedLimits)
 
     def statistics(self) -> FeedStats:
-        return self.broadcaster.statistics()
+        """The broadcaster's numbers; ``dropped_subscribers`` counts every subscriber
+        cut off, for lagging or for taking nothing (the latter: ``limits``)."""
+        st = self.broadcaster.statistics()
+        return dataclasses.replace(
+            st, dropped_subscribers=st.dropped_subscribers + self.limits.stalled)
 
     def close_all(self) -> None:
         self.broadcaster.close_all()

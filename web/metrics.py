@@ -184,7 +184,8 @@ class NodeCollector:
         yield GaugeMetricFamily("kstate_feed_subscribers", "live /changes subscribers",
                                 value=st.subscribers)
         yield CounterMetricFamily("kstate_feed_dropped_subscribers",
-                                  "subscribers cut off for lagging",
+                                  "subscribers cut off for lagging (their queue full, or "
+                                  "they took nothing for feed_stall_timeout seconds)",
                                   value=st.dropped_subscribers)
         yield CounterMetricFamily("kstate_feed_published", "changes read by the feed",
                                   value=st.published)

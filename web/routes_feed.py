@@ -27,7 +27,7 @@ from web.services import Services
 
 LAGGING_CLOSE = 4001
 LAGGING_REASON = "lagging: reconnect with from=<offsets>"
-STALLED_REASON = "took nothing for too long: reconnect with from=<offsets>"
+STALLED_REASON = "lagging: took nothing for too long; reconnect with from=<offsets>"
 MAX_OFFSET = 2**63 - 2  # Kafka offsets are int64; "seen o" asks for o + 1
 OFFSET_DIGITS = 19
 PARTITION_DIGITS = 6
