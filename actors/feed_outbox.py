@@ -33,8 +33,10 @@ class Stalled(Exception):
 async def open_outbox(send: Send, *, stall_timeout: float, size: int = OUTBOX
                       ) -> AsyncIterator[Send]:
     """A ``send`` that queues for ``send`` (sent in order by a pump task) and raises
-    Stalled after waiting ``stall_timeout`` seconds for room. On exit, what is still
-    queued is dropped (the subscription is over) and the pump stops."""
+    Stalled after waiting ``stall_timeout`` seconds for room; catch it inside the
+    ``async with`` (past it, as out of any nursery, exceptions come wrapped in an
+    ExceptionGroup). On exit, what is still queued is dropped (the subscription is
+    over) and the pump stops."""
     queue_send, queue_recv = trio.open_memory_channel[str](size)
 
     async def pump() -> None:
