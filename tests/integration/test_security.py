@@ -18,6 +18,7 @@ import pytest
 
 from kstate.bridge.security import client_args
 from kstate.settings import SettingsError, load_settings
+from tests.support.kafka_modes import run_dir
 from tools import topic as load
 from tools.procs import REPO, Node, wait_ready, wait_stable
 
@@ -117,7 +118,7 @@ def sasl_broker() -> Iterator[tuple[str, str]]:
         yield res.stdout.strip().splitlines()[-1], password
     finally:
         subprocess.run([str(KAFKA_SH), "down", name], timeout=60, check=False)
-        shutil.rmtree(REPO / ".cache" / "kafka" / "run" / name, ignore_errors=True)
+        shutil.rmtree(run_dir(name), ignore_errors=True)
 
 
 @pytest.fixture
