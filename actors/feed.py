@@ -16,6 +16,7 @@ the others go on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import orjson
 import trio
 
+from actors.feed_limits import FeedLimits
 from actors.feed_rule import FeedRule
 from kstate.bridge import KafkaBridge
 
@@ -166,31 +168,38 @@ class Broadcaster:
 
 @dataclass(frozen=True, slots=True)
 class FeedHandle:
-    """The feed as the HTTP layer sees it: the broadcaster, and what resumed
+    """The feed as the HTTP layer sees it: the broadcaster, what resumed
     subscriptions need (actors/feed_resume.py): the bridge for their own readers and
-    this node's url for their hello."""
+    this node's url for their hello, and the bounds on subscribers
+    (actors/feed_limits.py)."""
 
     broadcaster: Broadcaster
     bridge: KafkaBridge
     url: str
+    limits: FeedLimits = field(default_factory=FeedLimits)
 
     def statistics(self) -> FeedStats:
-        return self.broadcaster.statistics()
+        """The broadcaster's numbers; ``dropped_subscribers`` counts every subscriber
+        cut off, for lagging or for taking nothing (the latter: ``limits``)."""
+        st = self.broadcaster.statistics()
+        return dataclasses.replace(
+            st, dropped_subscribers=st.dropped_subscribers + self.limits.stalled)
 
     def close_all(self) -> None:
         self.broadcaster.close_all()
 
 
-async def run(bridge: KafkaBridge, *, buffer: int, url: str,
+async def run(bridge: KafkaBridge, *, buffer: int, url: str, limits: FeedLimits | None = None,
               task_status: trio.TaskStatus[FeedHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Follow the topic from its end forever (until cancelled); closes every
-    subscriber's channel on the way out."""
+    subscriber's channel on the way out. ``limits``: the bounds on subscribers
+    (defaults if None)."""
     handle = Broadcaster(buffer=buffer)
     chunk = max(1, buffer // 4)  # changes published between looks at the queues' room
     async with bridge.open_reader(None) as (reader, positions):
         handle.rule = FeedRule(len(positions))  # the reader reads every partition
         handle.positions = dict(positions)
-        task_status.started(FeedHandle(handle, bridge, url))
+        task_status.started(FeedHandle(handle, bridge, url, limits or FeedLimits()))
         try:
             while True:
                 got = await reader.fetch(500)

@@ -13,6 +13,9 @@
 
 The first message is ``{"type":"hello","positions":{p: next offset}}``. The caller (the
 websocket route) only passes ``send``; this module owns every reader and subscription.
+Nothing here waits on ``send`` itself: messages go through the subscriber's outbox
+(actors/feed_outbox.py), and a subscriber that takes nothing for ``stall_timeout``
+seconds is cut off (``STALLED``), live or resumed, its reader closed at once.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import orjson
 import trio
 
 from actors.feed import FeedHandle, Subscriber, halted_notice, hello
+from actors.feed_outbox import Stalled, open_outbox
 from actors.feed_rule import FeedRule
 from kstate.bridge import BEGINNING, Reader
 from kstate.core.messages import Record
@@ -42,19 +46,35 @@ class Ended(enum.Enum):
     """How a subscription ended."""
     CLOSED = "closed"  # the node stops
     LAGGED = "lagged"  # cut off for lagging: the client should resume with from=
+    STALLED = "stalled"  # cut off for taking nothing: the client should resume with from=
 
 
-async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send) -> Ended:
+def _nothing() -> None:
+    return None
+
+
+async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send, *,
+                reader_closed: Callable[[], None] = _nothing) -> Ended:
     """Send ``hello`` and then every change (of ``key`` only, if given) to ``send``
-    until the node stops or the subscriber lags."""
-    if start is None:
-        with feed.broadcaster.subscribe(key) as (messages, sub, positions):
-            await send(hello(positions, feed.url))
-            return await _forward_live(messages, sub, {}, send)
-    wanted: dict[int, int | None] | str = (
-        BEGINNING if start == FROM_BEGINNING else dict(start) if isinstance(start, dict)
-        else {})
-    return await _resume(feed, wanted, key, send)
+    until the node stops or the subscriber lags or stalls. ``reader_closed`` is called
+    (perhaps twice: it must be idempotent) once a resumed subscriber's own reader is
+    closed, at hand-over or at the end."""
+    async with open_outbox(send, stall_timeout=feed.limits.stall_timeout) as put:
+        try:
+            if start is None:
+                with feed.broadcaster.subscribe(key) as (messages, sub, positions):
+                    await put(hello(positions, feed.url))
+                    return await _forward_live(messages, sub, {}, put)
+            wanted: dict[int, int | None] | str = (
+                BEGINNING if start == FROM_BEGINNING
+                else dict(start) if isinstance(start, dict) else {})
+            try:
+                return await _resume(feed, wanted, key, put, reader_closed)
+            finally:
+                reader_closed()
+        except Stalled:
+            feed.limits.stalled += 1
+            return Ended.STALLED
 
 
 async def _forward_live(messages: trio.MemoryReceiveChannel[str], sub: Subscriber,
@@ -139,7 +159,7 @@ class _Replay:
 
 
 async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: bytes | None,
-                  send: Send) -> Ended:
+                  send: Send, reader_closed: Callable[[], None]) -> Ended:
     with contextlib.ExitStack() as live_scope:
         live: tuple[trio.MemoryReceiveChannel[str], Subscriber, dict[int, int]] | None = None
         async with feed.bridge.open_reader(wanted) as (reader, positions):
@@ -162,6 +182,7 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
                 for pid, rec in held:
                     await replay.send(pid, rec)
         # the reader is closed; the broadcaster sends the rest
+        reader_closed()
         messages, sub, at = live
         ahead = {p: o for p, o in replay.next.items() if o > at.get(p, 0)}
         return await _forward_live(messages, sub, ahead, send)

@@ -259,7 +259,8 @@ def _components() -> Json:
         },
         "securitySchemes": {"bearerAuth": {
             "type": "http", "scheme": "bearer",
-            "description": "the node's API token (--api-token); needed for PUT and DELETE "
+            "description": "the node's API token (KSTATE_API_TOKEN or --api-token-file); "
+                           "needed for PUT and DELETE "
                            "only when the node has one"}},
     }
 
@@ -287,7 +288,12 @@ def spec(node: str | None = None) -> Json:
                  "schema": {"type": "string"},
                  "description": "'beginning', or p:offset[,p:offset...] to resume after"},
                 {"name": "key", "in": "query", "required": False, "schema": EMAIL}],
-            "close_codes": {"4001": "the subscriber lagged: reconnect with from="}}},
+            "handshake_errors": {
+                "400": "bad from or key (JSON error)",
+                "503": "the node holds as many subscribers, or resumed ones, as it takes "
+                       "(JSON error, Retry-After)"},
+            "close_codes": {"4001": "the subscriber lagged, or took nothing for "
+                                    "feed_stall_timeout seconds: reconnect with from="}}},
     }
 
 

@@ -6,7 +6,8 @@ nothing a client sends chooses where a request goes. ``kstate-hops`` counts hops
 ``kstate-generation`` carries this node's table generation. When an API token is set,
 a forwarded write carries this node's signature in ``kstate-cluster-auth``
 (web/auth.py) instead of the client's ``Authorization``; whatever the client sent in
-those headers is never passed on.
+those headers is never passed on. The signature is made last, over the target, the
+headers and the body exactly as they are sent.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ HOP_BY_HOP = frozenset({
 })
 # Set by our own server on every response: copying the owner's would send them twice.
 SERVER_SET = frozenset({"date", "server"})
-# (method, path, query) -> kstate-cluster-auth value (web/auth.py).
-Signer = Callable[[str, str, str], str]
+# (target url, method, path, query, headers, body) -> the kstate-cluster-auth value
+# (web/auth.py), or None when this request needs none.
+Signer = Callable[[str, str, str, str, list[tuple[str, str]], bytes], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +79,10 @@ class Proxy:
         out_headers.append((HOPS_HEADER, str(req.hops + 1)))
         out_headers.append((GENERATION_HEADER, str(generation)))
         if self._sign is not None:
-            out_headers.append((CLUSTER_AUTH_HEADER,
-                                self._sign(req.method, req.path, req.query.decode("latin-1"))))
+            signature = self._sign(url, req.method, req.path, req.query.decode("latin-1"),
+                                   out_headers, req.body)
+            if signature is not None:
+                out_headers.append((CLUSTER_AUTH_HEADER, signature))
         target = quote_path(req.path)
         if req.query:
             target += "?" + req.query.decode("latin-1")

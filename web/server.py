@@ -41,6 +41,16 @@ def shield_sends(app: Asgi) -> Asgi:
 
 BACKLOG = 1024
 KEEP_ALIVE = 75  # seconds an idle keep-alive connection stays open
+# Seconds the kernel keeps sending to a peer that acknowledges nothing, or keeps its
+# receive window shut, before it drops the connection (TCP_USER_TIMEOUT, inherited by
+# every accepted socket; Linux). hypercorn shields its socket writes from
+# cancellation, so without this a client that stops reading holds its connection and
+# the task writing to it forever (actors/feed_outbox.py lets go of everything else).
+SEND_STALL_TIMEOUT = 20
+# Largest websocket message a client may send. The feed reads nothing from clients;
+# hypercorn's default (16 MiB, times its queue of 10 per connection) would let each
+# connection park 160 MiB here.
+WEBSOCKET_MAX_MESSAGE = 4096
 
 
 def bind(listen: str) -> socket.socket:
@@ -52,6 +62,9 @@ def bind(listen: str) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            SEND_STALL_TIMEOUT * 1000)
         sock.bind(addr)
         sock.listen(BACKLOG)
     except OSError:
@@ -80,6 +93,7 @@ async def serve(app: Asgi | QuartTrio, sock: socket.socket, *,
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = KEEP_ALIVE
     config.backlog = BACKLOG
+    config.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE
 
     class _Status:
         def started(self, binds: list[str] | None = None) -> None:

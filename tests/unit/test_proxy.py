@@ -5,12 +5,17 @@ without the headers our own server sets)."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from urllib.parse import unquote
+
 import h11
 import trio
 
 from kstate.core.outcomes import Unavailable
 from kstate.core.wire import CLUSTER_AUTH_HEADER, GENERATION_HEADER, HOPS_HEADER
 from tools.procs import free_port
+from web.auth import Credential, Signed, cluster_key, signer, verify
 from web.proxy import Incoming, Proxy
 
 
@@ -56,11 +61,12 @@ async def test_forwarded_request_and_answer():
     port = free_port()
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_tcp, owner.handle, port)
-        signed: list[tuple[str, str, str]] = []
+        signed: list[tuple[str, str, str, str, list[tuple[str, str]], bytes]] = []
 
-        def sign(method: str, path: str, query: str) -> str:
-            signed.append((method, path, query))
-            return "v1 123 abc"
+        def sign(target: str, method: str, path: str, query: str,
+                 headers: list[tuple[str, str]], body: bytes) -> str:
+            signed.append((target, method, path, query, list(headers), body))
+            return "v2 123 abc def"
 
         proxy = Proxy(2.0, sign=sign)
         req = Incoming(method="PUT", path="/users/a%41?#b@c.d", query=b"x=1",
@@ -81,8 +87,15 @@ async def test_forwarded_request_and_answer():
         assert h["host"] == f"127.0.0.1:{port}"
         assert h[HOPS_HEADER] == "2"
         assert h[GENERATION_HEADER] == "12"
-        assert h[CLUSTER_AUTH_HEADER] == "v1 123 abc"  # ours, not the client's
-        assert signed == [("PUT", "/users/a%41?#b@c.d", "x=1")]
+        assert h[CLUSTER_AUTH_HEADER] == "v2 123 abc def"  # ours, not the client's
+        ((target, method, path, query, out, signed_body),) = signed
+        assert (target, method, path, query) == (f"127.0.0.1:{port}", "PUT",
+                                                 "/users/a%41?#b@c.d", "x=1")
+        assert signed_body == body  # the bytes sent
+        # every header sent but the two the connection adds, in order
+        sent = [(k.decode(), v.decode()) for k, v in got.headers
+                if k not in (b"host", b"content-length", CLUSTER_AUTH_HEADER.encode())]
+        assert [(k.lower(), v) for k, v in out] == sent
         assert "authorization" not in h  # this node vouches for the client instead
         for hop in ("keep-alive", "te"):
             assert hop not in h
@@ -102,6 +115,37 @@ async def test_forwarded_request_and_answer():
         assert CLUSTER_AUTH_HEADER not in h
         await proxy.aclose()
         await plain.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_real_signature_verifies_on_what_the_owner_received():
+    """web/auth.py's signer over the proxy's request; verified from the owner's side
+    with nothing but the bytes it received. Reads are not signed."""
+    owner = Owner()
+    port = free_port()
+    key = cluster_key("a-token-of-sixteen-chars")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_tcp, owner.handle, port)
+        proxy = Proxy(2.0, sign=signer("a-token-of-sixteen-chars"))
+        req = Incoming(method="PUT", path="/users/ü%41@b.c", query=b"q=%FF",
+                       headers=[("Content-Type", "application/json"), ("If-Match", '"1-2"'),
+                                ("if-match", '"1-3"')],
+                       body=b'{"name":"\xc3\xbc"}', hops=0)
+        await proxy.exchange(req, f"127.0.0.1:{port}", 7)
+        await proxy.exchange(Incoming("GET", "/users/a@b.c", b"", [], b"", 0),
+                             f"127.0.0.1:{port}", 7)
+        (put, body), (get, _) = owner.requests
+        received = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in put.headers]
+        header = dict(received)[CLUSTER_AUTH_HEADER]
+        s = Signed.of(f"127.0.0.1:{port}", put.method.decode(),
+                      unquote(put.target.decode().partition("?")[0]),
+                      put.target.decode().partition("?")[2], received, body)
+        assert isinstance(verify(key, header, s, time.time(), 30.0), Credential)
+        # signed for this target only
+        other = dataclasses.replace(s, target="127.0.0.1:1")
+        assert verify(key, header, other, time.time(), 30.0) == "does not match the request"
+        assert CLUSTER_AUTH_HEADER.encode() not in dict(get.headers)
+        await proxy.aclose()
         nursery.cancel_scope.cancel()
 
 
