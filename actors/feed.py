@@ -30,8 +30,10 @@ from kstate.bridge import KafkaBridge
 
 log = logging.getLogger(__name__)
 
-LAG_GRACE = 0.5  # seconds a subscriber may lack room for the next changes before cut off
-# (the most one stalled subscriber can delay the others, once: then it is cut off)
+# Seconds a subscriber may lack room for the next changes before it is cut off: the
+# most one stalled subscriber can delay the others, once. 0.5 s cut off subscribers that
+# were reading as fast as they were scheduled on a loaded 2-core machine.
+LAG_GRACE = 2.0
 ROOM_POLL = 0.005  # seconds between looks at the subscribers' queues while waiting for room
 
 

@@ -22,6 +22,9 @@ from tests.support.kafka_modes import run_dir
 from tools import topic as load
 from tools.procs import REPO, Node, wait_ready, wait_stable
 
+# One worker runs this module: its broker (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_security")
+
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 SASL_USER = "kstate-node"
 PARTITIONS = 10
