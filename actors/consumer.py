@@ -18,13 +18,14 @@ async def run(bridge: KafkaBridge, *, outbox: trio.MemorySendChannel[StateIn],
 
     A batch with no records is still sent when some position moved: compaction can
     leave a partition's end beyond its last record, and the catch-up gate needs the
-    consumer's position, not the last offset seen.
+    consumer's position, not the last offset seen. A batch that halts a partition (one
+    it cannot decode: Batch.halted) is always sent.
     """
     async with outbox:
         task_status.started()
         last: dict[int, int] = {}
         while True:
             batch = await bridge.fetch(poll_ms)
-            if batch.records or batch.positions != last:
+            if batch.records or batch.halted or batch.positions != last:
                 last = batch.positions
                 await outbox.send(batch)

@@ -6,11 +6,17 @@ each waiting for room in every queue, so a subscriber that keeps up is never cut
 a big fetch. A subscriber whose queue is full, or has had no room for the next chunk for
 ``LAG_GRACE`` seconds, is cut off (``lagged``) instead of slowing the node or the others
 any longer; it reconnects with ``from=`` and a reader of its own replays from its offsets.
+
+What is streamed follows the record rule (actors/feed_rule.py): upserts and deletes,
+nothing for records that change no state. A partition whose next batch the reader cannot
+decode stops there (logged, counted, and a ``{"type":"halted"}`` notice to subscribers);
+the others go on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,32 +24,17 @@ from dataclasses import dataclass, field
 import orjson
 import trio
 
+from actors.feed_limits import FeedLimits
+from actors.feed_rule import FeedRule
 from kstate.bridge import KafkaBridge
-from kstate.core.messages import Record
-from kstate.core.users import validate_record
 
 log = logging.getLogger(__name__)
 
-LAG_GRACE = 0.5  # seconds a subscriber may lack room for the next changes before cut off
-# (the most one stalled subscriber can delay the others, once: then it is cut off)
+# Seconds a subscriber may lack room for the next changes before it is cut off: the
+# most one stalled subscriber can delay the others, once. 0.5 s cut off subscribers that
+# were reading as fast as they were scheduled on a loaded 2-core machine.
+LAG_GRACE = 2.0
 ROOM_POLL = 0.005  # seconds between looks at the subscribers' queues while waiting for room
-
-
-def encode_change(partition: int, rec: Record) -> str | None:
-    """The feed's JSON text for one record, or None for a record that is not a valid
-    user change (counted by the caller). The value's bytes are spliced, not re-encoded."""
-    if rec.key is None:
-        return None
-    if rec.value is not None and validate_record(rec.key, rec.value) is not None:
-        return None
-    try:
-        key = orjson.dumps(rec.key.decode())
-    except UnicodeDecodeError:
-        return None
-    value = b"null" if rec.value is None else rec.value
-    return (b'{"key":' + key + b',"value":' + value + b',"partition":'
-            + str(partition).encode() + b',"offset":' + str(rec.offset).encode()
-            + b"}").decode()
 
 
 def hello(positions: dict[int, int], node: str) -> str:
@@ -53,6 +44,14 @@ def hello(positions: dict[int, int], node: str) -> str:
                         ).decode()
 
 
+def halted_notice(partition: int, offset: int, why: str) -> str:
+    """Sent to every subscriber when the feed stops ``partition`` at a batch it cannot
+    decode (and, right after the hello, to every later one): no change of that partition
+    at or past ``offset`` follows."""
+    return orjson.dumps({"type": "halted", "partition": partition, "offset": offset,
+                         "reason": why}).decode()
+
+
 @dataclass(frozen=True, slots=True)
 class FeedStats:
     """The feed's numbers (/readyz, /metrics)."""
@@ -60,7 +59,9 @@ class FeedStats:
     published: int
     delivered: int
     dropped_subscribers: int
-    invalid: int
+    invalid: int  # records kstate cannot use, streamed as deletes of their key
+    skipped: int  # records that change nothing (markers, ignored records): not streamed
+    halted: dict[int, str]  # partitions stopped at a batch the feed cannot decode
 
 
 @dataclass(eq=False)
@@ -81,7 +82,8 @@ class Broadcaster:
     published: int = 0
     delivered: int = 0
     dropped: int = 0
-    invalid: int = 0
+    rule: FeedRule = field(default_factory=lambda: FeedRule(1))  # run() sets the real one
+    halted: dict[int, tuple[int, str]] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def subscribe(self, key: bytes | None = None
@@ -91,6 +93,8 @@ class Broadcaster:
         The messages channel ends when the node stops or the subscriber lags."""
         send, recv = trio.open_memory_channel[str](self.buffer)
         sub = Subscriber(send, key)
+        for pid, (offset, why) in sorted(self.halted.items())[:self.buffer // 2]:
+            send.send_nowait(halted_notice(pid, offset, why))  # queued after the hello
         self.subscribers.add(sub)
         try:
             with recv:
@@ -99,10 +103,11 @@ class Broadcaster:
             self.subscribers.discard(sub)
             send.close()
 
-    def publish(self, key: bytes | None, text: str) -> None:
+    def publish(self, key: bytes | None, text: str, *, everyone: bool = False) -> None:
+        """Queue ``text`` to every subscriber of ``key`` (``everyone``: to all)."""
         self.published += 1
         for sub in list(self.subscribers):
-            if sub.key is not None and sub.key != key:
+            if not everyone and sub.key is not None and sub.key != key:
                 continue
             try:
                 sub.send.send_nowait(text)
@@ -147,35 +152,56 @@ class Broadcaster:
     def statistics(self) -> FeedStats:
         return FeedStats(subscribers=len(self.subscribers), published=self.published,
                          delivered=self.delivered, dropped_subscribers=self.dropped,
-                         invalid=self.invalid)
+                         invalid=self.rule.unusable, skipped=self.rule.skipped,
+                         halted={p: f"offset {o}: {why}"
+                                 for p, (o, why) in sorted(self.halted.items())})
+
+    def halt(self, halted: dict[int, tuple[int, str]]) -> None:
+        """Partitions the feed's reader stopped at a batch it cannot decode: log each once
+        and tell every subscriber."""
+        for pid, (offset, why) in sorted(halted.items()):
+            if pid in self.halted:
+                continue
+            self.halted[pid] = (offset, why)
+            log.error("event=feed_partition_halted partition=%d offset=%d reason=%r",
+                      pid, offset, why)
+            self.publish(None, halted_notice(pid, offset, why), everyone=True)
 
 
 @dataclass(frozen=True, slots=True)
 class FeedHandle:
-    """The feed as the HTTP layer sees it: the broadcaster, and what resumed
+    """The feed as the HTTP layer sees it: the broadcaster, what resumed
     subscriptions need (actors/feed_resume.py): the bridge for their own readers and
-    this node's url for their hello."""
+    this node's url for their hello, and the bounds on subscribers
+    (actors/feed_limits.py)."""
 
     broadcaster: Broadcaster
     bridge: KafkaBridge
     url: str
+    limits: FeedLimits = field(default_factory=FeedLimits)
 
     def statistics(self) -> FeedStats:
-        return self.broadcaster.statistics()
+        """The broadcaster's numbers; ``dropped_subscribers`` counts every subscriber
+        cut off, for lagging or for taking nothing (the latter: ``limits``)."""
+        st = self.broadcaster.statistics()
+        return dataclasses.replace(
+            st, dropped_subscribers=st.dropped_subscribers + self.limits.stalled)
 
     def close_all(self) -> None:
         self.broadcaster.close_all()
 
 
-async def run(bridge: KafkaBridge, *, buffer: int, url: str,
+async def run(bridge: KafkaBridge, *, buffer: int, url: str, limits: FeedLimits | None = None,
               task_status: trio.TaskStatus[FeedHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Follow the topic from its end forever (until cancelled); closes every
-    subscriber's channel on the way out."""
+    subscriber's channel on the way out. ``limits``: the bounds on subscribers
+    (defaults if None)."""
     handle = Broadcaster(buffer=buffer)
     chunk = max(1, buffer // 4)  # changes published between looks at the queues' room
     async with bridge.open_reader(None) as (reader, positions):
+        handle.rule = FeedRule(len(positions))  # the reader reads every partition
         handle.positions = dict(positions)
-        task_status.started(FeedHandle(handle, bridge, url))
+        task_status.started(FeedHandle(handle, bridge, url, limits or FeedLimits()))
         try:
             while True:
                 got = await reader.fetch(500)
@@ -187,11 +213,11 @@ async def run(bridge: KafkaBridge, *, buffer: int, url: str,
                         seen += 1
                         # positions and publish move together: a subscriber that joins
                         # while we wait for room starts exactly at the next record
-                        text = encode_change(pid, rec)
+                        text = handle.rule.change(pid, rec)
                         handle.positions[pid] = rec.offset + 1
-                        if text is None:
-                            handle.invalid += 1
-                            continue
-                        handle.publish(rec.key, text)
+                        if text is not None:
+                            handle.publish(rec.key, text)
+                if len(reader.halted) > len(handle.halted):
+                    handle.halt(reader.halted)
         finally:
             handle.close_all()

@@ -13,6 +13,9 @@
 
 The first message is ``{"type":"hello","positions":{p: next offset}}``. The caller (the
 websocket route) only passes ``send``; this module owns every reader and subscription.
+Nothing here waits on ``send`` itself: messages go through the subscriber's outbox
+(actors/feed_outbox.py), and a subscriber that takes nothing for ``stall_timeout``
+seconds is cut off (``STALLED``), live or resumed, its reader closed at once.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from collections.abc import Awaitable, Callable
 import orjson
 import trio
 
-from actors.feed import FeedHandle, Subscriber, encode_change, hello
+from actors.feed import FeedHandle, Subscriber, halted_notice, hello
+from actors.feed_outbox import Stalled, open_outbox
+from actors.feed_rule import FeedRule
 from kstate.bridge import BEGINNING, Reader
 from kstate.core.messages import Record
 
@@ -41,19 +46,35 @@ class Ended(enum.Enum):
     """How a subscription ended."""
     CLOSED = "closed"  # the node stops
     LAGGED = "lagged"  # cut off for lagging: the client should resume with from=
+    STALLED = "stalled"  # cut off for taking nothing: the client should resume with from=
 
 
-async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send) -> Ended:
+def _nothing() -> None:
+    return None
+
+
+async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send, *,
+                reader_closed: Callable[[], None] = _nothing) -> Ended:
     """Send ``hello`` and then every change (of ``key`` only, if given) to ``send``
-    until the node stops or the subscriber lags."""
-    if start is None:
-        with feed.broadcaster.subscribe(key) as (messages, sub, positions):
-            await send(hello(positions, feed.url))
-            return await _forward_live(messages, sub, {}, send)
-    wanted: dict[int, int | None] | str = (
-        BEGINNING if start == FROM_BEGINNING else dict(start) if isinstance(start, dict)
-        else {})
-    return await _resume(feed, wanted, key, send)
+    until the node stops or the subscriber lags or stalls. ``reader_closed`` is called
+    (perhaps twice: it must be idempotent) once a resumed subscriber's own reader is
+    closed, at hand-over or at the end."""
+    async with open_outbox(send, stall_timeout=feed.limits.stall_timeout) as put:
+        try:
+            if start is None:
+                with feed.broadcaster.subscribe(key) as (messages, sub, positions):
+                    await put(hello(positions, feed.url))
+                    return await _forward_live(messages, sub, {}, put)
+            wanted: dict[int, int | None] | str = (
+                BEGINNING if start == FROM_BEGINNING
+                else dict(start) if isinstance(start, dict) else {})
+            try:
+                return await _resume(feed, wanted, key, put, reader_closed)
+            finally:
+                reader_closed()
+        except Stalled:
+            feed.limits.stalled += 1
+            return Ended.STALLED
 
 
 async def _forward_live(messages: trio.MemoryReceiveChannel[str], sub: Subscriber,
@@ -79,23 +100,35 @@ class _Replay:
     """A resumed feed's own reader: sends records, tracks the next offset per partition."""
 
     def __init__(self, reader: Reader, positions: dict[int, int], key: bytes | None,
-                 send: Send) -> None:
+                 send: Send, *, exact: bool) -> None:
         self.reader = reader
         self.next = dict(positions)
         self.key = key
         self._send = send
+        # the rule as this reader sees it (every record passes, whatever the key filter);
+        # exact when it reads from the beginning (actors/feed_rule.py)
+        self.rule = FeedRule(len(positions), exact=exact)
+        self.halted: set[int] = set()
 
     async def send(self, pid: int, rec: Record) -> None:
         self.next[pid] = rec.offset + 1
-        if self.key is not None and rec.key != self.key:
-            return
-        change = encode_change(pid, rec)
-        if change is not None:
+        change = self.rule.change(pid, rec)
+        if change is not None and (self.key is None or rec.key == self.key):
             await self._send(change)
+
+    async def fetch(self, timeout_ms: int) -> dict[int, list[Record]]:
+        """One fetch of the reader; a partition it stops at a batch it cannot decode is
+        announced once (actors/feed.py, halted_notice)."""
+        got = await self.reader.fetch(timeout_ms)
+        for pid, (offset, why) in sorted(self.reader.halted.items()):
+            if pid not in self.halted:
+                self.halted.add(pid)
+                await self._send(halted_notice(pid, offset, why))
+        return got
 
     async def step(self, timeout_ms: int) -> bool:
         """Send one fetch's records; whether there were any."""
-        got = await self.reader.fetch(timeout_ms)
+        got = await self.fetch(timeout_ms)
         for pid, records in got.items():
             for rec in records:
                 await self.send(pid, rec)
@@ -110,7 +143,7 @@ class _Replay:
         done = {p for p, o in self.next.items() if o >= live.get(p, 0)}
         with trio.move_on_after(HANDOFF_WAIT):
             while len(done) < len(self.next) and not sub.lagged and len(held) < limit:
-                got = await self.reader.fetch(200)
+                got = await self.fetch(200)
                 for pid, records in got.items():
                     for rec in records:
                         if pid in done or rec.offset >= live.get(pid, 0):
@@ -126,12 +159,12 @@ class _Replay:
 
 
 async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: bytes | None,
-                  send: Send) -> Ended:
+                  send: Send, reader_closed: Callable[[], None]) -> Ended:
     with contextlib.ExitStack() as live_scope:
         live: tuple[trio.MemoryReceiveChannel[str], Subscriber, dict[int, int]] | None = None
         async with feed.bridge.open_reader(wanted) as (reader, positions):
             await send(hello(positions, feed.url))
-            replay = _Replay(reader, positions, key, send)
+            replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING)
             next_try = 0.0
             while live is None:
                 if await replay.step(500) or trio.current_time() < next_try:
@@ -149,6 +182,7 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
                 for pid, rec in held:
                     await replay.send(pid, rec)
         # the reader is closed; the broadcaster sends the rest
+        reader_closed()
         messages, sub, at = live
         ahead = {p: o for p, o in replay.next.items() if o > at.get(p, 0)}
         return await _forward_live(messages, sub, ahead, send)

@@ -90,6 +90,18 @@ def _moving(partition: int) -> Unavailable:
     return Unavailable("rebalancing", f"partition {partition} is moving to a new owner", 1.0)
 
 
+# A partition stopped at a batch this node cannot decode stays stopped until an operator
+# acts (README, "Operating"): clients need not retry often.
+UNDECODABLE_RETRY = 10.0
+
+
+def _undecodable(partition: int, why: str) -> Unavailable:
+    return Unavailable("partition_undecodable",
+                       f"partition {partition} stopped at {why}: this node cannot decode "
+                       "that batch, so it cannot answer for the partition (README, "
+                       "Operating)", UNDECODABLE_RETRY)
+
+
 class RouterHandle:
     """What the HTTP layer asks: where a key lives, read it, write it."""
 
@@ -136,6 +148,9 @@ class RouterHandle:
         if owner == self.url:
             if self._state.is_serving(pid):
                 return Local(pid)
+            halted = self.halted(pid)
+            if halted is not None:
+                return Nowhere(pid, halted)
             if read and self._end_offset is not None and self._state.holds(pid):
                 return Local(pid)
             return Nowhere(pid, _moving(pid))
@@ -170,6 +185,11 @@ class RouterHandle:
                 await self.table_changed.wait()
         return self.locate(key, hops, read=read)
 
+    def halted(self, partition: int) -> Unavailable | None:
+        """The refusal for a partition this node stopped at a batch it cannot decode."""
+        why = self._state.halted(partition)
+        return None if why is None else _undecodable(partition, why)
+
     def read_nowait(self, partition: int, key: bytes) -> ReadOutcome | None:
         """The answer of a caught-up, serving partition at once, or None when the read
         must wait or be fenced (:meth:`read`): the fast path's read."""
@@ -196,7 +216,7 @@ class RouterHandle:
                 return await self._isolated_read(partition, key)
             found = self._state.get_nowait(partition, key)
         except NotServing:
-            return await self._fenced_read(partition, key)
+            return self.halted(partition) or await self._fenced_read(partition, key)
         self.counters.local_reads += 1
         return _result(partition, found)
 

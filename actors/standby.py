@@ -37,7 +37,8 @@ class StandbyStats:
     keys: int
     replayed: int
     invalid: int
-    caught_up: bool
+    caught_up: bool  # every partition but the halted ones
+    halted: dict[int, str]  # partitions stopped at a batch this node cannot decode
 
 
 class StandbyHandle:
@@ -58,7 +59,15 @@ class StandbyHandle:
         return StandbyStats(keys=sum(len(p.data) for p in parts),
                             replayed=sum(p.replayed for p in parts),
                             invalid=sum(p.invalid for p in parts),
-                            caught_up=all(p.caught_up for p in parts))
+                            caught_up=_caught_up(self._table),
+                            halted={pid: p.halted for pid, p in self._table.partitions.items()
+                                    if p.halted is not None})
+
+
+def _caught_up(table: StateTable) -> bool:
+    """Every partition caught up, but those halted at a batch this node cannot decode:
+    they never will be (reads of them are refused: kstate/core/table.py get_fenced)."""
+    return all(p.caught_up for p in table.partitions.values() if p.halted is None)
 
 
 async def run(bridge: KafkaBridge, *, num_partitions: int,
@@ -73,9 +82,12 @@ async def run(bridge: KafkaBridge, *, num_partitions: int,
         table.apply(Batch(0, {}, positions))  # an empty or compacted head: its start
         task_status.started(handle)
         while True:
-            table.apply(await reader.fetch_batch(FETCH_MS))
-            if handle.caught_up_at is None and all(p.caught_up for p in
-                                                   table.partitions.values()):
+            batch = await reader.fetch_batch(FETCH_MS)
+            table.apply(batch)
+            for pid, (offset, why) in batch.halted.items():
+                log.error("event=standby_partition_halted partition=%d offset=%d reason=%r",
+                          pid, offset, why)
+            if handle.caught_up_at is None and _caught_up(table):
                 handle.caught_up_at = time.monotonic()
                 log.info("event=standby_caught_up keys=%d seconds=%.3f",
                          handle.statistics().keys, handle.caught_up_at - started)

@@ -138,10 +138,10 @@ class StateHandle:
 
     async def wait_caught_up(self, partition: int) -> None:
         """Return once ``partition`` is served and caught up; raise NotServing if it is
-        not (or stops being) served by this node."""
+        not (or stops being) served by this node, or is halted (it cannot catch up)."""
         while True:
             part = self._table.partitions.get(partition)
-            if part is None or not part.serving:
+            if part is None or not part.serving or part.halted is not None:
                 raise NotServing(partition)
             if part.caught_up:
                 return

@@ -11,7 +11,7 @@ import sys
 import trio
 
 from kstate import logs
-from kstate.node import run_node
+from kstate.node import TopicNotDurable, run_node
 from kstate.settings import Settings, SettingsError, describe, load_settings
 
 log = logging.getLogger("kstate")
@@ -56,7 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(_main, settings)
     except KeyboardInterrupt:
         return 130
-    except BaseException:
+    except BaseException as exc:
+        refused = _only(exc, TopicNotDurable)
+        if refused is not None:  # a refusal, not a crash: one line, no traceback
+            log.error("event=node_refused reason=topic_not_durable: %s", refused)
+            return 2
         log.exception("event=node_crashed")
         return 1
     return 0
+
+
+def _only(exc: BaseException, kind: type[Exception]) -> Exception | None:
+    """``exc`` if it is a ``kind``, or the one ``kind`` an exception group holds and
+    nothing else; else None."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, kind) else None

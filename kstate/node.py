@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -37,9 +38,11 @@ from functools import partial
 import trio
 
 from actors import consumer, feed, rebalance, router, standby, state, writer
+from actors.feed_limits import FeedLimits
 from actors.replies import ReplyBox
 from actors.router import RouterHandle
 from kstate.bridge import KafkaAuthFailed, KafkaBridge, TopicInfo, open_bridge
+from kstate.core import durability
 from kstate.core.messages import BridgeEvent, Revoked, RouterIn, StateIn, WriterIn
 from kstate.settings import Settings
 from web import tls
@@ -59,6 +62,25 @@ FEED_BUFFER = 1024  # changes queued per live feed subscriber before it is cut o
 TOPIC_WAIT = 60.0  # seconds the node waits for Kafka at start before it gives up
 SHUTDOWN_EPOCH = 1 << 62  # the last epoch: batches fetched after shutdown are stale
 HTTP_DRAIN = 3.0  # seconds in-flight HTTP requests get to finish on shutdown
+
+
+class TopicNotDurable(Exception):
+    """``require_durable`` is set and the topic can lose acknowledged writes; the
+    message is one line naming every reason (the CLI exits 2 with it)."""
+
+
+def check_durability(topic: TopicInfo, require: bool) -> tuple[str, ...]:
+    """Log each way ``topic`` can lose acknowledged writes; return their reasons. Raises
+    TopicNotDurable when there is any and ``require`` is set."""
+    found = durability.check(topic.replication, topic.configs)
+    for w in found:
+        log.warning("event=topic_durability_warning name=%s reason=%s replication=%d: %s",
+                    topic.name, w.reason, topic.replication, w.message)
+    if found and require:
+        raise TopicNotDurable(
+            f"topic {topic.name} can lose acknowledged writes and require_durable is set: "
+            + "; ".join(w.message for w in found))
+    return tuple(w.reason for w in found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +149,7 @@ async def run_node(settings: Settings, *, stop: trio.Event,
     """Run one kstate node until ``stop`` is set. Reports its url and topic once the
     HTTP server listens and the consumer has joined (or is joining) the group."""
     started = time.monotonic()
+    bound_at = time.time()  # no node signature made before this is for this process
     sock = bind(settings.listen)
     url = settings.advertise or bound_address(sock, settings.listen)
     try:
@@ -135,26 +158,36 @@ async def run_node(settings: Settings, *, stop: trio.Event,
             if topic is None:
                 log.info("event=node_stopped_before_start")
                 return
+            warnings = check_durability(topic, settings.require_durable)
             await bridge.start_producer()
-            await _run_actors(settings, bridge, topic, sock, url, started, stop, task_status)
+            server_ssl = peer_ssl = None
+            if settings.tls_certfile:  # the port speaks TLS only; peers are called over TLS
+                server_ssl = tls.server_context(settings.tls_certfile, settings.tls_keyfile)
+                peer_ssl = tls.peer_context(settings.tls_cafile)
+            http = HttpConfig(
+                url=url, topic=topic.name, group=settings.group, max_body=settings.max_body,
+                api_token=settings.api_token, started_at=started, bound_at=bound_at,
+                cluster_auth_window=settings.cluster_auth_window,
+                cluster_auth_nonces=settings.cluster_auth_nonces,
+                durability_warnings=warnings, peer_ssl=peer_ssl)
+            await _run_actors(settings, bridge, topic, sock, http, server_ssl, stop,
+                              task_status)
     finally:
         sock.close()  # no-op once the HTTP server took it over
     log.info("event=node_stopped seconds=%.3f", time.monotonic() - started)
 
 
 async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
-                      sock: socket.socket, url: str, started: float, stop: trio.Event,
+                      sock: socket.socket, http: HttpConfig,
+                      server_ssl: ssl.SSLContext | None, stop: trio.Event,
                       task_status: trio.TaskStatus[NodeInfo]) -> None:
+    url = http.url
     state_send, state_recv = trio.open_memory_channel[StateIn](STATE_INBOX)
     events_send, events_recv = trio.open_memory_channel[BridgeEvent](EVENTS_INBOX)
     router_send, router_recv = trio.open_memory_channel[RouterIn](ROUTER_INBOX)
     writes_send, writes_recv = trio.open_memory_channel[WriterIn](WRITE_INBOX)
-    server_ssl = peer_ssl = None
-    if settings.tls_certfile:
-        server_ssl = tls.server_context(settings.tls_certfile, settings.tls_keyfile)
-        peer_ssl = tls.peer_context(settings.tls_cafile)
     proxy = Proxy(settings.proxy_deadline, sign=signer(settings.api_token),
-                  ssl_context=peer_ssl)
+                  ssl_context=http.peer_ssl)
     try:
         async with trio.open_nursery() as root:
             # the state owner reads `state`; the writer reads `writes`
@@ -178,12 +211,13 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             await root.start(partial(
                 rebalance.run, events=events_recv, state=state_send.clone(), router=router_send,
                 writer=writer_h, claims=writes_send.clone(), drain_timeout=settings.write_timeout))
-            feed_h = await root.start(partial(feed.run, bridge, buffer=FEED_BUFFER, url=url))
-            services = build_services(
-                HttpConfig(url=url, topic=topic.name, group=settings.group,
-                           max_body=settings.max_body, api_token=settings.api_token,
-                           started_at=started, peer_ssl=peer_ssl),
-                router=router_h, state=state_h, writer=writer_h, proxy=proxy, feed=feed_h)
+            limits = FeedLimits(max_subscribers=settings.feed_max_subscribers,
+                                max_resumed=settings.feed_max_resumed,
+                                stall_timeout=settings.feed_stall_timeout)
+            feed_h = await root.start(partial(feed.run, bridge, buffer=FEED_BUFFER, url=url,
+                                              limits=limits))
+            services = build_services(http, router=router_h, state=state_h, writer=writer_h,
+                                      proxy=proxy, feed=feed_h)
             front = build_front(services, create_app(services), FrontSettings(
                 max_connections=settings.http_max_connections,
                 head_timeout=settings.http_head_timeout,

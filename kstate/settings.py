@@ -3,6 +3,10 @@
 Every field is named after its env var (``bootstrap`` ← ``KSTATE_BOOTSTRAP``) and has a
 documented default; a flag wins over the env var. Invalid values raise
 :class:`SettingsError` with a one-line message, which the CLI prints and exits 2.
+
+Secrets (the API token, the SASL password) are never flags: ``ps`` shows a process's
+arguments to every user. Each comes from its env var or from a file named by
+``--<secret>-file`` / ``KSTATE_<SECRET>_FILE``, read once here, at start.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class SettingsError(ValueError):
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises SettingsError (one line) instead of printing its whole
-    usage and exiting: an unknown flag is an invalid setting like any other."""
+    usage and exiting: an unknown flag is an invalid setting like any other. Flags are
+    never abbreviated (``--api-token`` must not turn into ``--api-token-file``)."""
 
     def error(self, message: str) -> NoReturn:
         raise SettingsError(f"{message} (kstate node --help lists the flags)")
@@ -61,6 +66,7 @@ class Settings:
     tls_keyfile: str = ""
     tls_cafile: str = ""
     max_batch: int = 5_000
+    compression: str = "none"
     standby: bool = False
     serve_isolated: bool = False
     log_level: str = "INFO"
@@ -74,6 +80,14 @@ class Settings:
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     api_token: str = field(default="", repr=False)
+    api_token_file: str = ""
+    sasl_password_file: str = ""
+    cluster_auth_window: float = 30.0
+    cluster_auth_nonces: int = 100_000
+    require_durable: bool = False
+    feed_max_subscribers: int = 512
+    feed_max_resumed: int = 32
+    feed_stall_timeout: float = 5.0
 
     @property
     def advertised_url(self) -> str:
@@ -106,7 +120,8 @@ class Settings:
             bootstrap=self.bootstrap, topic=self.topic, partitions=self.partitions,
             replication=self.replication, group=self.group, instance_id=self.instance_id,
             session_timeout_ms=self.session_timeout_ms, heartbeat_ms=self.heartbeat_ms,
-            max_batch=self.max_batch, request_timeout_ms=int(self.write_timeout * 1000),
+            max_batch=self.max_batch, compression=self.compression,
+            request_timeout_ms=int(self.write_timeout * 1000),
             security_protocol=self.security_protocol, sasl_mechanism=self.sasl_mechanism,
             sasl_username=self.sasl_username, sasl_password=self.sasl_password,
             ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile,
@@ -144,6 +159,8 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "tls_cafile": (str, "PEM CA(s) that peers' HTTPS certificates are verified with "
                         "(default: the system's CAs)"),
     "max_batch": (int, "most records the consumer hands over in one batch"),
+    "compression": (str, "codec of the batches this node writes: none, gzip, snappy, lz4 or "
+                         "zstd (it reads every codec whatever this says)"),
     "standby": (bool, "keep a copy of every partition to answer reads (fenced) while "
                       "their owner is down; costs memory (true/false)"),
     "serve_isolated": (bool, "answer reads from memory even when this node cannot prove it "
@@ -158,14 +175,37 @@ _FIELDS: dict[str, tuple[type, str]] = {
     "ssl_cafile": (str, "PEM file of the CA(s) that signed the brokers' certificates"),
     "ssl_certfile": (str, "PEM client certificate for TLS client authentication"),
     "ssl_keyfile": (str, "PEM private key of ssl_certfile"),
-    "api_token": (str, "when set, PUT/DELETE need Authorization: Bearer <token>"),
+    "api_token": (str, "when set, PUT/DELETE need Authorization: Bearer <token>; env var "
+                       "only (or api_token_file), never logged"),
+    "api_token_file": (str, "file holding the API token (read once at start; one trailing "
+                            "newline dropped)"),
+    "sasl_password_file": (str, "file holding the SASL password (read once at start; one "
+                                "trailing newline dropped)"),
+    "cluster_auth_window": (float, "seconds a node signature of a forwarded write is valid "
+                                   "before or after its time (node clocks must agree well "
+                                   "within it)"),
+    "cluster_auth_nonces": (int, "node signatures remembered against replay; when full, "
+                                 "forwarded writes get 503 until old ones expire"),
+    "require_durable": (bool, "refuse to start (exit 2) when the topic can lose acknowledged "
+                              "writes: replication 1, min.insync.replicas < 2, unclean "
+                              "leader election (true/false)"),
+    "feed_max_subscribers": (int, "most /changes websockets open at once on this node (503 "
+                                  "above)"),
+    "feed_max_resumed": (int, "most /changes subscribers replaying with a Kafka reader of "
+                              "their own (from=...) at once (503 above)"),
+    "feed_stall_timeout": (float, "seconds a /changes subscriber may leave its queue full "
+                                  "(reading nothing) before it is cut off (close 4001)"),
 }
 
-# Secrets a flag would show to every user of `ps`: read from the environment only.
-_ENV_ONLY = frozenset({"sasl_password"})
+# Secrets a flag would show to every user of `ps`: from the environment or a file only.
+_ENV_ONLY = frozenset({"sasl_password", "api_token"})
+# file setting -> the secret it holds
+_SECRET_FILES = {"api_token_file": "api_token", "sasl_password_file": "sasl_password"}
+MAX_SECRET_FILE = 4096  # bytes: a token or password, not a document
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MIN_API_TOKEN = 16
+COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")  # Kafka's compression.type values
 
 
 def env_name(field: str) -> str:
@@ -230,6 +270,14 @@ def validate(s: Settings) -> Settings:
         (s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
          "log_level: must be DEBUG, INFO, WARNING or ERROR"),
         (s.log_format in {"kv", "json"}, "log_format: must be kv or json"),
+        (s.compression in COMPRESSION, f"compression: must be one of {', '.join(COMPRESSION)}"),
+        (1 <= s.cluster_auth_window <= 300, "cluster_auth_window: must be 1..300 seconds"),
+        (1_000 <= s.cluster_auth_nonces <= 10_000_000,
+         "cluster_auth_nonces: must be 1000..10000000"),
+        (1 <= s.feed_max_subscribers <= 100_000, "feed_max_subscribers: must be 1..100000"),
+        (0 <= s.feed_max_resumed <= s.feed_max_subscribers,
+         "feed_max_resumed: must be 0..feed_max_subscribers"),
+        (0.1 <= s.feed_stall_timeout <= 600, "feed_stall_timeout: must be 0.1..600 seconds"),
     ]
     for ok, message in checks:
         if not ok:
@@ -309,12 +357,20 @@ def _convert(field: str, raw: str, source: str) -> object:
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     """Build Settings from ``argv`` (flags only, no sub-command) and ``environ``."""
-    parser = _Parser(prog="kstate node", add_help=True)
+    parser = _Parser(prog="kstate node", add_help=True, allow_abbrev=False)
     for name, (_, text) in _FIELDS.items():
         if name not in _ENV_ONLY:
             parser.add_argument(flag_name(name), dest=name, default=None,
                                 help=f"{text} [env {env_name(name)}]")
+        else:  # known, so that it is refused by name and its value is never echoed
+            parser.add_argument(flag_name(name), dest=name, default=None,
+                                help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv))
+    for name in sorted(_ENV_ONLY):
+        if getattr(args, name, None) is not None:
+            raise SettingsError(f"{flag_name(name)}: a secret is not taken as a flag (ps "
+                                f"shows flags to every user); use {env_name(name)} or "
+                                f"{flag_name(name + '_file')}")
     values: dict[str, object] = {}
     for name in _FIELDS:
         flag = getattr(args, name, None)
@@ -322,5 +378,34 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             values[name] = _convert(name, flag, "flag")
         elif env_name(name) in environ:
             values[name] = _convert(name, environ[env_name(name)], env_name(name))
+    for file_field, secret in _SECRET_FILES.items():
+        path = values.get(file_field)
+        if path:
+            if secret in values:
+                raise SettingsError(f"{secret}: set both by {env_name(secret)} and by "
+                                    f"{file_field}; keep one")
+            values[secret] = _convert(secret, read_secret_file(str(path), file_field),
+                                      file_field)
     settings = dataclasses.replace(Settings(), **values)  # type: ignore[arg-type]
     return validate(settings)
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """A secret from a file: its UTF-8 text without one trailing newline. Raises
+    SettingsError (never quoting the content). kstate does not check the file's
+    permissions (deploy/SECURITY.md says why)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise SettingsError(f"{what}: cannot read {path!r}: {exc.strerror}") from None
+    if len(raw) > MAX_SECRET_FILE:
+        raise SettingsError(f"{what}: {path!r} is larger than {MAX_SECRET_FILE} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{what}: {path!r} is not UTF-8 text") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise SettingsError(f"{what}: {path!r} is empty")
+    return text

@@ -4,6 +4,7 @@ tests, the chaos harness, the benchmarks and the demo."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +20,27 @@ import trio
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range: one the kernel hands out
+    could be taken by an outgoing connection before the node binds it (tests run side
+    by side; deploy/kafka/kafka.sh picks its ports the same way)."""
+    low = _ephemeral_low()
+    for port in random.sample(range(10000, low), k=min(4000, low - 10000)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass

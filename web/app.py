@@ -99,7 +99,7 @@ def create_app(s: Services) -> QuartTrio:
         return await settle_body(response, s.config.max_body)
 
     _count_requests(app, s.metrics)
-    auth.register(app, s.config.api_token)
+    auth.register(app, s.config.auth(), s.nonces)
     openapi.register(app, s.config.url)
     routes_user.register(app, s)
     routes_ops.register(app, s)

@@ -69,7 +69,7 @@ class HotRoutes:
 
     def __init__(self, s: Services, app: QuartTrio) -> None:
         self._s = s
-        self._check = auth.write_check(s.config.api_token)
+        self._guard = auth.write_guard(s.config.auth(), s.nonces)
         self._allow = {SEED_RULE: allowed_methods(app, SEED_RULE),
                        REST_RULE: allowed_methods(app, REST_PREFIX + "a@b")}
 
@@ -93,13 +93,18 @@ class HotRoutes:
         else:
             route = rule
             query = req.query
-            refused = (None if self._check is None else
-                       self._check(method, path, query.decode("latin-1"), req.headers,
-                                   req.body))
+            max_body = s.config.max_body
+            refused = None
+            guard = self._guard
+            if guard is not None:
+                if req.oversized and guard.needs_body(method, req.headers):
+                    refused = render.bad_request(too_large(max_body))  # as quart reads it
+                else:
+                    refused = guard.check(method, path, query.decode("latin-1"), req.headers,
+                                          req.body, req.client)
             if refused is not None:
                 out = refused
             else:
-                max_body = s.config.max_body
 
                 async def body() -> bytes:
                     if req.oversized:

@@ -10,7 +10,8 @@ one, so a process may build several apps, as the tests do):
 - :class:`NodeCollector`, which reads the actors' ``statistics()`` and counters at
   scrape time: nothing in the actors is instrumented for Prometheus.
 
-Counters read at scrape time from the state owner (rebalances, invalid records) are
+Counters read at scrape time from the state owner (rebalances, records that did not
+apply as written: unusable, wrong_partition, fenced, expect_failed) are
 kept by the node itself and may reset when the process restarts, as every counter does.
 """
 
@@ -34,6 +35,8 @@ from actors.feed import FeedHandle
 from actors.router import RouterHandle
 from actors.state import StateHandle
 from actors.writer import WriterHandle
+from kstate.core.durability import REASONS
+from web.nonces import NonceCache
 from web.proxy import Proxy
 
 # Local GETs take about a millisecond; proxied ones and writes (produce, acks=all,
@@ -48,17 +51,44 @@ class NodeCollector:
 
     def __init__(self, url: str, topic: str, group: str, started_at: float, *,
                  router: RouterHandle, state: StateHandle, writer: WriterHandle,
-                 proxy: Proxy, feed: FeedHandle | None) -> None:
+                 proxy: Proxy, feed: FeedHandle | None, nonces: NonceCache | None = None,
+                 durability: tuple[str, ...] = ()) -> None:
         self._url, self._topic, self._group_name = url, topic, group
         self._started_at = started_at
         self._router, self._state, self._writer = router, state, writer
         self._proxy, self._feed_h = proxy, feed
+        self._nonces, self._durability = nonces, durability
 
     def collect(self) -> Iterable[Metric]:
         yield from self._group()
         yield from self._partitions()
         yield from self._traffic()
         yield from self._feed()
+        yield from self._trust()
+
+    def _trust(self) -> Iterator[Metric]:
+        durability = GaugeMetricFamily(
+            "kstate_topic_durability_warnings",
+            "1 for each way the topic can lose acknowledged writes, as found at start "
+            "(reason: replication_factor_1, min_insync_replicas_below_2, "
+            "unclean_leader_election)", labels=["reason"])
+        for reason in REASONS:
+            durability.add_metric([reason], 1 if reason in self._durability else 0)
+        yield durability
+        if self._nonces is None:
+            return
+        st = self._nonces.statistics()
+        yield GaugeMetricFamily("kstate_cluster_auth_nonces",
+                                "nonces of node signatures remembered (replay cache)",
+                                value=st.size)
+        yield GaugeMetricFamily("kstate_cluster_auth_nonces_capacity",
+                                "most nonces the replay cache holds", value=st.capacity)
+        yield CounterMetricFamily("kstate_cluster_auth_replays",
+                                  "forwarded writes refused: their signature was used before",
+                                  value=st.replayed)
+        yield CounterMetricFamily("kstate_cluster_auth_cache_full",
+                                  "forwarded writes refused 503: the replay cache was full",
+                                  value=st.full)
 
     def _group(self) -> Iterator[Metric]:
         table = self._router.table
@@ -107,8 +137,26 @@ class NodeCollector:
                 "seconds the partition took to catch up after its current assignment",
                 labels=label),
             "invalid": CounterMetricFamily("kstate_partition_invalid_records",
-                                           "records skipped as invalid", labels=label),
+                                           "records kstate cannot use (each deleted its "
+                                           "key; by reason: "
+                                           "kstate_partition_unusable_records)", labels=label),
+            "wrong_partition": CounterMetricFamily(
+                "kstate_partition_wrong_partition_records",
+                "records in a partition other than their key's: ignored", labels=label),
+            "fenced": CounterMetricFamily("kstate_partition_fenced_records",
+                                          "writes of an older owner epoch (a zombie): ignored",
+                                          labels=label),
+            "expect_failed": CounterMetricFamily(
+                "kstate_partition_expect_failed_records",
+                "conditional writes whose condition failed when applied: ignored",
+                labels=label),
         }
+        unusable = CounterMetricFamily("kstate_partition_unusable_records",
+                                       "records kstate cannot use, by reason (each deleted "
+                                       "its key)", labels=["partition", "reason"])
+        halted = GaugeMetricFamily("kstate_partition_halted",
+                                   "1 if the partition stopped at a batch this node cannot "
+                                   "decode (README, Operating)", labels=label)
         keys = 0
         for pid, st in stats.items():
             keys += int(st["keys"] or 0)
@@ -117,7 +165,15 @@ class NodeCollector:
                 if value is None:
                     continue  # catchup_seconds before the partition caught up
                 family.add_metric([str(pid)], float(value))
+            for reason, count in sorted(st["unusable"].items()):
+                unusable.add_metric([str(pid), reason], count)
+            halted.add_metric([str(pid)], 0 if st["halted"] is None else 1)
         yield from families.values()
+        yield unusable
+        yield halted
+        yield GaugeMetricFamily("kstate_partitions_halted",
+                                "held partitions stopped at a batch this node cannot decode",
+                                value=sum(1 for st in stats.values() if st["halted"]))
         yield GaugeMetricFamily("kstate_keys", "keys held in memory, all partitions",
                                 value=keys)
         yield CounterMetricFamily("kstate_invalid_records",
@@ -166,14 +222,35 @@ class NodeCollector:
         yield GaugeMetricFamily("kstate_feed_subscribers", "live /changes subscribers",
                                 value=st.subscribers)
         yield CounterMetricFamily("kstate_feed_dropped_subscribers",
-                                  "subscribers cut off for lagging",
+                                  "subscribers cut off for lagging (their queue full, or "
+                                  "they took nothing for feed_stall_timeout seconds)",
                                   value=st.dropped_subscribers)
         yield CounterMetricFamily("kstate_feed_published", "changes read by the feed",
                                   value=st.published)
         yield CounterMetricFamily("kstate_feed_delivered",
                                   "changes queued to subscribers", value=st.delivered)
         yield CounterMetricFamily("kstate_feed_invalid_records",
-                                  "records the feed skipped as invalid", value=st.invalid)
+                                  "records kstate cannot use, streamed as deletes of their "
+                                  "key", value=st.invalid)
+        yield CounterMetricFamily("kstate_feed_skipped_records",
+                                  "records that change nothing (markers, wrong partition, "
+                                  "fenced, failed conditions): not streamed", value=st.skipped)
+        yield GaugeMetricFamily("kstate_feed_halted_partitions",
+                                "partitions the feed stopped at a batch it cannot decode",
+                                value=len(st.halted))
+        lim = self._feed_h.limits.statistics()
+        yield GaugeMetricFamily("kstate_feed_connections",
+                                "/changes websockets admitted and not yet gone (live, "
+                                "replaying, or being cut off)", value=lim.subscribers)
+        yield GaugeMetricFamily("kstate_feed_resumed_readers",
+                                "/changes subscribers replaying with a Kafka reader of their "
+                                "own", value=lim.resumed)
+        yield CounterMetricFamily("kstate_feed_refused",
+                                  "/changes subscribers refused (503) at the node's bounds",
+                                  value=lim.refused)
+        yield CounterMetricFamily("kstate_feed_stalled_subscribers",
+                                  "/changes subscribers cut off for taking nothing for "
+                                  "feed_stall_timeout seconds", value=lim.stalled)
 
 
 class Metrics:
@@ -181,7 +258,8 @@ class Metrics:
 
     def __init__(self, url: str, topic: str, group: str, started_at: float, *,
                  router: RouterHandle, state: StateHandle, writer: WriterHandle,
-                 proxy: Proxy, feed: FeedHandle | None) -> None:
+                 proxy: Proxy, feed: FeedHandle | None, nonces: NonceCache | None = None,
+                 durability: tuple[str, ...] = ()) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("kstate_http_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=self.registry)
@@ -192,7 +270,8 @@ class Metrics:
         self._children: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
         self.registry.register(NodeCollector(url, topic, group, started_at, router=router,
                                              state=state, writer=writer, proxy=proxy,
-                                             feed=feed))
+                                             feed=feed, nonces=nonces,
+                                             durability=durability))
 
     def observe(self, route: str, method: str, status: int, kind: str, seconds: float) -> None:
         """Count one answered request."""

@@ -238,6 +238,11 @@ def _components() -> Json:
                               "generation": {"type": "integer"},
                               "member": {"type": "boolean"},
                               "owned": {"type": "array", "items": {"type": "integer"}},
+                              "halted": {"type": "object",
+                                         "description": "owned partitions stopped at a "
+                                                        "batch this node cannot decode: "
+                                                        "partition -> offset and reason",
+                                         "additionalProperties": {"type": "string"}},
                               "partitions": {"type": "object", "additionalProperties": {
                                   "type": "object",
                                   "properties": {"position": {"type": "integer"},
@@ -271,7 +276,8 @@ def _components() -> Json:
         },
         "securitySchemes": {"bearerAuth": {
             "type": "http", "scheme": "bearer",
-            "description": "the node's API token (--api-token); needed for PUT and DELETE "
+            "description": "the node's API token (KSTATE_API_TOKEN or --api-token-file); "
+                           "needed for PUT and DELETE "
                            "only when the node has one"}},
     }
 
@@ -299,7 +305,12 @@ def spec(node: str | None = None) -> Json:
                  "schema": {"type": "string"},
                  "description": "'beginning', or p:offset[,p:offset...] to resume after"},
                 {"name": "key", "in": "query", "required": False, "schema": EMAIL}],
-            "close_codes": {"4001": "the subscriber lagged: reconnect with from="}}},
+            "handshake_errors": {
+                "400": "bad from or key (JSON error)",
+                "503": "the node holds as many subscribers, or resumed ones, as it takes "
+                       "(JSON error, Retry-After)"},
+            "close_codes": {"4001": "the subscriber lagged, or took nothing for "
+                                    "feed_stall_timeout seconds: reconnect with from="}}},
     }
 
 

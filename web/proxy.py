@@ -6,7 +6,8 @@ nothing a client sends chooses where a request goes. ``kstate-hops`` counts hops
 ``kstate-generation`` carries this node's table generation. When an API token is set,
 a forwarded write carries this node's signature in ``kstate-cluster-auth``
 (web/auth.py) instead of the client's ``Authorization``; whatever the client sent in
-those headers is never passed on.
+those headers is never passed on. The signature is made last, over the target, the
+headers and the body exactly as they are sent.
 
 What a forwarded request carries: the method; the path percent-encoded again from its
 decoded form (:func:`kstate.core.wire.quote_path`: the owner decodes the same key);
@@ -47,8 +48,9 @@ HOP_BY_HOP = frozenset({
 SERVER_SET = frozenset({b"date", b"server"})
 NODE_HEADERS = frozenset({HOPS_HEADER.encode(), CLUSTER_AUTH_HEADER.encode(),
                           GENERATION_HEADER.encode()})
-# (method, path, query) -> kstate-cluster-auth value (web/auth.py).
-Signer = Callable[[str, str, str], str]
+# (target url, method, path, query, headers, body) -> the kstate-cluster-auth value
+# (web/auth.py), or None when this request needs none. Headers as sent, latin-1.
+Signer = Callable[[str, str, str, str, list[tuple[str, str]], bytes], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +104,8 @@ class Proxy:
                           not_reached=self.not_reached, no_answer=self.no_answer,
                           dropped_headers=self.dropped_headers)
 
-    def _headers(self, req: Incoming, generation: int) -> tuple[Headers, bool]:
-        """The headers to send, and whether the request is conditional."""
+    def _headers(self, req: Incoming, url: str, generation: int) -> tuple[Headers, bool]:
+        """The headers to send to ``url``, and whether the request is conditional."""
         out: Headers = []
         conditional = False
         for k, v in req.headers:
@@ -120,8 +122,11 @@ class Proxy:
         out.append((HOPS_HEADER.encode(), b"%d" % (req.hops + 1)))
         out.append((GENERATION_HEADER.encode(), b"%d" % generation))
         if self._sign is not None:
-            signature = self._sign(req.method, req.path, req.query.decode("latin-1"))
-            out.append((CLUSTER_AUTH_HEADER.encode(), signature.encode("latin-1")))
+            signature = self._sign(url, req.method, req.path, req.query.decode("latin-1"),
+                                   [(k.decode("latin-1"), v.decode("latin-1")) for k, v in out],
+                                   req.body)
+            if signature is not None:
+                out.append((CLUSTER_AUTH_HEADER.encode(), signature.encode("latin-1")))
         return out, conditional
 
     async def exchange(self, req: Incoming, url: str, generation: int
@@ -129,7 +134,7 @@ class Proxy:
         """Forward ``req`` to ``url`` and return the owner's answer (headers minus
         hop-by-hop and the ones our server sets), or Unavailable (``owner_not_reached``,
         ``owner_no_answer``)."""
-        headers, conditional = self._headers(req, generation)
+        headers, conditional = self._headers(req, url, generation)
         target = quote_path(req.path).encode("ascii")
         if req.query:
             target += b"?" + req.query

@@ -5,8 +5,11 @@
 - ``from=p:offset,...``: resume after those offsets (partitions not listed: live);
 - ``from=beginning``: the whole compacted topic, then live.
 
-This route only checks the parameters and pumps messages: every reader and
-subscription belongs to the feed actor (actors/feed_resume.py).
+Before the websocket is accepted: bad parameters get 400 JSON (whatever their bytes),
+a node at its subscriber bounds 503 JSON + ``Retry-After`` (actors/feed_limits.py).
+After it: a subscriber cut off for lagging or for taking nothing is closed with 4001.
+This route only checks the parameters and admits; every reader and subscription
+belongs to the feed actor (actors/feed_resume.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
+from actors.feed_limits import FULL
 from actors.feed_resume import FROM_BEGINNING, Ended, Start, serve
 from kstate.core.users import InvalidUser, parse_email
 from web import render
@@ -23,22 +27,43 @@ from web.services import Services
 
 LAGGING_CLOSE = 4001
 LAGGING_REASON = "lagging: reconnect with from=<offsets>"
+STALLED_REASON = "lagging: took nothing for too long; reconnect with from=<offsets>"
+MAX_OFFSET = 2**63 - 2  # Kafka offsets are int64; "seen o" asks for o + 1
+OFFSET_DIGITS = 19
+PARTITION_DIGITS = 6
 
 
-def parse_from(raw: str | None) -> Start:
+def _digits(text: str, most: int) -> bool:
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
+def parse_from(raw: str | None, partitions: int) -> Start:
     """None (live), FROM_BEGINNING, or p -> next offset (``from=p:o`` means "I have
-    seen offset o")."""
+    seen offset o"; o < 0: from the beginning). Raises BadRequest (400) for anything
+    else: a partition the topic does not have, one listed twice, an offset beyond
+    Kafka's, any character that is not an ASCII digit where one is expected."""
     if raw is None or raw == "":
         return None
     if raw == "beginning":
         return FROM_BEGINNING
     out: dict[int, int] = {}
     for part in raw.split(","):
-        p, sep, o = part.partition(":")
-        if not sep or not p.strip().isdigit() or not o.strip().lstrip("-").isdigit():
+        p, sep, o = part.strip().partition(":")
+        negative = o.startswith("-")
+        digits = o[1:] if negative else o
+        if not sep or not _digits(p, PARTITION_DIGITS) or not _digits(digits, OFFSET_DIGITS):
             raise BadRequest(400, "invalid_from",
-                             "from must be 'beginning' or p:offset[,p:offset...]")
-        out[int(p)] = max(0, int(o) + 1)
+                             "from must be 'beginning' or p:offset[,p:offset...] "
+                             "(ASCII digits, an offset may start with '-')")
+        pid, offset = int(p), int(digits)
+        if pid >= partitions:
+            raise BadRequest(400, "invalid_from",
+                             f"from names partition {pid}; the topic has {partitions}")
+        if pid in out:
+            raise BadRequest(400, "invalid_from", f"from names partition {pid} twice")
+        if not negative and offset > MAX_OFFSET:
+            raise BadRequest(400, "invalid_from", f"offset {offset} is beyond any Kafka offset")
+        out[pid] = 0 if negative else offset + 1
     return out
 
 
@@ -46,7 +71,7 @@ def register(app: QuartTrio, s: Services) -> None:
     @app.websocket("/changes")
     async def changes() -> Response | None:
         try:
-            start = parse_from(websocket.args.get("from"))
+            start = parse_from(websocket.args.get("from"), s.router.num_partitions)
             raw_key = websocket.args.get("key")
             key = None if raw_key is None else parse_email(raw_key, "key").encode()
         except InvalidUser as exc:
@@ -56,7 +81,19 @@ def register(app: QuartTrio, s: Services) -> None:
         if s.feed is None:
             return respond(render.error(503, "feed_unavailable",
                                         "the change feed is not running", retry_after=1))
-        await websocket.accept()
-        if await serve(s.feed, start, key, websocket.send) is Ended.LAGGED:
-            await websocket.close(LAGGING_CLOSE, LAGGING_REASON)
+        admitted = s.feed.limits.admit(resumed=start is not None)
+        if isinstance(admitted, str):
+            what = ("subscribers" if admitted == FULL
+                    else "subscribers replaying with from= (live ones are still admitted)")
+            return respond(render.error(503, admitted, f"this node has as many {what} as it "
+                                        "takes; retry later or on another node",
+                                        retry_after=1))
+        with admitted:
+            await websocket.accept()
+            ended = await serve(s.feed, start, key, websocket.send,
+                                reader_closed=admitted.reader_closed)
+            if ended is Ended.LAGGED:
+                await websocket.close(LAGGING_CLOSE, LAGGING_REASON)
+            elif ended is Ended.STALLED:
+                await websocket.close(LAGGING_CLOSE, STALLED_REASON)
         return None

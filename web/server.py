@@ -24,8 +24,15 @@ from web.http1 import Front, Limits, hypercorn_config, serve_front
 from web.services import Services
 
 BACKLOG = 1024
-# The feed reads nothing from its clients: a websocket message from one is at most a
-# small control message, never the 1 MiB the front allows by default.
+# Seconds the kernel keeps sending to a peer that acknowledges nothing, or keeps its
+# receive window shut, before it drops the connection (TCP_USER_TIMEOUT, inherited by
+# every accepted socket; Linux). hypercorn shields its socket writes from
+# cancellation, so without this a client that stops reading holds its connection and
+# the task writing to it forever (actors/feed_outbox.py lets go of everything else).
+SEND_STALL_TIMEOUT = 20
+# Largest websocket message a client may send. The feed reads nothing from clients;
+# hypercorn's default (16 MiB, times its queue of 10 per connection) would let each
+# connection park 160 MiB here.
 WEBSOCKET_MAX_MESSAGE = 4096
 
 
@@ -57,6 +64,9 @@ def bind(listen: str) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            SEND_STALL_TIMEOUT * 1000)
         sock.bind(addr)
         sock.listen(BACKLOG)
     except OSError:

@@ -77,10 +77,26 @@ fetch() {
 
 free_port() { free_ports 1; }
 
-free_ports() {  # free_ports N: N distinct free loopback ports, one per line
-    python3 -c 'import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
+# free_ports N: N distinct free loopback ports, one per line. Taken below the kernel's
+# ephemeral range: a port the kernel hands out may be taken by some outgoing connection
+# between this check and the broker's bind (seen with tests running side by side).
+free_ports() {
+    python3 -c 'import random, socket, sys
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+socks, want = [], int(sys.argv[1])
+for port in random.sample(range(10000, max(low, 10001 + want)), k=min(4000, low - 10000)):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+    if len(socks) == want:
+        break
 print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 

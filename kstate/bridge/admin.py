@@ -18,8 +18,9 @@ TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show 
 # latest record was fenced, before the cleaner could drop the key's real state
 # (docs/design.md, "Owner epochs").
 MIN_COMPACTION_LAG_MS = 3_600_000
-# The topic configs a node logs (and checks) at start.
-DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms", "min.compaction.lag.ms")
+# The topic configs a node logs (and checks: kstate/core/durability.py) at start.
+DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms",
+             "unclean.leader.election.enable", "min.compaction.lag.ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class TopicInfo:
     partitions: int
     created: bool
     configs: dict[str, str]
+    replication: int = 0  # replicas of its least replicated partition (0: not described)
 
 
 async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = None
@@ -58,8 +60,10 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
         deadline = time.monotonic() + TOPIC_METADATA_WAIT
         while True:
             described = await admin.describe_topics([c.topic])
-            partitions = len(described[0]["partitions"])
+            parts = described[0]["partitions"]
+            partitions = len(parts)
             if partitions > 0:
+                replication = min(len(p["replicas"]) for p in parts)
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"topic {c.topic} lists no partitions")
@@ -71,6 +75,6 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
                 for entry in res[4]:
                     if entry[0] in DESCRIBED:
                         configs_out[entry[0]] = entry[1]
-        return TopicInfo(c.topic, partitions, created, configs_out)
+        return TopicInfo(c.topic, partitions, created, configs_out, replication)
     finally:
         await admin.close()

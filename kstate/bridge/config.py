@@ -18,6 +18,7 @@ class KafkaConfig:
     session_timeout_ms: int = 10_000
     heartbeat_ms: int = 1_666
     max_batch: int = 5_000
+    compression: str = "none"  # the node producer's codec (Kafka's compression.type)
     request_timeout_ms: int = 5_000  # the node producer's (a write's bound)
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"

@@ -9,7 +9,8 @@ its rebalance listener.
   before the group moves on, and no partition is fetched before it was sought where
   the state owner says.
 - :class:`GroupConsumer` owns the aiokafka consumer: start, fetch (one batch per
-  crossing), end offsets, leave.
+  crossing; a partition whose next batch cannot be decoded is paused and reported in
+  ``Batch.halted``: kstate/bridge/undecodable.py), end offsets, leave.
 
 aiokafka rebalances eagerly (every member revokes everything each time); kstate keeps
 its own positions and never commits offsets (a new owner rebuilds from the beginning).
@@ -37,6 +38,7 @@ from kstate.bridge.config import KafkaConfig
 from kstate.bridge.lease import Lease
 from kstate.bridge.portal import ask_trio
 from kstate.bridge.security import client_args
+from kstate.bridge.undecodable import Undecodable
 from kstate.core.assignment import (
     Claim,
     decode_claim,
@@ -140,6 +142,7 @@ class GroupConsumer:
         self.epoch = 0  # revocations so far: a batch of an older epoch is stale
         self.closing = False  # leaving: rebalance callbacks do nothing
         self.failure: BaseException | None = None  # the listener failed: stop the node
+        self.undecodable: Undecodable | None = None  # partitions stopped at a bad batch
 
     async def start(self, url: str, owned: Callable[[], frozenset[int]],
                     events: trio.MemorySendChannel[BridgeEvent]) -> None:
@@ -155,6 +158,7 @@ class GroupConsumer:
             max_poll_records=c.max_batch, fetch_max_bytes=FETCH_MAX_BYTES,
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES, isolation_level=ISOLATION)
         await self.consumer.start()
+        self.undecodable = Undecodable(self.consumer, "group")
         self._watch_membership(self.consumer)
         self.consumer.subscribe([c.topic], listener=Listener(self))
 
@@ -190,7 +194,11 @@ class GroupConsumer:
                 raise
             return Batch(epoch=self.epoch, records={}, positions={})
         records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
-        return Batch(epoch=self.epoch, records=records, positions=known_positions(self.consumer))
+        # A partition whose next batch cannot be decoded was paused where it stopped:
+        # the state owner stops it (Batch.halted); the others keep flowing.
+        halted = self.undecodable.take() if self.undecodable is not None else {}
+        return Batch(epoch=self.epoch, records=records, positions=known_positions(self.consumer),
+                     halted=halted)
 
     async def end_offsets(self, partitions: list[int]) -> dict[int, int]:
         assert self.consumer is not None

@@ -1,5 +1,6 @@
 """A group-less reader of every partition (the change feed, standby copies, resumed
-feed subscribers): the asyncio side and its trio handle."""
+feed subscribers): the asyncio side and its trio handle. A partition whose next batch
+cannot be decoded stops alone (kstate/bridge/undecodable.py): :attr:`Reader.halted`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from kstate.bridge.config import KafkaConfig
 from kstate.bridge.group import ISOLATION, known_positions, record_of
 from kstate.bridge.portal import Portal
 from kstate.bridge.security import client_args
+from kstate.bridge.undecodable import Halt, Undecodable
 from kstate.core.messages import Batch, Record
 
 # ``start`` of a reader that reads every partition from its beginning.
@@ -27,6 +29,7 @@ class _ReaderSide:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
         self.consumer: AIOKafkaConsumer | None = None
+        self.undecodable: Undecodable | None = None
 
     async def start(self, start: Start) -> dict[int, int]:
         """Assign all partitions; ``start`` maps partition -> next offset to read
@@ -39,6 +42,7 @@ class _ReaderSide:
             auto_offset_reset="earliest", max_poll_records=c.max_batch,
             isolation_level=ISOLATION)
         await self.consumer.start()
+        self.undecodable = Undecodable(self.consumer, "reader")
         parts = self.consumer.partitions_for_topic(c.topic)
         if parts is None:
             await self.consumer._client.force_metadata_update()
@@ -57,15 +61,19 @@ class _ReaderSide:
                 self.consumer.seek(tp, where)
         return {tp.partition: int(await self.consumer.position(tp)) for tp in tps}
 
-    async def fetch(self, timeout_ms: int) -> dict[int, list[Record]]:
+    async def fetch(self, timeout_ms: int) -> tuple[dict[int, list[Record]], dict[int, Halt]]:
+        """Records by partition, and the partitions halted by this fetch."""
         assert self.consumer is not None
+        assert self.undecodable is not None
         got = await self.consumer.getmany(timeout_ms=timeout_ms,
                                           max_records=self.config.max_batch)
-        return {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
+        records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
+        return records, self.undecodable.take()
 
     async def fetch_batch(self, timeout_ms: int) -> Batch:
-        records = await self.fetch(timeout_ms)
-        return Batch(epoch=0, records=records, positions=known_positions(self.consumer))
+        records, halted = await self.fetch(timeout_ms)
+        return Batch(epoch=0, records=records, positions=known_positions(self.consumer),
+                     halted=halted)
 
     async def end_offsets(self) -> dict[int, int]:
         assert self.consumer is not None
@@ -84,13 +92,23 @@ class Reader:
     def __init__(self, portal: Portal, side: _ReaderSide) -> None:
         self._portal = portal
         self._side = side
+        # partition -> (offset, reason): partitions this reader stopped at a batch it
+        # cannot decode (they stay where they are; the others go on)
+        self.halted: dict[int, Halt] = {}
 
     async def fetch(self, timeout_ms: int = 500) -> dict[int, list[Record]]:
-        return await self._portal.call(functools.partial(self._side.fetch, timeout_ms))
+        """Records by partition (see :attr:`halted` for partitions that stopped)."""
+        records, halted = await self._portal.call(
+            functools.partial(self._side.fetch, timeout_ms))
+        self.halted.update(halted)
+        return records
 
     async def fetch_batch(self, timeout_ms: int = 500) -> Batch:
-        """A fetch, with the positions reached (epoch 0: no group, no revokes)."""
-        return await self._portal.call(functools.partial(self._side.fetch_batch, timeout_ms))
+        """A fetch, with the positions reached (epoch 0: no group, no revokes) and the
+        partitions it halted."""
+        batch = await self._portal.call(functools.partial(self._side.fetch_batch, timeout_ms))
+        self.halted.update(batch.halted)
+        return batch
 
     async def end_offsets(self) -> dict[int, int]:
         """The end offset of every partition this reader reads."""

@@ -21,9 +21,12 @@ way live and on replay (docs/design.md, "Records"):
 - a kstate record written under an owner epoch older than the partition's epoch is
   **fenced**: a zombie (an old owner cut off, paused, or with a write stuck in its
   producer) cannot land over a newer owner's acknowledged writes (counted: ``fenced``);
-- a conditional kstate write (header ``kstate-expect``: a version, or ``*`` for "the key
-  exists") whose condition does not hold changes nothing (counted: ``expect_failed``):
-  If-Match is decided when the record is applied, in log order;
+- a conditional kstate write (header ``kstate-expect``: the version it expects, or
+  ``*``) whose key has another version changes nothing (counted: ``expect_failed``):
+  If-Match is decided again when the record is applied, in log order. The owner checked
+  it before writing; at apply time a missing key does not fail it (after compaction a
+  replay may not see the record that made the key exist), so a key another producer
+  deleted in between is written anyway;
 - anything else is an upsert; its version is its offset, or the ``kstate-version`` a
   repair record carries (a repair restates a key's current value and version after a
   fenced or failed record became that key's latest record: see Ignored.shadows).
@@ -101,27 +104,21 @@ def marker(partition: int, epoch: int) -> tuple[bytes, bytes, tuple[tuple[str, b
 
 
 def _int(raw: bytes) -> int | None:
-    text = raw.decode("ascii", "replace")
-    return int(text) if text.isdigit() and len(text) <= 19 else None
+    return int(raw) if raw.isdigit() and len(raw) <= 19 else None
 
 
-def _header(rec: Record, name: str) -> bytes | None:
-    found = None
-    for k, v in rec.headers:
-        if k == name:
-            found = v  # the last one wins, as in Kafka's Headers.lastHeader
-    return found
-
-
-def _marker_epoch(rec: Record, partition: int) -> int | None:
-    key = rec.key
-    if key is None or not key.startswith(MARKER_PREFIX):
-        return None
-    raw = _header(rec, EPOCH_HEADER)
-    epoch = None if raw is None else _int(raw)
-    if epoch is None or key != marker_key(partition, epoch):
-        return None  # not a marker of this partition: judged as any other key
-    return epoch
+def _kstate_headers(rec: Record) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(epoch, expect, version) headers of a record; the last of each name wins, as in
+    Kafka's ``Headers.lastHeader``."""
+    epoch = expect = version = None
+    for name, raw in rec.headers:
+        if name == EPOCH_HEADER:
+            epoch = raw
+        elif name == EXPECT_HEADER:
+            expect = raw
+        elif name == VERSION_HEADER:
+            version = raw
+    return epoch, expect, version
 
 
 # Printable ASCII without space: what almost every email key is made of.
@@ -147,37 +144,41 @@ def decide(rec: Record, partition: int, num_partitions: int, epoch: int,
     key = rec.key
     if key is None:
         return Ignored(None, "no_key")
-    marked = _marker_epoch(rec, partition)
-    if marked is not None:
-        return Marker(marked)
+    raw_epoch = raw_expect = raw_version = None
+    if rec.headers:  # most records of other producers have none: skip the look
+        raw_epoch, raw_expect, raw_version = _kstate_headers(rec)
+        if raw_epoch is not None and key.startswith(MARKER_PREFIX):
+            marked = _int(raw_epoch)
+            if marked is not None and key == marker_key(partition, marked):
+                return Marker(marked)
     if not _email_key(key):
         return Delete(key, "key is not an email")
-    raw_epoch = _header(rec, EPOCH_HEADER)
     # A record a kstate node wrote (it carries an owner epoch) is in its key's
     # partition: the node's router put it there. Any other record is checked (murmur2
     # costs microseconds a record, which a replay of a million records feels).
     if raw_epoch is None and partition_for(key, num_partitions) != partition:
         return Ignored(key, "wrong_partition")
-    raw_expect = _header(rec, EXPECT_HEADER)
-    raw_version = _header(rec, VERSION_HEADER)
-    written = None if raw_epoch is None else _int(raw_epoch)
-    restated = None if raw_version is None else _int(raw_version)
-    if (raw_epoch is not None and written is None) or \
-            (raw_version is not None and restated is None):
-        return Delete(key, "malformed kstate header")
-    if written is not None and written < epoch:
-        return Ignored(key, "fenced", shadows=True)
-    if raw_expect is not None:
+    if raw_epoch is not None:
+        written = _int(raw_epoch)
+        restated = None if raw_version is None else _int(raw_version)
+        if written is None or (raw_version is not None and restated is None):
+            return Delete(key, "malformed kstate header")
+        if written < epoch:
+            return Ignored(key, "fenced", shadows=True)
+    else:
+        restated = None if raw_version is None else _int(raw_version)
+        if raw_version is not None and restated is None:
+            return Delete(key, "malformed kstate header")
+    if raw_expect is not None and raw_expect != b"*":
+        # The owner checked the condition before it wrote (a missing key, or "*" on
+        # one, never gets this far). Here it fails only if the key has another version:
+        # after compaction a replay may no longer see the record that made the key
+        # exist, so absence cannot count against the record.
+        expected = _int(raw_expect)
+        if expected is None:
+            return Delete(key, "malformed kstate header")
         current = version_of(key)
-        wanted = raw_expect.decode("ascii", "replace")
-        if wanted == EXPECT_EXISTS:
-            holds = current is not None
-        else:
-            expected = _int(raw_expect)
-            if expected is None:
-                return Delete(key, "malformed kstate header")
-            holds = current == expected
-        if not holds:
+        if current is not None and current != expected:
             return Ignored(key, "expect_failed", shadows=True)
     value = rec.value
     if not value:  # null: a tombstone; b"": the seed app's delete

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kstate.core.messages import Assign, Batch, Record, Revoke
 from kstate.core.records import (
-    EPOCH_HEADER,
     EPOCH_STRIDE,
     Decision,
     Delete,
@@ -77,7 +77,7 @@ class Partition:
     # owner restates the key (a repair), else compaction could drop its real state.
     shadowed: dict[bytes, int] = field(default_factory=dict)
     # offset -> what became of a record written by this node (its writer waits on it)
-    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    outcomes: OrderedDict[int, Outcome] = field(default_factory=OrderedDict)
     halted: str | None = None  # why the partition stopped at its position, if it did
 
     @property
@@ -220,6 +220,8 @@ class StateTable:
         applied = 0
         position = part.position
         n = self.num_partitions
+        # This node writes only once caught up: a replay has no outcome to keep.
+        keep_outcomes = position >= part.target
 
         def version_of(k: bytes) -> int | None:
             return _version(part, k)
@@ -233,11 +235,12 @@ class StateTable:
             decision = decide(rec, pid, n, part.epoch, version_of)
             if type(decision) is Upsert:
                 data[decision.key] = _pack(decision.key, decision.version, decision.value)
-                part.shadowed.pop(decision.key, None)
+                if part.shadowed:
+                    part.shadowed.pop(decision.key, None)
                 applied += 1
             else:
                 self._other(pid, part, rec, decision)
-            if rec.headers and any(k == EPOCH_HEADER for k, _ in rec.headers):
+            if keep_outcomes and rec.headers:
                 self._outcome(part, rec, decision, existed)
         part.replayed += applied
         if position > part.position:
@@ -280,7 +283,7 @@ class StateTable:
         outcomes = part.outcomes
         outcomes[rec.offset] = out
         if len(outcomes) > OUTCOMES_KEPT:
-            del outcomes[next(iter(outcomes))]
+            outcomes.popitem(last=False)
 
     def _count(self, pid: int, part: Partition, rec: Record, kind: str, why: str | None
                ) -> None:

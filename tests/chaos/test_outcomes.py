@@ -14,8 +14,10 @@ pytestmark = pytest.mark.fast  # pure logic, no broker
 REPO = Path(__file__).resolve().parents[2]
 
 NOT_APPLIED = ["not_owner", "key_busy", "no_owner", "rebalancing", "too_many_hops",
-               "catching_up", "owner_isolated", "superseded", "owner_not_reached"]
-AMBIGUOUS = ["write_timeout", "broker_unavailable", "owner_unreachable", "owner_no_answer"]
+               "catching_up", "owner_isolated", "superseded", "owner_not_reached",
+               "claiming", "partition_undecodable", "cluster_auth_busy"]
+AMBIGUOUS = ["write_timeout", "broker_unavailable", "owner_unreachable", "owner_no_answer",
+             "write_unconfirmed"]
 
 
 @pytest.mark.parametrize("code", NOT_APPLIED)

@@ -18,6 +18,9 @@ from tests.support.brokers import Broker, own_broker
 from tools import topic as load
 from tools.procs import Node, wait_ready
 
+# One worker runs this module: its broker (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_chaos_regressions")
+
 WRITE_TIMEOUT = 2.0
 
 

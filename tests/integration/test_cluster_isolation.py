@@ -24,6 +24,9 @@ from tests.support.kafka_modes import SlotBroker, slot_broker
 from tools.netcut import open_netcut
 from tools.procs import Node, wait_ready, wait_stable
 
+# One worker runs this module: its broker (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_cluster_isolation")
+
 SESSION = 6.0  # tools/procs.Node's session timeout
 PARTITIONS = 10
 

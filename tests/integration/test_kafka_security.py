@@ -19,6 +19,9 @@ from tests.support.kafka_modes import SecureBroker, make_certs, secure_broker
 from tools import topic as load
 from tools.procs import Node, wait_ready
 
+# One worker runs this module: its broker (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_kafka_security")
+
 USER = "kstate-sec"
 REFUSED_WITHIN = 10.0  # seconds: a refusal is final, not a minute of retries
 

@@ -1,6 +1,7 @@
 """/metrics of real nodes over real HTTP: the numbers move with local and proxied
-reads and writes, invalid records, feed subscribers, a dead owner and the rebalance
-that follows."""
+reads and writes, records kstate cannot use or that are in the wrong partition, feed
+subscribers, a dead owner and the rebalance that follows (halted partitions:
+tests/integration/test_undecodable.py)."""
 
 from __future__ import annotations
 
@@ -130,14 +131,31 @@ async def test_metrics_move_with_traffic_and_rebalance(make_node, client, names,
     assert delta(a1, a2, "kstate_http_requests_total", route="unmatched", method="GET",
                  status="404") == 1
 
-    # An invalid record in a partition A owns is counted (and deletes its key: the
-    # one rule, kstate/core/records.py).
+    # A record kstate cannot use in a partition A owns deletes its key and is counted,
+    # by reason; a record in a partition other than its key's is ignored and counted.
+    p_other = next(str(p) for p in range(PARTITIONS)
+                   if table[f"{topic}-{p}"] == a.url and str(p) != p_local)
     settings = Settings(bootstrap=kafka_bootstrap, topic=topic, group=names["group"])
     async with open_tooling(settings.kafka()) as bridge:
-        await bridge.produce_many([(int(p_local), local_key.encode(), b"not json")])
-    await wait_metric(client, a, lambda m: val(m, "kstate_invalid_records_total") == 1
-                      and val(m, "kstate_partition_invalid_records_total",
-                              partition=p_local) == 1)
+        await bridge.produce_many([(int(p_local), local_key.encode(), b"not json"),
+                                   (int(p_other), remote_key.encode(),
+                                    load.user_bytes(remote_key, "Wrong"))])
+    m = await wait_metric(client, a, lambda m: val(m, "kstate_invalid_records_total") == 1
+                          and val(m, "kstate_partition_invalid_records_total",
+                                  partition=p_local) == 1
+                          and val(m, "kstate_partition_wrong_partition_records_total",
+                                  partition=p_other) == 1)
+    assert val(m, "kstate_partition_unusable_records_total", partition=p_local,
+               reason="value is not JSON") == 1
+    assert val(m, "kstate_partition_fenced_records_total", partition=p_local) == 0
+    assert ("kstate_partition_expect_failed_records_total",
+            frozenset({("partition", p_local)})) in m
+    assert val(m, "kstate_partition_halted", partition=p_local) == 0
+    assert ("kstate_partition_halted", frozenset({("partition", p_local)})) in m
+    assert val(m, "kstate_partitions_halted") == 0
+    assert val(m, "kstate_feed_halted_partitions") == 0
+    r = await client.get(f"{a.base}/users/{quote(local_key, safe='')}")
+    assert r.status_code == 404, r.text  # the unusable record deleted the key
 
     # A live feed subscriber is counted while connected and sees changes.
     async with open_websocket_url(f"ws://{a.url}/changes") as ws:

@@ -17,6 +17,9 @@ from tests.support.bridge import bridge_settings, open_bridge, read_values
 from tests.support.kafka_modes import SlotBroker, slot_broker
 from tools.netcut import Netcut, open_netcut
 
+# One worker runs this module: its broker (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_netcut")
+
 STALL = 3.0  # seconds a produce through a cut proxy must not complete in
 
 

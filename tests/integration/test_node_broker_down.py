@@ -25,6 +25,9 @@ from tests.support.brokers import Broker, own_broker
 from tools import topic as load
 from tools.procs import Node, wait_ready
 
+# One worker runs this module: its broker (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_node_broker_down")
+
 WRITE_TIMEOUT = 2.0
 SLACK = 1.5  # what "a little" over write_timeout may be on a loaded 2-core machine
 

@@ -1,8 +1,7 @@
 """Security over real sockets: nodes logging in to a SASL broker (PLAIN and
 SCRAM-SHA-256; a wrong password stops the node at once, clearly, without printing the
-password), TLS settings wired into aiokafka, secrets kept out of reprs, and the
-optional API token across two nodes (forwarded writes signed by the node; a client's
-forged node header gains nothing)."""
+password), TLS settings wired into aiokafka, secrets kept out of reprs. The API token
+and node signatures: tests/integration/test_cluster_auth.py."""
 
 from __future__ import annotations
 
@@ -14,17 +13,17 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
-import httpx
 import pytest
 
 from kstate.bridge.security import client_args
-from kstate.core.partitioner import partition_for
 from kstate.settings import SettingsError, load_settings
+from tests.support.kafka_modes import run_dir
 from tools import topic as load
 from tools.procs import REPO, Node, wait_ready, wait_stable
-from web.auth import cluster_key, sign
+
+# One worker runs this module: its broker (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_security")
 
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 SASL_USER = "kstate-node"
@@ -122,20 +121,27 @@ def sasl_broker() -> Iterator[tuple[str, str]]:
         yield res.stdout.strip().splitlines()[-1], password
     finally:
         subprocess.run([str(KAFKA_SH), "down", name], timeout=60, check=False)
-        shutil.rmtree(REPO / ".cache" / "kafka" / "run" / name, ignore_errors=True)
+        shutil.rmtree(run_dir(name), ignore_errors=True)
 
 
 @pytest.fixture
-def sasl_node(sasl_broker, names, artifacts) -> Iterator[object]:
-    """sasl_node(mechanism, password) -> a started Node on the SASL broker."""
+def sasl_node(sasl_broker, names, artifacts, tmp_path) -> Iterator[object]:
+    """sasl_node(mechanism, password, via_file=False) -> a started Node on the SASL
+    broker (the password in KSTATE_SASL_PASSWORD, or in a file named by
+    KSTATE_SASL_PASSWORD_FILE)."""
     nodes: list[Node] = []
 
-    def make(mechanism: str, password: str) -> Node:
+    def make(mechanism: str, password: str, via_file: bool = False) -> Node:
+        secret = {"KSTATE_SASL_PASSWORD": password}
+        if via_file:
+            path = tmp_path / f"password-{len(nodes)}"
+            path.write_text(password + "\n")
+            secret = {"KSTATE_SASL_PASSWORD_FILE": str(path)}
         node = Node(bootstrap=sasl_broker[0], topic=names["topic"], group=names["group"],
                     log_dir=artifacts, extra={
                         "KSTATE_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
                         "KSTATE_SASL_MECHANISM": mechanism,
-                        "KSTATE_SASL_USERNAME": SASL_USER, "KSTATE_SASL_PASSWORD": password})
+                        "KSTATE_SASL_USERNAME": SASL_USER, **secret})
         nodes.append(node)
         return node.start()
 
@@ -148,7 +154,7 @@ async def test_sasl_nodes_log_in_with_plain_and_scram(sasl_broker, sasl_node, cl
     _, password = sasl_broker
     a = sasl_node("PLAIN", password)
     await wait_ready(client, a)  # the first node creates the topic (note above)
-    b = sasl_node("SCRAM-SHA-256", password)
+    b = sasl_node("SCRAM-SHA-256", password, via_file=True)
     await wait_stable(client, [a, b], PARTITIONS)
     for i in range(6):  # some owned by each: local and forwarded writes and reads
         email = f"sasl{i}@example.com"
@@ -178,92 +184,3 @@ async def test_wrong_password_stops_the_node_with_a_clear_error(sasl_broker, sas
     assert "refused this node" in text  # the exception the node exits with
     assert wrong not in text
     assert sasl_broker[1] not in text
-
-
-# -- the API token ------------------------------------------------------------------
-
-def _owned(table: dict[str, str], url: str, prefix: str) -> str:
-    mine = {int(k.rpartition("-")[2]) for k, v in table.items() if v == url}
-    i = 0
-    while partition_for(f"{prefix}{i}@example.com".encode(), PARTITIONS) not in mine:
-        i += 1
-    return f"{prefix}{i}@example.com"
-
-
-def _assert_401(r: httpx.Response, code: str) -> None:
-    assert r.status_code == 401, (r.status_code, r.text)
-    assert r.headers["www-authenticate"].lower().startswith("bearer")
-    assert r.headers["content-type"].startswith("application/json")
-    assert r.json()["error"] == code
-
-
-async def test_api_token_guards_writes_and_nodes_sign_forwards(make_node, client):
-    token = "tok-" + secrets.token_hex(16)
-    env = {"KSTATE_API_TOKEN": token}
-    a = make_node(**env)
-    await wait_ready(client, a)  # the first node creates the topic (note above)
-    b = make_node(**env)
-    table = await wait_stable(client, [a, b], PARTITIONS)
-    key_b = _owned(table, b.url, "owned-by-b")
-    key_b2 = _owned(table, b.url, "also-b")
-    good = {"Authorization": f"Bearer {token}"}
-    path_b = f"/users/{quote(key_b, safe='')}"
-    signed_b = f"/users/{key_b}"  # a node signs the path as the owner decodes it
-
-    # With the token, a write through the node that does not own the key is forwarded
-    # (without the client's token) and accepted by the owner.
-    r = await client.put(f"{a.base}{path_b}", json={"name": "B"}, headers=good)
-    assert r.status_code == 201, r.text
-    r = await client.get(f"{b.base}{path_b}")  # reads stay open
-    assert r.status_code == 200
-    assert r.content == load.user_bytes(key_b, "B")
-    r = await client.get(f"{a.base}/user", params={"email": key_b})
-    assert r.status_code == 200
-
-    # Without it, or with another, every write is refused, on either node, both APIs.
-    for node in (a, b):
-        _assert_401(await client.put(f"{node.base}{path_b}", json={"name": "X"}),
-                    "unauthorized")
-        _assert_401(await client.delete(f"{node.base}{path_b}"), "unauthorized")
-        _assert_401(await client.put(f"{node.base}{path_b}", json={"name": "X"},
-                                     headers={"Authorization": "Bearer wrong-token-123456"}),
-                    "unauthorized")
-        _assert_401(await client.put(f"{node.base}/user", json={"name": "X", "email": key_b}),
-                    "unauthorized")
-        # A hop header does not make a client a node.
-        _assert_401(await client.put(f"{node.base}{path_b}", json={"name": "X"},
-                                     headers={"kstate-hops": "1"}), "unauthorized")
-
-    # Forged node headers: garbage, a signature made with another token, a real
-    # signature of another request (replayed), a stale one.
-    now = time.time()
-    key = cluster_key(token)
-    forged = [
-        "v1 0 deadbeef",
-        sign(cluster_key("another-token-0123456789"), "PUT", signed_b, "", now),
-        sign(key, "PUT", f"/users/{key_b2}", "", now),
-        sign(key, "DELETE", signed_b, "", now),
-        sign(key, "PUT", signed_b, "", now - 3600),
-    ]
-    for header in forged:
-        for node in (a, b):
-            r = await client.put(f"{node.base}{path_b}", json={"name": "X"},
-                                 headers={"kstate-cluster-auth": header, "kstate-hops": "1"})
-            _assert_401(r, "invalid_cluster_auth")
-    r = await client.get(f"{b.base}{path_b}")
-    assert r.content == load.user_bytes(key_b, "B")  # none of them wrote
-
-    # What a node sends is exactly what the owner checks: a correct signature passes.
-    r = await client.put(f"{b.base}{path_b}", json={"name": "Signed"},
-                         headers={"kstate-cluster-auth": sign(key, "PUT", signed_b, "", now)})
-    assert r.status_code == 200, r.text
-    # Deletes through the non-owner with the token work too.
-    r = await client.delete(f"{a.base}{path_b}", headers=good)
-    assert r.status_code == 204, r.text
-    r = await client.get(f"{a.base}{path_b}")
-    assert r.status_code == 404
-    # Unknown methods and paths answer as without a token.
-    r = await client.post(f"{a.base}{path_b}", json={"name": "X"})
-    assert r.status_code == 405
-    for node in (a, b):
-        assert token not in node.log_text()

@@ -9,6 +9,7 @@ labels of both paths."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ def req(method: str, target: str, headers: dict[str, str] | None = None,
 
 
 JSON = {"Content-Type": "application/json"}
+# A well-formed node signature that does not verify: the check needs the body for it.
+SIG = f"v2 {int(time.time())} {'0' * 32} {'f' * 64}"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GOOD = b'{"name":"N"}'
 
@@ -177,6 +180,15 @@ CASES: list[tuple[str, bytes]] = [
                           GOOD)),
     ("put_forged_node", req("PUT", "/users/a@b.c", {**JSON, "kstate-cluster-auth": "v1 1 x"},
                             GOOD)),
+    ("put_signed_wrongly", req("PUT", "/users/a@b.c", {**JSON, "kstate-cluster-auth": SIG},
+                               GOOD)),
+    ("put_signed_wrongly_oversized", req("PUT", "/users/a@b.c",
+                                         {**JSON, "kstate-cluster-auth": SIG},
+                                         b"x" * (MAX_BODY + 1))),
+    ("put_signed_wrongly_bad_type", req("PUT", "/users/a@b.c",
+                                        {"Content-Type": "text/xml", "kstate-cluster-auth": SIG},
+                                        GOOD)),
+    ("delete_signed_wrongly", req("DELETE", "/user?email=a@b.c", {"kstate-cluster-auth": SIG})),
     ("delete_no_token", req("DELETE", "/user?email=a@b.c")),
     ("put_no_token_bad_type", req("PUT", "/users/a@b.c", {"Content-Type": "text/xml"}, GOOD)),
     ("put_no_token_oversized", req("PUT", "/users/a@b.c", JSON, b"x" * (MAX_BODY + 1))),

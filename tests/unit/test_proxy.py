@@ -7,10 +7,13 @@ what a missing answer becomes: ``owner_not_reached`` (certainly not sent) or
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from urllib.parse import unquote
 
 import pytest
 import trio
@@ -20,6 +23,7 @@ from kstate.core.outcomes import Unavailable
 from kstate.core.wire import CLUSTER_AUTH_HEADER, GENERATION_HEADER, HOPS_HEADER
 from tests.support.http1 import connect
 from tools.procs import free_port
+from web.auth import Credential, Signed, cluster_key, signer, verify
 from web.http1 import Front, Request, Response, serve_front
 from web.proxy import Incoming, PeerResponse, Proxy
 
@@ -60,11 +64,12 @@ def incoming(method: str = "PUT", headers: list[tuple[bytes, bytes]] | None = No
 
 
 async def test_forwarded_request_and_answer_byte_for_byte():
-    signed: list[tuple[str, str, str]] = []
+    signed: list[tuple[str, str, str, str, list[tuple[str, str]], bytes]] = []
 
-    def sign(method: str, path: str, query: str) -> str:
-        signed.append((method, path, query))
-        return "v1 123 abc"
+    def sign(target: str, method: str, path: str, query: str,
+             headers: list[tuple[str, str]], body: bytes) -> str:
+        signed.append((target, method, path, query, list(headers), body))
+        return "v2 123 abc def"
 
     client_headers = [
         (b"content-type", b"application/json"),
@@ -90,8 +95,15 @@ async def test_forwarded_request_and_answer_byte_for_byte():
         assert h[b"host"] == addr.encode()
         assert h[HOPS_HEADER.encode()] == b"2"
         assert h[GENERATION_HEADER.encode()] == b"12"
-        assert h[CLUSTER_AUTH_HEADER.encode()] == b"v1 123 abc"  # ours, not the client's
-        assert signed == [("PUT", "/users/a%41?#b@c.d", "x=1&y=%FF")]
+        assert h[CLUSTER_AUTH_HEADER.encode()] == b"v2 123 abc def"  # ours, not the client's
+        ((target, method, path, query, out, signed_body),) = signed
+        assert (target, method, path, query) == (addr, "PUT", "/users/a%41?#b@c.d",
+                                                 "x=1&y=%FF")
+        assert signed_body == got.body  # the bytes sent
+        # every header sent but the ones the pool adds and the signature, in order
+        sent = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in got.headers
+                if k not in (b"host", b"content-length", CLUSTER_AUTH_HEADER.encode())]
+        assert out == sent
         assert b"authorization" not in h  # this node vouches for the client instead
         for hop in (b"keep-alive", b"te", b"connection"):
             assert hop not in h
@@ -115,6 +127,32 @@ async def test_forwarded_request_and_answer_byte_for_byte():
         assert CLUSTER_AUTH_HEADER.encode() not in h
         await proxy.aclose()
         await plain.aclose()
+
+
+async def test_the_real_signature_verifies_on_what_the_owner_received():
+    """web/auth.py's signer over the proxy's request; verified from the owner's side
+    with nothing but the bytes it received. Reads are not signed."""
+    key = cluster_key("a-token-of-sixteen-chars")
+    async with owner_at() as (owner, addr):
+        proxy = Proxy(2.0, sign=signer("a-token-of-sixteen-chars"))
+        req = Incoming(method="PUT", path="/users/\u00fc%41@b.c", query=b"q=%FF",
+                       headers=[(b"content-type", b"application/json"),
+                                (b"if-match", b'"1-2"'), (b"if-match", b'"1-3"'),
+                                (b"x-note", b"\xff")],
+                       body=b'{"name":"\xc3\xbc"}', hops=0)
+        await proxy.exchange(req, addr, 7)
+        await proxy.exchange(Incoming("GET", "/users/a@b.c", b"", [], b"", 0), addr, 7)
+        put, get = owner.requests
+        received = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in put.headers]
+        header = dict(received)[CLUSTER_AUTH_HEADER]
+        s = Signed.of(addr, put.method.decode(), unquote(put.path.decode()),
+                      put.query.decode(), received, put.body)
+        assert isinstance(verify(key, header, s, time.time(), 30.0), Credential)
+        # signed for this target only
+        other = dataclasses.replace(s, target="127.0.0.1:1")
+        assert verify(key, header, other, time.time(), 30.0) == "does not match the request"
+        assert CLUSTER_AUTH_HEADER.encode() not in dict(get.headers)
+        await proxy.aclose()
 
 
 async def test_an_owner_nobody_listens_for_is_not_reached():

@@ -227,6 +227,9 @@ def test_the_rule_case_by_case():
     assert decide(rec(k, value(k, "n"), exp), P, N, 4, {k: 3}.get).__class__ is Upsert
     assert decide(rec(k, value(k, "n"), exp), P, N, 4, {k: 2}.get) == \
         Ignored(k, "expect_failed", True)
+    # absent: not held against it (a replay after compaction may not see the record
+    # that made the key exist); the owner refused a missing key before writing
+    assert decide(rec(k, value(k, "n"), exp), P, N, 4, none).__class__ is Upsert
     restate = ((EPOCH_HEADER, b"4"), (VERSION_HEADER, b"2"))
     assert decide(rec(k, value(k, "n"), restate), P, N, 4, none) == Upsert(k, value(k, "n"), 2)
     mkey, mval, mh = marker(P, 9)

@@ -34,11 +34,15 @@ CODES_503: dict[str, Outcome] = {
     "owner_isolated": "fail",  # a read the node cannot prove it still owns
     "superseded": "fail",  # a write fenced because a newer owner took over
     "owner_not_reached": "fail",  # forwarding: never sent to the owner
+    "claiming": "fail",  # the owner's claim marker is not written yet: nothing produced
+    "partition_undecodable": "fail",  # the partition stopped at a batch it cannot read
+    "cluster_auth_busy": "fail",  # the owner's replay cache is full: refused unread
     # may have been produced, or may still be
     "write_timeout": "unknown",  # not confirmed in time; the record may still land
     "broker_unavailable": "unknown",  # the produce failed; Kafka may have appended it
     "owner_unreachable": "unknown",  # forwarding failed: sent or not, nobody knows
     "owner_no_answer": "unknown",  # forwarded, no answer: the owner may have written it
+    "write_unconfirmed": "unknown",  # the partition moved before the write was applied
 }
 
 OK_STATUS: dict[Op, frozenset[int]] = {

@@ -54,6 +54,16 @@ def _handshake_ascii(headers: Headers) -> bool:
     return all(value.isascii() for name, value in headers if name in _HANDSHAKE)
 
 
+def _peer(stream: Stream) -> str | None:
+    """The host of the connection's peer (one syscall per connection)."""
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    try:
+        peer = inner.socket.getpeername() if isinstance(inner, trio.SocketStream) else None
+    except OSError:
+        return None
+    return str(peer[0]) if isinstance(peer, tuple) else None
+
+
 class Reject(Exception):
     """Answer ``status`` with a JSON error, then close (after a lingering drain)."""
 
@@ -121,7 +131,7 @@ class Connection:
     bytes to hand over (starting at the first byte of the first request that is not
     hot); it raises :class:`Reject`, :class:`Closed`, or the stream's errors."""
 
-    __slots__ = ("answered_close", "begun", "body", "body_size", "deadline", "done",
+    __slots__ = ("answered_close", "begun", "body", "body_size", "client", "deadline", "done",
                  "expired", "fresh", "headers", "keep", "parser", "phase", "scope", "shared",
                  "stream", "too_large", "url")
 
@@ -142,6 +152,7 @@ class Connection:
         self.expired = -1
         self.fresh = True  # nothing received yet
         self.answered_close = False  # the last answer said Connection: close
+        self.client = _peer(stream)
 
     def cancel(self, phase: int) -> None:
         """End the connection: the deadline of ``phase`` passed (or, for IDLE, the
@@ -293,7 +304,7 @@ class Connection:
             version = parser.get_http_version()
             req = Request(method, path, query, self.headers,
                           body[0] if len(body) == 1 else b"".join(body), version, keep,
-                          oversized)
+                          oversized, self.client)
             try:
                 resp = await shared.handle(req)
             except Exception:

@@ -85,9 +85,10 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
         if oversized and not oversized_to_handler:
             resp = error_response(413, "body_too_large", f"body is larger than {max_body} bytes")
         else:
+            client = scope.get("client")
             req = Request(method, path, scope.get("query_string", b""), list(scope["headers"]),
                           b"" if oversized else b"".join(chunks), version, not oversized,
-                          oversized)
+                          oversized, str(client[0]) if client else None)
             resp = await handle(req)
         status, headers, body = resp
         out = [(n, v) for n, v in headers if n.lower() not in FRAMING]

@@ -29,7 +29,8 @@ class Request(NamedTuple):
     ``oversized``: the body is larger than ``Limits.max_body_bytes`` and was not
     (wholly) read, so ``body`` is ``b""``; only a Front made with
     ``oversized_to_handler=True`` passes such a request on, and it closes the
-    connection after the answer."""
+    connection after the answer. ``client``: the peer's address (host only), when
+    known."""
 
     method: bytes
     path: bytes
@@ -39,6 +40,7 @@ class Request(NamedTuple):
     http_version: str
     keep_alive: bool
     oversized: bool = False
+    client: str | None = None
 
 
 class Response(NamedTuple):

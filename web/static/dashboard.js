@@ -102,6 +102,19 @@ function progress(stats) {
   return Math.min(1, stats.position / stats.target);
 }
 
+function recordNotes(stats) {
+  // "3 unusable · 1 wrong partition": counts of records kstate did not apply as written
+  const notes = [];
+  if (stats.invalid) notes.push(`${stats.invalid} unusable`);
+  if (stats.wrong_partition) notes.push(`${stats.wrong_partition} wrong partition`);
+  return notes.join(" · ");
+}
+
+function unusableReasons(stats) {
+  const reasons = Object.entries(stats.unusable || {}).map(([why, n]) => `\n  ${n} × ${why}`);
+  return reasons.join("");
+}
+
 function renderGrid(doc) {
   const grid = $("grid");
   grid.replaceChildren();
@@ -123,9 +136,22 @@ function renderGrid(doc) {
       cell.title += " (unreachable)";
     }
     if (done != null) cell.append(el("div", { class: "mini", style: `width:${(done * 100).toFixed(1)}%` }));
+    // records that did not apply as written (README, "Other producers")
+    const odd = stats ? recordNotes(stats) : "";
+    if (odd) {
+      cell.append(el("div", { class: "odd", "data-kind": "records" }, odd));
+      cell.title += `\n${odd}` + unusableReasons(stats);
+    }
+    if (stats && stats.halted) {
+      cell.classList.add("halted");
+      cell.append(el("div", { class: "odd", "data-kind": "halted" }, "halted"));
+      cell.title += `\nhalted at ${stats.halted}`;
+    }
     grid.append(cell);
 
-    const text = stats ? `${stats.position} / ${stats.target}` + (stats.caught_up ? " ✓" : " catching up") : "unknown";
+    let text = stats ? `${stats.position} / ${stats.target}` + (stats.caught_up ? " ✓" : " catching up") : "unknown";
+    if (stats && stats.halted) text = `halted at ${stats.halted}`;
+    else if (odd) text += ` · ${odd}`;
     bars.append(
       el("span", { class: "label" }, "p" + p),
       el("div", { class: "track", "data-partition": String(p) },
@@ -196,7 +222,13 @@ function connect() {
       pill("feed-status", "ok", `feed: live via ${msg.node}` + (from ? " (resumed)" : ""));
       return;
     }
-    feed.positions[msg.partition] = msg.offset + 1;
+    if (msg.type === "halted") {
+      // the feed stopped this partition at a batch it cannot decode (README, "Operating")
+      msg.key = `partition ${msg.partition} halted`;
+      msg.halted = true;
+    } else {
+      feed.positions[msg.partition] = msg.offset + 1;
+    }
     feed.received += 1;
     feed.pending.push(msg);
     if (feed.pending.length > FEED_ROWS) feed.pending.splice(0, feed.pending.length - FEED_ROWS);
@@ -225,11 +257,14 @@ function flush() {
   const now = new Date().toLocaleTimeString();
   for (const m of feed.pending) {
     const v = m.value;
-    const row = el("tr", { class: v == null ? "fresh deleted" : "fresh", "data-key": m.key },
+    const shown = m.halted ? `no change at or past this offset: ${m.reason}`
+      : v == null ? "deleted" : short(v.name != null ? String(v.name) : JSON.stringify(v));
+    const cls = m.halted ? "fresh halted" : v == null ? "fresh deleted" : "fresh";
+    const row = el("tr", { class: cls, "data-key": m.key },
       el("td", {}, now),
       el("td", {}, `${m.partition}@${m.offset}`),
       el("td", { class: "key" }, m.key),
-      el("td", { class: "value" }, v == null ? "deleted" : short(v.name != null ? String(v.name) : JSON.stringify(v))));
+      el("td", { class: "value" }, shown));
     body.prepend(row);
   }
   feed.pending = [];
