@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import trustme
 
 from kstate.settings import Settings, SettingsError, describe, env_name, load_settings
 
@@ -188,3 +189,47 @@ def test_standby_is_off_by_default_and_rejects_other_words():
     assert load_settings([], {}).standby is False
     with pytest.raises(SettingsError, match="standby: KSTATE_STANDBY 'maybe' is not true/false"):
         load_settings([], {"KSTATE_STANDBY": "maybe"})
+
+
+def test_proxy_timeout_is_derived_from_the_owners_worst_case_and_never_shorter():
+    s = load_settings([], {})
+    assert s.proxy_timeout == 0
+    # 2 s table wait + write_timeout (lock) + catchup_timeout + write_timeout + 1 s
+    assert s.proxy_deadline == s.owner_worst_case == 2 + 5 + 5 + 5 + 1
+    s = load_settings(["--write-timeout", "2", "--catchup-timeout", "1"], {})
+    assert s.proxy_deadline == 2 + 2 + 1 + 2 + 1
+    assert load_settings(["--proxy-timeout", "30"], {}).proxy_deadline == 30
+    with pytest.raises(SettingsError, match=r"proxy_timeout: 5\.0s is shorter"):
+        load_settings(["--proxy-timeout", "5"], {})
+
+
+def test_http_front_limits_are_settings():
+    s = load_settings(["--http-max-connections", "10", "--http-head-timeout", "2.5",
+                       "--http-idle-timeout", "9", "--http-max-head-bytes", "4096"], {})
+    assert (s.http_max_connections, s.http_head_timeout, s.http_idle_timeout,
+            s.http_max_head_bytes, s.http_body_timeout) == (10, 2.5, 9.0, 4096, 30.0)
+    for flag, value in (("--http-max-connections", "0"), ("--http-head-timeout", "0"),
+                        ("--http-max-head-bytes", "100")):
+        with pytest.raises(SettingsError, match=flag[2:].replace("-", "_")):
+            load_settings([flag, value], {})
+
+
+def test_tls_files_must_exist_go_together_and_load(tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = (tmp_path / n for n in ("c.pem", "k.pem", "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    s = load_settings(["--tls-certfile", str(cert_file), "--tls-keyfile", str(key_file),
+                       "--tls-cafile", str(ca_file)], {})
+    assert s.tls_certfile == str(cert_file)
+    with pytest.raises(SettingsError, match="go together"):
+        load_settings(["--tls-certfile", str(cert_file)], {})
+    with pytest.raises(SettingsError, match="tls_cafile needs tls_certfile"):
+        load_settings(["--tls-cafile", str(ca_file)], {})
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(["--tls-certfile", str(tmp_path / "nope.pem"),
+                       "--tls-keyfile", str(key_file)], {})
+    with pytest.raises(SettingsError, match="cannot be used"):  # a key that is no key
+        load_settings(["--tls-certfile", str(cert_file), "--tls-keyfile", str(ca_file)], {})
