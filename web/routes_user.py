@@ -1,7 +1,9 @@
 """The user API on quart: the seed's ``/user`` (byte-compatible) and REST
-``/users/{email}``. The lean front (web/hot.py) answers these routes itself; quart
-serves them for what reaches it anyway (an ``OPTIONS``, the routes' description for
-web/openapi.py's test) through the same function (web/user_request.py)."""
+``/users/{email}``. In a node the lean front (web/hot.py) answers these routes itself,
+also on a connection it handed to hypercorn; the rules here still give quart's url_map
+the routes (the ``OPTIONS`` answer and the 405s' ``Allow``, web/openapi.py's route
+test), and serve the app wherever it runs without the front (tests/unit/test_hot.py
+compares the two). Both go through one function (web/user_request.py)."""
 
 from __future__ import annotations
 
