@@ -8,11 +8,11 @@
 #     must not touch .venv), from tools/bench/peers/requirements.txt.
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)  # tools/bench/ -> the repository
 cd "$repo"
 py=.venv/bin/python
 peer=.cache/bench-venv
-broker=${BENCH_KAFKA_NAME:-bench}
+broker=${BENCH_KAFKA_NAME:-bench-$$}  # unique: the machine may be shared
 
 for arg in "$@"; do
     case $arg in -h|--help) exec "$py" -m tools.bench.bench --bootstrap - --help ;; esac
