@@ -106,7 +106,9 @@ async def _side(name: str, side: dict[str, Any], fn: Callable[[], Awaitable[None
 
 
 async def _measure(cfg: Config, data: Loaded | None, results: dict[str, Any]) -> None:
-    for name, module in (("kstate", kstate_phases), ("faust", faust_phases)):
+    # faust first: kstate's PUTs and owner-epoch markers go into the users topic, which
+    # faust's agent would otherwise ingest too (more records than kstate replayed).
+    for name, module in (("faust", faust_phases), ("kstate", kstate_phases)):
         if name in cfg.sides and data is not None:
             side: dict[str, Any] = {}
             results[name] = side
@@ -116,7 +118,7 @@ async def _measure(cfg: Config, data: Loaded | None, results: dict[str, Any]) ->
         scale: dict[str, Any] = {}
         kstate["scale"] = scale
         idle = (kstate.get("idle") or {}).get("rss_bytes")
-        await _side("scale", scale, partial(scale_phase.run, cfg, data, scale, idle))
+        await _side("scale", scale, partial(scale_phase.run, cfg, scale, idle))
 
 
 def _interrupted(signum: int, _frame: object) -> None:

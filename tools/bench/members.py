@@ -17,7 +17,7 @@ import trio
 from kstate.client import Table
 from tools.bench.config import Config
 from tools.bench.load import Loaded
-from tools.bench.tools import rss_bytes, track, wait_keys
+from tools.bench.tools import Probe, rss_bytes, track, wait_keys
 from tools.procs import Node, wait_ready, wait_stable
 
 PREFIX = "/users/"
@@ -71,6 +71,14 @@ def rate(records: int, seconds: float | None) -> int | None:
     return round(records / seconds) if seconds else None
 
 
+def warnings(node: Node, last: int = 3) -> str:
+    """The node's last WARNING/ERROR log lines: why it did not get there."""
+    lines = [ln for ln in node.log_text().splitlines()
+             if "level=WARNING" in ln or "level=ERROR" in ln]
+    return f"last warnings in {node.log_path.name}: {lines[-last:]}" if lines else \
+        f"no warnings in {node.log_path.name}"
+
+
 def probes(data: Loaded) -> list[str]:
     """The last key written to each partition: it answers 200 only once the partition
     is replayed to its end."""
@@ -111,13 +119,16 @@ async def replay(client: httpx.AsyncClient, node: Node, cfg: Config, data: Loade
                 pass
             await trio.sleep(0.05)
 
+    probe: Probe | None = None
     async with trio.open_nursery() as nursery:
-        nursery.cancel_scope.deadline = trio.current_time() + cfg.phase_timeout
+        nursery.cancel_scope.deadline = trio.current_time() + cfg.phase_timeout + 10
         nursery.start_soon(_readyz)
         probe = await wait_keys(client, node.base, PREFIX, probes(data), t0=t0,
                                 within=cfg.phase_timeout, alive=node.alive)
-    if probe.seconds is None:
-        raise RuntimeError(f"not serving after {cfg.phase_timeout}s: {probe.statuses}")
+        nursery.cancel_scope.cancel()
+    if probe is None or probe.seconds is None:
+        raise RuntimeError(f"{node.url} not serving after {cfg.phase_timeout}s: "
+                           f"{probe.statuses if probe else '-'}; {warnings(node)}")
     ready = await wait_ready(client, node, timeout=30)
     assert node.proc is not None
     records = replayed(ready)
@@ -143,7 +154,8 @@ async def join(client: httpx.AsyncClient, members: list[Node], new: Node, cfg: C
     probe = await wait_keys(client, new.base, PREFIX, probes(data), t0=t0,
                             within=cfg.phase_timeout, alive=new.alive)
     if probe.seconds is None:
-        raise RuntimeError(f"{new.url} not serving every key: {probe.statuses}")
+        raise RuntimeError(f"{new.url} not serving every key: {probe.statuses}; "
+                           f"{warnings(new)}")
     mine = {p for p, url in owners_of(table).items() if url == new.url}
     ready = await wait_ready(client, new, timeout=30)
     records = replayed(ready, mine)

@@ -1,7 +1,7 @@
 """The scale row: kstate with ``cfg.scale_users`` users (1,000,000 by default), growing
 from one member to three. kstate only (faust is measured on the main topic).
 
-load the users (tools/bench/load.py; the main topic is reused when it has as many) →
+load the users into a topic of their own (tools/bench/load.py) →
 member A replays them (seconds, records/s, RSS against raw key+value bytes, net of an
 idle node's RSS) → GET local on A alone (wrk) → B joins (seconds until the group is
 stable and B serves every partition's last key; its own catch-up) → GET through a
@@ -30,18 +30,17 @@ def say(msg: str) -> None:
     print(f"[scale]  {msg}", flush=True)
 
 
-async def prepare(cfg: Config, main: Loaded | None) -> Loaded:
-    """The scale phase's users: the main topic when it has ``cfg.scale_users``, else a
-    topic of their own, loaded now."""
-    if main is not None and main.records == cfg.scale_users:
-        return main
+async def prepare(cfg: Config) -> Loaded:
+    """The scale phase's users, in a topic of their own. Never the main topic: the main
+    phases' nodes wrote owner-epoch markers there under their group's generations, and
+    a fresh group starts again at generation 1, whose epoch those markers supersede (its
+    nodes would never serve)."""
     say(f"loading {cfg.scale_users:,} users into {cfg.scale_topic}")
     return await load(cfg.bootstrap, cfg.scale_topic, cfg.partitions, cfg.scale_users,
                       cfg.http_keys)
 
 
-async def run(cfg: Config, main: Loaded | None, out: dict[str, Any],
-              idle_rss: int | None) -> None:
+async def run(cfg: Config, out: dict[str, Any], idle_rss: int | None) -> None:
     """Fill ``out`` with the scale phase's results (``idle_rss``: a ready node's RSS on an
     empty topic, measured here when None)."""
     logs, keydir = cfg.run_dir / "logs", cfg.run_dir / "keys"
@@ -54,7 +53,7 @@ async def run(cfg: Config, main: Loaded | None, out: dict[str, Any],
         out["idle_rss_bytes"] = idle_rss
 
         async def _load() -> dict[str, Any]:
-            data = await prepare(cfg, main)
+            data = await prepare(cfg)
             loaded.append(data)
             return data.summary()
 

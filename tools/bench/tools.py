@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -30,12 +31,31 @@ def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
     return proc
 
 
+def own_children() -> list[int]:
+    """Pids of this process's live children (wrk runs trio started, nodes, workers)."""
+    me, pids = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 def stop_all(grace: float = 10.0) -> None:
-    """SIGTERM every process this benchmark started that still runs; SIGKILL after
-    ``grace`` seconds. Only our own processes, by pid."""
+    """SIGTERM every process this benchmark started that still runs (tracked ones and
+    any other child of this process, e.g. a wrk cut short); SIGKILL after ``grace``
+    seconds. Only our own processes, by pid."""
     live = [p for p in STARTED if p.poll() is None]
     for p in live:
         p.send_signal(signal.SIGTERM)
+    tracked = {p.pid for p in live}
+    others = [pid for pid in own_children() if pid not in tracked]
+    for pid in others:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for p in live:
         try:
@@ -43,6 +63,21 @@ def stop_all(grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    for pid in others:
+        _reap(pid, deadline)
+
+
+def _reap(pid: int, deadline: float) -> None:
+    """Wait for our child ``pid`` until ``deadline``, then SIGKILL it; reap it."""
+    try:
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ChildProcessError, ProcessLookupError):
+        return  # already reaped by whoever started it
 
 
 def rss_bytes(pid: int, field: str = "VmRSS") -> int:
