@@ -189,7 +189,8 @@ def _context(cfg: Config, results: dict[str, Any]) -> dict[str, object]:
 
 def _title(cfg: Config, results: dict[str, Any]) -> str:
     start, end = results["machine_start"], results["machine_end"]
-    ran = ", ".join([*cfg.sides, *(["scale"] if cfg.scale_users else [])])
+    ran = ", then ".join([n for n in ("faust", "kstate") if n in cfg.sides]
+                         + (["scale"] if cfg.scale_users else []))
     return (f"kstate vs faust-streaming ({ran}): {cfg.partitions} partitions, wrk "
             f"{cfg.load.seconds:g} s runs after {cfg.load.warmup:g} s warm-up, session timeout "
             f"{cfg.session_timeout_ms} ms, faust standby replicas {cfg.faust_standby}\n"
