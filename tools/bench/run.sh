@@ -36,13 +36,20 @@ if [ ! -f "$peer/.installed" ] || [ tools/bench/peers/requirements.txt -nt "$pee
 fi
 
 bench_pid=""
+rc=1
 cleanup() {
     if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
         kill -TERM "$bench_pid" 2>/dev/null || true   # bench.py stops its own nodes
         wait "$bench_pid" 2>/dev/null || true
     fi
     deploy/kafka/kafka.sh down "$broker" >/dev/null 2>&1 || true
-    rm -rf "${KAFKA_CACHE:-$repo/.cache/kafka}/run/$broker/data"  # keep its logs, not 1M users
+    local run_dir="${KAFKA_CACHE:-$repo/.cache/kafka}/run/$broker"
+    if [ "$rc" -eq 0 ]; then
+        rm -rf "$run_dir"  # a broker per run: nothing of it is worth keeping after a good run
+    else
+        rm -rf "$run_dir/data"  # keep its logs, not 1M users
+        echo "bench: the broker's logs are in $run_dir/logs" >&2
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
