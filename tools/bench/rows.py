@@ -130,6 +130,8 @@ TABLE: list[Row | Section] = [
         at(*_RANDOM, "forwarded_share"), None, _KSTATE_ONLY, fmt="{:,.2f}"),
     Row("GETs a member forwarded: share, routing-aware", "",
         at(*_ROUTED, "forwarded_share"), None, _KSTATE_ONLY, fmt="{:,.2f}"),
+    Row("wrk CPU s per s (its process), busier of the two", "",
+        _busiest(_ROUTED, _RANDOM), None, _KSTATE_ONLY, fmt="{:,.2f}"),
     Row("wrk CPU s per s per thread, busier of the two", "lower",
         _busiest(_ROUTED, _RANDOM, field="wrk_cpu_per_thread"), None, _KSTATE_ONLY,
         fmt="{:,.2f}", goal=G3_GEN),
