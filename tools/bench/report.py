@@ -154,9 +154,11 @@ def rows(results: dict[str, Any], table: list[Row | Section],
     k_side = results.get("kstate") or {}
     f_side = results.get("faust") or {}
     out: list[dict[str, Any]] = []
+    section = ""
     for row in table:
         if isinstance(row, Section):
-            out.append({"section": row.title.format(**context)})
+            section = row.title.format(**context)
+            out.append({"section": section})
             continue
         k = row.kstate(k_side)
         f = row.faust(f_side) if row.faust is not None else None
@@ -175,7 +177,8 @@ def rows(results: dict[str, Any], table: list[Row | Section],
         if row.goal is not None:
             met = row.goal.test(k, f)
             status = "unknown" if met is None else "met" if met else "missed"
-        out.append({"metric": row.metric.format(**context), "better": row.better,
+        out.append({"in_section": section, "metric": row.metric.format(**context),
+                    "better": row.better,
                     "kstate": k, "faust": f, "ratio": ratio_text,
                     "goal": row.goal.target if row.goal else "",
                     "goal_key": row.goal.key if row.goal else "", "met": met,
