@@ -215,7 +215,7 @@ async def run(*, inbox: trio.MemoryReceiveChannel[StateIn], num_partitions: int,
                         handle.wake((msg.partition,))
                     msg.reply.send(applied)
                 case Bump():
-                    msg.reply.send(table.bump(msg.partition))
+                    msg.reply.send(table.bump(msg.partition, msg.claim))
                     handle.wake((msg.partition,))
                 case _:
                     assert_never(msg)

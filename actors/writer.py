@@ -122,11 +122,20 @@ class _Writer:
 
     # -- markers ----------------------------------------------------------------
     async def claim(self, partition: int) -> None:
-        """Write this node's marker of ``partition`` after an assignment (unless the
-        partition already has it: a marker key is written once)."""
-        epoch = self.state.own_epoch(partition)
-        if epoch >= 0 and self.state.epoch(partition) < epoch:
-            await self._marker(partition, epoch)
+        """Claim ``partition`` after an assignment: once caught up (the claim's epoch
+        is above every epoch the partition has seen: records.claim_epoch), write this
+        node's marker. Returns early if the node stops serving it first."""
+        while True:
+            try:
+                await self.state.wait_caught_up(partition)
+            except NotServing:
+                return
+            epoch = await self._bump(partition, claim=True)
+            if epoch is not None:
+                break
+            await self.state.wait_changed(partition)
+        log.info("event=partition_claimed partition=%d epoch=%d", partition, epoch)
+        await self._marker(partition, epoch)
 
     async def _settle(self, partition: int) -> None:
         """A record of ``partition`` may or may not have been written: raise this
@@ -138,9 +147,9 @@ class _Writer:
             log.info("event=epoch_bumped partition=%d epoch=%d", partition, epoch)
             await self._marker(partition, epoch)
 
-    async def _bump(self, partition: int) -> int | None:
+    async def _bump(self, partition: int, claim: bool = False) -> int | None:
         box: ReplyBox[int | None] = ReplyBox()
-        await self.own.send(Bump(partition, box))
+        await self.own.send(Bump(partition, box, claim))
         return await box.wait()
 
     async def _marker(self, partition: int, epoch: int | None) -> None:

@@ -121,12 +121,15 @@ class Own:
 
 @dataclass(frozen=True, slots=True)
 class Bump:
-    """This node's owner epoch of ``partition`` goes up by one (a write's fate is
-    unknown: the marker of the new epoch will fence it). ``reply`` gets the new epoch,
-    or None if the node no longer serves the partition."""
+    """This node's owner epoch of ``partition`` goes up: by one (a write's fate is
+    unknown: the marker of the new epoch will fence it), or, to ``claim`` the partition
+    after an assignment, to a block above every epoch the partition has seen
+    (kstate/core/records.py). ``reply`` gets the new epoch, or None if the node no
+    longer serves the partition (or, for a claim, is not caught up yet)."""
 
     partition: int
     reply: Reply[int | None]
+    claim: bool = False
 
 
 @dataclass(frozen=True, slots=True)

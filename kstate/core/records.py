@@ -47,10 +47,21 @@ VERSION_HEADER = "kstate-version"  # a repair: the version it restates
 MARKER_PREFIX = b"kstate:epoch:"  # kstate:epoch:<partition>:<epoch>
 EXPECT_EXISTS = "*"
 
-# An owner epoch is generation * EPOCH_STRIDE + n: only one member owns a partition in a
-# generation, and n counts the markers it wrote there (one at take-over, one after each
-# write of unknown fate).
+# An owner epoch is block * EPOCH_STRIDE + n: n counts the markers an owner wrote (one
+# when it claims the partition, one after each write of unknown fate); see claim_epoch.
 EPOCH_STRIDE = 1 << 20
+
+
+def claim_epoch(seen: int, generation: int) -> int:
+    """The epoch a node claims a partition with, once caught up, after an assignment in
+    group ``generation``, when the highest epoch it has applied there is ``seen``: the
+    block of ``seen`` (0 if none) + ``generation``. Claims are ordered like the assignments
+    they follow: a later assignment has a higher generation and, read after the earlier
+    one, has seen at least as much of the partition; so a successor's block is always
+    above an old owner's, whose markers (its claim, its bumps) stay in its own block.
+    Not the generation alone: a group's generations start over when Kafka forgets the
+    group (all members gone for a while), and its old markers are still in the topic."""
+    return (max(seen, 0) // EPOCH_STRIDE + generation) * EPOCH_STRIDE
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 from kstate.core.messages import Assign, Batch, Record, Revoke
 from kstate.core.records import (
-    EPOCH_STRIDE,
     Decision,
     Delete,
     Ignored,
     Marker,
     Upsert,
+    claim_epoch,
     decide,
 )
 
@@ -69,6 +69,7 @@ class Partition:
     # means a newer owner took it over: this node no longer serves it.
     epoch: int = -1
     own_epoch: int = -1
+    generation: int = -1  # the group generation of the assignment (kstate/core/records.py)
     # Records that did not apply as written, by reason (UNUSABLE, wrong_partition,
     # fenced, expect_failed, no_key), and the unusable ones by their own reason.
     counts: dict[str, int] = field(default_factory=dict)
@@ -294,12 +295,19 @@ class StateTable:
             log.warning("event=record_not_applied partition=%d offset=%d kind=%s reason=%r "
                         "total=%d", pid, rec.offset, kind, why or kind, total)
 
-    def bump(self, pid: int) -> int | None:
-        """Raise this node's owner epoch of ``pid`` by one (see messages.Bump)."""
+    def bump(self, pid: int, claim: bool = False) -> int | None:
+        """Raise this node's owner epoch of ``pid`` (see messages.Bump)."""
         part = self.partitions.get(pid)
-        if part is None or not part.live or part.own_epoch < 0:
+        if part is None or not part.live:
             return None
-        part.own_epoch += 1
+        if claim:
+            if not part.caught_up or part.generation < 0:
+                return None
+            part.own_epoch = claim_epoch(part.epoch, part.generation)
+        elif part.own_epoch < 0:
+            return None
+        else:
+            part.own_epoch += 1
         return part.own_epoch
 
     def _move(self, pid: int, part: Partition, position: int) -> None:
@@ -352,7 +360,8 @@ class StateTable:
             else:
                 seeks[pid] = part.position
             part.serving = True
-            part.own_epoch = msg.generation * EPOCH_STRIDE if msg.generation >= 0 else -1
+            part.generation = msg.generation
+            part.own_epoch = -1  # claimed anew once caught up: see bump(claim=True)
             part.target = msg.end_offsets.get(pid, 0)
             part.assigned_at = now
             part.progress_logged_at = now

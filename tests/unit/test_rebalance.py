@@ -63,6 +63,7 @@ async def test_assign_claims_then_revoke_waits_for_writes_in_flight(autojump_clo
         assert await router_recv.receive() == TABLE
         with trio.fail_after(1):
             await handle.wait_writable(0)
+        # nothing seen yet: the claim's block is the generation
         assert produce.markers == [MARKER_PREFIX + f"0:{7 * EPOCH_STRIDE}".encode()]
 
         # A write is in flight when the group rebalances.
@@ -97,7 +98,8 @@ async def test_assign_claims_then_revoke_waits_for_writes_in_flight(autojump_clo
         await state_send.send(Batch(3, {0: produce.records[1:]}, {0: produce.offset}))
         with trio.fail_after(1):
             await handle.wait_writable(0)
-        assert produce.markers[1] == MARKER_PREFIX + f"0:{8 * EPOCH_STRIDE}".encode()
+        # claimed above what it has seen: the block of epoch 7*STRIDE plus generation 8
+        assert produce.markers[1] == MARKER_PREFIX + f"0:{(7 + 8) * EPOCH_STRIDE}".encode()
         produce.produced = trio.Event()
         produce.release = trio.Event()
         await writes_send.send(Write(0, b"b@x", b'{"name":"B","email":"b@x"}', None,

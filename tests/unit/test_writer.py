@@ -254,3 +254,35 @@ async def test_wait_idle_sees_writes_in_flight(autojump_clock):
             await wh.wait_idle(frozenset({0}))
         assert scope.cancelled_caught
         nursery.cancel_scope.cancel()
+
+
+async def test_a_group_that_starts_over_claims_above_the_old_markers(autojump_clock):
+    # A topic written under an older group (or a group Kafka forgot: its generations
+    # start over at 1) holds markers of a high epoch. A node assigned in generation GEN
+    # claims above them once caught up, instead of being superseded by them forever.
+    async with trio.open_nursery() as nursery:
+        state_send, state_recv = trio.open_memory_channel(0)
+        handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
+        log = Log(state_send)
+        old = 40 * EPOCH_STRIDE + 3
+        log.append(*marker(0, old))
+        log.append(b"a@x", user("a@x", "old"), [(EPOCH_HEADER, str(old).encode())])
+        box: ReplyBox[dict] = ReplyBox()
+        await state_send.send(Assign(0, frozenset({0}), {0: len(log.records)}, box, GEN))
+        await box.wait()
+        writes_send, writes_recv = trio.open_memory_channel(8)
+        await nursery.start(partial(writer.run, log.produce, handle, inbox=writes_recv,
+                                    own=state_send.clone(), write_timeout=WRITE_TIMEOUT,
+                                    catchup_timeout=1.0))
+        await writes_send.send(Claim(frozenset({0})))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(log.records) == 2  # no claim before the node has seen the partition
+        await log.deliver()
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+        assert (log.records[2].key, log.records[2].value) == \
+            marker(0, (40 + GEN) * EPOCH_STRIDE)[:2]
+        got = await (await write(writes_send, b"a@x", user("a@x", "new"))).wait()
+        assert got == Written(0, 3, created=False)
+        assert handle.get_nowait(0, b"a@x") == (user("a@x", "new"), 3)
+        nursery.cancel_scope.cancel()

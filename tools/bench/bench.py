@@ -1,12 +1,15 @@
 """kstate vs faust-streaming, same machine, same broker, same data, same run.
 
-    just bench [--quick] [--users N] [--only kstate|faust] ...   (bench/run.sh starts
-    the broker, installs wrk and the peer's venv, then runs this module)
+    just bench [--quick] [--users N] [--scale-users N] [--only kstate|faust|scale] ...
+    (tools/bench/run.sh starts the broker, installs wrk and the peer's venv, then runs
+    this module)
 
-Loads N users into a fresh compacted topic, measures kstate (bench/kstate_phases.py) and
-the faust peer (bench/faust_phases.py), prints one table (bench/report.py) and writes
-every number to bench/results/<run id>.json (logs and key lists in bench/results/<run id>/).
-Performance claims live here, printed side by side, never in timed test assertions.
+Loads N users into a fresh compacted topic, measures kstate (kstate_phases.py) and the
+faust peer (faust_phases.py), then kstate's scale row (scale_phase.py: 1,000,000 users,
+1 -> 3 members), prints one table with the issue's goals judged on this run (report.py,
+rows.py) and writes every number to tools/bench/results/<run id>.json (logs and key
+lists in tools/bench/results/<run id>/). Performance claims live here, printed side by
+side, never in timed test assertions.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from tools.bench import faust_phases, kstate_phases, report
+from tools.bench import faust_phases, kstate_phases, report, rows, scale_phase
 from tools.bench.config import Config
 from tools.bench.load import Loaded, create_topic, load
 from tools.bench.tools import BENCH, Load, machine, stop_all, wrk_available
@@ -50,7 +55,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="seconds one replay/join/failover may take (default 1200; quick 300)")
     p.add_argument("--faust-standby", type=int, default=1,
                    help="faust table_standby_replicas (faust's default: 1)")
-    p.add_argument("--only", choices=["kstate", "faust"], help="measure one side only")
+    p.add_argument("--scale-users", type=int,
+                   help="users of the scale phase, kstate 1 -> 3 members (default 1,000,000; "
+                        "quick 100,000; 0 skips it)")
+    p.add_argument("--only", choices=["kstate", "faust", "scale"],
+                   help="kstate: kstate's phases and the scale phase; faust: faust's "
+                        "phases; scale: the scale phase alone")
     p.add_argument("--results", type=Path, default=BENCH / "results")
     return p.parse_args(argv)
 
@@ -61,35 +71,54 @@ def config(args: argparse.Namespace) -> Config:
     seconds = args.duration or (5.0 if args.quick else 10.0)
     wrk_load = Load(connections=args.connections, threads=args.threads, seconds=seconds,
                     warmup=args.warmup)
-    sides = (args.only,) if args.only else ("kstate", "faust")
+    sides = {"kstate": ("kstate",), "faust": ("faust",), "scale": ()}.get(
+        args.only or "", ("kstate", "faust"))
+    scale = (100_000 if args.quick else 1_000_000) if args.scale_users is None \
+        else args.scale_users
+    if args.only == "faust":
+        scale = 0
     return Config(
         bootstrap=args.bootstrap, users=users, http_keys=min(args.http_keys, users),
         partitions=args.partitions, load=wrk_load, put_load=wrk_load,
         session_timeout_ms=args.session_timeout_ms,
         phase_timeout=args.phase_timeout or (300.0 if args.quick else 1200.0),
         faust_standby=args.faust_standby, run_dir=args.results / run_id, run_id=run_id,
-        sides=sides, client_tasks=args.client_tasks or args.connections)
+        sides=sides, client_tasks=args.client_tasks or args.connections,
+        put_load_c1=Load(connections=1, threads=1, seconds=seconds, warmup=args.warmup),
+        scale_users=scale)
 
 
-async def _prepare(cfg: Config) -> Loaded:
-    data = await load(cfg.bootstrap, cfg.topic, cfg.partitions, cfg.users, cfg.http_keys)
+async def _prepare(cfg: Config) -> Loaded | None:
     await create_topic(cfg.bootstrap, f"bench-empty-{cfg.run_id}", cfg.partitions)
-    return data
+    if not cfg.sides:
+        return None
+    return await load(cfg.bootstrap, cfg.topic, cfg.partitions, cfg.users, cfg.http_keys)
 
 
-async def _measure(cfg: Config, data: Loaded, results: dict[str, Any]) -> None:
-    for name, module in (("kstate", kstate_phases), ("faust", faust_phases)):
-        if name not in cfg.sides:
-            continue
-        side: dict[str, Any] = {}
-        results[name] = side
-        t0 = time.monotonic()
-        try:
-            await module.run(cfg, data, side)
-        except Exception as exc:  # one side failing must not hide the other's numbers
-            side["error"] = f"{type(exc).__name__}: {exc}"[:3000]
-            print(f"[{name}] FAILED: {side['error'][:500]}", flush=True)
-        side["wall_seconds"] = round(time.monotonic() - t0, 1)
+async def _side(name: str, side: dict[str, Any], fn: Callable[[], Awaitable[None]]) -> None:
+    t0 = time.monotonic()
+    try:
+        await fn()
+    except Exception as exc:  # one side failing must not hide the other's numbers
+        side["error"] = f"{type(exc).__name__}: {exc}"[:3000]
+        print(f"[{name}] FAILED: {side['error'][:500]}", flush=True)
+    side["wall_seconds"] = round(time.monotonic() - t0, 1)
+
+
+async def _measure(cfg: Config, data: Loaded | None, results: dict[str, Any]) -> None:
+    # faust first: kstate's PUTs and owner-epoch markers go into the users topic, which
+    # faust's agent would otherwise ingest too (more records than kstate replayed).
+    for name, module in (("faust", faust_phases), ("kstate", kstate_phases)):
+        if name in cfg.sides and data is not None:
+            side: dict[str, Any] = {}
+            results[name] = side
+            await _side(name, side, partial(module.run, cfg, data, side))
+    if cfg.scale_users > 0:
+        kstate = results.setdefault("kstate", {})
+        scale: dict[str, Any] = {}
+        kstate["scale"] = scale
+        idle = (kstate.get("idle") or {}).get("rss_bytes")
+        await _side("scale", scale, partial(scale_phase.run, cfg, scale, idle))
 
 
 def _interrupted(signum: int, _frame: object) -> None:
@@ -116,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     out_path = args.results / f"{cfg.run_id}.json"
     started = time.monotonic()
     try:
-        print(f"[bench] loading {cfg.users:,} users into {cfg.topic} "
-              f"({cfg.partitions} partitions, compacted) at {cfg.bootstrap}", flush=True)
+        if cfg.sides:
+            print(f"[bench] loading {cfg.users:,} users into {cfg.topic} "
+                  f"({cfg.partitions} partitions, compacted) at {cfg.bootstrap}", flush=True)
         data = trio.run(_prepare, cfg)
-        results["load"] = data.summary()
-        print(f"[bench] loaded {data.records:,} records, {data.raw_bytes / 2**20:.1f} MiB raw "
-              f"key+value, in {data.seconds:.1f} s ({data.records_per_s:,.0f} records/s)",
-              flush=True)
+        if data is not None:
+            results["load"] = data.summary()
+            print(f"[bench] loaded {data.records:,} records, {data.raw_bytes / 2**20:.1f} MiB "
+                  f"raw key+value, in {data.seconds:.1f} s ({data.records_per_s:,.0f} "
+                  f"records/s)", flush=True)
         trio.run(_measure, cfg, data, results)
     except BaseException as exc:
         if not _is_interrupt(exc):
@@ -133,29 +164,39 @@ def main(argv: list[str] | None = None) -> int:
         stop_all()
         results["machine_end"] = machine()
         results["wall_seconds"] = round(time.monotonic() - started, 1)
-        results["table"] = report.rows(results)
-        results["client_table"] = report.client_rows(results)
+        results["table"] = report.rows(results, rows.TABLE, _context(cfg, results))
+        results["goals"] = report.goals(results["table"])
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=2, default=str))
-    load_info = results.get("load", {})
     print()
-    print(f"kstate vs faust-streaming — {load_info.get('records', 0):,} users, "
-          f"{cfg.partitions} partitions, wrk -t{cfg.load.threads} -c{cfg.load.connections} "
-          f"{cfg.load.seconds:g} s, session timeout {cfg.session_timeout_ms} ms, faust "
-          f"standby replicas {cfg.faust_standby}; {cfg.load.warmup:g} s warm-up per wrk run")
-    start, end = results["machine_start"], results["machine_end"]
-    print(f"machine: {start['cpus']} cpus, load average (1 min) {start['loadavg_1m']} at start, "
-          f"{end['loadavg_1m']} at end: other work on this machine skews every number")
+    print(_title(cfg, results))
     print(report.render(results["table"]))
-    if results["client_table"]:
-        print(f"\nrouting-aware client (kstate/client.py) vs plain httpx GETs to a random member, "
-              f"2 members, {cfg.client_tasks} trio tasks, {cfg.load.seconds:g} s each "
-              f"(alternating slices), Python load generator in the bench process")
-        print(report.render(results["client_table"], report.CLIENT_HEAD,
-                            report.CLIENT_FOOTER))
+    print()
+    print(report.render_goals(results["goals"]))
     print(f"\nresults: {out_path}\nlogs:    {cfg.run_dir / 'logs'}")
-    failed = [n for n in cfg.sides if "error" in results.get(n, {})]
+    failed = [n for n in ("kstate", "faust") if "error" in results.get(n, {})]
+    failed += ["scale"] if "error" in results.get("kstate", {}).get("scale", {}) else []
     return 1 if failed else 0
+
+
+def _context(cfg: Config, results: dict[str, Any]) -> dict[str, object]:
+    scale = results.get("kstate", {}).get("scale", {})
+    return {"users": results.get("load", {}).get("records", cfg.users),
+            "scale_users": scale.get("load", {}).get("records", cfg.scale_users),
+            "connections": cfg.load.connections, "client_tasks": cfg.client_tasks,
+            "session_ms": cfg.session_timeout_ms}
+
+
+def _title(cfg: Config, results: dict[str, Any]) -> str:
+    start, end = results["machine_start"], results["machine_end"]
+    ran = ", then ".join([n for n in ("faust", "kstate") if n in cfg.sides]
+                         + (["scale"] if cfg.scale_users else []))
+    return (f"kstate vs faust-streaming ({ran}): {cfg.partitions} partitions, wrk "
+            f"{cfg.load.seconds:g} s runs after {cfg.load.warmup:g} s warm-up, session timeout "
+            f"{cfg.session_timeout_ms} ms, faust standby replicas {cfg.faust_standby}\n"
+            f"machine: {start['cpus']} cpus, SHARED with other work: load average (1 min) "
+            f"{start['loadavg_1m']} at start, {end['loadavg_1m']} at end; every number is "
+            f"skewed by it, ratios come from this one run")
 
 
 if __name__ == "__main__":

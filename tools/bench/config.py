@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tools.bench.tools import Load
@@ -21,8 +21,15 @@ class Config:
     faust_standby: int
     run_dir: Path  # logs and key files of this run
     run_id: str  # unique per run: topic, groups and faust app ids carry it
-    sides: tuple[str, ...]  # "kstate", "faust"
-    client_tasks: int = 10  # concurrent trio tasks of the client-vs-random GET runs
+    sides: tuple[str, ...]  # "kstate", "faust": the main phases on ``users`` users
+    client_tasks: int = 10  # concurrent trio tasks of the Python client-vs-random GET runs
+    # PUT latency at one connection
+    put_load_c1: Load = field(default_factory=lambda: Load(connections=1, threads=1))
+    scale_users: int = 0  # users of the scale phase (kstate, 1 -> 3 members); 0: skipped
+
+    @property
+    def scale_topic(self) -> str:
+        return f"bench-scale-{self.run_id}"
 
     @property
     def topic(self) -> str:

@@ -23,8 +23,8 @@ import httpx
 import trio
 
 from tools.bench.config import Config
-from tools.bench.kstate_phases import phase
 from tools.bench.load import Loaded
+from tools.bench.members import phase
 from tools.bench.tools import BENCH, Probe, measure, rss_bytes, track, wait_keys, write_keys
 from tools.procs import REPO, free_port
 
@@ -114,6 +114,10 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def pids(*workers: Worker) -> list[int]:
+    return [w.proc.pid for w in workers if w.proc is not None and w.alive()]
 
 
 async def owners(client: httpx.AsyncClient, w: Worker) -> dict[int, str]:
@@ -209,7 +213,8 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
                     "raw_bytes": data.raw_bytes, "previous_exit_code": code}
 
         async def get_local_1() -> dict[str, Any]:
-            return (await measure(w1.base, "get.lua", all_keys, PREFIX, cfg.load)).to_json()
+            return (await measure(w1.base, "get.lua", all_keys, PREFIX, cfg.load,
+                                  watch=pids(w1))).to_json()
 
         async def join() -> dict[str, Any]:
             t0 = time.monotonic()
@@ -231,8 +236,10 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
             remote = [e for e, p in data.sample if table.get(p) == w2.base]
             local_f = write_keys(keydir / "faust-w1-local.txt", local)
             remote_f = write_keys(keydir / "faust-w1-remote.txt", remote)
-            res_local = await measure(w1.base, "get.lua", local_f, PREFIX, cfg.load)
-            res_remote = await measure(w1.base, "get.lua", remote_f, PREFIX, cfg.load)
+            res_local = await measure(w1.base, "get.lua", local_f, PREFIX, cfg.load,
+                                      watch=pids(w1, w2))
+            res_remote = await measure(w1.base, "get.lua", remote_f, PREFIX, cfg.load,
+                                       watch=pids(w1, w2))
             return {"local": res_local.to_json(), "proxied": res_remote.to_json()}
 
         async def failover(how: str) -> dict[str, Any]:

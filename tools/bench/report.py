@@ -1,258 +1,265 @@
-"""One table from the results: a row per metric, kstate | faust | ratio (kstate/faust)."""
+"""The one table of a run: a row per number (kstate | faust | kstate/faust | goal | this
+run), grouped in sections; and the goal lines under it. The rows themselves are in
+bench/rows.py; this module reads them out of the results and renders them.
+
+A number that could not be measured is ``-`` and the table's JSON says why (the phase's
+error, a wrk run with more than 1% errors, a phase that did not run). A goal is ``met``
+or ``missed`` by this run's numbers, ``unknown`` when one of them is missing: never
+hidden, never judged across runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-MiB = 2**20
-NO_WRITE = "n/a: faust has no write path"
+Side = dict[str, Any]
+NOT_RUN = "not run"
+
+
+class Getter(Protocol):
+    def __call__(self, side: Side) -> float | None: ...
+    def why(self, side: Side) -> str: ...
+
+
+@dataclass(frozen=True)
+class At:
+    """The number at ``path`` in a side's results; with ``field``, ``path`` names a wrk
+    (or Python client) run and the number is that run's ``field``, None when the run had
+    more than 1% errors."""
+
+    path: tuple[str, ...]
+    field: str | None = None
+    div: float = 1.0
+    default: float | None = None  # when only the last key is absent (a count of 0)
+
+    def _walk(self, side: Side) -> tuple[Any, str]:
+        cur: Any = side
+        for i, key in enumerate(self.path):
+            if isinstance(cur, dict) and "error" in cur and key not in cur:
+                return None, f"{'/'.join(self.path[:i]) or 'side'} failed: {cur['error'][:300]}"
+            if (self.default is not None and i == len(self.path) - 1
+                    and isinstance(cur, dict) and key not in cur):
+                return self.default, ""
+            if not isinstance(cur, dict) or key not in cur:
+                return None, f"{'/'.join(self.path[:i + 1])}: {NOT_RUN}"
+            cur = cur[key]
+        if isinstance(cur, dict) and "error" in cur:
+            return None, f"{'/'.join(self.path)} failed: {cur['error'][:300]}"
+        return cur, ""
+
+    def __call__(self, side: Side) -> float | None:
+        cur, _ = self._walk(side)
+        if self.field is not None:
+            if not isinstance(cur, dict) or not cur.get("valid"):
+                return None
+            cur = cur.get(self.field)
+        if cur is None or isinstance(cur, dict | list | str):
+            return None
+        return float(cur) / self.div
+
+    def why(self, side: Side) -> str:
+        cur, reason = self._walk(side)
+        if reason:
+            return reason
+        if self.field is not None and isinstance(cur, dict) and not cur.get("valid"):
+            return (f"{'/'.join(self.path)}: more than 1% errors ({cur.get('non_2xx', '?')} "
+                    f"non-2xx, {cur.get('socket_errors', '?')} socket errors, "
+                    f"{cur.get('requests', '?')} requests; outcomes "
+                    f"{cur.get('outcomes', '-')})")
+        return f"{'/'.join(self.path)}{'/' + self.field if self.field else ''}: not reported"
+
+
+@dataclass(frozen=True)
+class Calc:
+    """A number computed from others of the same side, same run."""
+
+    fn: Callable[..., float | None]
+    args: tuple[Getter, ...]
+    skip_missing: bool = False  # compute from the numbers there are (at least one)
+
+    def __call__(self, side: Side) -> float | None:
+        vals = [a(side) for a in self.args]
+        if self.skip_missing:
+            vals = [v for v in vals if v is not None]
+            return self.fn(*vals) if vals else None
+        return None if any(v is None for v in vals) else self.fn(*vals)
+
+    def why(self, side: Side) -> str:
+        reasons = [a.why(side) for a in self.args if a(side) is None]
+        return "; ".join(reasons) or "not computable (a zero divisor)"
+
+
+def at(*path: str, div: float = 1.0, default: float | None = None) -> At:
+    return At(path, None, div, default)
+
+
+def wrk(*path: str, field: str) -> At:
+    return At(path, field)
+
+
+def ratio(num: Getter, den: Getter) -> Calc:
+    return Calc(lambda n, d: n / d if d else None, (num, den))
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target of the issue, judged on one row of this run."""
+
+    key: str  # the goal line this row counts towards
+    target: str  # as shown in the table
+    test: Callable[[float | None, float | None], bool | None]  # (kstate, faust) -> met?
+
+
+def vs_faust(at_least: float) -> Callable[[float | None, float | None], bool | None]:
+    return lambda k, f: None if k is None or not f else k / f >= at_least
+
+
+def kstate_at_most(limit: float) -> Callable[[float | None, float | None], bool | None]:
+    return lambda k, _f: None if k is None else k <= limit
+
+
+def kstate_below(limit: float) -> Callable[[float | None, float | None], bool | None]:
+    return lambda k, _f: None if k is None else k < limit
+
+
+def kstate_at_least(limit: float) -> Callable[[float | None, float | None], bool | None]:
+    return lambda k, _f: None if k is None else k >= limit
 
 
 @dataclass(frozen=True)
 class Row:
-    metric: str
+    metric: str  # with its unit
     better: str  # "higher" | "lower" | "" (information)
-    kstate: Callable[[dict[str, Any]], float | None]
-    faust: Callable[[dict[str, Any]], float | None] | None
-    na: str = ""  # why there is no ratio for this row
+    kstate: Getter
+    faust: Getter | None = None  # None: faust has no such number
+    na: str = "n/a"  # the faust cell when faust is None
     fmt: str = "{:,.0f}"
-
-
-def at(*path: str) -> Callable[[dict[str, Any]], float | None]:
-    def get(side: dict[str, Any]) -> float | None:
-        cur: Any = side
-        for key in path:
-            if not isinstance(cur, dict) or key not in cur:
-                return None
-            cur = cur[key]
-        return None if cur is None or isinstance(cur, dict) else float(cur)
-    return get
-
-
-def wrk_at(*path: str, field: str) -> Callable[[dict[str, Any]], float | None]:
-    """A wrk number, or None when the run had more than 1% errors (see its JSON)."""
-    def get(side: dict[str, Any]) -> float | None:
-        cur: Any = side
-        for key in path:
-            if not isinstance(cur, dict) or key not in cur:
-                return None
-            cur = cur[key]
-        if not isinstance(cur, dict) or not cur.get("valid"):
-            return None
-        return float(cur[field])
-    return get
-
-
-def mib(*path: str) -> Callable[[dict[str, Any]], float | None]:
-    raw = at(*path)
-    return lambda side: None if raw(side) is None else raw(side) / MiB  # type: ignore[operator]
-
-
-def rss_per_raw(side: dict[str, Any]) -> float | None:
-    rss, raw = at("replay", "rss_bytes")(side), at("replay", "raw_bytes")(side)
-    return rss / raw if rss and raw else None
-
-
-def grown_per_raw(side: dict[str, Any]) -> float | None:
-    rss, raw = at("replay", "rss_bytes")(side), at("replay", "raw_bytes")(side)
-    idle = at("idle", "rss_bytes")(side)
-    return (rss - idle) / raw if rss and raw and idle else None
-
-
-def status_count(phase: str, status: str) -> Callable[[dict[str, Any]], float | None]:
-    def get(side: dict[str, Any]) -> float | None:
-        st = side.get(phase, {}).get("statuses") if isinstance(side.get(phase), dict) else None
-        return None if st is None else float(st.get(status, 0))
-    return get
-
-
-def failover_404s(side: dict[str, Any]) -> float | None:
-    """404s for existing keys from the kill/SIGTERM until the survivor served them all
-    (whichever member answered them)."""
-    counts = [status_count(p, "404")(side) for p in ("failover_kill", "failover_term")]
-    known = [c for c in counts if c is not None]
-    return sum(known) if known else None
-
-
-def wrk_cpu(side: dict[str, Any]) -> float | None:
-    """The busiest wrk run's CPU seconds per second: well under 1 = wrk had headroom."""
-    runs = [side.get("get_local_1"), side.get("put_1")]
-    if isinstance(side.get("get_2"), dict):
-        runs += [side["get_2"].get("local"), side["get_2"].get("proxied")]
-    shares = [r["wrk_cpu_share"] for r in runs if isinstance(r, dict) and "wrk_cpu_share" in r]
-    return max(shares) if shares else None
-
-
-def proxied_over_local(side: dict[str, Any]) -> float | None:
-    local = wrk_at("get_2", "local", field="p50_ms")(side)
-    proxied = wrk_at("get_2", "proxied", field="p50_ms")(side)
-    return proxied / local if local and proxied else None
-
-
-def _wrk_rows(label: str, *path: str) -> list[Row]:
-    return [
-        Row(f"{label}: req/s", "higher", wrk_at(*path, field="rps"),
-            wrk_at(*path, field="rps")),
-        Row(f"{label}: p50 ms", "lower", wrk_at(*path, field="p50_ms"),
-            wrk_at(*path, field="p50_ms"), fmt="{:,.2f}"),
-        Row(f"{label}: p99 ms", "lower", wrk_at(*path, field="p99_ms"),
-            wrk_at(*path, field="p99_ms"), fmt="{:,.2f}"),
-    ]
-
-
-ROWS: list[Row] = [
-    Row("first start: s to serve all (kstate replay; faust ingest)", "lower",
-        at("replay", "seconds"), at("ingest", "seconds"), fmt="{:,.2f}"),
-    Row("replay, new member: s to serve all (faust: restore)", "lower",
-        at("replay", "seconds"), at("replay", "seconds"), fmt="{:,.2f}"),
-    Row("replay, new member: records/s", "higher",
-        at("replay", "records_per_s"), at("replay", "records_per_s")),
-    Row("replay in-process (assign -> caught up): records/s", "higher",
-        at("replay", "inprocess_records_per_s"), None,
-        "n/a: faust logs no catch-up time"),
-    Row("404s for existing keys during replay", "lower",
-        status_count("replay", "404"), status_count("replay", "404")),
-    Row("RSS after replay, MiB", "lower", mib("replay", "rss_bytes"),
-        mib("replay", "rss_bytes"), fmt="{:,.1f}"),
-    Row("RSS / raw key+value bytes", "lower", rss_per_raw, rss_per_raw, fmt="{:,.2f}"),
-    Row("(RSS - idle RSS) / raw bytes", "lower", grown_per_raw, grown_per_raw,
-        fmt="{:,.2f}"),
-    Row("2nd member joins: s until both serve all", "lower",
-        at("join", "seconds"), at("join", "seconds"), fmt="{:,.2f}"),
-    Row("2nd member joins: records replayed (faust +standby)", "",
-        at("join", "records"), at("join", "records")),
-    *_wrk_rows("GET local, 1 member", "get_local_1"),
-    *_wrk_rows("GET local, 2 members", "get_2", "local"),
-    *_wrk_rows("GET proxied, 2 members", "get_2", "proxied"),
-    Row("proxied p50 / local p50 (2 members)", "lower", proxied_over_local,
-        proxied_over_local, fmt="{:,.2f}"),
-    Row("load generator: wrk CPU s per s, busiest run", "", wrk_cpu, wrk_cpu, fmt="{:,.2f}"),
-    Row("PUT acked, 1 member: acks/s", "higher", wrk_at("put_1", field="rps"), None,
-        NO_WRITE),
-    Row("PUT acked, 1 member: p50 ms", "lower", wrk_at("put_1", field="p50_ms"), None,
-        NO_WRITE, fmt="{:,.2f}"),
-    Row("PUT acked, 1 member: p99 ms", "lower", wrk_at("put_1", field="p99_ms"), None,
-        NO_WRITE, fmt="{:,.2f}"),
-    Row("failover kill -9: s until the survivor serves", "lower",
-        at("failover_kill", "seconds"), at("failover_kill", "seconds"), fmt="{:,.2f}"),
-    Row("killed member back: s until both serve", "lower",
-        at("rejoin", "seconds"), at("rejoin", "seconds"), fmt="{:,.2f}"),
-    Row("failover SIGTERM: s until the survivor serves", "lower",
-        at("failover_term", "seconds"), at("failover_term", "seconds"), fmt="{:,.2f}"),
-    Row("404s for existing keys during failovers", "lower",
-        failover_404s, failover_404s),
-]
-
-
-def _cell(value: float | None, fmt: str, missing: str) -> str:
-    return missing if value is None else fmt.format(value)
-
-
-def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The table as data (also written into the JSON)."""
-    k_side = results.get("kstate") or {}
-    f_side = results.get("faust") or {}
-    out = []
-    for row in ROWS:
-        k = row.kstate(k_side)
-        f = row.faust(f_side) if row.faust is not None else None
-        if row.faust is None:
-            ratio: str = row.na
-        elif "kstate" not in results or "faust" not in results:
-            ratio = "n/a: one side not run (--only)"
-        elif k is None or f is None:
-            ratio = "n/a: not measured (see JSON)"
-        elif f == 0:
-            ratio = "n/a: faust 0"
-        else:
-            ratio = f"{k / f:.2f}x"
-        out.append({"metric": row.metric, "better": row.better, "kstate": k, "faust": f,
-                    "ratio": ratio,
-                    "kstate_text": _cell(k, row.fmt, "-"),
-                    "faust_text": _cell(f, row.fmt, "n/a" if row.faust is None else "-")})
-    return out
-
-
-# -- routing-aware client vs random members (bench/client_phase.py) -------------------
-
-CLIENT_HEAD = ("metric", "client", "random member", "client/random")
+    goal: Goal | None = None
 
 
 @dataclass(frozen=True)
-class ClientRow:
-    metric: str
-    better: str
-    field: str
-    fmt: str = "{:,.0f}"
-    ratio: bool = True
-    always: bool = False  # shown even when the run had > 1% errors
+class Section:
+    title: str  # str.format'ed with the run's context (users, scale_users, ...)
 
 
-CLIENT_ROWS = [
-    ClientRow("GET 2 members: req/s", "higher", "rps"),
-    ClientRow("GET 2 members: p50 ms", "lower", "p50_ms", "{:,.2f}"),
-    ClientRow("GET 2 members: p99 ms", "lower", "p99_ms", "{:,.2f}"),
-    ClientRow("share of requests a member proxied (client: none)", "", "proxied_share",
-              "{:,.2f}", ratio=False, always=True),
-    ClientRow("members' forwards counter over the run", "", "node_forwards", ratio=False,
-              always=True),
-    ClientRow("non-200 answers or errors, share", "lower", "error_share", "{:,.4f}",
-              ratio=False, always=True),
-    ClientRow("load generator: CPU s per s (this process)", "", "loadgen_cpu_share",
-              "{:,.2f}", ratio=False, always=True),
-]
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
 
 
-def client_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The client-vs-random table as data; [] when that phase did not run."""
-    phase = (results.get("kstate") or {}).get("client_vs_random")
-    if not isinstance(phase, dict) or "client" not in phase:
-        return []
-    out = []
-    for row in CLIENT_ROWS:
-        vals = []
-        for side_name in ("client", "random"):
-            side = phase[side_name]
-            raw = side.get(row.field)
-            if side_name == "client" and row.field == "proxied_share":
-                raw = 0.0 if phase["client"].get("node_forwards") == 0 else None
-            ok = row.always or side.get("valid")
-            vals.append(float(raw) if ok and isinstance(raw, int | float) else None)
-        c, r = vals
-        if not row.ratio:
-            ratio = ""
-        elif c is None or r is None:
-            ratio = "n/a: not measured or > 1% errors (see JSON)"
-        elif r == 0:
-            ratio = "n/a: random 0"
+def rows(results: dict[str, Any], table: list[Row | Section],
+         context: dict[str, object]) -> list[dict[str, Any]]:
+    """The table as data (also written into the JSON)."""
+    k_side = results.get("kstate") or {}
+    f_side = results.get("faust") or {}
+    out: list[dict[str, Any]] = []
+    section = ""
+    for row in table:
+        if isinstance(row, Section):
+            section = row.title.format(**context)
+            out.append({"section": section})
+            continue
+        k = row.kstate(k_side)
+        f = row.faust(f_side) if row.faust is not None else None
+        why: dict[str, str] = {}
+        if k is None:
+            why["kstate"] = row.kstate.why(k_side) if "kstate" in results else NOT_RUN
+        if row.faust is None:
+            ratio_text, faust_text = "", row.na
         else:
-            ratio = f"{c / r:.2f}x"
-        out.append({"metric": row.metric, "better": row.better, "kstate": c, "faust": r,
-                    "ratio": ratio, "kstate_text": _cell(c, row.fmt, "-"),
-                    "faust_text": _cell(r, row.fmt, "-")})
+            faust_text = _cell(f, row.fmt)
+            if f is None:
+                why["faust"] = row.faust.why(f_side) if "faust" in results else NOT_RUN
+            ratio_text = "-" if k is None or not f else f"{k / f:.2f}x"
+        met: bool | None = None
+        status = ""
+        if row.goal is not None:
+            met = row.goal.test(k, f)
+            status = "unknown" if met is None else "met" if met else "missed"
+        out.append({"in_section": section, "metric": row.metric.format(**context),
+                    "better": row.better,
+                    "kstate": k, "faust": f, "ratio": ratio_text,
+                    "goal": row.goal.target if row.goal else "",
+                    "goal_key": row.goal.key if row.goal else "", "met": met,
+                    "status": status, "kstate_text": _cell(k, row.fmt),
+                    "faust_text": faust_text, "why_missing": why})
     return out
 
 
-WRK_FOOTER = ("(↑ higher is better, ↓ lower is better; '-' = not measured or the wrk run had "
-              "> 1% errors: see the JSON)")
-CLIENT_FOOTER = ("(↑ higher is better, ↓ lower is better; '-' = not measured or the run had "
-                 "> 1% non-200 answers: see the JSON)")
+def goals(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per goal: met when every row judged for it met it, missed when any
+    missed it, else unknown (a number missing)."""
+    keys = list(dict.fromkeys(r["goal_key"] for r in table if r.get("goal_key")))
+    out = []
+    for key in keys:
+        judged = [r for r in table if r.get("goal_key") == key]
+        if any(r["met"] is False for r in judged):
+            status = "missed"
+        elif all(r["met"] is True for r in judged):
+            status = "met"
+        else:
+            status = "unknown"
+        detail = "; ".join(f"{r['metric']}: {r['kstate_text']}"
+                           + (f" vs faust {r['faust_text']} = {r['ratio']}"
+                              if r["ratio"] and r["ratio"] != "-" else "")
+                           + f" ({r['status']})" for r in judged)
+        out.append({"goal": key, "status": status, "rows": detail})
+    return out
 
 
-def render(table: list[dict[str, Any]],
-           head: tuple[str, str, str, str] = ("metric", "kstate", "faust", "kstate/faust"),
-           footer: str = WRK_FOOTER) -> str:
+HEAD = ("metric", "kstate", "faust", "kstate/faust", "goal", "this run")
+FOOTER = ("↑ higher is better, ↓ lower is better. '-' = not measured (the reason is in the "
+          "JSON: table[].why_missing): a failed phase, a phase that did not run, or a wrk run "
+          "with > 1% errors. 'n/a' = faust has no such number. Goals: met / missed by this "
+          "run's numbers; unknown when one is missing.")
+
+
+def _sections(table: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    out: list[tuple[str, list[dict[str, Any]]]] = [("", [])]
+    for r in table:
+        if "section" in r:
+            out.append((r["section"], []))
+        else:
+            out[-1][1].append(r)
+    return [(title, rs) for title, rs in out if title or rs]
+
+
+def _not_run(rs: list[dict[str, Any]]) -> bool:
+    """Nothing of this section was run on either side (e.g. --only): one line for it."""
+    return all(r["kstate"] is None and r["faust"] is None
+               and all(w.endswith(NOT_RUN) for w in r["why_missing"].values())
+               for r in rs)
+
+
+def render(table: list[dict[str, Any]]) -> str:
     arrow = {"higher": " (↑)", "lower": " (↓)", "": ""}
-    lines = [(r["metric"] + arrow[r["better"]], r["kstate_text"], r["faust_text"], r["ratio"])
-             for r in table]
-    w = [max(len(x[i]) for x in [head, *lines]) for i in range(4)]
-    sep = "-+-".join("-" * n for n in w)
-    out = [" | ".join(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) if i < 3 else h
-                      for i, h in enumerate(head)), sep]
-    for line in lines:
-        out.append(" | ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) if i < 3 else c
-                              for i, c in enumerate(line)))
-    out.append(footer)
+    lines = [(r["metric"] + arrow[r["better"]], r["kstate_text"], r["faust_text"],
+              r["ratio"], r["goal"], r["status"]) for r in table if "section" not in r]
+    w = [max(len(x[i]) for x in [HEAD, *lines]) for i in range(len(HEAD))]
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        return " | ".join(c.ljust(w[i]) if i in (0, 4, 5) else c.rjust(w[i])
+                          for i, c in enumerate(cells)).rstrip()
+
+    out = [fmt(HEAD), "-+-".join("-" * n for n in w)]
+    for title, rs in _sections(table):
+        skipped = _not_run(rs)
+        if title:
+            title += ": not run" if skipped else ""
+            out.append(f"-- {title} " + "-" * max(0, sum(w) + 15 - len(title)))
+        if skipped:
+            continue
+        out.extend(fmt((r["metric"] + arrow[r["better"]], r["kstate_text"], r["faust_text"],
+                        r["ratio"], r["goal"], r["status"])) for r in rs)
+    out.append(FOOTER)
     return "\n".join(out)
+
+
+def render_goals(lines: list[dict[str, Any]]) -> str:
+    if not lines:
+        return ""
+    w = max(len(g["goal"]) for g in lines)
+    return "\n".join(["goals, judged on this run only:"]
+                     + [f"  {g['goal'].ljust(w)}  {g['status'].upper():7}  {g['rows']}"
+                        for g in lines])

@@ -8,11 +8,11 @@
 #     must not touch .venv), from tools/bench/peers/requirements.txt.
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)  # tools/bench/ -> the repository
 cd "$repo"
 py=.venv/bin/python
 peer=.cache/bench-venv
-broker=${BENCH_KAFKA_NAME:-bench}
+broker=${BENCH_KAFKA_NAME:-bench-$$}  # unique: the machine may be shared
 
 for arg in "$@"; do
     case $arg in -h|--help) exec "$py" -m tools.bench.bench --bootstrap - --help ;; esac
@@ -36,13 +36,20 @@ if [ ! -f "$peer/.installed" ] || [ tools/bench/peers/requirements.txt -nt "$pee
 fi
 
 bench_pid=""
+rc=1
 cleanup() {
     if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
         kill -TERM "$bench_pid" 2>/dev/null || true   # bench.py stops its own nodes
         wait "$bench_pid" 2>/dev/null || true
     fi
     deploy/kafka/kafka.sh down "$broker" >/dev/null 2>&1 || true
-    rm -rf "${KAFKA_CACHE:-$repo/.cache/kafka}/run/$broker/data"  # keep its logs, not 1M users
+    local run_dir="${KAFKA_CACHE:-$repo/.cache/kafka}/run/$broker"
+    if [ "$rc" -eq 0 ]; then
+        rm -rf "$run_dir"  # a broker per run: nothing of it is worth keeping after a good run
+    else
+        rm -rf "$run_dir/data"  # keep its logs, not 1M users
+        echo "bench: the broker's logs are in $run_dir/logs" >&2
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
