@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from kstate.core.messages import Record
+from kstate.core.partitioner import partition_for
+from kstate.core.records import EPOCH_HEADER, VERSION_HEADER, marker
+from tools.chaos.audit import as_applied
 from tools.chaos.checker import Checker, value_for
 from tools.chaos.schedule import plan
 
@@ -286,3 +290,34 @@ def test_topic_audit_of_tombstones() -> None:
     assert [v.kind for v in c2.audit({K: [(10, None)]}, set())] == [
         "etag_mismatch", "lost_write"]
     assert d1 > s0 >= s
+
+
+def test_the_audit_sees_the_topic_as_nodes_apply_it() -> None:
+    # Partition 3 of 10: an owner's marker, a put, a zombie's fenced delete, the
+    # owner's repair of the put (same version), then a client delete, then a fenced
+    # put on the absent key and the repair tombstone restating its absence.
+    p = partition_for(K.encode(), 10)
+    old, new = 1 << 20, 2 << 20
+    key = K.encode()
+    val = b'{"name":"A","email":"' + key + b'"}'
+
+    def rec(off: int, k: bytes, v: bytes | None, *hdrs: tuple[str, bytes]) -> Record:
+        return Record(off, k, v, tuple(hdrs))
+
+    ep = (EPOCH_HEADER, str(new).encode())
+    recs = [rec(0, *marker(p, new)[:2], *marker(p, new)[2]),
+            rec(1, key, val, ep),
+            rec(2, key, None, (EPOCH_HEADER, str(old).encode())),
+            rec(3, key, val, ep, (VERSION_HEADER, b"1")),
+            rec(4, key, None, ep),
+            rec(5, key, val, (EPOCH_HEADER, str(old).encode())),
+            rec(6, key, None, ep)]
+    by_key, compacted, not_applied = as_applied({p: recs}, 10, {K})
+    assert by_key == {K: [(1, val), (4, None)]}
+    assert compacted == set()
+    assert not_applied == {"fenced": 2, "repair": 2}
+    # With gaps (compacted), a tombstone of a key not seen may be a real delete whose
+    # earlier records are gone: it is judged, not passed over.
+    by_key, compacted, _ = as_applied({p: [recs[0], *recs[4:]]}, 10, {K})
+    assert compacted == {p}
+    assert by_key == {K: [(4, None), (6, None)]}

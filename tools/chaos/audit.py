@@ -20,13 +20,57 @@ Per key, in offset order:
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from kstate.core.messages import Record
+from kstate.core.records import VERSION_HEADER, Ignored, Marker, Upsert, decide
 from tools.chaos.checker import KeyHistory, Verdict, WriteRec
 
 if TYPE_CHECKING:
     from tools.chaos.checker import Checker
+
+
+def as_applied(raw: Mapping[int, Sequence[Record]], partitions: int, keys: set[str]
+               ) -> tuple[dict[str, list[tuple[int, bytes | None]]], set[int], Counter[str]]:
+    """The topic as the nodes apply it (kstate/core/records.py): ``keys``' records that
+    changed state, as (offset, value) in offset order; the partitions compaction left
+    gaps in; what was not applied, by reason. Owners' markers raise the epoch; fenced
+    writes (a zombie's) and conditional writes whose condition failed change nothing;
+    a repair restates what is there: the value and its version, or the key's absence
+    (a tombstone of a key that is not there: the writer never produces such a delete)."""
+    by_key: defaultdict[str, list[tuple[int, bytes | None]]] = defaultdict(list)
+    compacted: set[int] = set()
+    not_applied: Counter[str] = Counter()
+    for p, recs in raw.items():
+        if recs and (recs[0].offset != 0 or recs[-1].offset + 1 != len(recs)):
+            compacted.add(p)
+        epoch = -1
+        versions: dict[bytes, int] = {}
+        for r in recs:
+            d = decide(r, p, partitions, epoch, versions.get)
+            if isinstance(d, Marker):
+                epoch = max(epoch, d.epoch)
+                continue
+            if isinstance(d, Ignored):
+                not_applied[d.reason] += 1
+                continue
+            if isinstance(d, Upsert):
+                versions[d.key] = d.version
+                if any(name == VERSION_HEADER for name, _ in r.headers):
+                    not_applied["repair"] += 1
+                    continue
+            elif d.key not in versions and p not in compacted:
+                # (in a compacted partition the key's earlier records may be gone)
+                not_applied["repair"] += 1
+                continue
+            else:
+                versions.pop(d.key, None)
+            key = r.key.decode(errors="replace") if r.key is not None else ""
+            if key in keys:
+                by_key[key].append((r.offset, r.value))
+    return dict(by_key), compacted, not_applied
 
 
 def audit(checker: Checker, records: Mapping[str, Sequence[tuple[int, bytes | None]]],

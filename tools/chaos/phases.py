@@ -7,13 +7,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
 
-from kstate.core.records import VERSION_HEADER, Ignored, Marker, Upsert, decide
+from tools.chaos.audit import as_applied
 from tools.chaos.checker import Checker
 from tools.chaos.cluster import Cluster, Member, State
 from tools.chaos.history import History
@@ -330,36 +329,8 @@ class Run:
         t = time.monotonic()
         raw = await read_all(self.cluster.kafka.bootstrap, self.cluster.topic,
                              partitions=self.cfg.partitions, within=120.0)
-        keys = set(self.checker.keys)
-        by_key: defaultdict[str, list[tuple[int, bytes | None]]] = defaultdict(list)
-        compacted: set[int] = set()
-        not_applied: Counter[str] = Counter()
-        for p, recs in raw.items():
-            if recs and (recs[0].offset != 0 or recs[-1].offset + 1 != len(recs)):
-                compacted.add(p)
-            # The topic as the nodes apply it (kstate/core/records.py): owners' claim
-            # markers raise the epoch; fenced writes (a zombie's) and conditional writes
-            # whose condition failed change nothing; a repair restates what is there.
-            epoch = -1
-            versions: dict[bytes, int] = {}
-            for r in recs:
-                d = decide(r, p, self.cfg.partitions, epoch, versions.get)
-                if isinstance(d, Marker):
-                    epoch = max(epoch, d.epoch)
-                    continue
-                if isinstance(d, Ignored):
-                    not_applied[d.reason] += 1
-                    continue
-                if isinstance(d, Upsert):
-                    versions[d.key] = d.version
-                    if any(name == VERSION_HEADER for name, _ in r.headers):
-                        not_applied["repair"] += 1
-                        continue
-                else:
-                    versions.pop(d.key, None)
-                key = r.key.decode(errors="replace") if r.key is not None else ""
-                if key in keys:
-                    by_key[key].append((r.offset, r.value))
+        by_key, compacted, not_applied = as_applied(raw, self.cfg.partitions,
+                                                    set(self.checker.keys))
         verdicts = self.checker.audit(dict(by_key), compacted)
         for v in verdicts:
             self.checker.record(v, source="audit")
