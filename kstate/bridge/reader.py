@@ -4,6 +4,7 @@ cannot be decoded stops alone (kstate/bridge/undecodable.py): :attr:`Reader.halt
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator
@@ -30,12 +31,22 @@ class _ReaderSide:
         self.config = config
         self.consumer: AIOKafkaConsumer | None = None
         self.undecodable: Undecodable | None = None
+        self._starting: asyncio.Future[dict[int, int]] | None = None
 
     async def start(self, start: Start) -> dict[int, int]:
         """Assign all partitions; ``start`` maps partition -> next offset to read
         (None: the beginning); partitions not in it (or start None) begin at the end;
         BEGINNING: every partition from its beginning. Returns the starting position
-        of every partition."""
+        of every partition.
+
+        A cancelled start (a resumed feed's client went away) runs on to its end all
+        the same, and :meth:`stop` waits for it: aiokafka cancelled while it opens a
+        connection leaves that connection open and unowned (logged later, with a
+        traceback, as "Unclosed AIOKafkaConnection")."""
+        self._starting = asyncio.ensure_future(self._start(start))
+        return await asyncio.shield(self._starting)
+
+    async def _start(self, start: Start) -> dict[int, int]:
         c = self.config
         self.consumer = AIOKafkaConsumer(
             **client_args(c), group_id=None, enable_auto_commit=False,
@@ -81,6 +92,9 @@ class _ReaderSide:
         return {tp.partition: int(off) for tp, off in ends.items()}
 
     async def stop(self) -> None:
+        if self._starting is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._starting  # see start()
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await consumer.stop()

@@ -180,3 +180,30 @@ async def test_resumed_feeds_hand_over_to_the_shared_broadcaster(make_node, clie
             check_complete(r, want)
             assert len(r.seen()) == len(r.changes)
             await verify_gaps(a.bootstrap, a.topic, r)
+
+
+async def test_resumed_feeds_abandoned_while_their_reader_starts_leave_nothing_open(
+        make_node, client):
+    # A resumed feed opens a Kafka reader; a client that goes away meanwhile cancels
+    # the reader's start. Cancelled half way, aiokafka left a connection nobody closed
+    # ("Unclosed AIOKafkaConnection", a traceback from its read task): the start now
+    # finishes before the reader stops, so every connection it opened is closed.
+    a = make_node()
+    await wait_stable(client, [a], PARTITIONS)
+    host, port = a.base.removeprefix("http://").split(":")
+    upgrade = (f"GET /changes?from=0:-1 HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode()
+    for i in range(60):
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(upgrade)
+        await trio.sleep((i % 12) * 0.004)  # from before the 101 to well into the start
+        await stream.aclose()
+    async with open_feed(a.base) as live:  # the node still serves feeds
+        acked = [await put_user(client, a.base, "after@example.com", "v")]
+        await live.read_until(lambda r: by_offset(acked) <= r.seen())
+    await trio.sleep(1)
+    text = a.log_text()
+    assert a.alive()
+    assert "Unclosed" not in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
