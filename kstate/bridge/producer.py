@@ -17,7 +17,7 @@ class NodeProducer:
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
-            **client_args(self._config), acks="all", enable_idempotence=True, linger_ms=1,
+            **client_args(self._config), acks="all", enable_idempotence=True, linger_ms=0,
             compression_type=None if self._config.compression == "none"
             else self._config.compression,
             request_timeout_ms=self._config.request_timeout_ms)
