@@ -1,11 +1,15 @@
 """Feed broadcaster: every change of the topic, to every websocket subscriber.
 
 One group-less reader per node follows all partitions from the end (live) and fans
-each change out through bounded per-subscriber channels. Bursts are published in chunks,
-each waiting for room in every queue, so a subscriber that keeps up is never cut off by
-a big fetch. A subscriber whose queue is full, or has had no room for the next chunk for
-``LAG_GRACE`` seconds, is cut off (``lagged``) instead of slowing the node or the others
-any longer; it reconnects with ``from=`` and a reader of its own replays from its offsets.
+each change out through bounded per-subscriber channels. It reads only while someone
+subscribes: with no subscriber it pauses (reading the whole topic costs every node CPU
+on every write: a third of a write's cost on one node), and the next subscriber wakes it
+at the end of the log, which is where a live subscription starts anyway. Bursts are
+published in chunks, each waiting for room in every queue, so a subscriber that keeps up
+is never cut off by a big fetch. A subscriber whose queue is full, or has had no room
+for the next chunk for ``LAG_GRACE`` seconds, is cut off (``lagged``) instead of slowing
+the node or the others any longer; it reconnects with ``from=`` and a reader of its own
+replays from its offsets.
 
 What is streamed follows the record rule (actors/feed_rule.py): upserts and deletes,
 nothing for records that change no state. A partition whose next batch the reader cannot
@@ -18,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -66,10 +70,12 @@ class FeedStats:
 
 @dataclass(eq=False)
 class Subscriber:
-    """One live subscription: its queue, its key filter, whether it was cut off."""
+    """One live subscription: its queue, its key filter, whether it was cut off, and
+    where it starts (None until the broadcaster, perhaps waking, says)."""
     send: trio.MemorySendChannel[str]
     key: bytes | None
     lagged: bool = False
+    start: dict[int, int] | None = None
 
 
 @dataclass
@@ -84,11 +90,16 @@ class Broadcaster:
     dropped: int = 0
     rule: FeedRule = field(default_factory=lambda: FeedRule(1))  # run() sets the real one
     halted: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # Paused for want of subscribers (run() sets it): the next one sets ``wanted`` and
+    # waits for ``awake``, when run() has moved the reader to the end of the log.
+    idle: bool = False
+    wanted: trio.Event = field(default_factory=trio.Event)
+    awake: trio.Event = field(default_factory=trio.Event)
 
-    @contextlib.contextmanager
-    def subscribe(self, key: bytes | None = None
-                  ) -> Iterator[tuple[trio.MemoryReceiveChannel[str], Subscriber,
-                                      dict[int, int]]]:
+    @contextlib.asynccontextmanager
+    async def subscribe(self, key: bytes | None = None
+                        ) -> AsyncIterator[tuple[trio.MemoryReceiveChannel[str], Subscriber,
+                                                 dict[int, int]]]:
         """A live subscription from now on: (messages, subscriber, start positions).
         The messages channel ends when the node stops or the subscriber lags."""
         send, recv = trio.open_memory_channel[str](self.buffer)
@@ -98,10 +109,27 @@ class Broadcaster:
         self.subscribers.add(sub)
         try:
             with recv:
-                yield recv, sub, dict(self.positions)
+                if self.idle:
+                    self.wanted.set()
+                    await self.awake.wait()  # run() set sub.start
+                else:
+                    sub.start = dict(self.positions)
+                assert sub.start is not None
+                yield recv, sub, sub.start
         finally:
             self.subscribers.discard(sub)
             send.close()
+
+    def woke(self, positions: dict[int, int]) -> None:
+        """run() moved the reader to ``positions`` (the end of the log): every waiting
+        subscriber starts there."""
+        self.positions = dict(positions)
+        for sub in self.subscribers:
+            if sub.start is None:
+                sub.start = dict(positions)
+        self.idle = False
+        self.awake.set()
+        self.wanted, self.awake = trio.Event(), trio.Event()
 
     def publish(self, key: bytes | None, text: str, *, everyone: bool = False) -> None:
         """Queue ``text`` to every subscriber of ``key`` (``everyone``: to all)."""
@@ -204,6 +232,11 @@ async def run(bridge: KafkaBridge, *, buffer: int, url: str, limits: FeedLimits 
         task_status.started(FeedHandle(handle, bridge, url, limits or FeedLimits()))
         try:
             while True:
+                if not handle.subscribers:
+                    handle.idle = True
+                    await reader.pause()
+                    await handle.wanted.wait()
+                    handle.woke(await reader.resume_at_end())
                 got = await reader.fetch(500)
                 seen = 0
                 for pid, records in got.items():

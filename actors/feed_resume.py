@@ -62,7 +62,7 @@ async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send, *
     async with open_outbox(send, stall_timeout=feed.limits.stall_timeout) as put:
         try:
             if start is None:
-                with feed.broadcaster.subscribe(key) as (messages, sub, positions):
+                async with feed.broadcaster.subscribe(key) as (messages, sub, positions):
                     await put(hello(positions, feed.url))
                     return await _forward_live(messages, sub, {}, put)
             wanted: dict[int, int | None] | str = (
@@ -160,7 +160,7 @@ class _Replay:
 
 async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: bytes | None,
                   send: Send, reader_closed: Callable[[], None]) -> Ended:
-    with contextlib.ExitStack() as live_scope:
+    async with contextlib.AsyncExitStack() as live_scope:
         live: tuple[trio.MemoryReceiveChannel[str], Subscriber, dict[int, int]] | None = None
         async with feed.bridge.open_reader(wanted) as (reader, positions):
             await send(hello(positions, feed.url))
@@ -170,14 +170,15 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
                 if await replay.step(500) or trio.current_time() < next_try:
                     continue
                 # at the end of the log for now: hand over to the broadcaster
-                attempt = contextlib.ExitStack()
-                messages, sub, at = attempt.enter_context(feed.broadcaster.subscribe(key))
+                attempt = contextlib.AsyncExitStack()
+                messages, sub, at = await attempt.enter_async_context(
+                    feed.broadcaster.subscribe(key))
                 held = await replay.reach(at, sub, feed.broadcaster.buffer)
                 if held is None:
                     live = (messages, sub, at)
-                    live_scope.enter_context(attempt.pop_all())
+                    await live_scope.enter_async_context(attempt.pop_all())
                     break
-                attempt.close()
+                await attempt.aclose()
                 next_try = trio.current_time() + HANDOFF_RETRY
                 for pid, rec in held:
                     await replay.send(pid, rec)

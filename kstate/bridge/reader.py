@@ -86,6 +86,22 @@ class _ReaderSide:
         return Batch(epoch=0, records=records, positions=known_positions(self.consumer),
                      halted=halted)
 
+    async def pause(self) -> None:
+        assert self.consumer is not None
+        self.consumer.pause(*self.consumer.assignment())
+
+    async def resume_at_end(self, halted: frozenset[int]) -> dict[int, int]:
+        """Move every partition but the ``halted`` ones to its end and read on; returns
+        every partition's position."""
+        assert self.consumer is not None
+        tps = sorted(self.consumer.assignment())
+        moving = [tp for tp in tps if tp.partition not in halted]
+        if moving:
+            await self.consumer.seek_to_end(*moving)
+        positions = {tp.partition: int(await self.consumer.position(tp)) for tp in tps}
+        self.consumer.resume(*moving)
+        return positions
+
     async def end_offsets(self) -> dict[int, int]:
         assert self.consumer is not None
         ends = await self.consumer.end_offsets(sorted(self.consumer.assignment()))
@@ -123,6 +139,15 @@ class Reader:
         batch = await self._portal.call(functools.partial(self._side.fetch_batch, timeout_ms))
         self.halted.update(batch.halted)
         return batch
+
+    async def pause(self) -> None:
+        """Stop reading (records already fetched stay until resume_at_end drops them)."""
+        await self._portal.call(self._side.pause)
+
+    async def resume_at_end(self) -> dict[int, int]:
+        """Read on from the end of every partition (a halted one stays where it
+        stopped); returns every partition's position."""
+        return await self._portal.call(self._side.resume_at_end, frozenset(self.halted))
 
     async def end_offsets(self) -> dict[int, int]:
         """The end offset of every partition this reader reads."""

@@ -182,6 +182,28 @@ async def test_resumed_feeds_hand_over_to_the_shared_broadcaster(make_node, clie
             await verify_gaps(a.bootstrap, a.topic, r)
 
 
+async def test_a_live_feed_after_an_idle_spell_starts_at_the_end(make_node, client):
+    # With no subscriber the node's feed reader sleeps (actors/feed.py); the next live
+    # subscriber wakes it at the end of the log: its hello names the end offsets, it
+    # gets every change after them and nothing written while nobody listened.
+    a = make_node()
+    await wait_stable(client, [a], PARTITIONS)
+    async with open_feed(a.base) as first:
+        acked = [await put_user(client, a.base, "first@example.com", "one")]
+        await first.read_until(lambda r: by_offset(acked) <= r.seen())
+    quiet = [await put_user(client, a.base, f"quiet{i}@example.com", "q") for i in range(30)]
+    ends = {p: 0 for p in range(PARTITIONS)}
+    for x in acked + quiet:
+        ends[x.partition] = max(ends[x.partition], x.offset + 1)
+    async with open_feed(a.base) as second:
+        assert all(second.positions[p] >= ends[p] for p in range(PARTITIONS)), \
+            (second.positions, ends)
+        later = [await put_user(client, a.base, f"later{i}@example.com", "l") for i in range(10)]
+        await second.read_until(lambda r: by_offset(later) <= r.seen())
+        check_complete(second, later)
+        assert not {c["key"] for c in second.changes} & {x.key for x in quiet}
+
+
 async def test_resumed_feeds_abandoned_while_their_reader_starts_leave_nothing_open(
         make_node, client):
     # A resumed feed opens a Kafka reader; a client that goes away meanwhile cancels

@@ -14,7 +14,7 @@ BUFFER = 16
 async def test_a_reading_subscriber_gets_a_burst_bigger_than_its_queue(autojump_clock):
     feed = Broadcaster(buffer=BUFFER)
     got: list[str] = []
-    with feed.subscribe() as (messages, sub, _):
+    async with feed.subscribe() as (messages, sub, _):
         async def read() -> None:
             async for text in messages:
                 got.append(text)
@@ -34,7 +34,7 @@ async def test_a_reading_subscriber_gets_a_burst_bigger_than_its_queue(autojump_
 
 async def test_a_stopped_subscriber_is_cut_off_after_the_grace(autojump_clock):
     feed = Broadcaster(buffer=BUFFER)
-    with feed.subscribe() as (stopped, slow, _), feed.subscribe() as (messages, fast, _):
+    async with feed.subscribe() as (stopped, slow, _), feed.subscribe() as (messages, fast, _):
         got: list[str] = []
 
         async def read() -> None:
@@ -62,7 +62,7 @@ async def test_a_stopped_subscriber_is_cut_off_after_the_grace(autojump_clock):
 
 async def test_a_full_queue_is_cut_off_at_once():
     feed = Broadcaster(buffer=BUFFER)
-    with feed.subscribe() as (stopped, sub, _):
+    async with feed.subscribe() as (stopped, sub, _):
         for i in range(BUFFER + 1):
             feed.publish(None, str(i))
         assert sub.lagged
@@ -71,7 +71,7 @@ async def test_a_full_queue_is_cut_off_at_once():
 
 async def test_a_key_filter_delivers_only_that_key():
     feed = Broadcaster(buffer=BUFFER)
-    with feed.subscribe(b"a@x.y") as (only, _, _):
+    async with feed.subscribe(b"a@x.y") as (only, _, _):
         feed.publish(b"b@x.y", "b1")
         feed.publish(b"a@x.y", "a1")
         feed.publish(b"b@x.y", "b2")
