@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 5.0  # seconds between two catch-up progress lines of one partition
 OUTCOMES_KEPT = 4096  # outcomes of this node's recent writes kept per partition
+OWN_AHEAD_KEPT = 4096  # records of this node kept per partition until the ones before apply
 # Reasons a record did not apply as written that are about the record itself (what
 # /readyz calls invalid_records): the others are wrong_partition, fenced, expect_failed.
 UNUSABLE = "unusable"
@@ -80,6 +81,10 @@ class Partition:
     # offset -> what became of a record written by this node (its writer waits on it)
     outcomes: OrderedDict[int, Outcome] = field(default_factory=OrderedDict)
     halted: str | None = None  # why the partition stopped at its position, if it did
+    # offset -> a record this node produced past the position: applied as soon as the
+    # records before it are (writes to one partition are acknowledged together, and
+    # their writers may come back in any order; the fetch need not bring them back)
+    own_ahead: dict[int, Record] = field(default_factory=dict)
 
     @property
     def superseded(self) -> bool:
@@ -200,6 +205,10 @@ class StateTable:
                 moved.add(pid)
                 log.error("event=partition_halted partition=%d offset=%d position=%d "
                           "reason=%r", pid, offset, part.position, why)
+        for pid in moved:
+            part = self.partitions[pid]
+            if part.own_ahead and part.halted is None:
+                self._apply_ahead(pid, part)
         return moved
 
     def apply_own(self, pid: int, records: list[Record]) -> bool:
@@ -212,9 +221,25 @@ class StateTable:
             return False
         for i, rec in enumerate(records):
             if rec.offset != part.position + i:
+                if records[0].offset > part.position and len(part.own_ahead) < OWN_AHEAD_KEPT:
+                    for r in records:
+                        part.own_ahead[r.offset] = r
                 return False
         self._apply_records(pid, part, records)
+        if part.own_ahead:
+            self._apply_ahead(pid, part)
         return True
+
+    def _apply_ahead(self, pid: int, part: Partition) -> None:
+        """Apply the kept records of this node that are now next (see own_ahead)."""
+        ahead = part.own_ahead
+        for offset in [o for o in ahead if o < part.position]:
+            del ahead[offset]  # the fetch brought it first
+        run: list[Record] = []
+        while (rec := ahead.pop(part.position + len(run), None)) is not None:
+            run.append(rec)
+        if run:
+            self._apply_records(pid, part, run)
 
     def _apply_records(self, pid: int, part: Partition, records: Iterable[Record]) -> bool:
         data = part.data

@@ -146,3 +146,27 @@ def test_the_email_tail_is_not_stored_twice():
 def test_pack_round_trips_any_bytes(key, name, offset, tailed):
     value = name + (b',"email":"' + key + b'"}' if tailed else b"")
     assert table_mod._unpack(key, table_mod._pack(key, offset, value)) == (value, offset)
+
+
+def test_own_records_apply_in_offset_order_whatever_order_they_come_back_in():
+    # Two writes to one partition are acknowledged together; their writers hand the
+    # records to the state owner in any order. The later one waits (kept) until the
+    # earlier one is applied, then both are, without a fetch.
+    table = StateTable(1)
+    table.assign(Assign(0, frozenset({0}), {0: 0}, ReplyBox()))
+    first, second = Record(0, b"a@x", user("a@x", "1")), Record(1, b"a@x", user("a@x", "2"))
+    assert not table.apply_own(0, [second])
+    assert table.get(0, b"a@x") is None
+    assert table.apply_own(0, [first])
+    assert table.get(0, b"a@x") == (user("a@x", "2"), 1)
+    assert table.partitions[0].position == 2
+    assert table.partitions[0].own_ahead == {}
+    # A foreign record in between: ours is kept until the fetch brings the gap, and
+    # the fetch of both drops the kept copy (applied once).
+    third = Record(3, b"a@x", user("a@x", "3"))
+    assert not table.apply_own(0, [third])
+    table.apply(Batch(0, {0: [Record(2, b"b@x", user("b@x"))]}, {0: 3}))
+    assert table.get(0, b"a@x") == (user("a@x", "3"), 3)
+    table.apply(Batch(0, {0: [third]}, {0: 4}))
+    assert table.partitions[0].position == 4
+    assert table.partitions[0].own_ahead == {}
