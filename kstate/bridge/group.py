@@ -61,6 +61,12 @@ ISOLATION = "read_committed"
 # enough that buffered raw batches do not stay in the process's memory high-water mark.
 FETCH_MAX_BYTES = 8 * 1024 * 1024
 PARTITION_FETCH_BYTES = 1024 * 1024
+# A fetch waits for a full MiB or FETCH_WAIT_MS: while writes flow, one fetch carries many
+# records instead of one fetch per record (a fetch costs ~0.3 ms of CPU in aiokafka, as
+# much as the write itself). Nothing waits on it for this node's own writes (the writer
+# applies them: kstate/core/table.py own_ahead); others' records appear up to this later.
+FETCH_MIN_BYTES = 1024 * 1024
+FETCH_WAIT_MS = 20
 
 
 class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -156,7 +162,8 @@ class GroupConsumer:
             session_timeout_ms=c.session_timeout_ms, heartbeat_interval_ms=c.heartbeat_ms,
             rebalance_timeout_ms=max(c.session_timeout_ms, 30_000),
             max_poll_records=c.max_batch, fetch_max_bytes=FETCH_MAX_BYTES,
-            max_partition_fetch_bytes=PARTITION_FETCH_BYTES, isolation_level=ISOLATION)
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES, isolation_level=ISOLATION,
+            fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS)
         await self.consumer.start()
         self.undecodable = Undecodable(self.consumer, "group")
         self._watch_membership(self.consumer)
