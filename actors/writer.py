@@ -25,7 +25,7 @@ version, carried in ``kstate-version``) so the latest record is right again.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -109,6 +109,40 @@ class _Once:
             self._reply.send(value)
 
 
+class _Deadlines:
+    """Answers 503 ``write_timeout`` to writes still unanswered ``timeout`` seconds after
+    they were produced, while their produce goes on (one task for every write: a
+    cancel scope and a task per write cost more than the write's own work). Writes
+    come in deadline order, the timeout being the same for all."""
+
+    def __init__(self, timeout: float, handle: WriterHandle) -> None:
+        self.timeout = timeout
+        self.h = handle
+        self._due: deque[tuple[float, _Once]] = deque()
+        self._added = trio.Event()
+
+    def add(self, reply: _Once) -> None:
+        self._due.append((trio.current_time() + self.timeout, reply))
+        self._added.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._due:
+                self._added = trio.Event()
+                await self._added.wait()
+            deadline, reply = self._due[0]
+            if reply.sent:
+                self._due.popleft()
+                continue
+            await trio.sleep_until(deadline)
+            self._due.popleft()
+            if not reply.sent:
+                self.h.failed += 1
+                reply.send(Unavailable(
+                    "write_timeout",
+                    "the write was not confirmed in time; it may or may not apply", 2.0))
+
+
 class _Writer:
     def __init__(self, produce: Produce, state: StateHandle,
                  own: trio.MemorySendChannel[StateIn], handle: WriterHandle,
@@ -118,6 +152,7 @@ class _Writer:
         self.own = own
         self.h = handle
         self.write_timeout = write_timeout
+        self.deadlines = _Deadlines(write_timeout, handle)
         self.catchup_timeout = catchup_timeout
 
     # -- markers ----------------------------------------------------------------
@@ -186,10 +221,13 @@ class _Writer:
         lock = self.h.locks.setdefault(w.key, trio.Lock())
         reply = _Once(w.reply)
         try:
-            got = False
-            with trio.move_on_after(self.write_timeout):
-                await lock.acquire()
-                got = True
+            got = not lock.locked() and lock.statistics().tasks_waiting == 0
+            if got:
+                lock.acquire_nowait()  # the common case, without a cancel scope
+            else:
+                with trio.move_on_after(self.write_timeout):
+                    await lock.acquire()
+                    got = True
             if not got:
                 reply.send(Unavailable("key_busy", "an earlier write of this key is not "
                                        "settled yet; this one was not applied; retry", 2.0))
@@ -205,8 +243,9 @@ class _Writer:
     async def _write(self, w: Write, reply: _Once) -> WriteOutcome:
         p = w.partition
         try:
-            with trio.move_on_after(min(self.catchup_timeout, self.write_timeout)):
-                await self.state.wait_writable(p)
+            if not self.state.is_writable(p):
+                with trio.move_on_after(min(self.catchup_timeout, self.write_timeout)):
+                    await self.state.wait_writable(p)
             if not self.state.is_caught_up(p):
                 return Unavailable("catching_up", f"partition {p} is catching up; retry", 1.0)
             if not self.state.is_writable(p):
@@ -240,20 +279,10 @@ class _Writer:
             return not_serving(p)
         self.h.inflight[p] += 1
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._answer_at_deadline, reply)
-                result = await self._produce_and_wait(p, w.key, w.value, tuple(headers))
-                nursery.cancel_scope.cancel()
-            return result
+            self.deadlines.add(reply)
+            return await self._produce_and_wait(p, w.key, w.value, tuple(headers))
         finally:
             self.h._done(p)
-
-    async def _answer_at_deadline(self, reply: _Once) -> None:
-        await trio.sleep(self.write_timeout)
-        self.h.failed += 1
-        reply.send(Unavailable("write_timeout",
-                               "the write was not confirmed in time; it may or may not apply",
-                               2.0))
 
     async def _produce_and_wait(self, p: int, key: bytes, value: bytes | None,
                                 headers: Headers) -> WriteOutcome:
@@ -342,11 +371,20 @@ async def run(produce: Produce, state: StateHandle, *,
                 await _repairs(writer, state, nursery)
 
         nursery.start_soon(_repair_loop)
+        deadlines = trio.CancelScope()
+
+        async def _deadline_loop() -> None:
+            with deadlines:
+                await writer.deadlines.run()
+
+        nursery.start_soon(_deadline_loop)
         task_status.started(handle)
-        async for msg in inbox:
-            if isinstance(msg, Claim):
-                for p in sorted(msg.partitions):
-                    nursery.start_soon(writer.claim, p)
-            else:
-                nursery.start_soon(writer.handle, msg)
-        repairs.cancel()
+        async with trio.open_nursery() as writes:
+            async for msg in inbox:
+                if isinstance(msg, Claim):
+                    for p in sorted(msg.partitions):
+                        nursery.start_soon(writer.claim, p)
+                else:
+                    writes.start_soon(writer.handle, msg)
+            repairs.cancel()
+        deadlines.cancel()  # every write taken has answered
