@@ -17,6 +17,13 @@ the state, or lands after it and is fenced). The client is answered 503 at
 ``write_timeout`` meanwhile ("may or may not apply"). A write that cannot get its key
 within ``write_timeout`` is refused without being produced (``key_busy``).
 
+The lease. A write is decided from this node's state (If-Match, a delete of a missing
+key, created or not) only while its read lease holds (kstate/bridge/lease.py): a node
+cut off from Kafka or paused past its session may have lost the partition to a node
+that acknowledged newer versions, and a 412 or a "deleted" from its old state would be
+a stale answer. Past the lease every write is refused unapplied (``owner_isolated``);
+its records would be fenced by the new owner's epoch anyway.
+
 Repairs. A fenced or failed record that becomes its key's latest record would let
 compaction drop the key's real state; the owner restates the key (same value, same
 version, carried in ``kstate-version``) so the latest record is right again.
@@ -44,12 +51,20 @@ log = logging.getLogger(__name__)
 Headers = tuple[tuple[str, bytes], ...]
 # (partition, key, value, headers) -> offset once acknowledged; raises BrokerUnavailable.
 Produce = Callable[[int, bytes, bytes | None, Headers], Awaitable[int]]
+# Whether this node can still prove nobody else owns its partitions (kstate/bridge/lease.py).
+LeaseValid = Callable[[], bool]
 
 MARKER_RETRY = 0.5  # seconds between attempts to write a marker Kafka did not take
 
 
 def not_serving(partition: int) -> Unavailable:
     return Unavailable("not_owner", f"partition {partition} is moving; retry", 1.0)
+
+
+def isolated(partition: int) -> Unavailable:
+    return Unavailable("owner_isolated", f"this node cannot prove it still owns partition "
+                       f"{partition} (no answer from Kafka's group coordinator); the write "
+                       "was not applied; retry", 1.0)
 
 
 def _unconfirmed(why: str) -> Unavailable:
@@ -146,8 +161,11 @@ class _Deadlines:
 class _Writer:
     def __init__(self, produce: Produce, state: StateHandle,
                  own: trio.MemorySendChannel[StateIn], handle: WriterHandle,
-                 write_timeout: float, catchup_timeout: float) -> None:
+                 write_timeout: float, catchup_timeout: float,
+                 lease: LeaseValid | None) -> None:
         self.produce = produce
+        # No lease (unit tests, or the serve_isolated setting): memory is trusted.
+        self.lease: LeaseValid = lease or (lambda: True)
         self.state = state
         self.own = own
         self.h = handle
@@ -256,6 +274,8 @@ class _Writer:
             current = self.state.get_nowait(p, w.key)
         except NotServing:
             return not_serving(p)
+        if not self.lease():
+            return isolated(p)  # `current` may be stale (module docstring)
         headers: list[tuple[str, bytes]] = [
             (EPOCH_HEADER, str(self.state.own_epoch(p)).encode())]
         if w.if_match is not None:
@@ -357,12 +377,12 @@ async def _repairs(writer: _Writer, state: StateHandle, nursery: trio.Nursery) -
 
 async def run(produce: Produce, state: StateHandle, *,
               inbox: trio.MemoryReceiveChannel[WriterIn], own: trio.MemorySendChannel[StateIn],
-              write_timeout: float, catchup_timeout: float,
+              write_timeout: float, catchup_timeout: float, lease: LeaseValid | None = None,
               task_status: trio.TaskStatus[WriterHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Owns ``inbox`` and ``own`` (records it applies itself, epoch bumps: the state
     owner's inbox); returns when ``inbox`` closes and every write it took has answered."""
     handle = WriterHandle()
-    writer = _Writer(produce, state, own, handle, write_timeout, catchup_timeout)
+    writer = _Writer(produce, state, own, handle, write_timeout, catchup_timeout, lease)
     async with own, inbox, trio.open_nursery() as nursery:
         repairs = trio.CancelScope()
 

@@ -194,14 +194,16 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             state_h = await root.start(partial(state.run, inbox=state_recv,
                                                num_partitions=topic.partitions))
             # the writer also sends on `state` (its own records, epoch bumps)
+            # reads and writes answer from memory only while the read lease holds
+            lease = None if settings.serve_isolated else bridge.lease.valid
             writer_h = await root.start(partial(
                 writer.run, bridge.produce, state_h, inbox=writes_recv, own=state_send.clone(),
-                write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout))
+                write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout,
+                lease=lease))
             standby_h = (await root.start(partial(standby.run, bridge,
                                                   num_partitions=topic.partitions))
                          if settings.standby else None)
             # the router reads `router`; its handle sends on `writes` for the HTTP layer
-            lease = None if settings.serve_isolated else bridge.lease.valid
             router_h = RouterHandle(url, topic.partitions, state_h, writes_send,
                                     settings.catchup_timeout, bridge.fence_offset, standby_h,
                                     lease)

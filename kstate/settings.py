@@ -163,8 +163,9 @@ _FIELDS: dict[str, tuple[type, str]] = {
                          "zstd (it reads every codec whatever this says)"),
     "standby": (bool, "keep a copy of every partition to answer reads (fenced) while "
                       "their owner is down; costs memory (true/false)"),
-    "serve_isolated": (bool, "answer reads from memory even when this node cannot prove it "
-                             "still owns the partition (cut off from Kafka): trades the "
+    "serve_isolated": (bool, "answer reads (and decide If-Match and deletes of missing "
+                             "keys) from memory even when this node cannot prove it still "
+                             "owns the partition (cut off from Kafka): trades the "
                              "no-stale-read promise for availability (true/false)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
     "log_format": (str, "kv (key=value lines) or json"),

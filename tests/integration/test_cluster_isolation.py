@@ -67,8 +67,10 @@ async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
     await wait_ready(client, a, timeout=60)
     await wait_ready(client, b, timeout=60)
     table = await wait_stable(client, [a, b], PARTITIONS)
-    keys = keys_of(a.url, table, a.topic, 6)
+    keys = keys_of(a.url, table, a.topic, 7)
+    keys, never_written = keys[:6], keys[6]
     zombie_key = keys[0]
+    etags: dict[str, str] = {}  # key -> ETag of its last acknowledged version
     acked: dict[str, tuple[bytes, float]] = {}  # key -> (value, when acknowledged)
     for k in keys:
         r = await client.put(f"{a.base}/users/{k}", json={"name": "v1"})
@@ -126,6 +128,7 @@ async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
                         r = await client.put(f"{b.base}/users/{k}", json={"name": version})
                         if r.status_code in (200, 201):
                             acked[k] = (r.content, time.monotonic())
+                            etags[k] = r.headers["etag"]
                             break
                         assert r.status_code == 503, r.text
                         await trio.sleep(0.2)
@@ -133,6 +136,18 @@ async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
     assert refused_by_a.get("owner_isolated", 0) > 0, refused_by_a
     # it stopped answering from memory within the session timeout of the cut
     assert max(served_by_a, default=0.0) < SESSION, max(served_by_a)
+    # still cut off, it decides no write from its old state: an If-Match naming the
+    # version B acknowledged is no 412 there, a delete of a key it never saw no 204
+    for k in keys:
+        r = await client.put(f"{a.base}/users/{k}", json={"name": "cond"},
+                             headers={"If-Match": etags[k]}, timeout=30)
+        # (the zombie's key is still locked by its unsettled write: refused unapplied)
+        code = "key_busy" if k == zombie_key else "owner_isolated"
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == code, r.text
+    r = await client.delete(f"{a.base}/users/{never_written}", timeout=30)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "owner_isolated", r.text
 
     cut.heal()
     healed_at = time.monotonic()

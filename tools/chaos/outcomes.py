@@ -31,7 +31,7 @@ CODES_503: dict[str, Outcome] = {
     "rebalancing": "fail",  # the router's partition is moving to a new owner
     "too_many_hops": "fail",  # forwarded MAX_HOPS times, not sent on
     "catching_up": "fail",  # the owner has not replayed the partition yet
-    "owner_isolated": "fail",  # a read the node cannot prove it still owns
+    "owner_isolated": "fail",  # past the read lease: a read or write refused, undecided
     "superseded": "fail",  # a write fenced because a newer owner took over
     "owner_not_reached": "fail",  # forwarding: never sent to the owner
     "claiming": "fail",  # the owner's claim marker is not written yet: nothing produced
