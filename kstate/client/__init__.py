@@ -33,9 +33,10 @@ error (writing the same value twice leaves the same state). With ``If-Match``, a
 whose request may have reached the node (the answer was lost) is not retried: the
 retry could answer 412 for the client's own write. It raises :class:`Unavailable` with
 code ``outcome_unknown`` instead; so does a 503 that says the write may have applied
-(:data:`AMBIGUOUS_WRITE_CODES`: the owner's ``write_timeout``, or a forwarding node's
-``owner_no_answer``). A forwarding node's ``owner_not_reached`` is a plain 503: the
-owner never got the request, so the client refreshes and retries.
+(:data:`AMBIGUOUS_WRITE_CODES`: the owner's ``write_timeout``, ``broker_unavailable`` or
+``write_unconfirmed``, or a forwarding node's ``owner_no_answer``). A forwarding node's
+``owner_not_reached`` is a plain 503: the owner never got the request, so the client
+refreshes and retries.
 
 HTTPS: ``KstateClient(seeds, tls=ssl_context)`` talks to nodes that have a
 ``tls_certfile``, verifying them with the context.

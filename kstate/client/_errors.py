@@ -9,9 +9,11 @@ import httpx
 import orjson
 
 # 503 codes after which a write may still have been applied: the owner's
-# (actors/writer.py) and the forwarding node's when the owner took the request and gave
-# no answer (web/proxy.py; its "owner_not_reached" is certain: safe to retry).
-AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable", "owner_no_answer"})
+# (actors/writer.py: not confirmed in time, Kafka's error, or the partition moved before
+# the record was applied here) and the forwarding node's when the owner took the request
+# and gave no answer (web/proxy.py; its "owner_not_reached" is certain: safe to retry).
+AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable", "write_unconfirmed",
+                                   "owner_no_answer"})
 
 
 class KstateError(Exception):

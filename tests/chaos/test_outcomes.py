@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kstate.client import AMBIGUOUS_WRITE_CODES
 from tools.chaos.outcomes import CODES_503, classify, error_code
 
 pytestmark = pytest.mark.fast  # pure logic, no broker
@@ -16,8 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_APPLIED = ["not_owner", "key_busy", "no_owner", "rebalancing", "too_many_hops",
                "catching_up", "owner_isolated", "superseded", "owner_not_reached",
                "claiming", "partition_undecodable", "cluster_auth_busy"]
-AMBIGUOUS = ["write_timeout", "broker_unavailable", "owner_unreachable", "owner_no_answer",
-             "write_unconfirmed"]
+AMBIGUOUS = ["write_timeout", "broker_unavailable", "owner_no_answer", "write_unconfirmed"]
 
 
 @pytest.mark.parametrize("code", NOT_APPLIED)
@@ -33,6 +33,14 @@ def test_503_codes_that_promise_nothing_are_unknown(code: str) -> None:
 
 def test_the_table_is_exactly_these_codes() -> None:
     assert set(CODES_503) == set(NOT_APPLIED) | set(AMBIGUOUS)
+
+
+def test_the_client_and_the_judge_agree_on_what_may_have_applied() -> None:
+    # the routing-aware client retries (or, with If-Match, reports outcome_unknown for)
+    # exactly the codes the chaos judge treats as "may have applied": a code missing
+    # there (write_unconfirmed was) made the client retry a conditional write that may
+    # have landed, and report its own write's 412 as the answer
+    assert set(AMBIGUOUS_WRITE_CODES) == set(AMBIGUOUS)
 
 
 @pytest.mark.parametrize("code", [None, "", "something_new", "write_timeout_v2"])

@@ -47,8 +47,11 @@ async def writes_until_given_up(code: str, if_match: str | None) -> tuple[str, i
     return info.value.code, node.writes
 
 
-async def test_no_answer_leaves_a_conditional_write_unknown_at_once():
-    assert await writes_until_given_up("owner_no_answer", '"1-2"') == ("outcome_unknown", 1)
+@pytest.mark.parametrize("code", ["owner_no_answer", "write_unconfirmed", "write_timeout",
+                                  "broker_unavailable"])
+async def test_a_write_that_may_have_applied_leaves_a_conditional_write_unknown_at_once(
+        code: str):
+    assert await writes_until_given_up(code, '"1-2"') == ("outcome_unknown", 1)
 
 
 async def test_no_answer_to_an_unconditional_write_is_retried():

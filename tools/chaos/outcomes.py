@@ -40,7 +40,6 @@ CODES_503: dict[str, Outcome] = {
     # may have been produced, or may still be
     "write_timeout": "unknown",  # not confirmed in time; the record may still land
     "broker_unavailable": "unknown",  # the produce failed; Kafka may have appended it
-    "owner_unreachable": "unknown",  # forwarding failed: sent or not, nobody knows
     "owner_no_answer": "unknown",  # forwarded, no answer: the owner may have written it
     "write_unconfirmed": "unknown",  # the partition moved before the write was applied
 }
