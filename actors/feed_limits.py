@@ -2,10 +2,11 @@
 
 Every subscriber holds a websocket, a bounded queue in the broadcaster and a task; a
 resumed one (``from=...``) also holds a Kafka reader of its own (a consumer with its
-connections and fetch buffers) until it hands over to the broadcaster
-(actors/feed_resume.py). Both are bounded per node; a subscriber beyond either bound is
-refused before its websocket is accepted (web/routes_feed.py answers 503 +
-``Retry-After``), so what is held never grows with what clients ask for.
+connections and fetch buffers, sized by ``READER_FETCH_BYTES`` there) until it hands
+over to the broadcaster (actors/feed_resume.py). Both are bounded per node; a
+subscriber beyond either bound is refused before its websocket is accepted
+(web/routes_feed.py answers 503 + ``Retry-After``), so what is held never grows with
+what clients ask for.
 """
 
 from __future__ import annotations

@@ -35,6 +35,16 @@ from kstate.core.messages import Record
 
 HANDOFF_WAIT = 5.0  # seconds a resumed feed may take to reach the broadcaster's positions
 HANDOFF_RETRY = 10.0  # seconds before a resumed feed that could not hand over tries again
+# What a resumed feed's own reader may hold unread: aiokafka keeps one fetched answer per
+# partition until it is read (READER_FETCH_BYTES each, or a first record batch larger
+# than that whole) and decodes up to READER_MAX_RECORDS records per fetch. A subscriber
+# that reads nothing is cut off only after feed_stall_timeout; with aiokafka's defaults
+# (1 MiB per partition, max_batch records) each of feed_max_resumed such subscribers
+# made its node hold ~12 MB (100k users, 10 partitions), ~400 MB for 32 of them, kept by
+# the allocator after they left (tests/integration/test_node_resources.py). A websocket
+# client takes far less than this between two fetches anyway.
+READER_FETCH_BYTES = 64 * 1024
+READER_MAX_RECORDS = 500
 
 Send = Callable[[str], Awaitable[None]]
 # Where a subscription starts: None (live), FROM_BEGINNING, or partition -> next offset.
@@ -162,7 +172,9 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
                   send: Send, reader_closed: Callable[[], None]) -> Ended:
     async with contextlib.AsyncExitStack() as live_scope:
         live: tuple[trio.MemoryReceiveChannel[str], Subscriber, dict[int, int]] | None = None
-        async with feed.bridge.open_reader(wanted) as (reader, positions):
+        async with feed.bridge.open_reader(wanted, fetch_bytes=READER_FETCH_BYTES,
+                                           max_records=READER_MAX_RECORDS) as opened:
+            reader, positions = opened
             await send(hello(positions, feed.url))
             replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING)
             next_try = 0.0

@@ -73,10 +73,13 @@ class KafkaBridge:
         return await self._portal.call(self._offsets.end_offset, partition)
 
     @contextlib.asynccontextmanager
-    async def open_reader(self, start: Start = None
+    async def open_reader(self, start: Start = None, *, fetch_bytes: int | None = None,
+                          max_records: int | None = None
                           ) -> AsyncIterator[tuple[Reader, dict[int, int]]]:
-        """A group-less reader of every partition (kstate/bridge/reader.py)."""
-        async with open_reader(self._portal, self.config, start) as opened:
+        """A group-less reader of every partition (kstate/bridge/reader.py; what it
+        holds unread: ``fetch_bytes`` per partition, ``max_records`` decoded)."""
+        async with open_reader(self._portal, self.config, start, fetch_bytes=fetch_bytes,
+                               max_records=max_records) as opened:
             yield opened
 
     @property

@@ -27,8 +27,11 @@ Start = dict[int, int | None] | str | None
 class _ReaderSide:
     """Lives on the asyncio loop."""
 
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(self, config: KafkaConfig, fetch_bytes: int | None = None,
+                 max_records: int | None = None) -> None:
         self.config = config
+        self.fetch_bytes = fetch_bytes
+        self.max_records = max_records or config.max_batch
         self.consumer: AIOKafkaConsumer | None = None
         self.undecodable: Undecodable | None = None
         self._starting: asyncio.Future[dict[int, int]] | None = None
@@ -48,10 +51,15 @@ class _ReaderSide:
 
     async def _start(self, start: Start) -> dict[int, int]:
         c = self.config
+        # aiokafka keeps one fetched answer per partition until it is read, each up to
+        # max_partition_fetch_bytes (1 MiB by default) or its first record batch if that
+        # is larger: what a reader whose client reads nothing holds.
+        sized = ({} if self.fetch_bytes is None
+                 else {"max_partition_fetch_bytes": self.fetch_bytes})
         self.consumer = AIOKafkaConsumer(
             **client_args(c), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=c.max_batch,
-            isolation_level=ISOLATION)
+            auto_offset_reset="earliest", max_poll_records=self.max_records,
+            isolation_level=ISOLATION, **sized)
         await self.consumer.start()
         self.undecodable = Undecodable(self.consumer, "reader")
         parts = self.consumer.partitions_for_topic(c.topic)
@@ -77,7 +85,7 @@ class _ReaderSide:
         assert self.consumer is not None
         assert self.undecodable is not None
         got = await self.consumer.getmany(timeout_ms=timeout_ms,
-                                          max_records=self.config.max_batch)
+                                          max_records=self.max_records)
         records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
         return records, self.undecodable.take()
 
@@ -155,11 +163,17 @@ class Reader:
 
 
 @contextlib.asynccontextmanager
-async def open_reader(portal: Portal, config: KafkaConfig,
-                      start: Start = None) -> AsyncIterator[tuple[Reader, dict[int, int]]]:
+async def open_reader(portal: Portal, config: KafkaConfig, start: Start = None, *,
+                      fetch_bytes: int | None = None, max_records: int | None = None
+                      ) -> AsyncIterator[tuple[Reader, dict[int, int]]]:
     """A group-less reader of every partition and its starting positions (see
-    ``_ReaderSide.start`` for ``start``). Stopped on exit, even when cancelled."""
-    side = _ReaderSide(config)
+    ``_ReaderSide.start`` for ``start``). Stopped on exit, even when cancelled.
+
+    What it holds unread is about one fetched answer per partition: ``fetch_bytes``
+    per partition (default aiokafka's 1 MiB; Kafka still sends a first record batch
+    larger than that whole), of which ``max_records`` (default ``max_batch``) are
+    decoded per fetch."""
+    side = _ReaderSide(config, fetch_bytes, max_records)
     try:
         positions = await portal.call(side.start, start)
         yield Reader(portal, side), positions

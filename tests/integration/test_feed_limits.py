@@ -2,7 +2,8 @@
 a 400 JSON before the handshake whatever their bytes; subscribers beyond the node's
 bounds get a 503 JSON; a subscriber that reads nothing (resumed or live) is cut off
 after ``feed_stall_timeout`` seconds (its Kafka reader closed at once, close 4001 when
-it reads again); a client's oversized message is refused."""
+it reads again) and, until then, its reader holds little; a client's oversized message
+is refused."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import json
 import re
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from tests.support.feed import open_feed
 from tools import topic as load
+from tools.bench import load as bench
 from tools.procs import Node, wait_ready
 
 BIG_NAME = "n" * 60_000  # ~60 KB per change: a few hundred fill any socket buffer
@@ -171,6 +174,44 @@ async def test_subscribers_that_read_nothing_are_cut_and_bounds_hold(
     assert handshake(node, b"")[0] == 101
     text = (await client.get(f"{node.base}/metrics")).text
     assert metric(text, "kstate_feed_refused_total") == 2
+
+
+def rss_mib(node: Node) -> float:
+    assert node.proc is not None
+    for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_resumed_subscriber_that_reads_nothing_holds_little(
+        kafka_bootstrap, names, make_node, client):
+    """Until it is cut off, a resumed subscriber that reads nothing keeps its own Kafka
+    reader: that reader holds one fetched answer per partition and one fetch's records.
+    With aiokafka's defaults (1 MiB per partition, 5,000 records) that was ~12 MB per
+    subscriber here (100k users, 10 partitions), feed_max_resumed times over; now a
+    fetch brings at most 64 KiB per partition (actors/feed_resume.py)."""
+    count = 16
+    await bench.load(kafka_bootstrap, names["topic"], 10, 100_000, 0, batch_bytes=64 * 1024)
+    node = make_node(KSTATE_FEED_MAX_RESUMED=str(count), KSTATE_FEED_STALL_TIMEOUT="60")
+    await wait_ready(client, node, timeout=60)
+    async with lazy_feed(node, "from=beginning"):  # the code paths, warm
+        await wait_metric(client, node, "kstate_feed_resumed_readers", 1)
+    await wait_metric(client, node, "kstate_feed_connections", 0)
+    await trio.sleep(1.0)
+    before = rss_mib(node)
+    async with AsyncExitStack() as stack:
+        for _ in range(count):
+            await stack.enter_async_context(lazy_feed(node, "from=beginning"))
+        await wait_metric(client, node, "kstate_feed_resumed_readers", count)
+        await trio.sleep(3.0)  # each reader fetches all it will hold
+        during = rss_mib(node)
+        assert metric((await client.get(f"{node.base}/metrics")).text,
+                      "kstate_feed_stalled_subscribers_total") == 0  # still held
+    per = (during - before) / count
+    print(f"\nresumed subscribers reading nothing: {count}, node RSS {before:.0f} MiB "
+          f"before, {during:.0f} MiB with them: {per:.2f} MiB each")
+    assert per < 3, f"{per:.1f} MiB per resumed subscriber that reads nothing"
 
 
 async def test_a_client_message_over_the_limit_closes_the_socket(make_node, client):

@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -206,6 +207,38 @@ async def test_an_idle_connection_is_closed_silently():
         with trio.fail_after(3):
             assert await read_until_closed(s) == b""
         assert srv.front.statistics().idle_timeouts == 1
+
+
+async def test_deadlines_run_from_now_even_when_the_event_loop_lags():
+    """A deadline is set when its wait starts, from the clock, not from the time the
+    front's timer last ran: when the event loop lags (a loaded machine, another thread
+    holding the GIL, a slow handler) the timer runs late, and a deadline computed from
+    its stale time fired early by the lag. (Issue 16: keep-alive connections closed
+    seconds before http_idle_timeout under load.) Here the handler of a first request
+    blocks the loop for 0.8 s; the second request's head, pipelined but incomplete,
+    must then be given its whole head_timeout (within the timer's tick)."""
+    limits = Limits(head_timeout=1.0)
+    tick = 0.25  # a quarter of the shortest timeout
+
+    async def handle(req: Request) -> Response:
+        time.sleep(0.8)  # noqa: ASYNC251 (the loop lags: the front's timer cannot run)
+        return 200, [(b"content-type", b"text/plain")], b"ok"
+
+    front = Front(handle=handle, limits=limits)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        addr = await nursery.start(partial(serve_front, front, "127.0.0.1:0",
+                                           shutdown_trigger=stop.wait))
+        s = await connect(addr)
+        await trio.sleep(0.3)  # the timer has run
+        await s.send_all(GET % b"a" + b"GET /users/b HTTP/1.1\r\nHost:")
+        await read_replies(s, 1)
+        answered = trio.current_time()
+        replies = parse_replies(await read_until_closed(s))
+        waited = trio.current_time() - answered
+        assert [r.status for r in replies] == [408]
+        assert waited >= limits.head_timeout - tick - 0.05, waited
+        stop.set()
 
 
 async def test_a_head_too_large_is_a_431():

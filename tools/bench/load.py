@@ -71,9 +71,10 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 async def load(bootstrap: str, topic: str, partitions: int, users: int, sample: int,
-               seed: int = 8) -> Loaded:
-    """Create ``topic`` (compacted) and write ``users`` users into it; return what was
-    written, with ``sample`` random (email, partition) pairs for the HTTP runs."""
+               seed: int = 8, batch_bytes: int = BATCH_BYTES) -> Loaded:
+    """Create ``topic`` (compacted) and write ``users`` users into it, in record batches
+    of up to ``batch_bytes``; return what was written, with ``sample`` random (email,
+    partition) pairs for the HTTP runs."""
     await create_topic(bootstrap, topic, partitions)
     rng = random.Random(seed)
     chosen = set(rng.sample(range(users), min(sample, users)))
@@ -95,6 +96,6 @@ async def load(bootstrap: str, topic: str, partitions: int, users: int, sample: 
 
     async with open_tooling(_config(bootstrap, topic, partitions)) as bridge:
         t0 = time.perf_counter()
-        await bridge.produce_bulk(records(), BATCH_BYTES)
+        await bridge.produce_bulk(records(), batch_bytes)
         loaded.seconds = time.perf_counter() - t0
     return loaded

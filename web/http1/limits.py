@@ -6,7 +6,8 @@ whole head, so it is read under these bounds). After a hand-over, hypercorn's ow
 settings apply (:func:`web.http1.handover.hypercorn_config` derives them from here).
 
 Deadlines are checked by one timer per server, every quarter of the shortest timeout
-(at least 10 ms, at most 0.5 s): each fires within that much of its setting.
+(at least 10 ms, at most 0.5 s): each fires at its setting or up to that much after it
+(later still while the event loop lags), never before.
 """
 
 from __future__ import annotations

@@ -101,7 +101,6 @@ class Front:
         self._used = True
         lim, handover = self.limits, self._handover
         listener = _listener(listen, lim.backlog)
-        self._shared.now = trio.current_time()
         try:
             async with trio.open_nursery() as lifespan_nursery:
                 if handover is not None:
