@@ -32,7 +32,7 @@ version, carried in ``kstate-version``) so the latest record is right again.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -40,8 +40,9 @@ import trio
 
 from actors.replies import ReplyBox
 from actors.state import NotServing, StateHandle
+from actors.write_deadlines import Deadlines, Once
 from kstate.bridge import BrokerUnavailable
-from kstate.core.messages import Bump, Claim, Own, Record, Reply, StateIn, Write, WriterIn
+from kstate.core.messages import Bump, Claim, Own, Record, StateIn, Write, WriterIn
 from kstate.core.outcomes import Conflict, Unavailable, WriteOutcome, Written
 from kstate.core.records import EPOCH_HEADER, EXPECT_EXISTS, EXPECT_HEADER, VERSION_HEADER, marker
 from kstate.core.wire import etag, parse_etag
@@ -94,6 +95,9 @@ class WriterHandle:
         self.repairs = 0
         self.markers = 0
 
+    def count_failed(self) -> None:
+        self.failed += 1
+
     def _done(self, partition: int) -> None:
         self.inflight[partition] -= 1
         if self.inflight[partition] == 0:
@@ -111,53 +115,6 @@ class WriterHandle:
                            repairs=self.repairs, markers=self.markers)
 
 
-class _Once:
-    """Answers a write once: the first answer (in time, or the 503 at the deadline) wins."""
-
-    def __init__(self, reply: Reply[WriteOutcome]) -> None:
-        self._reply = reply
-        self.sent = False
-
-    def send(self, value: WriteOutcome) -> None:
-        if not self.sent:
-            self.sent = True
-            self._reply.send(value)
-
-
-class _Deadlines:
-    """Answers 503 ``write_timeout`` to writes still unanswered ``timeout`` seconds after
-    they were produced, while their produce goes on (one task for every write: a
-    cancel scope and a task per write cost more than the write's own work). Writes
-    come in deadline order, the timeout being the same for all."""
-
-    def __init__(self, timeout: float, handle: WriterHandle) -> None:
-        self.timeout = timeout
-        self.h = handle
-        self._due: deque[tuple[float, _Once]] = deque()
-        self._added = trio.Event()
-
-    def add(self, reply: _Once) -> None:
-        self._due.append((trio.current_time() + self.timeout, reply))
-        self._added.set()
-
-    async def run(self) -> None:
-        while True:
-            if not self._due:
-                self._added = trio.Event()
-                await self._added.wait()
-            deadline, reply = self._due[0]
-            if reply.sent:
-                self._due.popleft()
-                continue
-            await trio.sleep_until(deadline)
-            self._due.popleft()
-            if not reply.sent:
-                self.h.failed += 1
-                reply.send(Unavailable(
-                    "write_timeout",
-                    "the write was not confirmed in time; it may or may not apply", 2.0))
-
-
 class _Writer:
     def __init__(self, produce: Produce, state: StateHandle,
                  own: trio.MemorySendChannel[StateIn], handle: WriterHandle,
@@ -170,7 +127,7 @@ class _Writer:
         self.own = own
         self.h = handle
         self.write_timeout = write_timeout
-        self.deadlines = _Deadlines(write_timeout, handle)
+        self.deadlines = Deadlines(write_timeout, handle.count_failed)
         self.catchup_timeout = catchup_timeout
 
     # -- markers ----------------------------------------------------------------
@@ -237,7 +194,7 @@ class _Writer:
     # -- writes -----------------------------------------------------------------
     async def handle(self, w: Write) -> None:
         lock = self.h.locks.setdefault(w.key, trio.Lock())
-        reply = _Once(w.reply)
+        reply = Once(w.reply)
         try:
             got = not lock.locked() and lock.statistics().tasks_waiting == 0
             if got:
@@ -258,7 +215,7 @@ class _Writer:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self.h.locks.pop(w.key, None)
 
-    async def _write(self, w: Write, reply: _Once) -> WriteOutcome:
+    async def _write(self, w: Write, reply: Once) -> WriteOutcome:
         p = w.partition
         try:
             if not self.state.is_writable(p):
