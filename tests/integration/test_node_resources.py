@@ -231,6 +231,16 @@ async def drip(sock: trio.socket.SocketType, data: bytes) -> bytes:
     raise AssertionError("a slowloris client was never cut off")
 
 
+async def refused_408(sock: trio.socket.SocketType, cut: Cut, answer: bytes) -> Cut:
+    """After a drip the node cut short: it answered 408 and then closed."""
+    cut.answered = time.monotonic()
+    answer += await read_to_eof(sock, LINGER + MARGIN + 10)
+    cut.closed = time.monotonic()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert b'"request_timeout"' in answer, answer
+    return cut
+
+
 async def slow_head(node: Node, i: int, out: list[Cut]) -> None:
     """A request head a byte at a time that never ends: 408, then closed."""
     start = time.monotonic()
@@ -238,12 +248,7 @@ async def slow_head(node: Node, i: int, out: list[Cut]) -> None:
         cut = Cut(start, time.monotonic())
         answer = await drip(sock, (f"GET /users/{bench.email_of(i)} HTTP/1.1\r\nHost: x\r\n"
                                    "X-Slow: " + "z" * 10_000).encode())
-        cut.answered = time.monotonic()
-        answer += await read_to_eof(sock, LINGER + MARGIN + 10)
-        cut.closed = time.monotonic()
-        assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
-        assert b'"request_timeout"' in answer, answer
-        out.append(cut)
+        out.append(await refused_408(sock, cut, answer))
 
 
 async def slow_body(node: Node, i: int, out: list[Cut]) -> None:
@@ -258,12 +263,7 @@ async def slow_body(node: Node, i: int, out: list[Cut]) -> None:
                         f"Content-Length: {len(body)}\r\n\r\n".encode())
         cut = Cut(start, time.monotonic())
         answer = await drip(sock, body)
-        cut.answered = time.monotonic()
-        answer += await read_to_eof(sock, LINGER + MARGIN + 10)
-        cut.closed = time.monotonic()
-        assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
-        assert b'"request_timeout"' in answer, answer
-        out.append(cut)
+        out.append(await refused_408(sock, cut, answer))
 
 
 async def idle_keepalive(node: Node, i: int, hostile: Hostile) -> None:
