@@ -127,43 +127,52 @@ def shield_sends(app: Asgi) -> Asgi:
     return asgi
 
 
-class _Replay(trio.abc.Stream):
-    """A plain socket stream whose first read returns ``head``. It has no
-    ``do_handshake``: that is how ``TCPServer`` tells plain from TLS."""
+class _ReplayBase(trio.abc.Stream):
+    """A stream whose first read returns ``head`` (bytes the front read already), then
+    reads and writes go to the wrapped stream."""
 
-    def __init__(self, stream: trio.SocketStream, head: bytes) -> None:
-        self._stream = stream
+    def __init__(self, stream: trio.abc.Stream, head: bytes) -> None:
+        self._inner = stream
         self._head = head
-        self.socket = stream.socket
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._head:
             data, self._head = self._head, b""
             await trio.lowlevel.checkpoint()
             return data
-        return bytes(await self._stream.receive_some(max_bytes))
+        return bytes(await self._inner.receive_some(max_bytes))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
+        await self._inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
+        await self._inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Replay(_ReplayBase):
+    """Over a plain socket stream. It has no ``do_handshake``: that is how
+    ``TCPServer`` tells plain from TLS."""
+
+    def __init__(self, stream: trio.SocketStream, head: bytes) -> None:
+        super().__init__(stream, head)
+        self._stream = stream
+        self.socket = stream.socket
 
     async def send_eof(self) -> None:
         await self._stream.send_eof()
 
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
-
-class _ReplayTLS(trio.abc.Stream):
-    """The same over a ``trio.SSLStream`` whose handshake is done: what
-    ``TCPServer`` asks of a TLS stream (``do_handshake``, ``selected_alpn_protocol``,
+class _ReplayTLS(_ReplayBase):
+    """Over a ``trio.SSLStream`` whose handshake is done: what ``TCPServer`` asks of a
+    TLS stream (``do_handshake``, ``selected_alpn_protocol``,
     ``transport_stream.socket``), and no ``send_eof``, as a TLS stream has none."""
 
     def __init__(self, stream: trio.SSLStream[trio.SocketStream], head: bytes) -> None:
+        super().__init__(stream, head)
         self._stream = stream
-        self._head = head
         self.transport_stream = stream.transport_stream
 
     async def do_handshake(self) -> None:
@@ -172,22 +181,6 @@ class _ReplayTLS(trio.abc.Stream):
     def selected_alpn_protocol(self) -> str | None:
         alpn: str | None = self._stream.selected_alpn_protocol()
         return alpn
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._head:
-            data, self._head = self._head, b""
-            await trio.lowlevel.checkpoint()
-            return data
-        return bytes(await self._stream.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 class HandOver:
