@@ -20,7 +20,7 @@ import trio
 from quart_trio import QuartTrio
 
 from web.hot import HotRoutes, is_hot
-from web.http1 import Front, Limits, hypercorn_config, serve_front
+from web.http1 import Front, Limits, bind_listening, hypercorn_config, serve_front
 from web.services import Services
 
 BACKLOG = 1024
@@ -56,23 +56,11 @@ class FrontSettings:
 
 
 def bind(listen: str) -> socket.socket:
-    """A TCP socket listening on ``listen`` (host:port; port 0 = any free port)."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "TCP_USER_TIMEOUT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
-                            SEND_STALL_TIMEOUT * 1000)
-        sock.bind(addr)
-        sock.listen(BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    """A TCP socket listening on ``listen`` (host:port; port 0 = any free port), whose
+    unacknowledged sends give up after SEND_STALL_TIMEOUT (where the OS has it)."""
+    options = ((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, SEND_STALL_TIMEOUT * 1000),
+               ) if hasattr(socket, "TCP_USER_TIMEOUT") else ()
+    return bind_listening(listen, BACKLOG, options)
 
 
 def bound_address(sock: socket.socket, listen: str) -> str:

@@ -20,6 +20,7 @@ from web.http1.client import header_ok as header_ok
 from web.http1.handover import hypercorn_config as hypercorn_config
 from web.http1.limits import Limits as Limits
 from web.http1.server import Front as Front
+from web.http1.server import bind_listening as bind_listening
 from web.http1.server import serve_front as serve_front
 from web.http1.stats import FrontStatistics as FrontStatistics
 from web.http1.wire import Request as Request

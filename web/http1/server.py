@@ -227,8 +227,16 @@ def _listener(listen: str | stdlib_socket.socket, backlog: int) -> trio.SocketLi
     """One listening socket for ``host:port`` (``[v6]:port`` too; port 0 = any), or
     ``listen`` itself when it is a socket already bound and listening (taken over:
     closed when the server ends)."""
-    if isinstance(listen, stdlib_socket.socket):
-        return trio.SocketListener(trio.socket.from_stdlib_socket(listen))
+    sock = listen if isinstance(listen, stdlib_socket.socket) else bind_listening(listen,
+                                                                                  backlog)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+def bind_listening(listen: str, backlog: int,
+                   options: tuple[tuple[int, int, int], ...] = ()) -> stdlib_socket.socket:
+    """A TCP socket bound to ``host:port`` (``[v6]:port`` too; port 0 = any; no host =
+    every address) and listening, with SO_REUSEADDR and each ``(level, name, value)`` of
+    ``options`` set before the bind."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     family, kind, proto, _, addr = stdlib_socket.getaddrinfo(
@@ -236,12 +244,14 @@ def _listener(listen: str | stdlib_socket.socket, backlog: int) -> trio.SocketLi
     sock = stdlib_socket.socket(family, kind, proto)
     try:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        for level, name, value in options:
+            sock.setsockopt(level, name, value)
         sock.bind(addr)
         sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
-    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    return sock
 
 
 def _bound(listener: trio.SocketListener) -> str:
