@@ -241,6 +241,39 @@ async def test_deadlines_run_from_now_even_when_the_event_loop_lags():
         stop.set()
 
 
+async def test_a_backlog_of_connections_is_taken_in_a_few_passes_of_the_scheduler():
+    """An accept yields to every other task, so the front took one connection from the
+    backlog per pass of trio's scheduler. Under a storm of connections (the resources
+    test opens ~450 at once while 250 websocket handshakes keep the node busy) they
+    waited in the backlog for seconds, and since a head deadline runs from the accept,
+    the clients saw 2 s deadlines fire at 4.7 s. Here a task busy for 5 ms per pass
+    stands for the others, and 100 connections wait in the backlog: they are taken in
+    a few passes, not a hundred."""
+    async with running(app=False) as srv:
+        host, port = srv.addr.rsplit(":", 1)
+        # blocking connects: the kernel completes them into the backlog while the
+        # front cannot run
+        held = [socket.create_connection((host, int(port))) for _ in range(100)]
+        passes = 0
+
+        async def busy() -> None:
+            nonlocal passes
+            while True:
+                time.sleep(0.005)  # noqa: ASYNC251 (a task that takes its time each pass)
+                passes += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy)
+            with trio.fail_after(10):
+                while srv.front.statistics().open_connections < len(held):
+                    await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()
+        assert passes <= 10, passes
+        for s in held:
+            s.close()
+
+
 async def test_a_head_too_large_is_a_431():
     async with running(Limits(max_head_bytes=1024)) as srv:
         await expect_error(srv.addr, b"GET /users/x HTTP/1.1\r\nX: " + b"a" * 2000,
