@@ -48,6 +48,7 @@ from kstate.settings import Settings
 from web import tls
 from web.app import create_app
 from web.auth import signer
+from web.loop_lag import LoopLag
 from web.proxy import Proxy
 from web.server import FrontSettings, bind, bound_address, build_front, serve
 from web.services import HttpConfig, build_services
@@ -218,8 +219,10 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                                 stall_timeout=settings.feed_stall_timeout)
             feed_h = await root.start(partial(feed.run, bridge, buffer=FEED_BUFFER, url=url,
                                               limits=limits))
+            loop_lag = LoopLag()
+            await root.start(loop_lag.run)
             services = build_services(http, router=router_h, state=state_h, writer=writer_h,
-                                      proxy=proxy, feed=feed_h)
+                                      proxy=proxy, feed=feed_h, loop_lag=loop_lag)
             front = build_front(services, create_app(services), FrontSettings(
                 max_connections=settings.http_max_connections,
                 head_timeout=settings.http_head_timeout,

@@ -36,6 +36,7 @@ from actors.router import RouterHandle
 from actors.state import StateHandle
 from actors.writer import WriterHandle
 from kstate.core.durability import REASONS
+from web.loop_lag import LoopLag
 from web.nonces import NonceCache
 from web.proxy import Proxy
 
@@ -52,8 +53,9 @@ class NodeCollector:
     def __init__(self, url: str, topic: str, group: str, started_at: float, *,
                  router: RouterHandle, state: StateHandle, writer: WriterHandle,
                  proxy: Proxy, feed: FeedHandle | None, nonces: NonceCache | None = None,
-                 durability: tuple[str, ...] = ()) -> None:
+                 durability: tuple[str, ...] = (), loop_lag: LoopLag | None = None) -> None:
         self._url, self._topic, self._group_name = url, topic, group
+        self._loop_lag = loop_lag
         self._started_at = started_at
         self._router, self._state, self._writer = router, state, writer
         self._proxy, self._feed_h = proxy, feed
@@ -65,6 +67,18 @@ class NodeCollector:
         yield from self._traffic()
         yield from self._feed()
         yield from self._trust()
+        yield from self._load()
+
+    def _load(self) -> Iterator[Metric]:
+        if self._loop_lag is None:
+            return
+        yield GaugeMetricFamily("kstate_event_loop_lag_seconds",
+                                "how late the event loop ran a 0.1 s sleep, latest: every "
+                                "timer (HTTP deadlines, feed stall cuts) is as late",
+                                value=self._loop_lag.latest)
+        yield GaugeMetricFamily("kstate_event_loop_lag_max_seconds",
+                                "the worst event loop lateness since the node started",
+                                value=self._loop_lag.worst)
 
     def _trust(self) -> Iterator[Metric]:
         durability = GaugeMetricFamily(
@@ -259,7 +273,7 @@ class Metrics:
     def __init__(self, url: str, topic: str, group: str, started_at: float, *,
                  router: RouterHandle, state: StateHandle, writer: WriterHandle,
                  proxy: Proxy, feed: FeedHandle | None, nonces: NonceCache | None = None,
-                 durability: tuple[str, ...] = ()) -> None:
+                 durability: tuple[str, ...] = (), loop_lag: LoopLag | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("kstate_http_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=self.registry)
@@ -271,7 +285,7 @@ class Metrics:
         self.registry.register(NodeCollector(url, topic, group, started_at, router=router,
                                              state=state, writer=writer, proxy=proxy,
                                              feed=feed, nonces=nonces,
-                                             durability=durability))
+                                             durability=durability, loop_lag=loop_lag))
 
     def observe(self, route: str, method: str, status: int, kind: str, seconds: float) -> None:
         """Count one answered request."""

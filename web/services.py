@@ -14,6 +14,7 @@ from actors.state import StateHandle
 from actors.writer import WriterHandle
 from web.auth import AuthConfig
 from web.decide import Decider
+from web.loop_lag import LoopLag
 from web.metrics import Metrics
 from web.nonces import NonceCache
 from web.proxy import Proxy
@@ -58,12 +59,14 @@ class Services:
 
 
 def build_services(config: HttpConfig, *, router: RouterHandle, state: StateHandle,
-                   writer: WriterHandle, proxy: Proxy, feed: FeedHandle | None) -> Services:
+                   writer: WriterHandle, proxy: Proxy, feed: FeedHandle | None,
+                   loop_lag: LoopLag | None = None) -> Services:
     """The services object, with its decision, metrics and replay cache."""
     nonces = (NonceCache(config.cluster_auth_nonces, config.cluster_auth_window)
               if config.api_token else None)
     metrics = Metrics(config.url, config.topic, config.group, config.started_at,
                       router=router, state=state, writer=writer, proxy=proxy, feed=feed,
-                      nonces=nonces, durability=config.durability_warnings)
+                      nonces=nonces, durability=config.durability_warnings,
+                      loop_lag=loop_lag)
     return Services(config=config, router=router, state=state, writer=writer, proxy=proxy,
                     feed=feed, decider=Decider(router, proxy), metrics=metrics, nonces=nonces)

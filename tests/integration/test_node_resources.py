@@ -71,8 +71,11 @@ MAX_RESUMED = 32  # feed_max_resumed (default): 50 resumed do not
 TICK = min(max(min(HEAD_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT, 30.0) / 4, 0.01), 0.5)
 LINGER = 1.0  # web/http1/limits.py linger_timeout: what the node reads after a 408
 # Scheduling slack on a loaded 2-core machine (the node and this test share it): what
-# the node closes must be closed by its deadline + TICK + MARGIN.
+# the node closes must be closed by its deadline + TICK + MARGIN. How late the node's
+# event loop and this process's timers ran meanwhile is measured and reported with
+# every cut, to tell a loaded machine from a late node.
 MARGIN = 5.0
+LAG_STEP = 0.05
 EARLY = 0.05  # how much sooner than its deadline a close may be seen (clock reads)
 
 IDLE = 1000
@@ -195,6 +198,19 @@ class Cut:
         return (f"deadline started within {self.started - self.start:.2f}s; answered "
                 f"{self.answered - self.started:.2f}s and closed "
                 f"{self.closed - self.started:.2f}s after")
+
+
+@dataclass
+class Lag:
+    """How late this process's timers fire: a measure of the machine's load, which the
+    node suffers too."""
+    worst: float = 0.0
+
+    async def watch(self) -> None:
+        while True:
+            before = time.monotonic()
+            await trio.sleep(LAG_STEP)
+            self.worst = max(self.worst, time.monotonic() - before - LAG_STEP)
 
 
 @dataclass
@@ -384,6 +400,9 @@ async def test_every_resource_a_client_can_hold_is_bounded(
     bound = rss_bound(rss_before)
 
     hostile = Hostile()
+    lag = Lag()
+    before = metric(await metrics(client, node), "kstate_event_loop_lag_max_seconds")
+    node_lag = {"before": before, "sampled": 0.0}
     rss_during: list[int] = []
     most = {"node_sockets": 0, "resumed_readers": 0.0}
     t_hold = time.monotonic()
@@ -393,8 +412,11 @@ async def test_every_resource_a_client_can_hold_is_bounded(
             rss_during.append(rss(pid))
             most["node_sockets"] = max(most["node_sockets"], node_sockets(node))
             if not good.paused:  # (at the cap, /metrics on a new connection is refused)
-                readers = metric(await metrics(client, node), "kstate_feed_resumed_readers")
+                text = await metrics(client, node)
+                readers = metric(text, "kstate_feed_resumed_readers")
                 most["resumed_readers"] = max(most["resumed_readers"], readers)
+                node_lag["sampled"] = max(node_lag["sampled"],
+                                          metric(text, "kstate_event_loop_lag_seconds"))
             await trio.sleep(0.2)
 
     async with trio.open_nursery() as idle_nursery:  # until the node closes them all
@@ -402,6 +424,7 @@ async def test_every_resource_a_client_can_hold_is_bounded(
             good.phase = "during"
             background.start_soon(good.run)
             background.start_soon(sample)
+            background.start_soon(lag.watch)
             # -- take everything at once ----------------------------------------------
             for i in range(IDLE):  # first, as they take longest to open
                 idle_nursery.start_soon(idle_keepalive, node, i, hostile)
@@ -509,6 +532,10 @@ async def test_every_resource_a_client_can_hold_is_bounded(
     log = node.log_text()
     assert "Traceback" not in log, log[-3000:]
 
+    worst_ever = metric(await metrics(client, node), "kstate_event_loop_lag_max_seconds")
+    # a worst set during the hold is the hold's; else the hold's stayed under the old one
+    late = max(node_lag["sampled"], worst_ever if worst_ever > node_lag["before"] else 0.0)
+
     def worst(cuts: list[Cut], what: str) -> float:
         return round(max(getattr(c, what) - c.started for c in cuts), 2)
 
@@ -541,7 +568,9 @@ async def test_every_resource_a_client_can_hold_is_bounded(
             "feed_cut_after_noise": round(t_cut - t_noise, 2),
             "websockets_dropped_after_cut": round(t_dropped - t_cut, 2),
             "release": round(t_released - t_release, 2),
-            "total": round(time.monotonic() - t_start, 1)},
+            "total": round(time.monotonic() - t_start, 1),
+            "node_loop_lag_worst": round(late, 2),
+            "test_timer_lag_worst": round(lag.worst, 2)},
     }
     (tmp_path / "resources.json").write_text(json.dumps(figures, indent=2))
     print("\nresources:", json.dumps(figures, indent=1))
@@ -556,9 +585,11 @@ async def test_every_resource_a_client_can_hold_is_bounded(
                                   (hostile.body, BODY_TIMEOUT, LINGER),
                                   (hostile.idle, IDLE_TIMEOUT, 0.0)):
         for c in cuts:  # at the deadline (within a tick + MARGIN), not before, and closed
-            assert c.answered - c.start >= timeout - EARLY, f"{timeout}s: {c}"
-            assert c.answered - c.started <= timeout + TICK + MARGIN, f"{timeout}s: {c}"
-            assert c.closed - c.started <= timeout + TICK + linger + MARGIN, f"{timeout}s: {c}"
+            why = (f"{timeout}s: {c}; the node's loop late by up to {late:.2f}s, this "
+                   f"process's timers by {lag.worst:.2f}s")
+            assert c.answered - c.start >= timeout - EARLY, why
+            assert c.answered - c.started <= timeout + TICK + MARGIN, why
+            assert c.closed - c.started <= timeout + TICK + linger + MARGIN, why
     assert t_dropped - t_cut <= SEND_STALL_TIMEOUT + MARGIN
     assert most["node_sockets"] <= MAX_CONNECTIONS + 60, most  # (+ refused probes)
     assert rss_peak <= bound, (
