@@ -38,8 +38,10 @@ _CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSErro
 # accept() errors that concern only the connection being accepted (trio's
 # SocketListener skips them too)
 _SKIP_ACCEPT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO})
-# Connections taken from the backlog per pass of the scheduler (see _accept_loop).
-ACCEPT_BURST = 64
+# Connections taken from the backlog per pass of the scheduler (see _accept_loop): a
+# storm of hundreds is in within a few dozen passes, and no single pass is flooded with
+# new connections ahead of the requests already in flight.
+ACCEPT_BURST = 16
 
 
 class Front:
