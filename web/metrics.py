@@ -36,7 +36,7 @@ from actors.router import RouterHandle
 from actors.state import StateHandle
 from actors.writer import WriterHandle
 from kstate.core.durability import REASONS
-from web.loop_lag import LoopLag
+from web.loop_lag import STEP, LoopLag
 from web.nonces import NonceCache
 from web.proxy import Proxy
 
@@ -73,8 +73,8 @@ class NodeCollector:
         if self._loop_lag is None:
             return
         yield GaugeMetricFamily("kstate_event_loop_lag_seconds",
-                                "how late the event loop ran a 0.1 s sleep, latest: every "
-                                "timer (HTTP deadlines, feed stall cuts) is as late",
+                                f"how late the event loop ran a {STEP} s sleep, latest: "
+                                "every timer (HTTP deadlines, feed stall cuts) is as late",
                                 value=self._loop_lag.latest)
         yield GaugeMetricFamily("kstate_event_loop_lag_max_seconds",
                                 "the worst event loop lateness since the node started",

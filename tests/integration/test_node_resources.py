@@ -42,6 +42,7 @@ from actors.feed_resume import READER_FETCH_BYTES, READER_MAX_RECORDS
 from tools import topic as topic_tools
 from tools.bench import load as bench
 from tools.procs import Node, wait_stable
+from web.loop_lag import LoopLag
 from web.server import SEND_STALL_TIMEOUT
 
 PARTITIONS = 10
@@ -80,7 +81,6 @@ LINGER = 1.0  # web/http1/limits.py linger_timeout: what the node reads after a 
 # event loop and this process's timers ran meanwhile is measured and reported with
 # every cut, to tell a loaded machine from a late node.
 MARGIN = 5.0
-LAG_STEP = 0.05
 EARLY = 0.05  # how much sooner than its deadline a close may be seen (clock reads)
 
 IDLE = 1000
@@ -203,19 +203,6 @@ class Cut:
         return (f"deadline started within {self.started - self.start:.2f}s; answered "
                 f"{self.answered - self.started:.2f}s and closed "
                 f"{self.closed - self.started:.2f}s after")
-
-
-@dataclass
-class Lag:
-    """How late this process's timers fire: a measure of the machine's load, which the
-    node suffers too."""
-    worst: float = 0.0
-
-    async def watch(self) -> None:
-        while True:
-            before = time.monotonic()
-            await trio.sleep(LAG_STEP)
-            self.worst = max(self.worst, time.monotonic() - before - LAG_STEP)
 
 
 @dataclass
@@ -406,7 +393,7 @@ async def test_every_resource_a_client_can_hold_is_bounded(
     bound = rss_bound(rss_before)
 
     hostile = Hostile()
-    lag = Lag()
+    lag = LoopLag()  # this process's own timers, measured as the node measures its loop
     before = metric(await metrics(client, node), "kstate_event_loop_lag_max_seconds")
     node_lag = {"before": before, "sampled": 0.0}
     rss_during: list[int] = []
@@ -430,7 +417,7 @@ async def test_every_resource_a_client_can_hold_is_bounded(
             good.phase = "during"
             background.start_soon(good.run)
             background.start_soon(sample)
-            background.start_soon(lag.watch)
+            background.start_soon(lag.run)
             # -- take everything at once ----------------------------------------------
             for i in range(IDLE):  # first, as they take longest to open
                 idle_nursery.start_soon(idle_keepalive, node, i, hostile)
