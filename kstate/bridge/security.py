@@ -54,8 +54,8 @@ def client_args(c: KafkaConfig) -> dict[str, Any]:
 
 async def check_access(c: KafkaConfig) -> None:
     """Log in to the first bootstrap server that answers. Raises KafkaAuthFailed if
-    one refuses the credentials or the TLS handshake; a server that does not answer
-    is left to the caller's retries."""
+    one refuses the credentials, the TLS handshake or this node's client certificate;
+    a server that does not answer is left to the caller's retries."""
     kwargs = security_args(c)
     for server in c.servers:
         host, _, port = server.rpartition(":")
@@ -69,7 +69,34 @@ async def check_access(c: KafkaConfig) -> None:
             raise KafkaAuthFailed(
                 f"Kafka at {server} refused this node ({c.security_protocol}, "
                 f"user {c.sasl_username!r}): {exc}") from None
-        except (TimeoutError, OSError, KafkaError):
-            continue
+        except (TimeoutError, OSError, KafkaError) as exc:
+            alert = tls_alert(exc)
+            if alert is None:
+                continue
+            log.error("event=kafka_auth_failed server=%s protocol=%s mechanism=%s user=%s "
+                      "error=%r", server, c.security_protocol, c.sasl_mechanism,
+                      c.sasl_username, alert)
+            raise KafkaAuthFailed(
+                f"Kafka at {server} refused this node's TLS ({c.security_protocol}, "
+                f"client certificate {c.ssl_certfile or 'none'!r}): {alert}") from None
         conn.close()
         return
+
+
+def tls_alert(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS alert the server sent, if that is what broke the connection. With TLS
+    1.3 the client's handshake is over before the server has checked the client's
+    certificate: a server that refuses it sends an alert (bad certificate, unknown CA,
+    certificate required) that the client reads only with the first answer it awaits,
+    and aiokafka reports it as a closed connection whose cause is that alert. A
+    connection merely closed or reset (a broker not up yet) carries no alert."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if (isinstance(cur, ssl.SSLError)
+                and not isinstance(cur, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
+                and "ALERT" in str(getattr(cur, "reason", None) or "").upper()):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
