@@ -15,7 +15,8 @@ from typing import assert_never
 import trio
 
 from kstate.core.messages import Assign, Batch, Bump, Own, Revoke, StateIn
-from kstate.core.table import NotServing, Outcome, StateTable
+from kstate.core.partition import Outcome
+from kstate.core.table import NotServing, StateTable
 
 __all__ = ["NotServing", "Outcome", "PartitionStats", "StateHandle", "run"]
 

@@ -2,22 +2,29 @@
 them. Plain synchronous code: the state owner (actors/state.py) drives it and wakes the
 tasks waiting on it; unit tests drive it directly.
 
-Per partition: a dict ``key -> packed (version, value)``, the position (next offset to
-apply: everything below it is applied), the catch-up target (end offset read right
-after the assignment), whether this node serves it, and the owner epochs that fence
-zombies. Every record goes through the one rule, kstate/core/records.py. The catch-up
-gate is ``serving and position >= target`` (docs/design.md, "Consistency rules").
+Per partition (kstate/core/partition.py): a dict ``key -> packed (version, value)``, the
+position (next offset to apply: everything below it is applied), the catch-up target
+(end offset read right after the assignment), whether this node serves it, and the
+owner epochs that fence zombies. Every record goes through the one rule,
+kstate/core/records.py. The catch-up gate is ``serving and position >= target``
+(docs/design.md, "Consistency rules").
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from kstate.core.messages import Assign, Batch, Record, Revoke
+from kstate.core.partition import (
+    UNUSABLE,
+    Outcome,
+    Partition,
+    lookup,
+    pack,
+    stored_version,
+)
 from kstate.core.records import (
     Decision,
     Delete,
@@ -33,114 +40,11 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 5.0  # seconds between two catch-up progress lines of one partition
 OUTCOMES_KEPT = 4096  # outcomes of this node's recent writes kept per partition
 OWN_AHEAD_KEPT = 4096  # records of this node kept per partition until the ones before apply
-# Reasons a record did not apply as written that are about the record itself (what
-# /readyz calls invalid_records): the others are wrong_partition, fenced, expect_failed.
-UNUSABLE = "unusable"
+
 
 
 class NotServing(Exception):
     """The partition is not (or no longer) served by this node."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the rule did with a record this node wrote (kstate/core/records.py)."""
-
-    applied: bool  # False: fenced or its condition failed
-    reason: str | None  # None when applied; "fenced" | "expect_failed" otherwise
-    created: bool  # applied and the key did not exist before
-    version: int  # the key's version after it (-1: absent)
-
-
-@dataclass(slots=True)
-class Partition:
-    """One held partition: its data, position, catch-up target, epochs and counters."""
-    # key -> 8-byte big-endian version + value bytes: one object per entry instead of a
-    # tuple, an int and the value (about 300 -> 200 bytes an entry; see _pack).
-    data: dict[bytes, bytes] = field(default_factory=dict)
-    position: int = 0
-    target: int = 0
-    serving: bool = False
-    assigned_at: float = 0.0
-    caught_up_at: float | None = None
-    progress_logged_at: float = 0.0
-    replayed: int = 0
-    # The highest owner epoch a marker raised the partition to, and this node's own
-    # (-1: none). A partition is writable here once its epoch is ours; a higher one
-    # means a newer owner took it over: this node no longer serves it.
-    epoch: int = -1
-    own_epoch: int = -1
-    generation: int = -1  # the group generation of the assignment (kstate/core/records.py)
-    # Records that did not apply as written, by reason (UNUSABLE, wrong_partition,
-    # fenced, expect_failed, no_key), and the unusable ones by their own reason.
-    counts: dict[str, int] = field(default_factory=dict)
-    unusable: dict[str, int] = field(default_factory=dict)
-    # key -> offset of an ignored record that is now the key's latest record: the
-    # owner restates the key (a repair), else compaction could drop its real state.
-    shadowed: dict[bytes, int] = field(default_factory=dict)
-    # offset -> what became of a record written by this node (its writer waits on it)
-    outcomes: OrderedDict[int, Outcome] = field(default_factory=OrderedDict)
-    halted: str | None = None  # why the partition stopped at its position, if it did
-    # offset -> a record this node produced past the position: applied as soon as the
-    # records before it are (writes to one partition are acknowledged together, and
-    # their writers may come back in any order; the fetch need not bring them back)
-    own_ahead: dict[int, Record] = field(default_factory=dict)
-
-    @property
-    def superseded(self) -> bool:
-        return self.own_epoch >= 0 and self.epoch > self.own_epoch
-
-    @property
-    def live(self) -> bool:
-        """Served by this node now: assigned, not taken over, not halted."""
-        return self.serving and not self.superseded and self.halted is None
-
-    @property
-    def caught_up(self) -> bool:
-        return self.live and self.position >= self.target
-
-    @property
-    def writable(self) -> bool:
-        """Caught up, and this node's latest marker is the partition's epoch."""
-        return self.caught_up and self.own_epoch >= 0 and self.epoch == self.own_epoch
-
-    @property
-    def invalid(self) -> int:
-        return self.counts.get(UNUSABLE, 0)
-
-
-# A value that ends exactly in ``,"email":"<key>"}`` (what kstate's writer stores:
-# compact JSON, name first) keeps only what comes before that tail, which repeats
-# the key; the read puts the same bytes back. The top bit of the stored offset says
-# so. About 37 bytes of ~220 an entry at a million users.
-_TAIL_FLAG = 1 << 63
-_OFFSET_MASK = _TAIL_FLAG - 1
-_EMAIL = b',"email":"'
-
-
-def _pack(key: bytes, offset: int, value: bytes) -> bytes:
-    n = len(_EMAIL) + len(key) + 2  # the tail: ,"email":"<key>"}
-    if len(value) > n and value[-n:] == _EMAIL + key + b'"}':
-        return (offset | _TAIL_FLAG).to_bytes(8, "big") + value[:-n]
-    return offset.to_bytes(8, "big") + value
-
-
-def _unpack(key: bytes, packed: bytes) -> tuple[bytes, int]:
-    head = int.from_bytes(packed[:8], "big")
-    if head & _TAIL_FLAG:
-        return b"".join((packed[8:], _EMAIL, key, b'"}')), head & _OFFSET_MASK
-    return packed[8:], head
-
-
-def lookup(part: Partition, key: bytes) -> tuple[bytes, int] | None:
-    """``key``'s value and version in ``part``, whatever its serving state."""
-    packed = part.data.get(key)
-    return None if packed is None else _unpack(key, packed)
-
-
-def _version(part: Partition, key: bytes) -> int | None:
-    packed = part.data.get(key)
-    return None if packed is None else int.from_bytes(packed[:8], "big") & _OFFSET_MASK
 
 
 class StateTable:
@@ -250,7 +154,7 @@ class StateTable:
         keep_outcomes = position >= part.target
 
         def version_of(k: bytes) -> int | None:
-            return _version(part, k)
+            return stored_version(part, k)
 
         for rec in records:
             if rec.offset < position:
@@ -260,7 +164,7 @@ class StateTable:
             existed = key is not None and key in data
             decision = decide(rec, pid, n, part.epoch, version_of)
             if type(decision) is Upsert:
-                data[decision.key] = _pack(decision.key, decision.version, decision.value)
+                data[decision.key] = pack(decision.key, decision.version, decision.value)
                 if part.shadowed:
                     part.shadowed.pop(decision.key, None)
                 applied += 1
@@ -300,7 +204,7 @@ class StateTable:
     def _outcome(self, part: Partition, rec: Record, decision: Decision, existed: bool
                  ) -> None:
         key = rec.key
-        now = None if key is None else _version(part, key)
+        now = None if key is None else stored_version(part, key)
         version = -1 if now is None else now
         if isinstance(decision, Ignored):
             out = Outcome(False, decision.reason, False, version)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from actors.replies import ReplyBox
 from kstate.core.messages import Assign, Batch, Record
+from kstate.core.partition import lookup
 from kstate.core.partitioner import partition_for
 from kstate.core.records import (
     EPOCH_HEADER,
@@ -28,7 +29,7 @@ from kstate.core.records import (
     decide,
     marker,
 )
-from kstate.core.table import StateTable, lookup
+from kstate.core.table import StateTable
 
 N = 4  # partitions of the topic
 P = 0  # the partition under test

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from actors import state
 from actors.replies import ReplyBox
-from kstate.core import table as table_mod
+from kstate.core import partition as partition_mod
 from kstate.core.messages import Assign, Batch, Record, Revoke
 from kstate.core.table import NotServing, StateTable
 from kstate.core.users import validate_record
@@ -131,13 +131,13 @@ def test_validate_record():
     b'{"name":"\\u00e9","email":"a@x"}',
 ])
 def test_values_read_back_exactly_as_stored(value):
-    packed = table_mod._pack(b"a@x", 42, value)
-    assert table_mod._unpack(b"a@x", packed) == (value, 42)
+    packed = partition_mod.pack(b"a@x", 42, value)
+    assert partition_mod.unpack(b"a@x", packed) == (value, 42)
 
 
 def test_the_email_tail_is_not_stored_twice():
     value = user("someone.long@example.com", "Name")
-    packed = table_mod._pack(b"someone.long@example.com", 7, value)
+    packed = partition_mod.pack(b"someone.long@example.com", 7, value)
     assert len(packed) == 8 + len(value) - len(b',"email":"someone.long@example.com"}')
 
 
@@ -145,7 +145,7 @@ def test_the_email_tail_is_not_stored_twice():
        offset=st.integers(min_value=0, max_value=2**62), tailed=st.booleans())
 def test_pack_round_trips_any_bytes(key, name, offset, tailed):
     value = name + (b',"email":"' + key + b'"}' if tailed else b"")
-    assert table_mod._unpack(key, table_mod._pack(key, offset, value)) == (value, offset)
+    assert partition_mod.unpack(key, partition_mod.pack(key, offset, value)) == (value, offset)
 
 
 def test_own_records_apply_in_offset_order_whatever_order_they_come_back_in():
