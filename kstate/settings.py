@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from actors.router import TABLE_WAIT
 from kstate.bridge.config import KafkaConfig
+from kstate.settings_help import ENV_ONLY, FIELDS, SECRET_FILES, env_name, flag_name
 from web import tls
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
@@ -128,80 +129,6 @@ class Settings:
             ssl_keyfile=self.ssl_keyfile)
 
 
-# name -> (type, help). Order is the order of --help and of the README table.
-_FIELDS: dict[str, tuple[type, str]] = {
-    "bootstrap": (str, "Kafka bootstrap servers, host:port[,host:port]"),
-    "topic": (str, "compacted topic holding the users (created if missing)"),
-    "partitions": (int, "partitions of the topic when kstate creates it"),
-    "replication": (int, "replication factor of the topic when kstate creates it"),
-    "group": (str, "consumer group shared by every node of one cluster"),
-    "listen": (str, "host:port the HTTP server binds (port 0 = any free port)"),
-    "advertise": (str, "host:port other nodes use to reach this one (default: listen)"),
-    "instance_id": (str, "static group membership id (restart without rebalance)"),
-    "session_timeout_ms": (int, "group session timeout; heartbeat is a sixth of it"),
-    "catchup_timeout": (float, "seconds a read waits for its partition to catch up"),
-    "write_timeout": (float, "seconds a write may take (produce + apply) before 503"),
-    "proxy_timeout": (float, "seconds a request forwarded to the owner may take; 0: the "
-                             "owner's worst case, 2*write_timeout + catchup_timeout + 3 "
-                             "(a set value may not be shorter)"),
-    "max_body": (int, "largest request body in bytes (413 above)"),
-    "http_max_connections": (int, "open HTTP connections (websockets included); one more "
-                                  "is answered 503 and closed"),
-    "http_head_timeout": (float, "seconds a request head may take to arrive (408 after)"),
-    "http_body_timeout": (float, "seconds a request body may take after its head (408 "
-                                 "after)"),
-    "http_idle_timeout": (float, "seconds an idle keep-alive connection stays open"),
-    "http_max_head_bytes": (int, "largest request line + headers in bytes (431 above)"),
-    "tls_certfile": (str, "PEM certificate (chain) of this node's HTTPS; when set the port "
-                          "speaks TLS only (API, dashboard, wss) and peers are called over "
-                          "TLS; it must name the advertised host"),
-    "tls_keyfile": (str, "PEM private key of tls_certfile"),
-    "tls_cafile": (str, "PEM CA(s) that peers' HTTPS certificates are verified with "
-                        "(default: the system's CAs)"),
-    "max_batch": (int, "most records the consumer hands over in one batch"),
-    "compression": (str, "codec of the batches this node writes: none, gzip, snappy, lz4 or "
-                         "zstd (it reads every codec whatever this says)"),
-    "standby": (bool, "keep a copy of every partition to answer reads (fenced) while "
-                      "their owner is down; costs memory (true/false)"),
-    "serve_isolated": (bool, "answer reads (and decide If-Match and deletes of missing "
-                             "keys) from memory even when this node cannot prove it still "
-                             "owns the partition (cut off from Kafka): trades the "
-                             "no-stale-read promise for availability (true/false)"),
-    "log_level": (str, "DEBUG, INFO, WARNING or ERROR"),
-    "log_format": (str, "kv (key=value lines) or json"),
-    "security_protocol": (str, "Kafka security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
-    "sasl_mechanism": (str, "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
-    "sasl_username": (str, "SASL user name (with SASL_PLAINTEXT / SASL_SSL)"),
-    "sasl_password": (str, "SASL password; env var only, never logged"),
-    "ssl_cafile": (str, "PEM file of the CA(s) that signed the brokers' certificates"),
-    "ssl_certfile": (str, "PEM client certificate for TLS client authentication"),
-    "ssl_keyfile": (str, "PEM private key of ssl_certfile"),
-    "api_token": (str, "when set, PUT/DELETE need Authorization: Bearer <token>; env var "
-                       "only (or api_token_file), never logged"),
-    "api_token_file": (str, "file holding the API token (read once at start; one trailing "
-                            "newline dropped)"),
-    "sasl_password_file": (str, "file holding the SASL password (read once at start; one "
-                                "trailing newline dropped)"),
-    "cluster_auth_window": (float, "seconds a node signature of a forwarded write is valid "
-                                   "before or after its time (node clocks must agree well "
-                                   "within it)"),
-    "cluster_auth_nonces": (int, "node signatures remembered against replay; when full, "
-                                 "forwarded writes get 503 until old ones expire"),
-    "require_durable": (bool, "refuse to start (exit 2) when the topic can lose acknowledged "
-                              "writes: replication 1, min.insync.replicas < 2, unclean "
-                              "leader election (true/false)"),
-    "feed_max_subscribers": (int, "most /changes websockets open at once on this node (503 "
-                                  "above)"),
-    "feed_max_resumed": (int, "most /changes subscribers replaying with a Kafka reader of "
-                              "their own (from=...) at once (503 above)"),
-    "feed_stall_timeout": (float, "seconds a /changes subscriber may leave its queue full "
-                                  "(reading nothing) before it is cut off (close 4001)"),
-}
-
-# Secrets a flag would show to every user of `ps`: from the environment or a file only.
-_ENV_ONLY = frozenset({"sasl_password", "api_token"})
-# file setting -> the secret it holds
-_SECRET_FILES = {"api_token_file": "api_token", "sasl_password_file": "sasl_password"}
 MAX_SECRET_FILE = 4096  # bytes: a token or password, not a document
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -209,21 +136,13 @@ MIN_API_TOKEN = 16
 COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")  # Kafka's compression.type values
 
 
-def env_name(field: str) -> str:
-    return "KSTATE_" + field.upper()
-
-
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
 def describe() -> list[tuple[str, str, str, str]]:
     """(flag, env var, default, help) for every setting: the README table's source."""
     defaults = Settings()
     return [
-        ("-" if f in _ENV_ONLY else flag_name(f), env_name(f), repr(getattr(defaults, f)),
+        ("-" if f in ENV_ONLY else flag_name(f), env_name(f), repr(getattr(defaults, f)),
          text)
-        for f, (_, text) in _FIELDS.items()
+        for f, (_, text) in FIELDS.items()
     ]
 
 
@@ -339,7 +258,7 @@ _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 
 
 def _convert(field: str, raw: str, source: str) -> object:
-    kind = _FIELDS[field][0]
+    kind = FIELDS[field][0]
     if field == "sasl_password":
         return raw  # a password is taken as it is, spaces included
     if kind is str:
@@ -359,27 +278,27 @@ def _convert(field: str, raw: str, source: str) -> object:
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     """Build Settings from ``argv`` (flags only, no sub-command) and ``environ``."""
     parser = _Parser(prog="kstate node", add_help=True, allow_abbrev=False)
-    for name, (_, text) in _FIELDS.items():
-        if name not in _ENV_ONLY:
+    for name, (_, text) in FIELDS.items():
+        if name not in ENV_ONLY:
             parser.add_argument(flag_name(name), dest=name, default=None,
                                 help=f"{text} [env {env_name(name)}]")
         else:  # known, so that it is refused by name and its value is never echoed
             parser.add_argument(flag_name(name), dest=name, default=None,
                                 help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv))
-    for name in sorted(_ENV_ONLY):
+    for name in sorted(ENV_ONLY):
         if getattr(args, name, None) is not None:
             raise SettingsError(f"{flag_name(name)}: a secret is not taken as a flag (ps "
                                 f"shows flags to every user); use {env_name(name)} or "
                                 f"{flag_name(name + '_file')}")
     values: dict[str, object] = {}
-    for name in _FIELDS:
+    for name in FIELDS:
         flag = getattr(args, name, None)
         if flag is not None:
             values[name] = _convert(name, flag, "flag")
         elif env_name(name) in environ:
             values[name] = _convert(name, environ[env_name(name)], env_name(name))
-    for file_field, secret in _SECRET_FILES.items():
+    for file_field, secret in SECRET_FILES.items():
         path = values.get(file_field)
         if path:
             if secret in values:

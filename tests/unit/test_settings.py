@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 import trustme
 
-from kstate.settings import Settings, SettingsError, describe, env_name, load_settings
+from kstate.settings import Settings, SettingsError, describe, load_settings
+from kstate.settings_help import env_name
 
 
 def test_defaults_without_flags_or_env():
