@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 from kstate.core.outcomes import Unavailable
 from kstate.core.wire import CLUSTER_AUTH_HEADER, GENERATION_HEADER, HOPS_HEADER, quote_path
-from web.http1.client import InvalidRequest, NoAnswer, NotSent, Pool, header_ok
+from web.http1.client import NoAnswer, NotSent, Pool
+from web.http1.request_bytes import InvalidRequest, header_ok
 
 log = logging.getLogger(__name__)
 

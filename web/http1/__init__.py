@@ -4,21 +4,22 @@ hypercorn, stdlib; nothing from kstate).
 Layers: ``wire`` (request/response values and their bytes) and ``limits`` are the
 base; ``connection`` reads one connection with them; ``handover`` gives a connection
 to hypercorn; ``server`` accepts, caps, wraps TLS and drains. ``client`` is separate:
-a keep-alive pool for node-to-node requests.
+a keep-alive pool for node-to-node requests, whose request bytes ``request_bytes``
+checks and writes.
 """
 
 from __future__ import annotations
 
 from web.http1.client import Answer as Answer
 from web.http1.client import ClientError as ClientError
-from web.http1.client import InvalidRequest as InvalidRequest
 from web.http1.client import NoAnswer as NoAnswer
 from web.http1.client import NotSent as NotSent
 from web.http1.client import Pool as Pool
 from web.http1.client import PoolStatistics as PoolStatistics
-from web.http1.client import header_ok as header_ok
 from web.http1.handover import hypercorn_config as hypercorn_config
 from web.http1.limits import Limits as Limits
+from web.http1.request_bytes import InvalidRequest as InvalidRequest
+from web.http1.request_bytes import header_ok as header_ok
 from web.http1.server import Front as Front
 from web.http1.server import bind_listening as bind_listening
 from web.http1.server import serve_front as serve_front
