@@ -63,24 +63,22 @@ async def check_access(c: KafkaConfig) -> None:
             conn = await create_conn(host, int(port), client_id="kstate",
                                      request_timeout_ms=10_000, **kwargs)
         except AUTH_ERRORS as exc:
-            log.error("event=kafka_auth_failed server=%s protocol=%s mechanism=%s user=%s "
-                      "error=%r", server, c.security_protocol, c.sasl_mechanism,
-                      c.sasl_username, exc)
-            raise KafkaAuthFailed(
-                f"Kafka at {server} refused this node ({c.security_protocol}, "
-                f"user {c.sasl_username!r}): {exc}") from None
+            raise _refused(c, server, exc) from None
         except (TimeoutError, OSError, KafkaError) as exc:
             alert = tls_alert(exc)
             if alert is None:
-                continue
-            log.error("event=kafka_auth_failed server=%s protocol=%s mechanism=%s user=%s "
-                      "error=%r", server, c.security_protocol, c.sasl_mechanism,
-                      c.sasl_username, alert)
-            raise KafkaAuthFailed(
-                f"Kafka at {server} refused this node's TLS ({c.security_protocol}, "
-                f"client certificate {c.ssl_certfile or 'none'!r}): {alert}") from None
+                continue  # not up yet or unreachable: the next server; the caller retries
+            raise _refused(c, server, alert) from None
         conn.close()
         return
+
+
+def _refused(c: KafkaConfig, server: str, why: BaseException) -> KafkaAuthFailed:
+    log.error("event=kafka_auth_failed server=%s protocol=%s mechanism=%s user=%s "
+              "error=%r", server, c.security_protocol, c.sasl_mechanism, c.sasl_username, why)
+    cert = f", client certificate {c.ssl_certfile!r}" if c.ssl_certfile else ""
+    return KafkaAuthFailed(f"Kafka at {server} refused this node ({c.security_protocol}, "
+                           f"user {c.sasl_username!r}{cert}): {why}")
 
 
 def tls_alert(exc: BaseException) -> ssl.SSLError | None:
