@@ -104,3 +104,21 @@ def test_halves_of_a_side_combine_into_one_run() -> None:
     assert side["wrk_cpu_per_thread"] == pytest.approx(0.15)
     assert side["per_target"] == {"a:1": 2000, "b:2": 2000}
     assert side["valid"] is True
+
+
+def test_put_rows_are_set_against_the_write_floor_of_the_same_run() -> None:
+    floor = {"put_c1": {"rps": 800.0, "p50_ms": 1.2, "p99_ms": 5.0},
+             "put_1": {"rps": 3000.0, "p50_ms": 3.0, "p99_ms": 9.0}}
+    t = table({"kstate": {"put_c1": wrk_run(400, 2.4, 9.0), "put_1": wrk_run(900, 11.0, 40.0),
+                          "floor": floor}})
+    assert t["write floor c1: p50 ms"]["kstate"] == pytest.approx(1.2)
+    assert t["write floor c10: acks/s"]["kstate"] == pytest.approx(3000.0)
+    assert t["PUT c1 p50 / write floor c1 p50"]["kstate"] == pytest.approx(2.0)
+    assert t["PUT c10 acks/s / write floor c10"]["kstate"] == pytest.approx(0.3)
+    assert t["PUT c10 acks/s / write floor c10"]["faust_text"] == "n/a"
+    # no floor (its phase failed): the ratio is missing and says why, the PUT rows stay
+    t = table({"kstate": {"put_c1": wrk_run(400, 2.4, 9.0), "put_1": wrk_run(900, 11.0, 40.0),
+                          "floor": {"error": "RuntimeError: write floor exited 1"}}})
+    assert t["PUT c1: p50 ms"]["kstate"] == pytest.approx(2.4)
+    assert t["PUT c1 p50 / write floor c1 p50"]["kstate"] is None
+    assert "write floor exited 1" in t["PUT c1 p50 / write floor c1 p50"]["why_missing"]["kstate"]

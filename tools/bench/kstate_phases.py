@@ -1,7 +1,8 @@
 """kstate's side of the benchmark, phase by phase, against real node processes.
 
 idle node (empty topic: baseline memory) → node A replays the loaded topic (seconds to
-serving, records/s, RSS) → GET (all keys local) and PUT (c1, then c10) on A alone →
+serving, records/s, RSS) → GET (all keys local) on A alone → the write floor (the
+node's producer alone, bench/write_floor.py) → PUT (c1, then c10) on A alone →
 node B joins (its replay) → GET owner-local and proxied through A → routing-aware vs
 random member, both with wrk (bench/routing_phase.py) → the Python client vs random
 members (bench/client_phase.py) → kill -9 B: seconds until B's keys answer through A →
@@ -16,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from tools.bench import client_phase, members, routing_phase
+from tools.bench import client_phase, members, routing_phase, write_floor
 from tools.bench.config import Config
-from tools.bench.load import Loaded
+from tools.bench.load import Loaded, create_topic
 from tools.bench.members import PREFIX, groupinfo, phase
 from tools.bench.tools import Probe, measure, track, wait_keys, write_keys
 from tools.procs import Node, wait_stable
@@ -47,6 +48,15 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
         async def get_local_1() -> dict[str, Any]:
             return (await measure(a.base, "get.lua", all_keys, PREFIX, cfg.load,
                                   watch=_pid(a))).to_json()
+
+        async def floor() -> dict[str, Any]:
+            topic = f"bench-floor-{cfg.run_id}"
+            await create_topic(cfg.bootstrap, topic, cfg.partitions)
+            return {"topic": topic,
+                    "put_c1": await write_floor.run(cfg.bootstrap, topic, cfg.partitions,
+                                                    cfg.put_load_c1),
+                    "put_1": await write_floor.run(cfg.bootstrap, topic, cfg.partitions,
+                                                   cfg.put_load)}
 
         async def put_c1() -> dict[str, Any]:
             return (await measure(a.base, "put.lua", all_keys, PREFIX, cfg.put_load_c1,
@@ -124,6 +134,10 @@ async def run(cfg: Config, data: Loaded, out: dict[str, Any]) -> None:
                 f"{r['records_per_s']}/s, RSS {r['rss_bytes'] / 2**20:.1f} MiB")
             if await phase(out, "get_local_1", get_local_1, say):
                 say(f"GET local, 1 node: {out['get_local_1']['rps']} req/s")
+            if await phase(out, "floor", floor, say):
+                f1, fn = out["floor"]["put_c1"], out["floor"]["put_1"]
+                say(f"write floor (the node's producer alone): c1 {f1['rps']} acks/s, p50 "
+                    f"{f1['p50_ms']} ms; c{cfg.put_load.connections} {fn['rps']} acks/s")
             if await phase(out, "put_c1", put_c1, say):
                 p = out["put_c1"]
                 say(f"PUT c1, 1 node: {p['rps']} acks/s, p50 {p['p50_ms']} ms")

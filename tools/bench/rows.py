@@ -118,6 +118,18 @@ TABLE: list[Row | Section] = [
         fmt="{:,.2f}"),
     Row("PUT c{connections}: p99 ms", "lower", wrk("put_1", field="p99_ms"), None, NO_WRITE,
         fmt="{:,.2f}"),
+    Row("write floor c1 (the node's producer alone): acks/s", "higher",
+        at("floor", "put_c1", "rps"), None, NO_WRITE),
+    Row("write floor c1: p50 ms", "lower", at("floor", "put_c1", "p50_ms"), None, NO_WRITE,
+        fmt="{:,.2f}"),
+    Row("write floor c{connections}: acks/s", "higher", at("floor", "put_1", "rps"), None,
+        NO_WRITE),
+    Row("PUT c1 p50 / write floor c1 p50", "lower",
+        ratio(wrk("put_c1", field="p50_ms"), at("floor", "put_c1", "p50_ms")), None, NO_WRITE,
+        fmt="{:,.2f}"),
+    Row("PUT c{connections} acks/s / write floor c{connections}", "higher",
+        ratio(wrk("put_1", field="rps"), at("floor", "put_1", "rps")), None, NO_WRITE,
+        fmt="{:,.2f}"),
 
     Section("routing-aware vs a random member, 2 members, wrk: one thread per member, "
             "c{connections} in all"),
