@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -101,7 +100,7 @@ async def measure(config: KafkaConfig, connections: int, seconds: float,
             "seconds": round(elapsed, 3), "rps": round(len(latencies) / elapsed, 1),
             "p50_ms": round(_quantile(latencies, 0.50) * 1e3, 3),
             "p99_ms": round(_quantile(latencies, 0.99) * 1e3, 3),
-            "cpu_share": round((cpu1 - cpu0) / elapsed, 3), "pid": os.getpid()}
+            "cpu_share": round((cpu1 - cpu0) / elapsed, 3)}
 
 
 def main(argv: list[str]) -> int:
