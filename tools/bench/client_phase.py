@@ -27,6 +27,7 @@ import httpx
 import trio
 
 from kstate.client import KstateClient, Table, user_path
+from tools.bench.tools import quantile
 from tools.procs import Node
 
 Get = Callable[[str], Awaitable[str]]  # key -> outcome ("200", "404", "error:...")
@@ -48,7 +49,7 @@ class Run:
         n = len(lat)
 
         def pct(q: float) -> float | None:
-            return round(lat[min(n - 1, int(q * n))], 3) if n else None
+            return round(quantile(lat, q), 3) if n else None
 
         errors = sum(c for k, c in self.outcomes.items() if k != "200")
         return {

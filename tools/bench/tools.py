@@ -136,6 +136,12 @@ class CpuWatch:
         }
 
 
+def quantile(sorted_values: list[float], q: float) -> float:
+    """The ``q`` quantile of an ascending, non-empty list (nearest rank, as the Python
+    load generators of the bench report it)."""
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
 def write_keys(path: Path, emails: Iterable[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{e}\n" for e in emails))

@@ -31,7 +31,7 @@ import trio
 from kstate.bridge import KafkaConfig
 from kstate.bridge.producer import NodeProducer
 from tools.bench.load import email_of, partition_of, value_of
-from tools.bench.tools import Load
+from tools.bench.tools import Load, quantile
 
 KEYS = 10_000  # distinct keys written, round robin per connection
 REPO = Path(__file__).resolve().parents[2]
@@ -52,10 +52,6 @@ async def run(bootstrap: str, topic: str, partitions: int, load: Load) -> dict[s
                            f"{res.stderr.decode(errors='replace')[-2000:]}")
     out: dict[str, Any] = json.loads(res.stdout.decode().strip().splitlines()[-1])
     return out
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 async def measure(config: KafkaConfig, connections: int, seconds: float,
@@ -98,8 +94,8 @@ async def measure(config: KafkaConfig, connections: int, seconds: float,
         raise RuntimeError("no produce was acknowledged while measuring")
     return {"connections": connections, "requests": len(latencies),
             "seconds": round(elapsed, 3), "rps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(_quantile(latencies, 0.50) * 1e3, 3),
-            "p99_ms": round(_quantile(latencies, 0.99) * 1e3, 3),
+            "p50_ms": round(quantile(latencies, 0.50) * 1e3, 3),
+            "p99_ms": round(quantile(latencies, 0.99) * 1e3, 3),
             "cpu_share": round((cpu1 - cpu0) / elapsed, 3)}
 
 
