@@ -28,6 +28,7 @@ writes, leaves the group, drains HTTP, and returns.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import ssl
@@ -82,6 +83,25 @@ def check_durability(topic: TopicInfo, require: bool) -> tuple[str, ...]:
             f"topic {topic.name} can lose acknowledged writes and require_durable is set: "
             + "; ".join(w.message for w in found))
     return tuple(w.reason for w in found)
+
+
+def freeze_startup_heap() -> int:
+    """Move every object alive once the node is built out of the collector's passes;
+    return how many.
+
+    A full collection walks every object the collector tracks: after start about
+    65,000 (modules, classes, functions, the app, the Kafka clients), whatever the
+    data. One walk took 30-70 ms on a 2-core VM, and under write load Python ran one
+    every few seconds: a stall of every request in flight, and of the asyncio thread
+    (PUT p99 at c10 40-110 ms with them, 13-20 ms without: docs/design.md,
+    Performance). Those objects live as long as the process, so they are collected once
+    and frozen (``gc.freeze``); later full passes walk only what was made since.
+    Reference counting still frees a frozen object; only a cycle among them that turned
+    to garbage later would stay. The process is the node (``kstate node``): a process
+    running several nodes would freeze each one's startup objects for good."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +270,10 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             # the bridge's group listener sends on `events`; the consumer on `state`
             await bridge.start_consumer(url, state_h.held, events_send)
             await root.start(partial(consumer.run, bridge, outbox=state_send))
-            log.info("event=node_started url=%s listen=%s group=%s topic=%s partitions=%d",
-                     url, settings.listen, settings.group, topic.name, topic.partitions)
+            frozen = freeze_startup_heap()
+            log.info("event=node_started url=%s listen=%s group=%s topic=%s partitions=%d "
+                     "heap_frozen=%d", url, settings.listen, settings.group, topic.name,
+                     topic.partitions, frozen)
             task_status.started(NodeInfo(url=url, topic=topic))
     finally:
         with trio.CancelScope(shield=True):

@@ -17,6 +17,7 @@ kept by the node itself and may reset when the process restarts, as every counte
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
@@ -47,6 +48,20 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 UNMATCHED = "unmatched"  # the route label of a request no route matched (404/405)
 
 
+def _collector() -> Iterator[Metric]:
+    """Python's garbage collector: full passes (generation 2) stall the node, and the
+    objects frozen at start (kstate/node.py, freeze_startup_heap) are what they skip."""
+    collections = CounterMetricFamily("kstate_gc_collections",
+                                      "garbage collector passes since start, by generation",
+                                      labels=["generation"])
+    for generation, stats in enumerate(gc.get_stats()):
+        collections.add_metric([str(generation)], stats["collections"])
+    yield collections
+    yield GaugeMetricFamily("kstate_gc_frozen_objects",
+                            "objects frozen at start: never walked by a garbage collector pass",
+                            value=gc.get_freeze_count())
+
+
 class NodeCollector:
     """Reads the node's handles when Prometheus scrapes; holds no state of its own."""
 
@@ -70,6 +85,7 @@ class NodeCollector:
         yield from self._load()
 
     def _load(self) -> Iterator[Metric]:
+        yield from _collector()
         if self._loop_lag is None:
             return
         yield GaugeMetricFamily("kstate_event_loop_lag_seconds",
