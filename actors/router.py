@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import trio
 
-from actors.replies import ReplyBox
+from actors.replies import ReplyBox, send_request
 from actors.standby import StandbyHandle
 from actors.state import NotServing, StateHandle
 from kstate.core.messages import RouterIn, RoutingTable, Write, WriterIn
@@ -287,7 +287,7 @@ class RouterHandle:
                     if_match: str | None) -> WriteOutcome:
         box: ReplyBox[WriteOutcome] = ReplyBox()
         self.counters.writes += 1
-        await self._writes.send(Write(partition, key, value, if_match, box))
+        await send_request(self._writes, Write(partition, key, value, if_match, box))
         return await box.wait()
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import trio
 
-from actors.replies import ReplyBox
+from actors.replies import ReplyBox, send_request
 from actors.state import NotServing, StateHandle
 from actors.write_deadlines import Deadlines, Once
 from kstate.bridge import BrokerUnavailable
@@ -188,7 +188,7 @@ class _Writer:
         """Apply our own record now if it is the partition's next one (else the fetch
         brings it: order is kept either way)."""
         box: ReplyBox[bool] = ReplyBox()
-        await self.own.send(Own(partition, [record], box))
+        await send_request(self.own, Own(partition, [record], box))
         await box.wait()
 
     # -- writes -----------------------------------------------------------------
