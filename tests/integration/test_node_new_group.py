@@ -7,8 +7,10 @@ markers as a newer owner and refusing the partition for good."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
+import trio
 
 from tools import topic as load
 from tools.procs import Node, wait_ready
@@ -19,8 +21,22 @@ CLAIMED = re.compile(r"event=partition_claimed partition=(\d+) epoch=(\d+)")
 
 
 def claims(node: Node) -> dict[int, int]:
-    """partition -> epoch of this node's latest claim (from its log)."""
-    return {int(p): int(e) for p, e in CLAIMED.findall(node.log_text())}
+    """partition -> epoch of this node's latest claim (from its log, this run's part:
+    the file holds every start of the node)."""
+    text = node.log_text()
+    run = text[max(text.rfind("---- start"), 0):]
+    return {int(p): int(e) for p, e in CLAIMED.findall(run)}
+
+
+async def all_claimed(node: Node, partitions: int = 10, within: float = 10.0
+                      ) -> dict[int, int]:
+    """claims(node) once it covers every partition. A node is ready once it has caught
+    up; it writes its claims right after, so a log read at once may hold only some."""
+    deadline = time.monotonic() + within
+    while len(found := claims(node)) < partitions:
+        assert time.monotonic() < deadline, f"claims after {within}s: {found}"
+        await trio.sleep(0.05)
+    return found
 
 
 async def test_a_new_group_takes_over_a_topic_with_higher_epochs(make_node, client,
@@ -35,7 +51,7 @@ async def test_a_new_group_takes_over_a_topic_with_higher_epochs(make_node, clie
     await wait_ready(client, old, timeout=60)
     r = await client.put(f"{old.base}/users/ada@example.com", json={"name": "Old"})
     assert r.status_code in (200, 201), r.text
-    old_claims = claims(old)
+    old_claims = await all_claimed(old)
     assert len(old_claims) == 10
     old.term()
     assert await old.wait_exit() == 0
@@ -44,7 +60,7 @@ async def test_a_new_group_takes_over_a_topic_with_higher_epochs(make_node, clie
                log_dir=artifacts).start()
     try:
         await wait_ready(client, new, timeout=60)
-        new_claims = claims(new)
+        new_claims = await all_claimed(new)
         assert set(new_claims) == set(old_claims)
         assert all(new_claims[p] > old_claims[p] for p in old_claims), (old_claims, new_claims)
         r = await client.get(f"{new.base}/users/ada@example.com")
