@@ -93,9 +93,10 @@ def freeze_startup_heap() -> int:
     65,000 (modules, classes, functions, the app, the Kafka clients), whatever the
     data. One walk took 30-70 ms on a 2-core VM, and under write load Python ran one
     every few seconds: a stall of every request in flight, and of the asyncio thread
-    (PUT p99 at c10 40-110 ms with them, 13-20 ms without: docs/design.md,
-    Performance). Those objects live as long as the process, so they are collected once
-    and frozen (``gc.freeze``); later full passes walk only what was made since.
+    (PUT p99 at c10, median of five runs: 41 ms with them, 16 ms without;
+    docs/design.md, Performance). Those objects live as long as the process, so they
+    are collected once and frozen (``gc.freeze``); later full passes walk only what was
+    made since.
     Reference counting still frees a frozen object; only a cycle among them that turned
     to garbage later would stay. The process is the node (``kstate node``): a process
     running several nodes would freeze each one's startup objects for good."""

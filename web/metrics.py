@@ -48,7 +48,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 UNMATCHED = "unmatched"  # the route label of a request no route matched (404/405)
 
 
-def _collector() -> Iterator[Metric]:
+def _garbage_collector() -> Iterator[Metric]:
     """Python's garbage collector: full passes (generation 2) stall the node, and the
     objects frozen at start (kstate/node.py, freeze_startup_heap) are what they skip."""
     collections = CounterMetricFamily("kstate_gc_collections",
@@ -85,7 +85,7 @@ class NodeCollector:
         yield from self._load()
 
     def _load(self) -> Iterator[Metric]:
-        yield from _collector()
+        yield from _garbage_collector()
         if self._loop_lag is None:
             return
         yield GaugeMetricFamily("kstate_event_loop_lag_seconds",
