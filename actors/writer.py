@@ -159,7 +159,7 @@ class _Writer:
 
     async def _bump(self, partition: int, claim: bool = False) -> int | None:
         box: ReplyBox[int | None] = ReplyBox()
-        await self.own.send(Bump(partition, box, claim))
+        await send_request(self.own, Bump(partition, box, claim))
         return await box.wait()
 
     async def _marker(self, partition: int, epoch: int | None) -> None:
