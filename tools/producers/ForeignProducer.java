@@ -260,7 +260,7 @@ public class ForeignProducer {
                             // Every record reaches the log first: an aborted transaction's
                             // records must really be there for read_uncommitted to see.
                             producer.flush();
-                            drain(pending);
+                            drain(pending, producer, topic);
                             if (cmd.equals("commit")) producer.commitTransaction();
                             else producer.abortTransaction();
                             inTx = false;
@@ -269,7 +269,7 @@ public class ForeignProducer {
                         case "flush" -> {
                             need(args, 0, 0, cmd);
                             producer.flush();
-                            drain(pending);
+                            drain(pending, producer, topic);
                             continue;
                         }
                         default -> throw new Fail("unknown command " + cmd);
@@ -293,7 +293,7 @@ public class ForeignProducer {
             }
             if (inTx) throw new Fail("the script ended inside a transaction (no commit/abort)");
             producer.flush();
-            drain(pending);
+            drain(pending, producer, topic);
         }
     }
 
@@ -303,13 +303,14 @@ public class ForeignProducer {
         }
     }
 
-    static void drain(List<Pending> pending) {
+    static void drain(List<Pending> pending, KafkaProducer<byte[], byte[]> producer, String topic) {
         for (Pending p : pending) {
             RecordMetadata md;
             try {
                 md = p.future().get();
             } catch (ExecutionException e) {
-                throw new Fail("line " + p.line() + ": send failed: " + e.getCause());
+                throw new Fail("line " + p.line() + ": send failed: " + e.getCause()
+                               + " (producer: " + sendCounts(producer, topic) + ")");
             } catch (InterruptedException e) {
                 throw new Fail("interrupted");
             }
@@ -318,6 +319,22 @@ public class ForeignProducer {
         }
         pending.clear();
         out.flush();
+    }
+
+    /** The producer's own retry and error counts for the topic, so that a failed send says
+     * whether the broker kept refusing the records (retries) or never answered. */
+    static String sendCounts(KafkaProducer<byte[], byte[]> producer, String topic) {
+        StringBuilder b = new StringBuilder();
+        producer.metrics().forEach((name, metric) -> {
+            String n = name.name();
+            boolean wanted = name.group().equals("producer-topic-metrics")
+                ? topic.equals(name.tags().get("topic")) && n.endsWith("-total")
+                : name.group().equals("producer-metrics")
+                  && (n.equals("requests-in-flight") || n.equals("request-total")
+                      || n.equals("response-total") || n.equals("metadata-wait-time-ns-total"));
+            if (wanted) b.append(b.length() == 0 ? "" : ", ").append(n).append('=').append(metric.metricValue());
+        });
+        return b.toString();
     }
 
     static byte[] utf8(String s) { return s.getBytes(StandardCharsets.UTF_8); }
@@ -372,6 +389,24 @@ public class ForeignProducer {
         }
         try (Admin admin = admin(opts)) {
             admin.createTopics(news).all().get();
+            awaitWritable(admin, topics, partitions);
+        }
+    }
+
+    /** Returns once every partition's leader hosts it: a ListOffsets is answered by the
+     * leader's log, and the admin client retries it while the broker answers "unknown
+     * partition" or "not leader". A create returns when the controller committed the
+     * topic, which can be before the broker made the logs; an idempotent Java producer
+     * that bursts into a partition in that gap was seen to expire its batches. */
+    static void awaitWritable(Admin admin, List<String> topics, int partitions) throws Exception {
+        Map<TopicPartition, OffsetSpec> latest = new HashMap<>();
+        for (String t : topics) {
+            for (int i = 0; i < partitions; i++) latest.put(new TopicPartition(t, i), OffsetSpec.latest());
+        }
+        try {
+            admin.listOffsets(latest).all().get();
+        } catch (ExecutionException e) {
+            throw new Fail("created, but not writable: " + e.getCause());
         }
     }
 

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,12 +112,20 @@ def ensure_kafka_libs() -> Path:
 
 _java: JavaTool | None = None
 _franz: dict[str, Path] = {}
+# One build at a time in this process: the partial files are named by process id, so two
+# threads building at once would write and rename the same file.
+_building = threading.Lock()
 
 
 def build_java() -> JavaTool:
     """The compiled ForeignProducer, built on first use: javac, a jar, then a class-data
     sharing archive made by a ``warm`` run (it records the jar's final path, so it is made
     after the jar is in place). Blocks: from trio, call :func:`java_tool`."""
+    with _building:
+        return _build_java()
+
+
+def _build_java() -> JavaTool:
     global _java
     libs = ensure_kafka_libs()
     java = _need("java", "Java 17+ runs the foreign producer")
@@ -163,6 +172,11 @@ def build_java() -> JavaTool:
 def build_franz() -> Path:
     """The franz-go producer binary, ``go build`` on first use (modules from the Go proxy,
     pinned by the committed go.sum). Blocks: from trio, call :func:`franz_tool`."""
+    with _building:
+        return _build_franz()
+
+
+def _build_franz() -> Path:
     sources = [FRANZ_DIR / "go.mod", FRANZ_DIR / "go.sum", *FRANZ_DIR.glob("*.go")]
     key = _digest(sources)
     if key in _franz:
