@@ -92,6 +92,19 @@ class Node:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def children(self) -> list[int]:
+        """The node's child processes now (Linux /proc), e.g. its producer process."""
+        if not self.alive():
+            return []
+        assert self.proc is not None
+        out: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            try:
+                out += [int(p) for p in (task / "children").read_text().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        return sorted(out)
+
     def signal(self, sig: int) -> None:
         if self.alive():
             assert self.proc is not None

@@ -1,7 +1,9 @@
 """The node's Kafka bridge, as trio sees it: every method crosses to the asyncio loop
-once (docs/design.md, "Kafka bridge"). Jobs live in their own modules: admin (topic),
-producer, group (consumer, assignor, rebalance listener), offsets (fences), reader
-(group-less readers), security, portal (the crossing itself)."""
+once (docs/design.md, "Kafka bridge"), except produce, which goes to the producer's own
+process (producer_link). Jobs live in their own modules: admin (topic), producer and
+producer_process/producer_link/produce_wire (the process), group (consumer, assignor,
+rebalance listener), offsets (fences), reader (group-less readers), security, portal
+(the crossing itself)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import trio
-from aiokafka.errors import KafkaError
 
 from kstate.bridge import admin
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.errors import BrokerUnavailable
 from kstate.bridge.group import GroupConsumer
 from kstate.bridge.lease import Lease
 from kstate.bridge.offsets import EndOffsets
 from kstate.bridge.portal import Portal, open_portal
-from kstate.bridge.producer import NodeProducer
+from kstate.bridge.producer_link import ProducerLink
 from kstate.bridge.reader import Reader, Start, open_reader
 from kstate.core.messages import Batch, BridgeEvent
 
@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 class KafkaBridge:
     """Trio-facing side of the bridge. Every method crosses to asyncio once."""
 
-    def __init__(self, portal: Portal, config: KafkaConfig) -> None:
+    def __init__(self, portal: Portal, config: KafkaConfig, nursery: trio.Nursery) -> None:
         self._portal = portal
         self.config = config
-        self._producer = NodeProducer(config)
+        self._nursery = nursery
+        self.producer = ProducerLink(config)  # a process of its own, not this loop
         self._group = GroupConsumer(config, portal.token)
         self._offsets = EndOffsets(config)
 
@@ -43,17 +44,13 @@ class KafkaBridge:
         return await self._portal.call(admin.ensure_topic, self.config, create_configs)
 
     async def start_producer(self) -> None:
-        await self._portal.call(self._producer.start)
+        await self._nursery.start(self.producer.run)
 
     async def produce(self, partition: int, key: bytes, value: bytes | None,
                       headers: tuple[tuple[str, bytes], ...] = ()) -> int:
         """Produce one record (acks=all, idempotent); return its offset.
         Raises BrokerUnavailable on any Kafka error."""
-        try:
-            return await self._portal.call(self._producer.produce, partition, key, value,
-                                           headers)
-        except (TimeoutError, KafkaError) as exc:
-            raise BrokerUnavailable(repr(exc)) from None
+        return await self.producer.produce(partition, key, value, headers)
 
     async def start_consumer(self, url: str, owned: Callable[[], frozenset[int]],
                              events: trio.MemorySendChannel[BridgeEvent]) -> None:
@@ -97,24 +94,42 @@ class KafkaBridge:
             await self._portal.call(self._group.leave)
 
     async def _stop_clients(self) -> None:
-        for stop in (self._group.leave, self._producer.stop, self._offsets.stop):
+        for stop in (self._group.leave, self._offsets.stop):
             try:
                 await stop()
             except Exception:
                 log.exception("event=kafka_stop_failed client=%s", stop.__qualname__)
 
     async def stop(self) -> None:
-        """Stop the consumer (LeaveGroup unless static), producer and offsets client."""
+        """Stop the consumer (LeaveGroup unless static), offsets client and producer."""
         with trio.CancelScope(shield=True):
             await self._portal.call(self._stop_clients)
+            await self.producer.close()
 
 
 @contextlib.asynccontextmanager
 async def open_bridge(config: KafkaConfig) -> AsyncIterator[KafkaBridge]:
     """Start the asyncio thread; on exit stop every aiokafka object, then the thread."""
     async with open_portal() as portal:
-        bridge = KafkaBridge(portal, config)
         try:
-            yield bridge
-        finally:
-            await bridge.stop()
+            async with trio.open_nursery() as nursery:  # the producer link's tasks
+                bridge = KafkaBridge(portal, config, nursery)
+                try:
+                    yield bridge
+                finally:
+                    await bridge.stop()
+        except BaseExceptionGroup as group:
+            # The caller's error comes out as itself, as it did before this nursery
+            # existed (callers catch KafkaAuthFailed, TopicNotDurable, ...).
+            lone = _lone(group)
+            if lone is group:
+                raise
+            raise lone from None
+
+
+def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested one-member groups, else the group itself."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

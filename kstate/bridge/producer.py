@@ -3,7 +3,10 @@ compressed with the ``compression`` setting (every codec is readable: pyproject.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.security import client_args
@@ -32,6 +35,16 @@ class NodeProducer:
                                                 partition=partition,
                                                 headers=list(headers) or None)
         return int(md.offset)
+
+    async def send(self, partition: int, key: bytes, value: bytes | None,
+                   headers: tuple[tuple[str, bytes], ...]) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; the future resolves once it is acknowledged (acks=all).
+        Records queued one after the other keep their order in the partition."""
+        assert self._producer is not None, "start() first"
+        fut: asyncio.Future[RecordMetadata] = await self._producer.send(
+            self._config.topic, value, key=key, partition=partition,
+            headers=list(headers) or None)
+        return fut
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None

@@ -1,0 +1,227 @@
+"""(trio side) The node's producer, run in a child process (kstate/bridge/producer_process.py).
+
+Why a process: every write crosses from trio to aiokafka and back. In the node's asyncio
+thread the two loops shared one interpreter lock, so a write paid for both sides on one
+core plus the lock's hand-overs; in a process of its own the producer runs on the second
+core, and the node talks to it over a socketpair, many records per system call when
+writes are busy (docs/design.md, "The producer process").
+
+The process lives as long as the link: it exits when the node's end closes, whether the
+node stopped or died. If it dies first, every write it held fails with BrokerUnavailable
+(Kafka may or may not have them, as with a broker that stops answering) and the link
+starts a new one; writes in between fail the same way, at once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.errors import BrokerUnavailable
+from kstate.bridge.produce_wire import (
+    Headers,
+    ReplyReader,
+    Request,
+    WireError,
+    encode_request,
+    encode_sized,
+)
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0  # the process's interpreter start plus the producer's bootstrap
+EXIT_TIMEOUT_S = 15.0  # its producer sends what it queued (request timeout) and exits
+RESTART_DELAY_S = 0.5
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `kstate` is importable
+
+
+class _Slot:
+    __slots__ = ("done", "error", "offset")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.offset = -1
+        self.error: str | None = None
+
+
+class _Process:
+    """One producer process and the socket to it."""
+
+    def __init__(self, proc: trio.Process, stream: trio.SocketStream) -> None:
+        self.proc = proc
+        self.stream = stream
+        self.pending: dict[int, _Slot] = {}
+        self.out = bytearray()
+        self.wake = trio.Event()
+        self.alive = True
+
+    async def run(self) -> str:
+        """Carry requests and replies until the process's end closes; returns why."""
+        why = "its socket closed"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_loop)
+            try:
+                await self._receive_loop()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
+                    WireError) as exc:
+                why = repr(exc)
+            nursery.cancel_scope.cancel()
+        self.alive = False
+        for slot in self.pending.values():
+            slot.error = f"the producer process ended ({why}); Kafka may or may not have it"
+            slot.done.set()
+        self.pending.clear()
+        return why
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake = trio.Event()
+                while self.out:
+                    data, self.out = self.out, bytearray()
+                    await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return  # the process is gone: the receive loop sees its end close
+
+    async def _receive_loop(self) -> None:
+        replies = ReplyReader()
+        while data := await self.stream.receive_some(65536):
+            replies.feed(data)
+            for r in replies.replies():
+                slot = self.pending.pop(r.id, None)
+                if slot is None:
+                    continue  # its writer was cancelled and went
+                if r.offset is None:
+                    slot.error = r.error
+                else:
+                    slot.offset = r.offset
+                slot.done.set()
+
+    async def close(self) -> None:
+        """Say we are done (the process sends what it holds, then exits); wait for it."""
+        with trio.CancelScope(shield=True):
+            try:
+                await self.stream.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError,
+                    OSError):
+                pass
+            with trio.move_on_after(EXIT_TIMEOUT_S):
+                await self.proc.wait()
+            if self.proc.returncode is None:
+                log.warning("event=producer_process_killed pid=%d", self.proc.pid)
+                self.proc.kill()
+                await self.proc.wait()
+            await self.stream.aclose()
+
+
+class ProducerLink:
+    """The node's producer (trio side): ``run`` in a nursery starts the process and
+    keeps one alive; ``produce`` hands it one record."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._process: _Process | None = None
+        self._closing = False
+        self._next_id = 0
+        self.starts = 0
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Start the process (errors here propagate: the node cannot write), then keep
+        one running until ``close``."""
+        process = await self._start()
+        task_status.started()
+        while True:
+            why = await process.run()
+            if self._closing:
+                return
+            await process.close()
+            log.warning("event=producer_process_ended pid=%d rc=%s why=%s",
+                        process.proc.pid, process.proc.returncode, why)
+            while True:
+                await trio.sleep(RESTART_DELAY_S)
+                if self._closing:
+                    return
+                try:
+                    process = await self._start()
+                    break
+                except BrokerUnavailable as exc:
+                    log.warning("event=producer_process_start_failed error=%s", exc)
+
+    async def _start(self) -> _Process:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        try:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "kstate.bridge.producer_process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        finally:
+            theirs.close()
+        process = _Process(proc, trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        failed = "no answer in time"
+        with trio.move_on_after(START_TIMEOUT_S):
+            try:
+                await process.stream.send_all(encode_sized(pickle.dumps(self._config)))
+                replies = ReplyReader()
+                while not (got := replies.replies()):
+                    data = await process.stream.receive_some(65536)
+                    if not data:
+                        break
+                    replies.feed(data)
+                if got and got[0].offset is not None:
+                    self._process = process
+                    self.starts += 1
+                    log.info("event=producer_process_started pid=%d", proc.pid)
+                    return process
+                if got:
+                    failed = got[0].error
+                else:
+                    failed = "it exited"
+            except (trio.BrokenResourceError, OSError) as exc:
+                failed = repr(exc)
+        await process.close()
+        raise BrokerUnavailable(f"the producer process did not start: {failed}")
+
+    async def produce(self, partition: int, key: bytes, value: bytes | None,
+                      headers: Headers) -> int:
+        """Produce one record (acks=all, idempotent); its offset once acknowledged.
+        Raises BrokerUnavailable if Kafka or the process did not confirm it."""
+        process = self._process
+        if process is None or not process.alive:
+            raise BrokerUnavailable("the producer process is restarting")
+        self._next_id = self._next_id % 0xFFFF_FFFF + 1  # never 0: the start's reply
+        rid = self._next_id
+        slot = _Slot()
+        process.pending[rid] = slot
+        process.out += encode_request(Request(rid, partition, key, value, headers))
+        process.wake.set()
+        try:
+            await slot.done.wait()
+        finally:
+            process.pending.pop(rid, None)  # cancelled: its answer, when it comes, is dropped
+        if slot.error is not None:
+            raise BrokerUnavailable(slot.error)
+        return slot.offset
+
+    @property
+    def pid(self) -> int | None:
+        """The running producer process (tests and operators look for it)."""
+        process = self._process
+        return process.proc.pid if process is not None and process.alive else None
+
+    async def close(self) -> None:
+        """Stop the process: it sends what it holds, then exits (bounded)."""
+        self._closing = True
+        process, self._process = self._process, None
+        if process is not None:
+            await process.close()

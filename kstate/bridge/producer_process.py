@@ -1,0 +1,90 @@
+"""(child process) The node's producer in a process of its own, so that producing runs
+on the second core instead of sharing the node's interpreter lock (docs/design.md,
+"The producer process"). ``python -m kstate.bridge.producer_process FD``: FD is one end
+of a socketpair whose other end the node holds (kstate/bridge/producer_link.py).
+
+It reads the pickled KafkaConfig, starts the producer and says so, then produces each
+request in the order it arrived and answers with the offset or the error. It exits when
+the node's end closes (the node stopped or died): it stops the producer, which sends what
+it queued, and exits. It never outlives the node by more than that."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import pickle
+import signal
+import socket
+import sys
+
+from aiokafka.structs import RecordMetadata
+
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.produce_wire import Reply, RequestReader, encode_reply
+from kstate.bridge.producer import NodeProducer
+
+log = logging.getLogger("kstate.producer_process")
+
+
+async def serve(fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    frames = RequestReader()
+    config = None
+    while config is None:
+        data = await reader.read(65536)
+        if not data:
+            return 0  # the node went away before it said what to do
+        frames.feed(data)
+        raw = frames.sized()
+        if raw is not None:
+            config = pickle.loads(raw)  # the node's own bytes, over a private socketpair
+    assert isinstance(config, KafkaConfig)
+    producer = NodeProducer(config)
+    try:
+        await producer.start()
+    except Exception as exc:
+        writer.write(encode_reply(Reply(0, None, repr(exc))))
+        await writer.drain()
+        return 1
+    writer.write(encode_reply(Reply(0, 0)))
+
+    def answer(rid: int, fut: asyncio.Future[RecordMetadata]) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            reply = Reply(rid, None, repr(exc) if exc else "cancelled")
+        else:
+            reply = Reply(rid, int(fut.result().offset))
+        if not writer.is_closing():
+            writer.write(encode_reply(reply))
+
+    try:
+        while data := await reader.read(65536):
+            frames.feed(data)
+            for r in frames.requests():
+                try:
+                    fut = await producer.send(r.partition, r.key, r.value, r.headers)
+                except Exception as exc:  # refused before it was queued (e.g. too large)
+                    writer.write(encode_reply(Reply(r.id, None, repr(exc))))
+                    continue
+                fut.add_done_callback(functools.partial(answer, r.id))
+            await writer.drain()
+    finally:
+        await producer.stop()
+    return 0
+
+
+def main() -> None:
+    # Only the node decides when this ends (its socket closes): a Ctrl-C to the process
+    # group, or a service manager's SIGTERM to every process of the unit, must not cut
+    # the writes the node is still finishing while it shuts down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="kstate producer process: %(name)s %(levelname)s %(message)s")
+    sys.exit(asyncio.run(serve(int(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The node's producer runs in a child process (kstate/bridge/producer_link.py). What a
+client sees when that process dies: the writes it held, and those made before its
+replacement is up, answer 503 (Kafka may or may not have them), never 5xx otherwise;
+then writes succeed again with no acknowledged write lost. The process ends with its
+node, whichever way the node ends, and only the node ends it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import trio
+
+from tools.procs import Node, wait_ready
+
+KEYS = [f"pp{i}@example.com" for i in range(8)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def _producer_pid(node: Node, other_than: int | None = None, timeout: float = 20.0
+                        ) -> int:
+    with trio.fail_after(timeout):
+        while True:
+            kids = [p for p in node.children() if p != other_than and _running(p)]
+            if kids:
+                assert len(kids) == 1, kids
+                return kids[0]
+            await trio.sleep(0.05)
+
+
+async def _put(client: httpx.AsyncClient, node: Node, email: str, name: str) -> int:
+    r = await client.put(f"{node.base}/users/{email}", json={"name": name, "email": email})
+    assert r.status_code in (200, 201, 503), (r.status_code, r.text)
+    if r.status_code == 503:
+        assert r.json()["error"] in {"broker_unavailable", "write_unconfirmed"}, r.text
+    return r.status_code
+
+
+async def test_a_killed_producer_process_is_replaced_and_no_acknowledged_write_is_lost(
+        make_node, client: httpx.AsyncClient) -> None:
+    node = make_node()
+    await wait_ready(client, node)
+    acked: dict[str, str] = {}  # the last acknowledged name per key
+    maybe: dict[str, set[str]] = {k: set() for k in KEYS}  # refused since then
+    counts = {"ok": 0, "refused": 0}
+    stop = trio.Event()
+
+    async def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            email = KEYS[n % len(KEYS)]
+            name = f"write {n}"
+            n += 1
+            if await _put(client, node, email, name) == 503:
+                counts["refused"] += 1
+                maybe[email].add(name)
+            else:
+                counts["ok"] += 1
+                acked[email] = name
+                maybe[email].clear()
+
+    first = await _producer_pid(node)
+    pids = [first]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        for _ in range(2):
+            await trio.sleep(1.0)
+            ok_before = counts["ok"]
+            os.kill(pids[-1], signal.SIGKILL)
+            pids.append(await _producer_pid(node, other_than=pids[-1]))
+            with trio.fail_after(20):  # writes succeed again once the new one is up
+                while counts["ok"] <= ok_before + 5:
+                    await trio.sleep(0.05)
+        stop.set()
+
+    assert len(set(pids)) == 3, pids
+    assert counts["refused"] >= 1, counts  # the kills really cut writes off
+    assert node.log_text().count("event=producer_process_ended") == 2
+    for email in KEYS:
+        r = await client.get(f"{node.base}/users/{email}")
+        assert r.status_code == 200, (email, r.status_code, r.text)
+        # a refused write may or may not have applied; an acknowledged one must have
+        assert r.json()["name"] in {acked[email], *maybe[email]}, (email, acked[email])
+    print(f"producer process killed twice: {counts['ok']} writes acknowledged, "
+          f"{counts['refused']} refused with 503")
+
+
+async def test_the_producer_process_ends_with_its_node(make_node,
+                                                       client: httpx.AsyncClient) -> None:
+    node = make_node()
+    await wait_ready(client, node)
+    child = await _producer_pid(node)
+    node.term()
+    assert await node.wait_exit() == 0
+    assert not _running(child)
+
+    node.start()
+    await wait_ready(client, node)
+    child = await _producer_pid(node)
+    assert await _put(client, node, KEYS[0], "before the kill") in (200, 201)
+    node.kill()
+    with trio.fail_after(20):  # its socket closes with the node: it stops and exits
+        while _running(child):
+            await trio.sleep(0.05)
+
+
+async def test_only_the_node_ends_its_producer_process(make_node,
+                                                       client: httpx.AsyncClient) -> None:
+    """A Ctrl-C reaches the whole process group and a service manager may SIGTERM every
+    process of the unit: the node must still be able to finish its writes."""
+    node = make_node()
+    await wait_ready(client, node)
+    child = await _producer_pid(node)
+    os.kill(child, signal.SIGINT)
+    os.kill(child, signal.SIGTERM)
+    await trio.sleep(1.0)
+    assert _running(child)
+    assert await _put(client, node, KEYS[1], "after the signals") in (200, 201)
+    assert await _producer_pid(node) == child
