@@ -3,6 +3,7 @@ handlers, run the node."""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kstate: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log_level, settings.log_format)
+    # `kill -USR1 <pid>`: every thread's stack to stderr, for a node that seems stuck
+    # (it keeps running; README "Operating").
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         trio.run(_main, settings)
     except KeyboardInterrupt:

@@ -126,7 +126,8 @@ class Node:
         return int(self.proc.returncode)
 
     def stop_now(self) -> None:
-        """Teardown: SIGTERM, then SIGKILL after 10 s (sync; for fixtures)."""
+        """Teardown: SIGTERM, then SIGKILL after 10 s (sync; for fixtures). A node that
+        did not stop gets SIGUSR1 first: its log then shows where every thread was."""
         if not self.alive():
             return
         assert self.proc is not None
@@ -134,6 +135,8 @@ class Node:
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             self.proc.kill()
             self.proc.wait()
 

@@ -258,3 +258,18 @@ def test_valid_settings_start_and_stop_cleanly(kafka_bootstrap, names, tmp_path)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_sigusr1_prints_every_threads_stack_and_the_node_keeps_serving(
+        make_node, client: httpx.AsyncClient) -> None:
+    node = make_node()
+    await wait_ready(client, node)
+    before = node.log_text()
+    node.signal(signal.SIGUSR1)
+    with trio.fail_after(10):
+        while "Current thread" not in node.log_text()[len(before):]:
+            await trio.sleep(0.05)
+    dump = node.log_text()[len(before):]
+    assert dump.count("Thread 0x") >= 2, dump  # trio's thread and the Kafka bridge's
+    assert node.alive()
+    assert (await client.get(f"{node.base}/healthz")).status_code == 200
