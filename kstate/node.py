@@ -243,7 +243,8 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             loop_lag = LoopLag()
             await root.start(loop_lag.run)
             services = build_services(http, router=router_h, state=state_h, writer=writer_h,
-                                      proxy=proxy, feed=feed_h, loop_lag=loop_lag)
+                                      proxy=proxy, feed=feed_h, loop_lag=loop_lag,
+                                      producer_starts=lambda: bridge.producer.starts)
             front = build_front(services, create_app(services), FrontSettings(
                 max_connections=settings.http_max_connections,
                 head_timeout=settings.http_head_timeout,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -68,9 +68,11 @@ class NodeCollector:
     def __init__(self, url: str, topic: str, group: str, started_at: float, *,
                  router: RouterHandle, state: StateHandle, writer: WriterHandle,
                  proxy: Proxy, feed: FeedHandle | None, nonces: NonceCache | None = None,
-                 durability: tuple[str, ...] = (), loop_lag: LoopLag | None = None) -> None:
+                 durability: tuple[str, ...] = (), loop_lag: LoopLag | None = None,
+                 producer_starts: Callable[[], int] | None = None) -> None:
         self._url, self._topic, self._group_name = url, topic, group
         self._loop_lag = loop_lag
+        self._producer_starts = producer_starts
         self._started_at = started_at
         self._router, self._state, self._writer = router, state, writer
         self._proxy, self._feed_h = proxy, feed
@@ -86,6 +88,12 @@ class NodeCollector:
 
     def _load(self) -> Iterator[Metric]:
         yield from _garbage_collector()
+        if self._producer_starts is not None:
+            yield CounterMetricFamily(
+                "kstate_producer_process_starts",
+                "producer processes started (docs/design.md, \"The producer process\"): "
+                "1, plus one for each that died and was replaced",
+                value=self._producer_starts())
         if self._loop_lag is None:
             return
         yield GaugeMetricFamily("kstate_event_loop_lag_seconds",
@@ -289,7 +297,8 @@ class Metrics:
     def __init__(self, url: str, topic: str, group: str, started_at: float, *,
                  router: RouterHandle, state: StateHandle, writer: WriterHandle,
                  proxy: Proxy, feed: FeedHandle | None, nonces: NonceCache | None = None,
-                 durability: tuple[str, ...] = (), loop_lag: LoopLag | None = None) -> None:
+                 durability: tuple[str, ...] = (), loop_lag: LoopLag | None = None,
+                 producer_starts: Callable[[], int] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("kstate_http_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=self.registry)
@@ -301,7 +310,8 @@ class Metrics:
         self.registry.register(NodeCollector(url, topic, group, started_at, router=router,
                                              state=state, writer=writer, proxy=proxy,
                                              feed=feed, nonces=nonces,
-                                             durability=durability, loop_lag=loop_lag))
+                                             durability=durability, loop_lag=loop_lag,
+                                             producer_starts=producer_starts))
 
     def observe(self, route: str, method: str, status: int, kind: str, seconds: float) -> None:
         """Count one answered request."""

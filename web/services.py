@@ -6,6 +6,7 @@ token) the replay cache of node signatures."""
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actors.feed import FeedHandle
@@ -60,13 +61,14 @@ class Services:
 
 def build_services(config: HttpConfig, *, router: RouterHandle, state: StateHandle,
                    writer: WriterHandle, proxy: Proxy, feed: FeedHandle | None,
-                   loop_lag: LoopLag | None = None) -> Services:
+                   loop_lag: LoopLag | None = None,
+                   producer_starts: Callable[[], int] | None = None) -> Services:
     """The services object, with its decision, metrics and replay cache."""
     nonces = (NonceCache(config.cluster_auth_nonces, config.cluster_auth_window)
               if config.api_token else None)
     metrics = Metrics(config.url, config.topic, config.group, config.started_at,
                       router=router, state=state, writer=writer, proxy=proxy, feed=feed,
                       nonces=nonces, durability=config.durability_warnings,
-                      loop_lag=loop_lag)
+                      loop_lag=loop_lag, producer_starts=producer_starts)
     return Services(config=config, router=router, state=state, writer=writer, proxy=proxy,
                     feed=feed, decider=Decider(router, proxy), metrics=metrics, nonces=nonces)

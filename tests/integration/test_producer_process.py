@@ -85,6 +85,8 @@ async def test_a_killed_producer_process_is_replaced_and_no_acknowledged_write_i
     assert len(set(pids)) == 3, pids
     assert counts["refused"] >= 1, counts  # the kills really cut writes off
     assert node.log_text().count("event=producer_process_ended") == 2
+    metrics = (await client.get(f"{node.base}/metrics")).text
+    assert "kstate_producer_process_starts_total 3.0" in metrics
     for email in KEYS:
         r = await client.get(f"{node.base}/users/{email}")
         assert r.status_code == 200, (email, r.status_code, r.text)
