@@ -72,7 +72,7 @@ class _Buffer:
         self._buf = bytearray()
         self._pos = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._pos:
             del self._buf[:self._pos]
             self._pos = 0

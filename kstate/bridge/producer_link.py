@@ -54,13 +54,29 @@ class _Slot:
 class _Process:
     """One producer process and the socket to it."""
 
-    def __init__(self, proc: trio.Process, stream: trio.SocketStream) -> None:
+    def __init__(self, proc: trio.Process, stream: trio.abc.HalfCloseableStream,
+                 raw: socket.socket | None = None) -> None:
         self.proc = proc
         self.stream = stream
+        self.raw = raw  # the same socket, non-blocking: for send_now
         self.pending: dict[int, _Slot] = {}
         self.out = bytearray()
         self.wake = trio.Event()
+        self.sending = False  # the send loop is inside send_all
         self.alive = True
+
+    def send_now(self, frame: bytes) -> None:
+        """Send ``frame`` from the caller's task when nothing is queued before it (a
+        write at low load then needs no trip through the send loop); else queue it."""
+        sent = 0
+        if self.raw is not None and not self.out and not self.sending:
+            try:
+                sent = self.raw.send(frame)
+            except OSError:
+                sent = 0  # full (BlockingIOError) or broken: the send loop finds out
+        if sent < len(frame):
+            self.out += frame[sent:]
+            self.wake.set()
 
     async def run(self) -> str:
         """Carry requests and replies until the process's end closes; returns why."""
@@ -87,7 +103,11 @@ class _Process:
                 self.wake = trio.Event()
                 while self.out:
                     data, self.out = self.out, bytearray()
-                    await self.stream.send_all(data)
+                    self.sending = True
+                    try:
+                        await self.stream.send_all(data)
+                    finally:
+                        self.sending = False
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return  # the process is gone: the receive loop sees its end close
 
@@ -167,7 +187,7 @@ class ProducerLink:
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         finally:
             theirs.close()
-        process = _Process(proc, trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        process = _Process(proc, trio.SocketStream(trio.socket.from_stdlib_socket(ours)), ours)
         failed = "no answer in time"
         with trio.move_on_after(START_TIMEOUT_S):
             try:
@@ -203,8 +223,7 @@ class ProducerLink:
         rid = self._next_id
         slot = _Slot()
         process.pending[rid] = slot
-        process.out += encode_request(Request(rid, partition, key, value, headers))
-        process.wake.set()
+        process.send_now(encode_request(Request(rid, partition, key, value, headers)))
         try:
             await slot.done.wait()
         finally:

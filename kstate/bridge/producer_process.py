@@ -50,14 +50,25 @@ async def serve(fd: int) -> int:
         return 1
     writer.write(encode_reply(Reply(0, 0)))
 
+    loop = asyncio.get_running_loop()
+    replies = bytearray()
+
+    def flush() -> None:
+        if replies and not writer.is_closing():
+            writer.write(bytes(replies))
+        replies.clear()
+
     def answer(rid: int, fut: asyncio.Future[RecordMetadata]) -> None:
         exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled() or exc is not None:
             reply = Reply(rid, None, repr(exc) if exc else "cancelled")
         else:
             reply = Reply(rid, int(fut.result().offset))
-        if not writer.is_closing():
-            writer.write(encode_reply(reply))
+        # One produce response acknowledges many records: their answers leave together,
+        # in one write and one wake-up of the node, once this loop turn is done.
+        if not replies:
+            loop.call_soon(flush)
+        replies.extend(encode_reply(reply))
 
     try:
         while data := await reader.read(65536):

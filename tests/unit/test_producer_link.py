@@ -9,7 +9,7 @@ import trio
 from kstate.bridge.producer_link import _Process, _Slot
 
 
-class _DeadPeer(trio.abc.Stream):
+class _DeadPeer(trio.abc.HalfCloseableStream):
     """A socket whose process died: sending breaks at once, its end is read a bit later."""
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
