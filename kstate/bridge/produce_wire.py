@@ -4,7 +4,8 @@ so a frame that does not parse is a bug and raises ``WireError``.
 
 Request: ``>I id, >i partition, >i key length, >i value length (-1: null), >H header
 count``, the key, the value, then per header ``>H name length, >I value length``, name
-(UTF-8), value. Reply: ``>I id, >B status, >q n``: status 0 means acknowledged at offset
+(UTF-8), value. A negative partition is a ping: no record, answered at once with
+offset 0. Reply: ``>I id, >B status, >q n``: status 0 means acknowledged at offset
 ``n``; status 1 means not acknowledged, and ``n`` bytes of UTF-8 text follow (why).
 The first frame each way is different: the node sends the pickled KafkaConfig as
 ``>I length`` + bytes, and the process answers with a reply of id 0 (0: started)."""

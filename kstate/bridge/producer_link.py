@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0  # the process's interpreter start plus the producer's bootstrap
 EXIT_TIMEOUT_S = 15.0  # its producer sends what it queued (request timeout) and exits
 RESTART_DELAY_S = 0.5
+# A process that answers no ping for this long is killed and replaced: frozen (SIGSTOP)
+# or its loop stuck, it would otherwise hold its writes, and their keys, for ever. A slow
+# Kafka does not trip it: pings are answered without Kafka.
+PING_EVERY_S = 1.0
+PING_TIMEOUT_S = 5.0
+PING = -1  # the partition of a ping: no record, answered at once (produce_wire)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where `kstate` is importable
 
 
@@ -64,6 +70,19 @@ class _Process:
         self.wake = trio.Event()
         self.sending = False  # the send loop is inside send_all
         self.alive = True
+        self.closing = False  # the node said it is done: no more pings
+        self.verdict = ""  # why the node killed it, if it did
+        self._next_id = 0
+
+    def request(self, partition: int, key: bytes, value: bytes | None,
+                headers: Headers) -> tuple[int, _Slot]:
+        """Send one request; its slot is filled when the answer comes."""
+        self._next_id = self._next_id % 0xFFFF_FFFF + 1  # never 0: the start's reply
+        rid = self._next_id
+        slot = _Slot()
+        self.pending[rid] = slot
+        self.send_now(encode_request(Request(rid, partition, key, value, headers)))
+        return rid, slot
 
     def send_now(self, frame: bytes) -> None:
         """Send ``frame`` from the caller's task when nothing is queued before it (a
@@ -83,12 +102,14 @@ class _Process:
         why = "its socket closed"
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_loop)
+            nursery.start_soon(self._watch)
             try:
                 await self._receive_loop()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
                     WireError) as exc:
                 why = repr(exc)
             nursery.cancel_scope.cancel()
+        why = self.verdict or why
         self.alive = False
         for slot in self.pending.values():
             slot.error = f"the producer process ended ({why}); Kafka may or may not have it"
@@ -111,6 +132,26 @@ class _Process:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return  # the process is gone: the receive loop sees its end close
 
+    async def _watch(self) -> None:
+        while True:
+            await trio.sleep(PING_EVERY_S)
+            if self.closing:
+                return  # it is sending what it holds and exiting: close() bounds that
+            rid, slot = self.request(PING, b"", None, ())
+            with trio.move_on_after(PING_TIMEOUT_S):
+                await slot.done.wait()
+            if not slot.done.is_set():
+                # this node may itself have been paused: an answer already in the socket
+                # is read in the receive loop's next turn
+                await trio.sleep(0.2)
+            self.pending.pop(rid, None)
+            if not slot.done.is_set() and not self.closing:
+                log.warning("event=producer_process_unresponsive pid=%d seconds=%.1f",
+                            self.proc.pid, PING_TIMEOUT_S)
+                self.verdict = f"no answer to a ping in {PING_TIMEOUT_S:.0f} s: killed"
+                self.proc.kill()  # its socket closes: run() ends, the link starts another
+                return
+
     async def _receive_loop(self) -> None:
         replies = ReplyReader()
         while data := await self.stream.receive_some(65536):
@@ -127,6 +168,7 @@ class _Process:
 
     async def close(self) -> None:
         """Say we are done (the process sends what it holds, then exits); wait for it."""
+        self.closing = True
         with trio.CancelScope(shield=True):
             try:
                 await self.stream.send_eof()
@@ -150,7 +192,6 @@ class ProducerLink:
         self._config = config
         self._process: _Process | None = None
         self._closing = False
-        self._next_id = 0
         self.starts = 0
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -219,11 +260,7 @@ class ProducerLink:
         process = self._process
         if process is None or not process.alive:
             raise BrokerUnavailable("the producer process is restarting")
-        self._next_id = self._next_id % 0xFFFF_FFFF + 1  # never 0: the start's reply
-        rid = self._next_id
-        slot = _Slot()
-        process.pending[rid] = slot
-        process.send_now(encode_request(Request(rid, partition, key, value, headers)))
+        rid, slot = process.request(partition, key, value, headers)
         try:
             await slot.done.wait()
         finally:

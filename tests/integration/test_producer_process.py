@@ -128,3 +128,30 @@ async def test_only_the_node_ends_its_producer_process(make_node,
     assert _running(child)
     assert await _put(client, node, KEYS[1], "after the signals") in (200, 201)
     assert await _producer_pid(node) == child
+
+
+async def test_a_frozen_producer_process_is_replaced(make_node, client: httpx.AsyncClient
+                                                     ) -> None:
+    """A producer process that stops (SIGSTOP) would hold its writes and their keys for
+    ever: the node stops hearing its pings, kills it and starts another."""
+    node = make_node()
+    await wait_ready(client, node)
+    frozen = await _producer_pid(node)
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        # held by the frozen process: answered 503 within write_timeout, never applied
+        # before Kafka has it
+        r = await client.put(f"{node.base}/users/{KEYS[2]}",
+                             json={"name": "to the frozen process", "email": KEYS[2]})
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] in {"write_timeout", "broker_unavailable"}, r.text
+        replacement = await _producer_pid(node, other_than=frozen, timeout=20)
+        with trio.fail_after(20):
+            while await _put(client, node, KEYS[3], "after the replacement") == 503:
+                await trio.sleep(0.2)
+    finally:
+        if _running(frozen):
+            os.kill(frozen, signal.SIGCONT)
+    assert not _running(frozen)
+    assert _running(replacement)
+    assert "event=producer_process_unresponsive" in node.log_text()
