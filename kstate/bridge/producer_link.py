@@ -9,7 +9,9 @@ writes are busy (docs/design.md, "The producer process").
 The process lives as long as the link: it exits when the node's end closes, whether the
 node stopped or died. If it dies first, every write it held fails with BrokerUnavailable
 (Kafka may or may not have them, as with a broker that stops answering) and the link
-starts a new one; writes in between fail the same way, at once."""
+starts a new one; writes in between fail the same way, at once. One that stops
+answering the node's pings for PING_TIMEOUT_S (frozen, or its loop stuck) is killed
+first, then the same."""
 
 from __future__ import annotations
 

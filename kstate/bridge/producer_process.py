@@ -4,7 +4,8 @@ on the second core instead of sharing the node's interpreter lock (docs/design.m
 of a socketpair whose other end the node holds (kstate/bridge/producer_link.py).
 
 It reads the pickled KafkaConfig, starts the producer and says so, then produces each
-request in the order it arrived and answers with the offset or the error. It exits when
+request in the order it arrived and answers with the offset or the error; it answers a
+ping (partition -1) at once, so the node can tell it is alive. It exits when
 the node's end closes (the node stopped or died): it stops the producer, which sends what
 it queued, and exits. It never outlives the node by more than that."""
 
