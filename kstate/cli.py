@@ -12,6 +12,7 @@ import sys
 import trio
 
 from kstate import logs
+from kstate.core.exception_groups import lone_error
 from kstate.node import TopicNotDurable, run_node
 from kstate.settings import Settings, SettingsError, describe, load_settings
 
@@ -73,6 +74,5 @@ def main(argv: list[str] | None = None) -> int:
 def _only(exc: BaseException, kind: type[Exception]) -> Exception | None:
     """``exc`` if it is a ``kind``, or the one ``kind`` an exception group holds and
     nothing else; else None."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    exc = lone_error(exc)
     return exc if isinstance(exc, kind) else None

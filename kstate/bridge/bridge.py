@@ -22,13 +22,15 @@ from kstate.bridge.offsets import EndOffsets
 from kstate.bridge.portal import Portal, open_portal
 from kstate.bridge.producer_link import ProducerLink
 from kstate.bridge.reader import Reader, Start, open_reader
+from kstate.core.exception_groups import lone_error
 from kstate.core.messages import Batch, BridgeEvent
 
 log = logging.getLogger(__name__)
 
 
 class KafkaBridge:
-    """Trio-facing side of the bridge. Every method crosses to asyncio once."""
+    """Trio-facing side of the bridge. Every method crosses to asyncio once, except
+    produce (the producer's process, through ``producer``)."""
 
     def __init__(self, portal: Portal, config: KafkaConfig, nursery: trio.Nursery) -> None:
         self._portal = portal
@@ -121,15 +123,7 @@ async def open_bridge(config: KafkaConfig) -> AsyncIterator[KafkaBridge]:
         except BaseExceptionGroup as group:
             # The caller's error comes out as itself, as it did before this nursery
             # existed (callers catch KafkaAuthFailed, TopicNotDurable, ...).
-            lone = _lone(group)
+            lone = lone_error(group)
             if lone is group:
                 raise
             raise lone from None
-
-
-def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested one-member groups, else the group itself."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
