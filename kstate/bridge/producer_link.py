@@ -271,12 +271,6 @@ class ProducerLink:
             raise BrokerUnavailable(slot.error)
         return slot.offset
 
-    @property
-    def pid(self) -> int | None:
-        """The running producer process (tests and operators look for it)."""
-        process = self._process
-        return process.proc.pid if process is not None and process.alive else None
-
     async def close(self) -> None:
         """Stop the process: it sends what it holds, then exits (bounded)."""
         self._closing = True

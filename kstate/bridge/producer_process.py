@@ -25,8 +25,6 @@ from kstate.bridge.config import KafkaConfig
 from kstate.bridge.produce_wire import Reply, RequestReader, encode_reply
 from kstate.bridge.producer import NodeProducer
 
-log = logging.getLogger("kstate.producer_process")
-
 
 async def serve(fd: int) -> int:
     sock = socket.socket(fileno=fd)
@@ -59,31 +57,31 @@ async def serve(fd: int) -> int:
             writer.write(bytes(replies))
         replies.clear()
 
-    def answer(rid: int, fut: asyncio.Future[RecordMetadata]) -> None:
-        exc = None if fut.cancelled() else fut.exception()
-        if fut.cancelled() or exc is not None:
-            reply = Reply(rid, None, repr(exc) if exc else "cancelled")
-        else:
-            reply = Reply(rid, int(fut.result().offset))
+    def reply(r: Reply) -> None:
         # One produce response acknowledges many records: their answers leave together,
         # in one write and one wake-up of the node, once this loop turn is done.
         if not replies:
             loop.call_soon(flush)
-        replies.extend(encode_reply(reply))
+        replies.extend(encode_reply(r))
+
+    def answer(rid: int, fut: asyncio.Future[RecordMetadata]) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            reply(Reply(rid, None, repr(exc) if exc else "cancelled"))
+        else:
+            reply(Reply(rid, int(fut.result().offset)))
 
     try:
         while data := await reader.read(65536):
             frames.feed(data)
             for r in frames.requests():
                 if r.partition < 0:  # a ping: the node checks this loop still turns
-                    if not replies:
-                        loop.call_soon(flush)
-                    replies.extend(encode_reply(Reply(r.id, 0)))
+                    reply(Reply(r.id, 0))
                     continue
                 try:
                     fut = await producer.send(r.partition, r.key, r.value, r.headers)
                 except Exception as exc:  # refused before it was queued (e.g. too large)
-                    writer.write(encode_reply(Reply(r.id, None, repr(exc))))
+                    reply(Reply(r.id, None, repr(exc)))
                     continue
                 fut.add_done_callback(functools.partial(answer, r.id))
             await writer.drain()
