@@ -48,7 +48,7 @@ from kstate.core.messages import BridgeEvent, Revoked, RouterIn, StateIn, Writer
 from kstate.settings import Settings
 from web import tls
 from web.app import create_app
-from web.auth import signer
+from web.auth import serving_start, signer
 from web.loop_lag import LoopLag
 from web.proxy import Proxy
 from web.server import FrontSettings, bind, bound_address, build_front, serve
@@ -127,6 +127,12 @@ async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
             await trio.sleep(1.0)
 
 
+async def _sleep_until(wall: float) -> float:
+    """Sleep until the wall clock reads ``wall``; return it."""
+    await trio.sleep(max(0.0, wall - time.time()))
+    return wall
+
+
 async def _wait_topic(bridge: KafkaBridge, settings: Settings, stop: trio.Event
                       ) -> TopicInfo | None:
     """The topic (created if missing), or None if ``stop`` came first: SIGTERM is obeyed
@@ -171,7 +177,11 @@ async def run_node(settings: Settings, *, stop: trio.Event,
     """Run one kstate node until ``stop`` is set. Reports its url and topic once the
     HTTP server listens and the consumer has joined (or is joining) the group."""
     started = time.monotonic()
-    bound_at = time.time()  # no node signature made before this is for this process
+    # No node signature made before bound_at is for this process; signatures carry
+    # whole seconds, so a node that checks them binds at the start of one.
+    bound_at = time.time()
+    if settings.api_token:
+        bound_at = await _sleep_until(serving_start(bound_at))
     sock = bind(settings.listen)
     url = settings.advertise or bound_address(sock, settings.listen)
     try:
@@ -274,8 +284,8 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             await root.start(partial(consumer.run, bridge, outbox=state_send))
             frozen = freeze_startup_heap()
             log.info("event=node_started url=%s listen=%s group=%s topic=%s partitions=%d "
-                     "heap_frozen=%d", url, settings.listen, settings.group, topic.name,
-                     topic.partitions, frozen)
+                     "heap_frozen=%d bound_at=%.3f", url, settings.listen, settings.group,
+                     topic.name, topic.partitions, frozen, http.bound_at)
             task_status.started(NodeInfo(url=url, topic=topic))
     finally:
         with trio.CancelScope(shield=True):

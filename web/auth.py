@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -152,6 +153,15 @@ def parse(header: str) -> Credential | None:
     if not _is_hex(nonce, NONCE_HEX) or not _is_hex(mac, MAC_HEX):
         return None
     return Credential(int(stamp), nonce, mac)
+
+
+def serving_start(now: float) -> float:
+    """When a node with a token that starts at ``now`` binds its port: the next whole
+    second. Signatures carry whole seconds, so only a node that serves from the start
+    of a second can tell, by the stamp alone, every signature made before it started
+    (an earlier second: refused, its nonce may have been seen by the process before)
+    from every one made to it (this second or later)."""
+    return float(math.floor(now) + 1)
 
 
 def verify(key: bytes, header: str, s: Signed, now: float, window: float,

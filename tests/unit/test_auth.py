@@ -17,6 +17,7 @@ from web.auth import (
     bearer_ok,
     cluster_key,
     parse,
+    serving_start,
     sign,
     verify,
 )
@@ -100,6 +101,22 @@ def test_the_window_both_ways_and_not_before():
     assert verify(KEY, header, REQUEST, NOW - WINDOW - 1, WINDOW) == "outside the time window"
     assert ok(header, not_before=NOW)
     assert verify(KEY, header, REQUEST, NOW, WINDOW, NOW + 1) == "made before this node started"
+
+
+@given(start=st.floats(1e9, 4e9), before=st.floats(0, 10), after=st.floats(0, 10))
+def test_a_node_that_serves_from_serving_start_tells_old_signatures_from_new(
+        start, before, after):
+    """Regression (a CI failure): a node that bound its port at ``start`` itself let a
+    signature made earlier in the same second through, its nonce forgotten with the
+    process before. Binding at :func:`serving_start` leaves no such second."""
+    bound = serving_start(start)
+    assert start < bound <= start + 1
+    assert bound == int(bound)
+    made_before = sign(KEY, REQUEST, start - before, NONCE)
+    made_after = sign(KEY, REQUEST, bound + after, NONCE)
+    assert verify(KEY, made_before, REQUEST, bound + after, WINDOW, bound) == \
+        "made before this node started"
+    assert ok(made_after, now=bound + after, not_before=bound)
 
 
 MALFORMED = [
