@@ -7,8 +7,11 @@ count``, the key, the value, then per header ``>H name length, >I value length``
 (UTF-8), value. A negative partition is a ping: no record, answered at once with
 offset 0. Reply: ``>I id, >B status, >q n``: status 0 means acknowledged at offset
 ``n``; status 1 means not acknowledged, and ``n`` bytes of UTF-8 text follow (why).
-The first frame each way is different: the node sends the pickled KafkaConfig as
-``>I length`` + bytes, and the process answers with a reply of id 0 (0: started)."""
+Status 2 is no reply but a log line of the process, for the node's log (one format,
+one stream): the id field holds its level, and ``n`` bytes of UTF-8 text follow, the
+logger's name, a NUL, the message. The first frame each way is different: the node
+sends the pickled KafkaConfig as ``>I length`` + bytes, and the process answers with a
+reply of id 0 (0: started)."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ _REQUEST = struct.Struct(">IiiiH")
 _HEADER = struct.Struct(">HI")
 _REPLY = struct.Struct(">IBq")
 _SIZE = struct.Struct(">I")
-OK, FAILED = 0, 1
+OK, FAILED, LOG = 0, 1, 2
 
 
 class WireError(Exception):
@@ -44,6 +47,13 @@ class Reply:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    level: int  # logging's number (WARNING is 30)
+    logger: str
+    message: str
+
+
 def encode_request(r: Request) -> bytes:
     parts = [_REQUEST.pack(r.id, r.partition, len(r.key),
                            -1 if r.value is None else len(r.value), len(r.headers)), r.key]
@@ -60,6 +70,11 @@ def encode_reply(r: Reply) -> bytes:
         return _REPLY.pack(r.id, OK, r.offset)
     text = r.error.encode()
     return _REPLY.pack(r.id, FAILED, len(text)) + text
+
+
+def encode_log(line: LogLine) -> bytes:
+    text = f"{line.logger}\0{line.message}".encode(errors="replace")
+    return _REPLY.pack(line.level, LOG, len(text)) + text
 
 
 def encode_sized(payload: bytes) -> bytes:
@@ -140,8 +155,8 @@ class RequestReader(_Buffer):
 class ReplyReader(_Buffer):
     """The node's side: replies out of the bytes fed so far."""
 
-    def replies(self) -> list[Reply]:
-        out: list[Reply] = []
+    def replies(self) -> list[Reply | LogLine]:
+        out: list[Reply | LogLine] = []
         while True:
             start = self._pos
             head = self._take(_REPLY.size)
@@ -151,10 +166,15 @@ class ReplyReader(_Buffer):
             if status == OK:
                 out.append(Reply(rid, n))
                 continue
-            if status != FAILED or n < 0:
+            if status not in (FAILED, LOG) or n < 0:
                 raise WireError(f"reply {rid}: status {status}, length {n}")
-            text = self._take(n)
-            if text is None:
+            raw = self._take(n)
+            if raw is None:
                 self._pos = start
                 return out
-            out.append(Reply(rid, None, text.decode(errors="replace")))
+            text = raw.decode(errors="replace")
+            if status == FAILED:
+                out.append(Reply(rid, None, text))
+            else:
+                logger, _, message = text.partition("\0")
+                out.append(LogLine(rid, logger, message))

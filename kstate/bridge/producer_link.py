@@ -29,6 +29,8 @@ from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import BrokerUnavailable
 from kstate.bridge.produce_wire import (
     Headers,
+    LogLine,
+    Reply,
     ReplyReader,
     Request,
     WireError,
@@ -68,6 +70,7 @@ class _Process:
         self.stream = stream
         self.raw = raw  # the same socket, non-blocking: for send_now
         self.pending: dict[int, _Slot] = {}
+        self.replies = ReplyReader()  # bytes from the process not parsed yet
         self.out = bytearray()
         self.wake = trio.Event()
         self.sending = False  # the send loop is inside send_all
@@ -155,10 +158,13 @@ class _Process:
                 return
 
     async def _receive_loop(self) -> None:
-        replies = ReplyReader()
+        replies = self.replies
         while data := await self.stream.receive_some(65536):
             replies.feed(data)
             for r in replies.replies():
+                if isinstance(r, LogLine):
+                    _log_line(r)
+                    continue
                 slot = self.pending.pop(r.id, None)
                 if slot is None:
                     continue  # its writer was cancelled and went
@@ -184,6 +190,30 @@ class _Process:
                 self.proc.kill()
                 await self.proc.wait()
             await self.stream.aclose()
+
+
+def _log_line(line: LogLine) -> None:
+    """A log line of the process, logged here under its own logger's name (so in the
+    node's format)."""
+    logging.getLogger(line.logger).log(line.level, "%s", line.message)
+
+
+async def _started(process: _Process) -> Reply | None:
+    """The process's first reply (started, or why not); None if it ended first. Its log
+    lines (the producer's bootstrap) are logged; bytes after the reply stay in
+    ``process.replies`` for the receive loop."""
+    first: Reply | None = None
+    while first is None:
+        data = await process.stream.receive_some(65536)
+        if not data:
+            return None
+        process.replies.feed(data)
+        for r in process.replies.replies():
+            if isinstance(r, LogLine):
+                _log_line(r)
+            elif first is None:
+                first = r
+    return first
 
 
 class ProducerLink:
@@ -235,21 +265,13 @@ class ProducerLink:
         with trio.move_on_after(START_TIMEOUT_S):
             try:
                 await process.stream.send_all(encode_sized(pickle.dumps(self._config)))
-                replies = ReplyReader()
-                while not (got := replies.replies()):
-                    data = await process.stream.receive_some(65536)
-                    if not data:
-                        break
-                    replies.feed(data)
-                if got and got[0].offset is not None:
+                started = await _started(process)
+                if started is not None and started.offset is not None:
                     self._process = process
                     self.starts += 1
                     log.info("event=producer_process_started pid=%d", proc.pid)
                     return process
-                if got:
-                    failed = got[0].error
-                else:
-                    failed = "it exited"
+                failed = "it exited" if started is None else started.error
             except (trio.BrokenResourceError, OSError) as exc:
                 failed = repr(exc)
         await process.close()

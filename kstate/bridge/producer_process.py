@@ -5,7 +5,10 @@ of a socketpair whose other end the node holds (kstate/bridge/producer_link.py).
 
 It reads the pickled KafkaConfig, starts the producer and says so, then produces each
 request in the order it arrived and answers with the offset or the error; it answers a
-ping (partition -1) at once, so the node can tell it is alive. It exits when
+ping (partition -1) at once, so the node can tell it is alive. Its log lines (WARNING
+and up) go to the node over the same socket, and the node logs them in its own format
+(JSON or key=value); only what happens before the socket is up, or after it broke,
+goes to stderr as plain text. It exits when
 the node's end closes (the node stopped or died): it stops the producer, which sends what
 it queued, and exits. It never outlives the node by more than that."""
 
@@ -18,17 +21,51 @@ import pickle
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from aiokafka.structs import RecordMetadata
 
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.produce_wire import Reply, RequestReader, encode_reply
+from kstate.bridge.produce_wire import LogLine, Reply, RequestReader, encode_log, encode_reply
 from kstate.bridge.producer import NodeProducer
+
+_STDERR = logging.StreamHandler(sys.stderr)
+_STDERR.setFormatter(logging.Formatter(
+    "kstate producer process: %(name)s %(levelname)s %(message)s"))
 
 
 async def serve(fd: int) -> int:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
+    loop = asyncio.get_running_loop()
+    out = bytearray()
+
+    def flush() -> None:
+        if out and not writer.is_closing():
+            writer.write(bytes(out))
+        out.clear()
+
+    def send(frame: bytes) -> None:
+        # One produce response acknowledges many records: their answers leave together,
+        # in one write and one wake-up of the node, once this loop turn is done.
+        if not out:
+            loop.call_soon(flush)
+        out.extend(frame)
+
+    root = logging.getLogger()
+    to_node = _ToNode(send, writer.is_closing)
+    root.removeHandler(_STDERR)
+    root.addHandler(to_node)
+    try:
+        return await _produce(reader, writer, send)
+    finally:
+        flush()
+        root.removeHandler(to_node)
+        root.addHandler(_STDERR)
+
+
+async def _produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   send: Callable[[bytes], None]) -> int:
     frames = RequestReader()
     config = None
     while config is None:
@@ -44,44 +81,30 @@ async def serve(fd: int) -> int:
     try:
         await producer.start()
     except Exception as exc:
-        writer.write(encode_reply(Reply(0, None, repr(exc))))
+        send(encode_reply(Reply(0, None, repr(exc))))
+        await asyncio.sleep(0)  # the frame leaves (flush runs) before the drain
         await writer.drain()
         return 1
-    writer.write(encode_reply(Reply(0, 0)))
-
-    loop = asyncio.get_running_loop()
-    replies = bytearray()
-
-    def flush() -> None:
-        if replies and not writer.is_closing():
-            writer.write(bytes(replies))
-        replies.clear()
-
-    def reply(r: Reply) -> None:
-        # One produce response acknowledges many records: their answers leave together,
-        # in one write and one wake-up of the node, once this loop turn is done.
-        if not replies:
-            loop.call_soon(flush)
-        replies.extend(encode_reply(r))
+    send(encode_reply(Reply(0, 0)))
 
     def answer(rid: int, fut: asyncio.Future[RecordMetadata]) -> None:
         exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled() or exc is not None:
-            reply(Reply(rid, None, repr(exc) if exc else "cancelled"))
+            send(encode_reply(Reply(rid, None, repr(exc) if exc else "cancelled")))
         else:
-            reply(Reply(rid, int(fut.result().offset)))
+            send(encode_reply(Reply(rid, int(fut.result().offset))))
 
     try:
         while data := await reader.read(65536):
             frames.feed(data)
             for r in frames.requests():
                 if r.partition < 0:  # a ping: the node checks this loop still turns
-                    reply(Reply(r.id, 0))
+                    send(encode_reply(Reply(r.id, 0)))
                     continue
                 try:
                     fut = await producer.send(r.partition, r.key, r.value, r.headers)
                 except Exception as exc:  # refused before it was queued (e.g. too large)
-                    reply(Reply(r.id, None, repr(exc)))
+                    send(encode_reply(Reply(r.id, None, repr(exc))))
                     continue
                 fut.add_done_callback(functools.partial(answer, r.id))
             await writer.drain()
@@ -90,14 +113,33 @@ async def serve(fd: int) -> int:
     return 0
 
 
+class _ToNode(logging.Handler):
+    """Sends each log record to the node (stderr once the socket is closing)."""
+
+    def __init__(self, send: Callable[[bytes], None], closing: Callable[[], bool]) -> None:
+        super().__init__()
+        self._send = send
+        self._closing = closing
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self._closing():
+                _STDERR.handle(record)
+                return
+            self._send(encode_log(LogLine(record.levelno, record.name, self.format(record))))
+        except Exception:
+            self.handleError(record)
+
+
 def main() -> None:
     # Only the node decides when this ends (its socket closes): a Ctrl-C to the process
     # group, or a service manager's SIGTERM to every process of the unit, must not cut
     # the writes the node is still finishing while it shuts down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="kstate producer process: %(name)s %(levelname)s %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)
+    root.addHandler(_STDERR)  # until the node's socket is up (serve)
     sys.exit(asyncio.run(serve(int(sys.argv[1]))))
 
 

@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.produce_wire import (
+    LogLine,
     Reply,
     ReplyReader,
     Request,
     RequestReader,
     WireError,
+    encode_log,
     encode_reply,
     encode_request,
     encode_sized,
@@ -34,6 +36,9 @@ requests = st.builds(
 )
 replies = st.builds(Reply, id=st.integers(0, 2**32 - 1), offset=st.integers(0, 2**63 - 1)) | \
     st.builds(Reply, id=st.integers(0, 2**32 - 1), offset=st.none(), error=st.text(max_size=80))
+log_lines = st.builds(LogLine, level=st.integers(0, 50),
+                      logger=st.text(max_size=20).filter(lambda t: "\0" not in t),
+                      message=st.text(max_size=200))
 
 
 def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -62,11 +67,13 @@ def test_requests_read_back_in_order_however_split(sent: list[Request], cuts: li
     assert got == sent
 
 
-@given(st.lists(replies, max_size=6), st.lists(st.integers(0, 10_000), max_size=8))
-def test_replies_read_back_in_order_however_split(sent: list[Reply], cuts: list[int]) -> None:
-    data = b"".join(encode_reply(r) for r in sent)
+@given(st.lists(replies | log_lines, max_size=6),
+       st.lists(st.integers(0, 10_000), max_size=8))
+def test_replies_and_log_lines_read_back_in_order_however_split(
+        sent: list[Reply | LogLine], cuts: list[int]) -> None:
+    data = b"".join(encode_reply(r) if isinstance(r, Reply) else encode_log(r) for r in sent)
     reader = ReplyReader()
-    got: list[Reply] = []
+    got: list[Reply | LogLine] = []
     for chunk in _chunks(data, cuts):
         reader.feed(chunk)
         got += reader.replies()

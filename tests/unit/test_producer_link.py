@@ -1,12 +1,19 @@
 """The node's side of its producer process (kstate/bridge/producer_link.py): when the
 process dies, the write being sent to it may fail before the end of its socket is read;
-that must end the link's session and fail its writes, never escape into the node."""
+that must end the link's session and fail its writes, never escape into the node. And
+the process's log lines reach the node's log (so its format), not plain stderr."""
 
 from __future__ import annotations
 
+import logging
+import socket
+
+import pytest
 import trio
 
-from kstate.bridge.producer_link import _Process, _Slot
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.errors import BrokerUnavailable
+from kstate.bridge.producer_link import ProducerLink, _Process, _Slot
 
 
 class _DeadPeer(trio.abc.HalfCloseableStream):
@@ -44,3 +51,19 @@ async def test_a_send_to_a_dead_process_fails_its_writes_and_ends_the_session() 
     assert "may or may not" in slot.error
     assert not process.alive
     assert not process.pending
+
+
+async def test_the_process_logs_through_the_node(caplog: pytest.LogCaptureFixture) -> None:
+    # A port that refuses connections: the process's producer logs its failed bootstrap
+    # (aiokafka's own ERROR line), then the process says it did not start.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        link = ProducerLink(KafkaConfig(bootstrap=f"127.0.0.1:{port}", topic="t"))
+        caplog.set_level(logging.WARNING)
+        with trio.fail_after(60), pytest.raises(BrokerUnavailable, match="did not start"):
+            await link._start()
+    lines = [r for r in caplog.records if r.name.startswith("aiokafka")]
+    assert lines, caplog.records
+    assert lines[0].levelno == logging.ERROR
+    assert f"127.0.0.1:{port}" in lines[0].getMessage()
