@@ -38,6 +38,7 @@ from kstate.bridge.config import KafkaConfig
 from kstate.bridge.lease import Lease
 from kstate.bridge.portal import ask_trio
 from kstate.bridge.security import client_args
+from kstate.bridge.stopping import stop_client
 from kstate.bridge.undecodable import Undecodable
 from kstate.core.assignment import (
     Claim,
@@ -227,10 +228,7 @@ class GroupConsumer:
         self.closing = True
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
-            try:
-                await consumer.stop()
-            except Exception:
-                log.exception("event=kafka_stop_failed client=consumer")
+            await stop_client(consumer, "consumer")
 
 
 class Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -10,6 +10,7 @@ from aiokafka.structs import RecordMetadata
 
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.security import client_args
+from kstate.bridge.stopping import stop_client
 
 
 class NodeProducer:
@@ -49,4 +50,4 @@ class NodeProducer:
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            await producer.stop()
+            await stop_client(producer, "producer")

@@ -16,6 +16,7 @@ from kstate.bridge.config import KafkaConfig
 from kstate.bridge.group import ISOLATION, known_positions, record_of
 from kstate.bridge.portal import Portal
 from kstate.bridge.security import client_args
+from kstate.bridge.stopping import stop_client
 from kstate.bridge.undecodable import Halt, Undecodable
 from kstate.core.messages import Batch, Record
 
@@ -121,7 +122,7 @@ class _ReaderSide:
                 await self._starting  # see start()
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
-            await consumer.stop()
+            await stop_client(consumer, "reader")
 
 
 class Reader:

@@ -297,3 +297,31 @@ async def test_client_reports_an_unconfirmed_conditional_write_as_outcome_unknow
                     await trio.sleep(0.5)
         assert got is not None
         assert got["name"] in {"before", "after"}
+
+
+async def test_sigterm_while_kafka_is_down_exits_cleanly(broker, node_on, client):
+    """SIGTERM while the broker is down, with a write held in the producer: the write is
+    answered 503, then the node stops what it can, gives up the record it cannot send
+    and exits 0 (within write_timeout, the producer process's 15 s to send what it
+    holds, and a little). Regression: aiokafka's consumer stop raised a cancellation of
+    its own there, and the node exited 1 with a traceback instead."""
+    await broker.start()
+    node = node_on(broker.bootstrap, KSTATE_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
+    await wait_ready(client, node, timeout=60)
+    r = await client.put(f"{node.base}/users/before@example.com", json={"name": "Before"})
+    assert r.status_code == 201, r.text
+    await broker.stop()
+    try:
+        r = await client.put(f"{node.base}/users/held@example.com", json={"name": "Held"},
+                             timeout=20)
+        assert_refused(r)
+        t0 = time.monotonic()
+        node.term()
+        code = await node.wait_exit(timeout=45)
+        exit_seconds = time.monotonic() - t0
+    finally:
+        await broker.start()
+    log = node.log_text()
+    assert code == 0, log[-3000:]
+    assert "event=node_crashed" not in log
+    print(f"SIGTERM with Kafka down and a write held: exit 0 after {exit_seconds:.1f} s")
