@@ -76,6 +76,7 @@ import org.apache.kafka.common.Node;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.errors.RetriableException;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
@@ -394,19 +395,27 @@ public class ForeignProducer {
     }
 
     /** Returns once every partition's leader hosts it: a ListOffsets is answered by the
-     * leader's log, and the admin client retries it while the broker answers "unknown
-     * partition" or "not leader". A create returns when the controller committed the
-     * topic, which can be before the broker made the logs; an idempotent Java producer
-     * that bursts into a partition in that gap was seen to expire its batches. */
+     * leader's log. A create returns when the controller committed the topic, which can be
+     * before the broker made the logs; an idempotent Java producer that bursts into a
+     * partition in that gap was seen to expire its batches. The admin client does not
+     * retry a ListOffsets whose topic its metadata does not know yet (seen in CI), so
+     * retriable errors are retried here, for up to 30 s. */
     static void awaitWritable(Admin admin, List<String> topics, int partitions) throws Exception {
         Map<TopicPartition, OffsetSpec> latest = new HashMap<>();
         for (String t : topics) {
             for (int i = 0; i < partitions; i++) latest.put(new TopicPartition(t, i), OffsetSpec.latest());
         }
-        try {
-            admin.listOffsets(latest).all().get();
-        } catch (ExecutionException e) {
-            throw new Fail("created, but not writable: " + e.getCause());
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (true) {
+            try {
+                admin.listOffsets(latest).all().get();
+                return;
+            } catch (ExecutionException e) {
+                if (!(e.getCause() instanceof RetriableException) || System.nanoTime() > deadline) {
+                    throw new Fail("created, but not writable: " + e.getCause());
+                }
+                Thread.sleep(100);
+            }
         }
     }
 
