@@ -304,9 +304,13 @@ async def test_sigterm_while_kafka_is_down_exits_cleanly(broker, node_on, client
     answered 503, then the node stops what it can, gives up the record it cannot send
     and exits 0 (within write_timeout, the producer process's 15 s to send what it
     holds, and a little). Regression: aiokafka's consumer stop raised a cancellation of
-    its own there, and the node exited 1 with a traceback instead."""
+    its own there, and the node exited 1 with a traceback instead.
+
+    The node logs JSON: every line it printed is one JSON object, its producer
+    process's complaints about the missing broker too (they travel to the node)."""
     await broker.start()
-    node = node_on(broker.bootstrap, KSTATE_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
+    node = node_on(broker.bootstrap, KSTATE_WRITE_TIMEOUT=str(WRITE_TIMEOUT),
+                   KSTATE_LOG_FORMAT="json")
     await wait_ready(client, node, timeout=60)
     r = await client.put(f"{node.base}/users/before@example.com", json={"name": "Before"})
     assert r.status_code == 201, r.text
@@ -323,5 +327,7 @@ async def test_sigterm_while_kafka_is_down_exits_cleanly(broker, node_on, client
         await broker.start()
     log = node.log_text()
     assert code == 0, log[-3000:]
-    assert "event=node_crashed" not in log
+    lines = [json.loads(line) for line in log.splitlines() if not line.startswith("---- ")]
+    assert not [line for line in lines if line.get("event") == "node_crashed"]
+    assert any(line["logger"].startswith("aiokafka.producer") for line in lines)
     print(f"SIGTERM with Kafka down and a write held: exit 0 after {exit_seconds:.1f} s")
