@@ -207,6 +207,7 @@ class FeedHandle:
     bridge: KafkaBridge
     url: str
     limits: FeedLimits = field(default_factory=FeedLimits)
+    closing: trio.Event = field(default_factory=trio.Event)  # set by close_all
 
     def statistics(self) -> FeedStats:
         """The broadcaster's numbers; ``dropped_subscribers`` counts every subscriber
@@ -216,6 +217,9 @@ class FeedHandle:
             st, dropped_subscribers=st.dropped_subscribers + self.limits.stalled)
 
     def close_all(self) -> None:
+        """End every subscription (the node is stopping): live ones at once, resumed ones
+        still replaying with their own reader within one fetch (actors/feed_resume.py)."""
+        self.closing.set()
         self.broadcaster.close_all()
 
 

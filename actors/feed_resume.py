@@ -69,6 +69,8 @@ async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send, *
     until the node stops or the subscriber lags or stalls. ``reader_closed`` is called
     (perhaps twice: it must be idempotent) once a resumed subscriber's own reader is
     closed, at hand-over or at the end."""
+    if feed.closing.is_set():
+        return Ended.CLOSED  # the node is stopping: subscribe elsewhere
     async with open_outbox(send, stall_timeout=feed.limits.stall_timeout) as put:
         try:
             if start is None:
@@ -110,8 +112,9 @@ class _Replay:
     """A resumed feed's own reader: sends records, tracks the next offset per partition."""
 
     def __init__(self, reader: Reader, positions: dict[int, int], key: bytes | None,
-                 send: Send, *, exact: bool) -> None:
+                 send: Send, *, exact: bool, closing: trio.Event) -> None:
         self.reader = reader
+        self.closing = closing  # the node is stopping: stop replaying
         self.next = dict(positions)
         self.key = key
         self._send = send
@@ -152,7 +155,8 @@ class _Replay:
         held: list[tuple[int, Record]] = []
         done = {p for p, o in self.next.items() if o >= live.get(p, 0)}
         with trio.move_on_after(HANDOFF_WAIT):
-            while len(done) < len(self.next) and not sub.lagged and len(held) < limit:
+            while (len(done) < len(self.next) and not sub.lagged and len(held) < limit
+                   and not self.closing.is_set()):
                 got = await self.fetch(200)
                 for pid, records in got.items():
                     for rec in records:
@@ -176,9 +180,12 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
                                            max_records=READER_MAX_RECORDS) as opened:
             reader, positions = opened
             await send(hello(positions, feed.url))
-            replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING)
+            replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING,
+                             closing=feed.closing)
             next_try = 0.0
             while live is None:
+                if feed.closing.is_set():
+                    return Ended.CLOSED
                 if await replay.step(500) or trio.current_time() < next_try:
                     continue
                 # at the end of the log for now: hand over to the broadcaster

@@ -63,7 +63,11 @@ ROUTER_INBOX = 4
 FEED_BUFFER = 1024  # changes queued per live feed subscriber before it is cut off
 TOPIC_WAIT = 60.0  # seconds the node waits for Kafka at start before it gives up
 SHUTDOWN_EPOCH = 1 << 62  # the last epoch: batches fetched after shutdown are stale
-HTTP_DRAIN = 3.0  # seconds in-flight HTTP requests get to finish on shutdown
+# Seconds in-flight HTTP requests get to finish on shutdown: at least HTTP_DRAIN, and
+# write_timeout + HTTP_DRAIN_MARGIN, since a write in flight is answered by write_timeout
+# (at worst 503, "may or may not apply"): a shorter drain cut it off with no answer.
+HTTP_DRAIN = 3.0
+HTTP_DRAIN_MARGIN = 1.0
 
 
 class TopicNotDurable(Exception):
@@ -261,7 +265,8 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 body_timeout=settings.http_body_timeout,
                 idle_timeout=settings.http_idle_timeout,
                 max_head_bytes=settings.http_max_head_bytes, max_body=settings.max_body,
-                drain_timeout=HTTP_DRAIN), server_ssl)
+                drain_timeout=max(HTTP_DRAIN, settings.write_timeout + HTTP_DRAIN_MARGIN)),
+                server_ssl)
             left = trio.Event()
 
             async def _serve(task_status: trio.TaskStatus[str]) -> None:
@@ -273,8 +278,11 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             async def _shutdown(events: trio.MemorySendChannel[BridgeEvent]) -> None:
                 await stop.wait()
                 log.info("event=shutdown_started")
+                # Feed websockets end now, each with a clean close: waited for, they would
+                # be cut by the HTTP drain when leaving takes longer (writes held by
+                # Kafka). Their clients resume on another node with from=, losing nothing.
+                feed_h.close_all()
                 await _leave(bridge, events, state_h.held())
-                feed_h.close_all()  # live feed websockets end now, not at the drain deadline
                 left.set()
 
             root.start_soon(_shutdown, events_send.clone())

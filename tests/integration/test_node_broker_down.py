@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from tests.support.brokers import Broker, own_broker
+from tests.support.feed import open_feed
 from tools import topic as load
 from tools.procs import Node, wait_ready
 
@@ -300,34 +302,62 @@ async def test_client_reports_an_unconfirmed_conditional_write_as_outcome_unknow
 
 
 async def test_sigterm_while_kafka_is_down_exits_cleanly(broker, node_on, client):
-    """SIGTERM while the broker is down, with a write held in the producer: the write is
-    answered 503, then the node stops what it can, gives up the record it cannot send
-    and exits 0 (within write_timeout, the producer process's 15 s to send what it
-    holds, and a little). Regression: aiokafka's consumer stop raised a cancellation of
-    its own there, and the node exited 1 with a traceback instead.
+    """SIGTERM while the broker is down and a write is in flight, held in the producer:
+    the write is still answered (503 at write_timeout: the HTTP drain waits that long),
+    then the node stops what it can, gives up the record it cannot send and exits 0
+    (within write_timeout, the producer process's 15 s to send what it holds, and a
+    little). Regressions: aiokafka's consumer stop raised a cancellation of its own
+    there, and the node exited 1 with a traceback; and the HTTP drain (3 s) cut the
+    write's connection without an answer.
 
     The node logs JSON: every line it printed is one JSON object, its producer
-    process's complaints about the missing broker too (they travel to the node)."""
+    process's complaints about the missing broker too (they travel to the node).
+
+    Its feed websockets, live and resumed, end with a clean close (1000), never cut
+    off by the HTTP drain (1006: it used to end before the node had left the group,
+    where they were closed)."""
     await broker.start()
-    node = node_on(broker.bootstrap, KSTATE_WRITE_TIMEOUT=str(WRITE_TIMEOUT),
+    write_timeout = 5.0  # the default: longer than the drain used to be
+    node = node_on(broker.bootstrap, KSTATE_WRITE_TIMEOUT=str(write_timeout),
                    KSTATE_LOG_FORMAT="json")
     await wait_ready(client, node, timeout=60)
     r = await client.put(f"{node.base}/users/before@example.com", json={"name": "Before"})
     assert r.status_code == 201, r.text
-    await broker.stop()
-    try:
-        r = await client.put(f"{node.base}/users/held@example.com", json={"name": "Held"},
-                             timeout=20)
-        assert_refused(r)
-        t0 = time.monotonic()
-        node.term()
-        code = await node.wait_exit(timeout=45)
-        exit_seconds = time.monotonic() - t0
-    finally:
-        await broker.start()
+    closes: dict[str, int | None] = {}
+    answers: list[httpx.Response] = []
+
+    async def watch(name: str, ws: WebSocketConnection) -> None:
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as exc:
+            closes[name] = exc.reason.code
+
+    async def held_put() -> None:
+        answers.append(await client.put(f"{node.base}/users/held@example.com",
+                                        json={"name": "Held"}, timeout=30))
+
+    async with open_feed(node.base) as live, \
+            open_feed(node.base, **{"from": "beginning"}) as resumed, \
+            trio.open_nursery() as nursery:
+        nursery.start_soon(watch, "live", live.ws)
+        nursery.start_soon(watch, "resumed", resumed.ws)
+        await broker.stop()
+        try:
+            nursery.start_soon(held_put)
+            await trio.sleep(0.5)  # the PUT is in the writer, waiting for Kafka
+            assert not answers
+            t0 = time.monotonic()
+            node.term()
+            code = await node.wait_exit(timeout=45)
+            exit_seconds = time.monotonic() - t0
+        finally:
+            await broker.start()
+    assert_refused(answers[0])
+    assert closes == {"live": 1000, "resumed": 1000}, closes
     log = node.log_text()
     assert code == 0, log[-3000:]
     lines = [json.loads(line) for line in log.splitlines() if not line.startswith("---- ")]
     assert not [line for line in lines if line.get("event") == "node_crashed"]
     assert any(line["logger"].startswith("aiokafka.producer") for line in lines)
-    print(f"SIGTERM with Kafka down and a write held: exit 0 after {exit_seconds:.1f} s")
+    print(f"SIGTERM with Kafka down and a write in flight: exit 0 after {exit_seconds:.1f} s")

@@ -1,0 +1,69 @@
+"""A resumed feed subscriber (actors/feed_resume.py) driven without Kafka: when the node
+stops (FeedHandle.close_all), one still replaying with a reader of its own ends at once
+with CLOSED and its reader is closed; it is not left to be cut off by the HTTP drain."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import trio
+
+from actors.feed import Broadcaster, FeedHandle
+from actors.feed_resume import FROM_BEGINNING, Ended, serve
+from kstate.core.messages import Record
+
+
+class _EndlessReader:
+    """A reader that is never at the end of the log: one record per fetch."""
+
+    def __init__(self) -> None:
+        self.halted: dict[int, tuple[int, str]] = {}
+        self.offset = 0
+        self.closed = False
+
+    async def fetch(self, timeout_ms: int) -> dict[int, list[Record]]:
+        await trio.sleep(0.05)
+        self.offset += 1
+        return {0: [Record(self.offset - 1, b"a@b.c", b'{"name":"A","email":"a@b.c"}')]}
+
+
+class _Bridge:
+    def __init__(self) -> None:
+        self.reader = _EndlessReader()
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: object, **_: object
+                          ) -> AsyncIterator[tuple[_EndlessReader, dict[int, int]]]:
+        try:
+            yield self.reader, {0: 0}
+        finally:
+            self.reader.closed = True
+
+
+async def test_a_replaying_subscriber_ends_when_the_node_stops(autojump_clock):
+    bridge = _Bridge()
+    feed = FeedHandle(Broadcaster(buffer=16), bridge, "127.0.0.1:1")  # type: ignore[arg-type]
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    ended: list[Ended] = []
+
+    async def subscriber() -> None:
+        ended.append(await serve(feed, FROM_BEGINNING, None, send))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(subscriber)
+        await trio.sleep(1.0)
+        assert len(sent) > 5  # hello, then changes: it is replaying
+        assert not ended
+        feed.close_all()
+        with trio.fail_after(1.0):  # within one fetch
+            while not ended:
+                await trio.sleep(0.01)
+    assert ended == [Ended.CLOSED]
+    assert bridge.reader.closed
+    # and a subscriber arriving once the node stops is not taken in
+    assert await serve(feed, None, None, send) is Ended.CLOSED
