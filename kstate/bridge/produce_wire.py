@@ -20,6 +20,13 @@ from dataclasses import dataclass
 
 Headers = tuple[tuple[str, bytes], ...]
 
+# Once the node's end closes, the process sends what it holds for at most this long,
+# then exits without it, whether or not the node is still there: a node killed with
+# kill -9 while Kafka is unreachable leaves nobody to kill it. The node itself kills a
+# process that has not exited PROCESS_EXIT_S after it closed its end.
+PRODUCER_GIVES_UP_S = 12.0
+PROCESS_EXIT_S = 15.0
+
 _REQUEST = struct.Struct(">IiiiH")
 _HEADER = struct.Struct(">HI")
 _REPLY = struct.Struct(">IBq")

@@ -28,6 +28,7 @@ import trio
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import BrokerUnavailable
 from kstate.bridge.produce_wire import (
+    PROCESS_EXIT_S,
     Headers,
     LogLine,
     Reply,
@@ -41,7 +42,6 @@ from kstate.bridge.produce_wire import (
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0  # the process's interpreter start plus the producer's bootstrap
-EXIT_TIMEOUT_S = 15.0  # its producer sends what it queued (request timeout) and exits
 RESTART_DELAY_S = 0.5
 # A process that answers no ping for this long is killed and replaced: frozen (SIGSTOP)
 # or its loop stuck, it would otherwise hold its writes, and their keys, for ever. A slow
@@ -183,7 +183,7 @@ class _Process:
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError,
                     OSError):
                 pass
-            with trio.move_on_after(EXIT_TIMEOUT_S):
+            with trio.move_on_after(PROCESS_EXIT_S):
                 await self.proc.wait()
             if self.proc.returncode is None:
                 log.warning("event=producer_process_killed pid=%d", self.proc.pid)

@@ -8,15 +8,18 @@ request in the order it arrived and answers with the offset or the error; it ans
 ping (partition -1) at once, so the node can tell it is alive. Its log lines (WARNING
 and up) go to the node over the same socket, and the node logs them in its own format
 (JSON or key=value); only what happens before the socket is up, or after it broke,
-goes to stderr as plain text. It exits when
-the node's end closes (the node stopped or died): it stops the producer, which sends what
-it queued, and exits. It never outlives the node by more than that."""
+goes to stderr as plain text. It exits when the node's end closes (the node stopped or
+died): it stops the producer, which sends what it queued, for PRODUCER_GIVES_UP_S at most
+(Kafka may be unreachable, and a node killed with kill -9 is not there to kill it), and
+exits. It never outlives the node by more than that."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -26,9 +29,18 @@ from collections.abc import Callable
 from aiokafka.structs import RecordMetadata
 
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.produce_wire import LogLine, Reply, RequestReader, encode_log, encode_reply
+from kstate.bridge.produce_wire import (
+    PRODUCER_GIVES_UP_S,
+    LogLine,
+    Reply,
+    RequestReader,
+    encode_log,
+    encode_reply,
+)
 from kstate.bridge.producer import NodeProducer
 
+# named, not __name__: run with -m, this module is __main__
+log = logging.getLogger("kstate.bridge.producer_process")
 _STDERR = logging.StreamHandler(sys.stderr)
 _STDERR.setFormatter(logging.Formatter(
     "kstate producer process: %(name)s %(levelname)s %(message)s"))
@@ -109,8 +121,24 @@ async def _produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 fut.add_done_callback(functools.partial(answer, r.id))
             await writer.drain()
     finally:
-        await producer.stop()
+        await _stop(producer, writer)
     return 0
+
+
+async def _stop(producer: NodeProducer, writer: asyncio.StreamWriter) -> None:
+    """Stop the producer: it sends what it holds, for PRODUCER_GIVES_UP_S at most (with
+    Kafka unreachable it would wait for ever); then the process exits without it."""
+    try:
+        await asyncio.wait_for(producer.stop(), PRODUCER_GIVES_UP_S)
+    except TimeoutError:
+        log.warning(
+            "event=producer_process_gave_up seconds=%.0f: Kafka did not take what it "
+            "held; exiting without it", PRODUCER_GIVES_UP_S)
+        await asyncio.sleep(0)  # the line leaves for the node (if it is still there)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.drain(), 1.0)
+        sys.stderr.flush()
+        os._exit(3)  # aiokafka's tasks may not end on cancel either: no teardown
 
 
 class _ToNode(logging.Handler):

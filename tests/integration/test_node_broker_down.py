@@ -11,6 +11,7 @@ back: writes succeed again and nothing written before is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -22,6 +23,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from kstate.bridge.produce_wire import PRODUCER_GIVES_UP_S
 from tests.support.brokers import Broker, own_broker
 from tests.support.feed import open_feed
 from tools import topic as load
@@ -361,3 +363,44 @@ async def test_sigterm_while_kafka_is_down_exits_cleanly(broker, node_on, client
     assert not [line for line in lines if line.get("event") == "node_crashed"]
     assert any(line["logger"].startswith("aiokafka.producer") for line in lines)
     print(f"SIGTERM with Kafka down and a write in flight: exit 0 after {exit_seconds:.1f} s")
+
+
+async def test_a_killed_nodes_producer_process_ends_though_kafka_is_down(broker, node_on,
+                                                                        client):
+    """kill -9 of a node while Kafka is down and its producer process holds a write: the
+    process sees its socket close and gives up what it cannot send on its own (no node
+    is left to kill it). Regression: it waited for Kafka for ever, an orphan."""
+    await broker.start()
+    node = node_on(broker.bootstrap)
+    await wait_ready(client, node, timeout=60)
+    r = await client.put(f"{node.base}/users/before@example.com", json={"name": "Before"})
+    assert r.status_code == 201, r.text
+    (child,) = node.children()
+    await broker.stop()
+    try:
+        async with trio.open_nursery() as nursery:
+            async def held_put() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # the node dies under it
+                    await client.put(f"{node.base}/users/held@example.com",
+                                     json={"name": "Held"}, timeout=30)
+
+            nursery.start_soon(held_put)
+            await trio.sleep(1.0)  # the PUT is in the producer process, waiting for Kafka
+            node.kill()
+        t0 = time.monotonic()
+        with trio.fail_after(PRODUCER_GIVES_UP_S + 10):
+            while _running(child):
+                await trio.sleep(0.2)
+        print(f"producer process of a killed node, Kafka down: gone after "
+              f"{time.monotonic() - t0:.1f} s")
+    finally:
+        await broker.start()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited orphan may linger as a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
