@@ -43,6 +43,7 @@ from actors.feed_limits import FeedLimits
 from actors.replies import ReplyBox
 from actors.router import RouterHandle
 from kstate.bridge import KafkaAuthFailed, KafkaBridge, TopicInfo, open_bridge
+from kstate.bridge.produce_wire import PRODUCER_GIVES_UP_S
 from kstate.core import durability
 from kstate.core.messages import BridgeEvent, Revoked, RouterIn, StateIn, WriterIn
 from kstate.settings import Settings
@@ -68,6 +69,19 @@ SHUTDOWN_EPOCH = 1 << 62  # the last epoch: batches fetched after shutdown are s
 # (at worst 503, "may or may not apply"): a shorter drain cut it off with no answer.
 HTTP_DRAIN = 3.0
 HTTP_DRAIN_MARGIN = 1.0
+LEAVE_MARGIN = 2.0  # leaving the group and stopping Kafka clients (seconds, generous)
+
+
+def http_drain(settings: Settings) -> float:
+    """How long a stopping node waits for the HTTP requests in flight."""
+    return max(HTTP_DRAIN, settings.write_timeout + HTTP_DRAIN_MARGIN)
+
+
+def longest_shutdown(settings: Settings) -> float:
+    """The most a SIGTERM can take to end the node, Kafka unreachable included: the HTTP
+    drain (which outlasts the writer's), leaving, then the producer process giving up
+    what Kafka did not take. A service manager's grace period must be longer."""
+    return http_drain(settings) + LEAVE_MARGIN + PRODUCER_GIVES_UP_S
 
 
 class TopicNotDurable(Exception):
@@ -265,8 +279,7 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 body_timeout=settings.http_body_timeout,
                 idle_timeout=settings.http_idle_timeout,
                 max_head_bytes=settings.http_max_head_bytes, max_body=settings.max_body,
-                drain_timeout=max(HTTP_DRAIN, settings.write_timeout + HTTP_DRAIN_MARGIN)),
-                server_ssl)
+                drain_timeout=http_drain(settings)), server_ssl)
             left = trio.Event()
 
             async def _serve(task_status: trio.TaskStatus[str]) -> None:

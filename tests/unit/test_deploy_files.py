@@ -38,7 +38,7 @@ import yaml
 from quart_trio import QuartTrio
 from werkzeug.exceptions import NotFound
 
-from kstate.node import TOPIC_WAIT
+from kstate.node import TOPIC_WAIT, longest_shutdown
 from kstate.settings import Settings, SettingsError, describe, load_settings
 from tests.support.offline import offline_services
 from web.app import create_app
@@ -532,6 +532,7 @@ def test_compose_nodes_reach_the_brokers_and_the_host() -> None:
         assert set(deps) >= set(brokers), f"{name}: starts before some broker"
         assert all(deps[b]["condition"] == "service_healthy" for b in brokers)
         assert seconds(svc["stop_grace_period"]) * 1000 > s.session_timeout_ms, name
+        assert seconds(svc["stop_grace_period"]) > longest_shutdown(s), name
         assert seconds(svc["healthcheck"]["start_period"]) > TOPIC_WAIT, name
         for mapping in svc["ports"]:
             host_port, _, inner = str(mapping).rpartition(":")
@@ -580,6 +581,7 @@ def test_k8s_manifests_are_wired_together() -> None:
     for node in k8s_nodes():
         s = load_settings(argv=[], environ=node.env)
         assert grace * 1000 > s.session_timeout_ms, node.where
+        assert grace > longest_shutdown(s), node.where
         assert s.instance_id == node.where.removeprefix("k8s:"), "instance id = pod name"
     resources = container["resources"]
     for part in ("requests", "limits"):
