@@ -7,13 +7,13 @@ fetch_max_wait_ms); a fence must answer in milliseconds, so it asks here."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.group import ISOLATION
 from kstate.bridge.security import client_args
+from kstate.bridge.stopping import stop_client
 
 
 class EndOffsets:
@@ -46,7 +46,7 @@ class EndOffsets:
         try:
             await consumer.start()
         except BaseException:
-            await consumer.stop()
+            await stop_client(consumer, "offsets")  # its failure must not hide this one
             raise
         return consumer
 
@@ -55,5 +55,8 @@ class EndOffsets:
         if starting is None:
             return
         starting.cancel()  # a start still waiting for Kafka: the node is stopping
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await (await starting).stop()
+        try:
+            consumer = await starting
+        except (Exception, asyncio.CancelledError):
+            return  # it did not start (and stopped its consumer itself)
+        await stop_client(consumer, "offsets")
