@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from collections.abc import AsyncIterator, Callable
 
 import trio
@@ -24,8 +23,6 @@ from kstate.bridge.producer_link import ProducerLink
 from kstate.bridge.reader import Reader, Start, open_reader
 from kstate.core.exception_groups import lone_error
 from kstate.core.messages import Batch, BridgeEvent
-
-log = logging.getLogger(__name__)
 
 
 class KafkaBridge:
@@ -96,11 +93,9 @@ class KafkaBridge:
             await self._portal.call(self._group.leave)
 
     async def _stop_clients(self) -> None:
-        for stop in (self._group.leave, self._offsets.stop):
-            try:
-                await stop()
-            except Exception:
-                log.exception("event=kafka_stop_failed client=%s", stop.__qualname__)
+        # each stops its client through stopping.stop_client: a failure is logged there
+        await self._group.leave()
+        await self._offsets.stop()
 
     async def stop(self) -> None:
         """Stop the consumer (LeaveGroup unless static), offsets client and producer."""
