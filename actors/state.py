@@ -14,6 +14,7 @@ from typing import assert_never
 
 import trio
 
+from actors.inbox import ready
 from kstate.core.messages import Assign, Batch, Bump, Own, Revoke, StateIn
 from kstate.core.partition import Outcome
 from kstate.core.table import NotServing, StateTable
@@ -197,26 +198,38 @@ async def run(*, inbox: trio.MemoryReceiveChannel[StateIn], num_partitions: int,
     it closes)."""
     handle = StateHandle(StateTable(num_partitions))
     task_status.started(handle)
-    table = handle.table
     async with inbox:
         async for msg in inbox:
-            match msg:
-                case Batch():
-                    handle.wake(table.apply(msg))
-                case Revoke():
-                    handle.wake(table.revoke(msg))
-                    msg.reply.send(None)
-                case Assign():
-                    seeks, changed = table.assign(msg)
-                    handle.wake(changed)
-                    msg.reply.send(seeks)
-                case Own():
-                    applied = table.apply_own(msg.partition, msg.records)
-                    if applied:
-                        handle.wake((msg.partition,))
-                    msg.reply.send(applied)
-                case Bump():
-                    msg.reply.send(table.bump(msg.partition, msg.claim))
-                    handle.wake((msg.partition,))
-                case _:
-                    assert_never(msg)
+            _apply(handle, msg)
+            # The small messages queued behind it are applied in this same turn (a
+            # burst of acknowledged writes: each one's Own). A fetched batch ends the
+            # turn: it may hold max_batch records, and HTTP tasks run between batches.
+            if not isinstance(msg, Batch):
+                for queued in ready(inbox):
+                    _apply(handle, queued)
+                    if isinstance(queued, Batch):
+                        break
+
+
+def _apply(handle: StateHandle, msg: StateIn) -> None:
+    table = handle.table
+    match msg:
+        case Batch():
+            handle.wake(table.apply(msg))
+        case Revoke():
+            handle.wake(table.revoke(msg))
+            msg.reply.send(None)
+        case Assign():
+            seeks, changed = table.assign(msg)
+            handle.wake(changed)
+            msg.reply.send(seeks)
+        case Own():
+            applied = table.apply_own(msg.partition, msg.records)
+            if applied:
+                handle.wake((msg.partition,))
+            msg.reply.send(applied)
+        case Bump():
+            msg.reply.send(table.bump(msg.partition, msg.claim))
+            handle.wake((msg.partition,))
+        case _:
+            assert_never(msg)

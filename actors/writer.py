@@ -10,8 +10,10 @@ lands after a newer marker is fenced by every node, live and on replay: an old o
 cut off from Kafka, paused, or with a write stuck in its producer cannot overwrite what
 the new owner acknowledged.
 
-Key locks. Writes of one key are serialized. A key stays locked until its record's fate
-is known: applied or fenced here, or, when Kafka did not confirm the produce, until a
+Key locks. Writes of one key are serialized (those that arrive together, from
+concurrent requests, in no set order: HTTP gives them none). A key stays locked until
+its record's fate is known: applied or fenced here, or, when Kafka did not confirm the
+produce, until a
 marker of a new epoch is applied (then the record either landed before it, and is in
 the state, or lands after it and is fenced). The client is answered 503 at
 ``write_timeout`` meanwhile ("may or may not apply"). A write that cannot get its key
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 
 import trio
 
+from actors.inbox import ready
 from actors.replies import ReplyBox, send_request
 from actors.state import NotServing, StateHandle
 from actors.write_deadlines import Deadlines, Once
@@ -357,11 +360,12 @@ async def run(produce: Produce, state: StateHandle, *,
         nursery.start_soon(_deadline_loop)
         task_status.started(handle)
         async with trio.open_nursery() as writes:
-            async for msg in inbox:
-                if isinstance(msg, Claim):
-                    for p in sorted(msg.partitions):
-                        nursery.start_soon(writer.claim, p)
-                else:
-                    writes.start_soon(writer.handle, msg)
+            async for first in inbox:
+                for msg in (first, *ready(inbox)):  # the queued ones in the same turn
+                    if isinstance(msg, Claim):
+                        for p in sorted(msg.partitions):
+                            nursery.start_soon(writer.claim, p)
+                    else:
+                        writes.start_soon(writer.handle, msg)
             repairs.cancel()
         deadlines.cancel()  # every write taken has answered

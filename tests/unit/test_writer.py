@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 import trio
+import trio.testing
 
 from actors import state, writer
 from actors.replies import ReplyBox
@@ -232,6 +233,7 @@ async def test_a_write_that_cannot_get_its_key_is_refused_unapplied(autojump_clo
         log, send, _, _ = await start(nursery)
         log.gate = trio.Event()
         first = await write(send, b"a@x", user("a@x", "first"))
+        await trio.testing.wait_all_tasks_blocked()  # the first holds the key, in produce
         second = await write(send, b"a@x", user("a@x", "second"))
         got = await second.wait()
         assert isinstance(got, Unavailable)
