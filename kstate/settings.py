@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from actors.router import TABLE_WAIT
 from kstate.bridge.config import KafkaConfig
+from kstate.core.log_lines import FORMATS
 from kstate.settings_help import ENV_ONLY, FIELDS, SECRET_FILES, env_name, flag_name
 from web import tls
 
@@ -126,7 +127,7 @@ class Settings:
             security_protocol=self.security_protocol, sasl_mechanism=self.sasl_mechanism,
             sasl_username=self.sasl_username, sasl_password=self.sasl_password,
             ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile,
-            ssl_keyfile=self.ssl_keyfile)
+            ssl_keyfile=self.ssl_keyfile, log_format=self.log_format)
 
 
 MAX_SECRET_FILE = 4096  # bytes: a token or password, not a document
@@ -189,7 +190,7 @@ def validate(s: Settings) -> Settings:
         (1 <= s.max_batch <= 100_000, "max_batch: must be 1..100000"),
         (s.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
          "log_level: must be DEBUG, INFO, WARNING or ERROR"),
-        (s.log_format in {"kv", "json"}, "log_format: must be kv or json"),
+        (s.log_format in FORMATS, "log_format: must be kv or json"),
         (s.compression in COMPRESSION, f"compression: must be one of {', '.join(COMPRESSION)}"),
         (1 <= s.cluster_auth_window <= 300, "cluster_auth_window: must be 1..300 seconds"),
         (1_000 <= s.cluster_auth_nonces <= 10_000_000,

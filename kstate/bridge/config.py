@@ -27,6 +27,7 @@ class KafkaConfig:
     ssl_cafile: str = ""
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
+    log_format: str = "kv"  # the node's: its producer process writes its own last lines
 
     @property
     def servers(self) -> list[str]:

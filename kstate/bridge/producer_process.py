@@ -7,11 +7,11 @@ It reads the pickled KafkaConfig, starts the producer and says so, then produces
 request in the order it arrived and answers with the offset or the error; it answers a
 ping (partition -1) at once, so the node can tell it is alive. Its log lines (WARNING
 and up) go to the node over the same socket, and the node logs them in its own format
-(JSON or key=value); only what happens before the socket is up, or after it broke,
-goes to stderr as plain text. It exits when the node's end closes (the node stopped or
-died): it stops the producer, which sends what it queued, for PRODUCER_GIVES_UP_S at most
-(Kafka may be unreachable, and a node killed with kill -9 is not there to kill it), and
-exits. It never outlives the node by more than that."""
+(JSON or key=value); what it logs once that socket is closed (the node is gone) it
+writes to stderr itself, in the same format. It exits when the node's end closes (the
+node stopped or died): it stops the producer, which sends what it queued, for
+PRODUCER_GIVES_UP_S at most (Kafka may be unreachable, and a node killed with kill -9
+is not there to kill it), and exits. It never outlives the node by more than that."""
 
 from __future__ import annotations
 
@@ -38,12 +38,14 @@ from kstate.bridge.produce_wire import (
     encode_reply,
 )
 from kstate.bridge.producer import NodeProducer
+from kstate.core.log_lines import formatter
 
 # named, not __name__: run with -m, this module is __main__
 log = logging.getLogger("kstate.bridge.producer_process")
+# For the lines the node cannot log (its socket is not up yet, or closed: the node is
+# gone): written here in the node's format (key=value until its config says otherwise).
 _STDERR = logging.StreamHandler(sys.stderr)
-_STDERR.setFormatter(logging.Formatter(
-    "kstate producer process: %(name)s %(levelname)s %(message)s"))
+_STDERR.setFormatter(formatter("kv"))
 
 
 async def serve(fd: int) -> int:
@@ -89,6 +91,7 @@ async def _produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         if raw is not None:
             config = pickle.loads(raw)  # the node's own bytes, over a private socketpair
     assert isinstance(config, KafkaConfig)
+    _STDERR.setFormatter(formatter(config.log_format))
     producer = NodeProducer(config)
     try:
         await producer.start()
@@ -131,9 +134,8 @@ async def _stop(producer: NodeProducer, writer: asyncio.StreamWriter) -> None:
     try:
         await asyncio.wait_for(producer.stop(), PRODUCER_GIVES_UP_S)
     except TimeoutError:
-        log.warning(
-            "event=producer_process_gave_up seconds=%.0f: Kafka did not take what it "
-            "held; exiting without it", PRODUCER_GIVES_UP_S)
+        log.warning("event=producer_process_gave_up seconds=%.0f reason=%r",
+                    PRODUCER_GIVES_UP_S, "Kafka did not take what it held; exiting without it")
         await asyncio.sleep(0)  # the line leaves for the node (if it is still there)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.drain(), 1.0)

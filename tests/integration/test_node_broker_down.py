@@ -369,9 +369,13 @@ async def test_a_killed_nodes_producer_process_ends_though_kafka_is_down(broker,
                                                                         client):
     """kill -9 of a node while Kafka is down and its producer process holds a write: the
     process sees its socket close and gives up what it cannot send on its own (no node
-    is left to kill it). Regression: it waited for Kafka for ever, an orphan."""
+    is left to kill it). Regression: it waited for Kafka for ever, an orphan.
+
+    What it logs with no node left (aiokafka's complaints, that it gave up) it writes
+    to the stderr it shares with the node, in the node's format: with JSON logs every
+    line is one JSON object. Regression: those lines were plain text."""
     await broker.start()
-    node = node_on(broker.bootstrap)
+    node = node_on(broker.bootstrap, KSTATE_LOG_FORMAT="json")
     await wait_ready(client, node, timeout=60)
     r = await client.put(f"{node.base}/users/before@example.com", json={"name": "Before"})
     assert r.status_code == 201, r.text
@@ -395,6 +399,10 @@ async def test_a_killed_nodes_producer_process_ends_though_kafka_is_down(broker,
               f"{time.monotonic() - t0:.1f} s")
     finally:
         await broker.start()
+    lines = [json.loads(line) for line in node.log_text().splitlines()
+             if not line.startswith("---- ")]
+    gave_up = [line for line in lines if line.get("event") == "producer_process_gave_up"]
+    assert [line["logger"] for line in gave_up] == ["kstate.bridge.producer_process"]
 
 
 def _running(pid: int) -> bool:
