@@ -174,8 +174,8 @@ class _Writer:
             try:
                 offset = await self.produce(partition, key, value, headers)
             except BrokerUnavailable as exc:
-                log.warning("event=marker_failed partition=%d epoch=%d error=%s",
-                            partition, epoch, exc)
+                log.warning("event=marker_failed partition=%d epoch=%d error=%r",
+                            partition, epoch, str(exc))
                 await trio.sleep(MARKER_RETRY)
                 epoch = await self._bump(partition)
                 continue
@@ -272,7 +272,7 @@ class _Writer:
             offset = await self.produce(p, key, value, headers)
         except BrokerUnavailable as exc:
             self.h.failed += 1
-            log.warning("event=produce_failed partition=%d error=%s", p, exc)
+            log.warning("event=produce_failed partition=%d error=%r", p, str(exc))
             await self._settle(p)
             return Unavailable("broker_unavailable",
                                "Kafka did not confirm the write; it may or may not apply", 2.0)

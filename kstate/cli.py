@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         refused = _only(exc, TopicNotDurable)
         if refused is not None:  # a refusal, not a crash: one line, no traceback
-            log.error("event=node_refused reason=topic_not_durable: %s", refused)
+            log.error("event=node_refused reason=topic_not_durable detail=%r", str(refused))
             return 2
         log.exception("event=node_crashed")
         return 1

@@ -94,7 +94,7 @@ def check_durability(topic: TopicInfo, require: bool) -> tuple[str, ...]:
     TopicNotDurable when there is any and ``require`` is set."""
     found = durability.check(topic.replication, topic.configs)
     for w in found:
-        log.warning("event=topic_durability_warning name=%s reason=%s replication=%d: %s",
+        log.warning("event=topic_durability_warning name=%s reason=%s replication=%d detail=%r",
                     topic.name, w.reason, topic.replication, w.message)
     if found and require:
         raise TopicNotDurable(
@@ -169,9 +169,9 @@ async def _wait_topic(bridge: KafkaBridge, settings: Settings, stop: trio.Event
     log.info("event=topic name=%s partitions=%d created=%s configs=%s", topic.name,
              topic.partitions, topic.created, topic.configs)
     if not topic.created and topic.configs.get("cleanup.policy") != "compact":
-        log.warning("event=topic_not_compacted name=%s cleanup.policy=%s: deleted users "
-                    "may come back after retention; kstate uses the topic as it is",
-                    topic.name, topic.configs.get("cleanup.policy"))
+        log.warning("event=topic_not_compacted name=%s cleanup.policy=%s detail=%r",
+                    topic.name, topic.configs.get("cleanup.policy"), "deleted users may "
+                    "come back after retention; kstate uses the topic as it is")
     return topic
 
 

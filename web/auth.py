@@ -278,9 +278,10 @@ class WriteGuard:
         verdict = verify(self._key, node, s, now, config.window, config.not_before)
         if verdict == OUTSIDE_WINDOW and now - self._skew_logged > SKEW_LOG_EVERY:
             self._skew_logged = now
-            log.warning("event=cluster_auth_outside_window skew_s=%.0f window_s=%.0f: a "
-                        "node signature (or a replay of an old one) from %s; check that "
-                        "node clocks agree", now - claimed.stamp, config.window, client)
+            log.warning("event=cluster_auth_outside_window skew_s=%.0f window_s=%.0f "
+                        "client=%r detail=%r", now - claimed.stamp, config.window, client,
+                        "a node signature (or a replay of an old one); check that node "
+                        "clocks agree")
         if isinstance(verdict, str):
             return _refused(verdict)
         match self._seen.admit(verdict.stamp, verdict.nonce, now):

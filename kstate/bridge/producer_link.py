@@ -237,7 +237,7 @@ class ProducerLink:
             if self._closing:
                 return
             await process.close()
-            log.warning("event=producer_process_ended pid=%d rc=%s why=%s",
+            log.warning("event=producer_process_ended pid=%d rc=%s why=%r",
                         process.proc.pid, process.proc.returncode, why)
             while True:
                 await trio.sleep(RESTART_DELAY_S)
@@ -247,7 +247,7 @@ class ProducerLink:
                     process = await self._start()
                     break
                 except BrokerUnavailable as exc:
-                    log.warning("event=producer_process_start_failed error=%s", exc)
+                    log.warning("event=producer_process_start_failed error=%r", str(exc))
 
     async def _start(self) -> _Process:
         ours, theirs = socket.socketpair()

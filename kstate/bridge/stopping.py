@@ -25,7 +25,8 @@ async def stop_client(client: Any, name: str) -> None:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # this task was cancelled: not the client's doing
-        log.warning("event=kafka_stop_failed client=%s error=cancelled: its stop awaited a "
-                    "task of its own that it had cancelled (Kafka unreachable?)", name)
+        log.warning("event=kafka_stop_failed client=%s error=cancelled detail=%r", name,
+                    "its stop awaited a task of its own that it had cancelled "
+                    "(Kafka unreachable?)")
     except Exception:
         log.exception("event=kafka_stop_failed client=%s", name)

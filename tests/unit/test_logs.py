@@ -3,9 +3,12 @@ key=value pairs as fields, exceptions included."""
 
 from __future__ import annotations
 
+import ast
 import io
 import logging
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -113,6 +116,42 @@ def test_kv_is_one_line_even_with_newlines_and_exceptions(capture):
 ])
 def test_parse_fields(msg, expected):
     assert logs.parse_fields(msg) == expected
+
+
+_REPO = Path(__file__).resolve().parents[2]
+_LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
+_FREE_TEXT = {"error", "why", "detail"}  # values with spaces: always %r (one quoted field)
+
+
+def _event_formats() -> list[tuple[str, str]]:
+    """Every ``log.<level>("event=...", ...)`` format string of the product's code."""
+    found = []
+    for package in ("kstate", "actors", "web"):
+        for path in sorted((_REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr in _LEVELS and node.args \
+                        and isinstance(node.args[0], ast.Constant) \
+                        and isinstance(node.args[0].value, str) \
+                        and node.args[0].value.startswith("event="):
+                    found.append((f"{path.relative_to(_REPO)}:{node.lineno}",
+                                  node.args[0].value))
+    return found
+
+
+def test_every_event_line_is_key_value_so_json_logs_keep_its_fields():
+    # A line that is not key=value all through becomes one JSON "message": its event
+    # and fields are lost to whoever filters on them (regression: free text after a
+    # colon, and exception texts with spaces, hid e.g. kafka_stop_failed that way).
+    formats = _event_formats()
+    assert len(formats) > 40  # the scan finds the code's log calls
+    for where, fmt in formats:
+        for key in _FREE_TEXT:
+            assert f"{key}=%s" not in fmt, f"{where}: {key}= takes free text: use %r"
+        sample = re.sub(r"%[-0-9.]*[dfi]", "1", fmt.replace("%r", "'free text: a, b'"))
+        fields = logs.parse_fields(sample.replace("%s", "token"))
+        assert fields is not None, f"{where}: {fmt!r}"
+        assert "event" in fields, f"{where}: {fmt!r}"
 
 
 def _user(i: int) -> tuple[bytes, bytes]:

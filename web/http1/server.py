@@ -209,7 +209,7 @@ class Front:
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
-                log.error("event=http1_accept_failed errno=%s; pausing 100ms", exc.errno)
+                log.error("event=http1_accept_failed errno=%s pause_s=0.1", exc.errno)
                 await trio.sleep(0.1)
                 continue
             nursery.start_soon(self._connection, stream)
