@@ -13,11 +13,11 @@ the new owner acknowledged.
 Key locks. Writes of one key are serialized (those that arrive together, from
 concurrent requests, in no set order: HTTP gives them none). A key stays locked until
 its record's fate is known: applied or fenced here, or, when Kafka did not confirm the
-produce, until a
-marker of a new epoch is applied (then the record either landed before it, and is in
-the state, or lands after it and is fenced). The client is answered 503 at
-``write_timeout`` meanwhile ("may or may not apply"). A write that cannot get its key
-within ``write_timeout`` is refused without being produced (``key_busy``).
+produce, until a marker of a new epoch is applied (then the record either landed
+before it, and is in the state, or lands after it and is fenced). The client is
+answered 503 at ``write_timeout`` meanwhile ("may or may not apply"). A write that
+cannot get its key within ``write_timeout`` is refused without being produced
+(``key_busy``).
 
 The lease. A write is decided from this node's state (If-Match, a delete of a missing
 key, created or not) only while its read lease holds (kstate/bridge/lease.py): a node
