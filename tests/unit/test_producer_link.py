@@ -13,7 +13,7 @@ import trio
 
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import BrokerUnavailable
-from kstate.bridge.producer_link import ProducerLink, _Process, _Slot
+from kstate.bridge.producer_link import ProducerLink, _FlushAtTurnEnd, _Process, _Slot
 
 
 class _DeadPeer(trio.abc.HalfCloseableStream):
@@ -67,3 +67,54 @@ async def test_the_process_logs_through_the_node(caplog: pytest.LogCaptureFixtur
     assert lines, caplog.records
     assert lines[0].levelno == logging.ERROR
     assert f"127.0.0.1:{port}" in lines[0].getMessage()
+
+
+class _CountingSocket:
+    """A socket's non-blocking ``send``: records each call; takes ``room`` bytes at most."""
+
+    def __init__(self, room: int = 1 << 20) -> None:
+        self.sends: list[bytes] = []
+        self.room = room
+
+    def send(self, data: bytes | bytearray) -> int:
+        taken = bytes(data[:self.room])
+        self.sends.append(taken)
+        return len(taken)
+
+
+async def test_requests_of_one_turn_leave_in_one_send_as_the_turn_ends() -> None:
+    raw = _CountingSocket()
+    flusher = _FlushAtTurnEnd()
+    process = _Process(None, _DeadPeer(), raw, flusher)  # type: ignore[arg-type]
+    trio.lowlevel.add_instrument(flusher)
+    try:
+        for i in range(5):  # five writes released in one turn (no yield between)
+            process.request(i, b"k%d" % i, b"v", ())
+        assert raw.sends == []  # not one system call each
+        await trio.lowlevel.checkpoint()  # the turn ends
+        assert len(raw.sends) == 1
+        assert raw.sends[0].count(b"k") == 5  # all five, in one send
+        assert not process.out
+        assert not process.wake.is_set()  # the send loop had nothing to do
+        process.request(9, b"alone", b"v", ())  # a lone write: its own turn's send
+        await trio.lowlevel.checkpoint()
+        assert len(raw.sends) == 2
+        assert b"alone" in raw.sends[1]
+    finally:
+        trio.lowlevel.remove_instrument(flusher)
+
+
+async def test_what_the_socket_does_not_take_is_left_to_the_send_loop() -> None:
+    raw = _CountingSocket(room=10)
+    flusher = _FlushAtTurnEnd()
+    process = _Process(None, _DeadPeer(), raw, flusher)  # type: ignore[arg-type]
+    trio.lowlevel.add_instrument(flusher)
+    try:
+        process.request(1, b"key", b"a value longer than ten bytes", ())
+        await trio.lowlevel.checkpoint()
+        assert len(raw.sends) == 1
+        assert len(raw.sends[0]) == 10
+        assert process.out  # the rest, in order, for the send loop (woken)
+        assert process.wake.is_set()
+    finally:
+        trio.lowlevel.remove_instrument(flusher)
