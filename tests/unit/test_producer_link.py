@@ -1,7 +1,8 @@
 """The node's side of its producer process (kstate/bridge/producer_link.py): when the
 process dies, the write being sent to it may fail before the end of its socket is read;
-that must end the link's session and fail its writes, never escape into the node. And
-the process's log lines reach the node's log (so its format), not plain stderr."""
+that must end the link's session and fail its writes, never escape into the node. The
+process's log lines reach the node's log (so its format), not plain stderr. And the
+requests one turn of the run loop releases leave in one send as the turn ends."""
 
 from __future__ import annotations
 
