@@ -15,6 +15,7 @@ first, then the same."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -267,7 +268,9 @@ class ProducerLink:
         try:
             await self._keep_running(task_status)
         finally:
-            trio.lowlevel.remove_instrument(self._flusher)
+            # (KeyError: trio dropped it after a failure; never mask why run ended)
+            with contextlib.suppress(KeyError):
+                trio.lowlevel.remove_instrument(self._flusher)
 
     async def _keep_running(self, task_status: trio.TaskStatus[None]) -> None:
         process = await self._start()
