@@ -4,7 +4,6 @@ ends its step), instead of one step per message."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -15,17 +14,7 @@ from actors import state, writer
 from actors.inbox import ready
 from actors.replies import ReplyBox
 from kstate.core.messages import Batch, Own, Record, Write
-
-
-class _Steps(trio.abc.Instrument):
-    """Counts the scheduler steps of the tasks running ``fn`` (each yield is one more)."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.code, self.steps = fn.__code__, 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if getattr(task.coro, "cr_code", None) is self.code:
-            self.steps += 1
+from tests.support.steps import TaskSteps
 
 
 async def test_ready_takes_what_is_queued_in_order_and_stops_when_empty_or_closed() -> None:
@@ -56,7 +45,7 @@ def _own(partition: int) -> tuple[Own, ReplyBox[bool]]:
 
 async def test_the_state_owner_applies_queued_messages_in_one_step_up_to_a_batch() -> None:
     send, recv = trio.open_memory_channel[Any](16)
-    steps = _Steps(state.run)
+    steps = TaskSteps.running(state.run)
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(state.run, inbox=recv, num_partitions=1))
         await trio.testing.wait_all_tasks_blocked()
@@ -87,7 +76,7 @@ async def test_the_writer_takes_every_queued_write_in_one_step() -> None:
     async def produce(*_: Any) -> int:
         raise AssertionError("nothing is writable: nothing is produced")
 
-    steps = _Steps(writer.run)
+    steps = TaskSteps.running(writer.run)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
         await nursery.start(partial(writer.run, produce, handle, inbox=writes_recv,

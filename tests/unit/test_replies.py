@@ -8,22 +8,12 @@ import trio
 import trio.testing
 
 from actors.replies import send_request
-
-
-class _Steps(trio.abc.Instrument):
-    """Counts the scheduler steps of one task: each yield of it is one more."""
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task, self.steps = task, 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
+from tests.support.steps import TaskSteps
 
 
 async def test_a_request_with_room_is_sent_without_yielding() -> None:
     send, recv = trio.open_memory_channel[str](2)
-    steps = _Steps(trio.lowlevel.current_task())
+    steps = TaskSteps.of(trio.lowlevel.current_task())
     trio.lowlevel.add_instrument(steps)
     try:
         await send_request(send, "hello")
