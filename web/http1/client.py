@@ -119,6 +119,39 @@ class _Conn:
             self.keep = self.parser.should_keep_alive()
 
 
+Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+async def open_stream(target: str, connect_timeout: float,
+                      ssl_context: ssl.SSLContext | None = None,
+                      server_hostname: str | None = None) -> tuple[Stream, int]:
+    """A connection to ``target`` ("host:port"; TLS with ``ssl_context``, checked
+    against ``server_hostname``, default the target's host) and its socket's file
+    descriptor, within ``connect_timeout`` seconds. Raises :class:`NotSent`."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    stream: Stream
+    try:
+        with trio.fail_after(connect_timeout):
+            tcp = await trio.open_tcp_stream(host, int(port))
+            stream = tcp
+            if ssl_context is not None:
+                stream = trio.SSLStream(
+                    tcp, ssl_context, server_hostname=server_hostname or host,
+                    https_compatible=True)
+                try:
+                    await stream.do_handshake()
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+    except (*_ERRORS, trio.TooSlowError, ValueError) as exc:
+        # a failed TLS handshake is a BrokenResourceError whose cause says why
+        # (CERTIFICATE_VERIFY_FAILED...): that is what an operator needs to read
+        why = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else None
+        raise NotSent(target, f"cannot connect: {why or exc!r}") from None
+    return stream, tcp.socket.fileno()
+
+
 class Pool:
     """Keep-alive connections per ``host:port``. ``timeout`` bounds a whole request
     (connect included); ``connect_timeout`` a connection; ``max_idle`` the idle
@@ -228,29 +261,10 @@ class Pool:
             # may be closing it right now: never used
             self._stale += 1
             await trio.aclose_forcefully(conn.stream)
-        host, _, port = target.rpartition(":")
-        host = host.strip("[]")
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-        try:
-            with trio.fail_after(self._connect_timeout):
-                tcp = await trio.open_tcp_stream(host, int(port))
-                stream = tcp
-                if self._ssl is not None:
-                    stream = trio.SSLStream(
-                        tcp, self._ssl, server_hostname=self._server_hostname or host,
-                        https_compatible=True)
-                    try:
-                        await stream.do_handshake()
-                    except BaseException:
-                        await trio.aclose_forcefully(stream)
-                        raise
-        except (*_ERRORS, trio.TooSlowError, ValueError) as exc:
-            # a failed TLS handshake is a BrokenResourceError whose cause says why
-            # (CERTIFICATE_VERIFY_FAILED...): that is what an operator needs to read
-            why = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else None
-            raise NotSent(target, f"cannot connect: {why or exc!r}") from None
+        stream, fileno = await open_stream(target, self._connect_timeout, self._ssl,
+                                           self._server_hostname)
         self._opened += 1
-        return _Conn(stream, tcp.socket.fileno())
+        return _Conn(stream, fileno)
 
     async def _exchange(self, conn: _Conn, target: str, data: bytes, head: bool) -> Answer:
         reused = conn.used > 0
