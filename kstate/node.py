@@ -240,6 +240,7 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                   ssl_context=http.peer_ssl)
     try:
         async with trio.open_nursery() as root:
+            await root.start(proxy.run)  # its pipelined links to the other members
             # the state owner reads `state`; the writer reads `writes`
             state_h = await root.start(partial(state.run, inbox=state_recv,
                                                num_partitions=topic.partitions))

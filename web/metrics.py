@@ -236,6 +236,15 @@ class NodeCollector:
         yield CounterMetricFamily("kstate_proxy_dropped_headers",
                                   "client headers not forwarded: not sendable as they are",
                                   value=proxy.dropped_headers)
+        yield CounterMetricFamily("kstate_proxy_pipelined",
+                                  "forwarded GETs answered on a pipelined link to their owner",
+                                  value=proxy.pipelined)
+        yield CounterMetricFamily("kstate_proxy_went_around",
+                                  "forwarded GETs that left a stalled or failed link and were "
+                                  "sent on a connection of their own", value=proxy.went_around)
+        yield CounterMetricFamily("kstate_proxy_links_failed",
+                                  "pipelined links to owners dropped for an error",
+                                  value=proxy.links_failed)
         router = CounterMetricFamily("kstate_router_events",
                                      "router decisions: local_reads, fenced_reads (held "
                                      "partitions read during a rebalance), writes, unavailable "

@@ -1,5 +1,6 @@
 """Forwarding a request to the owner of its key, over web/http1's pooled keep-alive
-client (TLS with the node's peer CA when the cluster speaks HTTPS).
+client (TLS with the node's peer CA when the cluster speaks HTTPS); GETs over a
+pipelined link per owner (web/http1/pipeline.py), which sends them the same way.
 
 Only urls from the current routing table are ever targets (the router picks them);
 nothing a client sends chooses where a request goes. ``kstate-hops`` counts hops and
@@ -32,9 +33,12 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import trio
+
 from kstate.core.outcomes import Unavailable
 from kstate.core.wire import CLUSTER_AUTH_HEADER, GENERATION_HEADER, HOPS_HEADER, quote_path
 from web.http1.client import NoAnswer, NotSent, Pool
+from web.http1.pipeline import Pipeline
 from web.http1.request_bytes import InvalidRequest, header_ok
 
 log = logging.getLogger(__name__)
@@ -83,27 +87,42 @@ class ProxyStats:
     not_reached: int
     no_answer: int
     dropped_headers: int
+    pipelined: int  # GETs answered on a pipelined link (web/http1/pipeline.py)
+    went_around: int  # GETs that left a stalled or failed link for a connection of their own
+    links_failed: int
 
 
 class Proxy:
     """Forwards requests to their owner; counts what it forwarded and what failed.
     ``timeout`` bounds one forwarded request (kstate.settings derives it from the
-    owner's worst case); ``ssl_context``: talk TLS to peers, verified with it."""
+    owner's worst case); ``ssl_context``: talk TLS to peers, verified with it. GETs
+    go on a pipelined link per owner while :meth:`run` runs (web/http1/pipeline.py);
+    every other request, on a pooled connection of its own."""
 
     def __init__(self, timeout: float, sign: Signer | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
+        self._timeout = timeout
         self._pool = Pool(timeout=timeout, ssl_context=ssl_context)
+        self._pipeline = Pipeline(self._pool, connect_timeout=min(2.0, timeout),
+                                  ssl_context=ssl_context)
         self._sign = sign
         self.forwarded = self.not_reached = self.no_answer = self.dropped_headers = 0
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Keep the pipelined links (until cancelled)."""
+        await self._pipeline.run(task_status=task_status)
 
     async def aclose(self) -> None:
         await self._pool.aclose()
 
     def statistics(self) -> ProxyStats:
+        links = self._pipeline.statistics()
         return ProxyStats(forwarded=self.forwarded,
                           failures=self.not_reached + self.no_answer,
                           not_reached=self.not_reached, no_answer=self.no_answer,
-                          dropped_headers=self.dropped_headers)
+                          dropped_headers=self.dropped_headers, pipelined=links.pipelined,
+                          went_around=links.went_around, links_failed=links.failed)
 
     def _headers(self, req: Incoming, url: str, generation: int) -> tuple[Headers, bool]:
         """The headers to send to ``url``, and whether the request is conditional."""
@@ -144,8 +163,12 @@ class Proxy:
         again = method in (b"GET", b"HEAD") or (method in (b"PUT", b"DELETE")
                                                   and not conditional)
         try:
-            resp = await self._pool.request(url, method, target, headers, req.body,
-                                            idempotent=again)
+            if method == b"GET":
+                resp = await self._pipeline.get(url, target, headers,
+                                                deadline_after=self._timeout)
+            else:
+                resp = await self._pool.request(url, method, target, headers, req.body,
+                                                idempotent=again)
         except (NotSent, InvalidRequest) as exc:
             self.not_reached += 1
             log.warning("event=proxy_failed target=%s sent=no error=%r", url, exc)

@@ -276,3 +276,35 @@ async def test_the_owner_sees_one_request_per_exchange_on_a_kept_connection():
         stream = await connect(addr)  # the owner still takes other connections
         await stream.aclose()
         await proxy.aclose()
+
+
+async def test_forwarded_gets_take_a_pipelined_link_and_carry_the_same_request():
+    """With :meth:`Proxy.run` running, GETs go on a link (web/http1/pipeline.py): the
+    owner receives exactly what a GET through the pool carries, the client gets the
+    same answer; once the owner is gone, a GET is owner_not_reached as before."""
+    headers = [(b"authorization", b"Bearer t"), (b"connection", b"keep-alive"),
+               (b"x-note", b"caf\xc3\xa9 \xff"), (b"x-bad", b"a\x01b"),
+               (HOPS_HEADER.encode(), b"1"), (b"if-none-match", b'"1-2"')]
+    proxy = Proxy(2.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        async with owner_at() as (owner, addr):
+            first = await proxy.exchange(incoming("GET", headers=headers, body=b""), addr, 5)
+            with trio.fail_after(5):
+                while proxy.statistics().pipelined == 0:
+                    await trio.sleep(0.01)
+                    later = await proxy.exchange(incoming("GET", headers=headers, body=b""),
+                                                 addr, 5)
+            assert isinstance(first, PeerResponse)
+            assert later == first
+            through_pool, on_link = owner.requests[0], owner.requests[-1]
+            assert (on_link.method, on_link.path, on_link.query, on_link.headers,
+                    on_link.body) == (through_pool.method, through_pool.path,
+                                      through_pool.query, through_pool.headers, b"")
+            assert (b"authorization", b"Bearer t") in on_link.headers
+            assert (HOPS_HEADER.encode(), b"2") in on_link.headers
+        answer = await proxy.exchange(incoming("GET", body=b""), addr, 5)
+        assert isinstance(answer, Unavailable)
+        assert answer.reason == "owner_not_reached"
+        nursery.cancel_scope.cancel()
+    await proxy.aclose()

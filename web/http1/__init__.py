@@ -5,7 +5,8 @@ Layers: ``wire`` (request/response values and their bytes) and ``limits`` are th
 base; ``connection`` reads one connection with them; ``handover`` gives a connection
 to hypercorn; ``server`` accepts, caps, wraps TLS and drains. ``client`` is separate:
 a keep-alive pool for node-to-node requests, whose request bytes ``request_bytes``
-checks and writes.
+checks and writes; ``pipeline`` sends GETs over one pipelined connection per peer,
+with the pool for what it sends around.
 """
 
 from __future__ import annotations
