@@ -230,6 +230,41 @@ async def test_the_oldest_get_is_no_answer_at_its_deadline_and_the_link_is_dropp
         nursery.cancel_scope.cancel()
 
 
+async def test_a_get_behind_the_oldest_is_no_answer_at_its_own_deadline():
+    conn_no = 0
+
+    async def silent_link(stream: trio.SocketStream) -> None:
+        nonlocal conn_no
+        conn_no += 1
+        mine = conn_no
+        buf = [b""]
+        while (got := await heads(stream, buf)) is not None:
+            if mine != 2:
+                await stream.send_all(b"".join(answer_for(h) for h in got))
+
+    ended: dict[bytes, float] = {}
+    async with trio.open_nursery() as nursery:
+        addr = await raw_server(nursery, silent_link)
+        async with pipeline_to(addr, stall_after=10.0) as pipe:
+            await linked(pipe, addr, b"/first")
+
+            async def get(path: bytes, deadline: float) -> None:
+                with pytest.raises(NoAnswer):
+                    await pipe.get(addr, path, deadline_after=deadline)
+                ended[path] = trio.current_time()
+
+            start = trio.current_time()
+            with trio.fail_after(5):
+                async with trio.open_nursery() as gets:
+                    gets.start_soon(get, b"/oldest", 2.0)
+                    await trio.sleep(0.05)
+                    gets.start_soon(get, b"/behind", 0.3)
+            # /behind ended at its own deadline, not held until the oldest's (2 s)
+            assert ended[b"/behind"] - start < 1.5
+            assert ended[b"/oldest"] - start >= 2.0
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_caller_that_gives_up_does_not_shift_the_answers():
     store = Store(delay=0.4)
     store.data[b"slow"] = b"S"

@@ -183,8 +183,9 @@ class _Link:
 
     async def _watch(self, stall_after: float) -> None:
         """Every ``tick``: when the oldest GET has waited ``stall_after``, the GETs
-        behind it leave the line (they go around); when it is past its deadline, the
-        link ends (the peer is stuck) and it is NoAnswer."""
+        behind it leave the line (they go around; one past its deadline too); when the
+        oldest is past its deadline, the link ends (the peer is stuck) and it is
+        NoAnswer."""
         tick = min(stall_after / 2, 0.05)
         while True:
             await trio.sleep(tick)
@@ -196,11 +197,11 @@ class _Link:
                 oldest.timed_out = True
                 self.end("no answer within a deadline")
                 return
-            if now - oldest.sent_at > stall_after:
-                for slot in self.waiting:
-                    if slot is not oldest and not slot.left:
-                        slot.left = slot.failed = True
-                        slot.wake()
+            stalled = now - oldest.sent_at > stall_after
+            for slot in self.waiting:
+                if slot is not oldest and not slot.left and (stalled or now >= slot.deadline):
+                    slot.left = slot.failed = True
+                    slot.wake()
 
     async def _send(self, stream: Stream) -> None:
         try:
