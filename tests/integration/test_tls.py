@@ -80,9 +80,19 @@ async def test_two_nodes_over_tls_serve_forward_and_stream(make_node, certs):
             assert r.content == load.user_bytes(key_b, "Bee")
         r = await client.put(f"{b.base}/users/{quote(key_a)}", json={"name": "Ay"})
         assert r.status_code == 201, r.text
+        # Forwarded GETs then take A's pipelined link to B, over TLS too.
+        gets = 0
+        with trio.fail_after(10):
+            while "kstate_proxy_pipelined_total 0.0" in (
+                    await client.get(f"{a.base}/metrics")).text:
+                r = await client.get(f"{a.base}/users/{quote(key_b)}")
+                assert r.content == load.user_bytes(key_b, "Bee")
+                gets += 1
         metrics = (await client.get(f"{a.base}/metrics")).text
-        assert "kstate_proxy_forwarded_total 2.0" in metrics  # the PUT and a GET
+        # the PUT and the GETs
+        assert f"kstate_proxy_forwarded_total {2 + gets}.0" in metrics
         assert "kstate_proxy_failures_total 0.0" in metrics
+        assert "kstate_proxy_links_failed_total 0.0" in metrics
 
         # The dashboard and /cluster (which asks B over TLS) answer on the same port.
         r = await client.get(f"{a.base}/")
