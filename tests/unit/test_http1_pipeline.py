@@ -70,6 +70,22 @@ async def heads(stream: trio.SocketStream, buf: list[bytes]) -> list[bytes] | No
     return done
 
 
+class SilentLink:
+    """A raw server's handler that answers every connection's requests but the second
+    one's: the link (the first GET takes the pool and opens the link)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        mine = self.connections
+        buf = [b""]
+        while (got := await heads(stream, buf)) is not None:
+            if mine != 2:
+                await stream.send_all(b"".join(answer_for(h) for h in got))
+
+
 async def gather_gets(pipe: Pipeline, addr: str, paths: list[bytes]) -> dict[bytes, bytes]:
     got: dict[bytes, bytes] = {}
 
@@ -205,19 +221,8 @@ async def test_a_link_that_fails_is_dropped_and_its_gets_are_still_answered(faul
 
 
 async def test_the_oldest_get_is_no_answer_at_its_deadline_and_the_link_is_dropped():
-    conn_no = 0
-
-    async def silent_link(stream: trio.SocketStream) -> None:
-        nonlocal conn_no
-        conn_no += 1
-        mine = conn_no
-        buf = [b""]
-        while (got := await heads(stream, buf)) is not None:
-            if mine != 2:
-                await stream.send_all(b"".join(answer_for(h) for h in got))
-
     async with trio.open_nursery() as nursery:
-        addr = await raw_server(nursery, silent_link)
+        addr = await raw_server(nursery, SilentLink())
         async with pipeline_to(addr, stall_after=5.0) as pipe:
             await linked(pipe, addr, b"/first")
             with trio.fail_after(5), pytest.raises(NoAnswer):
@@ -231,20 +236,9 @@ async def test_the_oldest_get_is_no_answer_at_its_deadline_and_the_link_is_dropp
 
 
 async def test_a_get_behind_the_oldest_is_no_answer_at_its_own_deadline():
-    conn_no = 0
-
-    async def silent_link(stream: trio.SocketStream) -> None:
-        nonlocal conn_no
-        conn_no += 1
-        mine = conn_no
-        buf = [b""]
-        while (got := await heads(stream, buf)) is not None:
-            if mine != 2:
-                await stream.send_all(b"".join(answer_for(h) for h in got))
-
     ended: dict[bytes, float] = {}
     async with trio.open_nursery() as nursery:
-        addr = await raw_server(nursery, silent_link)
+        addr = await raw_server(nursery, SilentLink())
         async with pipeline_to(addr, stall_after=10.0) as pipe:
             await linked(pipe, addr, b"/first")
 
