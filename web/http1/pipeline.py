@@ -5,9 +5,10 @@ Why: a GET sent on a connection of its own costs each side a write, a read and a
 wait for readiness per request. On a link, the GETs that pile up while the peer
 answers go out in one write and come back in one read, and the lean front on the
 other side (web/http1/connection.py) reads them together and answers them in one
-write too. Measured on the 2-core machine (two nodes, wrk GET -c10, every key owned
-by the other node): 170-183 us of CPU per forwarded GET on the forwarding node and
-116-119 us on the owner before, 100-119 and 54-65 us on a link.
+write too. Measured on the 2-core machine (two pairs of nodes side by side, wrk GET
+-c10 through the node that does not own the keys): CPU per forwarded GET 224-242 us on
+the forwarding node and 146-158 us on the owner on the pool, 145-164 and 76-90 us on a
+link (docs/design.md, "Pipelined forwarded GETs").
 
 The rules, so that a link never makes a GET less certain than the pool
 (web/http1/client.py) it sits on, and slower only by a bounded wait:
