@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from tests.support.http1 import Store
-from web.http1 import Front, NoAnswer, Pool, serve_front
+from web.http1 import Front, InvalidRequest, NoAnswer, Pool, serve_front
 from web.http1.pipeline import Pipeline
 
 RawHandler = Callable[[trio.SocketStream], Awaitable[None]]
@@ -303,3 +303,18 @@ async def test_without_run_every_get_takes_the_pool():
         assert pipe.statistics().opened == 0
         assert pool.statistics().reused == 2
         await pool.aclose()
+
+
+async def test_a_target_that_is_not_ascii_is_refused_before_anything_is_sent():
+    async with trio.open_nursery() as nursery:
+        addr = await raw_server(nursery, SilentLink())
+        host, _, port = addr.rpartition(":")
+        # full-width digits: int() reads them, so such a target can even connect
+        odd = f"{host}:{port.translate({ord(d): 0xFF10 + int(d) for d in '0123456789'})}"
+        async with pipeline_to(addr) as pipe:
+            for _ in range(3):
+                with pytest.raises(InvalidRequest):
+                    await pipe.get(odd, b"/users/k", deadline_after=2)
+                await trio.sleep(0.2)  # time for a link to connect, were one opened
+            assert pipe.statistics().opened == 0
+        nursery.cancel_scope.cancel()

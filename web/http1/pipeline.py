@@ -305,7 +305,8 @@ class Pipeline:
                 and now - link.idle_since > self._max_idle_age:
             link.end(IDLE)  # idle so long that the peer may be closing it right now
         if link is None or link.closed:
-            if self._nursery is not None:
+            # (a target that is not ASCII gets no link: the pool refuses it, InvalidRequest)
+            if self._nursery is not None and target.isascii():
                 link = self._links[target] = _Link(target, self._max_answer)
                 self._nursery.start_soon(self._keep, link)
             return None
