@@ -4,7 +4,9 @@ a quart-trio app with a plain route and a websocket echo, and raw-socket readers
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 import httptools
@@ -15,6 +17,13 @@ from quart_trio import QuartTrio
 from web.http1 import Request, Response, error_response
 
 JSON = (b"content-type", b"application/json")
+RawHandler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def raw_server(nursery: trio.Nursery, handler: RawHandler) -> str:
+    """A plain TCP server on loopback whose connections ``handler`` plays; its address."""
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    return f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
 
 
 @dataclass

@@ -4,22 +4,14 @@ connection rules, NotSent vs NoAnswer, the deadline, byte-exact headers, TLS."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
 from functools import partial
 
 import pytest
 import trio
 import trustme
 
-from tests.support.http1 import Store
+from tests.support.http1 import Store, raw_server
 from web.http1 import Front, InvalidRequest, NoAnswer, NotSent, Pool, serve_front
-
-RawHandler = Callable[[trio.SocketStream], Awaitable[None]]
-
-
-async def raw_server(nursery: trio.Nursery, handler: RawHandler) -> str:
-    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-    return f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
 
 
 async def read_request(stream: trio.SocketStream, seen: list[bytes]) -> bool:

@@ -6,18 +6,16 @@ caller that gives up never shifts the answers of the others; an idle link is ren
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
 import pytest
 import trio
 
-from tests.support.http1 import Store
+from tests.support.http1 import Store, raw_server
 from web.http1 import Front, InvalidRequest, NoAnswer, Pool, serve_front
 from web.http1.pipeline import Pipeline
-
-RawHandler = Callable[[trio.SocketStream], Awaitable[None]]
 
 
 @asynccontextmanager
@@ -47,11 +45,6 @@ async def front_with(store: Store) -> AsyncIterator[str]:
                                            "127.0.0.1:0", shutdown_trigger=stop.wait))
         yield addr
         stop.set()
-
-
-async def raw_server(nursery: trio.Nursery, handler: RawHandler) -> str:
-    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-    return f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
 
 
 def answer_for(head: bytes) -> bytes:
