@@ -29,12 +29,18 @@ async def pipeline_to(addr: str, **options: float) -> AsyncIterator[Pipeline]:
     await pool.aclose()
 
 
+async def counted(pipe: Pipeline, name: str, at_least: int) -> None:
+    """Wait (5 s at most) until the pipeline's counter ``name`` reaches ``at_least``:
+    links open and end in their own tasks."""
+    with trio.fail_after(5):
+        while getattr(pipe.statistics(), name) < at_least:
+            await trio.sleep(0.01)
+
+
 async def linked(pipe: Pipeline, addr: str, path: bytes = b"/users/k") -> None:
     """One GET (through the pool: it opens the link), then wait until the link is up."""
     await pipe.get(addr, path, deadline_after=5)
-    with trio.fail_after(5):
-        while pipe.statistics().opened < 1:
-            await trio.sleep(0.01)
+    await counted(pipe, "opened", 1)
 
 
 @asynccontextmanager
@@ -205,9 +211,7 @@ async def test_a_link_that_fails_is_dropped_and_its_gets_are_still_answered(faul
             if fault != "unasked":
                 assert pipe.statistics().went_around >= 1
             if fault != "close":  # a peer's close is no failure: its idle timer, say
-                with trio.fail_after(5):
-                    while pipe.statistics().failed < 1:
-                        await trio.sleep(0.01)
+                await counted(pipe, "failed", 1)
             # the next GETs go through the pool, then on a new link
             assert (await pipe.get(addr, b"/next", deadline_after=5)).body == b"/next"
         nursery.cancel_scope.cancel()
@@ -220,9 +224,7 @@ async def test_the_oldest_get_is_no_answer_at_its_deadline_and_the_link_is_dropp
             await linked(pipe, addr, b"/first")
             with trio.fail_after(5), pytest.raises(NoAnswer):
                 await pipe.get(addr, b"/users/x", deadline_after=0.5)
-            with trio.fail_after(5):
-                while pipe.statistics().failed < 1:
-                    await trio.sleep(0.01)
+            await counted(pipe, "failed", 1)
             # the next GET goes through the pool (and opens a new link)
             assert (await pipe.get(addr, b"/users/y", deadline_after=2)).body == b"/users/y"
         nursery.cancel_scope.cancel()
@@ -279,9 +281,7 @@ async def test_an_idle_link_is_renewed_before_use():
         assert (await pipe.get(addr, b"/users/k", deadline_after=5)).body == b"K"
         await trio.sleep(0.3)
         assert (await pipe.get(addr, b"/users/k", deadline_after=5)).body == b"K"
-        with trio.fail_after(5):
-            while pipe.statistics().opened < 2:
-                await trio.sleep(0.01)
+        await counted(pipe, "opened", 2)
         assert pipe.statistics().failed == 0  # an idle close is no failure
 
 
