@@ -103,8 +103,7 @@ class Proxy:
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self._timeout = timeout
         self._pool = Pool(timeout=timeout, ssl_context=ssl_context)
-        self._pipeline = Pipeline(self._pool, connect_timeout=min(2.0, timeout),
-                                  ssl_context=ssl_context)
+        self._pipeline = Pipeline(self._pool)
         self._sign = sign
         self.forwarded = self.not_reached = self.no_answer = self.dropped_headers = 0
 

@@ -177,6 +177,12 @@ class Pool:
         self._idle: dict[str, list[_Conn]] = {}
         self._opened = self._reused = self._stale = self._retried = 0
 
+    async def connect(self, target: str) -> tuple[Stream, int]:
+        """A new connection to ``target``, made as the pool makes its own (its connect
+        timeout, TLS context and server name); raises :class:`NotSent`."""
+        return await open_stream(target, self._connect_timeout, self._ssl,
+                                 self._server_hostname)
+
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(self._opened, self._reused, self._stale, self._retried,
                               sum(len(c) for c in self._idle.values()))
@@ -261,8 +267,7 @@ class Pool:
             # may be closing it right now: never used
             self._stale += 1
             await trio.aclose_forcefully(conn.stream)
-        stream, fileno = await open_stream(target, self._connect_timeout, self._ssl,
-                                           self._server_hostname)
+        stream, fileno = await self.connect(target)
         self._opened += 1
         return _Conn(stream, fileno)
 

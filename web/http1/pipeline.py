@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import collections
 import logging
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
 import trio
 
-from web.http1.client import Answer, NoAnswer, Pool, Stream, open_stream
+from web.http1.client import Answer, NoAnswer, Pool, Stream
 from web.http1.request_bytes import Headers, encode_request
 
 log = logging.getLogger(__name__)
@@ -236,16 +235,13 @@ class _Link:
 
 class Pipeline:
     """GETs over one pipelined link per peer, the ``pool`` for everything the rules in
-    the module's docstring send around a link. Links live in :meth:`run`'s nursery;
-    until it runs, every GET takes the pool."""
+    the module's docstring send around a link; links connect as the pool does. Links
+    live in :meth:`run`'s nursery; until it runs, every GET takes the pool."""
 
-    def __init__(self, pool: Pool, *, connect_timeout: float = 2.0,
-                 ssl_context: ssl.SSLContext | None = None, stall_after: float = 0.1,
+    def __init__(self, pool: Pool, *, stall_after: float = 0.1,
                  max_in_flight: int = 64, max_idle_age: float = 30.0,
                  max_answer_bytes: int = 16 * 1024 * 1024) -> None:
         self._pool = pool
-        self._connect_timeout = connect_timeout
-        self._ssl = ssl_context
         self._stall_after = stall_after
         self._max_in_flight = max_in_flight
         self._max_idle_age = max_idle_age
@@ -320,7 +316,7 @@ class Pipeline:
         stream: Stream | None = None
         try:
             with link.scope:
-                stream, _ = await open_stream(link.target, self._connect_timeout, self._ssl)
+                stream, _ = await self._pool.connect(link.target)
                 link.connected = True
                 self._opened += 1
                 await link.run(stream, self._stall_after)
