@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from actors.router import TABLE_WAIT
 from kstate.bridge.config import KafkaConfig
+from kstate.core.assignment import member_url_ok
 from kstate.core.log_lines import FORMATS
 from kstate.settings_help import ENV_ONLY, FIELDS, SECRET_FILES, env_name, flag_name
 from web import tls
@@ -168,6 +169,11 @@ def validate(s: Settings) -> Settings:
             f"listen: wildcard host {s.listen!r} needs --advertise (KSTATE_ADVERTISE) "
             "so other nodes know how to reach this one"
         )
+    what, given = ("advertise", s.advertise) if s.advertise else ("listen", s.listen)
+    if not member_url_ok(given.rpartition(":")[0] + ":1"):  # (port 0: the bound one)
+        raise SettingsError(
+            f"{what}: the host of {given!r} is not one peers can dial as written (ASCII "
+            "letters, digits and . - _ : [ ] % only; a non-ASCII name in its xn-- form)")
     if not s.topic or any(c not in _TOPIC_CHARS for c in s.topic) or len(s.topic) > 249:
         raise SettingsError(f"topic: {s.topic!r} is not a valid Kafka topic name")
     if not s.group:

@@ -6,6 +6,7 @@ call them directly. Nothing here knows about aiokafka.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,18 +23,38 @@ class Claim:
     owned: frozenset[int]
 
 
+# What a host in a member url may hold: a DNS name, an IPv4 address, an IPv6 address
+# (bracketed or not, with a zone). Nothing that could end a request line or a header,
+# or reach a peer other than the one named (no space, "/", "@", "?", "#", no control
+# byte, nothing outside ASCII).
+_HOST = re.compile(r"[A-Za-z0-9._:%\[\]-]{1,255}")
+
+
+def member_url_ok(url: str) -> bool:
+    """Whether ``url`` is a ``host:port`` that peers can dial and that goes on the wire
+    as it is: the only urls a routing table holds (a node refuses to start with
+    another, :func:`decode_claim` and :func:`decode_table` drop one from a member)."""
+    host, sep, port = url.rpartition(":")
+    return (bool(sep) and port.isascii() and port.isdigit() and len(port) <= 5
+            and 0 < int(port) <= 65535 and _HOST.fullmatch(host) is not None)
+
+
 def encode_claim(claim: Claim) -> bytes:
     return orjson.dumps({"url": claim.url, "owned": sorted(claim.owned)})
 
 
 def decode_claim(raw: bytes) -> Claim:
-    """A member's claim; a member that sent something else holds nothing."""
+    """A member's claim; a member that sent something else, or a url peers cannot
+    dial (:func:`member_url_ok`), holds nothing and has no url."""
     try:
         doc = orjson.loads(raw)
         owned = frozenset(int(p) for p in doc.get("owned", []))
-        return Claim(url=str(doc["url"]), owned=owned)
+        url = doc["url"]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return Claim(url="", owned=frozenset())
+    if not isinstance(url, str) or not member_url_ok(url):
+        return Claim(url="", owned=frozenset())
+    return Claim(url=url, owned=owned)
 
 
 def plan(num_partitions: int, members: Mapping[str, Claim]) -> dict[str, list[int]]:
@@ -76,7 +97,13 @@ def encode_table(assignment: Mapping[str, list[int]], members: Mapping[str, Clai
 
 
 def decode_table(raw: bytes, generation: int) -> RoutingTable:
+    """The table the group leader sent. A partition whose owner has a url peers cannot
+    dial (a member of another version, say) has no owner here: its requests are
+    answered ``no_owner`` (503, retry) instead of being sent nowhere; the member
+    is listed, with the url ``""``."""
     doc = orjson.loads(raw) if raw else {}
-    owners = {int(p): str(url) for p, url in doc.get("owners", {}).items()}
-    members = {str(m): str(url) for m, url in doc.get("members", {}).items()}
+    owners = {int(p): str(url) for p, url in doc.get("owners", {}).items()
+              if member_url_ok(str(url))}
+    members = {str(m): str(url) if member_url_ok(str(url)) else ""
+               for m, url in doc.get("members", {}).items()}
     return RoutingTable(generation=generation, owners=owners, members=members)

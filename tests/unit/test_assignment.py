@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,6 +13,7 @@ from kstate.core.assignment import (
     decode_table,
     encode_claim,
     encode_table,
+    member_url_ok,
     plan,
 )
 
@@ -75,3 +78,31 @@ def test_claim_and_table_round_trip():
     assert table.owners == {p: members[m].url for m, parts in assigned.items() for p in parts}
     assert sorted(table.owners) == [0, 1, 2, 3]
     assert sorted(table.members.values()) == ["a:80", "b:80"]
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080", "node-1.svc.cluster.local:8000",
+                                 "[::1]:8080", "::1:8080", "[fe80::1%eth0]:80", "h_1:1"])
+def test_member_urls_peers_can_dial(url):
+    assert member_url_ok(url)
+
+
+@pytest.mark.parametrize("url", ["", "node:", "node:0", "node:65536", "node:123456",
+                                 ":8080", "n\u00f6de:8080", "node 1:8080", "evil@node:80",
+                                 "node/x:80", "node?:80", "node#:80", "node\r\n:80",
+                                 "node:8\u0663", "node"])
+def test_member_urls_refused(url):
+    assert not member_url_ok(url)
+
+
+def test_a_member_url_peers_cannot_dial_is_in_no_claim_and_owns_nothing():
+    # a member of another version (or a hand-made claim) with a url that is not
+    # host:port as peers dial it: it holds nothing, and its partitions have no owner
+    # (no_owner, 503) rather than an owner that can never be reached
+    bad = orjson.dumps({"url": "n\u00f6de:8080", "owned": [0, 1]})
+    assert decode_claim(bad) == Claim(url="", owned=frozenset())
+    assert decode_claim(orjson.dumps({"url": 8080, "owned": [0]})).url == ""
+    raw = orjson.dumps({"owners": {"0": "a:80", "1": "b c:80", "2": "n\u00f6de:80"},
+                        "members": {"m1": "a:80", "m2": "b c:80"}})
+    table = decode_table(raw, generation=3)
+    assert table.owners == {0: "a:80"}
+    assert table.members == {"m1": "a:80", "m2": ""}
