@@ -1,17 +1,21 @@
 # kstate tasks. `just --list` shows them all.
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-venv := ".venv"
+# The interpreter the venv is made with, and the venv: the suite on another Python is
+# KSTATE_PYTHON=python3.13 KSTATE_VENV=.venv-3.13 just test
+python := env("KSTATE_PYTHON", "python3")
+venv := env("KSTATE_VENV", ".venv")
 py := venv / "bin/python"
+export KSTATE_VENV := venv
 
 # Run the whole test suite against a Kafka broker this recipe starts (and stops).
 default: test
 
-# Create .venv and install kstate (editable) with its dev dependencies.
+# Create the venv (.venv) and install kstate (editable) with its dev dependencies.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    if [ ! -x {{py}} ]; then python3 -m venv {{venv}}; fi
+    if [ ! -x {{py}} ]; then {{python}} -m venv {{venv}}; fi
     if [ ! -f {{venv}}/.installed ] || [ pyproject.toml -nt {{venv}}/.installed ]; then
         {{py}} -m pip install -q --upgrade pip
         {{py}} -m pip install -q -e '.[dev]'
@@ -37,10 +41,12 @@ kafka-cluster-down:
     deploy/kafka/kafka.sh cluster-down
 
 # The whole suite: layer contracts, unit, integration (real broker, real node
-# processes), short chaos. Extra ARGS go to pytest.
+# processes), short chaos; then the unit tier on the other Pythons this machine has
+# (tests/other_pythons.sh). Extra ARGS go to pytest (and skip the other Pythons).
 test *ARGS: setup
     {{venv}}/bin/lint-imports
     tests/run.sh {{ARGS}}
+    {{ if ARGS == "" { "tests/other_pythons.sh" } else { "" } }}
 
 # The fast tier for iterating (unit tests and the quickest integration tests, ~2 min).
 test-fast *ARGS: setup

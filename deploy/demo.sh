@@ -14,8 +14,10 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-py=$repo/.venv/bin/python
-kstate=$repo/.venv/bin/kstate
+venv=${KSTATE_VENV:-.venv}  # (just passes its venv)
+case $venv in /*) ;; *) venv=$repo/$venv ;; esac
+py=$venv/bin/python
+kstate=$venv/bin/kstate
 first=${DEMO_PORT:-8080}
 kafka_name=${DEMO_KAFKA_NAME:-demo}
 logs=${DEMO_LOGS:-$repo/.cache/demo}

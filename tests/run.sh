@@ -16,4 +16,4 @@ deploy/install-browser.sh  # Debian chromium + chromedriver for the dashboard br
 # most of a test's time is waiting for nodes and the group). Tests of one xdist_group
 # run one after the other on one worker.
 workers=${KSTATE_TEST_WORKERS:-4}
-.venv/bin/python -m pytest -n "$workers" --dist loadgroup --durations=30 "$@"
+"${KSTATE_VENV:-.venv}/bin/python" -m pytest -n "$workers" --dist loadgroup --durations=30 "$@"

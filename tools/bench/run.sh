@@ -10,7 +10,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)  # tools/bench/ -> the repository
 cd "$repo"
-py=.venv/bin/python
+py=${KSTATE_VENV:-.venv}/bin/python
 peer=.cache/bench-venv
 broker=${BENCH_KAFKA_NAME:-bench-$$}  # unique: the machine may be shared
 
