@@ -3,7 +3,6 @@ handlers, run the node."""
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import os
 import signal
@@ -11,7 +10,7 @@ import sys
 
 import trio
 
-from kstate import logs
+from kstate import logs, stack_dump
 from kstate.core.exception_groups import lone_error
 from kstate.node import TopicNotDurable, run_node
 from kstate.settings import Settings, SettingsError, describe, load_settings
@@ -55,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.setup(settings.log_level, settings.log_format)
     # `kill -USR1 <pid>`: every thread's stack to stderr, for a node that seems stuck
-    # (it keeps running; README "Operating").
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # (it keeps running; README "Operating")
+    stack_dump.install()
     try:
         trio.run(_main, settings)
     except KeyboardInterrupt:
