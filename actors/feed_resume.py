@@ -104,7 +104,12 @@ async def _forward_live(messages: trio.MemoryReceiveChannel[str], sub: Subscribe
                     del sent[pid]  # every later change of pid is new to the client
                 if offset < floor:
                     continue
-        await send(text)
+        try:
+            await send(text)
+        except Stalled:
+            if sub.lagged:  # cut off (and counted) for lagging while it waited for room
+                return Ended.LAGGED
+            raise
     return Ended.LAGGED if sub.lagged else Ended.CLOSED
 
 

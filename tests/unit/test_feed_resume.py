@@ -67,3 +67,36 @@ async def test_a_replaying_subscriber_ends_when_the_node_stops(autojump_clock):
     assert bridge.reader.closed
     # and a subscriber arriving once the node stops is not taken in
     assert await serve(feed, None, None, send) is Ended.CLOSED
+
+
+async def test_a_live_subscriber_cut_off_for_lagging_is_dropped_once(autojump_clock):
+    """A client that reads nothing: its outbox fills, then its broadcaster queue, and the
+    broadcaster cuts it off for lagging while serve still waits for room in the outbox.
+    When that wait runs out (stall_timeout) it is the same subscriber: dropped once, it
+    ended LAGGED. Regression: it was counted again as stalled, and /cluster said two
+    subscribers were dropped where one was (test_feed_load failed so when the machine
+    was slow enough for the stall timer to fire before the count was read)."""
+    feed = FeedHandle(Broadcaster(buffer=16), _Bridge(), "127.0.0.1:1")  # type: ignore[arg-type]
+
+    async def send(text: str) -> None:
+        await trio.sleep_forever()  # a client whose window stays shut
+
+    ended: list[Ended] = []
+
+    async def subscriber() -> None:
+        ended.append(await serve(feed, None, None, send))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(subscriber)
+        await trio.sleep(0.1)
+        sub = next(iter(feed.broadcaster.subscribers))
+        i = 0
+        while not sub.lagged:
+            assert i < 1000, "never cut off for lagging"
+            feed.broadcaster.publish(None, str(i))
+            i += 1
+            await trio.sleep(0.001)  # serve moves what it can into the outbox
+        assert not ended  # still waiting for room in the outbox
+        await trio.sleep(feed.limits.stall_timeout + 1)
+    assert ended == [Ended.LAGGED]
+    assert feed.statistics().dropped_subscribers == 1
