@@ -12,12 +12,12 @@ until it returns; ``py-spy dump --pid <pid>`` reads such a process from outside.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import traceback
 from types import FrameType
-from typing import TextIO
 
 
 def format_stacks() -> str:
@@ -36,12 +36,29 @@ def format_stacks() -> str:
     return "".join(out)
 
 
-def install(file: TextIO | None = None, signum: int = signal.SIGUSR1) -> None:
-    """Dump every thread's stack to ``file`` (default: stderr) on ``signum``."""
+def install(fd: int = 2, signum: int = signal.SIGUSR1) -> None:
+    """Write every thread's stack to ``fd`` (default: stderr) on ``signum``.
+
+    The handler never raises: whatever it raised would surface in the code the signal
+    interrupted, trio's run loop as likely as any. It writes with ``os.write``, not
+    through ``sys.stderr``, whose buffer refuses a reentrant call (RuntimeError) when the
+    signal lands inside another write to it. A signal that comes during a dump is the
+    same request and is dropped: each one starting a dump of its own nested them until
+    RecursionError ended the process."""
+    dumping = False
 
     def dump(_signum: int, _frame: FrameType | None) -> None:
-        target = file or sys.stderr
-        target.write(format_stacks())
-        target.flush()
+        nonlocal dumping
+        if dumping:
+            return
+        dumping = True
+        try:
+            data = format_stacks().encode("utf-8", "replace")
+            while data:
+                data = data[os.write(fd, data):]
+        except Exception:  # see the docstring
+            pass
+        finally:
+            dumping = False
 
     signal.signal(signum, dump)
