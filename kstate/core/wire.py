@@ -49,12 +49,15 @@ def etag(partition: int, offset: int) -> str:
 
 
 def parse_etag(value: str) -> tuple[int, int] | None:
-    """(partition, offset) of an ETag this module made, else None."""
+    """(partition, offset) of an ETag this module made, else None. Never raises: the
+    lengths are checked before ``int()``, which refuses over 4,300 digits."""
     text = value.strip()
     if len(text) < 5 or text[0] != '"' or text[-1] != '"':
         return None
     p, sep, o = text[1:-1].partition("-")
     if not sep or not p.isascii() or not o.isascii() or not p.isdigit() or not o.isdigit():
+        return None
+    if len(p) > 10 or len(o) > 19:  # past int32 / int64: no ETag of ours
         return None
     return int(p), int(o)
 

@@ -432,3 +432,34 @@ async def test_413_mid_body_says_it_closes(node):
             assert headers.get("connection", "").lower() == "close"
             while await stream.receive_some(65536):
                 pass  # the server closes; reading to EOF ends
+
+
+# -- If-Match -----------------------------------------------------------------------
+
+ETAGS_NO_VERSION_HAS = [
+    ("long_offset", '"0-' + "1" * 5000 + '"'),  # int() refuses over 4,300 digits
+    ("long_partition", '"' + "9" * 5000 + '-1"'),
+    ("offset_past_int64", '"0-' + "9" * 20 + '"'),
+    ("not_an_etag", "abc"),
+]
+
+
+@pytest.mark.parametrize("if_match", [c[1] for c in ETAGS_NO_VERSION_HAS],
+                         ids=[c[0] for c in ETAGS_NO_VERSION_HAS])
+async def test_if_match_no_version_can_have_is_412(node, client, if_match):
+    """On a key that exists and on one that does not; the write is not applied."""
+    email = fresh_email()
+    url = f"{node.base}/users/{email}"
+    r = await client.put(url, json={"name": "First"})
+    assert r.status_code == 201, r.text
+    for method in ("PUT", "DELETE"):
+        r = await client.request(method, url, json={"name": "Second"} if method == "PUT"
+                                 else None, headers={"If-Match": if_match})
+        assert_error(r, 412, "precondition_failed")
+    r = await client.get(url)
+    assert r.status_code == 200 and r.json()["name"] == "First", r.text
+    missing = fresh_email()
+    r = await client.put(f"{node.base}/users/{missing}", json={"name": "X"},
+                         headers={"If-Match": if_match})
+    assert_error(r, 412, "precondition_failed")
+    await assert_absent(client, node, missing)

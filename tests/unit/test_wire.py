@@ -47,7 +47,11 @@ def test_etag_round_trips(partition, offset):
 
 
 @pytest.mark.parametrize("bad", ["", '""', '"1-"', '"-1"', "1-2", '"a-1"', '"1-2"x',
-                                 '"\u0661-2"', '"1--2"', "'1-2'", "*"])
+                                 '"\u0661-2"', '"1--2"', "'1-2'", "*",
+                                 # int() refuses over 4,300 digits: no ValueError here
+                                 pytest.param('"0-' + "1" * 5000 + '"', id="long-offset"),
+                                 pytest.param('"' + "1" * 5000 + '-0"', id="long-partition"),
+                                 '"1-' + "9" * 20 + '"', '"' + "9" * 11 + '-1"'])
 def test_parse_etag_refuses_what_is_not_one(bad):
     assert wire.parse_etag(bad) is None
 
