@@ -457,7 +457,8 @@ async def test_if_match_no_version_can_have_is_412(node, client, if_match):
                                  else None, headers={"If-Match": if_match})
         assert_error(r, 412, "precondition_failed")
     r = await client.get(url)
-    assert r.status_code == 200 and r.json()["name"] == "First", r.text
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "First", r.text
     missing = fresh_email()
     r = await client.put(f"{node.base}/users/{missing}", json={"name": "X"},
                          headers={"If-Match": if_match})
