@@ -104,7 +104,8 @@ class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
 
 def record_of(m: Any) -> Record:
     """A fetched aiokafka record as the actors see it (headers kept, in order)."""
-    headers = tuple((str(k), bytes(v)) for k, v in m.headers) if m.headers else ()
+    headers = tuple((str(k), None if v is None else bytes(v))
+                    for k, v in m.headers) if m.headers else ()
     return Record(m.offset, m.key, m.value, headers)
 
 

@@ -27,12 +27,13 @@ class Reply(Protocol[T_contra]):
 @dataclass(frozen=True, slots=True)
 class Record:
     """One record of the topic; ``value is None`` is a tombstone. ``headers`` as Kafka
-    carries them (name, value bytes), in order."""
+    carries them (name, value bytes or None: Kafka allows a null header value), in
+    order."""
 
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

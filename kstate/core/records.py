@@ -115,14 +115,20 @@ def marker(partition: int, epoch: int) -> tuple[bytes, bytes, tuple[tuple[str, b
 
 
 def _int(raw: bytes) -> int | None:
-    return int(raw) if raw.isdigit() and len(raw) <= 19 else None
+    """A kstate header's number: ASCII digits of an int64 (a stored version is packed
+    with its top bit as a flag, so 2**63 and above is malformed, not a version)."""
+    if not raw.isdigit() or len(raw) > 19:
+        return None
+    n = int(raw)
+    return n if n < 1 << 63 else None
 
 
 def _kstate_headers(rec: Record) -> tuple[bytes | None, bytes | None, bytes | None]:
     """(epoch, expect, version) headers of a record; the last of each name wins, as in
     Kafka's ``Headers.lastHeader``."""
     epoch = expect = version = None
-    for name, raw in rec.headers:
+    for name, value in rec.headers:
+        raw = b"" if value is None else value  # a null value: as malformed as b""
         if name == EPOCH_HEADER:
             epoch = raw
         elif name == EXPECT_HEADER:

@@ -1,7 +1,8 @@
 """Records from producers that are not kstate (tools/producers: Kafka's Java client and
 franz-go with the seed app's defaults), against a real broker: every codec, 0-byte and
-null deletes, records kstate cannot use, a record in the wrong partition, an aborted
-transaction next to committed ones, and a franz-go burst followed by 0-byte deletes.
+null deletes, records kstate cannot use (null and past-int64 header values too), a
+record in the wrong partition, an aborted transaction next to committed ones, and a
+franz-go burst followed by 0-byte deletes.
 
 A node that is live while they arrive and a node that replays the topic afterwards both
 serve exactly the committed, non-deleted users (every key read back over HTTP), report
@@ -27,7 +28,8 @@ from tools.producers.run import Codec, franz_produce, java_audit, java_produce
 PARTITIONS = 4
 CODECS: list[Codec] = ["gzip", "snappy", "lz4", "zstd"]
 UNUSABLE = {"value is not JSON": 1, "name and email must be strings": 1,
-            "key does not match email": 1, "key is not an email": 1}
+            "key does not match email": 1, "key is not an email": 1,
+            "malformed kstate header": 2}
 
 pytestmark = pytest.mark.timeout(600)  # a fresh machine first builds franz-go
 
@@ -77,7 +79,13 @@ async def produce_everything(bootstrap: str, topic: str, model: Model) -> None:
              f"raw {email('lz4', 1)} {b64(orjson.dumps({'name': 1, 'email': email('lz4', 1)}))}",
              f"raw {email('zstd', 0)} {b64(user('other@example.com', 'X'))}",
              f"rawkey {b64(b'not-an-email')} {b64(user('not-an-email', 'N'))}",
-             f"partition {elsewhere}", f"put {wrong} Wrong", "partition auto"]
+             f"partition {elsewhere}", f"put {wrong} Wrong", "partition auto",
+             # Kafka allows a null header value: another program's is nothing to us, a
+             # null or past-int64 kstate header is malformed (it used to stop the node)
+             "header-null trace", model.put("nullheader@example.com", "Null Header"),
+             "header-null kstate-epoch", "put nullepoch@example.com Null Epoch",
+             "header kstate-version 9300000000000000000", "put bigversion@example.com Big"]
+    model.gone |= {"nullepoch@example.com", "bigversion@example.com"}
     for key in ("gzip", 0), ("snappy", 0), ("lz4", 0), ("lz4", 1), ("zstd", 0):
         model.delete(email(*key))
     await java_produce(bootstrap, topic, lines)

@@ -240,6 +240,26 @@ def test_the_rule_case_by_case():
     assert decide(rec(okey, oval, oh), P, N, 0, none) == Delete(okey, "key is not an email")
 
 
+def test_headers_kstate_cannot_use_are_malformed_never_an_error():
+    """Kafka allows a null header value (Java's ``headers.add(name, null)``) and any
+    digits: a null kstate header is as malformed as an empty one, a number past int64
+    is no version (a stored version's top bit is a flag), another header's null value
+    changes nothing."""
+    k = KEYS[0]
+    val = value(k, "n")
+    none = {}.get
+    malformed = Delete(k, "malformed kstate header")
+    for headers in [((EPOCH_HEADER, None),), ((EPOCH_HEADER, b"4"), (EXPECT_HEADER, None)),
+                    ((EPOCH_HEADER, b"4"), (VERSION_HEADER, None)), ((VERSION_HEADER, None),),
+                    ((VERSION_HEADER, str(2**63).encode()),),
+                    ((EPOCH_HEADER, b"4"), (VERSION_HEADER, b"9300000000000000000"))]:
+        assert decide(Record(7, k, val, headers), P, N, 4, none) == malformed, headers
+    top = str(2**63 - 1).encode()
+    assert decide(Record(7, k, val, ((VERSION_HEADER, top),)), P, N, 4, none) == \
+        Upsert(k, val, 2**63 - 1)
+    assert decide(Record(7, k, val, (("trace", None),)), P, N, 4, none) == Upsert(k, val, 7)
+
+
 @pytest.mark.parametrize("raw", [b"user@x.io", "é@ü.de".encode(), b"a@b"])
 def test_email_keys_are_keys(raw):
     pid = partition_for(raw, N)

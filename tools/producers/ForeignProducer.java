@@ -22,6 +22,7 @@
 //   rawkey BASE64KEY BASE64VALUE|-|null   key bytes as given ('-' 0-byte, 'null' null value)
 //   nullkey BASE64VALUE      null key
 //   header NAME VALUE        a header on the next record only (repeatable)
+//   header-null NAME         a header with a null value on the next record only
 //   partition N | auto       explicit partition for the records that follow, or the default
 //   begin | commit | abort   a transaction (needs --transactional-id)
 //   flush                    wait until every record so far is acknowledged
@@ -240,6 +241,11 @@ public class ForeignProducer {
                             need(args, 1, -1, cmd);
                             String v = rest.substring(args[0].length()).strip();
                             headers.add(args[0], utf8(v));
+                            continue;
+                        }
+                        case "header-null" -> {
+                            need(args, 1, 1, cmd);
+                            headers.add(args[0], null);
                             continue;
                         }
                         case "partition" -> {
