@@ -222,10 +222,23 @@ class Connection:
         raise Closed()
 
     async def _loop(self) -> bytes | None:
+        out: list[bytes] = []
+        try:
+            return await self._requests(out)
+        except (Reject, Closed):
+            # The answers to the requests before the one refused are computed: they
+            # go first. The refusal closes the connection, and a pipelining client
+            # (a peer's link, web/http1/pipeline.py, among them) would otherwise give
+            # the refusal to the oldest request it waits for, someone else's.
+            if out:
+                await self._flush(out)
+            raise
+
+    async def _requests(self, out: list[bytes]) -> bytes | None:
+        """The loop of :meth:`_loop`; ``out`` holds answers not sent yet."""
         shared, parser = self.shared, self.parser
         lim, counters = shared.limits, shared.counters
         buf, pos, scanned = b"", 0, 0
-        out: list[bytes] = []
         head_deadline = self.deadline  # the first request's: from accept
         while True:
             end = buf.find(b"\r\n\r\n", max(pos, scanned - 3))
@@ -372,6 +385,8 @@ class Connection:
                 if self.begun != 1 or length == 0:
                     raise Reject(400, "bad_request", "request framing is inconsistent")
                 continue
+            if out:  # (a body deadline that passes drops what was not sent)
+                await self._flush(out)
             data = await self._read(BODY, deadline)
             if not data:
                 raise Closed()

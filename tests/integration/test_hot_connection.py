@@ -1,0 +1,114 @@
+"""What a client sees on one connection to a live node when the lean front refuses a
+request or hands the connection over to hypercorn part way: answers already computed
+for the requests before a refused one are still sent, in order, before the refusal; a
+hot request on a handed-over connection is held to the body deadline; a blank line
+before a handed-over request is skipped, as the lean path skips it.
+
+Raw bytes over real sockets (tests/support/http1.py reads them back)."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+
+from kstate.core.partitioner import partition_for
+from tests.support.http1 import connect, parse_replies, read_replies, read_until_closed
+from tests.support.workload import Workload, load_users
+from tools.procs import wait_ready, wait_stable
+
+PARTITIONS = 10
+BODY_TIMEOUT = 1.0
+# A deadline fires up to a tick (at most 0.5 s) after it; the rest is a loaded 2-core
+# machine's scheduling slack.
+MARGIN = 5.0
+MAX_HEAD = 4096
+
+
+async def _stored(client, node, email: str) -> bytes:
+    r = await client.put(f"{node.base}/users/{email}", json={"name": "Pipe"})
+    assert r.status_code in (200, 201), r.text
+    return r.content
+
+
+async def test_answers_before_a_refused_request_are_sent_first(make_node, client):
+    node = make_node(KSTATE_HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT))
+    await wait_ready(client, node)
+    want = await _stored(client, node, "a@b.c")
+    get = b"GET /users/a%40b.c HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    # a malformed request behind a good one: the good one's answer, then the 400
+    s = await connect(node.url)
+    await s.send_all(get + b"GET /users/\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, refused = parse_replies(await read_until_closed(s))
+    assert (first.status, first.body) == (200, want)
+    assert refused.status == 400
+    assert refused.json()["error"] == "bad_request"
+
+    # a body that never completes behind a good one: the answer comes at once (not
+    # held until the body is given up on), then the 408
+    s = await connect(node.url)
+    await s.send_all(get + b"PUT /users/a%40b.c HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 5\r\n\r\nab")
+    [first] = await read_replies(s, 1, timeout=BODY_TIMEOUT / 2 + MARGIN)
+    assert (first.status, first.body) == (200, want)
+    [refused] = parse_replies(await read_until_closed(s, BODY_TIMEOUT + MARGIN))
+    assert refused.status == 408
+    assert refused.json()["error"] == "request_timeout"
+
+    # a head too large behind a good one: the answer, then the 431
+    s = await connect(node.url)
+    await s.send_all(get + b"GET /users/a%40b.c HTTP/1.1\r\nX-Pad: "
+                     + b"p" * 20_000 + b"\r\n\r\n")
+    first, refused = parse_replies(await read_until_closed(s))
+    assert (first.status, first.body) == (200, want)
+    assert refused.status == 431
+
+
+async def test_a_head_too_large_on_the_owner_is_answered_to_its_own_client(
+        make_node, client):
+    """Forwarded GETs share one pipelined link to the owner: a head that is just under
+    the limit on the forwarding node and over it once forwarded (the node adds its own
+    headers) is refused 431 by the owner, and that 431 must reach only its client."""
+    a = make_node(KSTATE_HTTP_MAX_HEAD_BYTES=str(MAX_HEAD))
+    b = make_node(KSTATE_HTTP_MAX_HEAD_BYTES=str(MAX_HEAD))
+    for n in (a, b):
+        await wait_ready(client, n)
+    table = await wait_stable(client, [a, b], PARTITIONS)
+    topic = next(iter(table)).rsplit("-", 1)[0]
+    emails = [f"p{i}@pipe.example" for i in range(40)]
+    wl = Workload(client, rng=random.Random(3))
+    await load_users(wl, [a.base], emails)
+    remote = [e for e in emails
+              if table[f"{topic}-{partition_for(e.encode(), PARTITIONS)}"] == b.url]
+    assert remote
+
+    start = f"GET /users/{remote[0]} HTTP/1.1\r\nHost: x\r\nX-Pad: ".encode()
+    padded = start + b"p" * (MAX_HEAD - 8 - len(start)) + b"\r\n\r\n"
+    assert len(padded) == MAX_HEAD - 4
+    statuses: list[int] = []
+    padded_statuses: list[int] = []
+
+    async def normal(i: int) -> None:
+        for j in range(40):
+            email = remote[(i + j) % len(remote)]
+            r = await client.get(f"{a.base}/users/{email}")
+            statuses.append(r.status_code)
+            assert (r.status_code, r.content) == (200, wl.known[email].value), r.text
+
+    async def oversized() -> None:
+        for _ in range(20):
+            s = await connect(a.url)
+            async with s:
+                await s.send_all(padded)
+                [reply] = await read_replies(s, 1, timeout=15)
+            padded_statuses.append(reply.status)
+            await trio.sleep(0.01)
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            for i in range(32):
+                nursery.start_soon(normal, i)
+            nursery.start_soon(oversized)
+    assert len(statuses) == 32 * 40
+    assert set(padded_statuses) == {431}, padded_statuses
