@@ -65,6 +65,23 @@ async def test_answers_before_a_refused_request_are_sent_first(make_node, client
     assert refused.status == 431
 
 
+async def test_a_hot_body_on_a_handed_over_connection_has_the_body_deadline(
+        make_node, client):
+    node = make_node(KSTATE_HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT))
+    await wait_ready(client, node)
+    s = await connect(node.url)
+    await s.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"PUT /users/a@b.com HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n")
+    started = trio.current_time()
+    replies = parse_replies(await read_until_closed(s, BODY_TIMEOUT + MARGIN))
+    assert [r.status for r in replies] == [200, 408], replies
+    assert replies[1].json()["error"] == "request_timeout"
+    assert trio.current_time() - started >= BODY_TIMEOUT - 0.05
+    r = await client.get(f"{node.base}/users/a@b.com")
+    assert r.status_code == 404, r.text  # the incomplete write was never applied
+
+
 async def test_a_head_too_large_on_the_owner_is_answered_to_its_own_client(
         make_node, client):
     """Forwarded GETs share one pipelined link to the owner: a head that is just under

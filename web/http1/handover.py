@@ -13,6 +13,7 @@ client's socket itself. The cost is that ``TCPServer``, ``WorkerContext`` and
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -50,13 +51,16 @@ def hypercorn_config(limits: Limits, *, errorlog: logging.Logger | None = None) 
 
 def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
              handle: Callable[[Request], Awaitable[Response]], max_body: int,
-             oversized_to_handler: bool = False) -> Asgi:
+             oversized_to_handler: bool = False, *, body_timeout: float = math.inf) -> Asgi:
     """``app``, except that hot requests go to ``handle``: once a connection is handed
     over, its later hot requests (a browser's connection mixes them) get the same
     answers as on the lean path, without the app having to serve them too. A body
     over ``max_body`` is a 413 here, or with ``oversized_to_handler`` a request marked
     ``oversized`` for ``handle`` (answered with ``Connection: close`` over HTTP/1.1,
-    as the lean path does)."""
+    as the lean path does). A body not complete within ``body_timeout`` is a 408,
+    and the connection closes, as on the lean path: hypercorn's own timers stop once
+    a request head is in (its ``read_timeout`` stays unset, see
+    :func:`hypercorn_config`), so nothing else would end the wait."""
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -71,18 +75,23 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
         chunks: list[bytes] = []
         size, more, oversized = 0, True, False
         version = scope.get("http_version", "1.1")
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > max_body:
-                oversized = True
-                break
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        if oversized and not oversized_to_handler:
+        with trio.move_on_after(body_timeout) as body_wait:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client left
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > max_body:
+                    oversized = True
+                    break
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        late = body_wait.cancelled_caught
+        if late:
+            resp = error_response(408, "request_timeout",
+                                  f"request body not complete within {body_timeout}s")
+        elif oversized and not oversized_to_handler:
             resp = error_response(413, "body_too_large", f"body is larger than {max_body} bytes")
         else:
             client = scope.get("client")
@@ -92,7 +101,7 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
             resp = await handle(req)
         status, headers, body = resp
         out = [(n, v) for n, v in headers if n.lower() not in FRAMING]
-        if oversized and version.startswith("1"):
+        if (oversized or late) and version.startswith("1"):
             out.append((b"connection", b"close"))  # the rest of the body is never read
         if status in NO_BODY_STATUS or status < 200:
             body = b""

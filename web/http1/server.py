@@ -80,7 +80,7 @@ class Front:
             assert is_hot is not None
             config = hypercorn if hypercorn is not None else hypercorn_config(self.limits)
             app = hot_asgi(app, is_hot, self._guarded, self.limits.max_body_bytes,
-                           oversized_to_handler)
+                           oversized_to_handler, body_timeout=self.limits.body_timeout)
             self._handover = HandOver(app, config)
         self._used = False
 
