@@ -82,6 +82,18 @@ async def test_a_hot_body_on_a_handed_over_connection_has_the_body_deadline(
     assert r.status_code == 404, r.text  # the incomplete write was never applied
 
 
+async def test_a_blank_line_before_a_handed_over_request_is_skipped(make_node, client):
+    node = make_node()
+    await wait_ready(client, node)
+    s = await connect(node.url)
+    await s.send_all(b"PUT /users/a%40b.c HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                     b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    put, healthz = parse_replies(await read_until_closed(s))
+    assert put.status < 500, put
+    assert (healthz.status, healthz.json()) == (200, {"status": "ok"}), healthz
+
+
 async def test_a_head_too_large_on_the_owner_is_answered_to_its_own_client(
         make_node, client):
     """Forwarded GETs share one pipelined link to the owner: a head that is just under

@@ -297,7 +297,9 @@ class Connection:
                                  "an upgrade header has bytes that are not ASCII")
                 if out:
                     await self._flush(out)
-                return buf[pos:]
+                # without the empty lines llhttp skipped before the request line
+                # (RFC 9112 §2.2): hypercorn's h11 answers them with a bare 400
+                return buf[pos:].lstrip(b"\r\n")
             pos = scanned = head_end
             oversized = False
             if not self.done:
