@@ -65,6 +65,18 @@ async def test_answers_before_a_refused_request_are_sent_first(make_node, client
     assert refused.status == 431
 
 
+async def test_a_refusal_of_a_head_request_has_no_body(make_node, client):
+    node = make_node()
+    await wait_ready(client, node)
+    s = await connect(node.url)
+    await s.send_all(b"HEAD /users/\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = await read_until_closed(s)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), data
+    assert b"content-length: " in head
+    assert body == b"", data
+
+
 async def test_a_hot_body_on_a_handed_over_connection_has_the_body_deadline(
         make_node, client):
     node = make_node(KSTATE_HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT))

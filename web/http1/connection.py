@@ -54,6 +54,14 @@ def _handshake_ascii(headers: Headers) -> bool:
     return all(value.isascii() for name, value in headers if name in _HANDSHAKE)
 
 
+def _is_head(buf: bytes, pos: int) -> bool:
+    """Whether the request whose bytes start at ``buf[pos]`` (empty lines first, which
+    llhttp skips) is a HEAD: known before the parser has read its method."""
+    if buf.startswith(b"HEAD ", pos):
+        return True
+    return buf[pos:pos + 1] in (b"\r", b"\n") and buf[pos:].lstrip(b"\r\n").startswith(b"HEAD ")
+
+
 def _peer(stream: Stream) -> str | None:
     """The host of the connection's peer (one syscall per connection)."""
     inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
@@ -131,8 +139,8 @@ class Connection:
     hot); it raises :class:`Reject`, :class:`Closed`, or the stream's errors."""
 
     __slots__ = ("answered_close", "begun", "body", "body_size", "client", "deadline", "done",
-                 "expired", "fresh", "headers", "keep", "parser", "phase", "scope", "shared",
-                 "stream", "too_large", "url")
+                 "expired", "fresh", "head_request", "headers", "keep", "parser", "phase",
+                 "scope", "shared", "stream", "too_large", "url")
 
     def __init__(self, shared: Shared, stream: Stream) -> None:
         self.shared = shared
@@ -151,6 +159,8 @@ class Connection:
         self.expired = -1
         self.fresh = True  # nothing received yet
         self.answered_close = False  # the last answer said Connection: close
+        # the request being read is a HEAD: a refusal of it has no body
+        self.head_request = False
         self.client = _peer(stream)
 
     def cancel(self, phase: int) -> None:
@@ -241,6 +251,7 @@ class Connection:
         buf, pos, scanned = b"", 0, 0
         head_deadline = self.deadline  # the first request's: from accept
         while True:
+            self.head_request = _is_head(buf, pos)
             end = buf.find(b"\r\n\r\n", max(pos, scanned - 3))
             if end < 0:
                 pending = len(buf) - pos

@@ -175,7 +175,8 @@ class Front:
             except Reject as r:
                 if r.status != 408:
                     counters.bad_requests += 1
-                await _close_with(conn_stream, error_bytes(r.status, r.code, r.message), lim)
+                await _close_with(conn_stream, error_bytes(r.status, r.code, r.message,
+                                                           head=conn.head_request), lim)
                 return
             except Closed:
                 return

@@ -119,7 +119,8 @@ def error_response(status: int, code: str, message: str) -> Response:
     return Response(status, [JSON_CT], body)
 
 
-def error_bytes(status: int, code: str, message: str) -> bytes:
+def error_bytes(status: int, code: str, message: str, *, head: bool = False) -> bytes:
     """:func:`error_response` as bytes, with ``Connection: close``: every error the
-    front answers by itself ends the connection."""
-    return encode_response(error_response(status, code, message), head=False, connection=CLOSE)
+    front answers by itself ends the connection. ``head``: the answer to a HEAD
+    request (no body)."""
+    return encode_response(error_response(status, code, message), head=head, connection=CLOSE)
