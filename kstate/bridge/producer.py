@@ -25,7 +25,11 @@ class NodeProducer:
             compression_type=None if self._config.compression == "none"
             else self._config.compression,
             request_timeout_ms=self._config.request_timeout_ms)
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await stop_client(producer, "producer")  # what it opened before it failed
+            raise
         self._producer = producer
 
     async def produce(self, partition: int, key: bytes, value: bytes | None,

@@ -4,8 +4,10 @@ on the second core instead of sharing the node's interpreter lock (docs/design.m
 of a socketpair whose other end the node holds (kstate/bridge/producer_link.py).
 
 It reads the pickled KafkaConfig, starts the producer and says so, then produces each
-request in the order it arrived and answers with the offset or the error; it answers a
-ping (partition -1) at once, so the node can tell it is alive. Its log lines (WARNING
+request in the order it arrived and answers with the offset or the error, through a
+feed (kstate/bridge/producer_feed.py: a task of its own, which also replaces the
+producer once Kafka gave one of its records up); it answers a ping (partition -1) at
+once, whatever the producer is doing, so the node can tell it is alive. Its log lines (WARNING
 and up) go to the node over the same socket, and the node logs them in its own format
 (JSON or key=value); what it logs once that socket is closed (the node is gone) it
 writes to stderr itself, in the same format. It exits when the node's end closes (the
@@ -17,16 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import pickle
 import signal
 import socket
 import sys
-from collections.abc import Callable
-
-from aiokafka.structs import RecordMetadata
+from collections.abc import Callable, Coroutine
 
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.produce_wire import (
@@ -38,6 +37,7 @@ from kstate.bridge.produce_wire import (
     encode_reply,
 )
 from kstate.bridge.producer import NodeProducer
+from kstate.bridge.producer_feed import Feed
 from kstate.core.log_lines import formatter
 
 # named, not __name__: run with -m, this module is __main__
@@ -102,37 +102,34 @@ async def _produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         return 1
     send(encode_reply(Reply(0, 0)))
 
-    def answer(rid: int, fut: asyncio.Future[RecordMetadata]) -> None:
-        exc = None if fut.cancelled() else fut.exception()
-        if fut.cancelled() or exc is not None:
-            send(encode_reply(Reply(rid, None, repr(exc) if exc else "cancelled")))
-        else:
-            send(encode_reply(Reply(rid, int(fut.result().offset))))
+    feed = Feed(config, producer, lambda reply: send(encode_reply(reply)))
+    feeding = asyncio.create_task(feed.run())
 
+    def ended(_: asyncio.Task[None]) -> None:
+        if not feed.closing:  # it failed (a bug): end the process, the node starts another
+            writer.close()
+
+    feeding.add_done_callback(ended)
     try:
         while data := await reader.read(65536):
             frames.feed(data)
             for r in frames.requests():
                 if r.partition < 0:  # a ping: the node checks this loop still turns
                     send(encode_reply(Reply(r.id, 0)))
-                    continue
-                try:
-                    fut = await producer.send(r.partition, r.key, r.value, r.headers)
-                except Exception as exc:  # refused before it was queued (e.g. too large)
-                    send(encode_reply(Reply(r.id, None, repr(exc))))
-                    continue
-                fut.add_done_callback(functools.partial(answer, r.id))
+                else:  # never awaited here: a ping waits on no record (producer_feed)
+                    feed.put(r)
             await writer.drain()
     finally:
-        await _stop(producer, writer)
+        await _stop(feed.finish(feeding), writer)
     return 0
 
 
-async def _stop(producer: NodeProducer, writer: asyncio.StreamWriter) -> None:
-    """Stop the producer: it sends what it holds, for PRODUCER_GIVES_UP_S at most (with
-    Kafka unreachable it would wait for ever); then the process exits without it."""
+async def _stop(finish: Coroutine[None, None, None], writer: asyncio.StreamWriter) -> None:
+    """Feed what is queued and stop the producer: it sends what it holds, for
+    PRODUCER_GIVES_UP_S at most (with Kafka unreachable it would wait for ever); then
+    the process exits without it."""
     try:
-        await asyncio.wait_for(producer.stop(), PRODUCER_GIVES_UP_S)
+        await asyncio.wait_for(finish, PRODUCER_GIVES_UP_S)
     except TimeoutError:
         log.warning("event=producer_process_gave_up seconds=%.0f reason=%r",
                     PRODUCER_GIVES_UP_S, "Kafka did not take what it held; exiting without it")

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import trio
 
+from kstate.core.partitioner import partition_for
+from tools import topic as load
 from tools.procs import Node, wait_ready
 
 KEYS = [f"pp{i}@example.com" for i in range(8)]
@@ -155,3 +157,36 @@ async def test_a_frozen_producer_process_is_replaced(make_node, client: httpx.As
     assert not _running(frozen)
     assert _running(replacement)
     assert "event=producer_process_unresponsive" in node.log_text()
+
+
+async def test_a_record_kafka_refuses_does_not_stop_its_partition(
+        kafka_bootstrap: str, names: dict[str, str], make_node,
+        client: httpx.AsyncClient) -> None:
+    """A record the idempotent producer gives up on (here: larger than the topic's
+    max.message.bytes) has used its sequence number: Kafka refuses every later record
+    of that producer in that partition (OutOfOrderSequenceNumber). The producer is
+    replaced, so the value is refused (413) and the partition takes writes again."""
+    await load.produce(kafka_bootstrap, names["topic"], [],
+                       create_configs={"max.message.bytes": "4096"})
+    node = make_node()
+    await wait_ready(client, node)
+    big = "too.large@example.com"
+    partition = partition_for(big.encode(), 10)
+    same = [k for k in (f"neighbour{i}@example.com" for i in range(2000))
+            if partition_for(k.encode(), 10) == partition][:4]
+    r = await client.put(f"{node.base}/users/{big}", json={"name": "x" * 10_000})
+    assert r.status_code in (413, 503), r.text
+
+    acked: dict[str, str] = {}
+    with trio.fail_after(10):  # its partition takes writes again at once
+        for n in range(12):
+            email = same[n % len(same)]
+            status = await _put(client, node, email, f"after {n}")
+            assert status in (200, 201), (n, status, node.log_text()[-2000:])
+            acked[email] = f"after {n}"
+    for email, name in acked.items():
+        r = await client.get(f"{node.base}/users/{email}")
+        assert r.status_code == 200, (email, r.text)
+        assert r.json()["name"] == name, (email, r.text)
+    assert (await client.get(f"{node.base}/users/{big}")).status_code == 404
+    assert "OutOfOrderSequenceNumber" not in node.log_text()
