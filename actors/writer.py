@@ -26,6 +26,11 @@ that acknowledged newer versions, and a 412 or a "deleted" from its old state wo
 a stale answer. Past the lease every write is refused unapplied (``owner_isolated``);
 its records would be fenced by the new owner's epoch anyway.
 
+Too large. A record Kafka refused as larger than the topic takes (its
+``max.message.bytes``) was not written: nothing to settle. The write is answered
+:class:`TooLarge` (413) when the record alone is larger than that limit, else (it was
+refused with the batch it shared) 503 ``write_refused``: not applied, retry.
+
 Repairs. A fenced or failed record that becomes its key's latest record would let
 compaction drop the key's real state; the owner restates the key (same value, same
 version, carried in ``kstate-version``) so the latest record is right again.
@@ -44,9 +49,9 @@ from actors.inbox import ready
 from actors.replies import ReplyBox, send_request
 from actors.state import NotServing, StateHandle
 from actors.write_deadlines import Deadlines, Once
-from kstate.bridge import BrokerUnavailable
+from kstate.bridge import BrokerUnavailable, RecordTooLarge
 from kstate.core.messages import Bump, Claim, Own, Record, StateIn, Write, WriterIn
-from kstate.core.outcomes import Conflict, Unavailable, WriteOutcome, Written
+from kstate.core.outcomes import Conflict, TooLarge, Unavailable, WriteOutcome, Written
 from kstate.core.records import EPOCH_HEADER, EXPECT_EXISTS, EXPECT_HEADER, VERSION_HEADER, marker
 from kstate.core.wire import etag, parse_etag
 
@@ -59,6 +64,7 @@ Produce = Callable[[int, bytes, bytes | None, Headers], Awaitable[int]]
 LeaseValid = Callable[[], bool]
 
 MARKER_RETRY = 0.5  # seconds between attempts to write a marker Kafka did not take
+BATCH_OVERHEAD = 61  # bytes of a record batch's header (Kafka's format v2)
 
 
 def not_serving(partition: int) -> Unavailable:
@@ -69,6 +75,21 @@ def isolated(partition: int) -> Unavailable:
     return Unavailable("owner_isolated", f"this node cannot prove it still owns partition "
                        f"{partition} (no answer from Kafka's group coordinator); the write "
                        "was not applied; retry", 1.0)
+
+
+def record_bytes(key: bytes, value: bytes | None, headers: Headers) -> int:
+    """At least the size of the batch that holds only this record, uncompressed (the
+    lengths' varints are not counted: this errs low)."""
+    return (BATCH_OVERHEAD + len(key) + len(value or b"")
+            + sum(len(name.encode()) + len(v) for name, v in headers))
+
+
+def _too_large(size: int, limit: int | None) -> TooLarge | Unavailable:
+    if limit is not None and size > limit:
+        return TooLarge(f"the record would take at least {size} bytes; the topic takes at most "
+                        f"{limit} (max.message.bytes); it was not written")
+    return Unavailable("write_refused", "Kafka refused the batch this write was in as too "
+                       "large; the write was not applied; retry", 1.0)
 
 
 def _unconfirmed(why: str) -> Unavailable:
@@ -122,8 +143,9 @@ class _Writer:
     def __init__(self, produce: Produce, state: StateHandle,
                  own: trio.MemorySendChannel[StateIn], handle: WriterHandle,
                  write_timeout: float, catchup_timeout: float,
-                 lease: LeaseValid | None) -> None:
+                 lease: LeaseValid | None, max_record_bytes: int | None = None) -> None:
         self.produce = produce
+        self.max_record_bytes = max_record_bytes  # the topic's max.message.bytes, if known
         # No lease (unit tests, or the serve_isolated setting): memory is trusted.
         self.lease: LeaseValid = lease or (lambda: True)
         self.state = state
@@ -270,6 +292,10 @@ class _Writer:
         the record's fate is known (never cut short by ``write_timeout``)."""
         try:
             offset = await self.produce(p, key, value, headers)
+        except RecordTooLarge as exc:  # not written: nothing to settle
+            self.h.failed += 1
+            log.warning("event=produce_refused partition=%d error=%r", p, str(exc))
+            return _too_large(record_bytes(key, value, headers), self.max_record_bytes)
         except BrokerUnavailable as exc:
             self.h.failed += 1
             log.warning("event=produce_failed partition=%d error=%r", p, str(exc))
@@ -338,11 +364,13 @@ async def _repairs(writer: _Writer, state: StateHandle, nursery: trio.Nursery) -
 async def run(produce: Produce, state: StateHandle, *,
               inbox: trio.MemoryReceiveChannel[WriterIn], own: trio.MemorySendChannel[StateIn],
               write_timeout: float, catchup_timeout: float, lease: LeaseValid | None = None,
+              max_record_bytes: int | None = None,
               task_status: trio.TaskStatus[WriterHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Owns ``inbox`` and ``own`` (records it applies itself, epoch bumps: the state
     owner's inbox); returns when ``inbox`` closes and every write it took has answered."""
     handle = WriterHandle()
-    writer = _Writer(produce, state, own, handle, write_timeout, catchup_timeout, lease)
+    writer = _Writer(produce, state, own, handle, write_timeout, catchup_timeout, lease,
+                     max_record_bytes)
     async with own, inbox, trio.open_nursery() as nursery:
         repairs = trio.CancelScope()
 

@@ -89,6 +89,12 @@ class TopicNotDurable(Exception):
     message is one line naming every reason (the CLI exits 2 with it)."""
 
 
+def _max_record_bytes(topic: TopicInfo) -> int | None:
+    """The topic's max.message.bytes as described at start (None: not said)."""
+    raw = topic.configs.get("max.message.bytes")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
 def check_durability(topic: TopicInfo, require: bool) -> tuple[str, ...]:
     """Log each way ``topic`` can lose acknowledged writes; return their reasons. Raises
     TopicNotDurable when there is any and ``require`` is set."""
@@ -250,7 +256,7 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             writer_h = await root.start(partial(
                 writer.run, bridge.produce, state_h, inbox=writes_recv, own=state_send.clone(),
                 write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout,
-                lease=lease))
+                lease=lease, max_record_bytes=_max_record_bytes(topic)))
             standby_h = (await root.start(partial(standby.run, bridge,
                                                   num_partitions=topic.partitions))
                          if settings.standby else None)

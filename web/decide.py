@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.router import Local, Nowhere, Remote, RouterHandle
-from kstate.core.outcomes import Conflict, Found, Missing, Unavailable, Written
+from kstate.core.outcomes import Conflict, Found, Missing, TooLarge, Unavailable, Written
 from web.proxy import Incoming, PeerResponse, Proxy
 
 ReadAnswer = Found | Missing | Unavailable | PeerResponse
-WriteAnswer = Written | Conflict | Unavailable | PeerResponse
+WriteAnswer = Written | Conflict | TooLarge | Unavailable | PeerResponse
 
 
 @dataclass(frozen=True, slots=True)

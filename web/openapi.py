@@ -266,7 +266,8 @@ def _components() -> Json:
                                  "schema": _ref("schemas", "Error")}}},
             "PreconditionFailed": _err("If-Match does not match the current version"),
             "LengthRequired": _err("a body without Content-Length (and not chunked)"),
-            "TooLarge": _err("body larger than max_body"),
+            "TooLarge": _err("body larger than max_body (body_too_large), or a value larger "
+                             "than the topic takes (value_too_large)"),
             "UnsupportedMediaType": _err("Content-Type is not JSON"),
             "Unavailable": _unavailable(),
             "MethodNotAllowed": {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from werkzeug.exceptions import HTTPException
 
-from kstate.core.outcomes import Conflict, Found, Missing, Unavailable, Written
+from kstate.core.outcomes import Conflict, Found, Missing, TooLarge, Unavailable, Written
 from kstate.core.wire import JSON, error_body, etag, retry_after_value
 from web.errors import BadRequest
 from web.proxy import PeerResponse
@@ -89,12 +89,14 @@ def written(w: Written, value: bytes | None, *, seed: bool) -> Rendered:
     return Rendered(201 if w.created else 200, [(b"content-type", _JSON), *tag], value)
 
 
-def write(outcome: Written | Conflict | Unavailable | PeerResponse, value: bytes | None, *,
-          seed: bool) -> Rendered:
+def write(outcome: Written | Conflict | TooLarge | Unavailable | PeerResponse,
+          value: bytes | None, *, seed: bool) -> Rendered:
     if isinstance(outcome, Written):
         return written(outcome, value, seed=seed)
     if isinstance(outcome, Conflict):
         return error(412, "precondition_failed", outcome.message)
+    if isinstance(outcome, TooLarge):
+        return error(413, "value_too_large", outcome.message)
     if isinstance(outcome, Unavailable):
         return unavailable(outcome)
     return peer(outcome)

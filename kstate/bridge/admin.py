@@ -20,7 +20,7 @@ TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show 
 MIN_COMPACTION_LAG_MS = 3_600_000
 # The topic configs a node logs (and checks: kstate/core/durability.py) at start.
 DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms",
-             "unclean.leader.election.enable", "min.compaction.lag.ms")
+             "unclean.leader.election.enable", "min.compaction.lag.ms", "max.message.bytes")
 
 
 @dataclass(frozen=True, slots=True)

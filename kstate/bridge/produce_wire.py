@@ -6,7 +6,8 @@ Request: ``>I id, >i partition, >i key length, >i value length (-1: null), >H he
 count``, the key, the value, then per header ``>H name length, >I value length``, name
 (UTF-8), value. A negative partition is a ping: no record, answered at once with
 offset 0. Reply: ``>I id, >B status, >q n``: status 0 means acknowledged at offset
-``n``; status 1 means not acknowledged, and ``n`` bytes of UTF-8 text follow (why).
+``n``; status 1 means not acknowledged, and ``n`` bytes of UTF-8 text follow (why);
+status 3 is the same, for a record Kafka refused as too large (so not written).
 Status 2 is no reply but a log line of the process, for the node's log (one format,
 one stream): the id field holds its level, and ``n`` bytes of UTF-8 text follow, the
 logger's name, a NUL, the message. The first frame each way is different: the node
@@ -31,7 +32,7 @@ _REQUEST = struct.Struct(">IiiiH")
 _HEADER = struct.Struct(">HI")
 _REPLY = struct.Struct(">IBq")
 _SIZE = struct.Struct(">I")
-OK, FAILED, LOG = 0, 1, 2
+OK, FAILED, LOG, TOO_LARGE = 0, 1, 2, 3
 
 
 class WireError(Exception):
@@ -52,6 +53,7 @@ class Reply:
     id: int
     offset: int | None  # None: not acknowledged
     error: str = ""
+    too_large: bool = False  # refused as larger than the topic takes: not written
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ def encode_reply(r: Reply) -> bytes:
     if r.offset is not None:
         return _REPLY.pack(r.id, OK, r.offset)
     text = r.error.encode()
-    return _REPLY.pack(r.id, FAILED, len(text)) + text
+    return _REPLY.pack(r.id, TOO_LARGE if r.too_large else FAILED, len(text)) + text
 
 
 def encode_log(line: LogLine) -> bytes:
@@ -173,15 +175,15 @@ class ReplyReader(_Buffer):
             if status == OK:
                 out.append(Reply(rid, n))
                 continue
-            if status not in (FAILED, LOG) or n < 0:
+            if status not in (FAILED, LOG, TOO_LARGE) or n < 0:
                 raise WireError(f"reply {rid}: status {status}, length {n}")
             raw = self._take(n)
             if raw is None:
                 self._pos = start
                 return out
             text = raw.decode(errors="replace")
-            if status == FAILED:
-                out.append(Reply(rid, None, text))
+            if status != LOG:
+                out.append(Reply(rid, None, text, too_large=status == TOO_LARGE))
             else:
                 logger, _, message = text.partition("\0")
                 out.append(LogLine(rid, logger, message))

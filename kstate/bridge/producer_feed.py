@@ -25,6 +25,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 
 from kstate.bridge.config import KafkaConfig
@@ -38,7 +39,8 @@ RESTART_DELAY_S = 0.5  # between attempts to start a replacement Kafka did not l
 
 def refusal(rid: int, exc: BaseException | None) -> Reply:
     """The answer for a record the producer did not get acknowledged."""
-    return Reply(rid, None, repr(exc) if exc is not None else "cancelled")
+    return Reply(rid, None, repr(exc) if exc is not None else "cancelled",
+                 too_large=isinstance(exc, MessageSizeTooLargeError))
 
 
 class Feed:

@@ -27,7 +27,7 @@ from pathlib import Path
 import trio
 
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.errors import BrokerUnavailable
+from kstate.bridge.errors import BrokerUnavailable, RecordTooLarge
 from kstate.bridge.produce_wire import (
     PROCESS_EXIT_S,
     Headers,
@@ -74,12 +74,13 @@ class _FlushAtTurnEnd(trio.abc.Instrument):
 
 
 class _Slot:
-    __slots__ = ("done", "error", "offset")
+    __slots__ = ("done", "error", "offset", "too_large")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.offset = -1
         self.error: str | None = None
+        self.too_large = False
 
 
 class _Process:
@@ -202,6 +203,7 @@ class _Process:
                     continue  # its writer was cancelled and went
                 if r.offset is None:
                     slot.error = r.error
+                    slot.too_large = r.too_large
                 else:
                     slot.offset = r.offset
                 slot.done.set()
@@ -324,7 +326,8 @@ class ProducerLink:
     async def produce(self, partition: int, key: bytes, value: bytes | None,
                       headers: Headers) -> int:
         """Produce one record (acks=all, idempotent); its offset once acknowledged.
-        Raises BrokerUnavailable if Kafka or the process did not confirm it."""
+        Raises BrokerUnavailable if Kafka or the process did not confirm it;
+        RecordTooLarge (one) if Kafka refused it as too large: it was not written."""
         process = self._process
         if process is None or not process.alive:
             raise BrokerUnavailable("the producer process is restarting")
@@ -334,7 +337,7 @@ class ProducerLink:
         finally:
             process.pending.pop(rid, None)  # cancelled: its answer, when it comes, is dropped
         if slot.error is not None:
-            raise BrokerUnavailable(slot.error)
+            raise (RecordTooLarge if slot.too_large else BrokerUnavailable)(slot.error)
         return slot.offset
 
     async def close(self) -> None:

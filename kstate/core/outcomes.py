@@ -41,6 +41,14 @@ class Conflict:
 
 
 @dataclass(frozen=True, slots=True)
+class TooLarge:
+    """A write whose record is larger than the topic takes (Kafka refused it): nothing
+    written; sending it again cannot help."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unavailable:
     """Not answered now; retry after ``retry_after`` seconds. ``reason`` is the stable
     code clients see (e.g. ``no_owner``, ``catching_up``, ``write_timeout``)."""
@@ -51,4 +59,4 @@ class Unavailable:
 
 
 ReadOutcome = Found | Missing | Unavailable
-WriteOutcome = Written | Conflict | Unavailable
+WriteOutcome = Written | Conflict | TooLarge | Unavailable

@@ -35,7 +35,8 @@ requests = st.builds(
                      max_size=3).map(tuple),
 )
 replies = st.builds(Reply, id=st.integers(0, 2**32 - 1), offset=st.integers(0, 2**63 - 1)) | \
-    st.builds(Reply, id=st.integers(0, 2**32 - 1), offset=st.none(), error=st.text(max_size=80))
+    st.builds(Reply, id=st.integers(0, 2**32 - 1), offset=st.none(), error=st.text(max_size=80),
+              too_large=st.booleans())
 log_lines = st.builds(LogLine, level=st.integers(0, 50),
                       logger=st.text(max_size=20).filter(lambda t: "\0" not in t),
                       message=st.text(max_size=200))

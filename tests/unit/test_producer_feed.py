@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 from kstate.bridge import producer_feed
@@ -49,7 +50,7 @@ async def _scenario() -> tuple[list[Reply], list[_FakeProducer]]:
     feed.put(Request(1, 0, b"big", b"x", ()))
     feed.put(Request(2, 1, b"other", b"y", ()))
     await asyncio.sleep(0.01)
-    first.sent[0][2].set_exception(RuntimeError("MessageSizeTooLargeError()"))
+    first.sent[0][2].set_exception(MessageSizeTooLargeError())
     feed.put(Request(3, 0, b"marker", b"", ()))
     await asyncio.sleep(0.01)
     # record 2 is still held: nothing new goes anywhere, no new producer yet
@@ -69,5 +70,6 @@ def test_a_record_kafka_gave_up_replaces_the_producer_after_what_it_holds(
     assert first.stopped
     assert second.started
     assert [k for _, k, _ in second.sent] == [b"marker"]
-    assert replies[0] == Reply(1, None, "RuntimeError('MessageSizeTooLargeError()')")
+    # refused as too large: the node answers 413, not "may or may not apply"
+    assert replies[0] == Reply(1, None, "MessageSizeTooLargeError()", too_large=True)
     assert replies[1] == Reply(2, 7)

@@ -13,9 +13,9 @@ import trio.testing
 
 from actors import state, writer
 from actors.replies import ReplyBox
-from kstate.bridge import BrokerUnavailable
+from kstate.bridge import BrokerUnavailable, RecordTooLarge
 from kstate.core.messages import Assign, Batch, Claim, Record, Write
-from kstate.core.outcomes import Conflict, Unavailable, Written
+from kstate.core.outcomes import Conflict, TooLarge, Unavailable, Written
 from kstate.core.records import EPOCH_HEADER, EPOCH_STRIDE, EXPECT_HEADER, VERSION_HEADER, marker
 from kstate.core.wire import etag
 
@@ -39,6 +39,7 @@ class Log:
         self.state_send = state_send
         self.gate: trio.Event | None = None  # set: produce waits for it
         self.fail = False
+        self.too_large = False  # set: Kafka refuses the next produce as too large
 
     def append(self, key: bytes, value: bytes | None, headers=()) -> int:
         self.records.append(Record(len(self.records), key, value, tuple(headers)))
@@ -50,6 +51,8 @@ class Log:
             await self.gate.wait()
         if self.fail:
             raise BrokerUnavailable("broker gone")
+        if self.too_large:
+            raise RecordTooLarge("MessageSizeTooLargeError()")
         return self.append(key, value, headers)
 
     async def deliver(self) -> None:
@@ -61,7 +64,8 @@ class Log:
         return int(dict(self.records[offset].headers)[EPOCH_HEADER])
 
 
-async def start(nursery: trio.Nursery, *, claim: bool = True, lease=None):
+async def start(nursery: trio.Nursery, *, claim: bool = True, lease=None,
+                max_record_bytes: int | None = None):
     state_send, state_recv = trio.open_memory_channel(0)
     handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
     box: ReplyBox[dict] = ReplyBox()
@@ -71,7 +75,8 @@ async def start(nursery: trio.Nursery, *, claim: bool = True, lease=None):
     writes_send, writes_recv = trio.open_memory_channel(8)
     wh = await nursery.start(partial(writer.run, log.produce, handle, inbox=writes_recv,
                                      own=state_send.clone(), write_timeout=WRITE_TIMEOUT,
-                                     catchup_timeout=1.0, lease=lease))
+                                     catchup_timeout=1.0, lease=lease,
+                                     max_record_bytes=max_record_bytes))
     if claim:
         await writes_send.send(Claim(frozenset({0})))
         with trio.fail_after(1):
@@ -315,4 +320,25 @@ async def test_past_its_lease_a_write_is_refused_not_decided_from_old_state(auto
         assert isinstance(got, Conflict)
         assert await (await write(send, b"a@x", user("a@x", "v2"), if_match=etag(0, 1))
                       ).wait() == Written(0, 2, created=False)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_record_kafka_refuses_as_too_large_is_answered_not_settled(autojump_clock):
+    """Kafka refused the record as larger than the topic takes: it was not written, so
+    there is nothing to settle (no new epoch); 413 when the record alone is over the
+    topic's limit, else (refused with the batch it shared) a 503 that says retry."""
+    async with trio.open_nursery() as nursery:
+        log, send, _, st = await start(nursery, max_record_bytes=300)
+        log.too_large = True
+        got = await (await write(send, b"a@x", user("a@x", "x" * 400))).wait()
+        assert isinstance(got, TooLarge), got
+        assert "300" in got.message
+        got = await (await write(send, b"b@x", user("b@x", "small"))).wait()
+        assert isinstance(got, Unavailable)
+        assert got.reason == "write_refused"
+        log.too_large = False
+        assert st.own_epoch(0) == EPOCH  # nothing to settle
+        assert len(log.records) == 1  # the claim's marker only
+        assert await (await write(send, b"a@x", user("a@x", "fits"))).wait() == \
+            Written(0, 1, created=True)
         nursery.cancel_scope.cancel()
