@@ -11,8 +11,12 @@
   on with its own reader and tries again after ``HANDOFF_RETRY``. No change is sent
   twice or skipped either way.
 
-The first message is ``{"type":"hello","positions":{p: next offset}}``. The caller (the
-websocket route) only passes ``send``; this module owns every reader and subscription.
+The first message is ``{"type":"hello","node":url,"positions":{p: next offset}}``. The
+caller (the websocket route) passes ``accept`` and ``send``; this module owns every reader
+and subscription. A resumed subscription opens its reader before ``accept``: one it
+cannot start (an offset past its partition's end) is :class:`Refused`, the websocket never
+accepted. An offset below its partition's first (records deleted) starts at the first,
+and the hello says so.
 Nothing here waits on ``send`` itself: messages go through the subscriber's outbox
 (actors/feed_outbox.py), and a subscriber that takes nothing for ``stall_timeout``
 seconds is cut off (``STALLED``), live or resumed, its reader closed at once.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 import trio
@@ -30,7 +35,7 @@ import trio
 from actors.feed import FeedHandle, Subscriber, halted_notice, hello
 from actors.feed_outbox import Stalled, open_outbox
 from actors.feed_rule import FeedRule
-from kstate.bridge import BEGINNING, Reader
+from kstate.bridge import BEGINNING, OffsetPastEnd, Reader
 from kstate.core.messages import Record
 
 HANDOFF_WAIT = 5.0  # seconds a resumed feed may take to reach the broadcaster's positions
@@ -59,21 +64,47 @@ class Ended(enum.Enum):
     STALLED = "stalled"  # cut off for taking nothing: the client should resume with from=
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A subscription that could not start, before ``accept``: what to answer instead
+    (an HTTP error)."""
+    status: int
+    error: str
+    message: str
+    retry_after: float | None = None
+
+
+def past_end(exc: OffsetPastEnd) -> Refused:
+    """``from=p:o`` with o + 1 past partition p's end: the client cannot have seen o."""
+    p, end = exc.partition, exc.end
+    return Refused(400, "invalid_from",
+                   f"from={p}:{exc.offset - 1} is past the end of partition {p}: its next "
+                   f"offset is {end} (resume with from={p}:{end - 1} at most)")
+
+
 def _nothing() -> None:
     return None
 
 
+async def _accepted() -> None:
+    return None
+
+
 async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send, *,
-                reader_closed: Callable[[], None] = _nothing) -> Ended:
-    """Send ``hello`` and then every change (of ``key`` only, if given) to ``send``
-    until the node stops or the subscriber lags or stalls. ``reader_closed`` is called
-    (perhaps twice: it must be idempotent) once a resumed subscriber's own reader is
-    closed, at hand-over or at the end."""
+                accept: Callable[[], Awaitable[None]] = _accepted,
+                reader_closed: Callable[[], None] = _nothing) -> Ended | Refused:
+    """Call ``accept``, send ``hello`` and then every change (of ``key`` only, if given)
+    to ``send`` until the node stops or the subscriber lags or stalls; or, before
+    ``accept``, return Refused if a resumed subscription cannot start. ``reader_closed``
+    is called (perhaps twice: it must be idempotent) once a resumed subscriber's own
+    reader is closed, at hand-over or at the end."""
     if feed.closing.is_set():
+        await accept()
         return Ended.CLOSED  # the node is stopping: subscribe elsewhere
     async with open_outbox(send, stall_timeout=feed.limits.stall_timeout) as put:
         try:
             if start is None:
+                await accept()
                 async with feed.broadcaster.subscribe(key) as (messages, sub, positions):
                     await put(hello(positions, feed.url))
                     return await _forward_live(messages, sub, {}, put)
@@ -81,7 +112,7 @@ async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send, *
                 BEGINNING if start == FROM_BEGINNING
                 else dict(start) if isinstance(start, dict) else {})
             try:
-                return await _resume(feed, wanted, key, put, reader_closed)
+                return await _resume(feed, wanted, key, accept, put, reader_closed)
             finally:
                 reader_closed()
         except Stalled:
@@ -178,12 +209,17 @@ class _Replay:
 
 
 async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: bytes | None,
-                  send: Send, reader_closed: Callable[[], None]) -> Ended:
+                  accept: Callable[[], Awaitable[None]], send: Send,
+                  reader_closed: Callable[[], None]) -> Ended | Refused:
     async with contextlib.AsyncExitStack() as live_scope:
         live: tuple[trio.MemoryReceiveChannel[str], Subscriber, dict[int, int]] | None = None
-        async with feed.bridge.open_reader(wanted, fetch_bytes=READER_FETCH_BYTES,
-                                           max_records=READER_MAX_RECORDS) as opened:
-            reader, positions = opened
+        async with contextlib.AsyncExitStack() as reading:
+            try:
+                reader, positions = await reading.enter_async_context(feed.bridge.open_reader(
+                    wanted, fetch_bytes=READER_FETCH_BYTES, max_records=READER_MAX_RECORDS))
+            except OffsetPastEnd as exc:
+                return past_end(exc)
+            await accept()
             await send(hello(positions, feed.url))
             replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING,
                              closing=feed.closing)

@@ -6,7 +6,9 @@
 - ``from=beginning``: the whole compacted topic, then live.
 
 Before the websocket is accepted: bad parameters get 400 JSON (whatever their bytes),
-a node at its subscriber bounds 503 JSON + ``Retry-After`` (actors/feed_limits.py).
+as does a ``from`` offset past its partition's end (looked up by the subscriber's own
+reader, opened before the handshake: actors/feed_resume.py), a node at its subscriber
+bounds 503 JSON + ``Retry-After`` (actors/feed_limits.py).
 After it: a subscriber cut off for lagging or for taking nothing is closed with 4001.
 This route only checks the parameters and admits; every reader and subscription
 belongs to the feed actor (actors/feed_resume.py).
@@ -18,7 +20,7 @@ from quart import Response, websocket
 from quart_trio import QuartTrio
 
 from actors.feed_limits import FULL
-from actors.feed_resume import FROM_BEGINNING, Ended, Start, serve
+from actors.feed_resume import FROM_BEGINNING, Ended, Refused, Start, serve
 from kstate.core.users import InvalidUser, parse_email
 from web import render
 from web.errors import BadRequest
@@ -89,9 +91,11 @@ def register(app: QuartTrio, s: Services) -> None:
                                         "takes; retry later or on another node",
                                         retry_after=1))
         with admitted:
-            await websocket.accept()
-            ended = await serve(s.feed, start, key, websocket.send,
+            ended = await serve(s.feed, start, key, websocket.send, accept=websocket.accept,
                                 reader_closed=admitted.reader_closed)
+            if isinstance(ended, Refused):  # before the handshake
+                return respond(render.error(ended.status, ended.error, ended.message,
+                                            retry_after=ended.retry_after))
             if ended is Ended.LAGGED:
                 await websocket.close(LAGGING_CLOSE, LAGGING_REASON)
             elif ended is Ended.STALLED:

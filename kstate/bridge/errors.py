@@ -14,3 +14,15 @@ class RecordTooLarge(BrokerUnavailable):
 
 class KafkaAuthFailed(Exception):
     """Kafka refused this node's credentials or TLS setup: retrying cannot help."""
+
+
+class OffsetPastEnd(Exception):
+    """A reader was asked to start a partition past its end: ``offset`` (the next
+    offset to read) is above ``end``, the partition's next offset (its last stable
+    offset: the reader reads committed records only)."""
+
+    def __init__(self, partition: int, offset: int, end: int) -> None:
+        super().__init__(f"partition {partition}: offset {offset} is past its end {end}")
+        self.partition = partition
+        self.offset = offset
+        self.end = end

@@ -13,6 +13,7 @@ import trio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kstate.bridge.config import KafkaConfig
+from kstate.bridge.errors import OffsetPastEnd
 from kstate.bridge.group import ISOLATION, known_positions, record_of
 from kstate.bridge.portal import Portal
 from kstate.bridge.security import client_args
@@ -41,7 +42,13 @@ class _ReaderSide:
         """Assign all partitions; ``start`` maps partition -> next offset to read
         (None: the beginning); partitions not in it (or start None) begin at the end;
         BEGINNING: every partition from its beginning. Returns the starting position
-        of every partition.
+        of every partition. An offset below its partition's first (records deleted)
+        starts at the first; one past its end raises OffsetPastEnd.
+
+        Afterwards, Kafka answers out of range only if the log moved under the reader
+        (its start passed it, or an unclean leader election truncated it below it):
+        auto_offset_reset "earliest" then reads on from the partition's start, so
+        records may come again but none still in the log is skipped.
 
         A cancelled start (a resumed feed's client went away) runs on to its end all
         the same, and :meth:`stop` waits for it: aiokafka cancelled while it opens a
@@ -71,6 +78,7 @@ class _ReaderSide:
         self.consumer.assign(tps)
         wanted = (dict.fromkeys((tp.partition for tp in tps), None) if start == BEGINNING
                   else start if isinstance(start, dict) else {})
+        firsts = await self._check_offsets(tps, wanted)
         for tp in tps:
             where = wanted.get(tp.partition, -1)
             if where is None:
@@ -78,8 +86,27 @@ class _ReaderSide:
             elif where < 0:
                 await self.consumer.seek_to_end(tp)
             else:
-                self.consumer.seek(tp, where)
+                self.consumer.seek(tp, max(where, firsts[tp]))
         return {tp.partition: int(await self.consumer.position(tp)) for tp in tps}
+
+    async def _check_offsets(self, tps: list[TopicPartition],
+                             wanted: dict[int, int | None]) -> dict[TopicPartition, int]:
+        """The first offset of every partition ``wanted`` names an offset of. Raises
+        OffsetPastEnd if one is past its partition's end (the last stable offset:
+        end_offsets follows the reader's read_committed): seeking there, Kafka would
+        answer out of range and auto_offset_reset would move the reader back to the
+        start, or, on an empty partition, leave it there with a false position."""
+        assert self.consumer is not None
+        named = [tp for tp in tps if (o := wanted.get(tp.partition, -1)) is not None and o >= 0]
+        if not named:
+            return {}
+        ends = await self.consumer.end_offsets(named)
+        for tp in named:
+            where = wanted[tp.partition]
+            if where is not None and where > ends[tp]:
+                raise OffsetPastEnd(tp.partition, where, int(ends[tp]))
+        firsts = await self.consumer.beginning_offsets(named)
+        return {tp: int(o) for tp, o in firsts.items()}
 
     async def fetch(self, timeout_ms: int) -> tuple[dict[int, list[Record]], dict[int, Halt]]:
         """Records by partition, and the partitions halted by this fetch."""

@@ -7,12 +7,14 @@ gap; and every acknowledged write is matched by its ETag (partition, offset).
 
 from __future__ import annotations
 
+import json
 from contextlib import AsyncExitStack
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
+from kstate.core.partitioner import partition_for
 from tests.support.feed import (
     Acked,
     FeedReader,
@@ -229,3 +231,42 @@ async def test_resumed_feeds_abandoned_while_their_reader_starts_leave_nothing_o
     assert a.alive()
     assert "Unclosed" not in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
+
+
+async def _rejected(base: str, **params: str) -> tuple[int, dict[str, object]]:
+    with pytest.raises(ConnectionRejected) as rejected:
+        async with open_websocket_url(feed_url(base, **params), connect_timeout=10):
+            pass
+    return rejected.value.status_code, json.loads(rejected.value.body or b"{}")
+
+
+async def test_a_from_offset_past_the_end_is_refused_and_one_at_the_end_goes_live(
+        make_node, client):
+    """``from=0:1000`` where partition 0 ends far below: refused before the handshake
+    (400 invalid_from naming the partition and its end), never accepted with a false
+    hello. Regression: it was accepted, the reader was moved back to the partition's
+    start by Kafka's out-of-range answer (the client got it all again), or, with the
+    partition empty, every live change of it below 1001 was dropped for good. From the
+    last offset (the end itself): accepted, and the next write of partition 0 arrives."""
+    a = make_node()
+    await wait_stable(client, [a], PARTITIONS)
+    status, body = await _rejected(a.base, **{"from": "0:1000"})
+    assert status == 400, body
+    assert body["error"] == "invalid_from", body
+    assert "partition 0" in str(body["message"]), body
+
+    zero = [f"z{i}@example.com" for i in range(400)
+            if partition_for(f"z{i}@example.com".encode(), PARTITIONS) == 0]
+    last = await put_user(client, a.base, zero[0], "zero")
+    assert last.partition == 0
+    end = last.offset + 1
+    status, body = await _rejected(a.base, **{"from": f"0:{end}"})  # "seen" the next one
+    assert (status, body["error"]) == (400, "invalid_from"), body
+    assert str(end) in str(body["message"]), body  # names the partition's end offset
+
+    async with open_feed(a.base, **{"from": f"0:{end - 1}"}) as r:
+        assert r.positions[0] == end
+        later = [await put_user(client, a.base, zero[1], "zero again")]
+        assert later[0].partition == 0
+        await r.read_until(lambda r_: by_offset(later) <= r_.seen())
+        check_complete(r, later)

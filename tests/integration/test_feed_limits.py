@@ -17,6 +17,7 @@ from pathlib import Path
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
+from kstate.core.partitioner import partition_for
 from tests.support.feed import open_feed
 from tools import topic as load
 from tools.bench import load as bench
@@ -65,6 +66,7 @@ BAD = [
     (b"key=a%00@b.c", "invalid_email"), (b"key=%FF%FE", "invalid_email"),
     (b"key=a%20b@c.d", "invalid_email"), (b"key=", "invalid_email"),
     (b"key=" + b"a" * 300 + b"@b.c", "invalid_email"),
+    (b"from=0:1000", "invalid_from"),  # past partition 0's end (a fresh topic)
 ]
 
 
@@ -75,6 +77,12 @@ async def test_bad_feed_parameters_are_400_json_never_500(make_node, client):
         status, body = handshake(node, query)
         assert status == 400, (query[:60], status, body[:200])
         assert json.loads(body)["error"] == code, (query[:60], body[:200])
+    # from=0:5 needs an offset 5 in partition 0 (past its end is a 400, above)
+    zero = [e for e in (f"z{i}@example.com" for i in range(400))
+            if partition_for(e.encode(), 10) == 0]
+    for email in zero[:6]:
+        r = await client.put(f"{node.base}/users/{email}", json={"name": "Z"})
+        assert r.status_code == 201, r.text
     for good in (b"from=0:-1", b"from=0:5,9:-1", b"from=beginning", b"key=a@b.c", b""):
         assert handshake(node, good)[0] == 101, good
     assert "Traceback" not in node.log_text()

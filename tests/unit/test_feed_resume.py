@@ -1,6 +1,7 @@
 """A resumed feed subscriber (actors/feed_resume.py) driven without Kafka: when the node
 stops (FeedHandle.close_all), one still replaying with a reader of its own ends at once
-with CLOSED and its reader is closed; it is not left to be cut off by the HTTP drain."""
+with CLOSED and its reader is closed; it is not left to be cut off by the HTTP drain. One
+whose reader cannot start is refused before the websocket is accepted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import AsyncIterator
 import trio
 
 from actors.feed import Broadcaster, FeedHandle
-from actors.feed_resume import FROM_BEGINNING, Ended, serve
+from actors.feed_resume import FROM_BEGINNING, Ended, Refused, Start, serve
+from kstate.bridge import OffsetPastEnd
 from kstate.core.messages import Record
 
 
@@ -100,3 +102,44 @@ async def test_a_live_subscriber_cut_off_for_lagging_is_dropped_once(autojump_cl
         await trio.sleep(feed.limits.stall_timeout + 1)
     assert ended == [Ended.LAGGED]
     assert feed.statistics().dropped_subscribers == 1
+
+
+class _RefusingBridge:
+    """A bridge whose readers cannot start: ``error`` is raised as they open."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: object, **_: object
+                          ) -> AsyncIterator[tuple[_EndlessReader, dict[int, int]]]:
+        raise self.error
+        yield  # an async generator all the same
+
+
+async def _refused(bridge: _RefusingBridge, start: Start) -> tuple[object, list[str], int]:
+    feed = FeedHandle(Broadcaster(buffer=16), bridge, "127.0.0.1:1")  # type: ignore[arg-type]
+    sent: list[str] = []
+    accepted = 0
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async def accept() -> None:
+        nonlocal accepted
+        accepted += 1
+
+    ended = await serve(feed, start, None, send, accept=accept)
+    return ended, sent, accepted
+
+
+async def test_a_from_offset_past_the_end_is_refused_before_the_handshake():
+    """Regression: the websocket was accepted first, and the hello then named a position
+    past the partition's end (see kstate/bridge/reader.py, OffsetPastEnd)."""
+    ended, sent, accepted = await _refused(_RefusingBridge(OffsetPastEnd(0, 1001, 500)),
+                                           {0: 1001})
+    assert isinstance(ended, Refused)
+    assert (ended.status, ended.error) == (400, "invalid_from")
+    assert ended.message.startswith("from=0:1000 is past the end of partition 0"), ended
+    assert "its next offset is 500" in ended.message
+    assert (sent, accepted) == ([], 0)
