@@ -15,8 +15,8 @@ The first message is ``{"type":"hello","node":url,"positions":{p: next offset}}`
 caller (the websocket route) passes ``accept`` and ``send``; this module owns every reader
 and subscription. A resumed subscription opens its reader before ``accept``: one it
 cannot start (an offset past its partition's end) is :class:`Refused`, the websocket never
-accepted. An offset below its partition's first (records deleted) starts at the first,
-and the hello says so.
+accepted, as is one whose reader cannot reach Kafka (503 ``feed_unavailable``). An offset
+below its partition's first (records deleted) starts at the first, and the hello says so.
 Nothing here waits on ``send`` itself: messages go through the subscriber's outbox
 (actors/feed_outbox.py), and a subscriber that takes nothing for ``stall_timeout``
 seconds is cut off (``STALLED``), live or resumed, its reader closed at once.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -35,8 +36,10 @@ import trio
 from actors.feed import FeedHandle, Subscriber, halted_notice, hello
 from actors.feed_outbox import Stalled, open_outbox
 from actors.feed_rule import FeedRule
-from kstate.bridge import BEGINNING, OffsetPastEnd, Reader
+from kstate.bridge import BEGINNING, BrokerUnavailable, OffsetPastEnd, Reader
 from kstate.core.messages import Record
+
+log = logging.getLogger(__name__)
 
 HANDOFF_WAIT = 5.0  # seconds a resumed feed may take to reach the broadcaster's positions
 HANDOFF_RETRY = 10.0  # seconds before a resumed feed that could not hand over tries again
@@ -80,6 +83,10 @@ def past_end(exc: OffsetPastEnd) -> Refused:
     return Refused(400, "invalid_from",
                    f"from={p}:{exc.offset - 1} is past the end of partition {p}: its next "
                    f"offset is {end} (resume with from={p}:{end - 1} at most)")
+
+
+UNREACHABLE = Refused(503, "feed_unavailable", "this node cannot reach Kafka to replay "
+                      "from=; retry later or on another node", retry_after=1)
 
 
 def _nothing() -> None:
@@ -219,6 +226,9 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
                     wanted, fetch_bytes=READER_FETCH_BYTES, max_records=READER_MAX_RECORDS))
             except OffsetPastEnd as exc:
                 return past_end(exc)
+            except BrokerUnavailable as exc:
+                log.warning("event=feed_resume_unavailable error=%s", exc)
+                return UNREACHABLE
             await accept()
             await send(hello(positions, feed.url))
             replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING,

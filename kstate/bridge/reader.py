@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 
 import trio
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.errors import OffsetPastEnd
+from kstate.bridge.errors import BrokerUnavailable, OffsetPastEnd
 from kstate.bridge.group import ISOLATION, known_positions, record_of
 from kstate.bridge.portal import Portal
 from kstate.bridge.security import client_args
@@ -43,7 +44,8 @@ class _ReaderSide:
         (None: the beginning); partitions not in it (or start None) begin at the end;
         BEGINNING: every partition from its beginning. Returns the starting position
         of every partition. An offset below its partition's first (records deleted)
-        starts at the first; one past its end raises OffsetPastEnd.
+        starts at the first; one past its end raises OffsetPastEnd. Raises
+        BrokerUnavailable if Kafka cannot be reached.
 
         Afterwards, Kafka answers out of range only if the log moved under the reader
         (its start passed it, or an unclean leader election truncated it below it):
@@ -58,6 +60,12 @@ class _ReaderSide:
         return await asyncio.shield(self._starting)
 
     async def _start(self, start: Start) -> dict[int, int]:
+        try:
+            return await self._open(start)
+        except KafkaError as exc:  # Kafka out of reach (or not answering in time)
+            raise BrokerUnavailable(f"a reader could not start: {exc!r}") from exc
+
+    async def _open(self, start: Start) -> dict[int, int]:
         c = self.config
         # aiokafka keeps one fetched answer per partition until it is read, each up to
         # max_partition_fetch_bytes (1 MiB by default) or its first record batch if that

@@ -21,11 +21,16 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+)
 
 from kstate.bridge.produce_wire import PRODUCER_GIVES_UP_S
 from tests.support.brokers import Broker, own_broker
-from tests.support.feed import open_feed
+from tests.support.feed import feed_url, open_feed
 from tools import topic as load
 from tools.procs import Node, wait_ready
 
@@ -171,6 +176,14 @@ async def test_broker_down_writes_refused_reads_leased_then_resume(broker, node_
     assert r.status_code == 200
     assert node.alive()
     assert isolated.alive()
+    # a feed resumed with from= needs a reader of its own, which cannot start: 503 before
+    # the handshake (it was accepted, then closed 1000, "resume elsewhere", a traceback)
+    with pytest.raises(ConnectionRejected) as rejected:
+        async with open_websocket_url(feed_url(base, **{"from": "0:-1"}), connect_timeout=10):
+            pass
+    assert rejected.value.status_code == 503
+    assert json.loads(rejected.value.body or b"{}")["error"] == "feed_unavailable"
+    assert dict(rejected.value.headers)[b"retry-after"].isdigit()
 
     # -- broker back: writes resume, nothing lost -----------------------------------------
     t0 = time.monotonic()

@@ -12,7 +12,7 @@ import trio
 
 from actors.feed import Broadcaster, FeedHandle
 from actors.feed_resume import FROM_BEGINNING, Ended, Refused, Start, serve
-from kstate.bridge import OffsetPastEnd
+from kstate.bridge import BrokerUnavailable, OffsetPastEnd
 from kstate.core.messages import Record
 
 
@@ -142,4 +142,15 @@ async def test_a_from_offset_past_the_end_is_refused_before_the_handshake():
     assert (ended.status, ended.error) == (400, "invalid_from")
     assert ended.message.startswith("from=0:1000 is past the end of partition 0"), ended
     assert "its next offset is 500" in ended.message
+    assert (sent, accepted) == ([], 0)
+
+
+async def test_a_resumed_feed_whose_reader_cannot_reach_kafka_gets_503():
+    """Regression: the websocket was accepted first; the reader's start then raised,
+    quart logged a traceback and closed with 1000, which tells a client "this node is
+    stopping, resume elsewhere"."""
+    ended, sent, accepted = await _refused(
+        _RefusingBridge(BrokerUnavailable("Unable to bootstrap")), FROM_BEGINNING)
+    assert isinstance(ended, Refused)
+    assert (ended.status, ended.error, ended.retry_after) == (503, "feed_unavailable", 1)
     assert (sent, accepted) == ([], 0)
