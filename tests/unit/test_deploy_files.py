@@ -12,7 +12,8 @@ checks the wiring against the code itself, never against copies of its strings:
   the healthcheck commands, run against a live node, pass on /healthz and fail (503)
   on /readyz while the node is not in a group;
 - ports agree with ``KSTATE_LISTEN``; brokers, services, selectors and labels refer to
-  things that exist; grace periods outlast the session timeout.
+  things that exist; grace periods outlast the session timeout;
+- deploy/SECURITY.md's numbers for a lagging feed subscriber are the code's.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
 README = DEPLOY / "README.md"
+SECURITY = DEPLOY / "SECURITY.md"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 KNOWN_ENV = {env for _flag, env, _default, _help in describe()}
@@ -598,3 +600,17 @@ def test_deploy_readme_explains_every_setting_the_files_use() -> None:
         used |= set(ENV_REF.findall(path.read_text()))
     missing = sorted(name for name in used if name not in text)
     assert not missing, f"deploy/README.md does not mention {missing}"
+
+
+def test_security_lagging_subscriber_numbers_are_the_codes() -> None:
+    """Regression: the row said "no room for 0.5 s" after LAG_GRACE became 2.0."""
+    from actors.feed import LAG_GRACE
+    from kstate.node import FEED_BUFFER
+
+    row = next(line for line in SECURITY.read_text().splitlines() if "`LAG_GRACE`" in line)
+    queue = re.search(r"its queue \((\d+) changes\)", row)
+    grace = re.search(r"no room for ([\d.]+) s", row)
+    assert queue is not None, row
+    assert grace is not None, row
+    assert int(queue.group(1)) == FEED_BUFFER, row
+    assert float(grace.group(1)) == LAG_GRACE, row
