@@ -227,7 +227,7 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
             except OffsetPastEnd as exc:
                 return past_end(exc)
             except BrokerUnavailable as exc:
-                log.warning("event=feed_resume_unavailable error=%s", exc)
+                log.warning("event=feed_resume_unavailable error=%r", exc)
                 return UNREACHABLE
             await accept()
             await send(hello(positions, feed.url))

@@ -37,6 +37,7 @@ CODES_503: dict[str, Outcome] = {
     "claiming": "fail",  # the owner's claim marker is not written yet: nothing produced
     "partition_undecodable": "fail",  # the partition stopped at a batch it cannot read
     "cluster_auth_busy": "fail",  # the owner's replay cache is full: refused unread
+    "write_refused": "fail",  # Kafka refused the whole batch as too large: not appended
     # may have been produced, or may still be
     "write_timeout": "unknown",  # not confirmed in time; the record may still land
     "broker_unavailable": "unknown",  # the produce failed; Kafka may have appended it
