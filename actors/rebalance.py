@@ -57,7 +57,7 @@ async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
                 case Assigned():
                     seeks: ReplyBox[dict[int, int | None]] = ReplyBox()
                     await state.send(Assign(ev.epoch, ev.partitions, ev.end_offsets, seeks,
-                                            ev.table.generation))
+                                            ev.table.generation, ev.claim_after))
                     answer = await seeks.wait()
                     await router.send(ev.table)
                     ev.reply.send(answer)

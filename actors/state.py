@@ -149,6 +149,24 @@ class StateHandle:
                 return
             await self._event(partition).wait()
 
+    def claim_after(self, partition: int) -> float:
+        """No claim of ``partition`` before this ``time.monotonic()`` (see
+        kstate/core/partition.py, ``claim_after``)."""
+        part = self._table.partitions.get(partition)
+        return 0.0 if part is None else part.claim_after
+
+    async def wait_replayed(self, partition: int) -> None:
+        """Return once ``partition`` is served and applied up to its target (what a
+        claim waits for: the read gate may also wait for the claim's marker); raise
+        NotServing as :meth:`wait_caught_up`."""
+        while True:
+            part = self._table.partitions.get(partition)
+            if part is None or not part.serving or part.halted is not None:
+                raise NotServing(partition)
+            if part.replayed_to_target:
+                return
+            await self._event(partition).wait()
+
     async def wait_writable(self, partition: int) -> None:
         """Return once this node may write ``partition`` (caught up, its own marker
         applied); raise NotServing if it stops serving it first."""

@@ -4,11 +4,13 @@ applied: 200/201 (applied), 412 (its If-Match did not hold in log order), or 503
 A write is answered only once applied here (read-your-writes).
 
 Owner epochs. After an assignment this node writes a marker of its own epoch into each
-partition it owns (a :class:`Claim`) and writes nothing else there until that marker is
-applied; every record it writes carries that epoch. A record of an older epoch that
-lands after a newer marker is fenced by every node, live and on replay: an old owner
-cut off from Kafka, paused, or with a write stuck in its producer cannot overwrite what
-the new owner acknowledged.
+partition it owns (a :class:`Claim`; a static member's process that may be replacing a
+live incarnation of itself waits for that incarnation's read lease to end first:
+``claim_after``) and writes nothing else there until that marker is applied; every
+record it writes carries that epoch. A record of an older epoch that lands after a
+newer marker is fenced by every node, live and on replay: an old owner cut off from
+Kafka, paused, or with a write stuck in its producer cannot overwrite what the new
+owner acknowledged.
 
 Key locks. Writes of one key are serialized (those that arrive together, from
 concurrent requests, in no set order: HTTP gives them none). A key stays locked until
@@ -39,6 +41,7 @@ version, carried in ``kstate-version``) so the latest record is right again.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -157,14 +160,26 @@ class _Writer:
 
     # -- markers ----------------------------------------------------------------
     async def claim(self, partition: int) -> None:
-        """Claim ``partition`` after an assignment: once caught up (the claim's epoch
-        is above every epoch the partition has seen: records.claim_epoch), write this
-        node's marker. Returns early if the node stops serving it first."""
+        """Claim ``partition`` after an assignment: once replayed to its target (the
+        claim's epoch is above every epoch the partition has seen:
+        records.claim_epoch) and past its ``claim_after`` (a static member's process
+        may be replacing a live incarnation of itself, whose read lease must end
+        first), write this node's marker. Returns early if the node stops serving it
+        first."""
+        held = False
         while True:
             try:
-                await self.state.wait_caught_up(partition)
+                await self.state.wait_replayed(partition)
             except NotServing:
                 return
+            hold = self.state.claim_after(partition) - time.monotonic()
+            if hold > 0:
+                if not held:
+                    held = True
+                    log.info("event=claim_held partition=%d seconds=%.3f", partition, hold)
+                with trio.move_on_after(hold):
+                    await self.state.wait_changed(partition)
+                continue
             epoch = await self._bump(partition, claim=True)
             if epoch is not None:
                 break

@@ -151,6 +151,24 @@ class GroupConsumer:
         self.closing = False  # leaving: rebalance callbacks do nothing
         self.failure: BaseException | None = None  # the listener failed: stop the node
         self.undecodable: Undecodable | None = None  # partitions stopped at a bad batch
+        self.first_assigned: float | None = None  # time.monotonic() of the 1st assignment
+
+    def claim_after(self, now: float) -> float:
+        """Until when (``time.monotonic()``; 0: no wait) a claim of a partition assigned
+        at ``now`` must wait. Only a static member's process waits, and only for what
+        it is assigned within a session timeout of its first assignment: it may have
+        replaced a live incarnation of itself (same instance id) which the coordinator
+        never asked to revoke (KIP-345) and whose read lease may last until its last
+        answered heartbeat + Lease.window; that heartbeat was answered before the
+        coordinator took our JoinGroup, so before our first assignment arrived. The
+        session timeout covers the window with a margin for the two processes' clock
+        rates (docs/design.md, "Static membership: a replaced incarnation")."""
+        if not self.config.instance_id:
+            return 0.0
+        if self.first_assigned is None:
+            self.first_assigned = now
+        until = self.first_assigned + self.config.session_timeout_ms / 1000
+        return until if now < until else 0.0
 
     async def start(self, url: str, owned: Callable[[], frozenset[int]],
                     events: trio.MemorySendChannel[BridgeEvent]) -> None:
@@ -256,6 +274,7 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _assigned(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         g = self.group
+        claim_after = g.claim_after(time.monotonic())
         if tps:
             consumer.pause(*tps)  # no fetch before we seek where the state owner says
         ends = await _retry(lambda: consumer.end_offsets(tps), g.config.session_timeout_ms)
@@ -265,9 +284,11 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         parts = frozenset(tp.partition for tp in tps)
         log.info("event=assigned epoch=%d generation=%d partitions=%s", g.epoch,
                  table.generation, sorted(parts))
+        if claim_after:
+            log.info("event=claims_held until_s=%.3f", claim_after - time.monotonic())
         epoch = g.epoch
         seeks: dict[int, int | None] = await g.ask_trio(
-            lambda reply: Assigned(epoch, parts, table, end_offsets, reply))
+            lambda reply: Assigned(epoch, parts, table, end_offsets, reply, claim_after))
         for tp in tps:
             where = seeks.get(tp.partition)
             if where is None:

@@ -77,13 +77,17 @@ class Revoked:
 class Assigned:
     """The new assignment. ``end_offsets`` were read right after it (catch-up targets).
     ``reply`` answers where to seek: an offset for a kept partition, ``None`` for a
-    partition to rebuild from the beginning."""
+    partition to rebuild from the beginning. ``claim_after`` (``time.monotonic()``; 0:
+    none): a static member's process that may be replacing a live incarnation of
+    itself claims nothing before then, and serves no read before its own marker is
+    applied (kstate/core/partition.py, ``claim_after``)."""
 
     epoch: int
     partitions: frozenset[int]
     table: RoutingTable
     end_offsets: dict[int, int]
     reply: Reply[dict[int, int | None]]
+    claim_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +104,15 @@ class Assign:
     """Hold ``partitions`` from now on (catch-up targets ``end_offsets``); ``reply``
     says where the consumer must seek (see :class:`Assigned`). ``generation`` is the
     group generation of the assignment (-1: no group, a standby copy): this node's owner
-    epoch of each partition starts there (kstate/core/records.py)."""
+    epoch of each partition starts there (kstate/core/records.py). ``claim_after``: see
+    :class:`Assigned`."""
 
     epoch: int
     partitions: frozenset[int]
     end_offsets: dict[int, int]
     reply: Reply[dict[int, int | None]]
     generation: int = -1
+    claim_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,13 @@ class Partition:
     # records before it are (writes to one partition are acknowledged together, and
     # their writers may come back in any order; the fetch need not bring them back)
     own_ahead: dict[int, Record] = field(default_factory=dict)
+    # A static member's process may be replacing a live incarnation of itself, which
+    # the coordinator never asked to revoke (docs/design.md, "Static membership: a
+    # replaced incarnation"): no claim before ``claim_after`` (time.monotonic(), when
+    # that incarnation's read lease has surely ended), and no read until this node's
+    # own marker is applied (``await_marker``): what it acknowledged is then applied.
+    claim_after: float = 0.0
+    await_marker: bool = False
 
     @property
     def superseded(self) -> bool:
@@ -69,8 +76,15 @@ class Partition:
         return self.serving and not self.superseded and self.halted is None
 
     @property
-    def caught_up(self) -> bool:
+    def replayed_to_target(self) -> bool:
+        """Served, and applied up to the target read after the assignment."""
         return self.live and self.position >= self.target
+
+    @property
+    def caught_up(self) -> bool:
+        """The read gate: replayed to the target, and this node's own marker applied
+        if the assignment asked for it (``await_marker``)."""
+        return self.replayed_to_target and not self.await_marker
 
     @property
     def writable(self) -> bool:

@@ -7,7 +7,8 @@ position (next offset to apply: everything below it is applied), the catch-up ta
 (end offset read right after the assignment), whether this node serves it, and the
 owner epochs that fence zombies. Every record goes through the one rule,
 kstate/core/records.py. The catch-up gate is ``serving and position >= target``
-(docs/design.md, "Consistency rules").
+(docs/design.md, "Consistency rules"), and, for a static member's process that may be
+replacing a live incarnation of itself, this node's own marker applied.
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ class StateTable:
             if decision.epoch > part.epoch:
                 was_live = part.live
                 part.epoch = decision.epoch
+                if part.own_epoch >= 0 and part.epoch == part.own_epoch:
+                    part.await_marker = False  # our own marker: the read gate opens
                 if was_live and part.superseded and not self.quiet:
                     log.warning("event=partition_superseded partition=%d epoch=%d own=%d",
                                 pid, decision.epoch, part.own_epoch)
@@ -230,7 +233,8 @@ class StateTable:
         if part is None or not part.live:
             return None
         if claim:
-            if not part.caught_up or part.generation < 0:
+            if not part.replayed_to_target or part.generation < 0 \
+                    or time.monotonic() < part.claim_after:
                 return None
             part.own_epoch = claim_epoch(part.epoch, part.generation)
         elif part.own_epoch < 0:
@@ -246,7 +250,7 @@ class StateTable:
             if not self.quiet:
                 log.info("event=caught_up partition=%d position=%d records=%d seconds=%.3f",
                          pid, position, part.replayed, part.caught_up_at - part.assigned_at)
-        elif part.serving and not part.caught_up and not self.quiet:
+        elif part.serving and not part.replayed_to_target and not self.quiet:
             now = time.monotonic()
             if now - part.progress_logged_at >= PROGRESS_EVERY:
                 part.progress_logged_at = now
@@ -291,6 +295,9 @@ class StateTable:
             part.serving = True
             part.generation = msg.generation
             part.own_epoch = -1  # claimed anew once caught up: see bump(claim=True)
+            part.claim_after = msg.claim_after
+            # kept until this node's marker is applied (an earlier assignment's too)
+            part.await_marker = part.await_marker or msg.claim_after > 0
             part.target = msg.end_offsets.get(pid, 0)
             part.assigned_at = now
             part.progress_logged_at = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import pytest
@@ -13,6 +14,7 @@ from actors import state
 from actors.replies import ReplyBox
 from kstate.core import partition as partition_mod
 from kstate.core.messages import Assign, Batch, Record, Revoke
+from kstate.core.records import marker
 from kstate.core.table import NotServing, StateTable
 from kstate.core.users import validate_record
 
@@ -170,3 +172,38 @@ def test_own_records_apply_in_offset_order_whatever_order_they_come_back_in():
     table.apply(Batch(0, {0: [third]}, {0: 4}))
     assert table.partitions[0].position == 4
     assert table.partitions[0].own_ahead == {}
+
+
+def test_a_held_claim_keeps_reads_closed_until_the_own_marker_is_applied():
+    # A static member's process that may be replacing a live incarnation of itself:
+    # no claim before claim_after, no read before its own marker is applied.
+    table = StateTable(1, quiet=True)
+    box: ReplyBox[dict] = ReplyBox()
+    held_until = time.monotonic() + 0.2
+    table.assign(Assign(0, frozenset({0}), {0: 1}, box, generation=3,
+                        claim_after=held_until))
+    table.apply(Batch(0, {0: [Record(0, b"a@x", user("a@x"))]}, {0: 1}))
+    part = table.partitions[0]
+    assert part.replayed_to_target
+    assert not part.caught_up  # replayed, but the read gate waits for the marker
+    assert table.bump(0, claim=True) is None  # held: the old lease may still hold
+    while time.monotonic() < held_until:
+        time.sleep(0.05)
+    epoch = table.bump(0, claim=True)
+    assert epoch is not None
+    assert not part.caught_up  # claimed, marker not applied yet
+    key, value, headers = marker(0, epoch)
+    assert table.apply_own(0, [Record(1, key, value, headers)])
+    assert part.caught_up
+    assert part.writable
+    # a later assignment while the hold is over keeps the gate open (nothing pending)
+    table.assign(Assign(0, frozenset({0}), {0: 2}, box, generation=4))
+    assert part.caught_up
+
+
+def test_an_unheld_assignment_reads_once_replayed():
+    table = StateTable(1, quiet=True)
+    box: ReplyBox[dict] = ReplyBox()
+    table.assign(Assign(0, frozenset({0}), {0: 0}, box, generation=1))
+    assert table.partitions[0].caught_up
+    assert table.bump(0, claim=True) is not None
