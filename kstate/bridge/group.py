@@ -48,7 +48,7 @@ from kstate.core.assignment import (
     encode_table,
     plan,
 )
-from kstate.core.messages import Assigned, Batch, BridgeEvent, Record, Revoked
+from kstate.core.messages import Assigned, Batch, BridgeEvent, Record, Revoked, RoutingTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +68,10 @@ PARTITION_FETCH_BYTES = 1024 * 1024
 # applies them: kstate/core/table.py own_ahead); others' records appear up to this later.
 FETCH_MIN_BYTES = 1024 * 1024
 FETCH_WAIT_MS = 20
+# Rejoins a member asks for, in its lifetime, because its assignment's routing table
+# names another url for its partitions (see Listener._assigned): one is enough unless
+# the group keeps misbehaving; the bound keeps a rejoin loop out.
+MAX_TABLE_REJOINS = 3
 
 
 class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -81,9 +85,10 @@ class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
         self._url = url
         self._owned = owned
         self.table_bytes = b""
+        self.rejoins = 0  # rejoins asked for because the table was stale (see Listener)
 
     def metadata(self, topics: Any) -> ConsumerProtocolMemberMetadata:
-        claim = Claim(url=self._url, owned=self._owned())
+        claim = Claim(url=self._url, owned=self._owned(), rejoin=self.rejoins)
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), encode_claim(claim))
 
     def assign(self, cluster: Any, members: Any) -> dict[str, Any]:
@@ -100,6 +105,14 @@ class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
 
     def on_assignment(self, assignment: Any) -> None:
         self.table_bytes = assignment.user_data or b""
+
+    def stale(self, table: RoutingTable, assigned: frozenset[int]) -> list[int]:
+        """The partitions assigned to this member that ``table`` gives another url (or
+        none), plus -1 if the table does not list this member's url at all."""
+        out = sorted(p for p in assigned if table.owners.get(p) != self._url)
+        if self._url not in table.members.values():
+            out.append(-1)
+        return out
 
 
 def record_of(m: Any) -> Record:
@@ -297,6 +310,29 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                 consumer.seek(tp, where)
         if tps:
             consumer.resume(*tps)
+        self._check_table(consumer, table, parts)
+
+    def _check_table(self, consumer: AIOKafkaConsumer, table: RoutingTable,
+                     parts: frozenset[int]) -> None:
+        """A static member that rejoined under a new url without a rebalance (the
+        coordinator hands it its predecessor's cached assignment, KIP-345) gets a table
+        naming the old url for its partitions: every node would forward them there,
+        possibly forever. Ask for a rejoin with a claim that differs from the one the
+        coordinator stored (``Claim.rejoin``), which makes it a rebalance and the
+        leader a fresh table; at most MAX_TABLE_REJOINS times."""
+        g = self.group
+        assert g.assignor is not None
+        stale = g.assignor.stale(table, parts)
+        if not stale:
+            return
+        if g.assignor.rejoins >= MAX_TABLE_REJOINS:
+            log.error("event=stale_table_kept generation=%d partitions=%s rejoins=%d",
+                      table.generation, stale, g.assignor.rejoins)
+            return
+        g.assignor.rejoins += 1
+        log.warning("event=stale_table_rejoin generation=%d partitions=%s rejoin=%d",
+                    table.generation, stale, g.assignor.rejoins)
+        consumer._coordinator.request_rejoin()
 
     async def _guard(self, work: Awaitable[Any]) -> None:
         # aiokafka logs and swallows listener errors; we make the next fetch raise so

@@ -17,10 +17,14 @@ from kstate.core.messages import RoutingTable
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What a member says in JoinGroup: where it listens and what it holds."""
+    """What a member says in JoinGroup: where it listens and what it holds.
+    ``rejoin`` counts the rejoins this member asked for because its routing table was
+    stale (kstate/bridge/group.py): it makes the claim differ from the one the
+    coordinator stored, so the rejoin is a rebalance (a new table), not a no-op."""
 
     url: str
     owned: frozenset[int]
+    rejoin: int = 0
 
 
 # What a host in a member url may hold: a DNS name, an IPv4 address, an IPv6 address
@@ -40,7 +44,10 @@ def member_url_ok(url: str) -> bool:
 
 
 def encode_claim(claim: Claim) -> bytes:
-    return orjson.dumps({"url": claim.url, "owned": sorted(claim.owned)})
+    doc: dict[str, object] = {"url": claim.url, "owned": sorted(claim.owned)}
+    if claim.rejoin:
+        doc["rejoin"] = claim.rejoin
+    return orjson.dumps(doc)
 
 
 def decode_claim(raw: bytes) -> Claim:
@@ -50,11 +57,12 @@ def decode_claim(raw: bytes) -> Claim:
         doc = orjson.loads(raw)
         owned = frozenset(int(p) for p in doc.get("owned", []))
         url = doc["url"]
+        rejoin = int(doc.get("rejoin", 0))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return Claim(url="", owned=frozenset())
     if not isinstance(url, str) or not member_url_ok(url):
         return Claim(url="", owned=frozenset())
-    return Claim(url=url, owned=owned)
+    return Claim(url=url, owned=owned, rejoin=rejoin)
 
 
 def plan(num_partitions: int, members: Mapping[str, Claim]) -> dict[str, list[int]]:

@@ -71,6 +71,10 @@ def test_claim_and_table_round_trip():
     claim = Claim(url="127.0.0.1:8080", owned=frozenset({3, 1}))
     assert decode_claim(encode_claim(claim)) == claim
     assert decode_claim(b"garbage") == Claim(url="", owned=frozenset())
+    # a rejoin asked for a stale table: the claim differs from the one before it
+    again = Claim(url="127.0.0.1:8080", owned=frozenset({3, 1}), rejoin=1)
+    assert encode_claim(again) != encode_claim(claim)
+    assert decode_claim(encode_claim(again)) == again
     members = claims(a=[], b=[])
     assigned = plan(4, members)
     table = decode_table(encode_table(assigned, members), generation=7)
