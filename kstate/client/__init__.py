@@ -32,11 +32,21 @@ Retrying a write: PUT and DELETE without ``If-Match`` are retried after any tran
 error (writing the same value twice leaves the same state). With ``If-Match``, a write
 whose request may have reached the node (the answer was lost) is not retried: the
 retry could answer 412 for the client's own write. It raises :class:`Unavailable` with
-code ``outcome_unknown`` instead; so does a 503 that says the write may have applied
-(:data:`AMBIGUOUS_WRITE_CODES`: the owner's ``write_timeout``, ``broker_unavailable`` or
-``write_unconfirmed``, or a forwarding node's ``owner_no_answer``). A forwarding node's
-``owner_not_reached`` is a plain 503: the owner never got the request, so the client
-refreshes and retries.
+code ``outcome_unknown`` instead; so does a 503 that does not say the write was not
+applied: only the codes of :data:`NOT_APPLIED_CODES` do (a forwarding node's
+``owner_not_reached`` among them: the owner never got the request, so the client
+refreshes and retries); :data:`AMBIGUOUS_WRITE_CODES` (the owner's ``write_timeout``,
+``broker_unavailable`` or ``write_unconfirmed``, a forwarding node's ``owner_no_answer``)
+say it may have been, and a code the client does not know (a newer node's, a front
+proxy's 503 without kstate's JSON body) says nothing. A write without ``If-Match`` that
+gets no success within its retries, after any attempt that may have been applied, also
+raises ``outcome_unknown`` (whatever the last refusal was, e.g. ``key_busy`` behind
+its own earlier, unconfirmed attempt).
+
+``timeout`` (per attempt, default 20 s) is above what a node may take to answer a
+write with the default settings (``owner_worst_case``: 17 s, kstate/settings.py): a
+shorter one turns answers the node would give into ``outcome_unknown``, or into a
+second copy of an unconditional write while the first is still pending.
 
 HTTPS: ``KstateClient(seeds, tls=ssl_context)`` talks to nodes that have a
 ``tls_certfile``, verifying them with the context.
@@ -48,6 +58,7 @@ from kstate.client._client import ClientStats as ClientStats
 from kstate.client._client import KstateClient as KstateClient
 from kstate.client._client import Versioned as Versioned
 from kstate.client._errors import AMBIGUOUS_WRITE_CODES as AMBIGUOUS_WRITE_CODES
+from kstate.client._errors import NOT_APPLIED_CODES as NOT_APPLIED_CODES
 from kstate.client._errors import KstateError as KstateError
 from kstate.client._errors import PreconditionFailed as PreconditionFailed
 from kstate.client._errors import Unavailable as Unavailable

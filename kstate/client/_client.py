@@ -15,7 +15,7 @@ import httpx
 import orjson
 
 from kstate.client._errors import (
-    AMBIGUOUS_WRITE_CODES,
+    NOT_APPLIED_CODES,
     KstateError,
     Unavailable,
     error_of,
@@ -81,7 +81,7 @@ class KstateClient:
     ``tls``: the nodes speak HTTPS (their ``tls_certfile``); every node is verified
     with this context."""
 
-    def __init__(self, seeds: Iterable[str], *, timeout: float = 5.0, retries: int = 5,
+    def __init__(self, seeds: Iterable[str], *, timeout: float = 20.0, retries: int = 5,
                  max_retry_after: float = 2.0, max_table_age: float = 5.0,
                  down_for: float = 1.0, max_connections: int = 100,
                  tls: ssl.SSLContext | None = None) -> None:
@@ -269,6 +269,9 @@ class KstateClient:
         self._n.requests += 1
         avoid: str | None = None
         last: KstateError = Unavailable(0, "no_node", "no attempt was made")
+        # An earlier attempt of a write that may have been applied: if no later one
+        # succeeds, the outcome is unknown, whatever the last refusal says.
+        unsure: str | None = None
         for attempt in range(self._retries + 1):
             if attempt:
                 self._n.retries += 1
@@ -298,17 +301,22 @@ class KstateClient:
                                       ) from exc
                 last = Unavailable(0, "unreachable",
                                    f"{go.target}: {type(exc).__name__}: {exc}")
+                if method != "GET" and not isinstance(exc, NOT_SENT):
+                    unsure = str(last)
                 avoid = go.target
                 await self._refresh_quietly(go.version, avoid)
                 await anyio.sleep(self._backoff(attempt))
                 continue
             self._down.pop(go.target, None)
-            if (r.status_code == 503 and method != "GET" and if_match is not None
-                    and error_of(r).code in AMBIGUOUS_WRITE_CODES):
-                # The owner produced (or may have) and could not confirm: a retry could
-                # answer 412 to this very write. Say so instead of retrying.
-                raise Unavailable(503, "outcome_unknown",
-                                  f"{method} to {go.target}: {error_of(r).message}")
+            if (r.status_code == 503 and method != "GET"
+                    and error_of(r).code not in NOT_APPLIED_CODES):
+                # The owner produced (or may have) and could not confirm, or the code
+                # promises nothing: with If-Match a retry could answer 412 to this very
+                # write. Say so instead of retrying.
+                if if_match is not None:
+                    raise Unavailable(503, "outcome_unknown",
+                                      f"{method} to {go.target}: {error_of(r).message}")
+                unsure = str(error_of(r))
             if r.status_code == 503 or r.status_code == 421 or 300 <= r.status_code < 400:
                 self._n.refused += 1
                 last = error_of(r)
@@ -321,6 +329,10 @@ class KstateClient:
             if attempt == 0 and go.direct:
                 self._n.direct_hits += 1
             return r
+        if unsure is not None:
+            raise Unavailable(last.status, "outcome_unknown",
+                              f"{method} was not confirmed and may have been applied "
+                              f"({unsure}); the last attempt: {last}")
         raise last
 
     def _moved(self, key: bytes, go: _Attempt, new: Table | None) -> bool:

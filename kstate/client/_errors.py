@@ -14,6 +14,14 @@ import orjson
 # and gave no answer (web/proxy.py; its "owner_not_reached" is certain: safe to retry).
 AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable", "write_unconfirmed",
                                    "owner_no_answer"})
+# 503 codes after which a write was certainly not applied (refused before anything was
+# produced, or Kafka refused the batch whole). Only these let a conditional write be
+# retried: a code not in this set (one a newer node sends, a front proxy's 503 without
+# kstate's JSON body) says nothing, so it leaves the outcome unknown.
+NOT_APPLIED_CODES = frozenset({"not_owner", "key_busy", "no_owner", "rebalancing",
+                               "too_many_hops", "catching_up", "owner_isolated", "superseded",
+                               "owner_not_reached", "claiming", "partition_undecodable",
+                               "cluster_auth_busy", "write_refused"})
 
 
 class KstateError(Exception):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kstate.client import AMBIGUOUS_WRITE_CODES
+from kstate.client import AMBIGUOUS_WRITE_CODES, NOT_APPLIED_CODES
 from tools.chaos.outcomes import CODES_503, classify, error_code
 
 pytestmark = pytest.mark.fast  # pure logic, no broker
@@ -41,6 +41,9 @@ def test_the_client_and_the_judge_agree_on_what_may_have_applied() -> None:
     # there (write_unconfirmed was) made the client retry a conditional write that may
     # have landed, and report its own write's 412 as the answer
     assert set(AMBIGUOUS_WRITE_CODES) == set(AMBIGUOUS)
+    # and the only codes after which it retries a conditional write are the ones the
+    # judge takes for "not applied"
+    assert set(NOT_APPLIED_CODES) == set(NOT_APPLIED)
 
 
 @pytest.mark.parametrize("code", [None, "", "something_new", "write_timeout_v2"])

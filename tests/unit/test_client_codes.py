@@ -17,10 +17,13 @@ from web.http1 import Front, Request, Response, serve_front
 
 
 class FakeNode:
-    """Owns every partition; answers every write 503 with ``code``."""
+    """Owns every partition; answers every write 503 with ``code`` (the n-th write with
+    ``codes[n]`` while there are some; None: a 503 without kstate's JSON body, as a
+    front proxy may send)."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str | None, codes: tuple[str | None, ...] = ()) -> None:
         self.code = code
+        self.codes = list(codes)
         self.url = ""
         self.writes = 0
 
@@ -30,12 +33,16 @@ class FakeNode:
             return Response(200, [(b"content-type", b"application/json"),
                                   (GENERATION_HEADER.encode(), b"1")], orjson.dumps(table))
         self.writes += 1
+        code = self.codes.pop(0) if self.codes else self.code
+        if code is None:
+            return Response(503, [(b"content-type", b"text/plain")], b"Service Unavailable")
         return Response(503, [(b"content-type", b"application/json"), (b"retry-after", b"1")],
-                        error_body(self.code, "the owner did not answer"))
+                        error_body(code, "the owner did not answer"))
 
 
-async def writes_until_given_up(code: str, if_match: str | None) -> tuple[str, int]:
-    node = FakeNode(code)
+async def writes_until_given_up(code: str | None, if_match: str | None,
+                                codes: tuple[str | None, ...] = ()) -> tuple[str, int]:
+    node = FakeNode(code, codes)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         node.url = await nursery.start(partial(serve_front, Front(handle=node.handle),
@@ -54,8 +61,24 @@ async def test_a_write_that_may_have_applied_leaves_a_conditional_write_unknown_
     assert await writes_until_given_up(code, '"1-2"') == ("outcome_unknown", 1)
 
 
-async def test_no_answer_to_an_unconditional_write_is_retried():
-    assert await writes_until_given_up("owner_no_answer", None) == ("owner_no_answer", 3)
+async def test_no_answer_to_an_unconditional_write_is_retried_then_unknown():
+    assert await writes_until_given_up("owner_no_answer", None) == ("outcome_unknown", 3)
+
+
+async def test_an_unconfirmed_attempt_is_not_forgotten_behind_later_refusals():
+    """The first attempt's record may still land (its key stays locked meanwhile, so
+    the retries get key_busy): the write's outcome is unknown, not refused."""
+    assert await writes_until_given_up("key_busy", None, ("write_timeout",)) == (
+        "outcome_unknown", 3)
+
+
+async def test_refusals_that_say_nothing_was_written_stay_what_they_are():
+    assert await writes_until_given_up("key_busy", None) == ("key_busy", 3)
+
+
+@pytest.mark.parametrize("code", [None, "something_a_newer_node_says"])
+async def test_a_503_the_client_cannot_read_leaves_a_conditional_write_unknown(code):
+    assert await writes_until_given_up(code, '"1-2"') == ("outcome_unknown", 1)
 
 
 async def test_not_reached_is_retried_even_for_a_conditional_write():
