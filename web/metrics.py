@@ -300,6 +300,18 @@ class NodeCollector:
                                   "feed_stall_timeout seconds", value=lim.stalled)
 
 
+# The methods a request is counted under by name; any other word a client sends (the
+# parsers take any token as a method) is counted as OTHER_METHOD: a label per word
+# would let one client grow the registry, and every scrape, without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+                     "PATCH"})
+OTHER_METHOD = "other"
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER_METHOD
+
+
 class Metrics:
     """The node's registry, its request metrics and the collector of its actors."""
 
@@ -328,15 +340,18 @@ class Metrics:
         # than a hot read's lookup
         children = self._children.get((route, method, status, kind))
         if children is None:
-            children = self._children[(route, method, status, kind)] = (
-                self.requests.labels(route, method, str(status)),
-                self.latency.labels(route, method, kind))
+            method = method_label(method)
+            children = self._children.get((route, method, status, kind))
+            if children is None:
+                children = self._children[(route, method, status, kind)] = (
+                    self.requests.labels(route, method, str(status)),
+                    self.latency.labels(route, method, kind))
         children[0].inc()
         children[1].observe(seconds)
 
     def count(self, route: str, method: str, status: int) -> None:
         """Count one answered request whose latency is not measured."""
-        self.requests.labels(route, method, str(status)).inc()
+        self.requests.labels(route, method_label(method), str(status)).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
