@@ -11,6 +11,7 @@ import sys
 import trio
 
 from kstate import logs, stack_dump
+from kstate.bridge import TopicRefused
 from kstate.core.exception_groups import lone_error
 from kstate.node import TopicNotDurable, run_node
 from kstate.settings import Settings, SettingsError, describe, load_settings
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         refused = _only(exc, TopicNotDurable)
         if refused is not None:  # a refusal, not a crash: one line, no traceback
             log.error("event=node_refused reason=topic_not_durable detail=%r", str(refused))
+            return 2
+        refused = _only(exc, TopicRefused)
+        if refused is not None:
+            log.error("event=node_refused reason=topic_refused detail=%r", str(refused))
             return 2
         log.exception("event=node_crashed")
         return 1

@@ -42,7 +42,13 @@ from actors import consumer, feed, rebalance, router, standby, state, writer
 from actors.feed_limits import FeedLimits
 from actors.replies import ReplyBox
 from actors.router import RouterHandle
-from kstate.bridge import KafkaAuthFailed, KafkaBridge, TopicInfo, open_bridge
+from kstate.bridge import (
+    KafkaAuthFailed,
+    KafkaBridge,
+    TopicInfo,
+    TopicRefused,
+    open_bridge,
+)
 from kstate.bridge.produce_wire import PRODUCER_GIVES_UP_S
 from kstate.core import durability
 from kstate.core.messages import BridgeEvent, Revoked, RouterIn, StateIn, WriterIn
@@ -143,6 +149,12 @@ async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
             return await bridge.ensure_topic()
         except KafkaAuthFailed:
             raise  # wrong credentials or TLS setup: waiting cannot help
+        except TopicRefused as exc:
+            # e.g. more replicas than brokers: passes once they have all started
+            if exc.final or trio.current_time() > deadline:
+                raise
+            log.warning("event=kafka_wait bootstrap=%s error=%r", settings.bootstrap, str(exc))
+            await trio.sleep(1.0)
         except Exception as exc:  # any Kafka error while the broker starts
             if trio.current_time() > deadline:
                 raise RuntimeError(f"Kafka at {settings.bootstrap} did not answer: {exc!r}") \

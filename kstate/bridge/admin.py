@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from kstate.bridge.config import KafkaConfig
+from kstate.bridge.errors import TopicRefused
 from kstate.bridge.security import check_access, client_args
 
 TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show up
@@ -21,6 +23,29 @@ MIN_COMPACTION_LAG_MS = 3_600_000
 # The topic configs a node logs (and checks: kstate/core/durability.py) at start.
 DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms",
              "unclean.leader.election.enable", "min.compaction.lag.ms", "max.message.bytes")
+
+
+# Kafka's refusals of a CreateTopics that no wait can change: InvalidTopic,
+# TopicAuthorizationFailed, ClusterAuthorizationFailed, InvalidConfig, PolicyViolation.
+# Others (InvalidReplicationFactor while brokers start, NotController...) may pass.
+FINAL_REFUSALS = frozenset({17, 29, 31, 40, 44})
+
+
+def _created(topic: str, answer: Any) -> bool:
+    """Whether the CreateTopics ``answer`` says the topic was created (False: another
+    node created it first). aiokafka returns the answer as it is, errors included: a
+    refusal taken for success would let the next metadata request auto-create the
+    topic with the broker's defaults (one partition, not compacted), silently."""
+    for error in answer.topic_errors:
+        code = error[1]
+        message = (error[2] if len(error) > 2 else None) or ""
+        if code == 0:
+            continue
+        kind = for_code(code)
+        if kind is TopicAlreadyExistsError:
+            return False
+        raise TopicRefused(topic, kind.__name__, message, final=code in FINAL_REFUSALS)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +74,9 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
                        "min.compaction.lag.ms": str(MIN_COMPACTION_LAG_MS),
                        **(create_configs or {})}
             try:
-                await admin.create_topics(
+                answer = await admin.create_topics(
                     [NewTopic(c.topic, c.partitions, c.replication, topic_configs=configs)])
-                created = True
+                created = _created(c.topic, answer)
             except TopicAlreadyExistsError:
                 pass  # another node won the race: use it as it is
         # Right after a create (ours or another node's), metadata may list the topic

@@ -12,6 +12,18 @@ class RecordTooLarge(BrokerUnavailable):
     (MessageSizeTooLargeError): it was not written."""
 
 
+class TopicRefused(Exception):
+    """Kafka refused to create the topic (``error``: Kafka's error name, e.g.
+    INVALID_REPLICATION_FACTOR with fewer brokers than the replication asks for).
+    ``final``: waiting cannot help (an invalid name or config, a policy, no right)."""
+
+    def __init__(self, topic: str, error: str, message: str, *, final: bool) -> None:
+        super().__init__(f"Kafka refused to create topic {topic}: {error}"
+                         + (f": {message}" if message else ""))
+        self.error = error
+        self.final = final
+
+
 class KafkaAuthFailed(Exception):
     """Kafka refused this node's credentials or TLS setup: retrying cannot help."""
 

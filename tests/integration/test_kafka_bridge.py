@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import trio
 
-from kstate.bridge import KafkaConfig, open_bridge
+from kstate.bridge import KafkaConfig, TopicRefused, open_bridge
 from kstate.bridge.tooling import open_tooling
 from kstate.core.messages import Assigned, BridgeEvent, Revoked
 from kstate.core.partitioner import partition_for
@@ -41,6 +43,25 @@ async def test_topic_is_created_compacted_with_ten_partitions(kafka_bootstrap, n
         again = await bridge.ensure_topic()  # existing topic: used as it is
         assert not again.created
         assert again.partitions == 10
+
+
+async def test_a_topic_kafka_refuses_to_create_is_an_error_not_a_default_topic(
+        kafka_bootstrap, names):
+    """More replicas than brokers: Kafka refuses the CreateTopics. Taken for a success,
+    the describe that follows made the broker auto-create the topic with its defaults
+    (one partition, not compacted), and the node ran on it, silently."""
+    config = dataclasses.replace(settings(kafka_bootstrap, names), replication=3)
+    async with open_bridge(config) as bridge:
+        with pytest.raises(TopicRefused) as info:
+            await bridge.ensure_topic()
+    assert info.value.error == "InvalidReplicationFactorError"
+    assert not info.value.final  # brokers may still be starting: the node waits a while
+    # nothing was made of it: the node that can creates the topic as it asks
+    async with open_bridge(settings(kafka_bootstrap, names)) as bridge:
+        info = await bridge.ensure_topic()
+    assert info.created
+    assert info.partitions == 10
+    assert info.configs["cleanup.policy"] == "compact"
 
 
 async def test_produce_tombstone_consume_end_offsets_and_group(kafka_bootstrap, names):
