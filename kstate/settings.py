@@ -125,12 +125,16 @@ class Settings:
             session_timeout_ms=self.session_timeout_ms, heartbeat_ms=self.heartbeat_ms,
             max_batch=self.max_batch, compression=self.compression,
             request_timeout_ms=int(self.write_timeout * 1000),
+            max_request_bytes=max(1_048_576, self.max_body + RECORD_OVERHEAD),
             security_protocol=self.security_protocol, sasl_mechanism=self.sasl_mechanism,
             sasl_username=self.sasl_username, sasl_password=self.sasl_password,
             ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile,
             ssl_keyfile=self.ssl_keyfile, log_format=self.log_format)
 
 
+# Bytes a record takes beyond its value: the key (an email, at most 254), kstate's
+# headers and Kafka's record and batch framing, with room to spare.
+RECORD_OVERHEAD = 16_384
 MAX_SECRET_FILE = 4096  # bytes: a token or password, not a document
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -20,6 +20,9 @@ class KafkaConfig:
     max_batch: int = 5_000
     compression: str = "none"  # the node producer's codec (Kafka's compression.type)
     request_timeout_ms: int = 5_000  # the node producer's (a write's bound)
+    # the largest record the node producer sends (aiokafka refuses larger ones itself,
+    # whatever the topic takes): set from max_body, so that only Kafka says "too large"
+    max_request_bytes: int = 1_048_576
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "PLAIN"
     sasl_username: str = ""

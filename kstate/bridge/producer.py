@@ -24,7 +24,8 @@ class NodeProducer:
             **client_args(self._config), acks="all", enable_idempotence=True, linger_ms=0,
             compression_type=None if self._config.compression == "none"
             else self._config.compression,
-            request_timeout_ms=self._config.request_timeout_ms)
+            request_timeout_ms=self._config.request_timeout_ms,
+            max_request_size=self._config.max_request_bytes)
         try:
             await producer.start()
         except BaseException:

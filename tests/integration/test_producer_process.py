@@ -191,3 +191,22 @@ async def test_a_record_kafka_refuses_does_not_stop_its_partition(
         assert r.json()["name"] == name, (email, r.text)
     assert (await client.get(f"{node.base}/users/{big}")).status_code == 404
     assert "OutOfOrderSequenceNumber" not in node.log_text()
+
+
+async def test_a_value_the_topic_takes_is_written_past_the_clients_default_limit(
+        kafka_bootstrap: str, names: dict[str, str], make_node,
+        client: httpx.AsyncClient) -> None:
+    """max_body lets 2 MiB in and the topic takes 8 MiB: the write is applied. The
+    producer's own request limit (aiokafka's default 1 MiB) refused it before, and the
+    node answered 503 write_refused (retry) for ever."""
+    await load.produce(kafka_bootstrap, names["topic"], [],
+                       create_configs={"max.message.bytes": str(8 * 1024 * 1024)})
+    node = make_node(KSTATE_MAX_BODY=str(4 * 1024 * 1024))
+    await wait_ready(client, node)
+    name = "y" * (2 * 1024 * 1024)
+    email = "big.value@example.com"
+    r = await client.put(f"{node.base}/users/{email}", json={"name": name}, timeout=30)
+    assert r.status_code == 201, r.text[:500]
+    r = await client.get(f"{node.base}/users/{email}")
+    assert r.status_code == 200
+    assert r.json()["name"] == name
