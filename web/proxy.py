@@ -123,8 +123,10 @@ class Proxy:
                           dropped_headers=self.dropped_headers, pipelined=links.pipelined,
                           went_around=links.went_around, links_failed=links.failed)
 
-    def _headers(self, req: Incoming, url: str, generation: int) -> tuple[Headers, bool]:
-        """The headers to send to ``url``, and whether the request is conditional."""
+    def _headers(self, req: Incoming, method: str, url: str, generation: int
+                 ) -> tuple[Headers, bool]:
+        """The headers to send to ``url`` (the request goes as ``method``), and whether
+        the request is conditional."""
         out: Headers = []
         conditional = False
         for k, v in req.headers:
@@ -141,7 +143,7 @@ class Proxy:
         out.append((HOPS_HEADER.encode(), b"%d" % (req.hops + 1)))
         out.append((GENERATION_HEADER.encode(), b"%d" % generation))
         if self._sign is not None:
-            signature = self._sign(url, req.method, req.path, req.query.decode("latin-1"),
+            signature = self._sign(url, method, req.path, req.query.decode("latin-1"),
                                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in out],
                                    req.body)
             if signature is not None:
@@ -153,11 +155,15 @@ class Proxy:
         """Forward ``req`` to ``url`` and return the owner's answer (headers minus
         hop-by-hop and the ones our server sets), or Unavailable (``owner_not_reached``,
         ``owner_no_answer``)."""
-        headers, conditional = self._headers(req, url, generation)
+        # A HEAD goes on as a GET: the owner's answer to a HEAD has no body, and its
+        # Content-Length (hop-by-hop here) would be lost; with the body, whoever
+        # answers the client sets the length a GET would have and sends no body.
+        sent = "GET" if req.method == "HEAD" else req.method
+        headers, conditional = self._headers(req, sent, url, generation)
         target = quote_path(req.path).encode("ascii")
         if req.query:
             target += b"?" + req.query
-        method = req.method.encode("ascii")
+        method = sent.encode("ascii")
         # a conditional write sent twice could fail (412) on its own first copy
         again = method in (b"GET", b"HEAD") or (method in (b"PUT", b"DELETE")
                                                   and not conditional)

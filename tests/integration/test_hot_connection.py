@@ -153,3 +153,49 @@ async def test_a_head_too_large_on_the_owner_is_answered_to_its_own_client(
             nursery.start_soon(oversized)
     assert len(statuses) == 32 * 40
     assert set(padded_statuses) == {431}, padded_statuses
+
+
+def _heads(data: bytes, bodies: list[bool]) -> list[dict[bytes, bytes]]:
+    """The header blocks of answers read as raw bytes; ``bodies[i]``: whether answer i
+    carries its body (not a HEAD's), skipped by its Content-Length."""
+    out: list[dict[bytes, bytes]] = []
+    for has_body in bodies:
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, data
+        lines = head.split(b"\r\n")
+        fields = {k.strip().lower(): v.strip() for k, _, v in
+                  (line.partition(b":") for line in lines[1:])}
+        fields[b":status"] = lines[0].split(b" ")[1]
+        out.append(fields)
+        if has_body:
+            data = data[int(fields[b"content-length"]):]
+    assert data == b"", data  # nothing after a HEAD's header block
+    return out
+
+
+async def test_a_forwarded_head_has_the_length_of_the_get(make_node, client):
+    """Whichever node answers, on the lean path or on a connection handed over to
+    hypercorn: the same status, Content-Length and ETag as the owner's GET, no body."""
+    a, b = make_node(), make_node()
+    for n in (a, b):
+        await wait_ready(client, n)
+    table = await wait_stable(client, [a, b], PARTITIONS)
+    topic = next(iter(table)).rsplit("-", 1)[0]
+    emails = [f"h{i}@head.example" for i in range(20)]
+    on_b = next(e for e in emails
+                if table[f"{topic}-{partition_for(e.encode(), PARTITIONS)}"] == b.url)
+    put = await client.put(f"{a.base}/users/{on_b}", json={"name": "Head " * 9})
+    assert put.status_code == 201, put.text
+    got = await client.get(f"{b.base}/users/{on_b}")
+    want = (b"200", str(len(got.content)).encode(), got.headers["etag"].encode())
+    head = f"HEAD /users/{on_b} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    for node in (a, b):  # a forwards, b owns
+        s = await connect(node.url)
+        await s.send_all(head)
+        [h] = _heads(await read_until_closed(s), [False])
+        assert (h[b":status"], h[b"content-length"], h[b"etag"]) == want, (node.url, h)
+        s = await connect(node.url)
+        await s.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + head)
+        healthz, h = _heads(await read_until_closed(s), [True, False])
+        assert healthz[b":status"] == b"200"
+        assert (h[b":status"], h[b"content-length"], h[b"etag"]) == want, (node.url, h)
