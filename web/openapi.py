@@ -257,7 +257,8 @@ def _components() -> Json:
                            "schema": {"type": "string", "pattern": "^[0-9]+$"}},
         },
         "responses": {
-            "BadRequest": _err("invalid email, JSON, fields or If-Match use"),
+            "BadRequest": _err("invalid email, JSON, fields or If-Match use; If-None-Match "
+                               "on a write (unsupported_precondition)"),
             "Unauthorized": {"description": "the node has an API token and the request "
                                             "did not carry it",
                              "headers": {"WWW-Authenticate": {

@@ -156,6 +156,12 @@ async def _answer(decider: Decider, max_body: int, call: UserCall, read_body: Bo
         answer, proxied = await decider.read_user(
             email.encode(), _incoming(call, b""), _generation(call))
         return render.read(answer, email), proxied
+    if header(call.headers, b"if-none-match") is not None:
+        # "create only" (If-None-Match: *) is not implemented: ignoring it would
+        # overwrite the user the client meant to keep
+        raise BadRequest(400, "unsupported_precondition",
+                         "If-None-Match is not supported on writes: use If-Match with a "
+                         "version (ETag), or * for a user that must exist")
     if call.method == "DELETE":
         return await _write(decider, call, email_of(raw, where), None, b"", seed)
     url_email = None if raw is None else email_of(raw, where)

@@ -464,3 +464,19 @@ async def test_if_match_no_version_can_have_is_412(node, client, if_match):
                          headers={"If-Match": if_match})
     assert_error(r, 412, "precondition_failed")
     await assert_absent(client, node, missing)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+async def test_if_none_match_on_a_write_is_refused_not_ignored(node, client, method):
+    """``If-None-Match: *`` asks for "create only": ignored, the PUT would replace the
+    user the client meant to keep."""
+    email = fresh_email()
+    url = f"{node.base}/users/{email}"
+    r = await client.put(url, json={"name": "Kept"})
+    assert r.status_code == 201, r.text
+    r = await client.request(method, url, json={"name": "Over"} if method == "PUT" else None,
+                             headers={"If-None-Match": "*"})
+    assert_error(r, 400, "unsupported_precondition")
+    r = await client.get(url)
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "Kept", r.text
