@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from kstate.core.partitioner import partition_for
+from tests.support.isolation import PARTITIONS, assert_serves, keys_of
 from tests.support.kafka_modes import SlotBroker, slot_broker
 from tools.netcut import open_netcut
 from tools.procs import Node, wait_ready, wait_stable
@@ -28,24 +28,12 @@ from tools.procs import Node, wait_ready, wait_stable
 pytestmark = pytest.mark.xdist_group("test_cluster_isolation")
 
 SESSION = 6.0  # tools/procs.Node's session timeout
-PARTITIONS = 10
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[SlotBroker]:
     with slot_broker("isolation", slots=1) as b:
         yield b
-
-
-def keys_of(owner: str, table: dict[str, str], topic: str, count: int) -> list[str]:
-    mine = {int(name.rsplit("-", 1)[1]) for name, url in table.items() if url == owner}
-    out, i = [], 0
-    while len(out) < count:
-        email = f"iso{i}@example.com"
-        if partition_for(email.encode(), PARTITIONS) in mine:
-            out.append(email)
-        i += 1
-    return out
 
 
 async def test_isolated_owner_serves_no_stale_read_and_its_zombie_write_is_fenced(
@@ -67,7 +55,7 @@ async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
     await wait_ready(client, a, timeout=60)
     await wait_ready(client, b, timeout=60)
     table = await wait_stable(client, [a, b], PARTITIONS)
-    keys = keys_of(a.url, table, a.topic, 7)
+    keys = keys_of(a.url, table, 7)
     keys, never_written = keys[:6], keys[6]
     zombie_key = keys[0]
     etags: dict[str, str] = {}  # key -> ETag of its last acknowledged version
@@ -158,16 +146,7 @@ async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
     answer = zombie[0]
     if isinstance(answer, httpx.Response):
         assert answer.status_code == 503, answer.text  # never acknowledged
-    for node in (a, b):
-        for k in keys:
-            with trio.fail_after(20):
-                while True:
-                    r = await client.get(f"{node.base}/users/{k}")
-                    if r.status_code == 200:
-                        break
-                    assert r.status_code == 503, r.text
-                    await trio.sleep(0.2)
-            assert r.content == acked[k][0], (node.url, k, r.content)
+    await assert_serves(client, (a, b), {k: acked[k][0] for k in keys})
     fenced = 0
     for node in (a, b):
         doc = (await client.get(f"{node.base}/readyz")).json()

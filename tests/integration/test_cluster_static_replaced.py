@@ -26,7 +26,7 @@ import httpx
 import pytest
 import trio
 
-from tests.integration.test_cluster_isolation import PARTITIONS, keys_of
+from tests.support.isolation import PARTITIONS, assert_serves, keys_of
 from tests.support.kafka_modes import SlotBroker, slot_broker
 from tools.netcut import open_netcut
 from tools.procs import Node, wait_ready, wait_stable
@@ -93,7 +93,7 @@ async def test_replaced_static_member_serves_no_stale_read(
             await wait_ready(client, a, timeout=60)
             await wait_ready(client, b, timeout=60)
             table = await wait_stable(client, [a, b], PARTITIONS)
-            keys = keys_of(a.url, table, a.topic, 4)
+            keys = keys_of(a.url, table, 4)
             acked: dict[str, tuple[bytes, float]] = {}  # key -> (value, when acknowledged)
             for k in keys:
                 r = await client.put(f"{a.base}/users/{k}", json={"name": "v1"})
@@ -153,16 +153,7 @@ async def test_replaced_static_member_serves_no_stale_read(
             assert max(served["A"], default=0.0) > assigned_at[0], (served["A"], assigned_at)
             assert not stale, f"stale reads: {stale[:5]}"
             # A2 (and B, forwarding to it) serve every key at its newest version
-            for node in (a2, b):
-                for k in keys:
-                    with trio.fail_after(20):
-                        while True:
-                            r = await client.get(f"{node.base}/users/{k}")
-                            if r.status_code == 200:
-                                break
-                            assert r.status_code == 503, r.text
-                            await trio.sleep(0.2)
-                    assert r.content == acked[k][0], (node.url, k, r.content)
+            await assert_serves(client, (a2, b), {k: acked[k][0] for k in keys})
         finally:
             a.stop_now()
             b.stop_now()
@@ -184,7 +175,7 @@ async def test_replaced_static_member_under_a_new_url_gets_a_fresh_table(
             await wait_ready(client, a, timeout=60)
             await wait_ready(client, b, timeout=60)
             table = await wait_stable(client, [a, b], PARTITIONS)
-            keys = keys_of(a.url, table, a.topic, 4)
+            keys = keys_of(a.url, table, 4)
             for k in keys:
                 r = await client.put(f"{a.base}/users/{k}", json={"name": "v1"})
                 assert r.status_code == 201, r.text

@@ -1,0 +1,42 @@
+"""Steps shared by the tests of nodes cut off from Kafka (tests/integration/
+test_cluster_isolation.py, test_cluster_static_replaced.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import httpx
+import trio
+
+from kstate.core.partitioner import partition_for
+from tools.procs import Node
+
+PARTITIONS = 10
+
+
+def keys_of(owner: str, table: dict[str, str], count: int) -> list[str]:
+    """``count`` emails whose partition ``owner`` holds in ``table``."""
+    mine = {int(name.rsplit("-", 1)[1]) for name, url in table.items() if url == owner}
+    out, i = [], 0
+    while len(out) < count:
+        email = f"iso{i}@example.com"
+        if partition_for(email.encode(), PARTITIONS) in mine:
+            out.append(email)
+        i += 1
+    return out
+
+
+async def assert_serves(client: httpx.AsyncClient, nodes: Iterable[Node],
+                        acked: dict[str, bytes], within: float = 20.0) -> None:
+    """Every node answers every key with its last acknowledged bytes, once it serves
+    it (503 meanwhile, nothing else)."""
+    for node in nodes:
+        for k, want in acked.items():
+            with trio.fail_after(within):
+                while True:
+                    r = await client.get(f"{node.base}/users/{k}")
+                    if r.status_code == 200:
+                        break
+                    assert r.status_code == 503, r.text
+                    await trio.sleep(0.2)
+            assert r.content == want, (node.url, k, r.content)
