@@ -140,6 +140,17 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MIN_API_TOKEN = 16
 COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")  # Kafka's compression.type values
+# Every duration in seconds is checked alike: low..high, so 0, negatives, NaN and inf
+# are refused. No low bound is under MIN_SECONDS: shorter is a typo, and some become
+# milliseconds for Kafka (write_timeout 0.0005 would be request_timeout_ms=0).
+# proxy_timeout is apart: 0 (derived) or MIN_SECONDS..600 and never under the owner's
+# worst case; session_timeout_ms is an int of milliseconds.
+MIN_SECONDS = 0.1
+DURATIONS: dict[str, tuple[float, float]] = {
+    "catchup_timeout": (MIN_SECONDS, 600), "write_timeout": (MIN_SECONDS, 600),
+    "http_head_timeout": (MIN_SECONDS, 3600), "http_body_timeout": (MIN_SECONDS, 3600),
+    "http_idle_timeout": (MIN_SECONDS, 3600), "feed_stall_timeout": (MIN_SECONDS, 600),
+    "cluster_auth_window": (1, 300)}
 
 
 def describe() -> list[tuple[str, str, str, str]]:
@@ -154,7 +165,9 @@ def describe() -> list[tuple[str, str, str, str]]:
 
 def _host_port(value: str, what: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and "٨٠"
+    # (which int() reads as 80 but a peer's url check refuses)
+    if not sep or not port.isascii() or not port.isdigit() or int(port) > 65535:
         raise SettingsError(f"{what}: expected host:port, got {value!r}")
     return host, int(port)
 
@@ -174,27 +187,28 @@ def validate(s: Settings) -> Settings:
             "so other nodes know how to reach this one"
         )
     what, given = ("advertise", s.advertise) if s.advertise else ("listen", s.listen)
-    if not member_url_ok(given.rpartition(":")[0] + ":1"):  # (port 0: the bound one)
+    # The whole url peers will see, as written (port 0: the bound one, known later):
+    # a url they drop (decode_claim) leaves this node's partitions with no owner.
+    url = given if _host_port(given, what)[1] else given.rpartition(":")[0] + ":1"
+    if not member_url_ok(url):
         raise SettingsError(
-            f"{what}: the host of {given!r} is not one peers can dial as written (ASCII "
-            "letters, digits and . - _ : [ ] % only; a non-ASCII name in its xn-- form)")
+            f"{what}: {given!r} is not a host:port peers can dial as written (ASCII "
+            "letters, digits and . - _ : [ ] % only, a non-ASCII name in its xn-- form; "
+            "a port of at most 5 ASCII digits)")
     if not s.topic or any(c not in _TOPIC_CHARS for c in s.topic) or len(s.topic) > 249:
         raise SettingsError(f"topic: {s.topic!r} is not a valid Kafka topic name")
     if not s.group:
         raise SettingsError("group: must not be empty")
     checks: list[tuple[bool, str]] = [
+        *((low <= getattr(s, name) <= high, f"{name}: must be {low:g}..{high:g} seconds")
+          for name, (low, high) in DURATIONS.items()),
         (1 <= s.partitions <= 10_000, "partitions: must be 1..10000"),
         (1 <= s.replication <= 32, "replication: must be 1..32"),
         (1_000 <= s.session_timeout_ms <= 300_000, "session_timeout_ms: must be 1000..300000"),
-        (0 < s.catchup_timeout <= 600, "catchup_timeout: must be > 0 and <= 600 seconds"),
-        (0 < s.write_timeout <= 600, "write_timeout: must be > 0 and <= 600 seconds"),
-        (0 <= s.proxy_timeout <= 600, "proxy_timeout: must be 0 (derived) or > 0 and <= 600 "
-                                      "seconds"),
+        (s.proxy_timeout == 0 or MIN_SECONDS <= s.proxy_timeout <= 600,
+         f"proxy_timeout: must be 0 (derived) or {MIN_SECONDS:g}..600 seconds"),
         (1_024 <= s.max_body <= 64 * 1024 * 1024, "max_body: must be 1024..67108864 bytes"),
         (1 <= s.http_max_connections <= 1_000_000, "http_max_connections: must be 1..1000000"),
-        (0 < s.http_head_timeout <= 3600, "http_head_timeout: must be > 0 and <= 3600 seconds"),
-        (0 < s.http_body_timeout <= 3600, "http_body_timeout: must be > 0 and <= 3600 seconds"),
-        (0 < s.http_idle_timeout <= 3600, "http_idle_timeout: must be > 0 and <= 3600 seconds"),
         (1_024 <= s.http_max_head_bytes <= 1024 * 1024,
          "http_max_head_bytes: must be 1024..1048576 bytes"),
         (1 <= s.max_batch <= 100_000, "max_batch: must be 1..100000"),
@@ -202,13 +216,11 @@ def validate(s: Settings) -> Settings:
          "log_level: must be DEBUG, INFO, WARNING or ERROR"),
         (s.log_format in FORMATS, "log_format: must be kv or json"),
         (s.compression in COMPRESSION, f"compression: must be one of {', '.join(COMPRESSION)}"),
-        (1 <= s.cluster_auth_window <= 300, "cluster_auth_window: must be 1..300 seconds"),
         (1_000 <= s.cluster_auth_nonces <= 10_000_000,
          "cluster_auth_nonces: must be 1000..10000000"),
         (1 <= s.feed_max_subscribers <= 100_000, "feed_max_subscribers: must be 1..100000"),
         (0 <= s.feed_max_resumed <= s.feed_max_subscribers,
          "feed_max_resumed: must be 0..feed_max_subscribers"),
-        (0.1 <= s.feed_stall_timeout <= 600, "feed_stall_timeout: must be 0.1..600 seconds"),
     ]
     for ok, message in checks:
         if not ok:

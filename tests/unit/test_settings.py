@@ -124,6 +124,15 @@ INVALID = [
     ("advertise_space", ["--advertise", "node 1:8000"], {}, "advertise"),
     ("advertise_userinfo", ["--advertise", "evil@node-1:8000"], {}, "advertise"),
     ("listen_not_ascii", ["--listen", "n\u00f6de:8000"], {}, "listen"),
+    # str.isdigit() takes these; int() refuses "²" (a ValueError, not a one-line refusal)
+    # and reads "٨٠٨٠" as 8080, a url every peer drops (member_url_ok): no owner, ever
+    ("listen_port_superscript", [], {"KSTATE_LISTEN": "127.0.0.1:\u00b2"}, "listen"),
+    ("listen_port_arabic_indic", ["--listen", "127.0.0.1:\u0668\u0660"], {}, "listen"),
+    ("advertise_port_arabic_indic", [], {"KSTATE_ADVERTISE": "node1:\u0668\u0660\u0668\u0660"},
+     "advertise"),
+    ("bootstrap_port_superscript", ["--bootstrap", "k1:9\u00b2"], {}, "bootstrap"),
+    ("advertise_port_six_digits", ["--advertise", "node1:008080"], {}, "advertise"),
+    ("listen_port_six_digits", ["--listen", "127.0.0.1:008080"], {}, "listen"),
     ("bootstrap_no_port", ["--bootstrap", "kafka"], {}, "bootstrap"),
     ("bootstrap_trailing_comma", [], {"KSTATE_BOOTSTRAP": "k1:9092,"}, "bootstrap"),
     ("partitions_zero", ["--partitions", "0"], {}, "partitions"),
@@ -168,6 +177,39 @@ def test_invalid_values_raise_one_line_errors(argv, env, mentions):
     assert "\n" not in message
     assert message.strip() == message
     assert message
+
+
+DURATIONS = ["catchup_timeout", "write_timeout", "http_head_timeout", "http_body_timeout",
+             "http_idle_timeout", "feed_stall_timeout", "cluster_auth_window", "proxy_timeout"]
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+@pytest.mark.parametrize("raw", ["-1", "nan", "inf", "-inf", "0.0005", "1e-9"])
+def test_every_duration_refuses_nonsense_in_one_line(name, raw):
+    # write_timeout 0.0005 used to pass and become Kafka's request_timeout_ms=0
+    flag = "--" + name.replace("_", "-")
+    for argv, env in (([f"{flag}={raw}"], {}), ([], {"KSTATE_" + name.upper(): raw})):
+        with pytest.raises(SettingsError) as info:
+            load_settings(argv, env)
+        assert str(info.value).startswith(name + ":")
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", [d for d in DURATIONS if d != "proxy_timeout"])
+def test_every_duration_refuses_zero(name):
+    with pytest.raises(SettingsError, match=f"^{name}:"):
+        load_settings(["--" + name.replace("_", "-"), "0"], {})
+
+
+def test_shortest_durations_are_taken():
+    s = load_settings(["--write-timeout", "0.1", "--catchup-timeout", "0.1",
+                       "--feed-stall-timeout", "0.1", "--http-head-timeout", "0.1"], {})
+    assert s.kafka().request_timeout_ms == 100
+    assert load_settings(["--proxy-timeout", "0"], {}).proxy_timeout == 0  # derived
+
+
+def test_listen_port_zero_is_the_bound_one():
+    assert load_settings(["--listen", "127.0.0.1:0"], {}).listen == "127.0.0.1:0"
 
 
 def test_help_exits_0(capsys):
