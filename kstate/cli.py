@@ -11,7 +11,7 @@ import sys
 import trio
 
 from kstate import logs, stack_dump
-from kstate.bridge import TopicRefused
+from kstate.bridge import GroupRefused, TopicRefused
 from kstate.core.exception_groups import lone_error
 from kstate.node import TopicNotDurable, run_node
 from kstate.settings import Settings, SettingsError, describe, load_settings
@@ -20,6 +20,12 @@ log = logging.getLogger("kstate")
 
 USAGE = """usage: kstate node [--flag value ...]   (kstate node --help lists the flags)
        kstate settings                   (every setting, its env var and default)"""
+
+# Errors that are a setting's fault, not the node's: exit 2 with one line, like an
+# invalid setting (reason=... in the log line).
+REFUSALS: tuple[tuple[type[Exception], str], ...] = (
+    (TopicNotDurable, "topic_not_durable"), (TopicRefused, "topic_refused"),
+    (GroupRefused, "group_settings"))
 
 
 async def _main(settings: Settings) -> None:
@@ -62,14 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:
-        refused = _only(exc, TopicNotDurable)
-        if refused is not None:  # a refusal, not a crash: one line, no traceback
-            log.error("event=node_refused reason=topic_not_durable detail=%r", str(refused))
-            return 2
-        refused = _only(exc, TopicRefused)
-        if refused is not None:
-            log.error("event=node_refused reason=topic_refused detail=%r", str(refused))
-            return 2
+        for kind, reason in REFUSALS:
+            refused = _only(exc, kind)
+            if refused is not None:  # a refusal, not a crash: one line, no traceback
+                log.error("event=node_refused reason=%s detail=%r", reason, str(refused))
+                return 2
         log.exception("event=node_crashed")
         return 1
     return 0

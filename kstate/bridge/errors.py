@@ -28,6 +28,12 @@ class KafkaAuthFailed(Exception):
     """Kafka refused this node's credentials or TLS setup: retrying cannot help."""
 
 
+class GroupRefused(Exception):
+    """Kafka's group coordinator refused to let this node join with its settings (a
+    session timeout outside the broker's bounds): retrying cannot help. The message
+    is one line naming the node's setting and the broker's (the CLI exits 2 with it)."""
+
+
 class OffsetPastEnd(Exception):
     """A reader was asked to start a partition past its end: ``offset`` (the next
     offset to read) is above ``end``, the partition's next offset (its last stable

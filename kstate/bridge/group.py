@@ -31,10 +31,11 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
-from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.errors import ConsumerStoppedError, InvalidSessionTimeoutError, KafkaError
 from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
 
 from kstate.bridge.config import KafkaConfig
+from kstate.bridge.errors import GroupRefused
 from kstate.bridge.lease import Lease
 from kstate.bridge.portal import ask_trio
 from kstate.bridge.security import client_args
@@ -233,6 +234,13 @@ class GroupConsumer:
             if not self.closing:
                 raise
             return Batch(epoch=self.epoch, records={}, positions={})
+        except InvalidSessionTimeoutError:  # JoinGroup's answer, raised by the next fetch
+            raise GroupRefused(
+                f"Kafka refused to let this node join group {self.config.group!r}: "
+                f"session_timeout_ms={self.config.session_timeout_ms} "
+                "(KSTATE_SESSION_TIMEOUT_MS) is outside the broker's "
+                "group.min.session.timeout.ms..group.max.session.timeout.ms (Kafka's "
+                "defaults: 6000..1800000); raise one or lower the other") from None
         records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
         # A partition whose next batch cannot be decoded was paused where it stopped:
         # the state owner stops it (Batch.halted); the others keep flowing.

@@ -278,3 +278,22 @@ async def test_sigusr1_prints_every_threads_stack_and_the_node_keeps_serving(
     assert dump.count("Thread 0x") >= 2, dump  # trio's thread and the Kafka bridge's
     assert node.alive()
     assert (await client.get(f"{node.base}/healthz")).status_code == 200
+
+
+async def test_session_timeout_the_broker_refuses_exits_2_naming_both_settings(make_node):
+    # A default broker's group.min.session.timeout.ms is 6000; kstate accepts 1000 (a
+    # broker may allow it). The JoinGroup refusal is a setting's fault: one line, exit
+    # 2, not event=node_crashed with a traceback (exit 1).
+    node = make_node(KSTATE_SESSION_TIMEOUT_MS="1000")
+    with trio.fail_after(60):
+        code = await node.wait_exit(60)
+    text = node.log_text()
+    assert code == 2, text[-3000:]
+    refused = [line for line in text.splitlines() if "event=node_refused" in line]
+    assert len(refused) == 1, text[-3000:]
+    assert "reason=group_settings" in refused[0]
+    assert "session_timeout_ms=1000" in refused[0]
+    assert "KSTATE_SESSION_TIMEOUT_MS" in refused[0]
+    assert "group.min.session.timeout.ms" in refused[0]
+    assert "Traceback" not in text
+    assert "event=node_crashed" not in text
