@@ -214,9 +214,10 @@ class NodeCollector:
                                 value=sum(1 for st in stats.values() if st["halted"]))
         yield GaugeMetricFamily("kstate_keys", "keys held in memory, all partitions",
                                 value=keys)
-        yield CounterMetricFamily("kstate_invalid_records",
-                                  "records skipped as invalid, all held partitions",
-                                  value=self._state.table.invalid_total())
+        # A gauge: the sum over the partitions held now falls when one moves away.
+        yield GaugeMetricFamily("kstate_invalid_records",
+                                "records skipped as invalid, summed over the partitions "
+                                "this node holds now", value=self._state.table.invalid_total())
 
     def _traffic(self) -> Iterator[Metric]:
         proxy = self._proxy.statistics()

@@ -144,7 +144,7 @@ async def test_metrics_move_with_traffic_and_rebalance(make_node, client, names,
         await bridge.produce_many([(int(p_local), local_key.encode(), b"not json"),
                                    (int(p_other), remote_key.encode(),
                                     load.user_bytes(remote_key, "Wrong"))])
-    m = await wait_metric(client, a, lambda m: val(m, "kstate_invalid_records_total") == 1
+    m = await wait_metric(client, a, lambda m: val(m, "kstate_invalid_records") == 1
                           and val(m, "kstate_partition_invalid_records_total",
                                   partition=p_local) == 1
                           and val(m, "kstate_partition_wrong_partition_records_total",
