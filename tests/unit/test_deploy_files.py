@@ -593,6 +593,29 @@ def test_k8s_manifests_are_wired_together() -> None:
     assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
+def test_tls_steps_say_how_to_change_every_health_check() -> None:
+    """The probes and healthchecks speak plain HTTP; with KSTATE_TLS_CERTFILE the port
+    speaks HTTPS only: SECURITY.md's TLS steps, and a comment at each, say what to change."""
+    sts = (K8S / "statefulset.yaml").read_text()
+    container = k8s_one(load_k8s(), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    probes = [k for k in ("startupProbe", "readinessProbe", "livenessProbe") if k in container]
+    assert probes
+    for kind in probes:
+        assert "scheme" not in container[kind]["httpGet"], kind  # shipped without TLS
+        block = sts.split(f"{kind}:", 1)[1].split("Probe:", 1)[0]
+        assert "# scheme: HTTPS" in block, kind
+    for path in (DOCKERFILE, COMPOSE):
+        lines = path.read_text().splitlines()
+        at = next(i for i, line in enumerate(lines) if "urlopen(" in line)  # kstate's check
+        comment = " ".join(lines[at - 4:at])
+        assert "https://" in comment, path.name
+        assert "SECURITY.md" in comment, path.name
+    tls = SECURITY.read_text().split("### HTTPS", 1)[1].split("\n### ", 1)[0]
+    for needle in ("scheme: HTTPS", "startupProbe", "readinessProbe", "livenessProbe",
+                   "HEALTHCHECK", "healthcheck", "https://127.0.0.1"):
+        assert needle in tls, needle
+
+
 def test_deploy_readme_explains_every_setting_the_files_use() -> None:
     text = README.read_text()
     used = set()
