@@ -593,6 +593,27 @@ def test_k8s_manifests_are_wired_together() -> None:
     assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
+def test_k8s_pod_leaves_the_endpoints_before_sigterm_within_the_grace_period() -> None:
+    """Regression: without preStop the node closed its listener on SIGTERM while the
+    Services still routed to the pod: connection refused in every rolling step."""
+    spec = k8s_one(load_k8s(), "StatefulSet")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep", command  # the image has it: python:*-slim is Debian
+    assert load_image().final[0].args.startswith("python:"), "base image without sleep?"
+    assert "-slim" in load_image().final[0].args
+    pause = float(command[1])
+    assert 1 <= pause <= 15, pause
+    grace = spec["terminationGracePeriodSeconds"]
+    for node in k8s_nodes():
+        s = load_settings(argv=[], environ=node.env)
+        # the grace period counts from the start of preStop
+        assert grace > pause + longest_shutdown(s), node.where
+    text = README.read_text()
+    assert "preStop" in text
+    assert f"sleep {command[1]}" in text
+
+
 def test_tls_steps_say_how_to_change_every_health_check() -> None:
     """The probes and healthchecks speak plain HTTP; with KSTATE_TLS_CERTFILE the port
     speaks HTTPS only: SECURITY.md's TLS steps, and a comment at each, say what to change."""
