@@ -614,6 +614,19 @@ def test_k8s_pod_leaves_the_endpoints_before_sigterm_within_the_grace_period() -
     assert f"sleep {command[1]}" in text
 
 
+def test_readme_says_how_long_a_restarted_static_member_answers_503() -> None:
+    """Regression: the rolling-update paragraph said reads wait "up to
+    KSTATE_CATCHUP_TIMEOUT", but the pods are static members (KSTATE_INSTANCE_ID): a
+    restarted one claims its partitions only a session timeout after it joins."""
+    assert all(load_settings(argv=[], environ=n.env).instance_id for n in k8s_nodes())
+    text = " ".join(README.read_text().split())
+    rolling = text[text.index("A rolling update replaces one pod"):]
+    rolling = rolling[:rolling.index("never a spurious 404")]
+    assert "KSTATE_SESSION_TIMEOUT_MS" in rolling
+    assert "KSTATE_INSTANCE_ID" in rolling
+    assert "catching_up" in rolling
+
+
 def test_tls_steps_say_how_to_change_every_health_check() -> None:
     """The probes and healthchecks speak plain HTTP; with KSTATE_TLS_CERTFILE the port
     speaks HTTPS only: SECURITY.md's TLS steps, and a comment at each, say what to change."""
