@@ -278,6 +278,14 @@ class ProducerLink:
         process = await self._start()
         task_status.started()
         while True:
+            if self._closing:
+                # close() came while this one was starting: it closed the one before
+                # (or none), so this one is closed here; run, it would answer pings and
+                # keep the node from ever exiting
+                if self._process is process:
+                    self._process = None
+                await process.close()
+                return
             why = await process.run()
             if self._closing:
                 return
@@ -341,7 +349,8 @@ class ProducerLink:
         return slot.offset
 
     async def close(self) -> None:
-        """Stop the process: it sends what it holds, then exits (bounded)."""
+        """Stop the process: it sends what it holds, then exits (bounded). One being
+        started meanwhile is stopped by run() as its start ends."""
         self._closing = True
         process, self._process = self._process, None
         if process is not None:

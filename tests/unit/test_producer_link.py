@@ -12,8 +12,10 @@ import socket
 import pytest
 import trio
 
+from kstate.bridge import producer_link
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import BrokerUnavailable
+from kstate.bridge.produce_wire import Reply, RequestReader, encode_reply
 from kstate.bridge.producer_link import ProducerLink, _FlushAtTurnEnd, _Process, _Slot
 
 
@@ -119,3 +121,104 @@ async def test_what_the_socket_does_not_take_is_left_to_the_send_loop() -> None:
         assert process.wake.is_set()
     finally:
         trio.lowlevel.remove_instrument(flusher)
+
+
+class _FakeProc:
+    """A producer process's handle: alive until killed or its node's end closes."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._ended = trio.Event()
+        self.peer: _LivePeer | None = None  # its socket: closes when it ends
+
+    def end(self, rc: int) -> None:
+        if self.returncode is None:
+            self.returncode = rc
+        self._ended.set()
+        if self.peer is not None:
+            self.peer.more.set()
+
+    def kill(self) -> None:
+        self.end(-9)
+
+    async def wait(self) -> int:
+        await self._ended.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+class _LivePeer(trio.abc.HalfCloseableStream):
+    """A live producer process's socket: answers every ping (so the link never kills
+    it) until the node's end says it is done (EOF) or the process dies."""
+
+    def __init__(self, proc: _FakeProc) -> None:
+        self.proc = proc
+        proc.peer = self
+        self.requests = RequestReader()
+        self.answers = bytearray()
+        self.more = trio.Event()
+        self.eof = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.proc.returncode is not None:
+            raise trio.BrokenResourceError("[Errno 32] Broken pipe")
+        self.requests.feed(bytes(data))
+        for r in self.requests.requests():
+            self.answers += encode_reply(Reply(r.id, 0))
+        self.more.set()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        while not self.answers and not self.eof and self.proc.returncode is None:
+            await self.more.wait()
+            self.more = trio.Event()
+        data, self.answers = bytes(self.answers), bytearray()
+        return data
+
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.eof = True
+        self.proc.end(0)  # it sends what it holds, then exits
+
+    async def aclose(self) -> None:
+        await self.send_eof()
+
+
+async def test_close_during_a_restart_ends_the_process_being_started(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process dies; while the link starts the next one, the node stops (close). The
+    # one being started must be closed too: it used to be run (answering pings) for ever,
+    # and the node never exited.
+    monkeypatch.setattr(producer_link, "RESTART_DELAY_S", 0.01)
+    link = ProducerLink(KafkaConfig(bootstrap="127.0.0.1:1", topic="t"))
+    peers: list[_LivePeer] = []
+    second_starting = trio.Event()
+    release_second = trio.Event()
+
+    async def fake_start() -> _Process:
+        proc = _FakeProc(len(peers) + 1)
+        peer = _LivePeer(proc)
+        peers.append(peer)
+        if len(peers) == 2:
+            second_starting.set()
+            await release_second.wait()  # the interpreter starts, the producer bootstraps
+        process = _Process(proc, peer)  # type: ignore[arg-type]
+        link._process = process
+        return process
+
+    monkeypatch.setattr(link, "_start", fake_start)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            peers[0].proc.kill()  # kill -9 of the producer process
+            await second_starting.wait()
+            await link.close()  # SIGTERM while the next one starts
+            release_second.set()
+    assert len(peers) == 2
+    assert peers[1].eof  # told to finish: it exits
+    assert peers[1].proc.returncode is not None
+    assert link._process is None
