@@ -59,6 +59,11 @@ async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
                     await state.send(Assign(ev.epoch, ev.partitions, ev.end_offsets, seeks,
                                             ev.table.generation, ev.claim_after))
                     answer = await seeks.wait()
+                    if ev.partitions and not answer:
+                        # refused (older than the shutdown revoke, kstate/core/table.py
+                        # assign): nothing to route here or claim
+                        ev.reply.send(answer)
+                        continue
                     await router.send(ev.table)
                     ev.reply.send(answer)
                     if ev.partitions:

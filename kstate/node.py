@@ -194,15 +194,19 @@ async def _wait_topic(bridge: KafkaBridge, settings: Settings, stop: trio.Event
 
 
 async def _leave(bridge: KafkaBridge, events: trio.MemorySendChannel[BridgeEvent],
-                 held: frozenset[int]) -> None:
+                 num_partitions: int, held: frozenset[int]) -> None:
     """Shutdown, in the order that keeps the promise: stop serving every partition and
     let in-flight writes finish (through the rebalance listener, like a real revoke),
-    then leave the group so the others take over at once. Closes ``events``."""
+    then leave the group so the others take over at once. Closes ``events``.
+
+    The revoke names every partition of the topic, not only ``held``: an assignment
+    the bridge sent just before shutdown began may still be ahead of it in ``events``.
+    One behind it is refused (its epoch is older: kstate/core/table.py assign)."""
     with trio.CancelScope(shield=True):
         bridge.begin_shutdown()
         box: ReplyBox[None] = ReplyBox()
         async with events:
-            await events.send(Revoked(SHUTDOWN_EPOCH, held, box))
+            await events.send(Revoked(SHUTDOWN_EPOCH, frozenset(range(num_partitions)), box))
             await box.wait()
         await bridge.leave_group()
         log.info("event=left_group partitions=%s", sorted(held))
@@ -314,7 +318,7 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 # be cut by the HTTP drain when leaving takes longer (writes held by
                 # Kafka). Their clients resume on another node with from=, losing nothing.
                 feed_h.close_all()
-                await _leave(bridge, events, state_h.held())
+                await _leave(bridge, events, topic.partitions, state_h.held())
                 left.set()
 
             root.start_soon(_shutdown, events_send.clone())

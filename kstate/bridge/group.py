@@ -264,8 +264,10 @@ class GroupConsumer:
 
     async def leave(self) -> None:
         """Stop the consumer (LeaveGroup unless static); rebalance callbacks become
-        no-ops first: the caller has already revoked everything locally."""
+        no-ops first: the caller has already revoked everything locally. The read lease
+        ends before LeaveGroup is sent: once it is, others may own the partitions."""
         self.closing = True
+        self.lease.end()
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await stop_client(consumer, "consumer")
@@ -299,6 +301,8 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if tps:
             consumer.pause(*tps)  # no fetch before we seek where the state owner says
         ends = await _retry(lambda: consumer.end_offsets(tps), g.config.session_timeout_ms)
+        if g.closing:
+            return  # began leaving meanwhile: the shutdown revoke must stay the last word
         end_offsets = {tp.partition: int(off) for tp, off in ends.items()}
         assert g.assignor is not None
         table = decode_table(g.assignor.table_bytes, g.generation())
@@ -310,6 +314,8 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         epoch = g.epoch
         seeks: dict[int, int | None] = await g.ask_trio(
             lambda reply: Assigned(epoch, parts, table, end_offsets, reply, claim_after))
+        if g.closing:
+            return  # refused by the state owner if it came after the shutdown revoke
         for tp in tps:
             where = seeks.get(tp.partition)
             if where is None:

@@ -28,11 +28,21 @@ class Lease:
         self.window = session_timeout_ms / 1000 * (1 - DRIFT) - SCHEDULING
         self.until = 0.0
         self.renewals = 0
+        self.ended = False
 
     def renew(self, sent: float) -> None:
         """A heartbeat (or SyncGroup) sent at ``sent`` was answered without error."""
+        if self.ended:
+            return  # an answer that comes after we left proves nothing
         self.until = max(self.until, sent + self.window)
         self.renewals += 1
+
+    def end(self) -> None:
+        """This member leaves the group: from now on nothing is answered from memory.
+        LeaveGroup gives its partitions to others at once, whatever the last heartbeat
+        proved."""
+        self.ended = True
+        self.until = 0.0
 
     def valid(self) -> bool:
         return time.monotonic() < self.until

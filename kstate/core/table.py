@@ -261,8 +261,9 @@ class StateTable:
 
     def revoke(self, msg: Revoke) -> set[int]:
         """Stop serving at once; keep the data until the next assignment says.
-        Returns the partitions that stopped serving."""
-        self.epoch = msg.epoch
+        Returns the partitions that stopped serving. The epoch never goes back (see
+        assign)."""
+        self.epoch = max(self.epoch, msg.epoch)
         stopped: set[int] = set()
         for pid in msg.partitions:
             part = self.partitions.get(pid)
@@ -274,7 +275,17 @@ class StateTable:
     def assign(self, msg: Assign) -> tuple[dict[int, int | None], set[int]]:
         """Take the new assignment. Returns where the consumer must seek (an offset to
         keep a partition, None to rebuild it from the beginning) and every partition
-        whose state changed (dropped ones included)."""
+        whose state changed (dropped ones included).
+
+        An assignment older than the last revoke (its epoch is lower) is refused:
+        nothing changes and it returns no seek at all. That is one the bridge sent while
+        the node was already leaving: the shutdown revoke (the last epoch) came first,
+        and serving again would answer from memory after the group gave the partitions
+        away."""
+        if msg.epoch < self.epoch:
+            log.warning("event=assign_refused epoch=%d current=%d partitions=%s",
+                        msg.epoch, self.epoch, sorted(msg.partitions))
+            return {}, set()
         self.epoch = msg.epoch
         now = time.monotonic()
         changed: set[int] = set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import trio
 
 from actors import rebalance, state, writer
@@ -14,6 +15,7 @@ from actors.replies import ReplyBox
 from kstate.core.messages import Assigned, Batch, Record, Revoked, RoutingTable, Write
 from kstate.core.outcomes import Written
 from kstate.core.records import EPOCH_STRIDE, MARKER_PREFIX
+from kstate.node import SHUTDOWN_EPOCH
 
 DRAIN = 3.0
 TABLE = RoutingTable(generation=7, owners={0: "me:1", 1: "other:2"}, members={"m": "me:1"})
@@ -110,5 +112,48 @@ async def test_assign_claims_then_revoke_waits_for_writes_in_flight(autojump_clo
         await events_send.send(Revoked(4, frozenset({0}), revoked))
         await revoked.wait()
         assert trio.current_time() - started == DRAIN
+        await events_send.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_assignment_in_flight_when_the_node_leaves_is_refused(autojump_clock):
+    # The node leaves: the shutdown revoke (the last epoch) stops serving. An Assigned
+    # the bridge sent just before it began leaving arrives after: it must not make the
+    # partition serve and writable again (the group gives it away on LeaveGroup).
+    async with trio.open_nursery() as nursery:
+        state_send, state_recv = trio.open_memory_channel(0)
+        handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
+        produce = Producer()
+        writes_send, writes_recv = trio.open_memory_channel(4)
+        wh = await nursery.start(partial(writer.run, produce, handle, inbox=writes_recv,
+                                         own=state_send.clone(), write_timeout=10.0,
+                                         catchup_timeout=1.0))
+        events_send, events_recv = trio.open_memory_channel(4)
+        router_send, router_recv = trio.open_memory_channel(4)
+        await nursery.start(partial(rebalance.run, events=events_recv,
+                                    state=state_send.clone(), router=router_send, writer=wh,
+                                    claims=writes_send.clone(), drain_timeout=DRAIN))
+        seeks: ReplyBox[dict] = ReplyBox()
+        await events_send.send(Assigned(1, frozenset({0}), TABLE, {0: 0}, seeks))
+        assert await seeks.wait() == {0: None}
+        await router_recv.receive()
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+
+        revoked: ReplyBox[None] = ReplyBox()
+        await events_send.send(Revoked(SHUTDOWN_EPOCH, frozenset({0}), revoked))
+        await revoked.wait()
+        assert not handle.is_serving(0)
+
+        late: ReplyBox[dict] = ReplyBox()
+        table = RoutingTable(8, TABLE.owners, TABLE.members)
+        await events_send.send(Assigned(2, frozenset({0}), table, {0: 1}, late))
+        assert await late.wait() == {}  # refused: no seek
+        await trio.sleep(5.0)  # what a claim would take
+        assert not handle.is_serving(0)
+        assert not handle.is_caught_up(0)
+        assert len(produce.markers) == 1  # no new claim
+        with pytest.raises(trio.WouldBlock):
+            router_recv.receive_nowait()  # the router keeps the table it had
         await events_send.aclose()
         nursery.cancel_scope.cancel()

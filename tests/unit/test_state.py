@@ -207,3 +207,25 @@ def test_an_unheld_assignment_reads_once_replayed():
     table.assign(Assign(0, frozenset({0}), {0: 0}, box, generation=1))
     assert table.partitions[0].caught_up
     assert table.bump(0, claim=True) is not None
+
+
+def test_an_assignment_older_than_the_last_revoke_is_refused():
+    # The shutdown revoke carries the last epoch; an assignment the bridge sent before
+    # the node began leaving, applied after it, must not serve the partition again.
+    table = StateTable(1)
+    table.assign(Assign(1, frozenset({0}), {0: 0}, ReplyBox(), generation=3))
+    table.apply(Batch(1, {}, {0: 0}))
+    assert table.partitions[0].live
+    table.revoke(Revoke(1 << 62, frozenset({0}), ReplyBox()))
+    assert not table.partitions[0].live
+    assert table.assign(Assign(2, frozenset({0}), {0: 0}, ReplyBox(), generation=4)) \
+        == ({}, set())
+    assert not table.partitions[0].serving
+    assert table.partitions[0].generation == 3
+    assert table.epoch == 1 << 62  # its batches stay stale
+    assert table.held_snapshot == frozenset({0})
+    # nor does a revoke of an older epoch reopen the door
+    table.revoke(Revoke(2, frozenset({0}), ReplyBox()))
+    assert table.assign(Assign(2, frozenset({0}), {0: 0}, ReplyBox(), generation=4)) \
+        == ({}, set())
+    assert not table.partitions[0].serving

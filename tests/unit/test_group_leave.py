@@ -1,0 +1,75 @@
+"""Leaving the group (kstate/bridge/group.py): once the node begins to leave, the
+shutdown revoke is the last word. An assignment whose callback was under way sends
+nothing to trio, and leave() ends the read lease before LeaveGroup gives the
+partitions to others (no answer from memory after that, whatever heartbeats proved)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from kstate.bridge.config import KafkaConfig
+from kstate.bridge.group import Assignor, GroupConsumer, Listener
+
+
+def _group() -> GroupConsumer:
+    return GroupConsumer(KafkaConfig(topic="t"), token=None)  # type: ignore[arg-type]
+
+
+def test_leave_ends_the_read_lease_for_good() -> None:
+    g = _group()
+    g.lease.renew(time.monotonic())
+    assert g.lease.valid()
+    asyncio.run(g.leave())
+    assert not g.lease.valid()
+    g.lease.renew(time.monotonic())  # a heartbeat's answer that arrives after leaving
+    assert not g.lease.valid()
+
+
+class _Consumer:
+    """The aiokafka consumer as _assigned uses it; the node begins leaving while its
+    end offsets are read."""
+
+    def __init__(self, g: GroupConsumer) -> None:
+        self.g = g
+        self.paused: list[Any] = []
+        self.resumed: list[Any] = []
+        self._coordinator = self  # generation, request_rejoin
+        self.generation = 1
+
+    def request_rejoin(self) -> None:
+        pass
+
+    async def seek_to_beginning(self, tp: TopicPartition) -> None:
+        pass
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused.extend(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.resumed.extend(tps)
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        await asyncio.sleep(0)
+        self.g.closing = True  # bridge.begin_shutdown(), from the trio thread
+        return {tp: 5 for tp in tps}
+
+
+def test_an_assignment_under_way_when_leaving_begins_sends_nothing() -> None:
+    g = _group()
+    consumer = _Consumer(g)
+    asked: list[Any] = []
+
+    async def ask_trio(make: Any) -> Any:
+        asked.append(make)
+        return {}
+
+    g.ask_trio = ask_trio  # type: ignore[method-assign]
+    g.consumer = consumer  # type: ignore[assignment]
+    g.assignor = Assignor("t", "me:1", frozenset)
+    asyncio.run(Listener(g)._assigned(consumer, [TopicPartition("t", 0)]))  # type: ignore[arg-type]
+    assert asked == []  # no Assigned after the shutdown revoke
+    assert consumer.resumed == []  # and nothing fetched for it
