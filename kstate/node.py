@@ -201,15 +201,21 @@ async def _leave(bridge: KafkaBridge, events: trio.MemorySendChannel[BridgeEvent
 
     The revoke names every partition of the topic, not only ``held``: an assignment
     the bridge sent just before shutdown began may still be ahead of it in ``events``.
-    One behind it is refused (its epoch is older: kstate/core/table.py assign)."""
-    with trio.CancelScope(shield=True):
-        bridge.begin_shutdown()
-        box: ReplyBox[None] = ReplyBox()
+    One behind it is refused (its epoch is older: kstate/core/table.py assign).
+
+    The revoke is not shielded: only an actor's failure cancels the root before the
+    node left, and that took the rebalance actor, which answers it, with it (a
+    shielded wait hung the node instead of exiting 1). Leaving is shielded."""
+    bridge.begin_shutdown()
+    box: ReplyBox[None] = ReplyBox()
+    try:
         async with events:
             await events.send(Revoked(SHUTDOWN_EPOCH, frozenset(range(num_partitions)), box))
             await box.wait()
-        await bridge.leave_group()
-        log.info("event=left_group partitions=%s", sorted(held))
+    finally:
+        with trio.CancelScope(shield=True):
+            await bridge.leave_group()
+    log.info("event=left_group partitions=%s", sorted(held))
 
 
 async def run_node(settings: Settings, *, stop: trio.Event,
