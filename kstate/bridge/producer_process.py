@@ -3,8 +3,10 @@ on the second core instead of sharing the node's interpreter lock (docs/design.m
 "The producer process"). ``python -m kstate.bridge.producer_process FD``: FD is one end
 of a socketpair whose other end the node holds (kstate/bridge/producer_link.py).
 
-It reads the pickled KafkaConfig, starts the producer and says so, then produces each
-request in the order it arrived and answers with the offset or the error, through a
+It reads the pickled KafkaConfig, starts the producer (given up if the node's end
+closes meanwhile: aiokafka's start retries while Kafka is unreachable) and says so,
+then produces each request in the order it arrived and answers with the offset or the
+error, through a
 feed (kstate/bridge/producer_feed.py: a task of its own, which also replaces the
 producer once Kafka gave one of its records up); it answers a ping (partition -1) at
 once, whatever the producer is doing, so the node can tell it is alive. Its log lines (WARNING
@@ -94,7 +96,8 @@ async def _produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     _STDERR.setFormatter(formatter(config.log_format))
     producer = NodeProducer(config)
     try:
-        await producer.start()
+        if not await _start_unless_node_gone(producer, reader, frames):
+            return 0
     except Exception as exc:
         send(encode_reply(Reply(0, None, repr(exc))))
         await asyncio.sleep(0)  # the frame leaves (flush runs) before the drain
@@ -122,6 +125,39 @@ async def _produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     finally:
         await _stop(feed.finish(feeding), writer)
     return 0
+
+
+async def _start_unless_node_gone(producer: NodeProducer, reader: asyncio.StreamReader,
+                                  frames: RequestReader) -> bool:
+    """Start ``producer``; False (start given up) if the node's end closes first. While
+    Kafka is unreachable aiokafka's idempotent start retries for ever, and a node
+    killed with kill -9 is not there to end this process. What the node sends
+    meanwhile is kept in ``frames``. Raises what the start raised."""
+    starting = asyncio.create_task(producer.start())
+    while True:
+        reading = asyncio.create_task(reader.read(65536))
+        await asyncio.wait({starting, reading}, return_when=asyncio.FIRST_COMPLETED)
+        if not reading.done():
+            reading.cancel()  # (the stream keeps what it had not handed out)
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            starting.result()
+            return True
+        data = reading.result()
+        if data:
+            frames.feed(data)
+            if not starting.done():
+                continue
+            starting.result()
+            return True
+        # the node is gone: no one to produce for, and no one to tell how the start
+        # ended (a failure or a late success is moot; either is stopped, bounded)
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(starting, PRODUCER_GIVES_UP_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(producer.stop(), PRODUCER_GIVES_UP_S)
+        return False
 
 
 async def _stop(finish: Coroutine[None, None, None], writer: asyncio.StreamWriter) -> None:
