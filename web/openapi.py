@@ -308,9 +308,11 @@ def spec(node: str | None = None) -> Json:
                  "description": "'beginning', or p:offset[,p:offset...] to resume after"},
                 {"name": "key", "in": "query", "required": False, "schema": EMAIL}],
             "handshake_errors": {
-                "400": "bad from or key (JSON error)",
-                "503": "the node holds as many subscribers, or resumed ones, as it takes "
-                       "(JSON error, Retry-After)"},
+                "400": "bad from or key, or a from offset past its partition's end "
+                       "(invalid_from) (JSON error)",
+                "503": "the node holds as many subscribers, or resumed ones, as it takes, "
+                       "or cannot reach Kafka to replay from= (feed_unavailable) (JSON "
+                       "error, Retry-After)"},
             "close_codes": {"4001": "the subscriber lagged, or took nothing for "
                                     "feed_stall_timeout seconds: reconnect with from="}}},
     }

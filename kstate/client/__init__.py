@@ -43,8 +43,9 @@ gets no success within its retries, after any attempt that may have been applied
 raises ``outcome_unknown`` (whatever the last refusal was, e.g. ``key_busy`` behind
 its own earlier, unconfirmed attempt).
 
-``timeout`` (per attempt, default 20 s) is above what a node may take to answer a
-write with the default settings (``owner_worst_case``: 17 s, kstate/settings.py): a
+``timeout`` (per attempt, default 25 s) is above what a node may take to answer a
+write with the default settings (``owner_worst_case``: 18 s, kstate/settings.py, plus
+up to 2 s a forwarding node may wait for a newer routing table first): a
 shorter one turns answers the node would give into ``outcome_unknown``, or into a
 second copy of an unconditional write while the first is still pending.
 

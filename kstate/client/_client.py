@@ -81,7 +81,7 @@ class KstateClient:
     ``tls``: the nodes speak HTTPS (their ``tls_certfile``); every node is verified
     with this context."""
 
-    def __init__(self, seeds: Iterable[str], *, timeout: float = 20.0, retries: int = 5,
+    def __init__(self, seeds: Iterable[str], *, timeout: float = 25.0, retries: int = 5,
                  max_retry_after: float = 2.0, max_table_age: float = 5.0,
                  down_for: float = 1.0, max_connections: int = 100,
                  tls: ssl.SSLContext | None = None) -> None:

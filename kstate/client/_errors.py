@@ -21,7 +21,7 @@ AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable", "write
 NOT_APPLIED_CODES = frozenset({"not_owner", "key_busy", "no_owner", "rebalancing",
                                "too_many_hops", "catching_up", "owner_isolated", "superseded",
                                "owner_not_reached", "claiming", "partition_undecodable",
-                               "cluster_auth_busy", "write_refused"})
+                               "cluster_auth_busy", "write_refused", "too_many_connections"})
 
 
 class KstateError(Exception):

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 NOT_APPLIED = ["not_owner", "key_busy", "no_owner", "rebalancing", "too_many_hops",
                "catching_up", "owner_isolated", "superseded", "owner_not_reached",
-               "claiming", "partition_undecodable", "cluster_auth_busy", "write_refused"]
+               "claiming", "partition_undecodable", "cluster_auth_busy", "write_refused",
+               "too_many_connections"]
 AMBIGUOUS = ["write_timeout", "broker_unavailable", "owner_no_answer", "write_unconfirmed"]
 
 

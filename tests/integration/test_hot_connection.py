@@ -45,17 +45,6 @@ async def test_answers_before_a_refused_request_are_sent_first(make_node, client
     assert refused.status == 400
     assert refused.json()["error"] == "bad_request"
 
-    # a body that never completes behind a good one: the answer comes at once (not
-    # held until the body is given up on), then the 408
-    s = await connect(node.url)
-    await s.send_all(get + b"PUT /users/a%40b.c HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 5\r\n\r\nab")
-    [first] = await read_replies(s, 1, timeout=BODY_TIMEOUT / 2 + MARGIN)
-    assert (first.status, first.body) == (200, want)
-    [refused] = parse_replies(await read_until_closed(s, BODY_TIMEOUT + MARGIN))
-    assert refused.status == 408
-    assert refused.json()["error"] == "request_timeout"
-
     # a head too large behind a good one: the answer, then the 431
     s = await connect(node.url)
     await s.send_all(get + b"GET /users/a%40b.c HTTP/1.1\r\nX-Pad: "
@@ -63,6 +52,27 @@ async def test_answers_before_a_refused_request_are_sent_first(make_node, client
     first, refused = parse_replies(await read_until_closed(s))
     assert (first.status, first.body) == (200, want)
     assert refused.status == 431
+
+
+async def test_an_answer_is_not_held_behind_a_body_that_never_completes(make_node, client):
+    """The GET's answer comes at once, not when the PUT behind it is given up on (the
+    408, at the body timeout)."""
+    body_timeout = 3 * MARGIN
+    node = make_node(KSTATE_HTTP_BODY_TIMEOUT=str(body_timeout))
+    await wait_ready(client, node)
+    want = await _stored(client, node, "a@b.c")
+    s = await connect(node.url)
+    await s.send_all(b"GET /users/a%40b.c HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"PUT /users/a%40b.c HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 5\r\n\r\nab")
+    sent = trio.current_time()
+    [first] = await read_replies(s, 1, timeout=MARGIN)
+    assert (first.status, first.body) == (200, want)
+    assert trio.current_time() - sent < body_timeout / 2
+    [refused] = parse_replies(await read_until_closed(s, body_timeout + MARGIN))
+    assert refused.status == 408
+    assert refused.json()["error"] == "request_timeout"
+    assert trio.current_time() - sent >= body_timeout - 0.5
 
 
 async def test_a_refusal_of_a_head_request_has_no_body(make_node, client):

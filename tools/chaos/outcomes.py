@@ -38,6 +38,7 @@ CODES_503: dict[str, Outcome] = {
     "partition_undecodable": "fail",  # the partition stopped at a batch it cannot read
     "cluster_auth_busy": "fail",  # the owner's replay cache is full: refused unread
     "write_refused": "fail",  # Kafka refused the whole batch as too large: not appended
+    "too_many_connections": "fail",  # the front's, at accept: no request was read
     # may have been produced, or may still be
     "write_timeout": "unknown",  # not confirmed in time; the record may still land
     "broker_unavailable": "unknown",  # the produce failed; Kafka may have appended it
