@@ -13,13 +13,21 @@ of its partition when the batch leaves its buffer. A batch that then fails for g
 waiting for a partition leader) leaves a gap: Kafka refuses every later batch of that
 producer id in that partition (OutOfOrderSequenceNumber), and aiokafka neither retries
 them nor takes a new producer id. So once a record of it fails, the producer is given
-nothing more; once every record it holds is answered (which keeps the order of each
-partition's records), it is stopped and a new one (a new producer id) takes the
-records that waited, in their order."""
+nothing more: a new one (a new producer id) takes the next records at once, and the
+old one is retired in the background. It answers what it holds (it retries an
+idempotent batch for ever, e.g. a partition below min.insync.replicas: that must not
+hold the other partitions' writes), for ``RETIRE_AFTER`` request timeouts at most;
+then what it still holds is answered as failed ("may or may not apply": the node's
+writer raises the partition's epoch, so a record that lands later is fenced) and it
+is stopped, bounded too. Records of one partition may then land out of the order they
+were sent in; nothing depends on that order across records the writer has not seen
+answered (each key's writes are serialized until their fate is known; an old
+record landing after the new epoch's marker is fenced)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections import deque
@@ -43,23 +51,35 @@ def refusal(rid: int, exc: BaseException | None) -> Reply:
                  too_large=isinstance(exc, MessageSizeTooLargeError))
 
 
+RETIRE_AFTER = 2  # request timeouts a retired producer gets to answer what it holds
+STOP_WITHIN_S = 1.0  # for a producer's stop once nothing should be left to send
+
+
+class _Generation:
+    """One producer and the records it holds, not answered yet (id -> future)."""
+
+    def __init__(self, producer: NodeProducer) -> None:
+        self.producer = producer
+        self.held: dict[int, asyncio.Future[RecordMetadata]] = {}
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+
 class Feed:
     """Requests in, in order (``put``); ``run`` feeds them to the producer and answers
-    each through ``answer``; ``finish`` feeds what is queued, then stops the producer
-    (it sends what it holds)."""
+    each through ``answer``; ``finish`` feeds what is queued, then stops the producers
+    (they send what they hold, bounded)."""
 
     def __init__(self, config: KafkaConfig, producer: NodeProducer,
                  answer: Callable[[Reply], None]) -> None:
         self._config = config
-        self._producer = producer
+        self._gen = _Generation(producer)
         self._answer = answer
         self._queue: deque[Request] = deque()
         self._more = asyncio.Event()
-        self._held = 0  # records the producer holds, not answered yet
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._gave_up: str | None = None  # why the producer must be replaced
         self._closing = False
+        self._retiring: set[asyncio.Task[None]] = set()
         self.replaced = 0
 
     def put(self, request: Request) -> None:
@@ -79,14 +99,15 @@ class Feed:
                 await self._replace()
                 continue
             r = self._queue.popleft()
+            gen = self._gen
             try:
-                fut = await self._producer.send(r.partition, r.key, r.value, r.headers)
+                fut = await gen.producer.send(r.partition, r.key, r.value, r.headers)
             except Exception as exc:  # refused before it was queued: no sequence used
                 self._answer(refusal(r.id, exc))
                 continue
-            self._held += 1
-            self._idle.clear()
-            fut.add_done_callback(functools.partial(self._done, r.id))
+            gen.held[r.id] = fut
+            gen.drained.clear()
+            fut.add_done_callback(functools.partial(self._done, gen, r.id))
 
     @property
     def closing(self) -> bool:
@@ -98,33 +119,40 @@ class Feed:
         self._more.set()
 
     async def finish(self, feeding: asyncio.Task[None]) -> None:
-        """Wait for ``feeding`` (this feed's ``run``) to end, then stop the producer:
-        it sends what it holds (with Kafka unreachable, for ever: the caller bounds it)."""
+        """Wait for ``feeding`` (this feed's ``run``) to end, then stop the producers:
+        they send what they hold (with Kafka unreachable, for ever: the caller bounds
+        it; once it cancels this, each stop gets STOP_WITHIN_S more at most)."""
         self.close()
         try:
             await feeding
+            await self._gen.producer.stop()
+            if self._retiring:
+                await asyncio.gather(*self._retiring)
         finally:
-            await self._producer.stop()
+            for task in self._retiring:
+                task.cancel()
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(self._gen.producer.stop(), STOP_WITHIN_S)
 
-    def _done(self, rid: int, fut: asyncio.Future[RecordMetadata]) -> None:
-        self._held -= 1
-        if self._held == 0:
-            self._idle.set()
+    def _done(self, gen: _Generation, rid: int, fut: asyncio.Future[RecordMetadata]) -> None:
+        if gen.held.pop(rid, None) is None:
+            return  # answered already, when its producer was retired
+        if not gen.held:
+            gen.drained.set()
         exc = None if fut.cancelled() else fut.exception()
         if not fut.cancelled() and exc is None:
             self._answer(Reply(rid, int(fut.result().offset)))
             return
-        if exc is not None and self._gave_up is None:
+        if exc is not None and gen is self._gen and self._gave_up is None:
             # its sequence number is used: this producer id cannot write that
             # partition any more (module docstring)
             self._gave_up = repr(exc)
         self._answer(refusal(rid, exc))
 
     async def _replace(self) -> None:
+        old = self._gen
         log.warning("event=producer_replacing reason=%r held=%d waiting=%d",
-                    self._gave_up, self._held, len(self._queue))
-        await self._idle.wait()  # the records it holds are answered first: order is kept
-        await self._producer.stop()
+                    self._gave_up, len(old.held), len(self._queue))
         while True:
             producer = NodeProducer(self._config)
             try:
@@ -133,7 +161,26 @@ class Feed:
             except Exception as exc:
                 log.warning("event=producer_start_failed error=%r", exc)
                 await asyncio.sleep(RESTART_DELAY_S)
-        self._producer = producer
+        self._gen = _Generation(producer)
         self._gave_up = None
         self.replaced += 1
+        task = asyncio.create_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
         log.warning("event=producer_replaced times=%d", self.replaced)
+
+    async def _retire(self, gen: _Generation) -> None:
+        """Let ``gen``'s producer answer what it holds (bounded), answer the rest as
+        failed, and stop it (bounded)."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gen.drained.wait(),
+                                       RETIRE_AFTER * self._config.request_timeout_ms / 1000)
+        finally:
+            for rid in list(gen.held):
+                gen.held.pop(rid)
+                self._answer(Reply(rid, None, "the producer was replaced before Kafka "
+                                   "answered this record"))
+            gen.drained.set()
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(gen.producer.stop(), STOP_WITHIN_S)
