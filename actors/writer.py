@@ -80,16 +80,34 @@ def isolated(partition: int) -> Unavailable:
                        "was not applied; retry", 1.0)
 
 
+def _varint_bytes(n: int) -> int:
+    """Bytes of ``n`` as Kafka's zigzag varint."""
+    z = (n << 1) ^ (n >> 63)
+    size = 1
+    while z >= 0x80:
+        z >>= 7
+        size += 1
+    return size
+
+
 def record_bytes(key: bytes, value: bytes | None, headers: Headers) -> int:
-    """At least the size of the batch that holds only this record, uncompressed (the
-    lengths' varints are not counted: this errs low)."""
-    return (BATCH_OVERHEAD + len(key) + len(value or b"")
-            + sum(len(name.encode()) + len(v) for name, v in headers))
+    """The size of the batch that holds only this record, uncompressed (Kafka's record
+    format v2: the batch header, then the record with its varint lengths; timestamp
+    and offset deltas 0)."""
+    body = 1 + 1 + 1  # attributes, timestamp delta, offset delta
+    body += _varint_bytes(len(key)) + len(key)
+    body += (_varint_bytes(-1) if value is None
+             else _varint_bytes(len(value)) + len(value))
+    body += _varint_bytes(len(headers))
+    for name, v in headers:
+        raw = name.encode()
+        body += _varint_bytes(len(raw)) + len(raw) + _varint_bytes(len(v)) + len(v)
+    return BATCH_OVERHEAD + _varint_bytes(body) + body
 
 
 def _too_large(size: int, limit: int | None) -> TooLarge | Unavailable:
     if limit is not None and size > limit:
-        return TooLarge(f"the record would take at least {size} bytes; the topic takes at most "
+        return TooLarge(f"the record takes {size} bytes; the topic takes at most "
                         f"{limit} (max.message.bytes); it was not written")
     return Unavailable("write_refused", "Kafka refused the batch this write was in as too "
                        "large; the write was not applied; retry", 1.0)
