@@ -26,8 +26,8 @@ import httpx
 import pytest
 import trio
 
-from tests.support.isolation import PARTITIONS, assert_serves, keys_of
 from tests.support.kafka_modes import SlotBroker, slot_broker
+from tests.support.owners import PARTITIONS, assert_serves, keys_of
 from tools.netcut import open_netcut
 from tools.procs import Node, wait_ready, wait_stable
 

@@ -16,6 +16,7 @@ from trio_websocket import open_websocket_url
 from kstate.bridge.tooling import open_tooling
 from kstate.core.partitioner import partition_for
 from kstate.settings import Settings
+from tests.support.owners import keys_of
 from tools import topic as load
 from tools.procs import Node, wait_ready, wait_stable
 
@@ -40,20 +41,6 @@ def val(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def owned_by(table: dict[str, str], url: str, topic: str, prefix: str, n: int = 1
-             ) -> list[str]:
-    """``n`` emails (starting with ``prefix``) whose partition ``url`` owns."""
-    mine = {int(k.rpartition("-")[2]) for k, v in table.items() if v == url}
-    out: list[str] = []
-    i = 0
-    while len(out) < n:
-        email = f"{prefix}{i}@example.com"
-        if partition_for(email.encode(), PARTITIONS) in mine:
-            out.append(email)
-        i += 1
-    return out
-
-
 async def wait_metric(client: httpx.AsyncClient, node: Node, check, seconds: float = 30.0
                       ) -> Samples:
     deadline = time.monotonic() + seconds
@@ -73,9 +60,9 @@ async def test_metrics_move_with_traffic_and_rebalance(make_node, client, names,
     b = make_node()
     table = await wait_stable(client, [a, b], PARTITIONS)
     topic = names["topic"]
-    (local_key,) = owned_by(table, a.url, topic, "local")
+    (local_key,) = keys_of(a.url, table, 1, "local")
     # '?' and '%41' must survive the proxy hop: the owner stores this exact key.
-    remote_key, remote_key2 = owned_by(table, b.url, topic, "re?mo%41te", 2)
+    remote_key, remote_key2 = keys_of(b.url, table, 2, "re?mo%41te")
     a0, b0 = await scrape(client, a), await scrape(client, b)
     assert val(a0, "kstate_partitions_owned") + val(b0, "kstate_partitions_owned") == 10
     assert val(a0, "kstate_group_members") == 2

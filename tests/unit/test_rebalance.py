@@ -6,6 +6,7 @@ at once and answers the bridge only once in-flight writes finished (bounded)."""
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -42,20 +43,29 @@ class Producer:
         return self.offset - 1
 
 
+async def _actors(nursery: trio.Nursery) -> tuple[Any, Any, Producer, Any, Any, Any]:
+    """The state owner, the writer (over ``Producer``) and the rebalance actor, wired as
+    the node wires them: (state inbox, state handle, producer, writes in, bridge events
+    in, router tables out)."""
+    state_send, state_recv = trio.open_memory_channel(0)
+    handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
+    produce = Producer()
+    writes_send, writes_recv = trio.open_memory_channel(4)
+    wh = await nursery.start(partial(writer.run, produce, handle, inbox=writes_recv,
+                                     own=state_send.clone(), write_timeout=10.0,
+                                     catchup_timeout=1.0))
+    events_send, events_recv = trio.open_memory_channel(4)
+    router_send, router_recv = trio.open_memory_channel(4)
+    await nursery.start(partial(rebalance.run, events=events_recv,
+                                state=state_send.clone(), router=router_send, writer=wh,
+                                claims=writes_send.clone(), drain_timeout=DRAIN))
+    return state_send, handle, produce, writes_send, events_send, router_recv
+
+
 async def test_assign_claims_then_revoke_waits_for_writes_in_flight(autojump_clock):
     async with trio.open_nursery() as nursery:
-        state_send, state_recv = trio.open_memory_channel(0)
-        handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
-        produce = Producer()
-        writes_send, writes_recv = trio.open_memory_channel(4)
-        wh = await nursery.start(partial(writer.run, produce, handle, inbox=writes_recv,
-                                         own=state_send.clone(), write_timeout=10.0,
-                                         catchup_timeout=1.0))
-        events_send, events_recv = trio.open_memory_channel(4)
-        router_send, router_recv = trio.open_memory_channel(4)
-        await nursery.start(partial(rebalance.run, events=events_recv,
-                                    state=state_send.clone(), router=router_send, writer=wh,
-                                    claims=writes_send.clone(), drain_timeout=DRAIN))
+        state_send, handle, produce, writes_send, events_send, router_recv = \
+            await _actors(nursery)
 
         # Assigned: the state owner holds partition 0 (rebuild: seek None), the router
         # gets the table, the bridge its answer, and the writer claims the partition.
@@ -121,18 +131,7 @@ async def test_an_assignment_in_flight_when_the_node_leaves_is_refused(autojump_
     # the bridge sent just before it began leaving arrives after: it must not make the
     # partition serve and writable again (the group gives it away on LeaveGroup).
     async with trio.open_nursery() as nursery:
-        state_send, state_recv = trio.open_memory_channel(0)
-        handle = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
-        produce = Producer()
-        writes_send, writes_recv = trio.open_memory_channel(4)
-        wh = await nursery.start(partial(writer.run, produce, handle, inbox=writes_recv,
-                                         own=state_send.clone(), write_timeout=10.0,
-                                         catchup_timeout=1.0))
-        events_send, events_recv = trio.open_memory_channel(4)
-        router_send, router_recv = trio.open_memory_channel(4)
-        await nursery.start(partial(rebalance.run, events=events_recv,
-                                    state=state_send.clone(), router=router_send, writer=wh,
-                                    claims=writes_send.clone(), drain_timeout=DRAIN))
+        _, handle, produce, _, events_send, router_recv = await _actors(nursery)
         seeks: ReplyBox[dict] = ReplyBox()
         await events_send.send(Assigned(1, frozenset({0}), TABLE, {0: 0}, seeks))
         assert await seeks.wait() == {0: None}

@@ -1,5 +1,6 @@
-"""Steps shared by the tests of nodes cut off from Kafka (tests/integration/
-test_cluster_isolation.py, test_cluster_static_replaced.py)."""
+"""Keys by their owner in a routing table, and the check that nodes serve what was
+acknowledged: steps shared by integration tests (isolation, static membership,
+metrics)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from tools.procs import Node
 PARTITIONS = 10
 
 
-def keys_of(owner: str, table: dict[str, str], count: int) -> list[str]:
-    """``count`` emails whose partition ``owner`` holds in ``table``."""
+def keys_of(owner: str, table: dict[str, str], count: int, prefix: str = "iso"
+            ) -> list[str]:
+    """``count`` emails (``prefix`` then a number) whose partition ``owner`` holds in
+    ``table`` (a topic of PARTITIONS partitions)."""
     mine = {int(name.rsplit("-", 1)[1]) for name, url in table.items() if url == owner}
     out, i = [], 0
     while len(out) < count:
-        email = f"iso{i}@example.com"
+        email = f"{prefix}{i}@example.com"
         if partition_for(email.encode(), PARTITIONS) in mine:
             out.append(email)
         i += 1
