@@ -165,8 +165,8 @@ class Proxy:
             target += b"?" + req.query
         method = sent.encode("ascii")
         # a conditional write sent twice could fail (412) on its own first copy
-        again = method in (b"GET", b"HEAD") or (method in (b"PUT", b"DELETE")
-                                                  and not conditional)
+        # (a HEAD was turned into a GET above)
+        again = method == b"GET" or (method in (b"PUT", b"DELETE") and not conditional)
         try:
             if method == b"GET":
                 resp = await self._pipeline.get(url, target, headers,

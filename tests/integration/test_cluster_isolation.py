@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from tests.support.kafka_modes import SlotBroker, slot_broker
-from tests.support.owners import PARTITIONS, assert_serves, keys_of
+from tests.support.owners import PARTITIONS, assert_serves, create_all, keys_of
 from tools.netcut import open_netcut
 from tools.procs import Node, wait_ready, wait_stable
 
@@ -59,11 +59,7 @@ async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
     keys, never_written = keys[:6], keys[6]
     zombie_key = keys[0]
     etags: dict[str, str] = {}  # key -> ETag of its last acknowledged version
-    acked: dict[str, tuple[bytes, float]] = {}  # key -> (value, when acknowledged)
-    for k in keys:
-        r = await client.put(f"{a.base}/users/{k}", json={"name": "v1"})
-        assert r.status_code == 201, r.text
-        acked[k] = (r.content, time.monotonic())
+    acked = await create_all(client, a, keys, "v1")  # key -> (value, when acknowledged)
 
     cut.blackhole()
     cut_at = time.monotonic()

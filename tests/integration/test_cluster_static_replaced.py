@@ -27,7 +27,7 @@ import pytest
 import trio
 
 from tests.support.kafka_modes import SlotBroker, slot_broker
-from tests.support.owners import PARTITIONS, assert_serves, keys_of
+from tests.support.owners import PARTITIONS, assert_serves, create_all, keys_of
 from tools.netcut import open_netcut
 from tools.procs import Node, wait_ready, wait_stable
 
@@ -94,11 +94,8 @@ async def test_replaced_static_member_serves_no_stale_read(
             await wait_ready(client, b, timeout=60)
             table = await wait_stable(client, [a, b], PARTITIONS)
             keys = keys_of(a.url, table, 4)
-            acked: dict[str, tuple[bytes, float]] = {}  # key -> (value, when acknowledged)
-            for k in keys:
-                r = await client.put(f"{a.base}/users/{k}", json={"name": "v1"})
-                assert r.status_code == 201, r.text
-                acked[k] = (r.content, time.monotonic())
+            # key -> (value, when acknowledged)
+            acked = await create_all(client, a, keys, "v1")
 
             cut.blackhole()
             cut_at = time.monotonic()

@@ -4,6 +4,7 @@ metrics)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import httpx
@@ -27,6 +28,18 @@ def keys_of(owner: str, table: dict[str, str], count: int, prefix: str = "iso"
             out.append(email)
         i += 1
     return out
+
+
+async def create_all(client: httpx.AsyncClient, node: Node, keys: Iterable[str],
+                     name: str) -> dict[str, tuple[bytes, float]]:
+    """PUT each key (new: 201) through ``node``; key -> (the stored bytes, when the
+    write was acknowledged)."""
+    acked: dict[str, tuple[bytes, float]] = {}
+    for k in keys:
+        r = await client.put(f"{node.base}/users/{k}", json={"name": name})
+        assert r.status_code == 201, r.text
+        acked[k] = (r.content, time.monotonic())
+    return acked
 
 
 async def assert_serves(client: httpx.AsyncClient, nodes: Iterable[Node],
