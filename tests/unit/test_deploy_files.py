@@ -23,9 +23,12 @@ import importlib
 import json
 import re
 import shlex
+import shutil
 import socket
+import subprocess
 import sys
 import tomllib
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -392,7 +395,7 @@ def test_dockerfile_builds_the_project_and_runs_the_node_unprivileged(
     build = image.stages[0]
     copied = {src.rstrip("/") for args in image.all("COPY", build)
               for src in args.split()[:-1] if not src.startswith("--")}
-    packages = PYPROJECT["tool"]["setuptools"]["packages"]
+    packages = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     needed = {"pyproject.toml", *(p.split(".")[0] for p in packages)}
     assert needed <= copied or "." in copied, f"the build stage lacks {needed - copied}"
     assert any(re.search(r"\bpip install\b.*\s\.$", r) for r in image.all("RUN", build))
@@ -416,6 +419,51 @@ def test_dockerfile_builds_the_project_and_runs_the_node_unprivileged(
         main([*entry[1:], "--help"])
     assert exited.value.code == 0
     assert "--bootstrap" in capsys.readouterr().out
+
+
+def test_the_installed_package_imports_every_module(tmp_path: Path) -> None:
+    """The image runs ``pip install .``, not the editable install the suite uses: build
+    the same wheel from the project's files and import every module of it, alone."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        (src / name).write_bytes((REPO / name).read_bytes())
+    tops = sorted({p.split(".")[0] for p in
+                   PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]})
+    for top in tops:
+        shutil.copytree(REPO / top, src / top,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"),
+         str(src)], capture_output=True, text=True, timeout=240)
+    assert built.returncode == 0, built.stderr[-3000:]
+    [wheel] = (tmp_path / "w").glob("kstate-*.whl")
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(unpacked)
+    sources = sorted(str(p.relative_to(REPO)) for top in tops
+                     for p in (REPO / top).rglob("*.py") if "__pycache__" not in p.parts)
+    installed = sorted(str(p.relative_to(unpacked)) for top in tops
+                       for p in (unpacked / top).rglob("*.py"))
+    assert installed == sources, f"missing from the wheel: {set(sources) - set(installed)}"
+    static = sorted(p.name for p in (REPO / "web" / "static").iterdir() if p.is_file())
+    assert sorted(p.name for p in (unpacked / "web" / "static").iterdir()) == static
+    # Import each module from the wheel's copy (not the checkout the editable install
+    # maps), then the console script's --help.
+    modules = [s.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+               for s in sources]
+    probe = ("import importlib, sys, pathlib\n"
+             f"root = pathlib.Path({str(unpacked)!r})\n"
+             "sys.path.insert(0, str(root))\n"
+             f"for name in {modules!r}:\n"
+             "    m = importlib.import_module(name)\n"
+             "    assert root in pathlib.Path(m.__file__).parents, (name, m.__file__)\n"
+             "from kstate.cli import main\n"
+             "main(['node', '--help'])\n")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "--bootstrap" in ran.stdout
 
 
 def test_dockerfile_healthcheck_path_is_a_route_and_outlasts_kafka_wait() -> None:
