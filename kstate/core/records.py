@@ -123,6 +123,13 @@ def _int(raw: bytes) -> int | None:
     return n if n < 1 << 63 else None
 
 
+def written_by_kstate(rec: Record) -> bool:
+    """Whether ``rec`` carries an owner epoch, as every record a kstate node writes
+    does (its writes, repairs and markers): the records whose fate a node's writer
+    may wait for. Other producers' records, headers or not, never are."""
+    return any(name == EPOCH_HEADER for name, _ in rec.headers)
+
+
 def _kstate_headers(rec: Record) -> tuple[bytes | None, bytes | None, bytes | None]:
     """(epoch, expect, version) headers of a record; the last of each name wins, as in
     Kafka's ``Headers.lastHeader``."""

@@ -34,6 +34,7 @@ from kstate.core.records import (
     Upsert,
     claim_epoch,
     decide,
+    written_by_kstate,
 )
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,10 @@ class StateTable:
                 applied += 1
             else:
                 self._other(pid, part, rec, decision)
-            if keep_outcomes and rec.headers:
+            # Only kstate's own records: another producer's burst of records with
+            # headers (a tracing header, say) would push a write's outcome out of
+            # the OUTCOMES_KEPT before its writer reads it.
+            if keep_outcomes and rec.headers and written_by_kstate(rec):
                 self._outcome(part, rec, decision, existed)
         part.replayed += applied
         if position > part.position:
