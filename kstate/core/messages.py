@@ -132,7 +132,9 @@ class Bump:
     unknown: the marker of the new epoch will fence it), or, to ``claim`` the partition
     after an assignment, to a block above every epoch the partition has seen
     (kstate/core/records.py). ``reply`` gets the new epoch, or None if the node no
-    longer serves the partition (or, for a claim, is not caught up yet)."""
+    longer serves the partition (or, for a claim, is not caught up yet), or if the new
+    epoch would be past what a marker may raise the partition to (records.epoch_reach:
+    the node then stops writing the partition)."""
 
     partition: int
     reply: Reply[int | None]

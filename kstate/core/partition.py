@@ -65,6 +65,8 @@ class Partition:
     # own marker is applied (``await_marker``): what it acknowledged is then applied.
     claim_after: float = 0.0
     await_marker: bool = False
+    # No epoch left to claim or bump to (records.epoch_reach): logged once.
+    epochs_exhausted: bool = False
 
     @property
     def superseded(self) -> bool:

@@ -8,7 +8,9 @@ way live and on replay (docs/design.md, "Records"):
 - a record without a key changes nothing (counted: ``no_key``);
 - an owner-epoch *marker* (key ``kstate:epoch:<partition>:<epoch>``, header
   ``kstate-epoch``, written by a node when it takes a partition over or after a write
-  of unknown fate) raises the partition's epoch;
+  of unknown fate) raises the partition's epoch, by at most what one claim can
+  (``epoch_reach``); a marker beyond is a malformed kstate record (it deletes its key,
+  which no user has, and is counted);
 - a key that is not an email, a value that is not a user for that key (not JSON, not an
   object, name/email not strings, email not the key), or a malformed kstate header
   **deletes that key** (counted with the reason): the key's state is then decided by
@@ -50,6 +52,8 @@ EXPECT_EXISTS = "*"
 # An owner epoch is block * EPOCH_STRIDE + n: n counts the markers an owner wrote (one
 # when it claims the partition, one after each write of unknown fate); see claim_epoch.
 EPOCH_STRIDE = 1 << 20
+MAX_GENERATION = (1 << 31) - 1  # a Kafka group generation is an int32
+MAX_EPOCH = (1 << 63) - 1  # an epoch is an int64, like every number in a kstate header
 
 
 def claim_epoch(seen: int, generation: int) -> int:
@@ -62,6 +66,21 @@ def claim_epoch(seen: int, generation: int) -> int:
     Not the generation alone: a group's generations start over when Kafka forgets the
     group (all members gone for a while), and its old markers are still in the topic."""
     return (max(seen, 0) // EPOCH_STRIDE + generation) * EPOCH_STRIDE
+
+
+def epoch_reach(epoch: int) -> int:
+    """The highest marker epoch the rule takes in a partition whose epoch is ``epoch``
+    (-1: no marker yet): the last epoch of the highest block a claim from there can
+    open (any generation Kafka can give), so every claim and the bumps after it fit;
+    never past MAX_EPOCH.
+
+    Not a fixed bound: whatever the highest epoch a marker could set, a record of
+    another producer could set it, and no claim could go above it again (the partition
+    would never be writable). Here a marker raises the epoch by at most one claim's
+    reach, so it takes thousands of crafted markers in a row, or more claims than any
+    group makes, to get near MAX_EPOCH; a node whose claim or bump would pass the
+    reach writes no marker (StateTable.bump) and does not write the partition."""
+    return min(MAX_EPOCH, claim_epoch(epoch, MAX_GENERATION + 1) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +193,8 @@ def decide(rec: Record, partition: int, num_partitions: int, epoch: int,
         if raw_epoch is not None and key.startswith(MARKER_PREFIX):
             marked = _int(raw_epoch)
             if marked is not None and key == marker_key(partition, marked):
+                if marked > epoch_reach(epoch):
+                    return Delete(key, "malformed kstate header")
                 return Marker(marked)
     if not _email_key(key):
         return Delete(key, "key is not an email")

@@ -34,6 +34,7 @@ from kstate.core.records import (
     Upsert,
     claim_epoch,
     decide,
+    epoch_reach,
     written_by_kstate,
 )
 
@@ -240,12 +241,23 @@ class StateTable:
             if not part.replayed_to_target or part.generation < 0 \
                     or time.monotonic() < part.claim_after:
                 return None
-            part.own_epoch = claim_epoch(part.epoch, part.generation)
+            epoch = claim_epoch(part.epoch, part.generation)
         elif part.own_epoch < 0:
             return None
         else:
-            part.own_epoch += 1
-        return part.own_epoch
+            epoch = part.own_epoch + 1
+        if epoch > epoch_reach(part.epoch):
+            # Every node would take its marker for a malformed record: no marker, and
+            # no more writes here (own epoch -1: not writable), as a write of unknown
+            # fate could no longer be fenced.
+            part.own_epoch = -1
+            if not part.epochs_exhausted:
+                part.epochs_exhausted = True
+                log.error("event=epochs_exhausted partition=%d epoch=%d next=%d",
+                          pid, part.epoch, epoch)
+            return None
+        part.own_epoch = epoch
+        return epoch
 
     def _move(self, pid: int, part: Partition, position: int) -> None:
         part.position = position

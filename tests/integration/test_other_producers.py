@@ -1,8 +1,9 @@
 """Records from producers that are not kstate (tools/producers: Kafka's Java client and
 franz-go with the seed app's defaults), against a real broker: every codec, 0-byte and
-null deletes, records kstate cannot use (null and past-int64 header values too), a
-record in the wrong partition, an aborted transaction next to committed ones, and a
-franz-go burst followed by 0-byte deletes.
+null deletes, records kstate cannot use (null and past-int64 header values too, an
+owner-epoch marker no claim could go above), a record in the wrong partition, an
+aborted transaction next to committed ones, and a franz-go burst followed by 0-byte
+deletes.
 
 A node that is live while they arrive and a node that replays the topic afterwards both
 serve exactly the committed, non-deleted users (every key read back over HTTP), report
@@ -203,3 +204,25 @@ async def test_records_of_any_producer_live_and_replayed(make_node, client, kafk
         assert orjson.loads(await feed.get_message())["type"] == "hello"
         assert await read_feed(feed, model) == want
     assert replay.alive()
+
+
+async def test_a_foreign_marker_at_the_top_of_int64_leaves_its_partition_writable(
+        make_node, client, kafka_bootstrap, names):
+    """Another producer writes an owner-epoch marker of epoch 2**63 - 1 (key and header
+    as kstate writes them): had it raised the partition's epoch, no claim above it
+    would fit in an int64 and the partition would answer 503 claiming for ever. It is
+    a malformed record; the node claims the partition and writes it."""
+    topic = names["topic"]
+    top = str(2**63 - 1)
+    await java_produce(kafka_bootstrap, topic, [
+        "partition 0", f"header kstate-epoch {top}",
+        f"rawkey {b64(f'kstate:epoch:0:{top}'.encode())} -"],
+        create_partitions=PARTITIONS)
+    node = make_node(KSTATE_PARTITIONS=str(PARTITIONS))
+    await wait_ready(client, node)
+    mail = next(m for i in range(1000)
+                if partition_for((m := email("top", i)).encode(), PARTITIONS) == 0)
+    r = await client.put(f"{node.base}/users/{mail}", json={"name": "after the marker"})
+    assert r.status_code == 201, r.text
+    ready = (await client.get(f"{node.base}/readyz")).json()
+    assert ready["partitions"]["0"]["unusable"] == {"malformed kstate header": 1}

@@ -21,11 +21,14 @@ from kstate.core.records import (
     EPOCH_HEADER,
     EPOCH_STRIDE,
     EXPECT_HEADER,
+    MAX_EPOCH,
+    MAX_GENERATION,
     VERSION_HEADER,
     Delete,
     Ignored,
     Marker,
     Upsert,
+    claim_epoch,
     decide,
     marker,
 )
@@ -148,6 +151,9 @@ op_s = st.one_of(
     st.tuples(st.just("badkey"), st.sampled_from([b"no-at", b"two@@x", b" sp@x.io", b"\xff@x"])),
     st.tuples(st.just("elsewhere"), name_s),
     st.tuples(st.just("marker"), st.integers(-2, 3)),
+    # another producer's marker, of any int64 epoch (most are past what one claim
+    # reaches: malformed)
+    st.tuples(st.just("farmarker"), st.integers(0, MAX_EPOCH)),
     st.tuples(st.just("badheader"), key_s),
 )
 
@@ -185,6 +191,10 @@ def _write(log: Log, op: tuple) -> None:
         new = max(0, epoch + op[1] * EPOCH_STRIDE // 2 + 1)
         if not any(r.key == marker(P, new)[0] for r in log.records):  # a key used once
             key, val, hdrs = marker(P, new)
+            log.append(key, val, hdrs)
+    elif kind == "farmarker":
+        if not any(r.key == marker(P, op[1])[0] for r in log.records):
+            key, val, hdrs = marker(P, op[1])
             log.append(key, val, hdrs)
     elif kind == "badheader":
         log.append(op[1], value(op[1], "h"), ((EPOCH_HEADER, b"x1"),))
@@ -266,3 +276,90 @@ def test_email_keys_are_keys(raw):
     assert isinstance(decide(Record(0, raw, None), pid, N, 0, {}.get), Delete)
     got = decide(Record(0, raw, value(raw, "n")), pid, N, 0, {}.get)
     assert isinstance(got, Upsert)
+
+
+def _claimed(log: list[Record], generation: int) -> StateTable:
+    """A node assigned partition P in ``generation`` after ``log``, replayed and
+    claimed: its marker applied."""
+    table = StateTable(N, quiet=True)
+    table.assign(Assign(0, frozenset({P}), {P: len(log)}, ReplyBox(), generation=generation))
+    if log:
+        table.apply(Batch(0, {P: log}, {P: len(log)}))
+    epoch = table.bump(P, claim=True)
+    assert epoch is not None
+    key, val, hdrs = marker(P, epoch)
+    table.apply(Batch(0, {P: [Record(len(log), key, val, hdrs)]}, {P: len(log) + 1}))
+    return table
+
+
+def test_a_marker_at_the_top_of_int64_does_not_lock_the_partition():
+    """Another producer's marker of epoch 2**63 - 1: had it raised the epoch, no claim
+    could fit in an int64 and every node's own marker would be malformed (503 claiming
+    for ever: compaction never removes it). It is a malformed record instead; the next
+    owner claims and writes."""
+    key, val, hdrs = marker(P, 1 << 20)
+    log = [Record(0, key, val, hdrs)]
+    key, val, hdrs = marker(P, MAX_EPOCH)
+    log.append(Record(1, key, val, hdrs))
+    table = _claimed(log, generation=2)
+    part = table.partitions[P]
+    assert part.unusable == {"malformed kstate header": 1}
+    assert part.writable
+    assert part.epoch == claim_epoch(1 << 20, 2)
+    k = KEYS[0]
+    write = Record(3, k, value(k, "w"), ((EPOCH_HEADER, str(part.epoch).encode()),))
+    table.apply(Batch(0, {P: [write]}, {P: 4}))
+    assert lookup(part, k) == (value(k, "w"), 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seen=st.integers(-1, MAX_EPOCH), generation=st.integers(0, MAX_GENERATION),
+       bumps=st.integers(0, EPOCH_STRIDE - 1))
+def test_a_claim_and_its_bumps_are_markers_wherever_the_epoch_is(seen, generation, bumps):
+    """Every epoch a node may write a marker of (a claim in any generation Kafka gives,
+    and the bumps in its block) is taken as a marker in a partition at ``seen``; one
+    past the highest such block is malformed; a node never claims past it."""
+    epoch = claim_epoch(seen, generation) + bumps
+    top = claim_epoch(seen, MAX_GENERATION + 1) - 1
+    for mine in (epoch, top + 1):
+        if mine > MAX_EPOCH:
+            continue
+        key, val, hdrs = marker(P, mine)
+        got = decide(Record(7, key, val, hdrs), P, N, seen, {}.get)
+        assert got == (Marker(mine) if mine <= top else Delete(key, "malformed kstate header"))
+
+
+def test_a_marker_raises_the_epoch_by_at_most_one_claims_reach():
+    none = {}.get
+    far = (MAX_GENERATION + 1) * EPOCH_STRIDE  # the first block no claim from 0 opens
+    # from a block, every epoch of the next MAX_GENERATION blocks (a claim, its bumps)
+    for epoch, mine, taken in [(-1, far - 1, True), (-1, far, False), (0, far, False),
+                               (far, 2 * far - 1, True), (far, 2 * far, False),
+                               (far + EPOCH_STRIDE - 1, 2 * far, False),
+                               (far + EPOCH_STRIDE, 2 * far, True),
+                               (5, 3, True)]:  # below the epoch: taken, raises nothing
+        key, val, hdrs = marker(P, mine)
+        got = decide(Record(7, key, val, hdrs), P, N, epoch, none)
+        assert got == (Marker(mine) if taken else Delete(key, "malformed kstate header")), \
+            (epoch, mine)
+
+
+def test_no_claim_or_bump_past_the_last_epoch(caplog):
+    """A partition whose epoch is so high that the next claim (or bump) would not be
+    a marker any node takes: the node writes no marker and does not write the
+    partition; it says so once."""
+    table = StateTable(N)
+    table.assign(Assign(0, frozenset({P}), {P: 0}, ReplyBox(), generation=3))
+    part = table.partitions[P]
+    part.epoch = MAX_EPOCH - 2 * EPOCH_STRIDE
+    with caplog.at_level("ERROR", logger="kstate.core.table"):
+        assert table.bump(P, claim=True) is None
+        assert table.bump(P, claim=True) is None
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["event=epochs_exhausted"]
+    assert part.own_epoch == -1
+    assert not part.writable
+    # the owner of the last block, bumping past its end
+    part.epoch = part.own_epoch = MAX_EPOCH
+    assert table.bump(P) is None
+    assert part.own_epoch == -1
+    assert not part.writable
