@@ -186,10 +186,14 @@ async def _wait_topic(bridge: KafkaBridge, settings: Settings, stop: trio.Event
         return None
     log.info("event=topic name=%s partitions=%d created=%s configs=%s", topic.name,
              topic.partitions, topic.created, topic.configs)
-    if not topic.created and topic.configs.get("cleanup.policy") != "compact":
+    policy = topic.configs.get("cleanup.policy")
+    if not topic.created and "compact" not in durability.cleanup_policies(topic.configs):
+        # What retention deletes is a durability finding (check_durability): a user not
+        # written again within it is lost at the next replay.
         log.warning("event=topic_not_compacted name=%s cleanup.policy=%s detail=%r",
-                    topic.name, topic.configs.get("cleanup.policy"), "deleted users may "
-                    "come back after retention; kstate uses the topic as it is")
+                    topic.name, policy, "every record of a key is kept, not only its "
+                    "latest: the topic and each replay grow with every write; kstate "
+                    "uses the topic as it is")
     return topic
 
 

@@ -66,7 +66,9 @@ FIELDS: dict[str, tuple[type, str]] = {
                                  "forwarded writes get 503 until old ones expire"),
     "require_durable": (bool, "refuse to start (exit 2) when the topic can lose acknowledged "
                               "writes: replication 1, min.insync.replicas < 2, unclean "
-                              "leader election (true/false)"),
+                              "leader election, retention that deletes records (delete "
+                              "policy, finite retention.ms or retention.bytes), "
+                              "min.compaction.lag.ms < 1 h (true/false)"),
     "feed_max_subscribers": (int, "most /changes websockets open at once on this node (503 "
                                   "above)"),
     "feed_max_resumed": (int, "most /changes subscribers replaying with a Kafka reader of "

@@ -109,7 +109,8 @@ class NodeCollector:
             "kstate_topic_durability_warnings",
             "1 for each way the topic can lose acknowledged writes, as found at start "
             "(reason: replication_factor_1, min_insync_replicas_below_2, "
-            "unclean_leader_election)", labels=["reason"])
+            "unclean_leader_election, finite_retention, min_compaction_lag_below_1h)",
+            labels=["reason"])
         for reason in REASONS:
             durability.add_metric([reason], 1 if reason in self._durability else 0)
         yield durability

@@ -14,15 +14,12 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import TopicRefused
 from kstate.bridge.security import check_access, client_args
+from kstate.core import durability
 
 TOPIC_METADATA_WAIT = 10.0  # seconds a new topic's partitions may take to show up
-# A record stays out of compaction this long: time for an owner to repair a key whose
-# latest record was fenced, before the cleaner could drop the key's real state
-# (docs/design.md, "Owner epochs").
-MIN_COMPACTION_LAG_MS = 3_600_000
-# The topic configs a node logs (and checks: kstate/core/durability.py) at start.
-DESCRIBED = ("cleanup.policy", "min.insync.replicas", "retention.ms",
-             "unclean.leader.election.enable", "min.compaction.lag.ms", "max.message.bytes")
+# The topic configs a node logs at start: those kstate/core/durability.py checks, and
+# the record size limit (the writer's).
+DESCRIBED = (*durability.CONFIGS, "max.message.bytes")
 
 
 # Kafka's refusals of a CreateTopics that no wait can change: InvalidTopic,
@@ -71,7 +68,7 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
         if c.topic not in await admin.list_topics():
             configs = {"cleanup.policy": "compact",
                        "min.insync.replicas": str(min(2, c.replication)),
-                       "min.compaction.lag.ms": str(MIN_COMPACTION_LAG_MS),
+                       "min.compaction.lag.ms": str(durability.MIN_COMPACTION_LAG_MS),
                        **(create_configs or {})}
             try:
                 answer = await admin.create_topics(
