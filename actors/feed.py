@@ -63,7 +63,8 @@ class FeedStats:
     published: int
     delivered: int
     dropped_subscribers: int
-    invalid: int  # records kstate cannot use, streamed as deletes of their key
+    invalid: int  # records kstate cannot use (as the owner counts them): streamed as
+    # deletes of their key, if they have one a user could have
     skipped: int  # records that change nothing (markers, ignored records): not streamed
     halted: dict[int, str]  # partitions stopped at a batch the feed cannot decode
 

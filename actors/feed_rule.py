@@ -33,7 +33,7 @@ from collections import OrderedDict
 import orjson
 
 from kstate.core.messages import Record
-from kstate.core.records import EXPECT_HEADER, Delete, Marker, Upsert, decide
+from kstate.core.records import EXPECT_HEADER, Delete, Ignored, Marker, Upsert, decide
 
 # Keys whose latest version a feed reader remembers (key -> version, None: deleted), most
 # recently changed last: about 100 bytes each, a few MB a reader.
@@ -60,7 +60,8 @@ def _assumed(rec: Record) -> int | None:
 class FeedRule:
     """One feed reader's view of the rule: owner epochs per partition and, when
     ``exact`` (it reads every partition from its beginning), recent versions. Counts
-    what it streamed as deletes of unusable records and what it did not stream."""
+    each record at most once, as the state owner does (kstate/core/table.py): records
+    kstate cannot use, and records that change nothing."""
 
     def __init__(self, num_partitions: int, *, exact: bool = False) -> None:
         self.num_partitions = num_partitions
@@ -69,7 +70,9 @@ class FeedRule:
         self.recent: OrderedDict[bytes, int | None] = OrderedDict()
         # exact and nothing forgotten yet: a key not in ``recent`` has never existed
         self.complete = exact
-        self.unusable = 0  # records kstate cannot use, streamed as deletes of their key
+        # Records kstate cannot use (the owner's invalid records): streamed as deletes
+        # of their key, but for a record with no key or one no user can have (not UTF-8)
+        self.unusable = 0
         self.skipped = 0  # records that change nothing (markers, ignored), not streamed
 
     def _remember(self, key: bytes, version: int | None, guessed: bool) -> None:
@@ -116,12 +119,17 @@ class FeedRule:
         else:
             if type(decision) is Marker:
                 self.epochs[partition] = max(decision.epoch, self.epochs.get(partition, -1))
-            self.skipped += 1
+                self.skipped += 1
+            elif type(decision) is Ignored and decision.reason == "no_key":
+                self.unusable += 1  # as the owner counts it: "record has no key"
+            else:
+                self.skipped += 1
             return None
         try:
             key = orjson.dumps(decision.key.decode())
-        except UnicodeDecodeError:  # not a key any user can have (never upserted)
-            self.skipped += 1
+        except UnicodeDecodeError:
+            # Not a key any user can have (never upserted): the rule deleted it as
+            # "key is not an email", counted above; nothing to stream.
             return None
         return (b'{"key":' + key + b',"value":' + value + b',"partition":'
                 + str(partition).encode() + b',"offset":' + str(rec.offset).encode()

@@ -74,9 +74,22 @@ def test_a_feed_from_the_beginning_streams_what_the_owner_applies(ops, drop):
     # streams nothing the owner ignores, and everything it applies)
     owner, rule, fed = _table(), FeedRule(N, exact=True), {}
     for rec in log.records:
+        counts, unusable, skipped = dict(owner.partitions[P].counts), rule.unusable, \
+            rule.skipped
         owner.apply(Batch(0, {P: [rec]}, {P: rec.offset + 1}))
-        fed = apply(fed, stream(rule, [rec]))
+        changes = stream(rule, [rec])
+        fed = apply(fed, changes)
         assert fed == users(state_of(owner))
+        # counted once, as the owner counts it: unusable; ignored for a reason; or not
+        # at all (applied: streamed; or a marker: skipped)
+        counted = {k for k, n in owner.partitions[P].counts.items() if n != counts.get(k, 0)}
+        got = (rule.unusable - unusable, rule.skipped - skipped)
+        if counted == {"unusable"}:
+            assert got == (1, 0), rec
+        elif counted:
+            assert got == (0, 1), (rec, counted)
+        else:
+            assert got == (0, 0 if changes else 1), rec
     assert fed == users(state_of(log.live))
     # and from a compacted log, as an owner replaying it
     compacted = compact(log.records, drop)
@@ -114,20 +127,28 @@ def test_an_evicted_key_is_decided_leniently_then_forgotten(monkeypatch):
 def test_what_is_streamed_for_each_kind_of_record():
     rule = FeedRule(N)
     k = KEYS[0]
-    assert orjson.loads(rule.change(P, Record(0, k, b"")) or "") == \
-        {"key": k.decode(), "value": None, "partition": P, "offset": 0}  # 0-byte: delete
-    assert orjson.loads(rule.change(P, Record(1, k, None)) or "")["value"] is None
-    assert orjson.loads(rule.change(P, Record(2, k, b"not json")) or "")["value"] is None
-    assert rule.unusable == 1
-    got = rule.change(P, Record(3, k, value(k, "Ann")))
-    assert got is not None
-    assert orjson.loads(got)["value"] == {"name": "Ann", "email": k.decode()}
-    assert rule.change(P, Record(4, ELSEWHERE, value(ELSEWHERE, "X"))) is None  # wrong partition
     mkey, mval, mh = marker(P, 5)
-    assert rule.change(P, Record(5, mkey, mval, mh)) is None
+    records = [Record(0, k, b""), Record(1, k, None), Record(2, k, b"not json"),
+               Record(3, k, value(k, "Ann")),
+               Record(4, ELSEWHERE, value(ELSEWHERE, "X")),  # wrong partition
+               Record(5, mkey, mval, mh),
+               Record(6, k, value(k, "Zombie"), ((EPOCH_HEADER, b"4"),)),  # fenced
+               Record(7, None, b"x"),  # no key
+               Record(8, b"\xff@x", b"x")]  # a key no user can have
+    got = [rule.change(P, rec) for rec in records]
+    assert orjson.loads(got[0] or "") == \
+        {"key": k.decode(), "value": None, "partition": P, "offset": 0}  # 0-byte: delete
+    assert orjson.loads(got[1] or "")["value"] is None
+    assert orjson.loads(got[2] or "")["value"] is None
+    assert orjson.loads(got[3] or "")["value"] == {"name": "Ann", "email": k.decode()}
+    assert got[4:] == [None] * 5
     assert rule.epochs[P] == 5
-    fenced = ((EPOCH_HEADER, b"4"),)
-    assert rule.change(P, Record(6, k, value(k, "Zombie"), fenced)) is None
-    assert rule.change(P, Record(7, None, b"x")) is None  # no key
-    assert rule.change(P, Record(8, b"\xff@x", b"x")) is None  # a key no user can have
-    assert rule.skipped == 5
+    # Counted as the owner counts the same records, each once: as unusable (not JSON,
+    # no key, the non-UTF-8 key), or as changing nothing (the wrong partition, the
+    # fenced write, and the marker, which the owner applies without counting it).
+    owner = _table()
+    owner.apply(Batch(0, {P: records}, {P: len(records)}))
+    counts = owner.partitions[P].counts
+    assert rule.unusable == counts["unusable"]
+    assert rule.skipped == counts["wrong_partition"] + counts["fenced"] + 1
+    assert rule.unusable + rule.skipped + 3 == len(records)  # + 3 changes of the user

@@ -155,6 +155,7 @@ op_s = st.one_of(
     # reaches: malformed)
     st.tuples(st.just("farmarker"), st.integers(0, MAX_EPOCH)),
     st.tuples(st.just("badheader"), key_s),
+    st.tuples(st.just("nokey")),
 )
 
 
@@ -196,6 +197,8 @@ def _write(log: Log, op: tuple) -> None:
         if not any(r.key == marker(P, op[1])[0] for r in log.records):
             key, val, hdrs = marker(P, op[1])
             log.append(key, val, hdrs)
+    elif kind == "nokey":
+        log.append(None, b"x")
     elif kind == "badheader":
         log.append(op[1], value(op[1], "h"), ((EPOCH_HEADER, b"x1"),))
 
