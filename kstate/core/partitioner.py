@@ -1,8 +1,10 @@
 """Kafka's default partitioner: murmur2 of the key, made positive, modulo the partition
-count. Every Kafka client (Java, librdkafka, franz-go, aiokafka) computes the same
-partition for a keyed record, so a record any producer writes for a key lands in the
-partition kstate looks in. Pure Python: the public client and the router use it without
-pulling in a Kafka client.
+count: where the Java client, franz-go and aiokafka put a keyed record by default, and
+so where kstate looks for a key. Not every client does by default: librdkafka's
+``consistent_random`` hashes with CRC32 and Sarama's hash partitioner with FNV-1a; a
+producer using either writes most keys to another partition, where every node ignores
+them (README, "Other producers"). Pure Python: the public client and the router use it
+without pulling in a Kafka client.
 """
 
 from __future__ import annotations
