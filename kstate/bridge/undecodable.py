@@ -9,11 +9,15 @@ crash loop, or records silently skipped.
 
 :class:`Undecodable` replaces one consumer's ``fetcher.fetched_records`` (the method
 ``getmany`` calls) with the same loop in which each partition's records are drained on
-their own: a partition whose next batch cannot be decoded hands over the records before
-that batch, stops at its first offset (its position) and is paused, and the halt is
+their own: a partition whose next records cannot be decoded hands over the records
+before the first that cannot, stops there (its position) and is paused, and the halt is
 kept (partition -> (offset, reason)) until :meth:`Undecodable.take`; the others keep
-flowing. A paused partition is fetched again only when resumed (a rebalance resumes
-what it assigns: the halt is then found, and reported, again).
+flowing. Where it stops depends on where the decoder fails: a batch it cannot read at
+all (its codec, its CRC) at the batch's first offset; a record it fails on (aiokafka
+decodes a batch's records one at a time, header names strictly as UTF-8) at that
+record, the records before it in its batch handed over. A paused partition is fetched
+again only when resumed (a rebalance resumes what it assigns: the halt is then found,
+and reported, again).
 
 This leans on aiokafka's fetcher internals (``_records``, ``FetchResult``); pyproject.toml
 pins aiokafka below 0.15, and tests/integration/test_undecodable.py exercises it against a
@@ -32,7 +36,7 @@ from aiokafka.consumer.fetcher import FetchResult
 
 log = logging.getLogger(__name__)
 
-Halt = tuple[int, str]  # (offset of the batch that cannot be decoded, why)
+Halt = tuple[int, str]  # (offset of the first record not decoded, why)
 
 
 def reason_of(exc: BaseException) -> str:
@@ -43,8 +47,9 @@ def reason_of(exc: BaseException) -> str:
 
 
 def _getall(result: Any, max_records: int | None) -> tuple[list[Any], Halt | None]:
-    """``FetchResult.getall``, except that a batch that cannot be decoded ends the drain
-    with the records before it and the halt (its first offset, why)."""
+    """``FetchResult.getall``, except that what cannot be decoded ends the drain with
+    the records before it and the halt (the offset of the first record not handed over:
+    the batch's first, or the record the decoder failed on; why)."""
     tp = result._topic_partition
     if not result.check_assignment(tp) or not result.has_more():
         return [], None
