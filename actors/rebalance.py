@@ -5,16 +5,26 @@ them finish or fail, then the bridge may let the group move on. On assign: the s
 owner keeps, drops or rebuilds partitions and says where to seek; the router gets the
 new routing table; the writer claims the partitions (writes this node's owner-epoch
 marker into each: actors/writer.py).
+
+:func:`rejoin_superseded` asks the group for a rebalance when a partition still
+assigned here is taken over by a marker of a higher epoch than this node's claim (a
+foreign marker: a mirrored topic, a restored backup, another kstate group on the
+topic). Nothing else would end that state before some unrelated rebalance: the
+partition is assigned here, so no other node serves it, and this node no longer
+writes it or reads it from memory. The sticky plan gives it back to this node, whose
+new claim lands above that marker (kstate/core/records.py, claim_epoch).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import assert_never
 
 import trio
 
 from actors.replies import ReplyBox
+from actors.state import StateHandle
 from actors.writer import WriterHandle
 from kstate.core.messages import (
     Assign,
@@ -29,6 +39,10 @@ from kstate.core.messages import (
 )
 
 log = logging.getLogger(__name__)
+
+# Ask the group for a rebalance, naming why and the partitions (the bridge bounds how
+# often: kstate/bridge/group.py, MAX_REJOINS).
+Rejoin = Callable[[str, list[int]], Awaitable[None]]
 
 
 async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
@@ -70,3 +84,14 @@ async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
                         await claims.send(Claim(ev.partitions))
                 case _:
                     assert_never(ev)
+
+
+async def rejoin_superseded(state: StateHandle, rejoin: Rejoin) -> None:
+    """Each time partitions this node served are taken over while still assigned here
+    (StateHandle.superseded), ask the group for one rebalance (see the module
+    docstring). Runs until cancelled."""
+    while True:
+        await state.wait_superseded()
+        parts = state.superseded()
+        if parts:
+            await rejoin("superseded", parts)

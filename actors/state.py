@@ -54,6 +54,8 @@ class StateHandle:
         self._changed: dict[int, trio.Event] = {}
         self._shadowed = trio.Event()  # set (and replaced) when a key becomes shadowed
         self._shadow_seen = 0
+        self._superseded = trio.Event()  # set (and replaced) when a served one is taken over
+        self._superseded_seen = 0
 
     @property
     def table(self) -> StateTable:
@@ -70,10 +72,28 @@ class StateHandle:
             self._shadow_seen = self._table.shadow_changes
             self._shadowed.set()
             self._shadowed = trio.Event()
+        if self._table.superseded_changes != self._superseded_seen:
+            self._superseded_seen = self._table.superseded_changes
+            self._superseded.set()
+            self._superseded = trio.Event()
 
     async def wait_shadowed(self) -> None:
         """Return when a key of some partition becomes shadowed (see shadowed())."""
         await self._shadowed.wait()
+
+    async def wait_superseded(self) -> None:
+        """Return when a partition this node served is taken over by a marker of a
+        higher epoch than its own (see superseded())."""
+        await self._superseded.wait()
+
+    def superseded(self) -> list[int]:
+        """Partitions still assigned here (serving, not halted) whose epoch a marker
+        raised above this node's own claim: a newer owner's, or a foreign one (a
+        mirrored topic, a restored backup, another kstate group on the topic). This
+        node no longer reads or writes them from memory; only a new assignment (a new
+        claim, above that epoch) makes them live again."""
+        return sorted(pid for pid, part in self._table.partitions.items()
+                      if part.serving and part.halted is None and part.superseded)
 
     def _event(self, partition: int) -> trio.Event:
         event = self._changed.get(partition)
@@ -140,10 +160,14 @@ class StateHandle:
 
     async def wait_caught_up(self, partition: int) -> None:
         """Return once ``partition`` is served and caught up; raise NotServing if it is
-        not (or stops being) served by this node, or is halted (it cannot catch up)."""
+        not (or stops being) served by this node (revoked, or taken over by a higher
+        epoch's marker: :meth:`is_serving`), or is halted (it cannot catch up). A
+        partition taken over stays assigned, but its gate never opens (``caught_up``
+        needs it live): the reader goes to its fenced path at once instead of waiting
+        out ``catchup_timeout``."""
         while True:
             part = self._table.partitions.get(partition)
-            if part is None or not part.serving or part.halted is not None:
+            if part is None or not part.live:
                 raise NotServing(partition)
             if part.caught_up:
                 return
@@ -161,7 +185,7 @@ class StateHandle:
         NotServing as :meth:`wait_caught_up`."""
         while True:
             part = self._table.partitions.get(partition)
-            if part is None or not part.serving or part.halted is not None:
+            if part is None or not part.live:
                 raise NotServing(partition)
             if part.replayed_to_target:
                 return

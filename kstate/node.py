@@ -336,6 +336,8 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             # the bridge's group listener sends on `events`; the consumer on `state`
             await bridge.start_consumer(url, state_h.held, events_send)
             await root.start(partial(consumer.run, bridge, outbox=state_send))
+            # a partition taken over while still assigned here asks for a rebalance
+            root.start_soon(rebalance.rejoin_superseded, state_h, bridge.request_rejoin)
             frozen = freeze_startup_heap()
             log.info("event=node_started url=%s listen=%s group=%s topic=%s partitions=%d "
                      "heap_frozen=%d bound_at=%.3f", url, settings.listen, settings.group,

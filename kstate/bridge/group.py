@@ -69,10 +69,12 @@ PARTITION_FETCH_BYTES = 1024 * 1024
 # applies them: kstate/core/table.py own_ahead); others' records appear up to this later.
 FETCH_MIN_BYTES = 1024 * 1024
 FETCH_WAIT_MS = 20
-# Rejoins a member asks for, in its lifetime, because its assignment's routing table
-# names another url for its partitions (see Listener._assigned): one is enough unless
-# the group keeps misbehaving; the bound keeps a rejoin loop out.
-MAX_TABLE_REJOINS = 3
+# Rejoins a member asks for, in its lifetime: because its assignment's routing table
+# names another url for its partitions (see Listener._check_table), or because a marker
+# of a higher epoch took over a partition still assigned to it (request_rejoin). One is
+# enough unless the group (or the topic) keeps misbehaving; the bound keeps a rejoin
+# loop out.
+MAX_REJOINS = 3
 
 
 class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -86,7 +88,7 @@ class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
         self._url = url
         self._owned = owned
         self.table_bytes = b""
-        self.rejoins = 0  # rejoins asked for because the table was stale (see Listener)
+        self.rejoins = 0  # rejoins asked for (GroupConsumer.ask_rejoin)
 
     def metadata(self, topics: Any) -> ConsumerProtocolMemberMetadata:
         claim = Claim(url=self._url, owned=self._owned(), rejoin=self.rejoins)
@@ -166,6 +168,7 @@ class GroupConsumer:
         self.failure: BaseException | None = None  # the listener failed: stop the node
         self.undecodable: Undecodable | None = None  # partitions stopped at a bad batch
         self.first_assigned: float | None = None  # time.monotonic() of the 1st assignment
+        self.rejoin_asked: int | None = None  # the generation a rejoin was last asked in
 
     def claim_after(self, now: float) -> float:
         """Until when (``time.monotonic()``; 0: no wait) a claim of a partition assigned
@@ -258,6 +261,34 @@ class GroupConsumer:
         assert self.consumer is not None
         return int(self.consumer._coordinator.generation)
 
+    def ask_rejoin(self, consumer: AIOKafkaConsumer, why: str, generation: int,
+                   partitions: list[int]) -> None:
+        """Ask the coordinator for a rebalance (log ``event=<why>_rejoin``), with a claim
+        that differs from the one it stored (``Claim.rejoin``): it rebalances a known
+        member's JoinGroup only if its metadata changed (or it leads), so this is one
+        rebalance, a new generation and a fresh table. Once per generation (the next
+        assignment settles every reason at once) and at most MAX_REJOINS times per
+        process, then ``event=<why>_kept``."""
+        assert self.assignor is not None
+        if self.rejoin_asked == generation:
+            return
+        if self.assignor.rejoins >= MAX_REJOINS:
+            log.error("event=%s_kept generation=%d partitions=%s rejoins=%d", why,
+                      generation, partitions, self.assignor.rejoins)
+            return
+        self.assignor.rejoins += 1
+        self.rejoin_asked = generation
+        log.warning("event=%s_rejoin generation=%d partitions=%s rejoin=%d", why,
+                    generation, partitions, self.assignor.rejoins)
+        consumer._coordinator.request_rejoin()
+
+    async def request_rejoin(self, why: str, partitions: list[int]) -> None:
+        """:meth:`ask_rejoin` from trio (kstate/bridge/bridge.py): nothing once leaving."""
+        consumer = self.consumer
+        if self.closing or consumer is None:
+            return
+        self.ask_rejoin(consumer, why, self.generation(), partitions)
+
     async def ask_trio(self, make: Callable[[Any], BridgeEvent]) -> Any:
         assert self.events is not None
         return await ask_trio(self.token, self.events, make)
@@ -331,22 +362,13 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         """A static member that rejoined under a new url without a rebalance (the
         coordinator hands it its predecessor's cached assignment, KIP-345) gets a table
         naming the old url for its partitions: every node would forward them there,
-        possibly forever. Ask for a rejoin with a claim that differs from the one the
-        coordinator stored (``Claim.rejoin``), which makes it a rebalance and the
-        leader a fresh table; at most MAX_TABLE_REJOINS times."""
+        possibly forever. Ask for a rejoin (GroupConsumer.ask_rejoin), which makes it a
+        rebalance and the leader a fresh table."""
         g = self.group
         assert g.assignor is not None
         stale = g.assignor.stale(table, parts)
-        if not stale:
-            return
-        if g.assignor.rejoins >= MAX_TABLE_REJOINS:
-            log.error("event=stale_table_kept generation=%d partitions=%s rejoins=%d",
-                      table.generation, stale, g.assignor.rejoins)
-            return
-        g.assignor.rejoins += 1
-        log.warning("event=stale_table_rejoin generation=%d partitions=%s rejoin=%d",
-                    table.generation, stale, g.assignor.rejoins)
-        consumer._coordinator.request_rejoin()
+        if stale:
+            g.ask_rejoin(consumer, "stale_table", table.generation, stale)
 
     async def _guard(self, work: Awaitable[Any]) -> None:
         # aiokafka logs and swallows listener errors; we make the next fetch raise so

@@ -62,6 +62,9 @@ class StateTable:
         self.epoch = 0
         self.stale_batches = 0
         self.shadow_changes = 0  # counts keys that became shadowed (repairs wait on it)
+        # counts partitions this node served that a higher epoch's marker took over (the
+        # node asks the group for a rebalance: actors/rebalance.py rejoin_superseded)
+        self.superseded_changes = 0
         # Read from the bridge's asyncio thread (assignor metadata): replaced, never
         # mutated, so that thread never iterates a dict trio is changing.
         self.held_snapshot: frozenset[int] = frozenset()
@@ -197,9 +200,11 @@ class StateTable:
                 part.epoch = decision.epoch
                 if part.own_epoch >= 0 and part.epoch == part.own_epoch:
                     part.await_marker = False  # our own marker: the read gate opens
-                if was_live and part.superseded and not self.quiet:
-                    log.warning("event=partition_superseded partition=%d epoch=%d own=%d",
-                                pid, decision.epoch, part.own_epoch)
+                if was_live and part.superseded:
+                    self.superseded_changes += 1
+                    if not self.quiet:
+                        log.warning("event=partition_superseded partition=%d epoch=%d "
+                                    "own=%d", pid, decision.epoch, part.own_epoch)
         elif isinstance(decision, Ignored):
             if decision.reason == "no_key":
                 self._count(pid, part, rec, UNUSABLE, "record has no key")

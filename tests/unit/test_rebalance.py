@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from actors import rebalance, state, writer
 from actors.replies import ReplyBox
 from kstate.core.messages import Assigned, Batch, Record, Revoked, RoutingTable, Write
 from kstate.core.outcomes import Written
-from kstate.core.records import EPOCH_STRIDE, MARKER_PREFIX
+from kstate.core.records import EPOCH_STRIDE, MARKER_PREFIX, marker
 from kstate.node import SHUTDOWN_EPOCH
 
 DRAIN = 3.0
@@ -154,5 +155,67 @@ async def test_an_assignment_in_flight_when_the_node_leaves_is_refused(autojump_
         assert len(produce.markers) == 1  # no new claim
         with pytest.raises(trio.WouldBlock):
             router_recv.receive_nowait()  # the router keeps the table it had
+        await events_send.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_partition_taken_over_while_assigned_asks_for_one_rebalance(autojump_clock):
+    # A marker of a higher epoch than this node's claim (a foreign one: a mirrored
+    # topic, a restored backup) takes a partition over while the group still assigns
+    # it here: nobody serves it. The node asks the group for one rebalance; the sticky
+    # plan gives the partition back, and the new claim lands above that marker.
+    async with trio.open_nursery() as nursery:
+        state_send, handle, produce, writes_send, events_send, router_recv = \
+            await _actors(nursery)
+        asked: list[tuple[str, list[int]]] = []
+
+        async def rejoin(why: str, partitions: list[int]) -> None:
+            asked.append((why, partitions))
+
+        nursery.start_soon(rebalance.rejoin_superseded, handle, rejoin)
+        seeks: ReplyBox[dict] = ReplyBox()
+        await events_send.send(Assigned(1, frozenset({0}), TABLE, {0: 0}, seeks))
+        await seeks.wait()
+        await router_recv.receive()
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+        assert asked == []  # claiming is no reason to rejoin
+
+        def foreign(key: bytes, value: bytes, headers=()) -> Record:
+            rec = Record(produce.offset, key, value, tuple(headers))
+            produce.records.append(rec)
+            produce.offset += 1
+            return rec
+
+        foreign_epoch = 12 * EPOCH_STRIDE  # above our claim's block (7)
+        await state_send.send(Batch(1, {0: [foreign(*marker(0, foreign_epoch))]},
+                                    {0: produce.offset}))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not handle.is_serving(0)
+        assert handle.holds(0)
+        assert asked == [("superseded", [0])]
+        # what follows in the partition asks nothing more
+        await state_send.send(Batch(1, {0: [foreign(b"z@x", b'{"name":"Z","email":"z@x"}')]},
+                                    {0: produce.offset}))
+        await trio.sleep(60)
+        assert asked == [("superseded", [0])]
+
+        # The rebalance: revoked, then the same partition again (sticky), a new claim.
+        revoked: ReplyBox[None] = ReplyBox()
+        await events_send.send(Revoked(2, frozenset({0}), revoked))
+        await revoked.wait()
+        seeks = ReplyBox()
+        table = RoutingTable(8, TABLE.owners, TABLE.members)
+        await events_send.send(Assigned(3, frozenset({0}), table, {0: produce.offset}, seeks))
+        assert await seeks.wait() == {0: produce.offset}
+        await router_recv.receive()
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+        assert produce.markers[-1] == MARKER_PREFIX + f"0:{(12 + 8) * EPOCH_STRIDE}".encode()
+        produce.release.set()
+        box: ReplyBox = ReplyBox()
+        await writes_send.send(Write(0, b"a@x", b'{"name":"A","email":"a@x"}', None, box))
+        assert isinstance(await box.wait(), Written)
+        assert asked == [("superseded", [0])]
         await events_send.aclose()
         nursery.cancel_scope.cancel()

@@ -6,13 +6,15 @@ from __future__ import annotations
 from functools import partial
 
 import trio
+import trio.testing
 
 from actors import router as router_mod
 from actors import state
 from actors.replies import ReplyBox
 from actors.router import Local, Nowhere, Remote, RouterHandle
-from kstate.core.messages import Assign, Batch, Record, Revoke, RoutingTable
+from kstate.core.messages import Assign, Batch, Bump, Record, Revoke, RoutingTable
 from kstate.core.outcomes import Found, Missing, Unavailable
+from kstate.core.records import EPOCH_HEADER, EPOCH_STRIDE, marker
 
 URL = "127.0.0.1:1"
 
@@ -156,5 +158,60 @@ async def test_settle_waits_for_a_table_that_is_behind(autojump_clock):
         started = trio.current_time()
         assert await r.settle(b"a@x", 1, peer_generation=5) == Nowhere(0, Unavailable(
             "rebalancing", "partition 0 is moving to a new owner", 1.0))
+        assert trio.current_time() == started
+        await send.aclose()
+
+
+async def _superseded_node(nursery: trio.Nursery, ends: Ends, catchup_timeout: float):
+    """A state owner that claimed partition 0 (generation 3) and applied a user record
+    after its marker, then a marker of a higher epoch than its claim (a foreign one:
+    a mirrored topic, a restored backup): the partition stays assigned and serving,
+    but is no longer live. A router whose table names this node."""
+    send, recv = trio.open_memory_channel(0)
+    handle = await nursery.start(partial(state.run, inbox=recv, num_partitions=1))
+    box: ReplyBox[dict] = ReplyBox()
+    await send.send(Assign(1, frozenset({0}), {0: 0}, box, 3))
+    await box.wait()
+    claimed: ReplyBox[int | None] = ReplyBox()
+    await send.send(Bump(0, claimed, claim=True))
+    own = await claimed.wait()
+    assert own is not None
+    key, value, headers = marker(0, own)
+    await send.send(Batch(1, {0: [Record(0, key, value, headers),
+                                  Record(1, b"a@x", user("a@x", "kept"),
+                                         ((EPOCH_HEADER, str(own).encode()),))]}, {0: 2}))
+    with trio.fail_after(1):
+        await handle.wait_writable(0)
+    key, value, headers = marker(0, own + 5 * EPOCH_STRIDE)
+    await send.send(Batch(1, {0: [Record(2, key, value, headers)]}, {0: 3}))
+    await trio.testing.wait_all_tasks_blocked()
+    assert handle.superseded() == [0]
+    assert not handle.is_serving(0)
+    writes_send, _ = trio.open_memory_channel(1)
+    r = RouterHandle(URL, 1, handle, writes_send, catchup_timeout, ends)
+    r.table = RoutingTable(generation=3, owners={0: URL}, members={"m": URL})
+    return send, r
+
+
+async def test_a_partition_taken_over_while_assigned_reads_through_the_fence_at_once(
+        autojump_clock):
+    # Its catch-up gate never opens again (it is not live), so a read that waited for
+    # it answered 503 catching_up after catchup_timeout; the fenced read answers now,
+    # and only with proof that nothing newer was written.
+    ends = Ends(3)
+    async with trio.open_nursery() as nursery:
+        send, r = await _superseded_node(nursery, ends, catchup_timeout=5.0)
+        assert r.locate(b"a@x", read=True) == Local(0)
+        assert r.read_nowait(0, b"a@x") is None  # not from memory without the fence
+        started = trio.current_time()
+        assert await r.read(0, b"a@x") == Found(0, user("a@x", "kept"), 1)
+        assert await r.read(0, b"nobody@x") == Missing(0)
+        assert trio.current_time() == started
+        assert (ends.asked, r.counters.fenced_reads, r.counters.local_reads) == (2, 2, 0)
+        # The new owner wrote past what this node applied: no answer from it.
+        ends.end = 4
+        refused = await r.read(0, b"a@x")
+        assert isinstance(refused, Unavailable)
+        assert refused.reason == "rebalancing"
         assert trio.current_time() == started
         await send.aclose()
