@@ -183,7 +183,10 @@ class _Writer:
         records.claim_epoch) and past its ``claim_after`` (a static member's process
         may be replacing a live incarnation of itself, whose read lease must end
         first), write this node's marker. Returns early if the node stops serving it
-        first."""
+        first, or if the partition is claimed already: at most one claim per
+        assignment (kstate/core/table.py bump). A task whose bump found the partition
+        revoked must not wait for the next assignment, which starts a claim of its
+        own: both would write the same marker key."""
         held = False
         while True:
             try:
@@ -201,6 +204,8 @@ class _Writer:
             epoch = await self._bump(partition, claim=True)
             if epoch is not None:
                 break
+            if not self.state.is_serving(partition) or self.state.own_epoch(partition) >= 0:
+                return  # revoked or taken over, or claimed (by another task) meanwhile
             await self.state.wait_changed(partition)
         log.info("event=partition_claimed partition=%d epoch=%d", partition, epoch)
         await self._marker(partition, epoch)

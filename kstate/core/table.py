@@ -243,7 +243,10 @@ class StateTable:
         if part is None or not part.live:
             return None
         if claim:
-            if not part.replayed_to_target or part.generation < 0 \
+            # One claim per assignment (assign() resets own_epoch): two would compute
+            # the same epoch and write the same marker key twice (a claim task of an
+            # earlier assignment can outlive it: actors/writer.py claim).
+            if part.own_epoch >= 0 or not part.replayed_to_target or part.generation < 0 \
                     or time.monotonic() < part.claim_after:
                 return None
             epoch = claim_epoch(part.epoch, part.generation)

@@ -8,15 +8,23 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import trio
 import trio.testing
 
 from actors import state, writer
 from actors.replies import ReplyBox
 from kstate.bridge import BrokerUnavailable, RecordTooLarge
-from kstate.core.messages import Assign, Batch, Claim, Record, Write
+from kstate.core.messages import Assign, Batch, Bump, Claim, Record, Revoke, Write
 from kstate.core.outcomes import Conflict, TooLarge, Unavailable, Written
-from kstate.core.records import EPOCH_HEADER, EPOCH_STRIDE, EXPECT_HEADER, VERSION_HEADER, marker
+from kstate.core.records import (
+    EPOCH_HEADER,
+    EPOCH_STRIDE,
+    EXPECT_HEADER,
+    MARKER_PREFIX,
+    VERSION_HEADER,
+    marker,
+)
 from kstate.core.wire import etag
 
 WRITE_TIMEOUT = 2.0
@@ -341,4 +349,73 @@ async def test_a_record_kafka_refuses_as_too_large_is_answered_not_settled(autoj
         assert len(log.records) == 1  # the claim's marker only
         assert await (await write(send, b"a@x", user("a@x", "fits"))).wait() == \
             Written(0, 1, created=True)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("reassigned_first", [False, True])
+async def test_one_claim_per_assignment_when_a_claim_outlives_its_assignment(
+        autojump_clock, reassigned_first):
+    # A claim's Bump reaches the state owner just after a revoke (or after the revoke
+    # and the next, sticky, assignment of the same partition). The next assignment
+    # starts a claim of its own: the two must not both write the marker, whose key
+    # (the epoch) they would compute alike: every marker key is written once.
+    async with trio.open_nursery() as nursery:
+        state_send, state_recv = trio.open_memory_channel(16)
+        st = await nursery.start(partial(state.run, inbox=state_recv, num_partitions=1))
+        log = Log(state_send)
+        log.append(b"z@x", user("z@x", "foreign"))
+        box: ReplyBox[dict] = ReplyBox()
+        await state_send.send(Assign(0, frozenset({0}), {0: 1}, box, GEN))
+        await box.wait()
+        own_send, own_recv = trio.open_memory_channel(16)  # the test passes each on
+        writes_send, writes_recv = trio.open_memory_channel(8)
+        await nursery.start(partial(writer.run, log.produce, st, inbox=writes_recv,
+                                    own=own_send, write_timeout=WRITE_TIMEOUT,
+                                    catchup_timeout=1.0))
+        await writes_send.send(Claim(frozenset({0})))  # the first assignment's claim
+        await trio.testing.wait_all_tasks_blocked()
+        await log.deliver()  # replayed: the claim bumps
+        bump = await own_recv.receive()
+        assert isinstance(bump, Bump)
+        assert bump.claim
+        revoked: ReplyBox[None] = ReplyBox()
+        await state_send.send(Revoke(1, frozenset({0}), revoked))
+        await revoked.wait()
+        again: ReplyBox[dict] = ReplyBox()
+        if reassigned_first:
+            await state_send.send(Assign(1, frozenset({0}), {0: 1}, again, GEN + 1))
+            await again.wait()
+        await state_send.send(bump)
+        await trio.testing.wait_all_tasks_blocked()
+        if not reassigned_first:
+            await state_send.send(Assign(1, frozenset({0}), {0: 1}, again, GEN + 1))
+            await again.wait()
+        await writes_send.send(Claim(frozenset({0})))  # the second assignment's claim
+
+        claims_asked = 0
+
+        async def forward() -> None:
+            nonlocal claims_asked
+            async for msg in own_recv:
+                claims_asked += isinstance(msg, Bump) and msg.claim
+                await state_send.send(msg)
+
+        nursery.start_soon(forward)
+        for _ in range(5):
+            await trio.testing.wait_all_tasks_blocked()
+            if log.delivered < len(log.records):
+                await log.deliver()
+        await trio.sleep(10)
+        markers = [r.key for r in log.records if r.key.startswith(MARKER_PREFIX)]
+        assert markers == [marker(0, (GEN + 1) * EPOCH_STRIDE)[0]]
+        assert st.is_writable(0)
+        got = await (await write(writes_send, b"a@x", user("a@x", "n"))).wait()
+        assert isinstance(got, Written)
+        # One claim asked for the second assignment: no task lingers, asking again at
+        # every change of the partition.
+        for i in range(3):
+            log.append(f"o{i}@x".encode(), user(f"o{i}@x", "other"))
+            await log.deliver()
+            await trio.testing.wait_all_tasks_blocked()
+        assert claims_asked == 1
         nursery.cancel_scope.cancel()
