@@ -198,10 +198,15 @@ async def _wait_topic(bridge: KafkaBridge, settings: Settings, stop: trio.Event
 
 
 async def _leave(bridge: KafkaBridge, events: trio.MemorySendChannel[BridgeEvent],
-                 num_partitions: int, held: frozenset[int]) -> None:
+                 num_partitions: int, held: frozenset[int], drain: float) -> None:
     """Shutdown, in the order that keeps the promise: stop serving every partition and
     let in-flight writes finish (through the rebalance listener, like a real revoke),
     then leave the group so the others take over at once. Closes ``events``.
+
+    A rebalance another member starts meanwhile is held until this node leaves (at
+    most ``drain``, the HTTP drain: no write is acknowledged after it): the group must
+    not hand a partition on while a write this node still acknowledges is in flight
+    (kstate/bridge/group.py, wait_left).
 
     The revoke names every partition of the topic, not only ``held``: an assignment
     the bridge sent just before shutdown began may still be ahead of it in ``events``.
@@ -210,7 +215,7 @@ async def _leave(bridge: KafkaBridge, events: trio.MemorySendChannel[BridgeEvent
     The revoke is not shielded: only an actor's failure cancels the root before the
     node left, and that took the rebalance actor, which answers it, with it (a
     shielded wait hung the node instead of exiting 1). Leaving is shielded."""
-    bridge.begin_shutdown()
+    bridge.begin_shutdown(drain)
     box: ReplyBox[None] = ReplyBox()
     try:
         async with events:
@@ -328,7 +333,8 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 # be cut by the HTTP drain when leaving takes longer (writes held by
                 # Kafka). Their clients resume on another node with from=, losing nothing.
                 feed_h.close_all()
-                await _leave(bridge, events, topic.partitions, state_h.held())
+                await _leave(bridge, events, topic.partitions, state_h.held(),
+                             http_drain(settings))
                 left.set()
 
             root.start_soon(_shutdown, events_send.clone())

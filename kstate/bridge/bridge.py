@@ -87,9 +87,11 @@ class KafkaBridge:
         """Until when this node can prove nobody else owns its partitions."""
         return self._group.lease
 
-    def begin_shutdown(self) -> None:
-        """From now on rebalance callbacks do nothing (the node is leaving)."""
-        self._group.closing = True
+    def begin_shutdown(self, drain: float) -> None:
+        """The node is leaving: from now on rebalance callbacks send trio nothing, and a
+        revoke holds the group until the node leaves (at most ``drain`` seconds: the
+        longest it may still acknowledge a write; kstate/bridge/group.py)."""
+        self._group.begin_leaving(drain)
 
     async def leave_group(self) -> None:
         """Leave the consumer group now (fast failover for the others)."""

@@ -164,7 +164,11 @@ class GroupConsumer:
         self.assignor: Assignor | None = None
         self.events: trio.MemorySendChannel[BridgeEvent] | None = None
         self.epoch = 0  # revocations so far: a batch of an older epoch is stale
-        self.closing = False  # leaving: rebalance callbacks do nothing
+        self.closing = False  # leaving: rebalance callbacks send trio nothing
+        # Leaving: until when (time.monotonic()) a revoke callback waits for the node to
+        # leave (see begin_leaving), and set once it does.
+        self.drain_until = 0.0
+        self.left = asyncio.Event()
         self.failure: BaseException | None = None  # the listener failed: stop the node
         self.undecodable: Undecodable | None = None  # partitions stopped at a bad batch
         self.first_assigned: float | None = None  # time.monotonic() of the 1st assignment
@@ -293,11 +297,40 @@ class GroupConsumer:
         assert self.events is not None
         return await ask_trio(self.token, self.events, make)
 
-    async def leave(self) -> None:
-        """Stop the consumer (LeaveGroup unless static); rebalance callbacks become
-        no-ops first: the caller has already revoked everything locally. The read lease
-        ends before LeaveGroup is sent: once it is, others may own the partitions."""
+    def begin_leaving(self, drain: float) -> None:
+        """(from trio) The node is leaving: it revokes everything locally and waits
+        for its writes in flight, then calls :meth:`leave`. From now on rebalance
+        callbacks send trio nothing (the shutdown revoke is the last word), but a
+        revoke callback still holds the group until the node leaves, at most ``drain``
+        seconds: the longest the node can still acknowledge a write (its HTTP
+        drain)."""
+        self.drain_until = time.monotonic() + drain
         self.closing = True
+
+    async def wait_left(self) -> None:
+        """A revoke while leaving: return once the node leaves, or its drain is over.
+        A rebalance another member started must not complete while this node may
+        still acknowledge a write it produced before its shutdown revoke: that write
+        may land after the new owner read its catch-up target (docs/design.md,
+        "Consistency rules", 2). Asks trio nothing, so a node whose trio side failed
+        holds the group no longer than the drain."""
+        remaining = self.drain_until - time.monotonic()
+        if remaining <= 0 or self.left.is_set():
+            return
+        log.info("event=revoke_held_while_leaving seconds=%.3f", remaining)
+        try:
+            await asyncio.wait_for(self.left.wait(), remaining)
+        except TimeoutError:
+            log.warning("event=revoke_released_at_drain_end seconds=%.3f", remaining)
+
+    async def leave(self) -> None:
+        """Stop the consumer (LeaveGroup unless static); rebalance callbacks send trio
+        nothing from now on: the caller has already revoked everything locally, and
+        its writes in flight are finished (a revoke callback waiting for that returns).
+        The read lease ends before LeaveGroup is sent: once it is, others may own the
+        partitions."""
+        self.closing = True
+        self.left.set()
         self.lease.end()
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
@@ -313,6 +346,7 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         g = self.group
         g.epoch += 1
         if g.closing:
+            await g.wait_left()
             return
         parts = frozenset(tp.partition for tp in revoked)
         log.info("event=revoked epoch=%d partitions=%s", g.epoch, sorted(parts))

@@ -73,3 +73,39 @@ def test_an_assignment_under_way_when_leaving_begins_sends_nothing() -> None:
     asyncio.run(Listener(g)._assigned(consumer, [TopicPartition("t", 0)]))  # type: ignore[arg-type]
     assert asked == []  # no Assigned after the shutdown revoke
     assert consumer.resumed == []  # and nothing fetched for it
+
+
+def test_a_rebalance_while_leaving_waits_for_the_shutdown_drain() -> None:
+    # Another member joins while this node drains its writes on SIGTERM. The group
+    # must not move on (and a new owner read its catch-up target) while a write this
+    # node still acknowledges is in flight: the revoke callback returns only once the
+    # node leaves (it does so once the shutdown revoke's writes have finished)...
+    g = _group()
+    revoked = {TopicPartition("t", 0)}
+
+    async def main() -> None:
+        g.begin_leaving(drain=30.0)
+        callback = asyncio.create_task(Listener(g).on_partitions_revoked(revoked))
+        await asyncio.sleep(0.5)
+        assert not callback.done()
+        await g.leave()
+        await asyncio.wait_for(callback, 1.0)
+
+    asyncio.run(main())
+
+
+def test_the_wait_for_the_shutdown_drain_is_bounded() -> None:
+    # ...and at most for the drain: past it no write is acknowledged to a client any
+    # more (the HTTP drain is over), so a node whose trio side never leaves (a hang)
+    # cannot hold the group's rebalance, nor its own stop.
+    g = _group()
+
+    async def main() -> float:
+        g.begin_leaving(drain=0.3)
+        started = time.monotonic()
+        await asyncio.wait_for(
+            Listener(g).on_partitions_revoked({TopicPartition("t", 0)}), 5.0)
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert 0.3 <= took < 2.0

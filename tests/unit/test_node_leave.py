@@ -16,7 +16,7 @@ class _Bridge:
         self.shutting_down = False
         self.left = False
 
-    def begin_shutdown(self) -> None:
+    def begin_shutdown(self, drain: float) -> None:
         self.shutting_down = True
 
     async def leave_group(self) -> None:
@@ -57,7 +57,7 @@ async def test_an_actor_failing_while_the_node_leaves_stops_the_node() -> None:
         async with trio.open_nursery() as root:
             root.start_soon(rebalance)
             root.start_soon(failing_actor)
-            await _leave(bridge, events_send, 3, frozenset({0}))  # type: ignore[arg-type]
+            await _leave(bridge, events_send, 3, frozenset({0}), 10.0)  # type: ignore[arg-type]
     assert trio.current_time() - started < 2  # not once the watchdog answered
     assert isinstance(got[0], Revoked)
     assert got[0].epoch == SHUTDOWN_EPOCH
