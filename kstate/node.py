@@ -204,7 +204,7 @@ async def _leave(bridge: KafkaBridge, events: trio.MemorySendChannel[BridgeEvent
     then leave the group so the others take over at once. Closes ``events``.
 
     A rebalance another member starts meanwhile is held until this node leaves (at
-    most ``drain``, the HTTP drain: no write is acknowledged after it): the group must
+    most ``drain``, past the HTTP drain: no write is acknowledged after it): the group must
     not hand a partition on while a write this node still acknowledges is in flight
     (kstate/bridge/group.py, wait_left).
 
@@ -333,8 +333,9 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 # be cut by the HTTP drain when leaving takes longer (writes held by
                 # Kafka). Their clients resume on another node with from=, losing nothing.
                 feed_h.close_all()
+                # the front's drain deadline starts a moment after this: a margin
                 await _leave(bridge, events, topic.partitions, state_h.held(),
-                             http_drain(settings))
+                             http_drain(settings) + LEAVE_MARGIN)
                 left.set()
 
             root.start_soon(_shutdown, events_send.clone())
