@@ -341,7 +341,7 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             root.start_soon(_shutdown, events_send.clone())
             await root.start(_serve)
             # the bridge's group listener sends on `events`; the consumer on `state`
-            await bridge.start_consumer(url, state_h.held, events_send)
+            await bridge.start_consumer(url, state_h.held, events_send, topic.partitions)
             await root.start(partial(consumer.run, bridge, outbox=state_send))
             # a partition taken over while still assigned here asks for a rebalance
             root.start_soon(rebalance.rejoin_superseded, state_h, bridge.request_rejoin)

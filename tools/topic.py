@@ -18,8 +18,8 @@ from kstate.bridge.tooling import RawRecord, open_tooling
 from kstate.core.messages import Record
 from kstate.core.partitioner import partition_for
 
-__all__ = ["LoadResult", "RawRecord", "config", "email_of", "group_state", "keyed", "produce",
-           "read_all", "user_bytes", "users"]
+__all__ = ["LoadResult", "RawRecord", "add_partitions", "config", "email_of", "group_state",
+           "keyed", "produce", "read_all", "user_bytes", "users"]
 
 
 def config(bootstrap: str, topic: str, *, partitions: int = 10,
@@ -103,3 +103,10 @@ async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
     async with open_tooling(config(bootstrap, "unused", group=group)) as kafka:
         info = await kafka.describe_group(group)
     return info.state, len(info.members)
+
+
+async def add_partitions(bootstrap: str, topic: str, total: int) -> None:
+    """Grow ``topic`` to ``total`` partitions (kstate does not support it while nodes
+    run: README, "Operating")."""
+    async with open_tooling(config(bootstrap, topic)) as kafka:
+        await kafka.add_partitions(total)

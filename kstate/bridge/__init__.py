@@ -10,6 +10,7 @@ from kstate.bridge.errors import BrokerUnavailable as BrokerUnavailable
 from kstate.bridge.errors import GroupRefused as GroupRefused
 from kstate.bridge.errors import KafkaAuthFailed as KafkaAuthFailed
 from kstate.bridge.errors import OffsetPastEnd as OffsetPastEnd
+from kstate.bridge.errors import PartitionsChanged as PartitionsChanged
 from kstate.bridge.errors import RecordTooLarge as RecordTooLarge
 from kstate.bridge.errors import TopicRefused as TopicRefused
 from kstate.bridge.lease import Lease as Lease

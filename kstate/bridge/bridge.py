@@ -52,9 +52,12 @@ class KafkaBridge:
         return await self.producer.produce(partition, key, value, headers)
 
     async def start_consumer(self, url: str, owned: Callable[[], frozenset[int]],
-                             events: trio.MemorySendChannel[BridgeEvent]) -> None:
-        """Join the group; rebalance events arrive on ``events`` (each awaits its reply)."""
-        await self._portal.call(self._group.start, url, owned, events)
+                             events: trio.MemorySendChannel[BridgeEvent],
+                             num_partitions: int | None = None) -> None:
+        """Join the group; rebalance events arrive on ``events`` (each awaits its reply).
+        With ``num_partitions`` (the count the node started with), an assignment after
+        the topic's count changed stops the node (PartitionsChanged)."""
+        await self._portal.call(self._group.start, url, owned, events, num_partitions)
 
     async def fetch(self, timeout_ms: int = 200) -> Batch:
         return await self._portal.call(functools.partial(self._group.fetch, timeout_ms))

@@ -34,6 +34,14 @@ class GroupRefused(Exception):
     is one line naming the node's setting and the broker's (the CLI exits 2 with it)."""
 
 
+class PartitionsChanged(Exception):
+    """The topic's partition count is not the one this node started with: partitions
+    were added while it ran. Kafka's default partitioner now maps most keys to another
+    partition, and this node's routing, and its check of other producers' records, use
+    the old count. The message is one line naming both counts (the CLI exits 2 with
+    it; README, "Operating", says what follows)."""
+
+
 class OffsetPastEnd(Exception):
     """A reader was asked to start a partition past its end: ``offset`` (the next
     offset to read) is above ``end``, the partition's next offset (its last stable

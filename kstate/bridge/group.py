@@ -35,7 +35,7 @@ from aiokafka.errors import ConsumerStoppedError, InvalidSessionTimeoutError, Ka
 from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
 
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.errors import GroupRefused
+from kstate.bridge.errors import GroupRefused, PartitionsChanged
 from kstate.bridge.lease import Lease
 from kstate.bridge.portal import ask_trio
 from kstate.bridge.security import client_args
@@ -75,6 +75,8 @@ FETCH_WAIT_MS = 20
 # enough unless the group (or the topic) keeps misbehaving; the bound keeps a rejoin
 # loop out.
 MAX_REJOINS = 3
+# Seconds an assignment waits for fresh metadata (the topic's partition count).
+METADATA_WAIT = 5.0
 
 
 class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -173,6 +175,7 @@ class GroupConsumer:
         self.undecodable: Undecodable | None = None  # partitions stopped at a bad batch
         self.first_assigned: float | None = None  # time.monotonic() of the 1st assignment
         self.rejoin_asked: int | None = None  # the generation a rejoin was last asked in
+        self.num_partitions: int | None = None  # the topic's count when the node started
 
     def claim_after(self, now: float) -> float:
         """Until when (``time.monotonic()``; 0: no wait) a claim of a partition assigned
@@ -192,9 +195,11 @@ class GroupConsumer:
         return until if now < until else 0.0
 
     async def start(self, url: str, owned: Callable[[], frozenset[int]],
-                    events: trio.MemorySendChannel[BridgeEvent]) -> None:
+                    events: trio.MemorySendChannel[BridgeEvent],
+                    num_partitions: int | None = None) -> None:
         c = self.config
         self.events = events
+        self.num_partitions = num_partitions
         self.assignor = Assignor(c.topic, url, owned)
         self.consumer = AIOKafkaConsumer(
             **client_args(c), group_id=c.group, group_instance_id=c.instance_id or None,
@@ -368,6 +373,8 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         ends = await _retry(lambda: consumer.end_offsets(tps), g.config.session_timeout_ms)
         if g.closing:
             return  # began leaving meanwhile: the shutdown revoke must stay the last word
+        if await self._partitions_changed(consumer):
+            return  # the node stops (the next fetch raises); nothing assigned or fetched
         end_offsets = {tp.partition: int(off) for tp, off in ends.items()}
         assert g.assignor is not None
         table = decode_table(g.assignor.table_bytes, g.generation())
@@ -390,6 +397,37 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if tps:
             consumer.resume(*tps)
         self._check_table(consumer, table, parts)
+
+    async def _partitions_changed(self, consumer: AIOKafkaConsumer) -> bool:
+        """Whether the topic's partition count (fresh metadata, asked at every
+        assignment) differs from the one the node started with: partitions were added
+        while it ran (README, "Operating": not supported). Every key's partition, in
+        this node's routing and in its check of other producers' records, follows the
+        old count, so it stops (exit 2, one line: PartitionsChanged) instead of routing
+        keys where other clients and restarted nodes no longer put them. A leader
+        plans with the count it last saw, which may lag by aiokafka's metadata age;
+        every member's own check asks Kafka now."""
+        g = self.group
+        if g.num_partitions is None:
+            return False
+        client = consumer._client
+        try:
+            fresh = await asyncio.wait_for(client.force_metadata_update(), METADATA_WAIT)
+        except TimeoutError:
+            fresh = False
+        if not fresh:
+            return False  # no answer now: checked again at the next assignment
+        count = len(client.cluster.partitions_for_topic(g.config.topic) or ())
+        if count in (0, g.num_partitions):
+            return False
+        log.error("event=partitions_changed topic=%s started_with=%d now=%d",
+                  g.config.topic, g.num_partitions, count)
+        g.failure = PartitionsChanged(
+            f"topic {g.config.topic!r} now has {count} partitions; this node started with "
+            f"{g.num_partitions}: adding partitions to a running topic is not supported "
+            "(keys move to other partitions, their records stay where they were); "
+            "README, Operating")
+        return True
 
     def _check_table(self, consumer: AIOKafkaConsumer, table: RoutingTable,
                      parts: frozenset[int]) -> None:

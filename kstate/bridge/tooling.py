@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.coordinator.protocol import ConsumerProtocol
 
 from kstate.bridge import admin
@@ -114,6 +114,15 @@ async def _describe_group(c: KafkaConfig, group: str) -> GroupInfo:
         await admin_client.close()
 
 
+async def _add_partitions(c: KafkaConfig, total: int) -> None:
+    admin_client = AIOKafkaAdminClient(**client_args(c))
+    await admin_client.start()
+    try:
+        await admin_client.create_partitions({c.topic: NewPartitions(total_count=total)})
+    finally:
+        await admin_client.close()
+
+
 class Tooling:
     """Trio-facing; see the module docstring. Open with :func:`open_tooling`."""
 
@@ -138,6 +147,11 @@ class Tooling:
 
     async def describe_group(self, group: str) -> GroupInfo:
         return await self._portal.call(_describe_group, self.config, group)
+
+    async def add_partitions(self, total: int) -> None:
+        """Grow the topic to ``total`` partitions (what kstate does not support while
+        nodes run: tests of how a node notices)."""
+        await self._portal.call(_add_partitions, self.config, total)
 
     async def read_all(self, within: float = 30.0) -> dict[int, list[Record]]:
         """Every record of the topic as Kafka has it (raw keys and values, None for a
