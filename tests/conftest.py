@@ -1,6 +1,11 @@
 """Shared fixtures: a real Kafka broker for the session (KSTATE_TEST_BOOTSTRAP, or one
 started here from deploy/kafka), unique topic and group names per test, node processes
-that are always stopped. A broker that cannot start fails the tests; nothing skips."""
+that are always stopped. A broker that cannot start fails the tests; nothing skips.
+
+Property tests run untimed: Hypothesis's default deadline (200 ms an example) is a
+timing assertion, which a loaded CI machine fails without any bug. Loaded here, before
+any test module is imported, so every ``@given`` and every ``@settings(...)`` (whose
+unset fields come from the loaded profile) inherits it."""
 
 from __future__ import annotations
 
@@ -12,8 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from tools.procs import REPO, Node
+
+settings.register_profile("kstate", deadline=None)
+settings.load_profile("kstate")
 
 UNIT = Path(__file__).resolve().parent / "unit"
 
