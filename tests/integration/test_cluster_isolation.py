@@ -21,6 +21,7 @@ import trio
 
 from tests.support.kafka_modes import SlotBroker, slot_broker
 from tests.support.owners import PARTITIONS, assert_serves, create_all, keys_of
+from tools import topic as load
 from tools.netcut import open_netcut
 from tools.procs import Node, wait_ready, wait_stable
 
@@ -45,13 +46,13 @@ async def test_isolated_owner_serves_no_stale_read_and_its_zombie_write_is_fence
         b = Node(bootstrap=broker.bootstrap, topic=names["topic"], group=names["group"],
                  log_dir=artifacts).start()
         try:
-            await run(cut, a, b, client)
+            await run(cut, a, b, client, broker.bootstrap)
         finally:
             a.stop_now()
             b.stop_now()
 
 
-async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
+async def run(cut, a: Node, b: Node, client: httpx.AsyncClient, bootstrap: str) -> None:
     await wait_ready(client, a, timeout=60)
     await wait_ready(client, b, timeout=60)
     table = await wait_stable(client, [a, b], PARTITIONS)
@@ -143,11 +144,26 @@ async def run(cut, a: Node, b: Node, client: httpx.AsyncClient) -> None:
     if isinstance(answer, httpx.Response):
         assert answer.status_code == 503, answer.text  # never acknowledged
     await assert_serves(client, (a, b), {k: acked[k][0] for k in keys})
-    fenced = 0
-    for node in (a, b):
-        doc = (await client.get(f"{node.base}/readyz")).json()
-        fenced += sum(p["fenced"] for p in doc["partitions"].values())
+    # The zombie really reached Kafka: the proxy held the bytes A had sent and delivered
+    # them at the heal, after B's marker and B's acknowledged versions. So the served
+    # values above are the fence at work (not a write that never landed), and a node
+    # that applied that record counted it as fenced.
+    zombie_value = load.user_bytes(zombie_key, "zombie")
+    records = await load.read_all(bootstrap, a.topic, within=60)
+    landed = [(p, rec.offset) for p, recs in records.items() for rec in recs
+              if rec.key == zombie_key.encode() and rec.value == zombie_value]
+    assert landed, "the zombie write never reached Kafka: this test proves no fencing"
+    with trio.fail_after(20):
+        while True:
+            fenced = 0
+            for node in (a, b):
+                doc = (await client.get(f"{node.base}/readyz")).json()
+                fenced += sum(p["fenced"] for p in doc["partitions"].values())
+            if fenced >= len(landed):
+                break
+            await trio.sleep(0.2)
     print(f"isolation: last read answered by the cut node {max(served_by_a, default=0):.2f}s "
           f"after the cut; refusals {refused_by_a}; zombie answer "
-          f"{getattr(answer, 'status_code', answer)!r}; fenced records seen {fenced}; "
+          f"{getattr(answer, 'status_code', answer)!r}; zombie records in the topic "
+          f"{landed}; fenced records seen {fenced}; "
           f"heal->stable {time.monotonic() - healed_at:.1f}s")
