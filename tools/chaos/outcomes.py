@@ -21,8 +21,10 @@ import orjson
 Outcome = Literal["ok", "fail", "unknown"]
 Op = Literal["get", "put", "delete"]
 
-# The 503 codes kstate answers (grep actors/ web/ kstate/ for `Unavailable(`), and
-# whether the request can still have been applied. A code not here is "unknown".
+# The 503 codes kstate answers to a read or a write (an `Unavailable("code", ...)`, or a
+# 503 made directly: render.error, the front's error_bytes; tests/chaos/test_outcomes.py
+# finds them all), and whether the request can still have been applied. A code not here
+# is "unknown". The /changes handshake's refusals (feed_*) answer no read or write.
 CODES_503: dict[str, Outcome] = {
     # refused before anything was produced
     "not_owner": "fail",  # the writer's partition is moving (writer.not_serving)
