@@ -29,6 +29,9 @@ from trio_websocket import (
 )
 
 from kstate.bridge.produce_wire import PRODUCER_GIVES_UP_S
+from kstate.core.messages import Record
+from kstate.core.partitioner import partition_for
+from kstate.core.records import EPOCH_HEADER, MARKER_PREFIX
 from tests.support.brokers import Broker, own_broker
 from tests.support.feed import feed_url, open_feed
 from tools import topic as load
@@ -38,6 +41,7 @@ from tools.procs import Node, wait_ready
 pytestmark = pytest.mark.xdist_group("test_node_broker_down")
 
 WRITE_TIMEOUT = 2.0
+PARTITIONS = 10  # the topic the nodes create (the default partitions, kstate/settings.py)
 SLACK = 1.5  # what "a little" over write_timeout may be on a loaded 2-core machine
 
 
@@ -80,6 +84,23 @@ async def timed(coro) -> tuple[httpx.Response, float]:
 SESSION = 6.0  # tools/procs.Node's KSTATE_SESSION_TIMEOUT_MS
 
 
+def epoch_rule(topic: dict[int, list[Record]], key: bytes) -> bytes | None:
+    """What ``key`` holds by its partition's records as Kafka has them (None: absent),
+    under the owner-epoch rule (docs/design.md): a record written under an owner epoch
+    below the highest marker before it is fenced; otherwise the last record of the
+    key decides (a tombstone deletes). Enough for keys written by kstate nodes without
+    If-Match, as this module's are."""
+    epoch, value = -1, None
+    for rec in topic[partition_for(key, PARTITIONS)]:
+        written = dict(rec.headers).get(EPOCH_HEADER)
+        if rec.key is not None and rec.key.startswith(MARKER_PREFIX):
+            assert written is not None, rec
+            epoch = max(epoch, int(written))
+        elif rec.key == key and (written is None or int(written) >= epoch):
+            value = rec.value or None
+    return value
+
+
 async def test_broker_down_writes_refused_reads_leased_then_resume(broker, node_on, client,
                                                                    artifacts):
     node = node_on(broker.bootstrap, KSTATE_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
@@ -106,35 +127,73 @@ async def test_broker_down_writes_refused_reads_leased_then_resume(broker, node_
     codes: list[str] = []
     attempted: dict[str, set[bytes | None]] = {}  # key -> values a refused write may leave
     limit = httpx.Timeout(bound + 5)
-    for i in range(3):
-        email = f"down{i}@example.com"
-        r, dt = await timed(client.put(f"{base}/users/{email}", json={"name": "Down"},
-                                       timeout=limit))
-        codes.append(assert_refused(r))
-        latencies.append(dt)
-        attempted.setdefault(email, set()).add(load.user_bytes(email, "Down"))
-    for i, email in enumerate(victims):
-        if i % 2:
-            r, dt = await timed(client.delete(f"{base}/users/{email}", timeout=limit))
-            attempted.setdefault(email, set()).add(None)
-        else:
-            r, dt = await timed(client.put(f"{base}/user", params={"email": email},
-                                           content=b'{"name":"Seed Down"}', timeout=limit))
-            attempted.setdefault(email, set()).add(load.user_bytes(email, "Seed Down"))
-        codes.append(assert_refused(r))
-        latencies.append(dt)
+    # reads of the node: served from state only while the lease lasts (it began before
+    # the broker stopped, so within SESSION of `t0`), then refused with owner_isolated
+    served: list[float] = []
+    refused: list[float] = []
+    downs = [f"down{i}@example.com" for i in range(3)]
+    bursts = [f"burst{i}@example.com" for i in range(10)]
 
-    async def concurrent_put(i: int) -> None:
-        email = f"burst{i}@example.com"
-        attempted.setdefault(email, set()).add(load.user_bytes(email, "Burst"))
-        r, dt = await timed(client.put(f"{base}/users/{email}", json={"name": "Burst"},
-                                       timeout=limit))
-        codes.append(assert_refused(r))
-        latencies.append(dt)
+    async def read_untouched(email: str) -> None:
+        """The refused writes leave the node's state alone: Kafka never had them (it was
+        down before they came) and a node applies only what Kafka has. So a key read
+        while its write is held or after it was refused reads as before (a victim's
+        old value; 404 for a key never written), never the refused value, as long as
+        the node answers from memory; past the lease it is refused like any read."""
+        r = await client.get(f"{base}/users/{email}")
+        at = time.monotonic() - t0
+        if r.status_code == 503:
+            assert assert_refused(r) == "owner_isolated", r.text
+            refused.append(at)
+        elif email in victims:
+            assert r.status_code == 200, (email, r.status_code, r.text)
+            assert r.content == load.user_bytes(email, victims[email]), email
+            served.append(at)
+        else:
+            assert r.status_code == 404, (email, r.status_code, r.text)
+            served.append(at)
+
+    async def write_all() -> None:
+        # the victims first: their writes are held, then refused, while the lease lasts
+        for i, email in enumerate(victims):
+            if i % 2:
+                r, dt = await timed(client.delete(f"{base}/users/{email}", timeout=limit))
+                attempted.setdefault(email, set()).add(None)
+            else:
+                r, dt = await timed(client.put(f"{base}/user", params={"email": email},
+                                               content=b'{"name":"Seed Down"}',
+                                               timeout=limit))
+                attempted.setdefault(email, set()).add(load.user_bytes(email, "Seed Down"))
+            codes.append(assert_refused(r))
+            latencies.append(dt)
+        for email in downs:
+            r, dt = await timed(client.put(f"{base}/users/{email}", json={"name": "Down"},
+                                           timeout=limit))
+            codes.append(assert_refused(r))
+            latencies.append(dt)
+            attempted.setdefault(email, set()).add(load.user_bytes(email, "Down"))
+
+        async def concurrent_put(email: str) -> None:
+            attempted.setdefault(email, set()).add(load.user_bytes(email, "Burst"))
+            r, dt = await timed(client.put(f"{base}/users/{email}", json={"name": "Burst"},
+                                           timeout=limit))
+            codes.append(assert_refused(r))
+            latencies.append(dt)
+
+        async with trio.open_nursery() as nursery:
+            for email in bursts:
+                nursery.start_soon(concurrent_put, email)
 
     async with trio.open_nursery() as nursery:
-        for i in range(10):
-            nursery.start_soon(concurrent_put, i)
+        async def watch() -> None:  # one reader: `served` and `refused` in time order
+            while True:
+                for email in [*victims, *downs, *bursts]:
+                    await read_untouched(email)
+                await trio.sleep(0.05)
+
+        nursery.start_soon(watch)
+        await write_all()
+        nursery.cancel_scope.cancel()
     assert max(latencies) <= bound, latencies
     # broker_unavailable/write_timeout: may or may not apply; claiming: not applied (an
     # earlier unconfirmed write raised the partition's epoch, whose marker cannot be
@@ -142,12 +201,10 @@ async def test_broker_down_writes_refused_reads_leased_then_resume(broker, node_
     # while these writes went on, and a write is decided only under it)
     assert set(codes) <= {"broker_unavailable", "write_timeout", "claiming",
                           "owner_isolated"}, codes
+    victim_reads_served = len(served)  # while the writes were held or refused
 
-    # reads: served from state only while the lease lasts (it began before the broker
-    # stopped, so within SESSION of `t0`), then refused with owner_isolated; the node
-    # with serve_isolated keeps answering from memory
-    served: list[float] = []
-    refused: list[float] = []
+    # and reads go on being checked; the node with serve_isolated keeps answering from
+    # memory
     isolated_reads = 0
     down_since = time.monotonic()
     while time.monotonic() - down_since < SESSION + 3.0 or isolated_reads < 100:
@@ -164,9 +221,8 @@ async def test_broker_down_writes_refused_reads_leased_then_resume(broker, node_
             assert r.status_code == 200, (email, r.status_code, r.text)
             assert r.content == load.user_bytes(email, name)
             isolated_reads += 1
-        for email, name in victims.items():  # refused writes left the state alone
-            r = await client.get(f"{isolated.base}/users/{email}")
-            assert r.content == load.user_bytes(email, name)
+        for email in attempted:
+            await read_untouched(email)
         await trio.sleep(0.1)
     assert refused, "past the session timeout the node must stop answering from memory"
     assert max(served, default=0.0) < SESSION, (max(served), SESSION)
@@ -208,14 +264,31 @@ async def test_broker_down_writes_refused_reads_leased_then_resume(broker, node_
         r = await client.get(f"{base}/users/{email}")
         assert r.status_code == 200, (email, r.status_code, r.text)
         assert r.content == load.user_bytes(email, name)
-    # a refused write "may or may not apply" (the record may have left before the
-    # timeout): each key holds its old value or one of the refused ones, nothing else
-    for email, maybe in attempted.items():
-        r = await client.get(f"{base}/users/{email}")
-        assert r.status_code in (200, 404), r.text
-        got = r.content if r.status_code == 200 else None
-        before = load.user_bytes(email, victims[email]) if email in victims else None
-        assert got == before or got in maybe, (email, got)
+    # a refused write "may or may not apply" (the producer held it, and may deliver it
+    # now): each key holds its old value or one of the refused ones, nothing else, and
+    # exactly what its topic says: the refused record if it landed before the owner's
+    # next marker, else the old value (it landed after it, fenced, or never). A record
+    # still in flight may land between the reads and the look at the topic: ask again
+    # until they agree.
+    before = {email: load.user_bytes(email, victims[email]) if email in victims else None
+              for email in attempted}
+    deadline = time.monotonic() + 60
+    while True:
+        answers: dict[str, bytes | None] = {}
+        for email, maybe in attempted.items():
+            r = await client.get(f"{base}/users/{email}")
+            assert r.status_code in (200, 404), r.text
+            answers[email] = r.content if r.status_code == 200 else None
+            assert answers[email] == before[email] or answers[email] in maybe, \
+                (email, answers[email])
+        topic = await load.read_all(broker.bootstrap, node.topic, within=60)
+        decided = {email: epoch_rule(topic, email.encode()) for email in attempted}
+        if answers == decided or time.monotonic() > deadline:
+            break
+        await trio.sleep(0.5)
+    assert answers == decided, {e: {"node": answers[e], "topic": decided[e]}
+                                for e in attempted if answers[e] != decided[e]}
+    refused_writes_applied = sorted(e for e in attempted if decided[e] != before[e])
     # and writes to every kind of key work again
     for email in [*victims, "down0@example.com"]:
         r = await client.put(f"{base}/users/{email}", json={"name": "Again"})
@@ -230,12 +303,14 @@ async def test_broker_down_writes_refused_reads_leased_then_resume(broker, node_
                                     "n": len(latencies)},
         "refusal_codes": sorted(set(codes)),
         "reads_served_while_down": reads,
+        "refused_keys_reads_served_during_the_writes": victim_reads_served,
         "last_read_served_s": round(max(served, default=0.0), 2),
         "first_owner_isolated_s": round(min(refused), 2),
         "broker_stop_s": round(stopped_in, 2),
         "broker_restart_s": round(restarted_in, 2),
         "first_write_after_restart_s": round(first_write_after, 2),
         "refusals_after_restart": len(refusals),
+        "refused_writes_applied_after_restart": refused_writes_applied,
     }
     (artifacts / "broker-down-numbers.json").write_text(json.dumps(numbers, indent=2))
     print("broker-down numbers:", json.dumps(numbers))
