@@ -59,6 +59,7 @@ from web.nonces import NonceCache, Seen
 from web.proxy import Headers, Signer
 from web.request_body import too_large
 from web.responses import respond
+from web.user_request import scope_path
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,7 @@ def register(app: QuartTrio, config: AuthConfig, seen: NonceCache | None) -> Non
         body = b""
         if guard.needs_body(request.method, headers):
             body = await _read_body(config.max_body)
-        refused = guard.check(request.method, request.path,
+        refused = guard.check(request.method, scope_path(request.scope),
                               request.query_string.decode("latin-1"), headers, body,
                               request.remote_addr)
         return None if refused is None else respond(refused)

@@ -32,7 +32,7 @@ from web.user_request import (
     UserCall,
     answer,
     decode_path,
-    rest_email,
+    user_rule,
 )
 
 _SEED = SEED_RULE.encode()
@@ -78,12 +78,8 @@ class HotRoutes:
         s = self._s
         method = req.method.decode("latin-1")
         path = decode_path(req.path)
-        email = None
-        if path == SEED_RULE:
-            rule: str | None = SEED_RULE
-        else:
-            email = rest_email(path)
-            rule = None if email is None else REST_RULE
+        routed = user_rule(path)
+        rule, email = routed if routed is not None else (None, None)
         proxied = False
         if rule is None:
             out, route = render.http_error(NotFound()), UNMATCHED

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import NotFound
 
 from web.request_body import too_large
 from web.responses import respond
 from web.services import Services
-from web.user_request import REST_RULE, SEED_RULE, UserCall, answer
+from web.user_request import REST_RULE, SEED_RULE, UserCall, answer, scope_path, user_rule
 
 
 def scope_headers() -> list[tuple[bytes, bytes]]:
@@ -33,12 +34,18 @@ async def read_body(max_body: int) -> bytes:
     return bytes(body)
 
 
-async def _serve(s: Services, rule: str, email: str | None) -> Response:
+async def _serve(s: Services, rule: str) -> Response:
     max_body = s.config.max_body
-    call = UserCall(rule=rule, method=request.method, path=request.path,
+    # the key from the target's raw bytes, as the lean front reads it (not from the
+    # url_map's match, made on quart's request.path: see scope_path)
+    path = scope_path(request.scope)
+    routed = user_rule(path)
+    if routed is None or routed[0] != rule:
+        raise NotFound()
+    call = UserCall(rule=rule, method=request.method, path=path,
                     query=request.query_string,
                     headers=scope_headers(),
-                    email=email)
+                    email=routed[1])
 
     async def body() -> bytes:
         return await read_body(max_body)
@@ -51,8 +58,8 @@ async def _serve(s: Services, rule: str, email: str | None) -> Response:
 def register(app: QuartTrio, s: Services) -> None:
     @app.route(SEED_RULE, methods=["GET", "PUT", "DELETE"])
     async def seed_user() -> Response:
-        return await _serve(s, SEED_RULE, None)
+        return await _serve(s, SEED_RULE)
 
     @app.route(REST_RULE, methods=["GET", "PUT", "DELETE"])
     async def rest_user(email: str) -> Response:
-        return await _serve(s, REST_RULE, email)
+        return await _serve(s, REST_RULE)

@@ -17,7 +17,7 @@ user document (400).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -37,6 +37,7 @@ from kstate.core.wire import (
 from web import render
 from web.decide import Decider
 from web.errors import BadRequest
+from web.http1.wire import origin_form
 from web.proxy import Headers, Incoming
 from web.request_body import (
     JSON_TYPES,
@@ -74,6 +75,27 @@ def rest_email(path: str) -> str | None:
     if not email or email[0] == "/" or "\n" in email[1:]:
         return None
     return email
+
+
+def user_rule(path: str) -> tuple[str, str | None] | None:
+    """The user rule a decoded path is routed to and its email (None for the seed
+    rule), or None for no user rule (a 404)."""
+    if path == SEED_RULE:
+        return SEED_RULE, None
+    email = rest_email(path)
+    return None if email is None else (REST_RULE, email)
+
+
+def scope_path(scope: Mapping[str, Any]) -> str:
+    """The decoded path of an ASGI request, from the raw bytes of its target as the
+    lean front reads them (:func:`decode_path` of the origin-form). Not quart's
+    ``request.path``: for an absolute-form target it parses the *decoded* path as a
+    URL, so ``http://h/users/a%23b`` would be the key ``a`` there, ``a#b`` here."""
+    raw = scope.get("raw_path")
+    if not raw:
+        return str(scope["path"])
+    origin = raw if raw[:1] == b"/" else origin_form(raw)
+    return decode_path(origin if origin is not None else raw)
 
 
 def header(headers: Headers, name: bytes) -> str | None:

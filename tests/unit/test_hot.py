@@ -18,19 +18,24 @@ from functools import partial
 
 import pytest
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from kstate.core.messages import RoutingTable
-from tests.support.http1 import connect
+from kstate.core.wire import user_path
+from tests.support.http1 import connect, parse_replies, read_until_closed
 from tests.support.offline import offline_services
 from tools.procs import free_port
+from web import auth
 from web.app import create_app
 from web.http1 import Front, Request, Response, serve_front
+from web.http1.handover import shield_sends
 from web.server import FrontSettings, build_front
 from web.services import Services
-from web.user_request import REST_RULE, rest_email
+from web.user_request import REST_RULE, decode_path, rest_email
 
 TOKEN = "tok-0123456789abcdef"
 MAX_BODY = 1024
@@ -150,6 +155,9 @@ CASES: list[tuple[str, bytes]] = [
     ("rest_get_bad_email", req("GET", "/users/not-an-email")),
     ("rest_get_spaces", req("GET", "/users/%20a@b.c%20")),
     ("rest_get_fragment", req("GET", "/users/a@b.c#frag")),
+    ("rest_get_absolute_form", req("GET", "http://h/users/a%23b%3Fc@d.e")),
+    ("rest_get_absolute_form_no_path_404", req("GET", "http://h?email=a@b.c")),
+    ("seed_get_absolute_form", req("GET", "http://h/user?email=a%23b@c.d")),
     ("seed_get", req("GET", "/user?email=a@b.c")),
     ("seed_head", req("HEAD", "/user?email=a@b.c")),
     ("seed_get_first_of_two", req("GET", "/user?email=a@b.c&email=x@y.z")),
@@ -317,3 +325,85 @@ def test_the_rest_rule_is_the_url_maps(tail):
     except (NotFound, MethodNotAllowed):
         routed = None
     assert rest_email(path) == routed
+
+
+class SigningOwner(Owner):
+    """An owner that also checks the node's signature of each write it is sent, as a
+    node with the token would (web/auth.py), over the path it decodes itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals: list[int | None] = []
+        self.guard: auth.WriteGuard | None = None
+
+    async def handle(self, req: Request) -> Response:
+        if self.guard is not None and req.method in (b"PUT", b"DELETE"):
+            refused = self.guard.check(req.method.decode(), decode_path(req.path),
+                                       req.query.decode("latin-1"), req.headers, req.body,
+                                       req.client)
+            self.refusals.append(None if refused is None else refused.status)
+        return await super().handle(req)
+
+
+# Keys whose encoded form holds what a URL parser cuts at ('#', '?'), a '/' inside the
+# key, and a '%' that must not be decoded twice.
+ODD_KEYS = ["bob@x.com#work", "a?v=1@b.c", "a/b@c.d", "a%41b@c.d"]
+
+
+async def _served_by(addr: str, raw: bytes, handed_over: bool) -> int:
+    """The status of ``raw``'s answer: sent alone, or (``handed_over``) after a request
+    quart serves on the same connection, so that hypercorn parses ``raw``."""
+    first = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n" if handed_over else b""
+    stream = await connect(addr)
+    await stream.send_all(first + raw)
+    replies = parse_replies(await read_until_closed(stream))
+    assert len(replies) == (2 if handed_over else 1)
+    if handed_over:
+        assert replies[0].status == 200
+    return replies[-1].status
+
+
+async def test_an_absolute_form_target_names_the_same_key():
+    """RFC 9112 §3.2.2: ``http://h/users/<key>`` is ``/users/<key>``, byte for byte, on
+    the lean path, on a connection hypercorn parses, and on quart alone; the owner is
+    sent that very key, and the node's signature of a write checks out there."""
+    owner = SigningOwner()
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        owner_addr = await nursery.start(partial(serve_front, Front(handle=owner.handle),
+                                                 "127.0.0.1:0", shutdown_trigger=stop.wait))
+        owner_node = offline_services(url=owner_addr, api_token=TOKEN)
+        owner.guard = auth.write_guard(owner_node.config.auth(), owner_node.nonces)
+        s = offline_services(api_token=TOKEN, max_body=MAX_BODY)
+        s.router.table = RoutingTable(generation=1, owners=dict.fromkeys(range(10), owner_addr))
+        front = build_front(s, create_app(s), FrontSettings(max_body=MAX_BODY), None)
+        lean = await nursery.start(partial(serve_front, front, "127.0.0.1:0",
+                                           shutdown_trigger=stop.wait))
+        config = HypercornConfig()
+        config.bind = [f"127.0.0.1:{free_port()}"]
+        config.accesslog = config.errorlog = None
+        # (shield_sends: else quart-trio leaves a Connection: close socket open)
+        await nursery.start(partial(hypercorn_serve, shield_sends(create_app(s)), config,
+                                    shutdown_trigger=stop.wait))
+        alone = config.bind[0]
+        ways = [("lean", lean, False), ("handed_over", lean, True), ("quart_alone", alone, False)]
+        for key in ODD_KEYS:
+            path = user_path(key)
+            for method, body in [("GET", None), ("PUT", GOOD), ("DELETE", None)]:
+                headers = {**JSON, **AUTH} if method == "PUT" else AUTH
+                for target in (path, "http://h" + path, "HTTP://h:80" + path):
+                    for way, addr, handed_over in ways:
+                        case = (key, method, target, way)
+                        before, hot = len(owner.seen), front.statistics().requests_served
+                        status = await _served_by(addr, req(method, target, headers, body),
+                                                  handed_over)
+                        # the front's hot handler answered it, also after a hand-over
+                        assert front.statistics().requests_served == hot + (addr == lean), case
+                        assert status == {"GET": 200, "PUT": 201, "DELETE": 204}[method], case
+                        got = [(r.method, decode_path(r.path), r.query)
+                               for r in owner.seen[before:]]
+                        assert got == [(method.encode(), "/users/" + key, b"")], case
+                        if method != "GET":
+                            assert owner.refusals[-1] is None, case
+        stop.set()
+        await s.proxy.aclose()

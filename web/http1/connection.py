@@ -33,6 +33,7 @@ from web.http1.wire import (
     Response,
     encode_response,
     error_response,
+    origin_form,
 )
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,8 @@ class Connection:
             if method == b"PRI" and shared.is_hot is None:  # (else hypercorn speaks h2c)
                 raise Reject(400, "http2_not_supported", "this server speaks HTTP/1.1 only")
             url = self.url
+            if url[:1] != b"/":  # absolute-form: served as its origin-form
+                url = origin_form(url) or url
             q = url.find(b"?")
             path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
             if shared.is_hot is not None and (upgrade or not shared.is_hot(method, path)):

@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
+from urllib.parse import unquote
 
 import trio
 from hypercorn.config import Config
@@ -26,7 +27,14 @@ from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 
 from web.http1.limits import Limits
-from web.http1.wire import FRAMING, NO_BODY_STATUS, Request, Response, error_response
+from web.http1.wire import (
+    FRAMING,
+    NO_BODY_STATUS,
+    Request,
+    Response,
+    error_response,
+    origin_form,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,7 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
     :func:`hypercorn_config`), so nothing else would end the wait."""
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        scope = origin_scope(scope)
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
@@ -113,6 +122,23 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     return asgi
+
+
+def origin_scope(scope: Any) -> Any:
+    """``scope`` with an absolute-form target (``http://host/p``, which hypercorn passes
+    on as it came) in origin-form (``/p``: :func:`web.http1.wire.origin_form`), as the
+    lean path reads it. Else a framework would find the path by parsing the decoded
+    ``http://host/...`` as a URL, where an encoded ``#`` or ``?`` cuts it short."""
+    if scope["type"] not in ("http", "websocket"):
+        return scope
+    raw = scope.get("raw_path")
+    if not raw or raw[:1] == b"/":
+        return scope
+    origin = origin_form(raw)
+    if origin is None:
+        return scope
+    # (a query after an empty path, http://host?q, is hypercorn's query_string already)
+    return {**scope, "raw_path": origin, "path": unquote(origin.decode("ascii"))}
 
 
 def shield_sends(app: Asgi) -> Asgi:

@@ -10,6 +10,7 @@ answer the front gives by itself uses: ``{"error": code, "message": text}``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -21,11 +22,13 @@ Headers = list[tuple[bytes, bytes]]
 class Request(NamedTuple):
     """One complete request as the front read it.
 
-    ``path`` is the raw request target up to ``?`` (not percent-decoded); ``query``
-    is what follows ``?`` (``b""`` when absent). Header names are lower-cased,
-    values are exactly as received. ``body`` is the whole body, chunked bodies
-    already decoded. ``keep_alive`` says whether the connection stays open after
-    this request (HTTP version and ``Connection`` header considered).
+    ``path`` is the raw request target up to ``?`` (not percent-decoded), in
+    origin-form (an absolute-form target, ``http://host/p?q``, arrives as ``/p?q``:
+    :func:`origin_form`); ``query`` is what follows ``?`` (``b""`` when absent).
+    Header names are lower-cased, values are exactly as received. ``body`` is the
+    whole body, chunked bodies already decoded. ``keep_alive`` says whether the
+    connection stays open after this request (HTTP version and ``Connection`` header
+    considered).
     ``oversized``: the body is larger than ``Limits.max_body_bytes`` and was not
     (wholly) read, so ``body`` is ``b""``; only a Front made with
     ``oversized_to_handler=True`` passes such a request on, and it closes the
@@ -52,6 +55,31 @@ class Response(NamedTuple):
     status: int
     headers: Headers
     body: bytes
+
+
+_SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*")
+
+
+def origin_form(target: bytes) -> bytes | None:
+    """The origin-form (path and query) of an absolute-form request target, or None
+    when ``target`` is not one (origin-form, ``*``, authority-form).
+
+    RFC 9112 §3.2.2: a server must accept ``http://host/p?q`` and serve it as
+    ``/p?q`` (``/`` when the path is empty). Everything after the authority is kept
+    byte for byte, so a key is the same whichever form names it: a ``%23`` or ``%3F``
+    in the path stays encoded here, where a URL parser run over the *decoded* path
+    (quart's, for a target that does not start with ``/``) would cut the key at it."""
+    sep = target.find(b"://")
+    if sep <= 0 or not _SCHEME.fullmatch(target, 0, sep):
+        return None
+    start = sep + 3
+    cut = len(target)
+    for stop in (b"/", b"?", b"#"):  # the authority ends at the first of these
+        at = target.find(stop, start, cut)
+        if at >= 0:
+            cut = at
+    rest = target[cut:]
+    return rest if rest[:1] == b"/" else b"/" + rest
 
 
 JSON_CT = (b"content-type", b"application/json")
