@@ -6,6 +6,7 @@ websocket, hot then not hot on one connection), TLS, and graceful shutdown."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import threading
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.support.http1 import (
+    Reply,
     Store,
     connect,
     make_app,
@@ -552,6 +554,86 @@ async def test_a_websocket_is_handed_over_and_echoes():
         for text in ("one", "two"):
             await ws.send_message(text)
             assert await ws.get_message() == text
+
+
+# -- what hypercorn's parser would answer bare -------------------------------------
+# A request the server cannot take is a JSON 4xx, never a bare answer nor a 5xx: the
+# front refuses what hypercorn's parser (h11, wsproto) would answer bare before it
+# hands a connection over.
+
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+WS = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+
+
+async def raw_answers(addr: str, data: bytes) -> bytes:
+    """What ``data``, sent in one write on a new connection, is answered until the
+    server closes."""
+    async with await connect(addr) as s:
+        await s.send_all(data)
+        return await read_until_closed(s)
+
+
+async def answers(addr: str, data: bytes) -> list[Reply]:
+    return parse_replies(await raw_answers(addr, data))
+
+
+async def expect_refusal(addr: str, data: bytes, status: int, code: str,
+                         before: int = 0) -> list[Reply]:
+    """``data`` is answered ``before`` 200s, then ``status`` (a JSON error ``code``,
+    ``Connection: close``), then the connection closes."""
+    raw = await raw_answers(addr, data)
+    replies = parse_replies(raw)
+    assert [r.status for r in replies] == [200] * before + [status], replies
+    refusal = replies[-1]
+    assert refusal.headers[b"content-type"] == b"application/json"
+    assert refusal.json()["error"] == code
+    last_head = raw[raw.rindex(b"HTTP/1.1 "):].partition(b"\r\n\r\n")[0].lower()
+    assert re.search(rb"^connection:[^\r]*\bclose\b", last_head, re.M), last_head
+    return replies
+
+
+UNSUPPORTED = "unsupported_transfer_encoding"
+
+
+@pytest.mark.parametrize("later", [False], ids=["first"])
+@pytest.mark.parametrize(("request_bytes", "codes"), [
+    (b"GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+     b"0\r\n\r\n", (UNSUPPORTED, UNSUPPORTED)),
+    (b"PUT /users/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+     b"0\r\n\r\n", (UNSUPPORTED, UNSUPPORTED)),
+    # (llhttp refuses this one itself, in its words)
+    (b"PUT /users/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", ("bad_request", UNSUPPORTED)),
+], ids=["not_hot", "hot", "twice"])
+async def test_a_transfer_coding_but_chunked_is_a_400_json_not_a_501(later, request_bytes,
+                                                                     codes):
+    async with running() as srv:
+        await expect_refusal(srv.addr, (HEALTH if later else b"") + request_bytes, 400,
+                             codes[later], before=int(later))
+        assert srv.store.data == {}
+        assert srv.front.statistics().bad_requests == 1
+
+
+@pytest.mark.parametrize("later", [False], ids=["first"])
+@pytest.mark.parametrize(("request_bytes", "status", "code"), [
+    (WS.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"")
+     + b"Sec-WebSocket-Version: 13\r\n\r\n", 400, "bad_websocket_handshake"),
+    (WS.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ=") + b"Sec-WebSocket-Version: 13\r\n\r\n",
+     400, "bad_websocket_handshake"),
+    (WS + b"\r\n", 400, "bad_websocket_handshake"),
+    (WS + b"Sec-WebSocket-Version: 8\r\n\r\n", 426, "websocket_version_unsupported"),
+    (WS.replace(b"HTTP/1.1", b"HTTP/1.0") + b"Sec-WebSocket-Version: 13\r\n\r\n", 400,
+     "bad_websocket_handshake"),
+], ids=["no_key", "short_key", "no_version", "version_8", "http_1_0"])
+async def test_a_websocket_handshake_hypercorn_would_refuse_bare_is_a_json_4xx(
+        later, request_bytes, status, code):
+    async with running() as srv:
+        replies = await expect_refusal(srv.addr, (HEALTH if later else b"") + request_bytes,
+                                       status, code, before=int(later))
+        if status == 426:  # RFC 6455 §4.2.2, RFC 9110 §15.5.22
+            assert replies[-1].headers[b"sec-websocket-version"] == b"13"
+            assert replies[-1].headers[b"upgrade"] == b"websocket"
 
 
 # -- TLS ----------------------------------------------------------------------------

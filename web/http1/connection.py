@@ -22,6 +22,7 @@ from typing import cast
 import httptools
 import trio
 
+from web.http1.heads import Refusal, framing_refusal, handshake_ascii, websocket_refusal
 from web.http1.limits import Limits
 from web.http1.stats import Counters
 from web.http1.wire import (
@@ -44,17 +45,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 Stream = trio.abc.Stream
 
 
-# The headers of a websocket handshake that hypercorn (wsproto) decodes as ASCII: a
-# byte above 0x7F in one would fail it with a traceback instead of an answer.
-_HANDSHAKE = frozenset({b"connection", b"upgrade", b"sec-websocket-extensions",
-                        b"sec-websocket-protocol", b"sec-websocket-key",
-                        b"sec-websocket-version"})
-
-
-def _handshake_ascii(headers: Headers) -> bool:
-    return all(value.isascii() for name, value in headers if name in _HANDSHAKE)
-
-
 def _is_head(buf: bytes, pos: int) -> bool:
     """Whether the request whose bytes start at ``buf[pos]`` (empty lines first, which
     llhttp skips) is a HEAD: known before the parser has read its method."""
@@ -74,11 +64,18 @@ def _peer(stream: Stream) -> str | None:
 
 
 class Reject(Exception):
-    """Answer ``status`` with a JSON error, then close (after a lingering drain)."""
+    """Answer ``status`` with a JSON error (and ``headers``), then close (after a
+    lingering drain)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers
+
+    @classmethod
+    def of(cls, refusal: Refusal) -> Reject:
+        return cls(refusal.status, refusal.code, refusal.message, refusal.headers)
 
 
 class Closed(Exception):
@@ -139,9 +136,9 @@ class Connection:
     bytes to hand over (starting at the first byte of the first request that is not
     hot); it raises :class:`Reject`, :class:`Closed`, or the stream's errors."""
 
-    __slots__ = ("answered_close", "begun", "body", "body_size", "client", "deadline", "done",
-                 "expired", "fresh", "head_request", "headers", "keep", "parser", "phase",
-                 "scope", "shared", "stream", "too_large", "url")
+    __slots__ = ("answered_close", "begun", "body", "body_size", "client", "coded", "deadline",
+                 "done", "expired", "fresh", "head_request", "headers", "keep", "parser",
+                 "phase", "scope", "shared", "stream", "too_large", "url")
 
     def __init__(self, shared: Shared, stream: Stream) -> None:
         self.shared = shared
@@ -151,6 +148,7 @@ class Connection:
         self.done = self.keep = False
         self.url = b""
         self.headers: Headers = []
+        self.coded = False  # the request has a Transfer-Encoding
         self.body: list[bytes] = []
         self.body_size = 0
         self.too_large = False
@@ -176,6 +174,7 @@ class Connection:
         self.begun += 1
         self.url = b""
         self.headers = []
+        self.coded = False
         self.body = []
         self.body_size = 0
 
@@ -183,7 +182,10 @@ class Connection:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"transfer-encoding":
+            self.coded = True
+        self.headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -300,15 +302,23 @@ class Connection:
             method = parser.get_method()
             if method == b"PRI" and shared.is_hot is None:  # (else hypercorn speaks h2c)
                 raise Reject(400, "http2_not_supported", "this server speaks HTTP/1.1 only")
+            if self.coded:
+                refusal = framing_refusal(self.headers)
+                if refusal is not None:
+                    raise Reject.of(refusal)
             url = self.url
             if url[:1] != b"/":  # absolute-form: served as its origin-form
                 url = origin_form(url) or url
             q = url.find(b"?")
             path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])
             if shared.is_hot is not None and (upgrade or not shared.is_hot(method, path)):
-                if upgrade and not _handshake_ascii(self.headers):
+                if upgrade and not handshake_ascii(self.headers):
                     raise Reject(400, "bad_request",
                                  "an upgrade header has bytes that are not ASCII")
+                # a handshake hypercorn would refuse with a bare 400
+                refusal = websocket_refusal(method, parser.get_http_version(), self.headers)
+                if refusal is not None:
+                    raise Reject.of(refusal)
                 if out:
                     await self._flush(out)
                 # without the empty lines llhttp skipped before the request line

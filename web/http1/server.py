@@ -176,7 +176,8 @@ class Front:
                 if r.status != 408:
                     counters.bad_requests += 1
                 await _close_with(conn_stream, error_bytes(r.status, r.code, r.message,
-                                                           head=conn.head_request), lim)
+                                                           head=conn.head_request,
+                                                           headers=r.headers), lim)
                 return
             except Closed:
                 return

@@ -147,8 +147,16 @@ def error_response(status: int, code: str, message: str) -> Response:
     return Response(status, [JSON_CT], body)
 
 
-def error_bytes(status: int, code: str, message: str, *, head: bool = False) -> bytes:
+def error_bytes(status: int, code: str, message: str, *, head: bool = False,
+                headers: Headers | tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
     """:func:`error_response` as bytes, with ``Connection: close``: every error the
     front answers by itself ends the connection. ``head``: the answer to a HEAD
-    request (no body)."""
-    return encode_response(error_response(status, code, message), head=head, connection=CLOSE)
+    request (no body). ``headers``: more headers; with an ``upgrade`` one (a 426), the
+    connection option says ``upgrade`` too (RFC 9110 §7.8)."""
+    resp = error_response(status, code, message)
+    connection = CLOSE
+    if headers:
+        resp = Response(status, [*resp.headers, *headers], resp.body)
+        if any(name == b"upgrade" for name, _ in headers):
+            connection = b"connection: upgrade, close\r\n"
+    return encode_response(resp, head=head, connection=connection)
