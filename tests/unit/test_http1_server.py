@@ -557,9 +557,10 @@ async def test_a_websocket_is_handed_over_and_echoes():
 
 
 # -- what hypercorn's parser would answer bare -------------------------------------
-# A request the server cannot take is a JSON 4xx, never a bare answer nor a 5xx: the
-# front refuses what hypercorn's parser (h11, wsproto) would answer bare before it
-# hands a connection over.
+# A connection's first request is read by the front; once it is handed over, the rest
+# is parsed by hypercorn's h11, behind the front's guard (web/http1/guard.py). Either
+# way a request the server cannot take is a JSON 4xx, in its turn, never a bare answer
+# nor a 5xx.
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
 WS = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -596,7 +597,7 @@ async def expect_refusal(addr: str, data: bytes, status: int, code: str,
 UNSUPPORTED = "unsupported_transfer_encoding"
 
 
-@pytest.mark.parametrize("later", [False], ids=["first"])
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
 @pytest.mark.parametrize(("request_bytes", "codes"), [
     (b"GET /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
      b"0\r\n\r\n", (UNSUPPORTED, UNSUPPORTED)),
@@ -615,7 +616,7 @@ async def test_a_transfer_coding_but_chunked_is_a_400_json_not_a_501(later, requ
         assert srv.front.statistics().bad_requests == 1
 
 
-@pytest.mark.parametrize("later", [False], ids=["first"])
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
 @pytest.mark.parametrize(("request_bytes", "status", "code"), [
     (WS.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"")
      + b"Sec-WebSocket-Version: 13\r\n\r\n", 400, "bad_websocket_handshake"),
@@ -634,6 +635,69 @@ async def test_a_websocket_handshake_hypercorn_would_refuse_bare_is_a_json_4xx(
         if status == 426:  # RFC 6455 §4.2.2, RFC 9110 §15.5.22
             assert replies[-1].headers[b"sec-websocket-version"] == b"13"
             assert replies[-1].headers[b"upgrade"] == b"websocket"
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("ending", [
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /healthz HTTP/1.0\r\n\r\n",
+    b"POST /echo HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+], ids=["connection_close", "http_1_0", "http_1_0_with_body"])
+async def test_a_handed_over_request_that_ends_the_connection_is_answered_the_rest_dropped(
+        later, ending):
+    async with running() as srv:
+        replies = await answers(srv.addr, (HEALTH if later else b"") + ending + HEALTH
+                                + b"GET /x y z HTTP/1.1\r\n\r\n")
+        assert [r.status for r in replies] == [200] * (1 + later)
+        assert srv.front.statistics().bad_requests == 0
+
+
+async def test_a_later_head_over_the_bound_is_a_431_json_whole_or_in_pieces():
+    async with running(Limits(max_head_bytes=1024)) as srv:
+        big = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 2000
+        await expect_refusal(srv.addr, HEALTH + big + b"\r\n\r\n", 431, "head_too_large",
+                             before=1)
+        await expect_refusal(srv.addr, HEALTH + big, 431, "head_too_large", before=1)
+        # just under the bound: served
+        fits = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX: "
+        fits += b"a" * (1024 - len(fits) - 4) + b"\r\n\r\n"
+        assert [r.status for r in await answers(srv.addr, HEALTH + fits + HEALTH.replace(
+            b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))] == [200, 200, 200]
+
+
+@pytest.mark.parametrize("bad", [
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\n\r\n",
+    b"GET /x y z HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"PUT /users/a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+], ids=["bad_length", "two_lengths", "no_host", "bad_request_line", "length_and_chunked"])
+async def test_a_later_malformed_head_is_a_400_json_after_the_answers_before_it(bad):
+    async with running() as srv:
+        # the hot request before it is slow: the refusal still comes after its answer
+        replies = await answers(srv.addr, HEALTH + GET % b"slow" + bad + HEALTH)
+        assert [r.status for r in replies] == [200, 404, 400]
+        assert replies[-1].json()["error"] == "bad_request"
+        assert replies[-1].headers[b"connection"] == b"close"
+        assert srv.front.statistics().bad_requests == 1
+
+
+async def test_a_refused_head_request_is_answered_without_a_body():
+    async with running() as srv, await connect(srv.addr) as s:
+        await s.send_all(HEALTH + b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n"
+                         b"Content-Length: x\r\n\r\n")
+        data = await read_until_closed(s)
+        refusal = data[data.index(b"HTTP/1.1 400"):]
+        assert b"content-type: application/json" in refusal
+        assert refusal.endswith(b"\r\n\r\n")
+
+
+async def test_empty_lines_between_handed_over_requests_are_skipped():
+    async with running() as srv:
+        replies = await answers(srv.addr, HEALTH + b"\r\n" + HEALTH + b"\r\n\r\n"
+                                + HEALTH.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        assert [r.status for r in replies] == [200, 200, 200]
 
 
 # -- TLS ----------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """A lean HTTP/1.1 server front and pooled client, self-contained (trio, httptools,
-hypercorn, stdlib; nothing from kstate).
+hypercorn and its h11, stdlib; nothing from kstate).
 
 Layers: ``wire`` (request/response values and their bytes) and ``limits`` are the
-base; ``connection`` reads one connection with them; ``handover`` gives a connection
-to hypercorn; ``server`` accepts, caps, wraps TLS and drains. ``client`` is separate:
-a keep-alive pool for node-to-node requests, whose request bytes ``request_bytes``
-checks and writes; ``pipeline`` sends GETs over one pipelined connection per peer,
-with the pool for what it sends around.
+base, with ``heads`` (checks of a head that hypercorn would answer bare);
+``connection`` reads one connection with them; ``handover`` gives a connection to
+hypercorn, each HTTP/1.1 one behind a ``guard``; ``server`` accepts, caps, wraps TLS
+and drains. ``client`` is separate: a keep-alive pool for node-to-node requests, whose
+request bytes ``request_bytes`` checks and writes; ``pipeline`` sends GETs over one
+pipelined connection per peer, with the pool for what it sends around.
 """
 
 from __future__ import annotations

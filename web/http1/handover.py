@@ -1,6 +1,7 @@
 """Hand an accepted connection to hypercorn + an ASGI app, in this process, on this
 very stream: hypercorn's own trio connection handler (``TCPServer``) runs on a
-wrapper that replays the bytes the front already read, then reads the socket.
+wrapper that replays the bytes the front already read, then reads the socket; over
+HTTP/1.1 what it reads goes through the front's guard first (web/http1/guard.py).
 
 Why this and not a splice to an internal hypercorn listener (unix socket or
 loopback port): no second socket and no copy task per connection, and hypercorn
@@ -26,6 +27,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 
+from web.http1.guard import DROP, Guard, Refusals
 from web.http1.limits import Limits
 from web.http1.wire import (
     FRAMING,
@@ -164,18 +166,42 @@ def shield_sends(app: Asgi) -> Asgi:
 
 class _ReplayBase(trio.abc.Stream):
     """A stream whose first read returns ``head`` (bytes the front read already), then
-    reads and writes go to the wrapped stream."""
+    reads and writes go to the wrapped stream. With a ``guard``, what is read is what
+    the guard lets through (web/http1/guard.py)."""
 
-    def __init__(self, stream: trio.abc.Stream, head: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, head: bytes, guard: Guard | None) -> None:
         self._inner = stream
         self._head = head
+        self._guard = guard
+        self._ready = b""  # let through, not read yet
+        self._closed = trio.Event()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._head:
-            data, self._head = self._head, b""
-            await trio.lowlevel.checkpoint()
-            return data
-        return bytes(await self._inner.receive_some(max_bytes))
+        guard = self._guard
+        if guard is None:
+            if self._head:
+                data, self._head = self._head, b""
+                await trio.lowlevel.checkpoint()
+                return data
+            return bytes(await self._inner.receive_some(max_bytes))
+        if not self._ready:
+            if self._head:
+                self._ready, self._head = guard.feed(self._head), b""
+            while not self._ready:
+                data = bytes(await self._inner.receive_some(max_bytes))
+                if not data:
+                    if guard.mode == DROP:
+                        # what hypercorn has ends the connection: an EOF now would
+                        # make it cancel the answer it is giving (quart-trio cancels a
+                        # request whose stream closes); it closes once it answered
+                        await self._closed.wait()
+                        raise trio.ClosedResourceError("closed after its last answer")
+                    return b""
+                self._ready = guard.feed(data)
+        await trio.lowlevel.checkpoint()
+        n = len(self._ready) if max_bytes is None else max_bytes
+        data, self._ready = self._ready[:n], self._ready[n:]
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._inner.send_all(data)
@@ -184,6 +210,7 @@ class _ReplayBase(trio.abc.Stream):
         await self._inner.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
+        self._closed.set()
         await self._inner.aclose()
 
 
@@ -191,8 +218,8 @@ class _Replay(_ReplayBase):
     """Over a plain socket stream. It has no ``do_handshake``: that is how
     ``TCPServer`` tells plain from TLS."""
 
-    def __init__(self, stream: trio.SocketStream, head: bytes) -> None:
-        super().__init__(stream, head)
+    def __init__(self, stream: trio.SocketStream, head: bytes, guard: Guard | None) -> None:
+        super().__init__(stream, head, guard)
         self._stream = stream
         self.socket = stream.socket
 
@@ -205,8 +232,9 @@ class _ReplayTLS(_ReplayBase):
     TLS stream (``do_handshake``, ``selected_alpn_protocol``,
     ``transport_stream.socket``), and no ``send_eof``, as a TLS stream has none."""
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream], head: bytes) -> None:
-        super().__init__(stream, head)
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream], head: bytes,
+                 guard: Guard | None) -> None:
+        super().__init__(stream, head, guard)
         self._stream = stream
         self.transport_stream = stream.transport_stream
 
@@ -220,14 +248,19 @@ class _ReplayTLS(_ReplayBase):
 
 class HandOver:
     """hypercorn for the connections the front gives away (``app`` under
-    :func:`shield_sends`). Owns the app's lifespan:
+    :func:`shield_sends`), each HTTP/1.1 one behind a guard (web/http1/guard.py) that
+    refuses what hypercorn would answer with a bare error (``refused`` is called for
+    each such refusal). Owns the app's lifespan:
     :meth:`startup` runs it in a nursery the caller owns, :meth:`terminate` makes
     idle handed-over connections close and busy ones close after their response,
     :meth:`shutdown` runs the app's shutdown (call it after the connections ended)."""
 
-    def __init__(self, app: Asgi, config: Config) -> None:
+    def __init__(self, app: Asgi, config: Config,
+                 refused: Callable[[], None] | None = None) -> None:
         self._config = config
-        self._app = wrap_app(shield_sends(app), config.wsgi_max_body_size, "asgi")
+        self.refusals = Refusals(refused)
+        self._app = wrap_app(shield_sends(self.refusals.app(app)), config.wsgi_max_body_size,
+                             "asgi")
         self._context = WorkerContext(None)
         self._lifespan_state: LifespanState = {}
         self._lifespan = Lifespan(self._app, config, self._lifespan_state)
@@ -246,10 +279,13 @@ class HandOver:
         """Serve the rest of ``stream`` (``head`` first) with hypercorn; returns when
         hypercorn closed the connection."""
         wrapped: trio.abc.Stream
+        guard: Guard | None = Guard(self.refusals, self._config.h11_max_incomplete_size)
         if isinstance(stream, trio.SSLStream):
-            wrapped = _ReplayTLS(stream, head)
+            if stream.selected_alpn_protocol() == "h2":
+                guard = None  # (h2 frames: hypercorn's h2 answers in them itself)
+            wrapped = _ReplayTLS(stream, head, guard)
         elif isinstance(stream, trio.SocketStream):
-            wrapped = _Replay(stream, head)
+            wrapped = _Replay(stream, head, guard)
         else:
             raise TypeError(f"cannot hand over a {type(stream).__name__}")
         server = TCPServer(self._app, self._config, self._context, self._state,
@@ -261,10 +297,13 @@ class HandOver:
             # error answer to a broken request: the connection is over either way
             log.debug("event=handover_close_race")
         except* UnicodeDecodeError:
-            # a later request of this connection had a websocket handshake header with
-            # bytes wsproto decodes as ASCII (the front checks the first request's and
-            # answers it 400): hypercorn dropped the connection without an answer
+            # a websocket handshake header with bytes wsproto decodes as ASCII: the
+            # front and the guard refuse those (web/http1/heads.py), so this is a header
+            # they do not know of; hypercorn dropped the connection without an answer
             log.info("event=handover_undecodable_handshake")
+        finally:
+            if guard is not None:
+                guard.close()  # (a refusal still waiting: its stand-in will not come)
 
     async def terminate(self) -> None:
         await self._context.terminated.set()

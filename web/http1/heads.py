@@ -1,7 +1,8 @@
 """Checks of a request head that the two parsers of the front do not make alike, so
 that a head one of them would take and hypercorn (h11, wsproto) would refuse with a
 bare answer (no body; for a transfer coding, a 501) is refused here first, with the
-front's JSON error and a 4xx (web/http1/connection.py).
+front's JSON error and a 4xx: on the lean path (web/http1/connection.py) and on a
+handed-over connection (web/http1/guard.py).
 
 Headers are ``(lower-case name, value)`` pairs, values as received.
 """

@@ -3,7 +3,8 @@
 They apply to every request the lean path reads itself, including the *first* head
 of a connection that is later handed over to hypercorn (the decision needs the
 whole head, so it is read under these bounds). After a hand-over, hypercorn's own
-settings apply (:func:`web.http1.handover.hypercorn_config` derives them from here).
+settings apply (:func:`web.http1.handover.hypercorn_config` derives them from here),
+and ``max_head_bytes`` still bounds every head (web/http1/guard.py).
 
 Deadlines are checked by one timer per server, every quarter of the shortest timeout
 (at least 10 ms, at most 0.5 s): each fires at its setting or up to that much after it
@@ -29,8 +30,9 @@ class Limits:
     #: Between two requests of a keep-alive connection; past it the connection is
     #: closed silently. Also hypercorn's ``keep_alive_timeout`` after a hand-over.
     idle_timeout: float = 75.0
-    #: Request line + headers; more is ``431``. Also hypercorn's
-    #: ``h11_max_incomplete_size`` after a hand-over.
+    #: Request line + headers; more is ``431``, also after a hand-over (hypercorn's
+    #: ``h11_max_incomplete_size`` bounds only a head that is not complete yet; the
+    #: guard, web/http1/guard.py, checks a complete one).
     max_head_bytes: int = 16_384
     #: Body of a hot request (``Content-Length`` checked before reading); more is ``413``.
     max_body_bytes: int = 1_048_576

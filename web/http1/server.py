@@ -81,11 +81,14 @@ class Front:
             config = hypercorn if hypercorn is not None else hypercorn_config(self.limits)
             app = hot_asgi(app, is_hot, self._guarded, self.limits.max_body_bytes,
                            oversized_to_handler, body_timeout=self.limits.body_timeout)
-            self._handover = HandOver(app, config)
+            self._handover = HandOver(app, config, self._refused)
         self._used = False
 
     def statistics(self) -> FrontStatistics:
         return self._shared.counters.snapshot()
+
+    def _refused(self) -> None:
+        self._shared.counters.bad_requests += 1
 
     async def _guarded(self, req: Request) -> Response:
         """The handler for hot requests on a handed-over connection: counted, and an

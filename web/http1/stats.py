@@ -24,7 +24,8 @@ class FrontStatistics:
     send_timeouts: int
     #: TLS handshakes that failed or took too long.
     tls_failures: int
-    #: Requests answered 400/413/431 by the front itself.
+    #: Requests refused by the front itself (a JSON 4xx: 400, 413, 426, 431), on the
+    #: lean path or by the guard of a handed-over connection.
     bad_requests: int
     #: Handler (or router) exceptions answered 500.
     handler_errors: int

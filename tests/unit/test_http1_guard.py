@@ -1,0 +1,70 @@
+"""The guard of handed-over connections (web/http1/guard.py) as a plain function of the
+bytes it is fed: whatever the read boundaries, it passes well-formed requests on byte
+for byte, stops exactly after a request that ends the connection, and puts a stand-in
+exactly where a refused head was."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from web.http1.guard import DROP, Guard, Refusals
+
+
+@st.composite
+def request(draw: st.DrawFn) -> bytes:
+    path = b"/p" + draw(st.binary(min_size=0, max_size=8)).hex().encode()
+    body = draw(st.binary(max_size=40))
+    kind = draw(st.sampled_from(["none", "length", "chunked"]))
+    head = b"PUT " + path + b" HTTP/1.1\r\nHost: h\r\n"
+    if kind == "none":
+        return b"GET " + path + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+    if kind == "length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7])
+                      for i in range(0, len(body), 7))
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+
+
+def feed_in_pieces(guard: Guard, data: bytes, cuts: list[int]) -> bytes:
+    out, start = [], 0
+    for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
+        out.append(guard.feed(data[start:cut]) if cut > start else b"")
+        start = max(start, cut)
+    return b"".join(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(request(), min_size=1, max_size=6), st.lists(st.integers(0, 4000)))
+def test_well_formed_requests_pass_byte_for_byte_however_they_are_read(requests, cuts):
+    data = b"".join(requests)
+    guard = Guard(Refusals(), 16384)
+    assert feed_in_pieces(guard, data, cuts) == data
+    assert guard.mode != DROP
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(request(), max_size=4), st.binary(max_size=60), st.lists(st.integers(0, 4000)))
+def test_nothing_after_a_request_that_ends_the_connection_is_passed_on(before, junk, cuts):
+    last = b"GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    data = b"".join(before) + last
+    guard = Guard(Refusals(), 16384)
+    assert feed_in_pieces(guard, data + junk, cuts) == data
+    assert guard.mode == DROP
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(request(), max_size=4), st.lists(st.integers(0, 4000)))
+def test_a_refused_head_is_replaced_by_its_stand_in_after_the_requests_before_it(before, cuts):
+    refusals = Refusals()
+    guard = Guard(refusals, 16384)
+    good = b"".join(before)
+    bad = b"GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nz"
+    out = feed_in_pieces(guard, good + bad + b"GET / HTTP/1.1\r\n\r\n", cuts)
+    assert out.startswith(good)
+    stand_in = out[len(good):]
+    assert stand_in.startswith(b"GET /.front-refusal/")
+    assert stand_in.endswith(b"\r\nconnection: close\r\n\r\n")
+    assert len(refusals) == 1
+    guard.close()
+    assert len(refusals) == 0  # the connection ended before hypercorn asked for it

@@ -1,0 +1,238 @@
+"""What stands between a handed-over HTTP/1.1 connection and hypercorn: every byte the
+client sends goes through a :class:`Guard` before hypercorn reads it, so that a head
+hypercorn would answer with a bare error (no body: a 400, a 431, or a 501 for a
+transfer coding it does not know) gets the front's JSON 4xx instead, in its turn.
+
+The guard parses the stream with its own h11 (the parser hypercorn uses, with the same
+head bound), so it finds each request where hypercorn will. It gives hypercorn a
+request's head only once the head is complete and passed the checks hypercorn's own
+parser skips (web/http1/heads.py: the head's size, its framing, a websocket handshake);
+body bytes go through as they come. A head it refuses is replaced by a *stand-in*: a
+request of its own, ``Connection: close``, to a path nobody can guess, which
+:meth:`Refusals.app` answers with the refusal. hypercorn serves requests of a
+connection one after another, so the refusal is answered after every request before
+it and closes the connection, as the lean path's refusals do. After a request that
+ends the connection (``Connection: close``, HTTP/1.0) the rest of the stream is read
+and dropped: hypercorn's parser would fail on it and answer that failure instead of the
+request.
+
+What still gets hypercorn's bare 400: a body whose chunked framing is malformed (the
+request's head has gone to the app by then).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import h11
+
+from web.http1.heads import (
+    UNSUPPORTED_CODING,
+    Refusal,
+    framing_refusal,
+    is_websocket,
+    websocket_refusal,
+)
+from web.http1.wire import JSON_CT, error_response
+
+Asgi = Callable[[Any, Any, Any], Any]
+
+# What a guard does with the bytes it is given: parse them (GUARD), pass them on
+# unread (PASS: the connection speaks another protocol now, or a body went astray),
+# drop them (DROP: the connection ends after what hypercorn has).
+GUARD, PASS, DROP = range(3)
+_STAND_IN = b"/.front-refusal/"
+
+
+class Refusals:
+    """The refusals waiting for their stand-in request, by the stand-in's path, and the
+    ASGI wrapper that answers them. ``counted`` is called once per refusal."""
+
+    def __init__(self, counted: Callable[[], None] | None = None) -> None:
+        self._waiting: dict[bytes, Refusal] = {}
+        self._counted = counted
+
+    def stand_in(self, refusal: Refusal, head: bool) -> tuple[bytes, bytes]:
+        """(the stand-in's path, its bytes) for ``refusal``; ``head``: the refused
+        request was a HEAD (its answer has no body)."""
+        path = _STAND_IN + secrets.token_hex(16).encode("ascii")
+        self._waiting[path] = refusal
+        if self._counted is not None:
+            self._counted()
+        method = b"HEAD" if head else b"GET"
+        return path, b"%s %s HTTP/1.1\r\nhost: front\r\nconnection: close\r\n\r\n" % (
+            method, path)
+
+    def forget(self, path: bytes) -> None:
+        """The connection ended: its stand-in will not come (or came)."""
+        self._waiting.pop(path, None)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def app(self, app: Asgi) -> Asgi:
+        """``app``, except that a stand-in request is answered its refusal."""
+        waiting = self._waiting
+
+        async def asgi(scope: Any, receive: Any, send: Any) -> None:
+            if waiting and scope["type"] == "http":
+                refusal = waiting.pop(scope.get("raw_path") or b"", None)
+                if refusal is not None:
+                    status, code, message, extra = refusal
+                    body = error_response(status, code, message).body
+                    await send({"type": "http.response.start", "status": status,
+                                "headers": [JSON_CT, *extra,
+                                            (b"content-length", b"%d" % len(body)),
+                                            (b"connection", refusal.connection())]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+            await app(scope, receive, send)
+
+        return asgi
+
+
+class Guard:
+    """One connection's guard (see the module's docstring): :meth:`feed` takes the bytes
+    read from the client and returns those hypercorn may read now."""
+
+    def __init__(self, refusals: Refusals, max_head: int) -> None:
+        self._refusals = refusals
+        self._max_head = max_head
+        self._h11 = self._parser()
+        # read, not passed on yet; h11's unparsed bytes are always its tail, and at a
+        # request's start it is exactly that request's bytes so far
+        self._pending = bytearray()
+        self.mode = GUARD
+        self._stand_in: bytes | None = None
+
+    def _parser(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+
+    def close(self) -> None:
+        if self._stand_in is not None:
+            self._refusals.forget(self._stand_in)
+
+    def feed(self, data: bytes) -> bytes:
+        if self.mode == PASS:
+            return data
+        if self.mode == DROP:
+            return b""
+        if not self._pending:
+            # at a request's start (a body ends with what h11 was given): the empty
+            # lines a client may send before a request line (RFC 9112 §2.2), which h11
+            # refuses, go nowhere
+            if self._h11.their_state is h11.IDLE:
+                data = data.lstrip(b"\r\n")
+                if not data:
+                    return b""
+        self._pending += data
+        self._h11.receive_data(data)
+        out = bytearray()
+        self._run(out)
+        return bytes(out)
+
+    def _unparsed(self) -> int:
+        return len(self._h11.trailing_data[0])
+
+    def _release(self, out: bytearray) -> None:
+        """Pass on what h11 has parsed."""
+        n = len(self._pending) - self._unparsed()
+        if n > 0:
+            out += self._pending[:n]
+            del self._pending[:n]
+
+    def _run(self, out: bytearray) -> None:
+        pending = self._pending
+        while True:
+            conn = self._h11
+            at_head = conn.their_state is h11.IDLE
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                if at_head:
+                    self._refuse(out, self._refusal_of(exc), pending.startswith(b"HEAD "))
+                else:  # in a body hypercorn already reads: it answers as it does
+                    out += pending
+                    pending.clear()
+                    self.mode = PASS
+                return
+            if event is h11.NEED_DATA:
+                self._release(out)
+                return
+            if isinstance(event, h11.Request):
+                headers = [(n.lower(), v) for n, v in event.headers.raw_items()]
+                refusal = self._check(event, headers, len(pending) - self._unparsed())
+                if refusal is not None:
+                    self._refuse(out, refusal, event.method == b"HEAD")
+                    return
+                if _switches(event, headers):  # websocket, h2c, h2: no HTTP/1.1 from here
+                    out += pending
+                    pending.clear()
+                    self.mode = PASS
+                    return
+                self._release(out)
+            elif isinstance(event, h11.Data):
+                self._release(out)
+            elif isinstance(event, h11.EndOfMessage):
+                self._release(out)
+                if conn.their_state is h11.MUST_CLOSE:
+                    # (hypercorn's h11 fails on any byte after such a request)
+                    pending.clear()
+                    self.mode = DROP
+                    return
+                # a parser per request: h11 would wait for a response to cycle, and
+                # refuse the empty lines stripped here
+                rest = bytes(pending).lstrip(b"\r\n")
+                pending[:] = rest
+                self._h11 = self._parser()
+                if rest:
+                    self._h11.receive_data(rest)
+            else:  # (PAUSED, ConnectionClosed: not for a parser fed like this)
+                out += pending
+                pending.clear()
+                self.mode = PASS
+                return
+
+    def _check(self, event: h11.Request, headers: list[tuple[bytes, bytes]], size: int
+               ) -> Refusal | None:
+        if size > self._max_head:
+            return self._too_large()
+        return (framing_refusal(headers)
+                or websocket_refusal(event.method, event.http_version.decode("ascii"),
+                                     headers))
+
+    def _too_large(self) -> Refusal:
+        return Refusal(431, "head_too_large",
+                       f"request head larger than {self._max_head} bytes")
+
+    def _refusal_of(self, exc: h11.RemoteProtocolError) -> Refusal:
+        if exc.error_status_hint == 431:
+            return self._too_large()
+        if exc.error_status_hint == 501:  # h11's word for a transfer coding it lacks
+            return UNSUPPORTED_CODING
+        return Refusal(400, "bad_request", f"malformed request: {exc}")
+
+    def _refuse(self, out: bytearray, refusal: Refusal, head: bool) -> None:
+        self._stand_in, stand_in = self._refusals.stand_in(refusal, head)
+        out += stand_in
+        self._pending.clear()
+        self.mode = DROP
+
+
+def _switches(event: h11.Request, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether hypercorn stops speaking HTTP/1.1 after this request: a websocket
+    handshake, an h2c upgrade without a body, the HTTP/2 preface."""
+    if event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
+        return True
+    if is_websocket(event.method, headers):
+        return True
+    upgrade = b""
+    body = False
+    for name, value in headers:
+        if name == b"upgrade":
+            upgrade = value.strip()
+        elif name in (b"content-length", b"transfer-encoding"):
+            body = True
+    return upgrade.lower() == b"h2c" and not body
