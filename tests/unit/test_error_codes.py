@@ -60,6 +60,9 @@ EMITTERS: dict[str, Emitter] = {
     "BadRequest": Emitter(None, 1),  # web/errors.py
     "Refused": Emitter(None, 1),  # actors/feed_resume.py, rendered by web/routes_feed.py
     "Reject": Emitter(None, 1),  # web/http1/connection.py, sent by web/http1/server.py
+    # web/http1/heads.py: raised as a Reject by the front, answered by web/http1/guard.py
+    # on a handed-over connection
+    "Refusal": Emitter(None, 1),
     "render.error": Emitter(None, 1),  # web/render.py
     "error_response": Emitter(None, 1),  # web/http1/wire.py
     "error_bytes": Emitter(None, 1),  # web/http1/wire.py
@@ -84,6 +87,7 @@ PASS_THROUGH = {
     ("web/routes_feed.py", "changes", "admitted"): "actors/feed_limits.py's constants",
     ("web/routes_feed.py", "changes", "ended.error"): "Refused",
     ("web/http1/server.py", "_connection", "r.code"): "Reject",
+    ("web/http1/guard.py", "asgi", "code"): "Refusal",
 }
 # The only functions that build the JSON error body {"error": code, ...} (web/openapi.py:
 # the schema of it): error_response is an emitter, and error_body is called by
