@@ -168,15 +168,16 @@ def test_every_verdict_kind_is_classified() -> None:
     import inspect
     import re
 
-    from tools.chaos import checker
+    from tools.chaos import audit, checker
     from tools.chaos.checker import OK_KINDS, VIOLATIONS
 
-    src = inspect.getsource(checker)
+    src = inspect.getsource(checker) + inspect.getsource(audit)
     made = set(re.findall(r'Verdict\(\s*"([a-z_0-9]+)"', src))
     made |= set(re.findall(r'kind = "([a-z_0-9]+)" if final else "([a-z_0-9]+)"', src)[0])
     assert made - OK_KINDS <= VIOLATIONS, made - OK_KINDS - VIOLATIONS
     assert not OK_KINDS & VIOLATIONS
     assert {"lost_update", "refused_visible", "spurious_412"} <= VIOLATIONS
+    assert {"lost_update", "final_state_mismatch", "late_ambiguous"} <= made & VIOLATIONS
 
 
 def deleted(c: Checker, start: float, end: float, offset: int | None,
@@ -321,3 +322,158 @@ def test_the_audit_sees_the_topic_as_nodes_apply_it() -> None:
     by_key, compacted, _ = as_applied({p: [recs[0], *recs[4:]]}, 10, {K})
     assert compacted == {p}
     assert by_key == {K: [(4, None), (6, None)]}
+
+
+def unsure(c: Checker, start: float, end: float, delete: bool = False,
+           if_match: int | None = None) -> int:
+    """A write answered 503 write_timeout: it may land later, or never."""
+    seq, _ = c.begin_write(K, start, if_match=if_match, delete=delete)
+    v = c.end_write(K, seq, end, 503, None, True, b'{"error":"write_timeout"}',
+                    code="write_timeout")
+    assert v.kind == "unavailable", v
+    return seq
+
+
+def audit_kinds(c: Checker, topic: list[tuple[int, int | None]]) -> list[str]:
+    """The audit's verdicts of a topic given as (offset, seq of a put | None)."""
+    recs = [(off, None if seq is None else value_for(K, seq)) for off, seq in topic]
+    return [v.kind for v in c.audit({K: recs}, set())]
+
+
+def test_a_late_delete_over_a_newer_acked_put_is_late_ambiguous() -> None:
+    # A delete answered 503 lands after a put that was sent after that answer and
+    # acknowledged: the acknowledged put is gone. Its reads, and the tombstone in the
+    # topic, are judged like a put that lands late.
+    c = Checker([K])
+    s0 = acked(c, 1.0, 1.1, 10, status=201)
+    unsure(c, 2.0, 2.5, delete=True)
+    s2 = acked(c, 3.0, 3.1, 20)
+    assert read(c, 4.0, 4.1, s2, 20) == "ok"
+    assert read(c, 5.0, 5.1, None) == "late_ambiguous"
+    assert read(c, 9.0, 9.1, None, final=True) == "late_ambiguous"
+    assert audit_kinds(c, [(10, s0), (20, s2), (30, None)]) == ["late_ambiguous"]
+    assert audit_kinds(c, [(10, s0), (15, None), (20, s2)]) == []  # landed in time
+    # the same delete still in flight when the put began: either order is right
+    c2 = Checker([K])
+    s0 = acked(c2, 1.0, 1.1, 10, status=201)
+    unsure(c2, 2.0, 3.5, delete=True)
+    s2 = acked(c2, 3.0, 3.1, 20)
+    assert read(c2, 5.0, 5.1, None) == "ok_404"
+    assert audit_kinds(c2, [(10, s0), (20, s2), (30, None)]) == []
+
+
+def test_a_delete_answered_before_a_newer_write_began_excuses_no_404() -> None:
+    # The delete never lands; the put after its 503 is acknowledged: neither a 404 nor
+    # a 201 can be explained by it any more.
+    c = Checker([K])
+    s0 = acked(c, 1.0, 1.1, 10, status=201)
+    unsure(c, 2.0, 2.5, delete=True)
+    s2 = acked(c, 3.0, 3.1, 20)
+    assert read(c, 4.0, 4.1, s2, 20) == "ok"
+    assert read(c, 5.0, 5.1, None) == "late_ambiguous"
+    s3, body = c.begin_write(K, 6.0)
+    assert c.end_write(K, s3, 6.1, 201, '"3-30"', False, body).kind == "late_ambiguous"
+    _, noop = deleted(c, 6.5, 6.6, None)
+    assert noop == "late_ambiguous"
+    assert read(c, 9.0, 9.1, None, final=True) == "late_ambiguous"
+    assert "late_ambiguous" not in audit_kinds(c, [(10, s0), (20, s2), (30, s3)])
+
+
+def test_answers_excused_by_a_delete_of_unknown_fate_are_judged_again() -> None:
+    # A delete still in flight excuses a 404 and a no-op delete; it is answered 503 and
+    # no acknowledged write follows, so the final 404 is excused too. The topic decides.
+    c = Checker([K])
+    s0 = acked(c, 0.0, 1.0, 10, status=201)
+    d, _ = c.begin_write(K, 2.0, delete=True)
+    assert read(c, 3.0, 3.5, None) == "ok_404"
+    _, noop = deleted(c, 4.0, 4.5, None)
+    assert noop == "acked"
+    assert c.end_write(K, d, 7.0, 503, None, True, code="write_timeout").kind == "unavailable"
+    assert read(c, 7.5, 8.0, None, final=True) == "ok_404"
+    assert audit_kinds(c, [(10, s0)]) == ["spurious_404", "spurious_noop", "lost_write"]
+    assert audit_kinds(c, [(10, s0), (11, None)]) == []  # the delete landed
+    # a 201 likewise
+    c2 = Checker([K])
+    s0 = acked(c2, 0.0, 1.0, 10, status=201)
+    d, _ = c2.begin_write(K, 2.0, delete=True)
+    s1, body = c2.begin_write(K, 3.0)
+    assert c2.end_write(K, s1, 3.5, 201, '"3-12"', False, body).kind == "acked"
+    c2.end_write(K, d, 7.0, None, None, False)
+    assert audit_kinds(c2, [(10, s0), (12, s1)]) == ["spurious_create"]
+    assert audit_kinds(c2, [(10, s0), (11, None), (12, s1)]) == []
+    assert audit_kinds(c2, [(10, s0), (12, s1), (13, None)]) == ["spurious_create"]
+    # a tombstone appended after a record of a write sent after the 404 was answered
+    # was not there in time
+    c3 = Checker([K])
+    s0 = acked(c3, 0.0, 1.0, 10, status=201)
+    d, _ = c3.begin_write(K, 2.0, delete=True)
+    assert read(c3, 3.0, 3.5, None) == "ok_404"
+    s2 = acked(c3, 4.0, 4.5, 11)
+    c3.end_write(K, d, 6.0, 503, None, True, code="write_timeout")
+    assert audit_kinds(c3, [(10, s0), (11, s2), (12, None)]) == ["spurious_404"]
+    # in a compacted partition the tombstone may be gone: not judged again
+    assert c3.audit({K: [(11, value_for(K, s2))]}, {3}) == []
+
+
+def test_a_412_excused_by_a_write_of_unknown_fate_is_judged_again() -> None:
+    c = Checker([K])
+    s0 = acked(c, 1.0, 1.1, 10, status=201)
+    amb = unsure(c, 2.0, 2.5)
+    assert read(c, 3.0, 3.1, s0, 10) == "ok"
+    cas, _ = c.begin_write(K, 4.0, if_match=10)
+    assert c.end_write(K, cas, 4.1, 412, None, False).kind == "precondition_failed"
+    s3 = acked(c, 5.0, 5.1, 20)
+    assert audit_kinds(c, [(10, s0), (20, s3)]) == ["spurious_412"]  # it never landed
+    assert audit_kinds(c, [(10, s0), (15, amb), (20, s3)]) == []  # it did, over 10
+    # the answer-time rule: a write answered before an acked write at or below the
+    # If-Match version began cannot be above that version
+    c2 = Checker([K])
+    acked(c2, 1.0, 1.1, 10, status=201)
+    unsure(c2, 2.0, 2.5)
+    acked(c2, 3.0, 3.1, 20)
+    cas, _ = c2.begin_write(K, 4.0, if_match=20)
+    assert c2.end_write(K, cas, 4.1, 412, None, False).kind == "late_ambiguous"
+
+
+def closing_read(c: Checker, start: float, seq: int | None, offset: int = 0,
+                 closing: bool = True) -> str:
+    if seq is None:
+        v = c.judge_read(K, start, start + 0.1, 404, b"{}", None, False, final=True,
+                         closing=closing)
+    else:
+        v = c.judge_read(K, start, start + 0.1, 200, value_for(K, seq), f'"3-{offset}"',
+                         False, final=True, closing=closing)
+    c.record(v, node="n1", source="final")
+    return v.kind
+
+
+def test_final_reads_must_serve_the_topics_last_record() -> None:
+    # An ambiguous put lands (the last record of the key), every node serves the older
+    # value; an ambiguous delete lands, a node still serves the value.
+    c = Checker([K])
+    s0 = acked(c, 1.0, 1.1, 10, status=201)
+    amb = unsure(c, 2.0, 2.5)
+    assert closing_read(c, 9.0, s0, 10) == "ok"
+    assert closing_read(c, 9.2, s0, 10) == "ok"
+    assert audit_kinds(c, [(10, s0), (20, amb)]) == ["final_state_mismatch"] * 2
+    assert audit_kinds(c, [(10, s0)]) == []
+    c2 = Checker([K])
+    s0 = acked(c2, 1.0, 1.1, 10, status=201)
+    unsure(c2, 2.0, 2.5, delete=True)
+    assert closing_read(c2, 9.0, s0, 10) == "ok"
+    assert audit_kinds(c2, [(10, s0), (20, None)]) == ["final_state_mismatch"]
+    assert audit_kinds(c2, [(10, s0)]) == []
+    # a 404 the delete explains, though the key was written again after its tombstone
+    c3 = Checker([K])
+    s0 = acked(c3, 1.0, 1.1, 10, status=201)
+    unsure(c3, 2.0, 7.0, delete=True)
+    late = unsure(c3, 2.5, 3.0)
+    assert closing_read(c3, 8.0, None) == "ok_404"
+    assert audit_kinds(c3, [(10, s0), (11, None), (12, late)]) == ["final_state_mismatch"]
+    assert audit_kinds(c3, [(10, s0), (11, None)]) == []
+    # reads judged final but not of the final verification (after a cut) are not compared
+    c4 = Checker([K])
+    s0 = acked(c4, 1.0, 1.1, 10, status=201)
+    amb = unsure(c4, 2.0, 2.5)
+    assert closing_read(c4, 9.0, s0, 10, closing=False) == "ok"
+    assert audit_kinds(c4, [(10, s0), (20, amb)]) == []

@@ -13,9 +13,21 @@ Per key, in offset order:
   partition, where records are missing);
 - every acknowledged write (a delete's tombstone too) must be there (LOST_WRITE; in a
   compacted partition only the newest acknowledged write of a key is sure to be);
-- no ambiguous put may sit after an acknowledged write that began after its answer
+- no ambiguous write may sit after an acknowledged write that began after its answer
   (LATE_AMBIGUOUS: an older owner's late write over a newer acknowledged one, whether
-  or not a reader happened to see it).
+  or not a reader happened to see it): a put by its value; a tombstone that no
+  acknowledged delete wrote, when every delete of unknown fate that could have written
+  it was answered before an acknowledged write below it began.
+Then, with the fates of the writes known:
+- every answer the checker let pass only because a write of unknown fate may have taken
+  effect (checker.Recheck) is judged again: a 404, a 201 or a no-op delete needs a
+  tombstone above the newest version known before it began, a 412 a record above its
+  If-Match, in either case one that can have been written before the answer (not in a
+  compacted partition, where records are missing): else SPURIOUS_404 (LOST_WRITE at
+  the final verification), SPURIOUS_CREATE, SPURIOUS_NOOP, SPURIOUS_412;
+- every read of the final verification must have served the key's last record: its
+  offset and value, or a 404 for a tombstone or a key without records
+  (FINAL_STATE_MISMATCH; a read already judged wrong is not counted twice).
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from kstate.core.messages import Record
 from kstate.core.records import VERSION_HEADER, Ignored, Marker, Upsert, decide
-from tools.chaos.checker import KeyHistory, Verdict, WriteRec
+from tools.chaos.checker import Closing, KeyHistory, Recheck, Verdict, WriteRec
 
 if TYPE_CHECKING:
     from tools.chaos.checker import Checker
@@ -78,9 +90,78 @@ def audit(checker: Checker, records: Mapping[str, Sequence[tuple[int, bytes | No
     """``records`` maps each key to its (offset, value) in offset order; ``compacted``
     partitions have gaps. Returns every violation found."""
     out: list[Verdict] = []
+    rechecks: defaultdict[str, list[Recheck]] = defaultdict(list)
+    for rc in checker.rechecks:
+        rechecks[rc.key].append(rc)
+    closing: defaultdict[str, list[Closing]] = defaultdict(list)
+    for c in checker.closing:
+        closing[c.key].append(c)
     for key, h in checker.hist.items():
-        out += _audit_key(checker, h, records.get(key, []), compacted)
+        recs = records.get(key, [])
+        out += _audit_key(checker, h, recs, compacted)
+        if h.partition not in compacted:
+            out += [v for rc in rechecks[key] if (v := _recheck(checker, h, rc, recs))]
+        out += [v for c in closing[key] if (v := _closing(checker, h, c, recs))]
     return out
+
+
+def _where(context: Mapping[str, object]) -> str:
+    """`` (node=n1, source=workload, t=12.5)``: where the answer came from, if known."""
+    parts = [f"{k}={context[k]}" for k in ("node", "source", "t") if k in context]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _recheck(checker: Checker, h: KeyHistory, rc: Recheck,
+             recs: Sequence[tuple[int, bytes | None]]) -> Verdict | None:
+    """None if a record above ``rc.since`` can explain the answer, else its violation.
+    Offsets grow in the order records are appended: from the first record above
+    ``since`` written by a write that began after the answer (or by the answer's own
+    write), nothing can have been there in time; a record whose writer began before
+    may still have landed after the answer (not knowable: let it explain)."""
+    for off, value in recs:
+        if off <= rc.since:
+            continue
+        if value is None:
+            seq = h.by_offset.get(off)
+            if seq is None:
+                # a tombstone of a delete of unknown fate (the audit matched them)
+                if any(d.may_tombstone_above and d.seq != rc.seq and d.start < rc.end
+                       for d in h.writes.values()):
+                    return None
+                break  # written by a delete sent after the answer (or by none of ours)
+        else:
+            seq = checker.seq_of(h, value)
+            if seq is None:
+                continue  # a phantom, reported by the audit
+        w = h.writes[seq]
+        if w.start >= rc.end or seq == rc.seq:
+            break  # (a 201 says the key was absent below its own record)
+        if rc.what == "412" or w.delete:
+            return None
+    rc.failed = True
+    return Verdict(rc.kind, f"{rc.detail}{_where(rc.context)}, but the topic holds no "
+                            f"record above offset {rc.since} that can have been written "
+                            "before the answer and explain it")
+
+
+def _closing(checker: Checker, h: KeyHistory, c: Closing,
+             recs: Sequence[tuple[int, bytes | None]]) -> Verdict | None:
+    """A read of the final verification against the key's last record."""
+    if not c.ok or (c.recheck is not None and c.recheck.failed):
+        return None  # reported already
+    last = recs[-1] if recs else None
+    if last is None or last[1] is None:
+        want: tuple[int | None, int | None] = (None, None)
+    else:
+        want = (last[0], checker.seq_of(h, last[1]))
+    if (c.offset, c.seq) == want:
+        return None
+    served = "404" if c.offset is None else f"seq={c.seq}@{c.offset}"
+    topic = ("no record" if last is None else f"a tombstone@{last[0]}" if last[1] is None
+             else f"seq={want[1]}@{want[0]}")
+    return Verdict("final_state_mismatch",
+                   f"final GET {h.key}{_where(c.context)} served {served}, but the "
+                   f"topic's last applied record of the key is {topic}")
 
 
 def _audit_key(checker: Checker, h: KeyHistory, recs: Sequence[tuple[int, bytes | None]],
@@ -103,6 +184,10 @@ def _audit_key(checker: Checker, h: KeyHistory, recs: Sequence[tuple[int, bytes 
                     out.append(Verdict("phantom_value",
                                        f"topic {key}@{off}: a tombstone no delete of ours "
                                        "can have written"))
+                else:
+                    late = _late_tombstone(h, off)
+                    if late is not None:
+                        out.append(late)
                 unsure -= 1
                 prev = off
                 continue
@@ -151,3 +236,24 @@ def _audit_key(checker: Checker, h: KeyHistory, recs: Sequence[tuple[int, bytes 
                 f"{later[-1].start - x.end:.3f}s after seq={seq} was answered"))
     return out
 
+
+def _late_tombstone(h: KeyHistory, off: int) -> Verdict | None:
+    """LATE_AMBIGUOUS when every delete of unknown fate that could have written the
+    tombstone at ``off`` was answered before an acknowledged write below ``off`` began
+    (the put rule above, for a record that does not name its write)."""
+    late: list[tuple[WriteRec, WriteRec]] = []
+    for d in h.writes.values():
+        if not d.may_tombstone_above:
+            continue
+        a = h.overtaken(d, off - 1)
+        if a is None:
+            return None
+        late.append((d, a))
+    if not late:
+        return None
+    d, a = late[-1]
+    return Verdict("late_ambiguous",
+                   f"topic {h.key}: a tombstone at {off} that only deletes answered before "
+                   f"an acked write below it began can have written (e.g. {d.state} "
+                   f"seq={d.seq}, answered {a.start - (d.end or 0):.3f}s before acked "
+                   f"seq={a.seq}@{a.offset} began)")

@@ -55,16 +55,23 @@ Verdicts of a 200 ``{"name": "<key>#<seq>"}`` with offset ``o`` (violations in c
   that answer). The workload keeps one write per key in flight, so every earlier write
   of a key was over before the next began; the rule is exact either way.
 - otherwise ok.
-A 404 (and a no-op delete, which says the owner found the key missing) is judged by
-whether the key can have been absent: let ``m`` be the newest version known before
-``rs`` (``max(F(rs), O(rs))``). No ``m``, or ``m`` a tombstone: ok. ``m`` a put: ok only if
-some delete can have put a tombstone above ``m`` before the answer (acked with an
-offset above ``m``, or pending/ambiguous, and sent before the answer; refused, failed
-and no-op deletes write nothing); else SPURIOUS_404 (a no-op delete: SPURIOUS_NOOP).
-This is deliberately conservative (Porcupine judges the exact order of deletes): it
-never calls a right 404 wrong, and on keys without deletes it is the old exact rule.
+A 404 (and a no-op delete, which says the owner found the key missing, and a 201) is
+judged by whether the key can have been absent: let ``m`` be the newest version known
+before ``rs`` (``max(F(rs), O(rs))``). No ``m``, or ``m`` a tombstone: ok. ``m`` a put:
+ok only if some delete can have put a tombstone above ``m`` before the answer, sent
+before the answer and either acked with an offset above ``m``, or pending/ambiguous
+(refused, failed and no-op deletes write nothing); else SPURIOUS_404 (a no-op delete:
+SPURIOUS_NOOP, a 201: SPURIOUS_CREATE). The answer-time rule applies to deletes too:
+an ambiguous delete answered before an acked write at or below ``m`` began cannot
+land above ``m``; if only such deletes explain the answer, it is LATE_AMBIGUOUS (the
+delete landed late, or the answer is wrong: either breaks a promise, and neither
+shows to Porcupine, which lets an unknown write take effect at any time). An answer
+that only a delete of unknown fate explains is ok for now and judged again by the
+audit once the topic says whether and where that delete landed (a ``Recheck``).
 The final verification reads every key from every live node after the workload
-stopped and the group is stable; there a STALE or SPURIOUS_404 is a LOST_WRITE.
+stopped and the group is stable; there a STALE or SPURIOUS_404 is a LOST_WRITE, and
+the audit compares each of those reads (``closing``) with the key's last record in
+the topic: FINAL_STATE_MISMATCH if a node serves anything else.
 
 Verdicts of a write answer:
 - put ack without ETag: NO_ETAG. Ack offset ``o <= F(ws)``, the floor when the write
@@ -79,7 +86,9 @@ caught-up state, serialized per key:
 - 412: PRECONDITION_FAILED is fine if some other write of the key may have taken
   effect above ``base`` before the answer; if none can have (every other write is
   placed at or below ``base``, or began after the answer, or never applied),
-  SPURIOUS_412.
+  SPURIOUS_412; if only ambiguous writes answered before an acked write at or below
+  ``base`` began can have (the answer-time rule), LATE_AMBIGUOUS. One excused by a
+  write of unknown offset is judged again by the audit, with the writes' fates.
 - the topic audit (audit.py) checks that the record right before a conditional write's
   record is ``base`` (acknowledged or not: a conditional write that lands over a
   version it did not see is a lost update): LOST_UPDATE.
@@ -93,7 +102,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import orjson
@@ -113,8 +122,9 @@ VIOLATIONS = frozenset({
     "non_monotonic", "late_ambiguous", "spurious_404", "spurious_noop", "lost_write",
     "no_etag", "write_reordered", "spurious_create", "bad_5xx", "bad_status", "bad_body",
     "duplicate_write", "spurious_412", "refused_visible", "failed_visible", "lost_update",
-    "error_alive", "node_crashed", "not_recovered", "shutdown_timeout", "start_failed",
-    "unclean_exit", "linearizability", "checkers_disagree", "checker_error",
+    "final_state_mismatch", "answer_timeout", "error_alive", "node_crashed",
+    "not_recovered", "shutdown_timeout", "start_failed", "unclean_exit", "linearizability",
+    "checkers_disagree", "checker_error",
 })
 # The violations a single history can show to a linearizability checker: if the own
 # checker finds one of these, Porcupine must find the history illegal too, and the other
@@ -156,10 +166,41 @@ class WriteRec:
         return self.delete and self.state in ("pending", "ambiguous") and self.offset is None
 
 
+@dataclass(slots=True)
+class Recheck:
+    """An answer that was right only if a write of unknown fate took effect (a 404, a
+    201 or a no-op delete excused by a delete, a 412 by a write, whose offset is not
+    known): judged again by the audit, once the topic says where those writes landed."""
+    what: Literal["absent", "412"]  # the key was absent (404, 201, no-op delete); 412
+    kind: str  # the violation if nothing in the topic explains it
+    key: str
+    start: float
+    end: float
+    since: int  # absent: the newest offset known before start (a put's); 412: If-Match
+    seq: int | None  # the answer's own write (it explains nothing); None for a read
+    detail: str
+    failed: bool = False  # set by the audit
+    context: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Closing:
+    """What one node served at the final verification: compared by the audit with the
+    key's last record in the topic (FINAL_STATE_MISMATCH)."""
+    key: str
+    offset: int | None  # the 200's ETag offset; None for a 404
+    seq: int | None
+    ok: bool  # judged right when it arrived (a wrong answer is reported already)
+    recheck: Recheck | None  # a 404 excused by a delete the audit judges again
+    context: dict[str, object] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     kind: str
     detail: str = ""
+    # What the audit must judge again (Checker.record attaches the answer's context).
+    later: tuple[Recheck | Closing, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def violation(self) -> bool:
@@ -211,6 +252,18 @@ class KeyHistory:
             return a or o
         return a if a[0] >= o[0] else o
 
+    def overtaken(self, w: WriteRec, at_most: int) -> WriteRec | None:
+        """An acknowledged write at an offset ``<= at_most`` that began after ``w``
+        (not acknowledged) was answered: ``w`` may not land above it (the answer-time
+        rule), so not above ``at_most`` either. None if there is none."""
+        if w.end is None or w.state == "acked":
+            return None
+        for a in self.writes.values():
+            if (a.state == "acked" and a.offset is not None and a.offset <= at_most
+                    and a.start > w.end):
+                return a
+        return None
+
 
 class Checker:
     """Holds every key's history; judges answers. Synchronous: the harness calls it
@@ -220,6 +273,8 @@ class Checker:
         self.keys = list(keys)
         self.hist = {k: KeyHistory(k) for k in keys}
         self.violations: list[dict[str, object]] = []
+        self.rechecks: list[Recheck] = []  # judged again by the audit
+        self.closing: list[Closing] = []  # the final verification's reads
 
     # -- writes ----------------------------------------------------------------
     def begin_write(self, key: str, start: float, if_match: int | None = None,
@@ -259,8 +314,9 @@ class Checker:
     def _refused(self, h: KeyHistory, w: WriteRec) -> Verdict:
         """412 to ``If-Match: <base>``: right if ``base`` is a tombstone (an absent key
         matches no ETag), or if another write may have taken effect over ``base`` before
-        the answer (acked or seen at a later offset, or not known to have failed and
-        not placed below it)."""
+        the answer: one acked or seen at a later offset, or one whose offset is unknown
+        (not known to have failed) and that the answer-time rule lets land above
+        ``base``; the latter is judged again by the audit."""
         w.state = "refused"
         base = w.if_match
         assert base is not None
@@ -268,16 +324,36 @@ class Checker:
         known = h.by_offset.get(base)
         if known is not None and h.writes[known].delete:
             return Verdict("precondition_failed")
+        unknown: WriteRec | None = None
+        late: tuple[WriteRec, WriteRec] | None = None
         for other in h.writes.values():
             if other is w or other.state in ("refused", "failed") or other.start >= w.end:
                 continue
             if other.state == "acked" and other.delete and other.offset is None:
                 continue  # a no-op delete wrote nothing
-            if other.offset is None or other.offset > base:
-                return Verdict("precondition_failed")
+            if other.offset is not None:
+                if other.offset > base:
+                    return Verdict("precondition_failed")
+                continue
+            a = h.overtaken(other, base)
+            if a is None:
+                unknown = other
+            elif late is None:
+                late = (other, a)
+        what = f"{self._op(w)} {h.key} seq={w.seq} If-Match {base}"
+        if unknown is not None:
+            rc = self._recheck("412", "spurious_412", h, w.start, w.end, base, w.seq,
+                               f"{what}: 412, excused by writes of unknown fate")
+            return Verdict("precondition_failed", later=(rc,))
+        if late is not None:
+            x, a = late
+            return Verdict("late_ambiguous",
+                           f"{what}: 412, which only {x.state} seq={x.seq} landing above "
+                           f"{base} explains, but it was answered {a.start - (x.end or 0):.3f}"
+                           f"s before acked seq={a.seq}@{a.offset} began")
         return Verdict("spurious_412",
-                       f"{self._op(w)} {h.key} seq={w.seq} If-Match {base}: 412, but no "
-                       f"other write of the key can be newer than offset {base}")
+                       f"{what}: 412, but no other write of the key can be newer than "
+                       f"offset {base}")
 
     def _acked(self, h: KeyHistory, w: WriteRec, end: float, status: int,
                etag: str | None, body: bytes) -> Verdict:
@@ -298,10 +374,9 @@ class Checker:
             return Verdict("write_reordered",
                            f"PUT {h.key} seq={w.seq} acked at offset {off}, but seq="
                            f"{floor[1]} at offset {floor[0]} was acked before it began")
-        if status == 201 and not self._may_be_absent(h, w.start, end, exclude=w):
-            return Verdict("spurious_create",
-                           f"PUT {h.key} seq={w.seq} answered 201 Created, but the key "
-                           f"existed (newest before: {h.newest_before(w.start)})")
+        if status == 201:
+            return self._absent(h, w.start, end, w, "acked", "spurious_create",
+                                f"PUT {h.key} seq={w.seq} answered 201 Created")
         return Verdict("acked")
 
     def _acked_delete(self, h: KeyHistory, w: WriteRec, end: float,
@@ -310,11 +385,8 @@ class Checker:
         parsed = parse_etag(etag)
         if parsed is None:
             # Nothing written: the owner found the key missing.
-            if self._may_be_absent(h, w.start, end, exclude=w):
-                return Verdict("acked")
-            return Verdict("spurious_noop",
-                           f"DELETE {h.key} seq={w.seq} wrote nothing (key missing), but "
-                           f"the key existed (newest before: {h.newest_before(w.start)})")
+            return self._absent(h, w.start, end, w, "acked", "spurious_noop",
+                                f"DELETE {h.key} seq={w.seq} wrote nothing (key missing)")
         part, off = parsed
         bad = self._place(h, w.seq, part, off, "DELETE")
         floor = h.acked.before(w.start)
@@ -327,21 +399,55 @@ class Checker:
                            f"{floor[1]} at offset {floor[0]} was acked before it began")
         return Verdict("acked")
 
-    def _may_be_absent(self, h: KeyHistory, start: float, end: float,
-                       exclude: WriteRec | None = None) -> bool:
-        """Can the key have been absent at some instant in [start, end]? See the 404
-        rule in the module docstring."""
+    def _absent(self, h: KeyHistory, start: float, end: float, w: WriteRec | None,
+                ok: str, wrong: str, what: str, final: bool = False) -> Verdict:
+        """The verdict of an answer saying the key was absent in [start, end] (a 404, a
+        201, a no-op delete ``w``): ``ok`` if it can have been (see the 404 rule in the
+        module docstring), then judged again by the audit if only a delete of unknown
+        fate explains it; LATE_AMBIGUOUS if only a delete the answer-time rule keeps
+        below the newest version explains it; else ``wrong``."""
         newest = h.newest_before(start)
         if newest is None or h.writes[newest[1]].delete:
-            return True
+            return Verdict(ok)
         top = newest[0]
+        unknown = False
+        late: tuple[WriteRec, WriteRec] | None = None
         for d in h.writes.values():
-            if d is exclude or not d.delete or d.start >= end:
+            if d is w or not d.delete or d.start >= end:
                 continue
-            if d.may_tombstone_above or (d.state == "acked" and d.offset is not None
-                                         and d.offset > top):
-                return True
-        return False
+            if d.state == "acked" and d.offset is not None and d.offset > top:
+                return Verdict(ok)
+            if d.may_tombstone_above:
+                a = h.overtaken(d, top)
+                if a is None:
+                    unknown = True
+                elif late is None:
+                    late = (d, a)
+        if unknown:
+            rc = self._recheck("absent", wrong, h, start, end, top,
+                               None if w is None else w.seq,
+                               f"{what}; newest before: seq={newest[1]}@{top}; excused by "
+                               "deletes of unknown fate", final)
+            return Verdict(ok, later=(rc,))
+        if late is not None:
+            d, a = late
+            return Verdict("late_ambiguous",
+                           f"{what}; newest before: seq={newest[1]}@{top}; only {d.state} "
+                           f"DELETE seq={d.seq} can explain it, but it was answered "
+                           f"{a.start - (d.end or 0):.3f}s before acked seq={a.seq}@"
+                           f"{a.offset} began")
+        return Verdict(wrong, f"{what}, but the key existed (acked before: "
+                              f"{h.acked.before(start)}, seen before: "
+                              f"{h.observed.before(start)}) and no delete can have "
+                              "removed it")
+
+    def _recheck(self, what: Literal["absent", "412"], kind: str, h: KeyHistory,
+                 start: float, end: float, since: int, seq: int | None, detail: str,
+                 final: bool = False) -> Recheck:
+        rc = Recheck(what, "lost_write" if final else kind, h.key, start, end, since, seq,
+                     detail)
+        self.rechecks.append(rc)
+        return rc
 
     def _place(self, h: KeyHistory, seq: int, part: int, off: int, what: str
                ) -> Verdict | None:
@@ -367,7 +473,25 @@ class Checker:
     # -- reads -----------------------------------------------------------------
     def judge_read(self, key: str, start: float, end: float, status: int,
                    body: bytes, etag: str | None, retry_after: bool,
-                   final: bool = False) -> Verdict:
+                   final: bool = False, closing: bool = False) -> Verdict:
+        """``final``: the workload has stopped (a wrong answer is a LOST_WRITE);
+        ``closing``: a read of the final verification, whose 200 or 404 the audit also
+        compares with the key's last record in the topic."""
+        v = self._judge_read(key, start, end, status, body, etag, retry_after, final)
+        if not closing or status not in (200, 404):
+            return v
+        h = self.hist[key]
+        parsed = parse_etag(etag) if status == 200 else None
+        rc = next((x for x in v.later if isinstance(x, Recheck)), None)
+        c = Closing(key, None if parsed is None else parsed[1],
+                    self.seq_of(h, body) if status == 200 else None,
+                    not v.violation, rc)
+        self.closing.append(c)
+        return replace(v, later=(*v.later, c))
+
+    def _judge_read(self, key: str, start: float, end: float, status: int,
+                    body: bytes, etag: str | None, retry_after: bool, final: bool
+                    ) -> Verdict:
         h = self.hist[key]
         if status == 404:
             return self._judge_404(h, start, end, final)
@@ -412,12 +536,9 @@ class Checker:
         return OK
 
     def _judge_404(self, h: KeyHistory, start: float, end: float, final: bool) -> Verdict:
-        if self._may_be_absent(h, start, end):
-            return Verdict("ok_404")
         kind = "lost_write" if final else "spurious_404"
-        return Verdict(kind, f"GET {h.key} answered 404; acked before: "
-                             f"{h.acked.before(start)}, seen before: {h.observed.before(start)}"
-                             ", and no delete can have removed it")
+        return self._absent(h, start, end, None, "ok_404", kind, f"GET {h.key} answered 404",
+                            final)
 
     def seq_of(self, h: KeyHistory, body: bytes) -> int | None:
         """The seq of the put whose exact value ``body`` is, else None."""
@@ -461,6 +582,8 @@ class Checker:
 
     # -- bookkeeping -------------------------------------------------------------
     def record(self, verdict: Verdict, **context: object) -> None:
+        for later in verdict.later:
+            later.context.update(context)
         if verdict.violation:
             self.violations.append({"kind": verdict.kind, "detail": verdict.detail,
                                     **context})

@@ -21,7 +21,8 @@ Phases (all bounded):
    reads every key from every node; then it keeps the planned gap before the next event.
 4. Final verification: workload stopped, group stable, every key read from every live
    node and judged against every acknowledged write (a wrong answer = ``lost_write``);
-   then the whole topic is read from Kafka and audited (audit.py).
+   then the whole topic is read from Kafka and audited (audit.py), and those reads
+   compared with each key's last record in it.
 5. Teardown: SIGTERM every node (must exit 0), stop the proxies and Kafka.
 6. Porcupine (linearizability.py) checks the history every request was recorded in
    (history.py); both verdicts go into the JSON and the summary.

@@ -281,10 +281,12 @@ class Run:
         self.traffic.avail.close(self.chaos_end)
 
     # -- phase 4 ---------------------------------------------------------------------
-    async def verify_everywhere(self, deadline: float, source: str = "verify") -> list[str]:
+    async def verify_everywhere(self, deadline: float, source: str = "verify",
+                                closing: bool = False) -> list[str]:
         """Read every key from every up node until it answers (a wrong answer is a
         violation, judged as final: STALE and SPURIOUS_404 are LOST_WRITE); return the
-        reads still unanswered at ``deadline``."""
+        reads still unanswered at ``deadline``. ``closing``: the final verification,
+        whose answers the audit compares with the topic's last records."""
         limiter = trio.CapacityLimiter(8)
         unanswered: list[str] = []
 
@@ -293,7 +295,7 @@ class Run:
             async with limiter:
                 while True:
                     v = await self.traffic.read(key, source, member=m, final=True,
-                                                client=client)
+                                                client=client, closing=closing)
                     if v.kind in READ_OK or v.violation:  # a violation is recorded
                         return
                     if time.monotonic() > deadline:
@@ -312,7 +314,7 @@ class Run:
         deadline = t + self.cfg.recover_timeout
         rec: dict[str, Any] = {"label": "final", "t_abs": t}
         await self.recover(rec, deadline)
-        unanswered = await self.verify_everywhere(deadline, "final")
+        unanswered = await self.verify_everywhere(deadline, "final", closing=True)
         if unanswered:
             self.checker.violations.append({
                 "kind": "not_recovered",
@@ -325,7 +327,8 @@ class Run:
 
     async def audit_topic(self) -> dict[str, Any]:
         """Read the whole topic from Kafka and let the checker judge it (lost, phantom,
-        duplicated and late writes, whether or not a reader saw them)."""
+        duplicated and late writes, whether or not a reader saw them; the answers only
+        writes of unknown fate excused; what the final reads served)."""
         t = time.monotonic()
         raw = await read_all(self.cluster.kafka.bootstrap, self.cluster.topic,
                              partitions=self.cfg.partitions, within=120.0)

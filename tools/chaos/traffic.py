@@ -121,13 +121,15 @@ class Traffic:
         return Verdict("error_alive", f"{what} via {m.name}: {exc!r}")
 
     async def read(self, key: str, source: str, member: Member | None = None,
-                   final: bool = False, client: int | None = None) -> Verdict:
-        return (await self.read_etag(key, source, member, final, client))[0]
+                   final: bool = False, client: int | None = None,
+                   closing: bool = False) -> Verdict:
+        return (await self.read_etag(key, source, member, final, client, closing))[0]
 
     async def read_etag(self, key: str, source: str, member: Member | None = None,
-                        final: bool = False, client: int | None = None
-                        ) -> tuple[Verdict, str | None]:
-        """GET ``key``; the verdict, and the ETag when the answer was a 200."""
+                        final: bool = False, client: int | None = None,
+                        closing: bool = False) -> tuple[Verdict, str | None]:
+        """GET ``key``; the verdict, and the ETag when the answer was a 200. ``final``
+        and ``closing``: see Checker.judge_read."""
         m = member or self.cluster.pick(self.rng)
         etag = None
         if m is None:
@@ -154,7 +156,7 @@ class Traffic:
             t = time.perf_counter()
             v = self.checker.judge_read(key, start, end, r.status_code, r.content,
                                         r.headers.get("etag"), "retry-after" in r.headers,
-                                        final=final)
+                                        final=final, closing=closing)
             self.check_seconds += time.perf_counter() - t
             self.history.answer(hid, ret=end, status=r.status_code,
                                 code=None if r.status_code < 300 else error_code(r.content),
