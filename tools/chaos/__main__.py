@@ -67,7 +67,9 @@ def parse(argv: list[str]) -> tuple[ChaosConfig, bool]:
     p.add_argument("--standby", action="store_true",
                    help="nodes keep standby copies (KSTATE_STANDBY=true)")
     p.add_argument("--pause", type=float, default=10.0, help="seconds a pause lasts")
-    p.add_argument("--timeout", type=float, default=10.0, help="client timeout per request")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="client timeout per request (default: the nodes' answer bound + "
+                        "2 s, so that a timeout is a node breaking its bound)")
     p.add_argument("--recover-timeout", type=float, default=60.0)
     p.add_argument("--out", type=Path, default=None,
                    help="results JSON (default chaos-results/<timestamp>-<mode>-s<seed>.json)")

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,9 +44,12 @@ import httpx
 import orjson
 import trio
 
+from actors.router import TABLE_WAIT
 from kstate.bridge import KafkaConfig
 from kstate.bridge.tooling import open_tooling
 from kstate.core.partitioner import partition_for
+from kstate.settings import Settings
+from kstate.settings_help import env_name
 from tools.chaos import linearizability
 from tools.chaos.checker import Checker
 from tools.chaos.cluster import Cluster, KafkaRun
@@ -55,6 +60,25 @@ from tools.chaos.slots import SlotProxies
 from tools.procs import REPO
 
 log = logging.getLogger("chaos")
+
+# The harness's own slack on top of a node's answer bound (its event loop, loopback).
+CLIENT_SLACK = 2.0
+# The settings a node's answer bound depends on (kstate.settings, owner_worst_case).
+TIMING = ("write_timeout", "catchup_timeout", "proxy_timeout")
+
+
+def node_answer_bound(env: Mapping[str, str]) -> float:
+    """Seconds a node started with ``env`` may take to answer a request: up to
+    TABLE_WAIT for a routing table that knows the key's owner, then either its own
+    answer as the owner or, forwarded, the owner's within ``proxy_deadline`` (else 503
+    ``owner_no_answer``), which is never shorter than the owner's worst case."""
+    values = {name: float(env[env_name(name)]) for name in TIMING if env_name(name) in env}
+    return TABLE_WAIT + Settings(**values).proxy_deadline  # type: ignore[arg-type]
+
+
+def client_timeout(cfg: ChaosConfig, bound: float) -> float:
+    """``cfg.timeout``, else longer than the nodes' answer ``bound`` by CLIENT_SLACK."""
+    return cfg.timeout if cfg.timeout is not None else bound + CLIENT_SLACK
 
 
 @dataclass
@@ -85,7 +109,9 @@ class ChaosConfig:
     delete_keys: float = 0.2  # share of the keys that also get deletes
     delete_ratio: float = 0.4  # share of the writes of a delete key that are deletes
     lin_timeout: float = 120.0  # Porcupine's limit (its verdict is "unknown" past it)
-    timeout: float = 10.0  # client timeout per request
+    # client timeout per request; None: the nodes' answer bound + CLIENT_SLACK, so that
+    # a timeout means a node broke its bound (a violation, answer_timeout)
+    timeout: float | None = None
     probe_interval: float = 0.25
     recover_timeout: float = 60.0  # an event not recovered from by then: not_recovered
     out: Path | None = None
@@ -148,13 +174,16 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
     if cfg.standby:
         extra["KSTATE_STANDBY"] = "true"
     keys = [f"u{i:04d}-{tag}@chaos.test" for i in range(cfg.keys)]
+    # the nodes inherit this process's environment (tools/procs.py), then ``extra``
+    bound = node_answer_bound({**os.environ, **extra})
+    timeout_s = client_timeout(cfg, bound)
     checker = Checker(keys)
     cluster = Cluster(kafka, f"chaos-{tag}", f"chaos-{tag}", log_dir, extra,
                       problems=checker.violations)
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100,
                           keepalive_expiry=5.0)
-    timeout = httpx.Timeout(cfg.timeout, connect=2.0)
+    timeout = httpx.Timeout(timeout_s, connect=2.0)
     history = History(out.with_suffix(".history.jsonl"), time.monotonic(),
                       {"topic": cluster.topic, "seed": cfg.seed, "mode": cfg.mode,
                        "started_at": started_at})
@@ -173,7 +202,8 @@ async def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
             await prefill(kafka.bootstrap, cluster.topic, cfg, tag)
             log.info("%d history records in topic %s", cfg.history, cluster.topic)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
-            run = Run(cfg, cluster, client, checker, history, proxies)
+            run = Run(cfg, cluster, client, checker, history, proxies,
+                      timeout=timeout_s, bound=bound)
             async with trio.open_nursery() as outer:
                 outer.start_soon(run.crash_watch)
                 await run.start_nodes()

@@ -34,8 +34,10 @@ PROBE_CLIENTS = 1000  # history client ids of the probers (workload clients are 
 
 class Run:
     def __init__(self, cfg: ChaosConfig, cluster: Cluster, client: httpx.AsyncClient,
-                 checker: Checker, history: History, proxies: SlotProxies | None = None
-                 ) -> None:
+                 checker: Checker, history: History, proxies: SlotProxies | None = None,
+                 *, timeout: float, bound: float) -> None:
+        """``timeout``: the client timeout per request; ``bound``: the nodes' answer
+        bound (harness.node_answer_bound)."""
         self.cfg = cfg
         self.cluster = cluster
         self.client = client
@@ -43,7 +45,7 @@ class Run:
         self.proxies = proxies
         self.t0 = history.t0
         self.traffic = Traffic(client, cluster, checker, random.Random(cfg.seed + 1),
-                               cfg.timeout, self.t0, history)
+                               timeout, self.t0, history, bound=bound)
         # Keys that also get deletes: every round(1/delete_keys)-th key (one hot key too).
         every = round(1 / cfg.delete_keys) if cfg.delete_keys > 0 else 0
         self.delete_keys = frozenset(k for i, k in enumerate(checker.keys)

@@ -199,6 +199,7 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
         "requests": {k: dict(sorted(v.items())) for k, v in sorted(stats.counts.items())},
         "latency_s": {op: {"n": len(v), "p50": pct(v, 50), "p99": pct(v, 99),
                            "max": pct(v, 100)} for op, v in sorted(stats.latency.items())},
+        "timeouts": timeouts(run),
         "reads_correct_within_2s": {
             "reads": len(reads), "pct": round(100 * good / len(reads), 3) if reads else None,
             "outside_event_windows_reads": len(calm),
@@ -219,6 +220,17 @@ def build_results(cfg: ChaosConfig, run: Run, schedule: list[Event], final: dict
         "notes": run.cluster.notes,
         "node_logs": _log_scan(run),
     }
+
+
+def timeouts(run: Run) -> dict[str, Any]:
+    """Requests without an answer in the client timeout (latency figures leave them
+    out): ``answer_timeout`` (a live node past its bound, a violation) and the others
+    (connect or pool timeouts; any timeout when the client timeout is under the bound)."""
+    counts = run.traffic.stats.counts.values()
+    return {"client_timeout_s": round(run.traffic.timeout, 3),
+            "node_answer_bound_s": round(run.traffic.bound, 3),
+            "answer_timeout": sum(c["answer_timeout"] for c in counts),
+            "timeout": sum(c["timeout"] for c in counts)}
 
 
 def write_json(result: dict[str, Any], out: Path) -> None:
@@ -318,6 +330,12 @@ def format_summary(r: dict[str, Any]) -> str:
     lines.append("latency (answered requests, s)")
     lines += _table(["op", "n", "p50", "p99", "max"],
                     [[op, v["n"], v["p50"], v["p99"], v["max"]] for op, v in lat.items()])
+    t = r.get("timeouts")
+    if t:
+        lines.append(f"unanswered in the client timeout ({t['client_timeout_s']:.1f} s; the "
+                     f"nodes answer within {t['node_answer_bound_s']:.1f} s): "
+                     f"{t['answer_timeout']} past a node's bound (answer_timeout), "
+                     f"{t['timeout']} other timeouts")
     w = r["reads_correct_within_2s"]
     lines.append(f"workload reads answered correctly within 2 s: {_f(w['pct'])}% of "
                  f"{w['reads']}; outside event windows: {_f(w['outside_event_windows_pct'])}%"

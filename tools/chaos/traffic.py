@@ -5,9 +5,13 @@ counts it, and feeds the availability tracker.
 A request error is judged against what the harness knew: if the node it went to was
 ``up`` (same incarnation) from before the request until after the error, the error is
 ``error_alive`` (a violation); if the harness decided to stop that node meanwhile, it is
-``node_down`` (expected, counted apart). A client timeout to a live node is ``timeout``
-(counted, not a violation: the node answered too slowly, which the latency and
-within-2 s figures show).
+``node_down`` (expected, counted apart). The client timeout is longer than a node's
+answer bound (harness.node_answer_bound) unless ``--timeout`` says otherwise; then a
+live node that accepted the request and gave no answer in time broke its bound:
+``answer_timeout``, a violation. A connect or pool timeout (the harness's own side of
+the connection), or any timeout under a ``--timeout`` shorter than the bound, is
+``timeout``: counted in the requests table, not a violation. Latency figures cover
+answered requests only: a timeout has no latency.
 """
 
 from __future__ import annotations
@@ -86,12 +90,14 @@ class Stats:
 
 class Traffic:
     def __init__(self, client: httpx.AsyncClient, cluster: Cluster, checker: Checker,
-                 rng: random.Random, timeout: float, t0: float, history: History) -> None:
+                 rng: random.Random, timeout: float, t0: float, history: History,
+                 bound: float) -> None:
         self.client = client
         self.cluster = cluster
         self.checker = checker
         self.rng = rng
         self.timeout = timeout
+        self.bound = bound  # seconds a node may take to answer (see the module docstring)
         self.t0 = t0
         self.history = history
         self.stats = Stats()
@@ -116,6 +122,10 @@ class Traffic:
     def _err(self, m: Member, inc: int, exc: Exception, what: str) -> Verdict:
         if not self.cluster.still_up(m, inc):
             return Verdict("node_down")
+        if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)) and self.timeout > self.bound:
+            return Verdict("answer_timeout",
+                           f"{what} via {m.name}: no answer in {self.timeout:.1f} s, past "
+                           f"the node's bound of {self.bound:.1f} s ({exc!r})")
         if isinstance(exc, httpx.TimeoutException):
             return Verdict("timeout", f"{what} via {m.name}: {exc!r}")
         return Verdict("error_alive", f"{what} via {m.name}: {exc!r}")
