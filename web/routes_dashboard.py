@@ -7,6 +7,9 @@
 answers something other than /readyz JSON is ``"bad_response"``. Only urls of the
 routing table are ever fetched; nothing a client sends chooses a target. Peers are
 asked over web/http1's pooled client, with TLS verified as forwarding does (web/tls.py).
+A round of asks is shared by every ``/cluster`` request that arrives while it runs
+(:class:`Rounds`), so however many clients poll, the node asks each member at most
+once at a time: one outbound connection per member, not one per request.
 """
 
 from __future__ import annotations
@@ -67,6 +70,45 @@ async def _member(pool: Pool, url: str) -> dict[str, Any]:
     return report
 
 
+Report = dict[str, Any]
+
+
+class Rounds:
+    """The members' /readyz reports, one round of asks at a time per set of urls: a
+    request that comes while a round for its urls runs waits for that round's
+    reports (at most ``MEMBER_TIMEOUT`` old) instead of asking again. Without this,
+    each /cluster request opened a connection to every member, and a client with
+    many connections made the node hold many times that while members were slow."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._running: dict[tuple[str, ...], tuple[trio.Event, dict[str, Report]]] = {}
+
+    async def reports(self, urls: tuple[str, ...]) -> dict[str, Report]:
+        running = self._running.get(urls)
+        if running is not None:
+            done, shared = running
+            await done.wait()
+            return shared
+        done, reports = trio.Event(), dict[str, Report]()
+        self._running[urls] = (done, reports)
+        try:
+            # shielded, so the requests that joined get every report even when the one
+            # that started the round is cancelled (its client left); the pool's
+            # timeout bounds it
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as nursery:
+                    for url in urls:
+                        nursery.start_soon(self._ask, url, reports)
+        finally:
+            del self._running[urls]
+            done.set()
+        return reports
+
+    async def _ask(self, url: str, reports: dict[str, Report]) -> None:
+        reports[url] = await _member(self._pool, url)
+
+
 def cluster_urls(s: Services) -> list[str]:
     """Every url the routing table names (members and partition owners), this node first."""
     table = s.router.table
@@ -80,6 +122,7 @@ def register(app: QuartTrio, s: Services) -> None:
     # connect + answer, all told; a few idle connections per peer for the next poll
     pool = Pool(timeout=MEMBER_TIMEOUT + 0.5, connect_timeout=MEMBER_TIMEOUT, max_idle=4,
                 ssl_context=s.config.peer_ssl)
+    rounds = Rounds(pool)
 
     @app.after_serving
     async def _close_peer_pool() -> None:
@@ -106,18 +149,11 @@ def register(app: QuartTrio, s: Services) -> None:
     async def cluster() -> Response:
         table = s.router.table
         urls = cluster_urls(s)
-        reports: dict[str, dict[str, Any]] = {
-            s.router.url: {"url": s.router.url, "readyz": readiness(s), "error": None,
-                           "latency_ms": 0.0}}
-        mine = reports[s.router.url]
-        mine["status"] = "ready" if mine["readyz"]["ready"] else "not_ready"
-
-        async def fetch(url: str) -> None:
-            reports[url] = await _member(pool, url)
-
-        async with trio.open_nursery() as nursery:
-            for url in urls[1:]:
-                nursery.start_soon(fetch, url)
+        reports = dict(await rounds.reports(tuple(urls[1:])))
+        ready = readiness(s)
+        reports[s.router.url] = {"url": s.router.url, "readyz": ready, "error": None,
+                                 "latency_ms": 0.0,
+                                 "status": "ready" if ready["ready"] else "not_ready"}
         member_ids = {url: mid for mid, url in table.members.items()}
         members = [{**reports[url], "member_id": member_ids.get(url),
                     "in_group": url in member_ids, "self": url == s.router.url}

@@ -14,8 +14,10 @@ import ssl
 
 
 def server_context(certfile: str, keyfile: str) -> ssl.SSLContext:
-    """The node's TLS server side: TLS 1.2 or newer, HTTP/1.1 offered through ALPN (so
-    every client stays on the lean HTTP/1.1 path; hypercorn would speak h2 too)."""
+    """The node's TLS server side: TLS 1.2 or newer, HTTP/1.1 the one protocol offered
+    through ALPN. ALPN does not bind what a client sends after the handshake: the
+    front itself refuses the HTTP/2 preface (400) and keeps every connection it hands
+    to hypercorn on HTTP/1.1 (web/http1/handover.py)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile, keyfile)

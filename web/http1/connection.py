@@ -300,7 +300,7 @@ class Connection:
                 pos = scanned = head_end
                 continue
             method = parser.get_method()
-            if method == b"PRI" and shared.is_hot is None:  # (else hypercorn speaks h2c)
+            if method == b"PRI":  # the HTTP/2 preface: never handed to hypercorn (h2)
                 raise Reject(400, "http2_not_supported", "this server speaks HTTP/1.1 only")
             if self.coded:
                 refusal = framing_refusal(self.headers)

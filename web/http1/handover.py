@@ -9,6 +9,12 @@ sees the real connection, so ``scope["client"]`` is the real peer, ``scope["sche
 is ``https``/``wss`` under TLS, and hypercorn's idle timer and close act on the
 client's socket itself. The cost is that ``TCPServer``, ``WorkerContext`` and
 ``Lifespan`` are hypercorn internals (checked against hypercorn 0.17 and 0.18).
+
+HTTP/1.1 only, as on the lean path: hypercorn switches a connection to h2 on a request
+that says ``Upgrade: h2c`` (answering 101) or on the HTTP/2 preface, and has no
+setting to stop it; :class:`_Http1Server` takes both for plain HTTP/1.1 requests (the
+upgrade ignored, RFC 9110 §7.8), so one connection never carries more than one
+request at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from urllib.parse import unquote
 
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -54,6 +61,9 @@ def hypercorn_config(limits: Limits, *, errorlog: logging.Logger | None = None) 
     config.h11_max_incomplete_size = limits.max_head_bytes
     config.websocket_max_message_size = limits.websocket_max_message_bytes
     config.graceful_timeout = limits.drain_timeout
+    # never used (no connection turns h2, see _Http1Server); if one ever did, it would
+    # carry one request at a time, as an HTTP/1.1 connection does
+    config.h2_max_concurrent_streams = 1
     config.accesslog = None
     config.errorlog = errorlog or logging.getLogger("hypercorn.error")
     return config
@@ -241,9 +251,27 @@ class _ReplayTLS(_ReplayBase):
     async def do_handshake(self) -> None:
         await self._stream.do_handshake()  # done already: returns at once
 
-    def selected_alpn_protocol(self) -> str | None:
-        alpn: str | None = self._stream.selected_alpn_protocol()
-        return alpn
+    def selected_alpn_protocol(self) -> str:
+        # what hypercorn picks its protocol by: HTTP/1.1, whatever ALPN chose (a
+        # client that chose h2 had its preface refused before any hand-over)
+        return "http/1.1"
+
+
+async def _no_protocol_switch(event: object) -> None:
+    """Stands for ``H11Protocol._check_protocol``, which answers ``Upgrade: h2c`` with
+    101 and takes the HTTP/2 preface as h2: both stay HTTP/1.1 requests instead."""
+
+
+class _Http1Server(TCPServer):
+    """hypercorn's connection handler, kept on HTTP/1.1 (see the module docstring)."""
+
+    async def _read_data(self) -> None:
+        # (runs once the protocol is made, before the first byte is handled)
+        protocol = self.protocol.protocol
+        if not isinstance(protocol, H11Protocol) or not hasattr(protocol, "_check_protocol"):
+            raise RuntimeError("hypercorn changed: cannot keep a connection on HTTP/1.1")
+        setattr(protocol, "_check_protocol", _no_protocol_switch)  # noqa: B010
+        await super()._read_data()
 
 
 class HandOver:
@@ -288,8 +316,8 @@ class HandOver:
             wrapped = _Replay(stream, head, guard)
         else:
             raise TypeError(f"cannot hand over a {type(stream).__name__}")
-        server = TCPServer(self._app, self._config, self._context, self._state,
-                           cast(Any, wrapped))
+        server = _Http1Server(self._app, self._config, self._context, self._state,
+                              cast(Any, wrapped))
         try:
             await server.run()
         except* trio.BusyResourceError:

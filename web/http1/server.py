@@ -52,11 +52,15 @@ class Front:
     logged and answered 500). ``app``: the ASGI app for everything else; without
     one, every request goes to ``handle``. ``hypercorn``: the hypercorn Config for
     handed-over connections (default :func:`hypercorn_config` of ``limits``).
-    ``ssl_context``: when given, every connection is TLS (server side). A client
-    that picks ``h2`` through its ALPN goes to hypercorn whole (hypercorn speaks h2);
-    offer ``http/1.1`` only to keep every client on the lean path.
+    ``ssl_context``: when given, every connection is TLS (server side); offer
+    ``http/1.1`` only through its ALPN.
 
-    On a handed-over connection (and over h2) hot requests still reach ``handle``
+    HTTP/1.1 only: the HTTP/2 preface is answered 400 ``http2_not_supported`` and the
+    connection closed (after ALPN ``h2`` too), and hypercorn never switches a
+    handed-over connection to h2 (:mod:`web.http1.handover`), so every bound of one
+    connection holds for one request at a time.
+
+    On a handed-over connection hot requests still reach ``handle``
     (through hypercorn, see :func:`web.http1.handover.hot_asgi`): the app need not
     serve the hot routes at all.
 
@@ -167,10 +171,6 @@ class Front:
                         pass
                 if not shaken:
                     counters.tls_failures += 1
-                    return
-                if self._handover is not None and tls.selected_alpn_protocol() == "h2":
-                    counters.handed_over += 1
-                    await self._handover.serve(tls, b"")
                     return
             conn = Connection(self._shared, conn_stream)
             try:
