@@ -10,17 +10,21 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response, g, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from web import auth, openapi, render, routes_dashboard, routes_feed, routes_ops, routes_user
 from web.errors import BadRequest
 from web.metrics import UNMATCHED, Metrics
+from web.request_body import too_large
 from web.responses import respond
 from web.services import Services
+from web.user_request import REST_RULE, SEED_RULE
 
 # How long an answer given before its request body was read waits for the rest of
 # that body, so the connection can serve the next request.
 DRAIN_TIMEOUT = 2.0
+# The routes that read a request body.
+_BODY_RULES = frozenset({SEED_RULE, REST_RULE})
 
 
 async def settle_body(response: Response, max_body: int) -> Response:
@@ -42,12 +46,15 @@ async def settle_body(response: Response, max_body: int) -> Response:
     if length is None or length <= max_body:
         read = 0
         with trio.move_on_after(DRAIN_TIMEOUT):
-            async for chunk in request.body:
-                read += len(chunk)
-                if read > max_body:
-                    break
-            else:
-                drained = True
+            try:
+                async for chunk in request.body:
+                    read += len(chunk)
+                    if read > max_body:
+                        break
+                else:
+                    drained = True
+            except RequestEntityTooLarge:  # quart stopped keeping it (MAX_CONTENT_LENGTH)
+                pass
     if not drained:
         response.headers["Connection"] = "close"
     return response
@@ -81,7 +88,11 @@ def _count_requests(app: QuartTrio, metrics: Metrics) -> None:
 
 def create_app(s: Services) -> QuartTrio:
     app = QuartTrio("kstate", static_folder=None)  # no /static: the dashboard serves its own
-    app.config["MAX_CONTENT_LENGTH"] = None
+    max_body = s.config.max_body
+    # What quart keeps of a body nobody has read yet: it appends every chunk that comes
+    # while the route runs, and a route that never reads (GET /cluster) would keep all
+    # of one streamed for as long as it runs. Past this, it keeps nothing more.
+    app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     # /users//a@b is a 404 (/user?email= reads such a key), never a 308 to another key.
     app.url_map.merge_slashes = False
@@ -94,12 +105,27 @@ def create_app(s: Services) -> QuartTrio:
     async def _http(e: HTTPException) -> Response:
         return respond(render.http_error(e))
 
+    @app.errorhandler(RequestEntityTooLarge)  # quart's, as the routes' own 413 reads
+    async def _too_large(e: RequestEntityTooLarge) -> Response:
+        return respond(render.bad_request(too_large(max_body)))
+
     @app.after_request  # registered first, so it runs after every other hook
     async def _settle(response: Response) -> Response:
         return await settle_body(response, s.config.max_body)
 
     _count_requests(app, s.metrics)
     auth.register(app, s.config.auth(), s.nonces)
+
+    @app.before_request
+    async def _refuse_large_body() -> None:
+        # Only the user routes take a body, and check it themselves (in the order the
+        # lean front does); any other route refuses one declared over max_body before
+        # it runs, instead of answering while its client streams on.
+        rule = request.url_rule
+        if (rule is not None and rule.rule not in _BODY_RULES
+                and (request.content_length or 0) > max_body):
+            raise too_large(max_body)
+
     openapi.register(app, s.config.url)
     routes_user.register(app, s)
     routes_ops.register(app, s)
