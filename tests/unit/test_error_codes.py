@@ -212,7 +212,8 @@ class Scanned:
     passed: set[tuple[str, str, str]]
     bodies: set[tuple[str, str]]
     body_calls: set[tuple[str, str]]
-    werkzeug: set[str]  # names of werkzeug exceptions kstate's source uses
+    werkzeug: set[str]  # names of werkzeug exceptions kstate's source uses, but those
+    # an ``errorhandler`` of their own renders (its code is found where it is made)
 
 
 def scan() -> Scanned:
@@ -221,6 +222,7 @@ def scan() -> Scanned:
     bodies: set[tuple[str, str]] = set()
     body_calls: set[tuple[str, str]] = set()
     werkzeug: set[str] = set()
+    handled: set[str] = set()
     for rel, tree in _sources():
         s = _Scan(rel, tree)
         s.visit(tree)
@@ -231,7 +233,10 @@ def scan() -> Scanned:
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module == "werkzeug.exceptions":
                 werkzeug |= {a.name for a in node.names if a.name != "HTTPException"}
-    return Scanned(found, passed, bodies, body_calls, werkzeug)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "errorhandler":
+                handled |= {a.id for a in node.args if isinstance(a, ast.Name)}
+    return Scanned(found, passed, bodies, body_calls, werkzeug - handled)
 
 
 def emitted() -> dict[str, dict[tuple[int, str], list[str]]]:
