@@ -6,6 +6,7 @@ websocket, hot then not hot on one connection), TLS, and graceful shutdown."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import ssl
@@ -32,7 +33,7 @@ from tests.support.http1 import (
     read_replies,
     read_until_closed,
 )
-from web.http1 import Front, Limits, Request, Response, error_response, serve_front
+from web.http1 import CutOff, Front, Limits, Request, Response, error_response, serve_front
 
 
 @dataclass
@@ -41,19 +42,27 @@ class Running:
     front: Front
     store: Store
     stop: trio.Event
+    stopped: trio.Event  # serve_front returned
 
 
 @asynccontextmanager
 async def running(limits: Limits | None = None, *, app: bool = True,
-                  ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Running]:
-    store = Store()
+                  ssl_context: ssl.SSLContext | None = None, store: Store | None = None,
+                  cut_off: CutOff | None = None) -> AsyncIterator[Running]:
+    store = store or Store()
     front = Front(handle=store.handle, is_hot=store.is_hot if app else None,
-                  app=make_app() if app else None, limits=limits, ssl_context=ssl_context)
-    stop = trio.Event()
+                  app=make_app() if app else None, limits=limits, ssl_context=ssl_context,
+                  cut_off=cut_off)
+    stop, stopped = trio.Event(), trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[str]) -> None:
+        await serve_front(front, "127.0.0.1:0", shutdown_trigger=stop.wait,
+                          task_status=task_status)
+        stopped.set()
+
     async with trio.open_nursery() as nursery:
-        addr = await nursery.start(partial(serve_front, front, "127.0.0.1:0",
-                                           shutdown_trigger=stop.wait))
-        yield Running(addr, front, store, stop)
+        addr = await nursery.start(serve)
+        yield Running(addr, front, store, stop, stopped)
         stop.set()
 
 
@@ -788,3 +797,90 @@ async def test_shutdown_ends_an_open_websocket_at_the_drain_deadline():
             with trio.fail_after(5), pytest.raises(ConnectionClosed):
                 await ws.get_message()
             assert trio.current_time() - started < 3
+
+
+def cut_off_said(req: Request) -> Response:
+    """A cut-off answer that names the request it answers."""
+    return error_response(503, "cut_off", f"{req.method.decode()} {req.path.decode()}")
+
+
+async def test_a_request_still_in_its_handler_at_the_drain_deadline_is_answered_not_dropped():
+    """Regression: the drain deadline cancelled a handler still running (a forwarded
+    request waits longer than the drain) and its connection closed with no answer.
+    Now it gets the front's cut-off answer, after the answers before it, on the lean
+    path and on a handed-over connection, at the deadline and not before."""
+    drain = 0.5
+    store = Store(delay=60)
+    async with running(Limits(drain_timeout=drain), store=store, cut_off=cut_off_said) as srv:
+        lean, handed = await connect(srv.addr), await connect(srv.addr)
+        await handed.send_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        await read_replies(handed, 1)
+        await lean.send_all(GET % b"x" + GET % b"slow1")  # pipelined: a 404, then stuck
+        await handed.send_all(GET % b"slow2")
+        await trio.sleep(0.1)  # both slow requests are in their handler
+        started = trio.current_time()
+        srv.stop.set()
+        with trio.fail_after(drain + 3):
+            first, cut = parse_replies(await read_until_closed(lean))
+            [handed_cut] = parse_replies(await read_until_closed(handed))
+            await srv.stopped.wait()
+        waited = trio.current_time() - started
+    assert first.status == 404
+    for reply, path in ((cut, "/users/slow1"), (handed_cut, "/users/slow2")):
+        assert reply.status == 503
+        assert reply.json() == {"error": "cut_off", "message": f"GET {path}"}
+        assert reply.headers[b"connection"] == b"close"
+    assert drain <= waited < drain + 1.5, waited
+    assert srv.front.statistics().cut_off == 2
+
+
+async def test_the_fronts_own_cut_off_answer_says_the_outcome_is_unknown():
+    async with running(Limits(drain_timeout=0.3), store=Store(delay=60)) as srv:
+        s = await connect(srv.addr)
+        await s.send_all(b"PUT /users/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")
+        await trio.sleep(0.1)
+        srv.stop.set()
+        [reply] = parse_replies(await read_until_closed(s, timeout=3))
+    assert reply.status == 503
+    assert reply.headers[b"retry-after"] == b"1"
+    doc = reply.json()
+    assert isinstance(doc, dict)
+    assert doc["error"] == "shutting_down"
+    assert "may or may not have taken effect" in doc["message"]
+
+
+@pytest.mark.parametrize("tls_on", [False, True], ids=["plain", "tls"])
+@pytest.mark.parametrize("handed_over", [False, True], ids=["lean", "handed_over"])
+async def test_a_client_that_does_not_read_cannot_hold_the_shutdown(handed_over, tls_on, tls,
+                                                                    caplog):
+    """A client that stops reading while answers to it are unsent (pipelined GETs of a
+    large value, then a request still in its handler at the drain deadline): the
+    front gives up on it ``cut_off_timeout`` after the drain deadline, on the lean path
+    (its own deadline) and on a handed-over one too (hypercorn shields its socket
+    writes: the front closes the socket under it), quietly."""
+    server_ctx, client_ctx = tls
+    lim = Limits(drain_timeout=0.3, cut_off_timeout=0.5)
+    store = Store(delay=60)
+    store.data[b"big"] = b"x" * 1_000_000
+    async with running(lim, store=store, ssl_context=server_ctx if tls_on else None) as srv:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, _, port = srv.addr.rpartition(":")
+        s.connect((host, int(port)))  # (blocking: the server accepts at once)
+        stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(s))
+        if tls_on:
+            stream = trio.SSLStream(stream, client_ctx, server_hostname="127.0.0.1",
+                                    https_compatible=True)
+        async with stream:  # (its close ends a server stuck on it: a failure, not a hang)
+            if handed_over:
+                await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                await read_replies(stream, 1)
+            await stream.send_all(GET % b"big" * 8 + GET % b"slow")  # and never reads again
+            await trio.sleep(0.3)  # the server's writes to it are stuck
+            started = trio.current_time()
+            srv.stop.set()
+            with trio.fail_after(5):
+                await srv.stopped.wait()
+            waited = trio.current_time() - started
+    assert waited < lim.drain_timeout + lim.cut_off_timeout + 0.5, waited
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

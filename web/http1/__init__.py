@@ -26,6 +26,9 @@ from web.http1.server import Front as Front
 from web.http1.server import bind_listening as bind_listening
 from web.http1.server import serve_front as serve_front
 from web.http1.stats import FrontStatistics as FrontStatistics
+from web.http1.wire import CutOff as CutOff
 from web.http1.wire import Request as Request
 from web.http1.wire import Response as Response
+from web.http1.wire import cut_off_response as cut_off_response
 from web.http1.wire import error_response as error_response
+from web.http1.wire import is_cancellation as is_cancellation

@@ -29,11 +29,14 @@ from web.http1.wire import (
     CLOSE,
     CONTINUE,
     KEEP_ALIVE,
+    CutOff,
     Headers,
     Request,
     Response,
+    cut_off_response,
     encode_response,
     error_response,
+    is_cancellation,
     origin_form,
 )
 
@@ -43,6 +46,7 @@ IsHot = Callable[[bytes, bytes], bool]
 Handler = Callable[[Request], Awaitable[Response]]
 # Every stream this module reads: trio.SocketStream or trio.SSLStream over one.
 Stream = trio.abc.Stream
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 def _is_head(buf: bytes, pos: int) -> bool:
@@ -92,14 +96,15 @@ class Shared:
     """What a server shares with its connections: settings, callbacks, counters, the
     connections in their lean phase, and the drain state."""
 
-    __slots__ = ("conns", "counters", "draining", "handle", "is_hot", "limits",
+    __slots__ = ("_cut_off", "conns", "counters", "draining", "handle", "is_hot", "limits",
                  "oversized_to_handler")
 
     def __init__(self, limits: Limits, is_hot: IsHot | None, handle: Handler,
-                 oversized_to_handler: bool = False) -> None:
+                 oversized_to_handler: bool = False, cut_off: CutOff | None = None) -> None:
         self.limits = limits
         self.is_hot = is_hot  # None: no hand-over target, every request is hot
         self.handle = handle
+        self._cut_off = cut_off or cut_off_response
         # a body over max_body_bytes: the handler answers (Request.oversized), not 413
         self.oversized_to_handler = oversized_to_handler
         self.counters = Counters()
@@ -123,6 +128,19 @@ class Shared:
         now = trio.current_time()
         for conn in [c for c in self.conns if c.deadline <= now]:
             conn.cancel(conn.phase)
+
+    def cut_off_answer(self, req: Request) -> Response:
+        """The answer to ``req``, whose handler the drain deadline cancelled (the
+        front's ``cut_off``), counted and logged; the front's own if that one fails."""
+        try:
+            resp = self._cut_off(req)
+        except Exception:
+            log.exception("event=http1_cut_off_failed method=%r path=%r", req.method, req.path)
+            resp = cut_off_response(req)
+        self.counters.cut_off += 1
+        log.warning("event=http1_cut_off method=%s path=%r status=%d",
+                    req.method.decode("latin-1"), req.path.decode("latin-1"), resp.status)
+        return resp
 
     def start_draining(self) -> None:
         self.draining = True
@@ -349,6 +367,12 @@ class Connection:
                 log.exception("event=http1_handler_failed method=%s path=%r", method, path)
                 counters.handler_errors += 1
                 resp = error_response(500, "internal_error", "the server failed to answer")
+            except BaseException as exc:
+                if is_cancellation(exc):
+                    # The drain deadline (or the server's end) came first: the client is
+                    # still answered, after the answers before this one.
+                    await self._answer_cut_off(req, out)
+                raise
             counters.served += 1
             keep = keep and not shared.draining
             out.append(encode_response(
@@ -361,6 +385,34 @@ class Connection:
             if len(out) >= lim.max_pipelined:
                 await self._flush(out)
             head_deadline = trio.current_time() + lim.head_timeout
+
+    async def _answer_cut_off(self, req: Request, out: list[bytes]) -> None:
+        """Answer ``req``, whose handler was just cancelled, with the cut-off answer
+        (``Connection: close``), after the answers still in ``out``; then read what
+        the client still sends until it closes (a close with unread bytes resets the
+        connection, and the reset can destroy the answer before it is read). All of
+        it shielded, as this runs in a cancelled scope, and within
+        ``cut_off_timeout``: a client that does not read cannot hold the shutdown."""
+        lim = self.shared.limits
+        resp = self.shared.cut_off_answer(req)
+        out.append(encode_response(resp, head=req.method == b"HEAD", connection=CLOSE))
+        data = b"".join(out)
+        out.clear()
+        self.answered_close = True
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + lim.cut_off_timeout
+            try:
+                await self.stream.send_all(data)
+                if isinstance(self.stream, trio.SocketStream):
+                    await self.stream.send_eof()  # (TLS has no half-close)
+                budget = lim.linger_bytes
+                while budget > 0:
+                    chunk = await self.stream.receive_some(min(budget, 65_536))
+                    if not chunk:
+                        break
+                    budget -= len(chunk)
+            except _STREAM_ERRORS:
+                pass
 
     async def _read_body(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[bytes, int]:
         """Feed the body of the current request; return the buffer and the offset just

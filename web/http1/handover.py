@@ -41,7 +41,9 @@ from web.http1.wire import (
     NO_BODY_STATUS,
     Request,
     Response,
+    cut_off_response,
     error_response,
+    is_cancellation,
     origin_form,
 )
 
@@ -71,7 +73,9 @@ def hypercorn_config(limits: Limits, *, errorlog: logging.Logger | None = None) 
 
 def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
              handle: Callable[[Request], Awaitable[Response]], max_body: int,
-             oversized_to_handler: bool = False, *, body_timeout: float = math.inf) -> Asgi:
+             oversized_to_handler: bool = False, *, body_timeout: float = math.inf,
+             cut_off: Callable[[Request], Response] = cut_off_response,
+             cut_off_timeout: float = 1.0) -> Asgi:
     """``app``, except that hot requests go to ``handle``: once a connection is handed
     over, its later hot requests (a browser's connection mixes them) get the same
     answers as on the lean path, without the app having to serve them too. A body
@@ -80,7 +84,9 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
     as the lean path does). A body not complete within ``body_timeout`` is a 408,
     and the connection closes, as on the lean path: hypercorn's own timers stop once
     a request head is in (its ``read_timeout`` stays unset, see
-    :func:`hypercorn_config`), so nothing else would end the wait."""
+    :func:`hypercorn_config`), so nothing else would end the wait. A request whose
+    ``handle`` is cancelled (the server's drain deadline) is answered ``cut_off``,
+    as on the lean path, within ``cut_off_timeout`` (see :func:`_send_cut_off`)."""
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
         scope = origin_scope(scope)
@@ -119,21 +125,48 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
             req = Request(method, path, scope.get("query_string", b""), list(scope["headers"]),
                           b"" if oversized else b"".join(chunks), version, not oversized,
                           oversized, str(client[0]) if client else None)
-            resp = await handle(req)
-        status, headers, body = resp
-        out = [(n, v) for n, v in headers if n.lower() not in FRAMING]
-        if (oversized or late) and version.startswith("1"):
-            out.append((b"connection", b"close"))  # the rest of the body is never read
-        if status in NO_BODY_STATUS or status < 200:
-            body = b""
-        else:
-            out.append((b"content-length", b"%d" % len(body)))
-        if method == b"HEAD":
-            body = b""
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+            try:
+                resp = await handle(req)
+            except BaseException as exc:
+                if is_cancellation(exc):
+                    await _send_cut_off(send, cut_off(req), method, version, cut_off_timeout)
+                raise
+        await _send(send, resp, method, version, close=oversized or late)
 
     return asgi
+
+
+async def _send(send: Any, resp: Response, method: bytes, version: str, *, close: bool
+                ) -> None:
+    """``resp`` through ASGI ``send``, framed as the lean path frames it; ``close``:
+    with ``Connection: close`` (over HTTP/1.x)."""
+    status, headers, body = resp
+    out = [(n, v) for n, v in headers if n.lower() not in FRAMING]
+    if close and version.startswith("1"):
+        out.append((b"connection", b"close"))
+    if status in NO_BODY_STATUS or status < 200:
+        body = b""
+    else:
+        out.append((b"content-length", b"%d" % len(body)))
+    if method == b"HEAD":
+        body = b""
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_cut_off(send: Any, resp: Response, method: bytes, version: str,
+                        seconds: float) -> None:
+    """Send the cut-off answer from a cancelled task: shielded, with ``Connection:
+    close``, given up after ``seconds``. (hypercorn shields its own socket write, as
+    :func:`shield_sends` does each send, and this deadline cannot end those: the
+    front closes the socket of a connection still open then, which ends them.)
+    Never raises but Cancelled: this runs while a Cancelled is on its way out."""
+    with trio.CancelScope(shield=True) as scope:
+        scope.deadline = trio.current_time() + seconds
+        try:
+            await _send(send, resp, method, version, close=True)
+        except Exception as exc:  # the connection broke meanwhile: nobody to answer
+            log.debug("event=handover_cut_off_unsent error=%r", exc)
 
 
 def origin_scope(scope: Any) -> Any:

@@ -52,8 +52,14 @@ class Limits:
     #: ... and how many bytes at most.
     linger_bytes: int = 262_144
     #: After the shutdown trigger: how long in-flight requests (and handed-over
-    #: connections, websockets included) may take before they are cancelled.
+    #: connections, websockets included) may take before they are cancelled. A hot
+    #: request whose handler is still running then is answered (``Front``'s
+    #: ``cut_off``), not dropped.
     drain_timeout: float = 5.0
+    #: Past the drain deadline: how long sending a cut-off answer (and waiting for the
+    #: client to close after it) may take, so that a client that does not read cannot
+    #: hold the shutdown. Shutdown takes at most ``drain_timeout`` + this.
+    cut_off_timeout: float = 1.0
     #: Largest websocket message a handed-over connection accepts (hypercorn's
     #: ``websocket_max_message_size``).
     websocket_max_message_bytes: int = 1_048_576
@@ -68,7 +74,7 @@ class Limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1")
         for name in ("head_timeout", "body_timeout", "idle_timeout", "send_timeout",
-                     "tls_handshake_timeout", "drain_timeout"):
+                     "tls_handshake_timeout", "drain_timeout", "cut_off_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Limits.{name} must be > 0")
         if self.max_body_bytes < 0 or self.linger_timeout < 0 or self.linger_bytes < 0:

@@ -9,7 +9,9 @@ hands that request and the rest of the connection to hypercorn
 (:mod:`web.http1.handover`). Graceful shutdown: stop accepting, close idle
 keep-alive connections, let busy ones finish their request (answered with
 ``Connection: close``) until ``Limits.drain_timeout``, then cancel what is left and
-run the app's lifespan shutdown.
+run the app's lifespan shutdown. A hot request whose handler is still running at
+that deadline, on either path, is not dropped: it is answered ``cut_off(request)``
+(shielded, within ``Limits.cut_off_timeout``) before its connection closes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from web.http1.connection import Closed, Connection, Handler, IsHot, Reject, Sha
 from web.http1.handover import Asgi, HandOver, hot_asgi, hypercorn_config
 from web.http1.limits import Limits
 from web.http1.stats import FrontStatistics
-from web.http1.wire import Request, Response, error_bytes, error_response
+from web.http1.wire import CutOff, Request, Response, error_bytes, error_response
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +70,33 @@ class Front:
     not answered ``413`` by the front but given to ``handle`` marked ``oversized``
     (its body unread), so the handler may refuse it for another reason first, as a
     framework that reads the body only when it needs it would; the connection closes
-    after that answer."""
+    after that answer.
+
+    ``cut_off(request)``: the answer to a hot request whose handler the drain deadline
+    cancels (default :func:`web.http1.wire.cut_off_response`, a 503 that says it
+    cannot tell whether the request took effect); it must not block or raise."""
 
     def __init__(self, *, handle: Handler, is_hot: IsHot | None = None,
                  app: Asgi | None = None, limits: Limits | None = None,
                  ssl_context: ssl.SSLContext | None = None,
-                 hypercorn: Config | None = None, oversized_to_handler: bool = False) -> None:
+                 hypercorn: Config | None = None, oversized_to_handler: bool = False,
+                 cut_off: CutOff | None = None) -> None:
         if (app is None) != (is_hot is None):
             raise ValueError("Front: give both app and is_hot, or neither")
         self.limits = limits or Limits()
-        self._shared = Shared(self.limits, is_hot, handle, oversized_to_handler)
+        self._shared = Shared(self.limits, is_hot, handle, oversized_to_handler, cut_off)
         self._ssl = ssl_context
         self._handover: HandOver | None = None
         if app is not None:
             assert is_hot is not None
             config = hypercorn if hypercorn is not None else hypercorn_config(self.limits)
             app = hot_asgi(app, is_hot, self._guarded, self.limits.max_body_bytes,
-                           oversized_to_handler, body_timeout=self.limits.body_timeout)
+                           oversized_to_handler, body_timeout=self.limits.body_timeout,
+                           cut_off=self._shared.cut_off_answer,
+                           cut_off_timeout=self.limits.cut_off_timeout)
             self._handover = HandOver(app, config, self._refused)
         self._used = False
+        self._accepted: set[trio.SocketStream] = set()  # the open connections
 
     def statistics(self) -> FrontStatistics:
         return self._shared.counters.snapshot()
@@ -134,8 +144,10 @@ class Front:
                         self._shared.start_draining()
                         if handover is not None:
                             await handover.terminate()
-                        connections.cancel_scope.deadline = (trio.current_time()
-                                                             + lim.drain_timeout)
+                        deadline = trio.current_time() + lim.drain_timeout
+                        connections.cancel_scope.deadline = deadline
+                        timer.start_soon(self._close_every_socket_at,
+                                         deadline + lim.cut_off_timeout)
                     timer.cancel_scope.cancel()
                 # like hypercorn: the app's shutdown runs after a graceful drain only
                 if handover is not None:
@@ -144,10 +156,22 @@ class Front:
         finally:
             await trio.aclose_forcefully(listener)
 
+    async def _close_every_socket_at(self, when: float) -> None:
+        """At ``when`` (past the drain deadline and the cut-off answers' time) close the
+        socket of every connection still open. All of them were cancelled at the drain
+        deadline; what still holds one is a shielded write to a client that does not
+        read (hypercorn shields its socket writes): closing the socket ends that write
+        (ClosedResourceError), so no client can hold the shutdown."""
+        await trio.sleep_until(when)
+        for stream in list(self._accepted):
+            log.warning("event=http1_connection_closed_at_shutdown")
+            stream.socket.close()
+
     async def _connection(self, stream: trio.SocketStream) -> None:
         """Everything about one accepted connection; never raises but Cancelled."""
         counters, lim = self._shared.counters, self.limits
         counters.open += 1
+        self._accepted.add(stream)
         conn_stream: Stream = stream
         try:
             if counters.open > lim.max_connections:
@@ -197,6 +221,7 @@ class Front:
             log.exception("event=http1_connection_failed")
         finally:
             counters.open -= 1
+            self._accepted.discard(stream)
             await trio.aclose_forcefully(conn_stream)
 
     async def _expire_loop(self) -> None:

@@ -29,13 +29,16 @@ class FrontStatistics:
     bad_requests: int
     #: Handler (or router) exceptions answered 500.
     handler_errors: int
+    #: Hot requests whose handler was still running at the drain deadline, answered
+    #: with the front's ``cut_off`` answer instead.
+    cut_off: int
 
 
 class Counters:
     """Mutable counters shared by the server and its connections (one trio thread:
     plain increments are safe)."""
 
-    __slots__ = ("bad_requests", "body_timeouts", "handed_over", "handler_errors",
+    __slots__ = ("bad_requests", "body_timeouts", "cut_off", "handed_over", "handler_errors",
                  "head_timeouts", "idle_timeouts", "open", "refused", "send_timeouts",
                  "served", "tls_failures")
 
@@ -43,7 +46,7 @@ class Counters:
         self.open = self.handed_over = self.served = self.refused = 0
         self.head_timeouts = self.body_timeouts = self.idle_timeouts = 0
         self.send_timeouts = self.tls_failures = self.bad_requests = 0
-        self.handler_errors = 0
+        self.handler_errors = self.cut_off = 0
 
     def snapshot(self) -> FrontStatistics:
         return FrontStatistics(
@@ -52,4 +55,4 @@ class Counters:
             head_timeouts=self.head_timeouts, body_timeouts=self.body_timeouts,
             idle_timeouts=self.idle_timeouts, send_timeouts=self.send_timeouts,
             tls_failures=self.tls_failures, bad_requests=self.bad_requests,
-            handler_errors=self.handler_errors)
+            handler_errors=self.handler_errors, cut_off=self.cut_off)

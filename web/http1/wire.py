@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import NamedTuple
+
+import trio
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -145,6 +148,29 @@ def error_response(status: int, code: str, message: str) -> Response:
     """A JSON error answer: ``{"error": code, "message": message}``."""
     body = json.dumps({"error": code, "message": message}).encode("ascii")
     return Response(status, [JSON_CT], body)
+
+
+# The answer to a hot request whose handler is still running when the server's drain
+# deadline passes (``Front(cut_off=...)``); called in the request's task just after its
+# handler was cancelled, so a handler may leave there what it had done so far.
+CutOff = Callable[[Request], Response]
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc``, out of a handler, is only its cancellation: ``trio.Cancelled``,
+    or a group of nothing else (a nursery inside the handler wraps it so)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_cancellation(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+def cut_off_response(req: Request) -> Response:
+    """The front's own cut-off answer: 503 with ``Retry-After``. It cannot know what the
+    handler had done, so it says just that."""
+    status, headers, body = error_response(
+        503, "shutting_down", "the server stopped before it answered; the request may "
+        "or may not have taken effect")
+    return Response(status, [*headers, (b"retry-after", b"1")], body)
 
 
 def error_bytes(status: int, code: str, message: str, *, head: bool = False,
