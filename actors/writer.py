@@ -113,7 +113,8 @@ def _too_large(size: int, limit: int | None) -> TooLarge | Unavailable:
                        "large; the write was not applied; retry", 1.0)
 
 
-def _unconfirmed(why: str) -> Unavailable:
+def unconfirmed(why: str) -> Unavailable:
+    """A write that may have been produced and whose fate is not known here."""
     return Unavailable("write_unconfirmed", f"{why}; the write may or may not apply", 2.0)
 
 
@@ -347,10 +348,10 @@ class _Writer:
         except NotServing:
             # Revoked or taken over before this node saw the record applied: the next
             # owner's marker may precede it (then it is fenced) or not.
-            return _unconfirmed("the partition moved before the write was applied here")
+            return unconfirmed("the partition moved before the write was applied here")
         outcome = self.state.outcome(p, offset)
         if outcome is None:
-            return _unconfirmed("the write's outcome is not known here")
+            return unconfirmed("the write's outcome is not known here")
         if outcome.applied:
             return Written(p, offset, created=outcome.created)
         if outcome.reason == "expect_failed":

@@ -71,10 +71,15 @@ FEED_BUFFER = 1024  # changes queued per live feed subscriber before it is cut o
 TOPIC_WAIT = 60.0  # seconds the node waits for Kafka at start before it gives up
 SHUTDOWN_EPOCH = 1 << 62  # the last epoch: batches fetched after shutdown are stale
 # Seconds in-flight HTTP requests get to finish on shutdown: at least HTTP_DRAIN, and
-# write_timeout + HTTP_DRAIN_MARGIN, since a write in flight is answered by write_timeout
-# (at worst 503, "may or may not apply"): a shorter drain cut it off with no answer.
+# write_timeout + HTTP_DRAIN_MARGIN, since a local write in flight is answered by
+# write_timeout (at worst 503, "may or may not apply"). A forwarded request may take up
+# to the proxy deadline (about 2 x write_timeout + catchup_timeout), longer than a
+# shutdown should wait: whatever is still in flight at the drain deadline is cancelled
+# and answered 503 with what is known of it (web/hot.py, cut_off), the answers sent
+# within HTTP_CUT_OFF more seconds.
 HTTP_DRAIN = 3.0
 HTTP_DRAIN_MARGIN = 1.0
+HTTP_CUT_OFF = 1.0
 LEAVE_MARGIN = 2.0  # leaving the group and stopping Kafka clients (seconds, generous)
 
 
@@ -85,9 +90,10 @@ def http_drain(settings: Settings) -> float:
 
 def longest_shutdown(settings: Settings) -> float:
     """The most a SIGTERM can take to end the node, Kafka unreachable included: the HTTP
-    drain (which outlasts the writer's), leaving, then the producer process giving up
-    what Kafka did not take. A service manager's grace period must be longer."""
-    return http_drain(settings) + LEAVE_MARGIN + PRODUCER_GIVES_UP_S
+    drain (which outlasts the writer's) and the answers to what it cut off, leaving,
+    then the producer process giving up what Kafka did not take. A service manager's
+    grace period must be longer."""
+    return http_drain(settings) + HTTP_CUT_OFF + LEAVE_MARGIN + PRODUCER_GIVES_UP_S
 
 
 class TopicNotDurable(Exception):
@@ -317,7 +323,7 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 body_timeout=settings.http_body_timeout,
                 idle_timeout=settings.http_idle_timeout,
                 max_head_bytes=settings.http_max_head_bytes, max_body=settings.max_body,
-                drain_timeout=http_drain(settings)), server_ssl)
+                drain_timeout=http_drain(settings), cut_off_timeout=HTTP_CUT_OFF), server_ssl)
             left = trio.Event()
 
             async def _serve(task_status: trio.TaskStatus[str]) -> None:

@@ -71,6 +71,7 @@ class Decider:
         if isinstance(route, Nowhere):
             router.counters.unavailable += 1
             return route.refusal, False
+        req.progress.writing = True  # from here the record may be produced
         return await router.write(route.partition, key, value, if_match), False
 
     def _counted(self, answer: Found | Missing | Unavailable) -> Found | Missing | Unavailable:

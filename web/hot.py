@@ -10,6 +10,11 @@ reads a hot request's whole body (up to ``max_body``) before the handler runs. A
 body over ``max_body`` is not read at all: the request reaches :meth:`HotRoutes.handle`
 marked ``oversized``, which answers what quart would (the first check that fails;
 413 once the body is needed), and the connection closes after it, as quart's does.
+
+A stopping node drains HTTP for a bounded time (kstate/node.py, ``http_drain``), and a
+request may take longer (a forwarded write: up to the proxy deadline). One still in
+flight at the drain deadline is cancelled and answered by :meth:`HotRoutes.cut_off`
+with what is known of it (:func:`cut_off_outcome`), never dropped.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import time
 from quart_trio import QuartTrio
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from actors.writer import unconfirmed
+from kstate.core.outcomes import Unavailable
 from kstate.core.wire import REST_PREFIX
 from web import auth, render
-from web.http1 import Request, Response
+from web.http1 import Request, Response, is_cancellation
 from web.metrics import UNMATCHED
+from web.progress import Progress
+from web.proxy import no_answer, not_reached
 from web.request_body import too_large
 from web.services import Services
 from web.user_request import (
@@ -63,6 +72,22 @@ def allowed_methods(app: QuartTrio, path: str) -> list[str]:
     raise ValueError(f"{path} takes TRACE: not a user route")
 
 
+def cut_off_outcome(progress: Progress | None) -> Unavailable:
+    """What a request cancelled by the drain deadline is answered, from how far it got:
+    sent to its owner, ``owner_no_answer`` (the owner may apply a write yet); forwarded
+    but not sent, ``owner_not_reached``; handed to this node's writer, which may have
+    produced the record, ``write_unconfirmed``; anything else (routing, a read) did
+    nothing: ``rebalancing``, as this node is leaving and its partitions move."""
+    if progress is not None:
+        if progress.owner is not None:
+            return (no_answer if progress.sent else not_reached)(progress.owner)
+        if progress.writing:
+            return unconfirmed("this node stopped before the write's outcome was known here")
+    return Unavailable("rebalancing", "this node is leaving the cluster (its partitions move "
+                       "to other nodes) and stopped before it answered; nothing was applied; "
+                       "retry", 1.0)
+
+
 class HotRoutes:
     """The lean front's handler for the user routes. ``app``: the quart app serving the
     same routes (only asked, once, what its 405 answers say)."""
@@ -72,6 +97,8 @@ class HotRoutes:
         self._guard = auth.write_guard(s.config.auth(), s.nonces)
         self._allow = {SEED_RULE: allowed_methods(app, SEED_RULE),
                        REST_RULE: allowed_methods(app, REST_PREFIX + "a@b")}
+        # requests cancelled in flight, by id(request), until cut_off answers them
+        self._cancelled: dict[int, tuple[Progress, str, str, float]] = {}
 
     async def handle(self, req: Request) -> Response:
         started = time.perf_counter()
@@ -107,9 +134,28 @@ class HotRoutes:
                         raise too_large(max_body)
                     return req.body
 
+                progress = Progress()
                 call = UserCall(rule=rule, method=method, path=path, query=query,
-                                headers=req.headers, email=email)
-                out, proxied = await answer(s.decider, max_body, call, body)
+                                headers=req.headers, email=email, progress=progress)
+                try:
+                    out, proxied = await answer(s.decider, max_body, call, body)
+                except Exception:
+                    raise  # the front answers 500
+                except BaseException as exc:
+                    if is_cancellation(exc):  # the front asks cut_off(req) right after
+                        self._cancelled[id(req)] = (progress, route, method, started)
+                    raise
         s.metrics.observe(route, method, out.status, "proxied" if proxied else "local",
                           time.perf_counter() - started)
+        return Response(out.status, out.headers, out.body)
+
+    def cut_off(self, req: Request) -> Response:
+        """The answer to ``req``, which :meth:`handle` was answering when the drain
+        deadline cancelled it (the front's ``cut_off``): a 503 that says what may
+        have happened (:func:`cut_off_outcome`), counted like every answer."""
+        progress, route, method, started = self._cancelled.pop(
+            id(req), (None, UNMATCHED, req.method.decode("latin-1"), time.perf_counter()))
+        out = render.unavailable(cut_off_outcome(progress))
+        kind = "proxied" if progress is not None and progress.owner is not None else "local"
+        self._s.metrics.observe(route, method, out.status, kind, time.perf_counter() - started)
         return Response(out.status, out.headers, out.body)

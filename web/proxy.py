@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -40,6 +40,7 @@ from kstate.core.wire import CLUSTER_AUTH_HEADER, GENERATION_HEADER, HOPS_HEADER
 from web.http1.client import NoAnswer, NotSent, Pool
 from web.http1.pipeline import Pipeline
 from web.http1.request_bytes import InvalidRequest, header_ok
+from web.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ Signer = Callable[[str, str, str, str, list[tuple[str, str]], bytes], str | None
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """The request to forward, as this node received it (``path`` decoded, ``headers``
-    with lower-case names and values as received)."""
+    with lower-case names and values as received). ``progress``: marked as the request
+    is forwarded and sent (web/progress.py)."""
 
     method: str
     path: str
@@ -69,6 +71,19 @@ class Incoming:
     headers: Headers
     body: bytes
     hops: int
+    progress: Progress = field(default_factory=Progress)
+
+
+def not_reached(url: str) -> Unavailable:
+    """A forwarded request that certainly did not reach the owner at ``url``."""
+    return Unavailable("owner_not_reached", f"the owner {url} could not be reached; nothing "
+                       "was sent to it: retry")
+
+
+def no_answer(url: str) -> Unavailable:
+    """A forwarded request sent to the owner at ``url`` without a complete answer."""
+    return Unavailable("owner_no_answer", f"the owner {url} got the request and gave no "
+                       "answer in time; a write may or may not have been applied")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,25 +182,24 @@ class Proxy:
         # a conditional write sent twice could fail (412) on its own first copy
         # (a HEAD was turned into a GET above)
         again = method == b"GET" or (method in (b"PUT", b"DELETE") and not conditional)
+        progress = req.progress
+        progress.owner = url
         try:
             if method == b"GET":
                 resp = await self._pipeline.get(url, target, headers,
-                                                deadline_after=self._timeout)
+                                                deadline_after=self._timeout,
+                                                on_send=progress.mark_sent)
             else:
                 resp = await self._pool.request(url, method, target, headers, req.body,
-                                                idempotent=again)
+                                                idempotent=again, on_send=progress.mark_sent)
         except (NotSent, InvalidRequest) as exc:
             self.not_reached += 1
             log.warning("event=proxy_failed target=%s sent=no error=%r", url, exc)
-            return Unavailable("owner_not_reached",
-                               f"the owner {url} could not be reached; nothing was sent to "
-                               "it: retry")
+            return not_reached(url)
         except NoAnswer as exc:
             self.no_answer += 1
             log.warning("event=proxy_failed target=%s sent=yes error=%r", url, exc)
-            return Unavailable("owner_no_answer",
-                               f"the owner {url} got the request and gave no answer in time; "
-                               "a write may or may not have been applied")
+            return no_answer(url)
         self.forwarded += 1
         # Content-Length is hop-by-hop here: whoever sends the answer on sets its own.
         kept = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP and k not in SERVER_SET]

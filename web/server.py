@@ -46,12 +46,14 @@ class FrontSettings:
     max_head_bytes: int = 16_384
     max_body: int = 65_536
     drain_timeout: float = 3.0
+    cut_off_timeout: float = 1.0
 
     def limits(self) -> Limits:
         return Limits(max_connections=self.max_connections, head_timeout=self.head_timeout,
                       body_timeout=self.body_timeout, idle_timeout=self.idle_timeout,
                       max_head_bytes=self.max_head_bytes, max_body_bytes=self.max_body,
-                      drain_timeout=self.drain_timeout, backlog=BACKLOG,
+                      drain_timeout=self.drain_timeout,
+                      cut_off_timeout=self.cut_off_timeout, backlog=BACKLOG,
                       websocket_max_message_bytes=WEBSOCKET_MAX_MESSAGE)
 
 
@@ -76,7 +78,7 @@ def build_front(s: Services, app: QuartTrio, settings: FrontSettings,
     limits = settings.limits()
     hot = HotRoutes(s, app)
     return Front(handle=hot.handle, is_hot=is_hot, app=app, limits=limits,
-                 ssl_context=ssl_context, oversized_to_handler=True,
+                 ssl_context=ssl_context, oversized_to_handler=True, cut_off=hot.cut_off,
                  hypercorn=hypercorn_config(limits,
                                             errorlog=logging.getLogger("hypercorn.error")))
 
@@ -85,6 +87,7 @@ async def serve(front: Front, sock: socket.socket, *,
                 shutdown_trigger: Callable[[], Awaitable[object]],
                 task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``front`` on ``sock`` until ``shutdown_trigger`` returns, then finish
-    in-flight requests (up to the front's drain timeout). Takes ``sock`` over; reports
-    the bound host:port once it accepts."""
+    in-flight requests (up to the front's drain timeout; a hot one still in flight then
+    is answered by :meth:`web.hot.HotRoutes.cut_off`). Takes ``sock`` over; reports the
+    bound host:port once it accepts."""
     await serve_front(front, sock, shutdown_trigger=shutdown_trigger, task_status=task_status)

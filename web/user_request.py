@@ -18,7 +18,7 @@ user document (400).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -38,6 +38,7 @@ from web import render
 from web.decide import Decider
 from web.errors import BadRequest
 from web.http1.wire import origin_form
+from web.progress import Progress
 from web.proxy import Headers, Incoming
 from web.request_body import (
     JSON_TYPES,
@@ -150,6 +151,7 @@ class UserCall:
     query: bytes  # raw
     headers: Headers  # names lower-case, values as received
     email: str | None  # the REST rule's email (decoded); None for the seed rule
+    progress: Progress = field(default_factory=Progress)  # how far it got (web/progress.py)
 
 
 async def answer(decider: Decider, max_body: int, call: UserCall, read_body: BodyReader
@@ -206,7 +208,7 @@ async def _write(decider: Decider, call: UserCall, key: str, value: bytes | None
 def _incoming(call: UserCall, body: bytes) -> Incoming:
     return Incoming(method=call.method, path=call.path, query=call.query,
                     headers=call.headers, body=body,
-                    hops=parse_hops(header(call.headers, _HOPS)))
+                    hops=parse_hops(header(call.headers, _HOPS)), progress=call.progress)
 
 
 def _generation(call: UserCall) -> int | None:

@@ -15,8 +15,12 @@ import httpx
 import pytest
 import trio
 
+from kstate.node import http_drain, longest_shutdown
+from kstate.settings import Settings
+from tests.support.http1 import connect, parse_replies, read_replies, read_until_closed
+from tests.support.owners import keys_of
 from tools import topic as load
-from tools.procs import REPO, Node, free_port, wait_ready
+from tools.procs import REPO, Node, free_port, wait_ready, wait_stable
 
 EXIT_WITHIN = 5.0  # "a few seconds" (graceful_timeout is 5 s; a clean stop needs far less)
 
@@ -109,6 +113,72 @@ async def test_signal_answers_in_flight_requests_leaves_group_exits_0(
     (artifacts / "shutdown.json").write_text(json.dumps(
         {"signal": sig.name, "exit_seconds": round(exit_seconds, 3), "statuses": statuses}))
     print(f"{sig.name}: exit 0 after {exit_seconds:.3f} s; in-flight answers {statuses}")
+
+
+async def test_sigterm_answers_a_forward_the_owner_holds_past_the_drain(
+        make_node, client, artifacts):
+    """A forwarded write may take the owner up to the proxy deadline (18 s by
+    default), longer than a stopping node drains HTTP (6 s). Such a request is still
+    answered before its connection closes: 503 ``owner_no_answer`` + Retry-After, the
+    truth (the owner got it; the write may or may not apply), once the drain deadline
+    passes, on the lean path and on a connection handed over to hypercorn alike. The
+    owner is frozen (SIGSTOP) so that the forwarded requests hang."""
+    a = make_node()
+    await wait_ready(client, a)  # A creates the topic
+    b = make_node()
+    table = await wait_stable(client, [a, b], 10)
+    lean_key, handed_key = keys_of(b.url, table, 2, prefix="drain")
+    drain = http_drain(Settings())  # the nodes run the default write_timeout
+
+    def put(email: str) -> bytes:
+        body = load.user_bytes(email, "Drained")
+        return (f"PUT /users/{email} HTTP/1.1\r\nHost: {a.url}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode() + body
+
+    lean = await connect(a.url)
+    handed = await connect(a.url)  # its first request is not hot: hypercorn serves it
+    await handed.send_all(f"GET /healthz HTTP/1.1\r\nHost: {a.url}\r\n\r\n".encode())
+    [health] = await read_replies(handed, 1)
+    assert health.status == 200
+    b.signal(signal.SIGSTOP)
+    try:
+        await lean.send_all(put(lean_key))
+        await handed.send_all(put(handed_key))
+        await trio.sleep(0.5)  # A forwarded both; B, frozen, answers neither
+        t0 = time.monotonic()
+        a.term()
+        replies: dict[str, tuple[bytes, float]] = {}
+
+        async def read(name: str, stream: trio.SocketStream) -> None:
+            data = await read_until_closed(stream, timeout=drain + 5)
+            replies[name] = (data, time.monotonic() - t0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, "lean", lean)
+            nursery.start_soon(read, "handed", handed)
+        code = await a.wait_exit(timeout=longest_shutdown(Settings()) + 5)
+        exit_seconds = time.monotonic() - t0
+    finally:
+        b.signal(signal.SIGCONT)
+    assert code == 0, a.log_text()[-3000:]
+    for name, (data, seconds) in replies.items():
+        assert data, f"{name}: the connection closed without an answer after {seconds:.2f} s"
+        [reply] = parse_replies(data)
+        assert reply.status == 503, (name, reply)
+        assert reply.headers[b"retry-after"].isdigit(), (name, reply)
+        assert reply.headers[b"content-type"] == b"application/json", (name, reply)
+        doc = reply.json()
+        assert isinstance(doc, dict), (name, doc)
+        assert doc["error"] == "owner_no_answer", (name, doc)
+        assert "may or may not have been applied" in doc["message"], (name, doc)
+        # at the drain deadline, not before (the owner might still have answered)
+        # and not after more than the bounded write of that answer
+        assert drain - 0.5 <= seconds <= drain + 2.0, (name, seconds)
+    assert exit_seconds <= longest_shutdown(Settings()), exit_seconds
+    assert "Traceback" not in a.log_text()
+    (artifacts / "shutdown-forwarded.json").write_text(json.dumps(
+        {name: round(seconds, 3) for name, (_, seconds) in replies.items()}))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

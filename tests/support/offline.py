@@ -20,8 +20,10 @@ from web.services import HttpConfig, Services, build_services
 def offline_services(url: str = "127.0.0.1:1", *, partitions: int = 10, topic: str = "t",
                      group: str = "g", proxy_timeout: float = 1.0,
                      catchup_timeout: float = 1.0, api_token: str = "",
-                     max_body: int = 65_536) -> Services:
-    state = StateHandle(StateTable(partitions))
+                     max_body: int = 65_536, table: StateTable | None = None) -> Services:
+    """``table``: the state (default: empty). Writes to a partition it serves wait
+    forever: nothing reads the writer's inbox."""
+    state = StateHandle(table or StateTable(partitions))
     writes, _ = trio.open_memory_channel[Any](0)
     router = RouterHandle(url, partitions, state, writes, catchup_timeout)
     return build_services(HttpConfig(url=url, topic=topic, group=group, max_body=max_body,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import select
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
@@ -195,13 +196,16 @@ class Pool:
 
     async def request(self, target: str, method: bytes, path: bytes, headers: Headers = (),
                       body: bytes = b"", *, deadline_after: float | None = None,
-                      idempotent: bool | None = None) -> Answer:
+                      idempotent: bool | None = None,
+                      on_send: Callable[[], object] | None = None) -> Answer:
         """Send one request to ``target`` ("host:port") and return the complete answer
         within ``deadline_after`` seconds (default: the pool's ``timeout``).
         ``idempotent`` (default: by method) says whether the request may be sent a
         second time after a reused connection ended without a byte of answer (a
         conditional write is not: its second copy could fail on its first).
-        Raises :class:`InvalidRequest` (nothing sent), :class:`NotSent`,
+        ``on_send`` is called when the request's bytes start to go out (from then on
+        a failure is :class:`NoAnswer`): a caller cancelled later knows the peer may
+        have it. Raises :class:`InvalidRequest` (nothing sent), :class:`NotSent`,
         :class:`NoAnswer`."""
         try:
             host = target.encode("ascii")
@@ -214,13 +218,14 @@ class Pool:
         sent = [False]
         again = method in IDEMPOTENT if idempotent is None else idempotent
         with trio.move_on_after(limit):
-            return await self._request(target, method, data, closing, sent, again)
+            return await self._request(target, method, data, closing, sent, again, on_send)
         if sent[0]:
             raise NoAnswer(target, f"no complete answer within {limit}s")
         raise NotSent(target, f"no connection within {limit}s")
 
     async def _request(self, target: str, method: bytes, data: bytes, closing: bool,
-                       sent: list[bool], again: bool) -> Answer:
+                       sent: list[bool], again: bool,
+                       on_send: Callable[[], object] | None) -> Answer:
         for attempt in (0, 1):
             try:
                 conn = await self._acquire(target)
@@ -231,6 +236,8 @@ class Pool:
                 raise NoAnswer(target, f"retry after a closed connection: {exc}") from None
             try:
                 sent[0] = True
+                if on_send is not None:
+                    on_send()
                 answer = await self._exchange(conn, target, data, method == b"HEAD")
             except _Stale:
                 await trio.aclose_forcefully(conn.stream)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -267,18 +268,22 @@ class Pipeline:
                 link.end(STOPPED)
 
     async def get(self, target: str, path: bytes, headers: Headers = (), *,
-                  deadline_after: float) -> Answer:
+                  deadline_after: float, on_send: Callable[[], object] | None = None
+                  ) -> Answer:
         """GET ``path`` from ``target`` within ``deadline_after`` seconds: on the
         target's link when the rules allow, else through the pool. Raises as
-        :meth:`Pool.request` does."""
+        :meth:`Pool.request` does; ``on_send`` as there (on a link: once the GET is
+        queued for the link's next write)."""
         now = trio.current_time()
         link = self._link(target, now)
         if link is None:
             return await self._pool.request(target, b"GET", path, headers,
-                                            deadline_after=deadline_after)
+                                            deadline_after=deadline_after, on_send=on_send)
         data = encode_request(target.encode("ascii"), b"GET", path, headers, b"")
         deadline = now + deadline_after
         slot = link.push(data, now, deadline)
+        if on_send is not None:
+            on_send()
         try:
             await slot.wait()
         finally:
@@ -292,7 +297,8 @@ class Pipeline:
         left = deadline - trio.current_time()
         if left <= 0:
             raise NoAnswer(target, f"no complete answer within {deadline_after}s")
-        return await self._pool.request(target, b"GET", path, headers, deadline_after=left)
+        return await self._pool.request(target, b"GET", path, headers, deadline_after=left,
+                                        on_send=on_send)
 
     def _link(self, target: str, now: float) -> _Link | None:
         """The target's link if a GET may join it now; opens one when there is none."""
