@@ -36,12 +36,12 @@ code ``outcome_unknown`` instead; so does a 503 that does not say the write was 
 applied: only the codes of :data:`NOT_APPLIED_CODES` do (a forwarding node's
 ``owner_not_reached`` among them: the owner never got the request, so the client
 refreshes and retries); :data:`AMBIGUOUS_WRITE_CODES` (the owner's ``write_timeout``,
-``broker_unavailable`` or ``write_unconfirmed``, a forwarding node's ``owner_no_answer``)
-say it may have been, and a code the client does not know (a newer node's, a front
-proxy's 503 without kstate's JSON body) says nothing. A write without ``If-Match`` that
-gets no success within its retries, after any attempt that may have been applied, also
-raises ``outcome_unknown`` (whatever the last refusal was, e.g. ``key_busy`` behind
-its own earlier, unconfirmed attempt).
+``broker_unavailable`` or ``write_unconfirmed``, a forwarding node's ``owner_no_answer``,
+a stopping node's ``shutting_down``) say it may have been, and a code the client does not
+know (a newer node's, a front proxy's 503 without kstate's JSON body) says nothing. A
+write without ``If-Match`` that gets no success within its retries, after any attempt
+that may have been applied, also raises ``outcome_unknown`` (whatever the last refusal
+was, e.g. ``key_busy`` behind its own earlier, unconfirmed attempt).
 
 ``timeout`` (per attempt, default 25 s) is above what a node may take to answer a
 write with the default settings (``owner_worst_case``: 18 s, kstate/settings.py, plus

@@ -10,10 +10,12 @@ import orjson
 
 # 503 codes after which a write may still have been applied: the owner's
 # (actors/writer.py: not confirmed in time, Kafka's error, or the partition moved before
-# the record was applied here) and the forwarding node's when the owner took the request
-# and gave no answer (web/proxy.py; its "owner_not_reached" is certain: safe to retry).
+# the record was applied here), the forwarding node's when the owner took the request
+# and gave no answer (web/proxy.py; its "owner_not_reached" is certain: safe to retry),
+# and the front's when a node's shutdown cut a request off and the node's own answer to
+# it failed (web/http1/wire.py, cut_off_response: it cannot tell how far it got).
 AMBIGUOUS_WRITE_CODES = frozenset({"write_timeout", "broker_unavailable", "write_unconfirmed",
-                                   "owner_no_answer"})
+                                   "owner_no_answer", "shutting_down"})
 # 503 codes after which a write was certainly not applied (refused before anything was
 # produced, or Kafka refused the batch whole). Only these let a conditional write be
 # retried: a code not in this set (one a newer node sends, a front proxy's 503 without

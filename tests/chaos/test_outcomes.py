@@ -20,7 +20,8 @@ NOT_APPLIED = ["not_owner", "key_busy", "no_owner", "rebalancing", "too_many_hop
                "catching_up", "owner_isolated", "superseded", "owner_not_reached",
                "claiming", "partition_undecodable", "cluster_auth_busy", "write_refused",
                "too_many_connections"]
-AMBIGUOUS = ["write_timeout", "broker_unavailable", "owner_no_answer", "write_unconfirmed"]
+AMBIGUOUS = ["write_timeout", "broker_unavailable", "owner_no_answer", "write_unconfirmed",
+             "shutting_down"]
 
 
 @pytest.mark.parametrize("code", NOT_APPLIED)

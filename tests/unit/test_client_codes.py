@@ -55,7 +55,7 @@ async def writes_until_given_up(code: str | None, if_match: str | None,
 
 
 @pytest.mark.parametrize("code", ["owner_no_answer", "write_unconfirmed", "write_timeout",
-                                  "broker_unavailable"])
+                                  "broker_unavailable", "shutting_down"])
 async def test_a_write_that_may_have_applied_leaves_a_conditional_write_unknown_at_once(
         code: str):
     assert await writes_until_given_up(code, '"1-2"') == ("outcome_unknown", 1)

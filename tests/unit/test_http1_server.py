@@ -849,6 +849,37 @@ async def test_the_fronts_own_cut_off_answer_says_the_outcome_is_unknown():
     assert "may or may not have taken effect" in doc["message"]
 
 
+async def test_a_cut_off_that_raises_is_logged_and_the_fronts_own_answer_given(caplog):
+    """A node passes its own ``cut_off`` (web/hot.py); should that raise (a bug), the
+    request is still answered, with the front's own ``shutting_down`` (README, "Errors":
+    the only way a node gives that code), on both paths, and the failure is logged."""
+    def broken(req: Request) -> Response:
+        raise RuntimeError("a bug in the cut-off answer")
+
+    store = Store(delay=60)
+    async with running(Limits(drain_timeout=0.3), store=store, cut_off=broken) as srv:
+        lean, handed = await connect(srv.addr), await connect(srv.addr)
+        await handed.send_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        await read_replies(handed, 1)
+        await lean.send_all(GET % b"slow1")
+        await handed.send_all(GET % b"slow2")
+        await trio.sleep(0.1)  # both are in their handler
+        srv.stop.set()
+        with trio.fail_after(3):
+            replies = [*parse_replies(await read_until_closed(lean)),
+                       *parse_replies(await read_until_closed(handed))]
+    assert len(replies) == 2
+    for reply in replies:
+        assert reply.status == 503
+        assert reply.headers[b"retry-after"] == b"1"
+        doc = reply.json()
+        assert isinstance(doc, dict)
+        assert doc["error"] == "shutting_down"
+    failed = [r for r in caplog.records if "event=http1_cut_off_failed" in r.getMessage()]
+    assert len(failed) == 2, caplog.text
+    assert srv.front.statistics().cut_off == 2
+
+
 @pytest.mark.parametrize("tls_on", [False, True], ids=["plain", "tls"])
 @pytest.mark.parametrize("handed_over", [False, True], ids=["lean", "handed_over"])
 async def test_a_client_that_does_not_read_cannot_hold_the_shutdown(handed_over, tls_on, tls,

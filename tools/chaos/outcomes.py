@@ -46,6 +46,7 @@ CODES_503: dict[str, Outcome] = {
     "broker_unavailable": "unknown",  # the produce failed; Kafka may have appended it
     "owner_no_answer": "unknown",  # forwarded, no answer: the owner may have written it
     "write_unconfirmed": "unknown",  # the partition moved before the write was applied
+    "shutting_down": "unknown",  # cut off by the node's shutdown, how far it got not known
 }
 
 OK_STATUS: dict[Op, frozenset[int]] = {

@@ -144,10 +144,15 @@ def encode_response(resp: Response, *, head: bool, connection: bytes) -> bytes:
     return b"".join(parts)
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    """A JSON error answer: ``{"error": code, "message": message}``."""
+def error_response(status: int, code: str, message: str, *,
+                   retry_after: int | None = None) -> Response:
+    """A JSON error answer: ``{"error": code, "message": message}``, with
+    ``Retry-After: <retry_after>`` (whole seconds) when given. (A keyword, so that a
+    scan of the source for the codes answered reads it: tests/unit/test_error_codes.py.)"""
     body = json.dumps({"error": code, "message": message}).encode("ascii")
-    return Response(status, [JSON_CT], body)
+    if retry_after is None:
+        return Response(status, [JSON_CT], body)
+    return Response(status, [JSON_CT, (b"retry-after", b"%d" % retry_after)], body)
 
 
 # The answer to a hot request whose handler is still running when the server's drain
@@ -167,10 +172,8 @@ def is_cancellation(exc: BaseException) -> bool:
 def cut_off_response(req: Request) -> Response:
     """The front's own cut-off answer: 503 with ``Retry-After``. It cannot know what the
     handler had done, so it says just that."""
-    status, headers, body = error_response(
-        503, "shutting_down", "the server stopped before it answered; the request may "
-        "or may not have taken effect")
-    return Response(status, [*headers, (b"retry-after", b"1")], body)
+    return error_response(503, "shutting_down", "the server stopped before it answered; "
+                          "the request may or may not have taken effect", retry_after=1)
 
 
 def error_bytes(status: int, code: str, message: str, *, head: bool = False,
