@@ -37,7 +37,11 @@ def error(status: int, code: str, message: str, *, retry_after: float | None = N
 
 def http_error(e: HTTPException) -> Rendered:
     """A framework error (werkzeug's 404, 405 with ``Allow``, ...) as a JSON error:
-    the code is its name in snake case, the message its description."""
+    the code is its name in snake case, the message its description. A 500 (a route
+    that raised) reads as the front's own (web/http1/server.py): one code for "the
+    server failed", whichever half of the node served the request."""
+    if e.code == 500:
+        return error(500, "internal_error", "the server failed to answer")
     code = (e.name or "error").lower().replace(" ", "_")
     allow = [(b"allow", v.encode("latin-1")) for k, v in e.get_headers()
              if k.lower() == "allow"]

@@ -108,3 +108,19 @@ async def test_quarts_own_413_reads_as_the_routes_own():
     assert r.status_code == 413
     assert await r.get_json() == {"error": "body_too_large",
                                   "message": f"body is larger than {MAX_BODY} bytes"}
+
+
+async def test_a_quart_route_that_raises_answers_the_fronts_internal_error():
+    """A bug in a route quart serves gets the same 500 as one in the front's user
+    routes (web/http1/server.py): one code, ``internal_error``, for "the server failed",
+    whichever half of the node failed."""
+    app = create_app(offline_services(max_body=MAX_BODY))
+
+    @app.route("/fails")
+    async def fails() -> None:
+        raise RuntimeError("a bug")
+
+    r = await app.test_client().get("/fails")
+    assert r.status_code == 500
+    assert await r.get_json() == {"error": "internal_error",
+                                  "message": "the server failed to answer"}
