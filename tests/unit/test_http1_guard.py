@@ -1,7 +1,8 @@
 """The guard of handed-over connections (web/http1/guard.py) as a plain function of the
 bytes it is fed: whatever the read boundaries, it passes well-formed requests on byte
-for byte, stops exactly after a request that ends the connection, and puts a stand-in
-exactly where a refused head was."""
+for byte (an h2c upgrade request among them: it reads on after one), stops exactly
+after a request that ends the connection, and puts a stand-in exactly where a refused
+head was, the HTTP/2 preface's included."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from web.http1.guard import DROP, Guard, Refusals
 def request(draw: st.DrawFn) -> bytes:
     path = b"/p" + draw(st.binary(min_size=0, max_size=8)).hex().encode()
     body = draw(st.binary(max_size=40))
-    kind = draw(st.sampled_from(["none", "length", "chunked"]))
+    kind = draw(st.sampled_from(["none", "length", "chunked", "h2c"]))
     head = b"PUT " + path + b" HTTP/1.1\r\nHost: h\r\n"
     if kind == "none":
         return b"GET " + path + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+    if kind == "h2c":  # an upgrade hypercorn is kept from making: plain HTTP/1.1
+        return (b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, "
+                b"HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
     if kind == "length":
         return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7])
@@ -68,3 +72,18 @@ def test_a_refused_head_is_replaced_by_its_stand_in_after_the_requests_before_it
     assert len(refusals) == 1
     guard.close()
     assert len(refusals) == 0  # the connection ended before hypercorn asked for it
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(request(), max_size=4), st.lists(st.integers(0, 4000)))
+def test_the_http2_preface_is_refused_after_the_requests_before_it(before, cuts):
+    refusals = Refusals()
+    guard = Guard(refusals, 16384)
+    good = b"".join(before)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    out = feed_in_pieces(guard, good + preface, cuts)
+    assert out.startswith(good)
+    assert out[len(good):].startswith(b"GET /.front-refusal/")
+    assert guard.mode == DROP
+    [(status, code, _, _)] = refusals._waiting.values()
+    assert (status, code) == (400, "http2_not_supported")

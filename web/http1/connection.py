@@ -22,7 +22,13 @@ from typing import cast
 import httptools
 import trio
 
-from web.http1.heads import Refusal, framing_refusal, handshake_ascii, websocket_refusal
+from web.http1.heads import (
+    HTTP2_PREFACE,
+    Refusal,
+    framing_refusal,
+    handshake_ascii,
+    websocket_refusal,
+)
 from web.http1.limits import Limits
 from web.http1.stats import Counters
 from web.http1.wire import (
@@ -319,7 +325,7 @@ class Connection:
                 continue
             method = parser.get_method()
             if method == b"PRI":  # the HTTP/2 preface: never handed to hypercorn (h2)
-                raise Reject(400, "http2_not_supported", "this server speaks HTTP/1.1 only")
+                raise Reject.of(HTTP2_PREFACE)
             if self.coded:
                 refusal = framing_refusal(self.headers)
                 if refusal is not None:

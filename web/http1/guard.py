@@ -16,6 +16,12 @@ ends the connection (``Connection: close``, HTTP/1.0) the rest of the stream is 
 and dropped: hypercorn's parser would fail on it and answer that failure instead of the
 request.
 
+The connection stays HTTP/1.1 to its end: hypercorn is kept from switching protocols
+(web/http1/handover.py), so a request with ``Upgrade: h2c`` is one more HTTP/1.1
+request, the requests after it guarded as any, and the HTTP/2 preface (``PRI *
+HTTP/2.0``) is refused ``http2_not_supported`` in its turn, as the lean path refuses
+it. Only a websocket handshake ends the guard's parsing: the rest is websocket frames.
+
 What still gets hypercorn's bare 400: a body whose chunked framing is malformed (the
 request's head has gone to the app by then).
 """
@@ -29,6 +35,7 @@ from typing import Any
 import h11
 
 from web.http1.heads import (
+    HTTP2_PREFACE,
     UNSUPPORTED_CODING,
     Refusal,
     framing_refusal,
@@ -40,7 +47,7 @@ from web.http1.wire import JSON_CT, error_response
 Asgi = Callable[[Any, Any, Any], Any]
 
 # What a guard does with the bytes it is given: parse them (GUARD), pass them on
-# unread (PASS: the connection speaks another protocol now, or a body went astray),
+# unread (PASS: the connection carries websocket frames now, or a body went astray),
 # drop them (DROP: the connection ends after what hypercorn has).
 GUARD, PASS, DROP = range(3)
 _STAND_IN = b"/.front-refusal/"
@@ -167,7 +174,7 @@ class Guard:
                 if refusal is not None:
                     self._refuse(out, refusal, event.method == b"HEAD")
                     return
-                if _switches(event, headers):  # websocket, h2c, h2: no HTTP/1.1 from here
+                if is_websocket(event.method, headers):  # no HTTP/1.1 from here
                     out += pending
                     pending.clear()
                     self.mode = PASS
@@ -199,6 +206,8 @@ class Guard:
                ) -> Refusal | None:
         if size > self._max_head:
             return self._too_large()
+        if event.method == b"PRI":
+            return HTTP2_PREFACE
         return (framing_refusal(headers)
                 or websocket_refusal(event.method, event.http_version.decode("ascii"),
                                      headers))
@@ -220,19 +229,3 @@ class Guard:
         self._pending.clear()
         self.mode = DROP
 
-
-def _switches(event: h11.Request, headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether hypercorn stops speaking HTTP/1.1 after this request: a websocket
-    handshake, an h2c upgrade without a body, the HTTP/2 preface."""
-    if event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
-        return True
-    if is_websocket(event.method, headers):
-        return True
-    upgrade = b""
-    body = False
-    for name, value in headers:
-        if name == b"upgrade":
-            upgrade = value.strip()
-        elif name in (b"content-length", b"transfer-encoding"):
-            body = True
-    return upgrade.lower() == b"h2c" and not body

@@ -14,7 +14,9 @@ HTTP/1.1 only, as on the lean path: hypercorn switches a connection to h2 on a r
 that says ``Upgrade: h2c`` (answering 101) or on the HTTP/2 preface, and has no
 setting to stop it; :class:`_Http1Server` takes both for plain HTTP/1.1 requests (the
 upgrade ignored, RFC 9110 §7.8), so one connection never carries more than one
-request at a time.
+request at a time. The guard reads on past an h2c upgrade, as past any HTTP/1.1
+request, and refuses the preface (400 ``http2_not_supported``) before hypercorn sees
+it.
 """
 
 from __future__ import annotations

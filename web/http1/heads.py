@@ -43,6 +43,10 @@ def handshake_ascii(headers: Headers) -> bool:
     return all(value.isascii() for name, value in headers if name in HANDSHAKE)
 
 
+# The HTTP/2 preface (``PRI * HTTP/2.0``): the front speaks HTTP/1.1 only, wherever on a
+# connection the preface comes (hypercorn would switch to h2 on it)
+HTTP2_PREFACE = Refusal(400, "http2_not_supported", "this server speaks HTTP/1.1 only")
+
 # 400, not the 501 RFC 9112 §6.1 suggests: a client's fault is never a 5xx here
 UNSUPPORTED_CODING = Refusal(400, "unsupported_transfer_encoding",
                              "Transfer-Encoding must be exactly chunked (no other coding "

@@ -1,0 +1,159 @@
+"""The guard of connections handed over to hypercorn (web/http1/guard.py), on a live
+node over real sockets: a request with ``Upgrade: h2c`` is plain HTTP/1.1, so the
+requests after it on its connection are still guarded (a bad one gets the front's JSON
+4xx, never hypercorn's bare 400/431/501); the HTTP/2 preface on a handed-over
+connection is refused 400 ``http2_not_supported`` in its turn, as on the lean path.
+None of these leaves a traceback in the node's log, a feed subscriber behind, or the
+node any less healthy.
+
+One node serves the whole module (one per case would cost seconds each); an autouse
+check proves it is still alive, healthy, and without a traceback in its log."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import h2.config
+import h2.connection
+import httpx
+import pytest
+import trio
+
+from tests.support.http1 import Reply, connect, parse_replies, read_until_closed
+from tools.procs import REPO, Node
+
+# One worker runs this module: its node (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_handover_guard")
+
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"
+H2C = (b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+       b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+WS = (b"GET /changes%s HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+MAX_HEAD = 16384  # the node's default http_max_head_bytes
+
+
+@pytest.fixture(scope="module")
+def node(kafka_bootstrap: str) -> Iterator[Node]:
+    tag = uuid.uuid4().hex[:10]
+    n = Node(bootstrap=kafka_bootstrap, topic=f"t-{tag}", group=f"g-{tag}",
+             log_dir=REPO / "test-artifacts" / "test_handover_guard")
+    n.start()
+    try:
+        deadline = time.monotonic() + 60
+        with httpx.Client(trust_env=False, timeout=2) as c:
+            while True:
+                assert n.alive(), n.log_text()[-3000:]
+                try:
+                    if c.get(f"{n.base}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, n.log_text()[-3000:]
+                time.sleep(0.1)
+        yield n
+    finally:
+        n.stop_now()
+
+
+def _subscribers(node: Node) -> int:
+    with httpx.Client(trust_env=False, timeout=5) as c:
+        r = c.get(f"{node.base}/readyz")
+        assert r.status_code == 200, r.text
+        return int(r.json()["feed"]["subscribers"])
+
+
+@pytest.fixture(autouse=True)
+def _node_survives(node: Node) -> Iterator[None]:
+    yield
+    assert node.alive(), node.log_text()[-3000:]
+    with httpx.Client(trust_env=False, timeout=5) as c:
+        assert c.get(f"{node.base}/healthz").status_code == 200
+    log = node.log_text()
+    assert "Traceback" not in log, log[-5000:]
+    assert "http1_connection_failed" not in log, log[-5000:]
+    # every websocket of the test was refused or closed: none is left subscribed
+    deadline = time.monotonic() + 10
+    while _subscribers(node):
+        assert time.monotonic() < deadline, "a feed subscriber outlived its connection"
+        time.sleep(0.1)
+
+
+def h2_preface() -> bytes:
+    """What an HTTP/2 client with prior knowledge sends first: the preface, its
+    SETTINGS and one request."""
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "GET"), (":path", "/healthz"), (":scheme", "http"),
+                       (":authority", "h")], end_stream=True)
+    return c.data_to_send()
+
+
+def expect_refusal(raw: bytes, before: int, status: int, code: str) -> list[Reply]:
+    """``raw`` (all a connection was answered until it closed) is ``before`` 200s, then
+    a JSON error ``code`` with ``status`` and ``Connection: close``."""
+    replies = parse_replies(raw)
+    assert [r.status for r in replies] == [200] * before + [status], raw
+    refusal = replies[-1]
+    assert refusal.headers[b"content-type"] == b"application/json", raw
+    assert refusal.json()["error"] == code, raw
+    assert refusal.headers[b"connection"] == b"close", raw
+    return replies
+
+
+async def answered(node: Node, data: bytes) -> bytes:
+    """What ``data``, sent in one write on a new connection, is answered until the node
+    closes it."""
+    s = await connect(node.url)
+    await s.send_all(data)
+    return await read_until_closed(s)
+
+
+# -- after an h2c upgrade request: still HTTP/1.1, still guarded -------------------
+
+BAD_AFTER_H2C = {
+    "transfer_coding": (b"GET /healthz HTTP/1.1\r\nHost: h\r\n"
+                        b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+                        400, "unsupported_transfer_encoding"),
+    "length_and_chunked": (b"PUT /users/a@b.c HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+    "head_too_large": (b"GET /healthz HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * MAX_HEAD
+                       + b"\r\n\r\n", 431, "head_too_large"),
+    "websocket_without_key": (
+        WS.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"") % b"" + b"\r\n",
+        400, "bad_websocket_handshake"),
+    "http2_preface": (h2_preface(), 400, "http2_not_supported"),
+}
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("bad", list(BAD_AFTER_H2C))
+async def test_requests_after_an_h2c_upgrade_are_still_guarded(node, later, bad):
+    """The upgrade is ignored (hypercorn answers it in HTTP/1.1), so the request after
+    it is refused by the guard with the front's JSON answer, in its turn."""
+    request, status, code = BAD_AFTER_H2C[bad]
+    raw = await answered(node, (HEALTH if later else b"") + H2C + request)
+    assert b"HTTP/1.1 101 " not in raw, raw
+    expect_refusal(raw, 1 + later, status, code)
+
+
+# -- the HTTP/2 preface on a handed-over connection ---------------------------------
+
+async def test_the_http2_preface_after_a_handed_over_request_is_refused_in_its_turn(node):
+    # pipelined behind the handed-over request
+    raw = await answered(node, HEALTH + h2_preface())
+    replies = expect_refusal(raw, 1, 400, "http2_not_supported")
+    assert replies[-1].json()["message"] == "this server speaks HTTP/1.1 only"
+    # on its own, once the handed-over request is answered
+    s = await connect(node.url)
+    await s.send_all(HEALTH)
+    data = b""
+    with trio.fail_after(5):
+        while not parse_replies(data):
+            chunk = await s.receive_some(65536)
+            assert chunk, data
+            data += chunk
+    await s.send_all(h2_preface())
+    expect_refusal(data + await read_until_closed(s), 1, 400, "http2_not_supported")
