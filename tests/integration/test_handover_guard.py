@@ -2,9 +2,11 @@
 node over real sockets: a request with ``Upgrade: h2c`` is plain HTTP/1.1, so the
 requests after it on its connection are still guarded (a bad one gets the front's JSON
 4xx, never hypercorn's bare 400/431/501); the HTTP/2 preface on a handed-over
-connection is refused 400 ``http2_not_supported`` in its turn, as on the lean path.
-None of these leaves a traceback in the node's log, a feed subscriber behind, or the
-node any less healthy.
+connection is refused 400 ``http2_not_supported`` in its turn, as on the lean path; a
+websocket handshake with a body, or with bytes sent along with it before the server's
+101, is refused 400 ``bad_websocket_handshake``, and a frame that comes on its own
+before the 101 waits for it. None of these leaves a traceback in the node's log, a feed
+subscriber behind, or the node any less healthy.
 
 One node serves the whole module (one per case would cost seconds each); an autouse
 check proves it is still alive, healthy, and without a traceback in its log."""
@@ -20,6 +22,9 @@ import h2.connection
 import httpx
 import pytest
 import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WsConnection
+from wsproto.events import CloseConnection, TextMessage
 
 from tests.support.http1 import Reply, connect, parse_replies, read_until_closed
 from tools.procs import REPO, Node
@@ -157,3 +162,86 @@ async def test_the_http2_preface_after_a_handed_over_request_is_refused_in_its_t
             data += chunk
     await s.send_all(h2_preface())
     expect_refusal(data + await read_until_closed(s), 1, 400, "http2_not_supported")
+
+
+# -- a websocket handshake to the feed that hypercorn (wsproto) would fail on -------
+
+FRAME = WsConnection(ConnectionType.CLIENT).send(TextMessage(data="hi"))
+BAD_HANDSHAKES = {
+    "content_length": WS % b"" + b"Content-Length: 5\r\n\r\nhello",
+    "chunked": WS % b"" + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "empty_chunked": WS % b"" + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "frame_before_the_101": WS % b"" + b"\r\n" + FRAME,
+    "resume_frame_before_the_101": WS % b"?from=beginning" + b"\r\n" + FRAME,
+}
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("bad", list(BAD_HANDSHAKES))
+async def test_a_websocket_handshake_with_a_body_or_an_early_frame_is_a_400_json(
+        node, later, bad):
+    raw = await answered(node, (HEALTH if later else b"") + BAD_HANDSHAKES[bad])
+    expect_refusal(raw, int(later), 400, "bad_websocket_handshake")
+
+
+async def _handshake(s: trio.SocketStream) -> tuple[bytes, bytes]:
+    """The head of the answer to a handshake sent on ``s``, and what came after it."""
+    data = b""
+    with trio.fail_after(10):
+        while b"\r\n\r\n" not in data:
+            chunk = await s.receive_some(65536)
+            assert chunk, data
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+async def _feed_hello(s: trio.SocketStream, ws: WsConnection, rest: bytes) -> str:
+    ws.receive_data(rest)
+    with trio.fail_after(10):
+        while True:
+            for event in ws.events():
+                assert isinstance(event, TextMessage), event
+                return event.data
+            chunk = await s.receive_some(65536)
+            assert chunk
+            ws.receive_data(chunk)
+
+
+async def _close(s: trio.SocketStream, ws: WsConnection) -> None:
+    await s.send_all(ws.send(CloseConnection(code=1000)))
+    await read_until_closed(s, 10)
+
+
+@pytest.mark.parametrize("length", [b"", b"Content-Length: 0\r\n"], ids=["no_body", "length_0"])
+async def test_a_frame_sent_on_its_own_before_the_101_waits_for_it(node, length):
+    """A client that does not wait for the 101 before its first frame (RFC 6455 §4.1
+    says it must), the frame in a write of its own: the handshake still succeeds (the
+    frame is held until the answer is out), and the subscriber goes with its close."""
+    s = await connect(node.url)
+    # from=beginning: the route opens a reader before it accepts, so the frame comes
+    # while the handshake is still being answered
+    await s.send_all(WS % b"?from=beginning" + length + b"\r\n")
+    await trio.sleep(0.02)
+    await s.send_all(FRAME)
+    head, rest = await _handshake(s)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    ws = WsConnection(ConnectionType.CLIENT)
+    assert '"type":"hello"' in await _feed_hello(s, ws, rest)
+    await _close(s, ws)
+
+
+async def test_a_refused_handshake_leaves_nothing_behind(node):
+    """Many refused handshakes in a row: each answered, none a traceback or a
+    subscriber (the autouse check), and a proper handshake is served after them."""
+    for i in range(20):
+        bad = list(BAD_HANDSHAKES.values())[i % len(BAD_HANDSHAKES)]
+        expect_refusal(await answered(node, bad), 0, 400, "bad_websocket_handshake")
+    s = await connect(node.url)
+    await s.send_all(WS % b"" + b"\r\n")
+    head, rest = await _handshake(s)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    ws = WsConnection(ConnectionType.CLIENT)
+    assert '"type":"hello"' in await _feed_hello(s, ws, rest)
+    assert _subscribers(node) == 1
+    await _close(s, ws)

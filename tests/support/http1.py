@@ -1,5 +1,6 @@
 """Helpers for testing web/http1 over real loopback sockets: a small key/value handler,
-a quart-trio app with a plain route and a websocket echo, and raw-socket readers."""
+a quart-trio app with a plain route and websocket echoes (one answering its handshake
+late), and raw-socket readers."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from typing import NamedTuple
 
 import httptools
 import trio
+from quart import Response as QuartResponse
 from quart import request, websocket
 from quart_trio import QuartTrio
 
 from web.http1 import Request, Response, error_response
 
 JSON = (b"content-type", b"application/json")
+LATE = 0.5  # how long /ws-late takes to answer a handshake
 RawHandler = Callable[[trio.SocketStream], Awaitable[None]]
 
 
@@ -72,6 +75,17 @@ def make_app() -> QuartTrio:
 
     @app.websocket("/ws")
     async def ws() -> None:
+        while True:
+            await websocket.send(await websocket.receive())
+
+    @app.websocket("/ws-late")
+    async def ws_late() -> QuartResponse | None:
+        """Answers its handshake ``LATE`` seconds after it came (as a route that looks
+        something up first): accepts and echoes, or with ``?refuse`` answers 403."""
+        await trio.sleep(LATE)
+        if "refuse" in websocket.args:
+            return QuartResponse(b'{"error": "refused"}', 403, content_type="application/json")
+        await websocket.accept()
         while True:
             await websocket.send(await websocket.receive())
 

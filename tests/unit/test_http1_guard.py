@@ -2,14 +2,16 @@
 bytes it is fed: whatever the read boundaries, it passes well-formed requests on byte
 for byte (an h2c upgrade request among them: it reads on after one), stops exactly
 after a request that ends the connection, and puts a stand-in exactly where a refused
-head was, the HTTP/2 preface's included."""
+head was, the HTTP/2 preface's included; after a websocket handshake it holds what
+comes until the handshake's answer, then passes it on (a 101) or drops it."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from web.http1.guard import DROP, Guard, Refusals
+from web.http1.guard import DROP, HANDSHAKE, PASS, Guard, Refusals
 
 
 @st.composite
@@ -87,3 +89,42 @@ def test_the_http2_preface_is_refused_after_the_requests_before_it(before, cuts)
     assert guard.mode == DROP
     [(status, code, _, _)] = refusals._waiting.values()
     assert (status, code) == (400, "http2_not_supported")
+
+
+WEBSOCKET = (b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+FRAME = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"  # a masked "Hello" (RFC 6455 §5.7)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(request(), max_size=4), st.binary(min_size=1, max_size=40))
+def test_bytes_sent_with_a_websocket_handshake_replace_it_by_a_stand_in(before, after):
+    """Bytes read together with a handshake's head, so before its answer (which RFC
+    6455 §4.1 forbids): the handshake is refused in its turn."""
+    refusals = Refusals()
+    guard = Guard(refusals, 16384)
+    good = b"".join(before)
+    out = guard.feed(good + WEBSOCKET + after)
+    assert out.startswith(good)
+    assert out[len(good):].startswith(b"GET /.front-refusal/")
+    assert guard.mode == DROP
+    [(status, code, _, _)] = refusals._waiting.values()
+    assert (status, code) == (400, "bad_websocket_handshake")
+
+
+@pytest.mark.parametrize(("answer", "passed", "mode"), [
+    (b"HTTP/1.1 101 \r\nupgrade: WebSocket\r\n\r\n", FRAME, PASS),
+    (b"HTTP/1.1 403 \r\ncontent-length: 0\r\n\r\n", b"", DROP),
+])
+def test_bytes_after_a_websocket_handshake_wait_for_its_answer(answer, passed, mode):
+    guard = Guard(Refusals(), 16384)
+    assert guard.feed(WEBSOCKET) == WEBSOCKET
+    assert guard.mode == HANDSHAKE
+    assert not guard.holding
+    assert guard.feed(FRAME[:4]) == b""
+    assert guard.feed(FRAME[4:]) == b""
+    assert guard.holding
+    assert guard.answered(memoryview(answer)) == passed
+    assert guard.mode == mode
+    assert not guard.holding
+    assert guard.feed(FRAME) == (FRAME if mode == PASS else b"")

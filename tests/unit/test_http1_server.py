@@ -23,8 +23,12 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, open_websocket_url
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WsConnection
+from wsproto.events import TextMessage
 
 from tests.support.http1 import (
+    LATE,
     Reply,
     Store,
     connect,
@@ -629,7 +633,12 @@ async def test_a_transfer_coding_but_chunked_is_a_400_json_not_a_501(later, requ
     (WS + b"Sec-WebSocket-Version: 8\r\n\r\n", 426, "websocket_version_unsupported"),
     (WS.replace(b"HTTP/1.1", b"HTTP/1.0") + b"Sec-WebSocket-Version: 13\r\n\r\n", 400,
      "bad_websocket_handshake"),
-], ids=["no_key", "short_key", "no_version", "version_8", "http_1_0"])
+    (WS + b"Sec-WebSocket-Version: 13\r\nContent-Length: 2\r\n\r\nhi", 400,
+     "bad_websocket_handshake"),
+    (WS + b"Sec-WebSocket-Version: 13\r\n\r\n"
+     + WsConnection(ConnectionType.CLIENT).send(TextMessage(data="early")), 400,
+     "bad_websocket_handshake"),
+], ids=["no_key", "short_key", "no_version", "version_8", "http_1_0", "body", "early_frame"])
 async def test_a_websocket_handshake_hypercorn_would_refuse_bare_is_a_json_4xx(
         later, request_bytes, status, code):
     async with running() as srv:
@@ -638,6 +647,37 @@ async def test_a_websocket_handshake_hypercorn_would_refuse_bare_is_a_json_4xx(
         if status == 426:  # RFC 6455 §4.2.2, RFC 9110 §15.5.22
             assert replies[-1].headers[b"sec-websocket-version"] == b"13"
             assert replies[-1].headers[b"upgrade"] == b"websocket"
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["accepted", "refused"])
+async def test_a_frame_sent_before_a_late_answer_to_its_handshake_waits_for_it(refuse):
+    """RFC 6455 §4.1: a client waits for the 101 before its first frame. One that does
+    not, the frame in a read of its own, still gets the answer the route gives, and the
+    frame is taken after a 101 (echoed here) or dropped after a refusal."""
+    path = b"/ws-late?refuse" if refuse else b"/ws-late"
+    client = WsConnection(ConnectionType.CLIENT)
+    async with running() as srv, await connect(srv.addr) as s:
+        await s.send_all(WS.replace(b"/ws ", path + b" ") + b"Sec-WebSocket-Version: 13\r\n\r\n")
+        await trio.sleep(LATE / 5)  # read on its own, and the route still waits
+        await s.send_all(client.send(TextMessage(data="early")))
+        if refuse:
+            [reply] = parse_replies(await read_until_closed(s))
+            assert (reply.status, reply.json()) == (403, {"error": "refused"})
+            return
+        data = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in data:
+                chunk = await s.receive_some(65536)
+                assert chunk, data
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            client.receive_data(rest)
+            while not (messages := [e for e in client.events() if isinstance(e, TextMessage)]):
+                chunk = await s.receive_some(65536)
+                assert chunk
+                client.receive_data(chunk)
+        assert [m.data for m in messages] == ["early"]
 
 
 @pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])

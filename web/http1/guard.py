@@ -22,6 +22,15 @@ request, the requests after it guarded as any, and the HTTP/2 preface (``PRI *
 HTTP/2.0``) is refused ``http2_not_supported`` in its turn, as the lean path refuses
 it. Only a websocket handshake ends the guard's parsing: the rest is websocket frames.
 
+A websocket handshake is refused (400 ``bad_websocket_handshake``) when it has a body
+(web/http1/heads.py) or bytes come with it: RFC 6455 §4.1 has the client wait for the
+server's 101 before its first frame, and hypercorn hands what comes before its answer
+to the handshake as frames to a websocket not yet accepted, fails (a bare 400 and a
+traceback, or a 400 on a connection left open while the route goes on) and loses the
+route's answer. Bytes that come on their own while the handshake is being answered are
+held until the answer is out (:meth:`Guard.answered`), then passed on after a 101 or
+dropped after a refusal (the connection closes after it).
+
 What still gets hypercorn's bare 400: a body whose chunked framing is malformed (the
 request's head has gone to the app by then).
 """
@@ -48,8 +57,10 @@ Asgi = Callable[[Any, Any, Any], Any]
 
 # What a guard does with the bytes it is given: parse them (GUARD), pass them on
 # unread (PASS: the connection carries websocket frames now, or a body went astray),
-# drop them (DROP: the connection ends after what hypercorn has).
-GUARD, PASS, DROP = range(3)
+# drop them (DROP: the connection ends after what hypercorn has), hold them (HANDSHAKE:
+# a websocket handshake went on, its answer has not).
+GUARD, PASS, DROP, HANDSHAKE = range(4)
+_SWITCHED = b"HTTP/1.1 101 "
 _STAND_IN = b"/.front-refusal/"
 
 
@@ -113,6 +124,7 @@ class Guard:
         self._pending = bytearray()
         self.mode = GUARD
         self._stand_in: bytes | None = None
+        self._held = bytearray()  # (HANDSHAKE) read before the handshake's answer
 
     def _parser(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
@@ -121,10 +133,18 @@ class Guard:
         if self._stand_in is not None:
             self._refusals.forget(self._stand_in)
 
+    @property
+    def holding(self) -> bool:
+        """Bytes wait for the answer to a websocket handshake: read no more till then."""
+        return bool(self._held)
+
     def feed(self, data: bytes) -> bytes:
         if self.mode == PASS:
             return data
         if self.mode == DROP:
+            return b""
+        if self.mode == HANDSHAKE:
+            self._held += data
             return b""
         if not self._pending:
             # at a request's start (a body ends with what h11 was given): the empty
@@ -175,9 +195,12 @@ class Guard:
                     self._refuse(out, refusal, event.method == b"HEAD")
                     return
                 if is_websocket(event.method, headers):  # no HTTP/1.1 from here
+                    if self._unparsed():
+                        self._refuse(out, _EARLY_FRAME, False)
+                        return
                     out += pending
                     pending.clear()
-                    self.mode = PASS
+                    self.mode = HANDSHAKE
                     return
                 self._release(out)
             elif isinstance(event, h11.Data):
@@ -201,6 +224,18 @@ class Guard:
                 pending.clear()
                 self.mode = PASS
                 return
+
+    def answered(self, data: bytes | bytearray | memoryview) -> bytes:
+        """``data``: the first bytes written to the client after a websocket handshake
+        went on (mode HANDSHAKE), its answer's head. Returns the bytes held since, to
+        pass on now: the frames of an accepted websocket, nothing after a refusal."""
+        held = bytes(self._held)
+        self._held.clear()
+        if bytes(data[:len(_SWITCHED)]) == _SWITCHED:
+            self.mode = PASS
+            return held
+        self.mode = DROP  # (hypercorn closes the connection after a refusal)
+        return b""
 
     def _check(self, event: h11.Request, headers: list[tuple[bytes, bytes]], size: int
                ) -> Refusal | None:
@@ -229,3 +264,8 @@ class Guard:
         self._pending.clear()
         self.mode = DROP
 
+
+# RFC 6455 §4.1
+_EARLY_FRAME = Refusal(400, "bad_websocket_handshake",
+                       "a websocket client sends nothing after its handshake until the "
+                       "server's 101")

@@ -36,7 +36,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 
-from web.http1.guard import DROP, Guard, Refusals
+from web.http1.guard import DROP, HANDSHAKE, Guard, Refusals
 from web.http1.limits import Limits
 from web.http1.wire import (
     FRAMING,
@@ -220,6 +220,7 @@ class _ReplayBase(trio.abc.Stream):
         self._guard = guard
         self._ready = b""  # let through, not read yet
         self._closed = trio.Event()
+        self._answered = trio.Event()  # (a websocket handshake's answer is going out)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         guard = self._guard
@@ -233,6 +234,13 @@ class _ReplayBase(trio.abc.Stream):
             if self._head:
                 self._ready, self._head = guard.feed(self._head), b""
             while not self._ready:
+                if guard.mode == HANDSHAKE and guard.holding:
+                    # bytes came while a websocket handshake is answered: hypercorn
+                    # would take them for frames of a websocket not accepted yet
+                    await self._answered.wait()
+                    if self._closed.is_set():
+                        raise trio.ClosedResourceError("closed before the handshake's answer")
+                    continue
                 data = bytes(await self._inner.receive_some(max_bytes))
                 if not data:
                     if guard.mode == DROP:
@@ -249,6 +257,11 @@ class _ReplayBase(trio.abc.Stream):
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        guard = self._guard
+        if guard is not None and guard.mode == HANDSHAKE:
+            # the answer to a websocket handshake (hypercorn writes its head at once)
+            self._ready += guard.answered(data)
+            self._answered.set()
         await self._inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -256,6 +269,7 @@ class _ReplayBase(trio.abc.Stream):
 
     async def aclose(self) -> None:
         self._closed.set()
+        self._answered.set()
         await self._inner.aclose()
 
 

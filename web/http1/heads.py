@@ -97,10 +97,21 @@ def _key_ok(key: bytes) -> bool:
         return False
 
 
+def _has_body(headers: Headers) -> bool:
+    """Whether a request has a body: a ``Transfer-Encoding`` (an empty chunked body is
+    a body's framing still) or a ``Content-Length`` other than 0."""
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length" and value.strip().lstrip(b"0") != b"":
+            return True
+    return False
+
+
 def websocket_refusal(method: bytes, http_version: str, headers: Headers) -> Refusal | None:
     """Why a websocket handshake (:func:`is_websocket`) cannot succeed, as RFC 6455
     §4.2 answers it, or None (also for a request that is not one). hypercorn answers
-    these with a bare 400 (or a traceback, for a byte it cannot decode)."""
+    these with a bare 400 (or a traceback: for a byte it cannot decode, for a body)."""
     if not isinstance(headers, list):
         headers = list(headers)
     if not is_websocket(method, headers):
@@ -110,6 +121,9 @@ def websocket_refusal(method: bytes, http_version: str, headers: Headers) -> Ref
     if http_version != "1.1":
         return Refusal(400, "bad_websocket_handshake",
                        f"a websocket handshake needs HTTP/1.1, not HTTP/{http_version}")
+    if _has_body(headers):
+        # hypercorn would hand the body to wsproto as frames before its 101 and fail
+        return Refusal(400, "bad_websocket_handshake", "a websocket handshake has no body")
     key = version = None
     for name, value in headers:  # the last of each, as hypercorn reads them
         if name == b"sec-websocket-key":
