@@ -212,7 +212,9 @@ def shield_sends(app: Asgi) -> Asgi:
 class _ReplayBase(trio.abc.Stream):
     """A stream whose first read returns ``head`` (bytes the front read already), then
     reads and writes go to the wrapped stream. With a ``guard``, what is read is what
-    the guard lets through (web/http1/guard.py)."""
+    the guard lets through (web/http1/guard.py); bytes that come while a websocket
+    handshake is being answered wait, and no more is read, until the answer's first
+    write, which tells the guard whether it was a 101."""
 
     def __init__(self, stream: trio.abc.Stream, head: bytes, guard: Guard | None) -> None:
         self._inner = stream
