@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kstate.core.partitioner import partition_for
@@ -233,21 +233,31 @@ def test_no_client_bytes_get_a_server_error(nodes):
     odd header, then the nodes' health and logs."""
     seen: Counter[int] = Counter()
 
+    # Anchors: a request and an upgrade that succeed, so the nodes' health is checked
+    # after answers of every kind. Which examples Hypothesis draws is not the same in
+    # every process (even derandomized, it differs after other test modules ran), and
+    # a 200 or a 101 is rare among them.
     @fuzz(1000)
     @given(raw=requests(), to_second=st.booleans())
+    @example(raw=b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", to_second=True)
     def raw_requests(raw: bytes, to_second: bool) -> None:
         allowed(raw, exchange(nodes[1] if to_second else nodes[0], raw), seen)
 
     @fuzz(200)
     @given(raw=upgrades())
+    @example(raw=b"GET /changes HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
     def feed_upgrades(raw: bytes) -> None:
         allowed(raw, exchange(nodes[0], raw), seen)
 
     raw_requests()
     feed_upgrades()
     forwarded_write_with_odd_header(*nodes)
-    # the fuzz reached every kind of answer (it is not all parser refusals)
-    assert {0, 101, 200, 400, 401, 404, 405} <= set(seen), seen
+    assert {0, 101, 200} <= set(seen), seen
+    # the drawn examples reach the routes (they are not all parser refusals): hundreds
+    # of these in every run seen
+    assert {400, 401, 404, 405} <= set(seen), seen
     for node in nodes:
         assert node.alive()
         text = node.log_text()
