@@ -358,10 +358,10 @@ class HandOver:
         """Serve the rest of ``stream`` (``head`` first) with hypercorn; returns when
         hypercorn closed the connection."""
         wrapped: trio.abc.Stream
-        guard: Guard | None = Guard(self.refusals, self._config.h11_max_incomplete_size)
+        # Every handed-over connection speaks HTTP/1.1 (an h2 preface never gets here,
+        # whatever ALPN said: the front refuses it), so every one is guarded.
+        guard = Guard(self.refusals, self._config.h11_max_incomplete_size)
         if isinstance(stream, trio.SSLStream):
-            if stream.selected_alpn_protocol() == "h2":
-                guard = None  # (h2 frames: hypercorn's h2 answers in them itself)
             wrapped = _ReplayTLS(stream, head, guard)
         elif isinstance(stream, trio.SocketStream):
             wrapped = _Replay(stream, head, guard)
@@ -381,8 +381,7 @@ class HandOver:
             # they do not know of; hypercorn dropped the connection without an answer
             log.info("event=handover_undecodable_handshake")
         finally:
-            if guard is not None:
-                guard.close()  # (a refusal still waiting: its stand-in will not come)
+            guard.close()  # (a refusal still waiting: its stand-in will not come)
 
     async def terminate(self) -> None:
         await self._context.terminated.set()
