@@ -14,11 +14,8 @@ check proves it is still alive, healthy, and without a traceback in its log."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
-import h2.config
-import h2.connection
 import httpx
 import pytest
 import trio
@@ -26,8 +23,9 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as WsConnection
 from wsproto.events import CloseConnection, TextMessage
 
-from tests.support.http1 import Reply, connect, parse_replies, read_until_closed
-from tools.procs import REPO, Node
+from tests.support.http1 import Reply, connect, h2_preface, parse_replies, read_until_closed
+from tests.support.ready_node import ready_node
+from tools.procs import Node
 
 # One worker runs this module: its node (a module fixture) is started once.
 pytestmark = pytest.mark.xdist_group("test_handover_guard")
@@ -42,25 +40,8 @@ MAX_HEAD = 16384  # the node's default http_max_head_bytes
 
 @pytest.fixture(scope="module")
 def node(kafka_bootstrap: str) -> Iterator[Node]:
-    tag = uuid.uuid4().hex[:10]
-    n = Node(bootstrap=kafka_bootstrap, topic=f"t-{tag}", group=f"g-{tag}",
-             log_dir=REPO / "test-artifacts" / "test_handover_guard")
-    n.start()
-    try:
-        deadline = time.monotonic() + 60
-        with httpx.Client(trust_env=False, timeout=2) as c:
-            while True:
-                assert n.alive(), n.log_text()[-3000:]
-                try:
-                    if c.get(f"{n.base}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, n.log_text()[-3000:]
-                time.sleep(0.1)
+    with ready_node(kafka_bootstrap, "test_handover_guard") as n:
         yield n
-    finally:
-        n.stop_now()
 
 
 def _subscribers(node: Node) -> int:
@@ -84,16 +65,6 @@ def _node_survives(node: Node) -> Iterator[None]:
     while _subscribers(node):
         assert time.monotonic() < deadline, "a feed subscriber outlived its connection"
         time.sleep(0.1)
-
-
-def h2_preface() -> bytes:
-    """What an HTTP/2 client with prior knowledge sends first: the preface, its
-    SETTINGS and one request."""
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    c.initiate_connection()
-    c.send_headers(1, [(":method", "GET"), (":path", "/healthz"), (":scheme", "http"),
-                       (":authority", "h")], end_stream=True)
-    return c.data_to_send()
 
 
 def expect_refusal(raw: bytes, before: int, status: int, code: str) -> list[Reply]:

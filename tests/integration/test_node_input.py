@@ -6,7 +6,6 @@ each case uses its own key, and an autouse check proves the node is still alive.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
@@ -15,33 +14,17 @@ import httpx
 import pytest
 import trio
 
+from tests.support.ready_node import ready_node
 from tools import topic as load
-from tools.procs import REPO, Node
+from tools.procs import Node
 
 MAX_BODY = 65_536
 
 
 @pytest.fixture(scope="module")
 def node(kafka_bootstrap: str) -> Iterator[Node]:
-    tag = uuid.uuid4().hex[:10]
-    n = Node(bootstrap=kafka_bootstrap, topic=f"t-{tag}", group=f"g-{tag}",
-             log_dir=REPO / "test-artifacts" / "test_node_input")
-    n.start()
-    try:
-        deadline = time.monotonic() + 60
-        with httpx.Client(trust_env=False, timeout=2) as c:
-            while True:
-                assert n.alive(), n.log_text()[-3000:]
-                try:
-                    if c.get(f"{n.base}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, n.log_text()[-3000:]
-                time.sleep(0.1)
+    with ready_node(kafka_bootstrap, "test_node_input") as n:
         yield n
-    finally:
-        n.stop_now()
 
 
 @pytest.fixture(autouse=True)

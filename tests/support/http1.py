@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
+import h2.config
+import h2.connection
 import httptools
 import trio
 from quart import Response as QuartResponse
@@ -159,3 +161,13 @@ async def read_replies(stream: trio.abc.Stream, n: int, timeout: float = 5.0) ->
 async def connect(addr: str) -> trio.SocketStream:
     host, _, port = addr.rpartition(":")
     return await trio.open_tcp_stream(host, int(port))
+
+
+def h2_preface() -> bytes:
+    """What an HTTP/2 client with prior knowledge sends first: the preface, its
+    SETTINGS and one request."""
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "GET"), (":path", "/healthz"), (":scheme", "http"),
+                       (":authority", "h")], end_stream=True)
+    return c.data_to_send()

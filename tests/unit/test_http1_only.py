@@ -15,13 +15,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
-import h2.config
-import h2.connection
 import pytest
 import trio
 import trustme
 
-from tests.support.http1 import Reply, connect, parse_replies, read_until_closed
+from tests.support.http1 import Reply, connect, h2_preface, parse_replies, read_until_closed
 from tests.support.offline import offline_services
 from web.app import create_app
 from web.http1 import serve_front
@@ -44,16 +42,6 @@ async def node(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
                                           shutdown_trigger=stop.wait))
         stop.set()
         await s.proxy.aclose()
-
-
-def h2_preface() -> bytes:
-    """What an HTTP/2 client with prior knowledge sends first: the preface, its
-    SETTINGS and one request."""
-    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    c.initiate_connection()
-    c.send_headers(1, [(":method", "GET"), (":path", "/healthz"), (":scheme", "http"),
-                       (":authority", "h")], end_stream=True)
-    return c.data_to_send()
 
 
 def refused_in_http1(data: bytes) -> None:
