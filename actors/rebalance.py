@@ -40,9 +40,15 @@ from kstate.core.messages import (
 
 log = logging.getLogger(__name__)
 
-# Ask the group for a rebalance, naming why and the partitions (the bridge bounds how
-# often: kstate/bridge/group.py, MAX_REJOINS).
-Rejoin = Callable[[str, list[int]], Awaitable[None]]
+# Ask the group for a rebalance, naming why and the partitions. The bridge asks only
+# while one can help, and bounds how often (kstate/bridge/group.py, request_rejoin):
+# True when nothing is left to ask (a rebalance is asked for, or on its way), False
+# when it should be asked again later.
+Rejoin = Callable[[str, list[int]], Awaitable[bool]]
+# Seconds between two asks while the partitions stay taken over and the bridge said
+# "later" (the node is not in the group or its lease lapsed, or its rejoins are spent
+# for now): one crossing to the bridge each, only while a partition is taken over.
+REJOIN_RETRY = 1.0
 
 
 async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
@@ -86,12 +92,21 @@ async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
                     assert_never(ev)
 
 
-async def rejoin_superseded(state: StateHandle, rejoin: Rejoin) -> None:
-    """Each time partitions this node served are taken over while still assigned here
-    (StateHandle.superseded), ask the group for one rebalance (see the module
-    docstring). Runs until cancelled."""
+async def rejoin_superseded(state: StateHandle, rejoin: Rejoin,
+                            retry: float = REJOIN_RETRY) -> None:
+    """While partitions this node served are taken over and still assigned here
+    (StateHandle.superseded), ask the group for a rebalance (see the module
+    docstring): once asked (or one is on its way), wait for the next assignment, which
+    settles them; while the bridge says "later", ask again every ``retry`` seconds.
+    Runs until cancelled."""
     while True:
-        await state.wait_superseded()
         parts = state.superseded()
-        if parts:
-            await rejoin("superseded", parts)
+        if not parts:
+            await state.wait_superseded()
+            continue
+        assignments = state.assignments
+        if await rejoin("superseded", parts):
+            await state.wait_assigned(assignments)
+        else:
+            with trio.move_on_after(retry):
+                await state.wait_superseded()

@@ -56,6 +56,8 @@ class StateHandle:
         self._shadow_seen = 0
         self._superseded = trio.Event()  # set (and replaced) when a served one is taken over
         self._superseded_seen = 0
+        self._assigned = trio.Event()  # set (and replaced) at each assignment applied
+        self.assignments = 0  # assignments applied so far
 
     @property
     def table(self) -> StateTable:
@@ -85,6 +87,18 @@ class StateHandle:
         """Return when a partition this node served is taken over by a marker of a
         higher epoch than its own (see superseded())."""
         await self._superseded.wait()
+
+    def assigned(self) -> None:
+        """An assignment was applied (the state owner calls this)."""
+        self.assignments += 1
+        self._assigned.set()
+        self._assigned = trio.Event()
+
+    async def wait_assigned(self, since: int) -> None:
+        """Return once an assignment after the ``since``-th was applied (at once if one
+        was already: ``since`` is :attr:`assignments` as the caller last read it)."""
+        while self.assignments <= since:
+            await self._assigned.wait()
 
     def superseded(self) -> list[int]:
         """Partitions still assigned here (serving, not halted) whose epoch a marker
@@ -264,6 +278,7 @@ def _apply(handle: StateHandle, msg: StateIn) -> None:
         case Assign():
             seeks, changed = table.assign(msg)
             handle.wake(changed)
+            handle.assigned()
             msg.reply.send(seeks)
         case Own():
             applied = table.apply_own(msg.partition, msg.records)

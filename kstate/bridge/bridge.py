@@ -66,9 +66,10 @@ class KafkaBridge:
         """End offsets as the group consumer sees them."""
         return await self._portal.call(self._group.end_offsets, partitions)
 
-    async def request_rejoin(self, why: str, partitions: list[int]) -> None:
-        """Ask the group for a rebalance (bounded: kstate/bridge/group.py, ask_rejoin)."""
-        await self._portal.call(self._group.request_rejoin, why, partitions)
+    async def request_rejoin(self, why: str, partitions: list[int]) -> bool:
+        """Ask the group for a rebalance if one can help now (bounded:
+        kstate/bridge/group.py, request_rejoin); False: ask again later."""
+        return await self._portal.call(self._group.request_rejoin, why, partitions)
 
     async def fence_offset(self, partition: int) -> int:
         """Kafka's end offset of ``partition`` now, on a connection of its own (a fence:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -69,12 +70,15 @@ PARTITION_FETCH_BYTES = 1024 * 1024
 # applies them: kstate/core/table.py own_ahead); others' records appear up to this later.
 FETCH_MIN_BYTES = 1024 * 1024
 FETCH_WAIT_MS = 20
-# Rejoins a member asks for, in its lifetime: because its assignment's routing table
-# names another url for its partitions (see Listener._check_table), or because a marker
-# of a higher epoch took over a partition still assigned to it (request_rejoin). One is
-# enough unless the group (or the topic) keeps misbehaving; the bound keeps a rejoin
-# loop out.
+# Rejoins a member asks for, at most MAX_REJOINS in any REJOIN_WINDOW seconds: because
+# its assignment's routing table names another url for its partitions (see
+# Listener._check_table), or because a marker of a higher epoch took over a partition
+# still assigned to it (request_rejoin). One is enough unless the group (or the topic)
+# keeps misbehaving; the bound keeps a rejoin loop out. A rate, not a count for the
+# process's life: a node that spent its rejoins long ago must still get a partition
+# taken over served again.
 MAX_REJOINS = 3
+REJOIN_WINDOW = 600.0
 # Seconds an assignment waits for fresh metadata (the topic's partition count).
 METADATA_WAIT = 5.0
 
@@ -118,6 +122,25 @@ class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
         if self._url not in table.members.values():
             out.append(-1)
         return out
+
+
+class RejoinBudget:
+    """At most ``limit`` rejoins in any ``window`` seconds (times from the caller's
+    clock)."""
+
+    def __init__(self, limit: int = MAX_REJOINS, window: float = REJOIN_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self._asked: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        """Spend one rejoin at ``now`` if the window has one left; whether it had."""
+        while self._asked and now - self._asked[0] >= self.window:
+            self._asked.popleft()
+        if len(self._asked) >= self.limit:
+            return False
+        self._asked.append(now)
+        return True
 
 
 def record_of(m: Any) -> Record:
@@ -175,6 +198,13 @@ class GroupConsumer:
         self.undecodable: Undecodable | None = None  # partitions stopped at a bad batch
         self.first_assigned: float | None = None  # time.monotonic() of the 1st assignment
         self.rejoin_asked: int | None = None  # the generation a rejoin was last asked in
+        self.budget = RejoinBudget()
+        self.clock: Callable[[], float] = time.monotonic  # the budget's clock
+        # From a revoke callback until the assignment callback that follows is done: a
+        # rebalance under way, whose assignment settles every partition anew.
+        self.rebalancing = False
+        self._kept: tuple[str, int] | None = None  # (why, generation) logged as kept
+        self._deferred: str | None = None  # why the last superseded rejoin was put off
         self.num_partitions: int | None = None  # the topic's count when the node started
 
     def claim_after(self, now: float) -> float:
@@ -271,32 +301,71 @@ class GroupConsumer:
         return int(self.consumer._coordinator.generation)
 
     def ask_rejoin(self, consumer: AIOKafkaConsumer, why: str, generation: int,
-                   partitions: list[int]) -> None:
+                   partitions: list[int]) -> bool:
         """Ask the coordinator for a rebalance (log ``event=<why>_rejoin``), with a claim
         that differs from the one it stored (``Claim.rejoin``): it rebalances a known
         member's JoinGroup only if its metadata changed (or it leads), so this is one
         rebalance, a new generation and a fresh table. Once per generation (the next
-        assignment settles every reason at once) and at most MAX_REJOINS times per
-        process, then ``event=<why>_kept``."""
+        assignment settles every reason at once) and at most MAX_REJOINS in any
+        REJOIN_WINDOW (RejoinBudget), else ``event=<why>_kept`` (once per generation).
+        Whether a rejoin is asked for in this generation (now or before)."""
         assert self.assignor is not None
         if self.rejoin_asked == generation:
-            return
-        if self.assignor.rejoins >= MAX_REJOINS:
-            log.error("event=%s_kept generation=%d partitions=%s rejoins=%d", why,
-                      generation, partitions, self.assignor.rejoins)
-            return
+            return True
+        if not self.budget.take(self.clock()):
+            if self._kept != (why, generation):
+                self._kept = (why, generation)
+                log.error("event=%s_kept generation=%d partitions=%s rejoins=%d "
+                          "window_s=%.0f", why, generation, partitions, self.budget.limit,
+                          self.budget.window)
+            return False
         self.assignor.rejoins += 1
         self.rejoin_asked = generation
         log.warning("event=%s_rejoin generation=%d partitions=%s rejoin=%d", why,
                     generation, partitions, self.assignor.rejoins)
         consumer._coordinator.request_rejoin()
+        return True
 
-    async def request_rejoin(self, why: str, partitions: list[int]) -> None:
-        """:meth:`ask_rejoin` from trio (kstate/bridge/bridge.py): nothing once leaving."""
+    async def request_rejoin(self, why: str, partitions: list[int]) -> bool:
+        """:meth:`ask_rejoin` from trio (kstate/bridge/bridge.py) for ``partitions``
+        the state owner still serves, only while a rejoin can help, so that no ask
+        spends the budget for nothing. Returns True when nothing is left to ask: a
+        rebalance is asked for (now or before), pending or under way (its assignment
+        settles the partitions), the consumer no longer holds them (the assignment
+        that took them is on its way to the state owner), or the node is leaving.
+        False when it should be asked again later: the node is not a member of the
+        group now (generation -1: expelled, or joining), its read lease does not hold
+        (the group may be moving the partitions on without it), or the budget is
+        spent for now."""
         consumer = self.consumer
         if self.closing or consumer is None:
-            return
-        self.ask_rejoin(consumer, why, self.generation(), partitions)
+            return True
+        coordinator = consumer._coordinator
+        generation = int(coordinator.generation)
+        held = {tp.partition for tp in consumer.assignment()}
+        mine = [p for p in partitions if p in held]
+        if generation < 0:
+            return self._defer(why, "not_a_member", partitions, False)
+        if not self.lease.valid():
+            return self._defer(why, "lease_lapsed", partitions, False)
+        if (self.rebalancing or coordinator._rejoin_needed_fut.done()
+                or consumer._subscription.reassignment_in_progress):
+            return self._defer(why, "rebalance_pending", partitions, True)
+        if not mine:
+            return self._defer(why, "not_held", partitions, True)
+        asked = self.ask_rejoin(consumer, why, generation, mine)
+        if asked:
+            self._deferred = None
+        return asked
+
+    def _defer(self, why: str, reason: str, partitions: list[int], settled: bool) -> bool:
+        """A rejoin for ``why`` not asked now, for ``reason`` (logged when it changes:
+        the caller asks again while the partitions stay taken over)."""
+        if self._deferred != reason:
+            self._deferred = reason
+            log.info("event=rejoin_deferred cause=%s reason=%s partitions=%s", why, reason,
+                     partitions)
+        return settled
 
     async def ask_trio(self, make: Callable[[Any], BridgeEvent]) -> Any:
         assert self.events is not None
@@ -353,6 +422,7 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if g.closing:
             await g.wait_left()
             return
+        g.rebalancing = True  # until the assignment that follows is answered
         parts = frozenset(tp.partition for tp in revoked)
         log.info("event=revoked epoch=%d partitions=%s", g.epoch, sorted(parts))
         epoch = g.epoch
@@ -363,7 +433,10 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer = g.consumer
         if g.closing or consumer is None:
             return
-        await self._guard(self._assigned(consumer, sorted(assigned)))
+        try:
+            await self._guard(self._assigned(consumer, sorted(assigned)))
+        finally:
+            g.rebalancing = False
 
     async def _assigned(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         g = self.group

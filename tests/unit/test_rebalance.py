@@ -169,8 +169,9 @@ async def test_a_partition_taken_over_while_assigned_asks_for_one_rebalance(auto
             await _actors(nursery)
         asked: list[tuple[str, list[int]]] = []
 
-        async def rejoin(why: str, partitions: list[int]) -> None:
+        async def rejoin(why: str, partitions: list[int]) -> bool:
             asked.append((why, partitions))
+            return True  # asked: the next assignment settles it
 
         nursery.start_soon(rebalance.rejoin_superseded, handle, rejoin)
         seeks: ReplyBox[dict] = ReplyBox()
@@ -217,5 +218,56 @@ async def test_a_partition_taken_over_while_assigned_asks_for_one_rebalance(auto
         await writes_send.send(Write(0, b"a@x", b'{"name":"A","email":"a@x"}', None, box))
         assert isinstance(await box.wait(), Written)
         assert asked == [("superseded", [0])]
+        await events_send.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_rejoin_the_bridge_puts_off_is_asked_again_until_one_is_asked(autojump_clock):
+    # The bridge asks the group only while a rejoin can help (kstate/bridge/group.py,
+    # request_rejoin): not while the node is out of the group or its lease lapsed, nor
+    # once its rejoins are spent for now. It answers "later", and the partition, still
+    # taken over, is asked for again until a rejoin goes out; then nothing more until
+    # the assignment that follows.
+    async with trio.open_nursery() as nursery:
+        state_send, handle, produce, _, events_send, router_recv = await _actors(nursery)
+        asked: list[float] = []
+        later = 3
+
+        async def rejoin(why: str, partitions: list[int]) -> bool:
+            assert (why, partitions) == ("superseded", [0])
+            asked.append(trio.current_time())
+            return len(asked) > later
+
+        nursery.start_soon(partial(rebalance.rejoin_superseded, handle, rejoin, retry=2.0))
+        seeks: ReplyBox[dict] = ReplyBox()
+        await events_send.send(Assigned(1, frozenset({0}), TABLE, {0: 0}, seeks))
+        await seeks.wait()
+        await router_recv.receive()
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+        key, value, headers = marker(0, 12 * EPOCH_STRIDE)
+        produce.records.append(Record(produce.offset, key, value, headers))
+        produce.offset += 1
+        await state_send.send(Batch(1, {0: produce.records[-1:]}, {0: produce.offset}))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not handle.is_serving(0)
+        started = trio.current_time()
+        await trio.sleep(60)
+        assert [t - started for t in asked] == [0.0, 2.0, 4.0, 6.0]  # the 4th went out
+
+        # the rebalance it asked for: the partition back, claimed anew; nothing asked
+        revoked: ReplyBox[None] = ReplyBox()
+        await events_send.send(Revoked(2, frozenset({0}), revoked))
+        await revoked.wait()
+        seeks = ReplyBox()
+        await events_send.send(Assigned(3, frozenset({0}), RoutingTable(8, TABLE.owners,
+                                                                        TABLE.members),
+                                        {0: produce.offset}, seeks))
+        await seeks.wait()
+        await router_recv.receive()
+        with trio.fail_after(1):
+            await handle.wait_writable(0)
+        await trio.sleep(60)
+        assert len(asked) == later + 1
         await events_send.aclose()
         nursery.cancel_scope.cancel()
