@@ -55,6 +55,11 @@ class Node:
     extra: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # Where this node's output begins in its log file (set at its first start): the
+    # file, named by port in a directory that outlives the run, may hold an earlier
+    # node's output on that port (an earlier run of the same test), which is not this
+    # node's: log_text() leaves it out.
+    log_from: int | None = None
 
     @property
     def url(self) -> str:
@@ -81,6 +86,8 @@ class Node:
         env.update(self.extra)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        if self.log_from is None:
+            self.log_from = log.tell()
         log.write(f"---- start {self.starts} ----\n".encode())
         log.flush()
         self.proc = subprocess.Popen([sys.executable, "-m", "kstate", "node"], env=env,
@@ -141,8 +148,12 @@ class Node:
             self.proc.wait()
 
     def log_text(self) -> str:
+        """What this node wrote to its log, every start of it (and nothing an earlier
+        node on the same port wrote there)."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_from or 0)
+                return f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
 
