@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+from dataclasses import dataclass
 
 import httpx
 import trio
@@ -103,3 +104,98 @@ async def test_held_partitions_answer_during_a_rebalance_until_kafka_has_newer(
         r = await client.get(f"{node.base}/users/{sneaky}")
         assert r.status_code == 200, r.text
         assert r.content == load.user_bytes(sneaky, "after")
+
+
+FROZEN_S = 10.0  # past the 6 s session of tools/procs.Node, below proxy_timeout (18 s)
+# What README's row "SIGSTOP past the session" lets a client see for the frozen node's
+# keys, asked of the frozen node, or of another node that forwards to it: a 200 (never
+# stale: checked below), or one of these 503s, none of which was applied.
+FROZEN_READS = {"owner_isolated", "rebalancing", "catching_up"}
+FROZEN_WRITES = {"owner_isolated", "not_owner", "rebalancing", "catching_up", "claiming"}
+
+
+@dataclass
+class _Answer:
+    via: str
+    method: str
+    sent: float
+    got: float
+    status: int
+    code: str | None
+    offset: int | None  # the ETag's offset of a 200
+    name: str | None
+
+
+async def test_a_node_frozen_past_its_session_answers_only_once_it_wakes_never_stale(
+        make_node, client):
+    a = make_node()
+    await wait_ready(client, a)
+    b = make_node()
+    table = await wait_stable(client, [a, b], PARTITIONS)
+    mine = {int(k.rpartition("-")[2]) for k, url in table.items() if url == a.url}
+    email = next(f"frozen{i}@example.com" for i in range(10_000)
+                 if partition_for(f"frozen{i}@example.com".encode(), PARTITIONS) in mine)
+    r = await client.put(f"{a.base}/users/{email}", json={"name": "before"})
+    assert r.status_code == 201, r.text
+    answers: list[_Answer] = []
+    start = time.monotonic()
+
+    async def ask(node: Node, via: str, method: str, name: str) -> None:
+        sent = time.monotonic() - start
+        # no client timeout of its own: the node's answer, or its proxy's, is the point
+        async with httpx.AsyncClient(timeout=60, trust_env=False) as c:
+            if method == "GET":
+                r = await c.get(f"{node.base}/users/{email}")
+            else:
+                r = await c.put(f"{node.base}/users/{email}", json={"name": name})
+        ok = r.status_code == 200
+        answers.append(_Answer(
+            via, method, sent, time.monotonic() - start, r.status_code,
+            None if ok else r.json()["error"],
+            int(r.headers["etag"].strip('"').split("-")[1]) if ok else None,
+            r.json()["name"] if ok else None))
+
+    a.signal(signal.SIGSTOP)
+    a_woke, woke = False, FROZEN_S
+    try:
+        async with trio.open_nursery() as nursery:
+            i = 0
+            while time.monotonic() - start < FROZEN_S + 3:
+                if time.monotonic() - start >= FROZEN_S and not a_woke:
+                    a.signal(signal.SIGCONT)
+                    woke = time.monotonic() - start
+                    a_woke = True
+                for node, via in ((a, "frozen"), (b, "other")):
+                    nursery.start_soon(ask, node, via, "GET", "")
+                    nursery.start_soon(ask, node, via, "PUT", f"{via}-{i}")
+                i += 1
+                await trio.sleep(0.25)
+    finally:
+        a.signal(signal.SIGCONT)
+    await wait_stable(client, [a, b], PARTITIONS)
+
+    # The frozen node answered nothing before it woke (its port kept accepting
+    # requests), its own or those the other forwarded to it: whatever the other answered
+    # meanwhile it answered itself, once it owned the partition (a 200, or its own
+    # refusal while it took the partition over), never with the frozen node's refusals.
+    early = [x for x in answers if x.got < woke]
+    assert all(x.via == "other" for x in early), early
+    assert all(x.status == 200 or x.code in {"rebalancing", "catching_up", "claiming"}
+               for x in early), early
+    for x in answers:
+        allowed = FROZEN_READS if x.method == "GET" else FROZEN_WRITES
+        assert x.status == 200 or (x.status == 503 and x.code in allowed), x
+    # Never stale: a read answers a version at least as new as every write acknowledged
+    # before it was asked.
+    acked = [x for x in answers if x.method == "PUT" and x.status == 200]
+    for x in answers:
+        if x.method == "GET" and x.status == 200:
+            newer = [w.offset for w in acked if w.got < x.sent]
+            assert x.offset >= max(newer, default=0), (x, newer)
+    # Writes took effect elsewhere while it was frozen, and on it once it rejoined.
+    assert any(w.via == "other" and w.got < woke for w in acked)
+    assert any(w.via == "frozen" for w in acked)
+    # Woken, it never asked the group for a rebalance on its own account: whatever it
+    # applied of the new owner's partitions, its lease had run out.
+    assert "event=superseded_rejoin" not in a.log_text()
+    print(sorted({(x.via, x.method, x.status, x.code) for x in answers}, key=str))

@@ -27,6 +27,17 @@ BOUND_S = SESSION_S
 
 pytestmark = pytest.mark.timeout(240)
 
+# What README's row "a foreign owner marker lands" lets a client of the owner see until
+# it has claimed the partition again: reads answered (fenced) with what it holds, or
+# 503 `rebalancing` should Kafka hold records it has not applied; writes 503, none
+# applied: `rebalancing` (the owner in every routing table, serving nothing), for a
+# write under way when the marker landed `not_owner`, or, produced after the marker,
+# `superseded` / `write_unconfirmed`; then, around the new claim, `catching_up` /
+# `claiming`.
+READ_CODES = {"rebalancing"}
+WRITE_CODES = {"rebalancing", "not_owner", "superseded", "write_unconfirmed", "catching_up",
+               "claiming"}
+
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
@@ -49,14 +60,25 @@ async def test_a_foreign_marker_above_the_owner_is_claimed_over_within_a_rebalan
         "partition 0", f"header {EPOCH_HEADER} {foreign}", f"rawkey {b64(key)} -"])
     taken_over = time.monotonic()
 
-    # Writes answer again, from a claim above the foreign marker.
+    # Writes answer again, from a claim above the foreign marker; reads answer
+    # throughout.
+    seen: set[tuple[str, int, str | None]] = set()
     with trio.fail_after(BOUND_S):
         while True:
+            r = await client.get(f"{owner.base}/users/{email}")
+            if r.status_code == 200:
+                assert r.json()["name"] == "before", r.text
+                seen.add(("GET", 200, None))
+            else:
+                assert (r.status_code, r.json()["error"] in READ_CODES) == (503, True), r.text
+                seen.add(("GET", 503, r.json()["error"]))
             r = await client.put(f"{owner.base}/users/{email}", json={"name": "after"})
             if r.status_code == 200:
                 break
-            assert r.status_code == 503, r.text
+            assert (r.status_code, r.json()["error"] in WRITE_CODES) == (503, True), r.text
+            seen.add(("PUT", 503, r.json()["error"]))
             await trio.sleep(0.1)
+    print("answers while it was taken over:", sorted(seen, key=str))
     stats = (await client.get(f"{owner.base}/readyz")).json()["partitions"]["0"]
     assert stats["epoch"] == stats["own_epoch"] > foreign
     print(f"writes answer again {time.monotonic() - taken_over:.2f} s after the marker")
