@@ -64,7 +64,7 @@ class FeedStats:
     delivered: int
     dropped_subscribers: int
     invalid: int  # records kstate cannot use (as the owner counts them): streamed as
-    # deletes of their key, if they have one a user could have
+    # deletes of their key, if they have one a user could have (a marker's is not)
     skipped: int  # records that change nothing (markers, ignored records): not streamed
     halted: dict[int, str]  # partitions stopped at a batch the feed cannot decode
 

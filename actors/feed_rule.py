@@ -5,11 +5,16 @@ streams for each record of the topic.
 - a delete streams ``"value": null``: a null tombstone, a 0-byte value, or a record
   kstate cannot use (it deletes its key, as the state owner does);
 - a marker, a record in the wrong partition, a zombie's fenced write or a conditional
-  write whose condition failed stream nothing: they change no state.
+  write whose condition failed stream nothing: they change no state. A marker is any
+  record whose key and ``kstate-epoch`` header make it one of its partition
+  (records.marker_epoch), also one past what one claim reaches from the epoch the
+  reader knows, which the rule takes for a malformed record: its key is no user's.
 
 A feed reader holds no state, so it decides the last two with what it has read
 (docs/design.md, "Records"): the owner epoch of each partition, from the markers it
-read, and, if it read the topic from its beginning (``exact``), the versions of the
+read (a lower bound of the owner's unless it read the partition from its beginning:
+it takes only markers within reach of the epoch it knows, which the owner takes too),
+and, if it read the topic from its beginning (``exact``), the versions of the
 ``RECENT_KEYS`` keys it saw change last. Where it does not know, it streams (a condition
 is taken to hold, an unknown epoch fences nothing): the state owner repairs every record
 it ignored that became its key's latest (restates the key's value and version), and the
@@ -33,7 +38,15 @@ from collections import OrderedDict
 import orjson
 
 from kstate.core.messages import Record
-from kstate.core.records import EXPECT_HEADER, Delete, Ignored, Marker, Upsert, decide
+from kstate.core.records import (
+    EXPECT_HEADER,
+    Delete,
+    Ignored,
+    Marker,
+    Upsert,
+    decide,
+    marker_epoch,
+)
 
 # Keys whose latest version a feed reader remembers (key -> version, None: deleted), most
 # recently changed last: about 100 bytes each, a few MB a reader.
@@ -112,6 +125,19 @@ class FeedRule:
             self._remember(decision.key, decision.version, guessed)
             value = decision.value
         elif type(decision) is Delete:
+            if decision.reason is not None and marker_epoch(rec, partition) is not None:
+                # A marker past what one claim reaches from the epoch this reader knows:
+                # its key is no user's, so nothing to stream. Only a reader that knows
+                # the partition's epoch (it read it from the beginning) knows the owner
+                # took it for malformed, and counts it so; another may have missed the
+                # markers that let the owner take it (the epoch it knows is a lower
+                # bound of the owner's), and keeps its epoch: raising it to a marker the
+                # owner refused would fence writes the owner applies.
+                if self.exact:
+                    self.unusable += 1
+                else:
+                    self.skipped += 1
+                return None
             self._remember(decision.key, None, guessed)
             if decision.reason is not None:
                 self.unusable += 1

@@ -280,7 +280,7 @@ class NodeCollector:
                                   "changes queued to subscribers", value=st.delivered)
         yield CounterMetricFamily("kstate_feed_invalid_records",
                                   "records kstate cannot use, streamed as deletes of their "
-                                  "key (none with no key or a non-UTF-8 one)",
+                                  "key (none with no key, a non-UTF-8 one or a marker's)",
                                   value=st.invalid)
         yield CounterMetricFamily("kstate_feed_skipped_records",
                                   "records that change nothing (markers, wrong partition, "

@@ -142,6 +142,26 @@ def _int(raw: bytes) -> int | None:
     return n if n < 1 << 63 else None
 
 
+def _marked(key: bytes, raw_epoch: bytes, partition: int) -> int | None:
+    """The epoch a record with ``key`` and epoch header ``raw_epoch`` marks in
+    ``partition``, if it is a well-formed marker of it: its key names the partition and
+    the epoch its header carries."""
+    marked = _int(raw_epoch)
+    return marked if marked is not None and key == marker_key(partition, marked) else None
+
+
+def marker_epoch(rec: Record, partition: int) -> int | None:
+    """The epoch ``rec`` marks if it is a well-formed owner-epoch marker of
+    ``partition``, whether or not the rule takes that epoch (:func:`decide`: one past
+    ``epoch_reach`` of the partition's epoch is a malformed record); else None. Such a
+    record changes no user, whatever the partition's epoch: its key is no email."""
+    key = rec.key
+    if key is None or not rec.headers or not key.startswith(MARKER_PREFIX):
+        return None
+    raw_epoch = _kstate_headers(rec)[0]
+    return None if raw_epoch is None else _marked(key, raw_epoch, partition)
+
+
 def written_by_kstate(rec: Record) -> bool:
     """Whether ``rec`` carries an owner epoch, as every record a kstate node writes
     does (its writes, repairs and markers): the records whose fate a node's writer
@@ -191,8 +211,8 @@ def decide(rec: Record, partition: int, num_partitions: int, epoch: int,
     if rec.headers:  # most records of other producers have none: skip the look
         raw_epoch, raw_expect, raw_version = _kstate_headers(rec)
         if raw_epoch is not None and key.startswith(MARKER_PREFIX):
-            marked = _int(raw_epoch)
-            if marked is not None and key == marker_key(partition, marked):
+            marked = _marked(key, raw_epoch, partition)
+            if marked is not None:
                 if marked > epoch_reach(epoch):
                     return Delete(key, "malformed kstate header")
                 return Marker(marked)

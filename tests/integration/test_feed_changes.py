@@ -7,6 +7,7 @@ gap; and every acknowledged write is matched by its ETag (partition, offset).
 
 from __future__ import annotations
 
+import base64
 import json
 from contextlib import AsyncExitStack
 
@@ -15,6 +16,14 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from kstate.core.partitioner import partition_for
+from kstate.core.records import (
+    EPOCH_HEADER,
+    EPOCH_STRIDE,
+    MARKER_PREFIX,
+    MAX_EPOCH,
+    epoch_reach,
+    marker_key,
+)
 from tests.support.feed import (
     Acked,
     FeedReader,
@@ -28,6 +37,7 @@ from tests.support.feed import (
     verify_gaps,
 )
 from tools.procs import wait_stable
+from tools.producers.run import java_produce
 
 PARTITIONS = 10
 
@@ -270,3 +280,56 @@ async def test_a_from_offset_past_the_end_is_refused_and_one_at_the_end_goes_liv
         assert later[0].partition == 0
         await r.read_until(lambda r_: by_offset(later) <= r_.seen())
         check_complete(r, later)
+
+
+def _markers_streamed(reader: FeedReader) -> list[dict[str, object]]:
+    return [c for c in reader.changes if str(c["key"]).startswith(MARKER_PREFIX.decode())]
+
+
+async def _foreign_markers(bootstrap: str, topic: str, partition: int,
+                           epochs: list[int]) -> list[int]:
+    """Owner-epoch markers of ``epochs`` in ``partition``, written by Kafka's Java client
+    (a mirrored topic, a restored backup, another kstate group): their offsets."""
+    script = [f"partition {partition}"]
+    for epoch in epochs:
+        key = base64.b64encode(marker_key(partition, epoch)).decode()
+        script += [f"header {EPOCH_HEADER} {epoch}", f"rawkey {key} -"]
+    return [s.offset for s in await java_produce(bootstrap, topic, script)]
+
+
+async def test_owner_markers_are_never_streamed_however_high_the_epoch(
+        make_node, client, kafka_bootstrap, names):
+    # A foreign marker in the top block that one claim reaches from no known epoch
+    # (records.epoch_reach(-1) = 2**51 - 1) takes a partition over; its owner claims it
+    # again above that, with a marker past what a reader that does not know the epoch
+    # can tell from a malformed one. So are the owner's markers after it, and so is a
+    # marker past the owner's own reach (2**63 - 1), which every node takes for a
+    # malformed record. None of them is a user's change: no feed streams one, live,
+    # resumed from an offset after the first marker, or replayed from the beginning;
+    # and each streams every write the owner acknowledged.
+    a = make_node()
+    await wait_stable(client, [a], PARTITIONS)
+    email = "epochs@example.com"
+    p = partition_for(email.encode(), PARTITIONS)
+    acked = [await put_user(client, a.base, email, "v1")]
+    high = epoch_reach(-1) - EPOCH_STRIDE + 1
+    (after_high,) = await _foreign_markers(kafka_bootstrap, names["topic"], p, [high])
+    acked.append(await put_user(client, a.base, email, "v2"))  # claimed over it
+    own = (await client.get(f"{a.base}/readyz")).json()["partitions"][str(p)]["own_epoch"]
+    assert own > epoch_reach(-1), own
+
+    async with open_feed(a.base) as live:
+        await _foreign_markers(kafka_bootstrap, names["topic"], p,
+                               [own + EPOCH_STRIDE, MAX_EPOCH])
+        acked.append(await put_user(client, a.base, email, "v3"))  # claimed over again
+        await live.read_until(lambda r: (p, acked[-1].offset) in r.seen())
+    async with open_feed(a.base, **{"from": f"{p}:{after_high}"}) as resumed:
+        await resumed.read_until(lambda r: (p, acked[-1].offset) in r.seen())
+    async with open_feed(a.base, **{"from": "beginning"}) as replay:
+        await replay.read_until(lambda r: r.positions.get(p, 0) > acked[-1].offset)
+
+    for reader, writes in ((live, acked[2:]), (resumed, acked[1:]), (replay, acked)):
+        assert _markers_streamed(reader) == [], reader.changes
+        check_complete(reader, writes)
+    # every offset a feed skipped holds a marker
+    await verify_gaps(kafka_bootstrap, names["topic"], live, resumed, replay)

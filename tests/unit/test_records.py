@@ -30,6 +30,7 @@ from kstate.core.records import (
     Upsert,
     claim_epoch,
     decide,
+    epoch_reach,
     marker,
 )
 from kstate.core.table import StateTable
@@ -154,6 +155,10 @@ op_s = st.one_of(
     # another producer's marker, of any int64 epoch (most are past what one claim
     # reaches: malformed)
     st.tuples(st.just("farmarker"), st.integers(0, MAX_EPOCH)),
+    # a marker at the top of what one claim reaches from the partition's epoch (a
+    # foreign one, or a claim in a generation that high): taken, and past what a reader
+    # that does not know the epoch can tell from a malformed one
+    st.tuples(st.just("leap"), st.integers(0, 2)),
     st.tuples(st.just("badheader"), key_s),
     st.tuples(st.just("nokey")),
 )
@@ -193,9 +198,10 @@ def _write(log: Log, op: tuple) -> None:
         if not any(r.key == marker(P, new)[0] for r in log.records):  # a key used once
             key, val, hdrs = marker(P, new)
             log.append(key, val, hdrs)
-    elif kind == "farmarker":
-        if not any(r.key == marker(P, op[1])[0] for r in log.records):
-            key, val, hdrs = marker(P, op[1])
+    elif kind in ("farmarker", "leap"):
+        new = op[1] if kind == "farmarker" else epoch_reach(epoch) - op[1]
+        if not any(r.key == marker(P, new)[0] for r in log.records):
+            key, val, hdrs = marker(P, new)
             log.append(key, val, hdrs)
     elif kind == "nokey":
         log.append(None, b"x")
