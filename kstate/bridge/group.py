@@ -331,12 +331,12 @@ class GroupConsumer:
         the state owner still serves, only while a rejoin can help, so that no ask
         spends the budget for nothing. Returns True when nothing is left to ask: a
         rebalance is asked for (now or before), pending or under way (its assignment
-        settles the partitions), the consumer no longer holds them (the assignment
-        that took them is on its way to the state owner), or the node is leaving.
-        False when it should be asked again later: the node is not a member of the
-        group now (generation -1: expelled, or joining), its read lease does not hold
-        (the group may be moving the partitions on without it), or the budget is
-        spent for now."""
+        settles the partitions), or the node is leaving. False when it should be
+        asked again later: the node is not a member of the group now (generation -1:
+        expelled, or joining), its read lease does not hold (the group may be moving
+        the partitions on without it), its consumer no longer holds them (revoked
+        meanwhile: the state owner has not applied that yet), or the budget is spent
+        for now."""
         consumer = self.consumer
         if self.closing or consumer is None:
             return True
@@ -352,7 +352,7 @@ class GroupConsumer:
                 or consumer._subscription.reassignment_in_progress):
             return self._defer(why, "rebalance_pending", partitions, True)
         if not mine:
-            return self._defer(why, "not_held", partitions, True)
+            return self._defer(why, "not_held", partitions, False)
         asked = self.ask_rejoin(consumer, why, generation, mine)
         if asked:
             self._deferred = None
