@@ -52,8 +52,11 @@ class StateHandle:
         # partition -> set (and replaced) whenever its position, serving state or
         # assignment changes: waiters wake and check their condition again.
         self._changed: dict[int, trio.Event] = {}
-        self._shadowed = trio.Event()  # set (and replaced) when a key becomes shadowed
+        # set (and replaced) when a repair may be due: a key became shadowed, or a
+        # partition with shadowed keys became writable here (see wait_repairs_due)
+        self._repairs_due = trio.Event()
         self._shadow_seen = 0
+        self._writable: set[int] = set()  # partitions writable at their last change
         self._superseded = trio.Event()  # set (and replaced) when a served one is taken over
         self._superseded_seen = 0
         self._assigned = trio.Event()  # set (and replaced) at each assignment applied
@@ -66,22 +69,35 @@ class StateHandle:
     def wake(self, partitions: Iterable[int]) -> None:
         """Wake every task waiting on ``partitions`` (the state owner calls this after
         each change)."""
+        due = False
         for pid in partitions:
             event = self._changed.pop(pid, None)
             if event is not None:
                 event.set()
+            part = self._table.partitions.get(pid)
+            if part is not None and part.writable:
+                if pid not in self._writable:
+                    self._writable.add(pid)
+                    due = due or bool(part.shadowed)
+            else:
+                self._writable.discard(pid)
         if self._table.shadow_changes != self._shadow_seen:
             self._shadow_seen = self._table.shadow_changes
-            self._shadowed.set()
-            self._shadowed = trio.Event()
+            due = True
+        if due:
+            self._repairs_due.set()
+            self._repairs_due = trio.Event()
         if self._table.superseded_changes != self._superseded_seen:
             self._superseded_seen = self._table.superseded_changes
             self._superseded.set()
             self._superseded = trio.Event()
 
-    async def wait_shadowed(self) -> None:
-        """Return when a key of some partition becomes shadowed (see shadowed())."""
-        await self._shadowed.wait()
+    async def wait_repairs_due(self) -> None:
+        """Return when a key of some partition becomes shadowed (see shadowed()), or a
+        partition with shadowed keys becomes writable here: they were shadowed while it
+        was not (replayed by a new owner, or while this node caught up or claimed), and
+        nothing else would say they are due."""
+        await self._repairs_due.wait()
 
     async def wait_superseded(self) -> None:
         """Return when a partition this node served is taken over by a marker of a
@@ -157,6 +173,10 @@ class StateHandle:
         """Keys whose latest record was ignored (fenced, or its condition failed)."""
         part = self._table.partitions.get(partition)
         return {} if part is None else dict(part.shadowed)
+
+    def is_shadowed(self, partition: int, key: bytes) -> bool:
+        part = self._table.partitions.get(partition)
+        return part is not None and key in part.shadowed
 
     def is_caught_up(self, partition: int) -> bool:
         part = self._table.partitions.get(partition)

@@ -67,6 +67,10 @@ Produce = Callable[[int, bytes, bytes | None, Headers], Awaitable[int]]
 LeaseValid = Callable[[], bool]
 
 MARKER_RETRY = 0.5  # seconds between attempts to write a marker Kafka did not take
+# seconds before a repair that did not apply is tried again; doubled each time, up to
+# REPAIR_RETRY_MAX (one Kafka refuses as too large would otherwise be tried on and on)
+REPAIR_RETRY = 1.0
+REPAIR_RETRY_MAX = 60.0
 BATCH_OVERHEAD = 61  # bytes of a record batch's header (Kafka's format v2)
 
 
@@ -176,6 +180,7 @@ class _Writer:
         self.write_timeout = write_timeout
         self.deadlines = Deadlines(write_timeout, handle.count_failed)
         self.catchup_timeout = catchup_timeout
+        self.stopped = trio.Event()  # the writer is stopping: repairs are not retried
 
     # -- markers ----------------------------------------------------------------
     async def claim(self, partition: int) -> None:
@@ -360,16 +365,36 @@ class _Writer:
                            "the write was not applied", 1.0)
 
     # -- repairs ----------------------------------------------------------------
-    async def repair(self, p: int, key: bytes, shadow: int) -> None:
-        """Restate ``key`` if its latest record is still the ignored one at
-        ``shadow`` (see the module docstring)."""
+    async def repair(self, p: int, key: bytes) -> None:
+        """Restate ``key`` while it is shadowed and this node may write ``p`` (see the
+        module docstring). A restatement that did not apply (Kafka did not confirm or
+        refused it) is tried again after a pause; returns once the key is no longer
+        shadowed, or this node may not write ``p`` (the repair loop starts it again
+        once it may), or the writer stops."""
+        delay = REPAIR_RETRY
+        while True:
+            outcome = await self._restate(p, key)
+            if outcome is None:
+                return
+            if isinstance(outcome, Written):
+                self.h.repairs += 1
+                delay = REPAIR_RETRY
+                continue  # a record that landed after it may shadow the key again
+            with trio.move_on_after(delay):
+                await self.stopped.wait()
+            if self.stopped.is_set():
+                return
+            delay = min(delay * 2, REPAIR_RETRY_MAX)
+
+    async def _restate(self, p: int, key: bytes) -> WriteOutcome | None:
+        """One restatement of ``key``; None when there is none to write now. A write of
+        the key under way goes first: if it applies it restates the key itself, and
+        if it does not (refused, unconfirmed, fenced) the key is still shadowed."""
         lock = self.h.locks.setdefault(key, trio.Lock())
         try:
-            if lock.locked():
-                return  # a write of the key is under way: it restates the key itself
             async with lock:
-                if self.state.shadowed(p).get(key) != shadow or not self.state.is_writable(p):
-                    return
+                if not self.state.is_shadowed(p, key) or not self.state.is_writable(p):
+                    return None
                 current = self.state.get_nowait(p, key)
                 headers: list[tuple[str, bytes]] = [
                     (EPOCH_HEADER, str(self.state.own_epoch(p)).encode())]
@@ -379,25 +404,37 @@ class _Writer:
                     headers.append((VERSION_HEADER, str(current[1]).encode()))
                 self.h.inflight[p] += 1
                 try:
-                    await self._produce_and_wait(p, key, value, tuple(headers))
-                    self.h.repairs += 1
+                    return await self._produce_and_wait(p, key, value, tuple(headers))
                 finally:
                     self.h._done(p)
         except NotServing:
-            return
+            return None
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self.h.locks.pop(key, None)
 
 
 async def _repairs(writer: _Writer, state: StateHandle, nursery: trio.Nursery) -> None:
-    """Repair shadowed keys of the partitions this node can write, as they appear."""
+    """Repair the shadowed keys of the partitions this node can write: as keys become
+    shadowed, and as a partition with shadowed keys becomes writable here (a key a
+    zombie's late write shadowed while this node caught up or claimed, or that a new
+    owner replayed: nothing else would bring them up again). One task per key."""
+    running: set[tuple[int, bytes]] = set()
+
+    async def one(p: int, key: bytes) -> None:
+        try:
+            await writer.repair(p, key)
+        finally:
+            running.discard((p, key))
+
     while True:
         for p in sorted(state.held()):
             if state.is_writable(p):
-                for key, shadow in state.shadowed(p).items():
-                    nursery.start_soon(writer.repair, p, key, shadow)
-        await state.wait_shadowed()
+                for key in state.shadowed(p):
+                    if (p, key) not in running:
+                        running.add((p, key))
+                        nursery.start_soon(one, p, key)
+        await state.wait_repairs_due()
 
 
 async def run(produce: Produce, state: StateHandle, *,
@@ -435,4 +472,5 @@ async def run(produce: Produce, state: StateHandle, *,
                     else:
                         writes.start_soon(writer.handle, msg)
             repairs.cancel()
+            writer.stopped.set()
         deadlines.cancel()  # every write taken has answered

@@ -48,6 +48,7 @@ class Log:
         self.gate: trio.Event | None = None  # set: produce waits for it
         self.fail = False
         self.too_large = False  # set: Kafka refuses the next produce as too large
+        self.refuse = 0  # Kafka refuses this many of the next produces as too large
 
     def append(self, key: bytes, value: bytes | None, headers=()) -> int:
         self.records.append(Record(len(self.records), key, value, tuple(headers)))
@@ -59,7 +60,8 @@ class Log:
             await self.gate.wait()
         if self.fail:
             raise BrokerUnavailable("broker gone")
-        if self.too_large:
+        if self.too_large or self.refuse:
+            self.refuse = max(0, self.refuse - 1)
             raise RecordTooLarge("MessageSizeTooLargeError()")
         return self.append(key, value, headers)
 
@@ -418,4 +420,108 @@ async def test_one_claim_per_assignment_when_a_claim_outlives_its_assignment(
             await log.deliver()
             await trio.testing.wait_all_tasks_blocked()
         assert claims_asked == 1
+        nursery.cancel_scope.cancel()
+
+
+def fenced_write(log: Log, key: bytes, value: bytes | None, epoch: int) -> int:
+    """A zombie owner's record of ``epoch``: it lands after a newer marker."""
+    return log.append(key, value, [(EPOCH_HEADER, str(epoch).encode())])
+
+
+async def wait_repaired(st, key: bytes) -> None:
+    with trio.fail_after(30):
+        while key in st.shadowed(0):
+            await st.wait_changed(0)
+    await trio.testing.wait_all_tasks_blocked()  # the repair's writer has counted it
+
+
+async def test_a_key_shadowed_before_this_node_may_write_is_repaired_once_it_may(
+        autojump_clock):
+    """A new owner replays a key a zombie's late write shadowed (it landed after the
+    previous owner's marker): nothing shadows a key after that, yet once this node's
+    claim is applied it restates the key."""
+    async with trio.open_nursery() as nursery:
+        log, send, wh, st = await start(nursery, claim=False)
+        old, new = EPOCH_STRIDE, 2 * EPOCH_STRIDE
+        log.append(*marker(0, old))
+        log.append(b"a@x", user("a@x", "acked"), [(EPOCH_HEADER, str(old).encode())])
+        log.append(*marker(0, new))
+        fenced_write(log, b"a@x", user("a@x", "zombie"), old)
+        await log.deliver()
+        await trio.testing.wait_all_tasks_blocked()
+        assert b"a@x" in st.shadowed(0)
+        assert not st.is_writable(0)
+        await send.send(Claim(frozenset({0})))
+        with trio.fail_after(1):
+            await st.wait_writable(0)
+        await wait_repaired(st, b"a@x")
+        repair = log.records[-1]
+        assert (repair.key, repair.value) == (b"a@x", user("a@x", "acked"))
+        assert dict(repair.headers)[VERSION_HEADER] == b"1"
+        assert wh.statistics().repairs == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_key_shadowed_while_this_node_reclaims_is_repaired_after(autojump_clock):
+    """The owner is raising its epoch (a produce Kafka did not confirm) when a zombie's
+    write of another key is applied: the key is repaired once the new marker is."""
+    async with trio.open_nursery() as nursery:
+        log, send, wh, st = await start(nursery)
+        assert isinstance(await (await write(send, b"a@x", user("a@x", "kept"))).wait(),
+                          Written)
+        log.fail = True
+        box = await write(send, b"b@x", user("b@x", "lost"))
+        await trio.sleep(0.1)
+        assert not st.is_writable(0)  # the marker of its next epoch is not written yet
+        fenced_write(log, b"a@x", user("a@x", "zombie"), EPOCH - 1)
+        await log.deliver()
+        await trio.testing.wait_all_tasks_blocked()
+        assert b"a@x" in st.shadowed(0)
+        log.fail = False
+        assert isinstance(await box.wait(), Unavailable)
+        await wait_repaired(st, b"a@x")
+        assert (log.records[-1].key, log.records[-1].value) == (b"a@x", user("a@x", "kept"))
+        assert wh.statistics().repairs == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_repair_kafka_did_not_confirm_is_tried_again(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        log, send, wh, st = await start(nursery)
+        assert isinstance(await (await write(send, b"a@x", user("a@x", "kept"))).wait(),
+                          Written)
+        log.fail = True
+        fenced_write(log, b"a@x", user("a@x", "zombie"), EPOCH - 1)
+        await log.deliver()
+        await trio.sleep(2)  # the repair's produce failed; so do the markers after it
+        assert b"a@x" in st.shadowed(0)
+        assert wh.statistics().repairs == 0  # none written yet
+        log.fail = False
+        await wait_repaired(st, b"a@x")
+        assert (log.records[-1].key, log.records[-1].value) == (b"a@x", user("a@x", "kept"))
+        assert wh.statistics().repairs == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_repair_waits_for_a_write_of_its_key_that_then_fails(autojump_clock):
+    """A write holds the key when the key is shadowed; it is then refused unwritten
+    (too large): the key is still shadowed and the repair goes in after it."""
+    async with trio.open_nursery() as nursery:
+        log, send, wh, st = await start(nursery)
+        assert isinstance(await (await write(send, b"a@x", user("a@x", "kept"))).wait(),
+                          Written)
+        log.gate = trio.Event()
+        box = await write(send, b"a@x", user("a@x", "x" * 100))
+        await trio.testing.wait_all_tasks_blocked()  # it holds the key, in produce
+        fenced_write(log, b"a@x", user("a@x", "zombie"), EPOCH - 1)
+        await log.deliver()
+        await trio.testing.wait_all_tasks_blocked()
+        assert b"a@x" in st.shadowed(0)
+        log.refuse = 1
+        log.gate.set()
+        log.gate = None
+        assert isinstance(await box.wait(), Unavailable)
+        await wait_repaired(st, b"a@x")
+        assert (log.records[-1].key, log.records[-1].value) == (b"a@x", user("a@x", "kept"))
+        assert wh.statistics().repairs == 1
         nursery.cancel_scope.cancel()
