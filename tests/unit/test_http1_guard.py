@@ -112,11 +112,14 @@ def test_bytes_sent_with_a_websocket_handshake_replace_it_by_a_stand_in(before, 
     assert (status, code) == (400, "bad_websocket_handshake")
 
 
-@pytest.mark.parametrize(("answer", "passed", "mode"), [
-    (b"HTTP/1.1 101 \r\nupgrade: WebSocket\r\n\r\n", FRAME, PASS),
-    (b"HTTP/1.1 403 \r\ncontent-length: 0\r\n\r\n", b"", DROP),
-])
-def test_bytes_after_a_websocket_handshake_wait_for_its_answer(answer, passed, mode):
+SWITCHED = b"HTTP/1.1 101 \r\nupgrade: WebSocket\r\n\r\n"
+REFUSED = b"HTTP/1.1 403 \r\ncontent-length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("answer", [SWITCHED, REFUSED], ids=["switched", "refused"])
+def test_bytes_after_a_websocket_handshake_wait_for_its_answer(answer):
+    """Passed on after its 101; after a refusal (hypercorn closes the connection) held
+    for good, never read as frames or as a request."""
     guard = Guard(Refusals(), 16384)
     assert guard.feed(WEBSOCKET) == WEBSOCKET
     assert guard.mode == HANDSHAKE
@@ -124,7 +127,24 @@ def test_bytes_after_a_websocket_handshake_wait_for_its_answer(answer, passed, m
     assert guard.feed(FRAME[:4]) == b""
     assert guard.feed(FRAME[4:]) == b""
     assert guard.holding
-    assert guard.answered(memoryview(answer)) == passed
-    assert guard.mode == mode
-    assert not guard.holding
-    assert guard.feed(FRAME) == (FRAME if mode == PASS else b"")
+    switched = answer == SWITCHED
+    assert guard.answered(memoryview(answer)) == (FRAME if switched else b"")
+    assert guard.mode == (PASS if switched else HANDSHAKE)
+    assert guard.holding is not switched
+    assert guard.feed(FRAME) == (FRAME if switched else b"")
+
+
+def test_the_answer_to_a_request_before_a_websocket_handshake_is_not_its_answer():
+    """A request pipelined before the handshake is answered first: the bytes held for
+    the websocket wait on for its 101 (they were dropped at that first answer, and
+    every frame after the 101 with them)."""
+    guard = Guard(Refusals(), 16384)
+    health = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert guard.feed(health + WEBSOCKET) == health + WEBSOCKET
+    assert guard.feed(FRAME) == b""
+    assert guard.answered(b"HTTP/1.1 200 \r\ncontent-length: 2\r\n\r\n") == b""
+    assert guard.answered(b"{}") == b""
+    assert (guard.mode, guard.holding) == (HANDSHAKE, True)
+    assert guard.answered(SWITCHED) == FRAME
+    assert guard.mode == PASS
+    assert guard.feed(FRAME) == FRAME

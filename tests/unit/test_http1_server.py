@@ -680,6 +680,37 @@ async def test_a_frame_sent_before_a_late_answer_to_its_handshake_waits_for_it(r
         assert [m.data for m in messages] == ["early"]
 
 
+async def test_a_websocket_handshake_pipelined_behind_a_request_takes_frames_after_its_101():
+    """A request and a handshake written together (HTTP/1.1 pipelining), a frame before
+    the 101 and one after: both are echoed. The first answer is the request's, not the
+    handshake's (taking it for a refusal dropped every frame of the websocket)."""
+    client = WsConnection(ConnectionType.CLIENT)
+    async with running() as srv, await connect(srv.addr) as s:
+        await s.send_all(HEALTH + WS.replace(b"/ws ", b"/ws-late ")
+                         + b"Sec-WebSocket-Version: 13\r\n\r\n")
+        await trio.sleep(LATE / 5)
+        await s.send_all(client.send(TextMessage(data="early")))
+        data = b""
+        with trio.fail_after(5):
+            while data.count(b"\r\n\r\n") < 2 or b"HTTP/1.1 101 " not in data:
+                chunk = await s.receive_some(65536)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 "), data[:40]
+            _, switched, rest = data.partition(b"HTTP/1.1 101 ")
+            assert switched
+            client.receive_data(rest.partition(b"\r\n\r\n")[2])
+            await s.send_all(client.send(TextMessage(data="later")))
+            got: list[str] = []
+            while len(got) < 2:
+                got += [e.data for e in client.events() if isinstance(e, TextMessage)]
+                if len(got) < 2:
+                    chunk = await s.receive_some(65536)
+                    assert chunk
+                    client.receive_data(chunk)
+        assert got == ["early", "later"]
+
+
 @pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
 @pytest.mark.parametrize("ending", [
     b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",

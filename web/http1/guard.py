@@ -226,16 +226,18 @@ class Guard:
                 return
 
     def answered(self, data: bytes | bytearray | memoryview) -> bytes:
-        """``data``: the first bytes written to the client after a websocket handshake
-        went on (mode HANDSHAKE), its answer's head. Returns the bytes held since, to
-        pass on now: the frames of an accepted websocket, nothing after a refusal."""
+        """``data``: bytes written to the client while a websocket handshake went on
+        unanswered (mode HANDSHAKE). Only its 101 ends the wait: the bytes held since
+        are then passed on, frames of the accepted websocket. Anything else is either
+        the answer to a request pipelined before the handshake (the 101 is still to
+        come) or the handshake's refusal, after which hypercorn closes the connection:
+        either way the held bytes stay held, never read as frames."""
+        if bytes(data[:len(_SWITCHED)]) != _SWITCHED:
+            return b""
         held = bytes(self._held)
         self._held.clear()
-        if bytes(data[:len(_SWITCHED)]) == _SWITCHED:
-            self.mode = PASS
-            return held
-        self.mode = DROP  # (hypercorn closes the connection after a refusal)
-        return b""
+        self.mode = PASS
+        return held
 
     def _check(self, event: h11.Request, headers: list[tuple[bytes, bytes]], size: int
                ) -> Refusal | None:

@@ -261,9 +261,11 @@ class _ReplayBase(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         guard = self._guard
         if guard is not None and guard.mode == HANDSHAKE:
-            # the answer to a websocket handshake (hypercorn writes its head at once)
+            # maybe the answer to a websocket handshake (hypercorn writes its head at
+            # once), maybe that of a request pipelined before it
             self._ready += guard.answered(data)
-            self._answered.set()
+            if guard.mode != HANDSHAKE:
+                self._answered.set()
         await self._inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
