@@ -19,9 +19,15 @@ record, the records before it in its batch handed over. A paused partition is fe
 again only when resumed (a rebalance resumes what it assigns: the halt is then found,
 and reported, again).
 
+One failure is not a halt: a header name that is not UTF-8 (in a batch whose CRC holds)
+is read as Kafka's Java consumer reads it (kstate/bridge/header_names.py). That needs
+the fetched bytes, which aiokafka's compiled ``MemoryRecords`` keeps to itself, so the
+fetcher module's ``MemoryRecords`` is replaced by :class:`KeptRecords`, the same object
+with the bytes beside it.
+
 This leans on aiokafka's fetcher internals (``_records``, ``FetchResult``); pyproject.toml
-pins aiokafka below 0.15, and tests/integration/test_undecodable.py exercises it against a
-real broker.
+pins aiokafka below 0.15, and tests/integration/test_undecodable.py (a codec missing) and
+test_other_producers.py (franz-go's header names) exercise it against a real broker.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer import fetcher as fetcher_module
 from aiokafka.consumer.fetcher import FetchResult
+from aiokafka.record.memory_records import MemoryRecords
+
+from kstate.bridge.header_names import is_header_name_error, records_after
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +56,33 @@ def reason_of(exc: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
+class KeptRecords:
+    """aiokafka's ``MemoryRecords`` of one fetched partition, with the fetched bytes kept
+    (``fetched``) for :func:`_getall`. Its methods are the wrapped object's own, so a
+    batch costs no more than before."""
+
+    __slots__ = ("fetched", "has_next", "next_batch", "size_in_bytes")
+
+    def __init__(self, fetched: bytes) -> None:
+        records = MemoryRecords(fetched)
+        self.fetched = fetched
+        self.has_next = records.has_next
+        self.next_batch = records.next_batch
+        self.size_in_bytes = records.size_in_bytes
+
+
+# Every fetch response of this process keeps its bytes, from before any consumer starts
+# (the consumers that read kstate's topic import this module).
+fetcher_module.MemoryRecords = KeptRecords
+
+
 def _getall(result: Any, max_records: int | None) -> tuple[list[Any], Halt | None]:
     """``FetchResult.getall``, except that what cannot be decoded ends the drain with
     the records before it and the halt (the offset of the first record not handed over:
-    the batch's first, or the record the decoder failed on; why)."""
+    the batch's first, or the record the decoder failed on; why). A header name that is
+    not UTF-8 is not a halt: that batch's records from the failed one on are read by
+    :func:`records_after`, and the drain ends after the batch (the fetch's later batches
+    are fetched again)."""
     tp = result._topic_partition
     if not result.check_assignment(tp) or not result.has_more():
         return [], None
@@ -62,9 +95,20 @@ def _getall(result: Any, max_records: int | None) -> tuple[list[Any], Halt | Non
                 result._update_position()
                 return out, None
     except Exception as exc:  # whatever the decoder raised: reported as the halt's reason
-        result._update_position()  # consumed up to the batch it could not decode
+        halt: Halt | None = (int(records.next_fetch_offset), reason_of(exc))
+        fetched = getattr(records._records, "fetched", None)
+        if fetched is not None and is_header_name_error(exc):
+            try:
+                rest, after = records_after(fetched, records.next_fetch_offset)
+            except Exception:  # the batch is broken after all: the halt stands
+                pass
+            else:
+                out.extend(records._consumer_record(tp, r) for r in rest)
+                records.next_fetch_offset = after
+                halt = None
+        result._update_position()  # consumed up to (or past) the batch it failed on
         result._partition_records = None
-        return out, (int(records.next_fetch_offset), reason_of(exc))
+        return out, halt
     result._update_position()
     result._partition_records = None
     return out, None

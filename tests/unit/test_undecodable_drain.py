@@ -1,22 +1,25 @@
 """Where a partition stops on what it cannot decode (kstate/bridge/undecodable.py,
 ``_getall``), with aiokafka's own decoder over real record batches: a batch it cannot
 read at all (a bad CRC) stops the partition at the batch's first offset; a record the
-decoder fails on (a header name that is not UTF-8, in a batch whose CRC holds) stops it
-at that record, the records before it in its batch handed over. README ("Operating")
-and docs/design.md say so."""
+decoder fails on (in a batch whose CRC holds) stops it at that record, the records
+before it in its batch handed over. A header name that is not UTF-8 is not such a
+failure: the record is read as Kafka's Java consumer reads it (each bad sequence
+U+FFFD, kstate/bridge/header_names.py), compressed or not, and the partition goes on.
+README ("Operating") and docs/design.md say so."""
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 
-from kstate.bridge.undecodable import _getall
+from kstate.bridge.undecodable import KeptRecords, _getall
 
 TP = TopicPartition("t", 0)
 CRC_AT = struct.calcsize(">qiib")  # Kafka's record batch v2: the CRC's place,
@@ -24,16 +27,19 @@ CRC_FROM = struct.calcsize(">qiibI")  # and where the bytes it covers start
 
 
 def batch(base: int, n: int, headers: dict[int, list[tuple[str, bytes]]] | None = None,
-          rename: tuple[bytes, bytes] | None = None) -> bytes:
+          rename: tuple[bytes, bytes] | None = None, codec: int = 0) -> bytes:
     """A batch of ``n`` records from offset ``base``; ``rename``: replace these bytes of
     a header name by those (any bytes, as a producer other than aiokafka may send),
-    keeping the CRC valid."""
-    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0,
+    keeping the CRC valid; ``codec``: Kafka's compression attribute (1 gzip, 2 snappy,
+    3 lz4, 4 zstd)."""
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=codec, is_transactional=0,
                                   producer_id=-1, producer_epoch=-1, base_sequence=-1,
                                   batch_size=1 << 20)
     for i in range(n):
         b.append(i, timestamp=1, key=b"k%d" % (base + i), value=b"v",
                  headers=(headers or {}).get(base + i, []))
+    if rename is not None and codec:
+        return _compressed(base, n, headers or {}, rename, codec)
     raw = bytearray(b.build())
     raw[0:8] = base.to_bytes(8, "big")  # the base offset (the CRC does not cover it)
     if rename is not None:
@@ -43,6 +49,25 @@ def batch(base: int, n: int, headers: dict[int, list[tuple[str, bytes]]] | None 
         raw = bytearray(raw.replace(old, new))
         struct.pack_into(">I", raw, CRC_AT, calc_crc32c(bytes(raw[CRC_FROM:])))
     return bytes(raw)
+
+
+def _compressed(base: int, n: int, headers: dict[int, list[tuple[str, bytes]]],
+                rename: tuple[bytes, bytes], codec: int) -> bytes:
+    """The batch compressed with ``codec`` after the rename: its records are built
+    uncompressed, renamed, compressed, and the batch's header and CRC made again."""
+    plain = bytearray(batch(base, n, headers, rename))
+    head = 61  # a v2 batch's header; the records follow
+    records = bytes(plain[head:])
+    from aiokafka.codec import gzip_encode, lz4_encode, snappy_encode, zstd_encode
+    encode = {1: gzip_encode, 2: snappy_encode, 3: lz4_encode, 4: zstd_encode}[codec]
+    body = encode(records)
+    out = bytearray(plain[:head]) + body
+    struct.pack_into(">i", out, 8, len(out) - 12)  # batchLength: what follows it
+    attributes_at = struct.calcsize(">qiibI")
+    struct.pack_into(">h", out, attributes_at,
+                     struct.unpack_from(">h", out, attributes_at)[0] | codec)
+    struct.pack_into(">I", out, CRC_AT, calc_crc32c(bytes(out[CRC_FROM:])))
+    return bytes(out)
 
 
 @dataclass
@@ -67,22 +92,72 @@ class _Assignment:
         return self.state
 
 
-def drain(raw: bytes) -> tuple[list[int], tuple[int, str] | None, int]:
-    """The offsets handed over, the halt, and the partition's position after, for a
-    consumer that checks CRCs and reads committed records (as kstate's do)."""
-    assignment = _Assignment(0)
-    records = PartitionRecords(TP, MemoryRecords(raw), [], 0, None, None, True,
+def drain_records(raw: bytes, position: int = 0
+                  ) -> tuple[list[Any], tuple[int, str] | None, int]:
+    """The records handed over, the halt, and the partition's position after, for a
+    consumer that checks CRCs and reads committed records (as kstate's do), fetching
+    from ``position``: what the fetcher builds (kstate's KeptRecords: aiokafka's records
+    and the fetched bytes)."""
+    assignment = _Assignment(position)
+    records = PartitionRecords(TP, KeptRecords(raw), [], position, None, None, True,
                                READ_COMMITTED)
     result = FetchResult(TP, assignment=assignment, partition_records=records, backoff=0)
     got, halt = _getall(result, None)
-    return [r.offset for r in got], halt, assignment.state.position
+    return got, halt, assignment.state.position
+
+
+def drain(raw: bytes, position: int = 0) -> tuple[list[int], tuple[int, str] | None, int]:
+    got, halt, position = drain_records(raw, position)
+    return [r.offset for r in got], halt, position
+
+
+@pytest.mark.parametrize("codec", [0, 1, 2, 3, 4])
+def test_a_header_name_that_is_not_utf8_is_read_as_the_java_consumer_reads_it(codec):
+    # a batch of 0-1, then one of 2-5 whose record 3 has a header name not in UTF-8
+    # beside a well-formed one, then a batch of 6: every record is handed over, and the
+    # partition's position is past the batch read leniently (the next is fetched again)
+    raw = (batch(0, 2) + batch(2, 4, {3: [("QZQZ", b"v"), ("trace", b"t")]},
+                               rename=(b"QZQZ", b"\xff\xfeQZ"), codec=codec)
+           + batch(6, 1))
+    got, halt, position = drain_records(raw)
+    assert halt is None
+    assert [r.offset for r in got] == [0, 1, 2, 3, 4, 5]
+    assert position == 6
+    bad = got[3]
+    assert (bad.key, bad.value) == (b"k3", b"v")
+    assert bad.headers == (("\ufffd\ufffdQZ", b"v"), ("trace", b"t"))
+    assert (bad.timestamp, bad.topic, bad.partition) == (1, "t", 0)
+    assert [r.key for r in got] == [b"k%d" % i for i in range(6)]
+
+
+@pytest.mark.parametrize("bad", [3, 5])
+def test_a_header_name_read_leniently_when_the_fetch_starts_inside_its_batch(bad):
+    # fetched from offset 4 (the batch starts at 2; Kafka sends the whole batch): the
+    # records before 4 are not handed over, whether the bad one is before 4 (aiokafka
+    # decodes it on the way) or after
+    raw = batch(2, 4, {bad: [("QZQZ", b"v")]}, rename=(b"QZQZ", b"Q\xc3QZ"))
+    assert drain(raw, 4) == ([4, 5], None, 6)
 
 
 def test_a_record_the_decoder_fails_on_stops_the_partition_at_that_record():
-    # a batch of 0-1, then one of 2-4 whose record 3 has a header name not in UTF-8
-    raw = batch(0, 2) + batch(2, 3, {3: [("QZQZ", b"v")]}, rename=(b"QZQZ", b"\xff\xfeQZ"))
+    # a batch of 0-1, then one of 2-4 whose record 3 has a header value whose length
+    # says one byte less than it has (the record's size no longer adds up; CRC valid)
+    raw = batch(0, 2) + batch(2, 3, {3: [("QZQZ", b"vv")]}, rename=(b"QZQZ\x04vv", b"QZQZ\x02vv"))
     offsets, halt, position = drain(raw)
     assert offsets == [0, 1, 2]  # record 2 too, though its batch holds the bad one
+    assert halt is not None
+    assert halt[0] == 3
+    assert "CorruptRecord" in halt[1]
+    assert position == 3
+
+
+def test_a_bad_header_name_in_a_record_broken_otherwise_still_stops_the_partition():
+    # the name is not UTF-8 and the record's size does not add up: the lenient reading
+    # fails too, and the halt names the decoder's own error
+    raw = batch(0, 2) + batch(2, 3, {3: [("QZQZ", b"vv")]},
+                              rename=(b"QZQZ\x04vv", b"\xffZQZ\x02vv"))
+    offsets, halt, position = drain(raw)
+    assert offsets == [0, 1, 2]
     assert halt is not None
     assert halt[0] == 3
     assert "UnicodeDecodeError" in halt[1]

@@ -84,10 +84,14 @@ async def _java(sub: str, bootstrap: str, topic: str, *args: str,
 
 
 def _script(script_lines: Sequence[str]) -> bytes:
+    """The lines as the tools read them: UTF-8, except that a lone surrogate U+DC80 to
+    U+DCFF stands for the byte 0x80 to 0xFF (Python's ``surrogateescape``), so a line
+    can carry bytes that are not UTF-8 (franz-go takes them as they are, e.g. in a
+    header name)."""
     for line in script_lines:
         if "\n" in line or "\r" in line:
             raise ValueError(f"a script line holds a line break: {line!r}")
-    return ("\n".join(script_lines) + "\n").encode()
+    return ("\n".join(script_lines) + "\n").encode("utf-8", "surrogateescape")
 
 
 def _sent(rows: list[dict[str, Any]]) -> list[Sent]:

@@ -1,0 +1,155 @@
+"""(asyncio side) Records whose header *name* is not UTF-8, read as Kafka's Java consumer
+reads them.
+
+Kafka's record format calls a header name a string but the broker never checks it: a
+producer other than kstate (franz-go takes any bytes for a name) can write one that is
+not UTF-8. Kafka's Java consumer reads it with each bad sequence replaced by U+FFFD;
+aiokafka's decoder raises ``UnicodeDecodeError`` on it, which would stop the partition
+there for good (kstate/bridge/undecodable.py). Such a name can never be one of kstate's
+(they are ASCII), so the record is an ordinary record with a foreign header: the record
+rule applies to it as to any other, live and on replay alike.
+
+:func:`records_after` decodes, from the bytes of one fetch, the record batch that holds
+a given offset, the way the Java consumer does, by Kafka's record batch format (v2;
+older formats have no headers). It is called only once aiokafka's decoder has failed on
+a header name in a batch whose CRC aiokafka has already checked, so the bytes are the
+producer's; anything else wrong with the batch still raises, and the partition stops as
+before.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from aiokafka.codec import gzip_decode, lz4_decode, snappy_decode, zstd_decode
+from aiokafka.errors import CorruptRecordException
+
+# Record batch v2: baseOffset int64, batchLength int32, partitionLeaderEpoch int32,
+# magic int8, crc uint32, attributes int16, lastOffsetDelta int32, baseTimestamp int64,
+# maxTimestamp int64, producerId int64, producerEpoch int16, baseSequence int32,
+# records count int32, then the records (compressed as a whole when a codec is set).
+_HEAD = struct.Struct(">qiibIhiqqqhii")
+_LENGTH = struct.Struct(">i")
+_LENGTH_AT = 8  # batchLength: the bytes after it (the first 12 are offset and length)
+_MAGIC_AT = 16
+_CODEC_MASK = 0x07
+_LOG_APPEND_TIME = 0x08
+_DECODERS = {1: gzip_decode, 2: snappy_decode, 3: lz4_decode, 4: zstd_decode}
+
+
+def is_header_name_error(exc: BaseException) -> bool:
+    """Whether aiokafka's decoder failed on text that is not UTF-8: the compiled decoder
+    raises ``UnicodeDecodeError``, the pure-Python one wraps it. A header name is the
+    only text in a record batch."""
+    return isinstance(exc, UnicodeDecodeError) or isinstance(
+        exc.__cause__, UnicodeDecodeError)
+
+
+@dataclass(frozen=True, slots=True)
+class LenientRecord:
+    """What aiokafka's fetcher reads of a decoded record (it builds the ConsumerRecord)."""
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    checksum: None = None
+
+
+def records_after(fetched: bytes | memoryview, offset: int) -> tuple[list[LenientRecord], int]:
+    """The records at or after ``offset`` of the batch in ``fetched`` that holds it (the
+    first batch that ends past it), and the offset after that batch. Raises
+    ``CorruptRecordException`` when there is no such v2 batch or it does not parse."""
+    data = memoryview(fetched)
+    pos = 0
+    while pos + _HEAD.size <= len(data):
+        (length,) = _LENGTH.unpack_from(data, pos + _LENGTH_AT)
+        end = pos + _LENGTH_AT + 4 + length
+        if length <= 0 or end > len(data):
+            break
+        if data[pos + _MAGIC_AT] >= 2:
+            head = _HEAD.unpack_from(data, pos)
+            base, last_delta = head[0], head[6]
+            if base + last_delta + 1 > offset:
+                return _batch_records(head, data[pos + _HEAD.size:end], offset), \
+                    base + last_delta + 1
+        pos = end
+    raise CorruptRecordException(f"no record batch holds offset {offset}")
+
+
+def _batch_records(head: tuple[int, ...], body: memoryview,
+                   offset: int) -> list[LenientRecord]:
+    base, attributes, first_ts, max_ts, count = head[0], head[5], head[7], head[8], head[12]
+    codec = attributes & _CODEC_MASK
+    if codec:
+        decoder = _DECODERS.get(codec)
+        if decoder is None:
+            raise CorruptRecordException(f"unknown compression codec {codec}")
+        buf = bytes(decoder(body.tobytes()))
+    else:
+        buf = body.tobytes()
+    log_append = bool(attributes & _LOG_APPEND_TIME)
+    ts_type = 1 if log_append else 0
+    out: list[LenientRecord] = []
+    pos = 0
+    try:
+        for _ in range(count):
+            length, pos = decode_varint(buf, pos)
+            end = pos + length
+            pos += 1  # the record's attributes (unused by the format so far)
+            ts_delta, pos = decode_varint(buf, pos)
+            offset_delta, pos = decode_varint(buf, pos)
+            key, pos = _nullable_bytes(buf, pos)
+            value, pos = _nullable_bytes(buf, pos)
+            n_headers, pos = decode_varint(buf, pos)
+            if n_headers < 0:
+                raise CorruptRecordException(f"{n_headers} record headers")
+            headers: list[tuple[str, bytes | None]] = []
+            for _ in range(n_headers):
+                name_len, pos = decode_varint(buf, pos)
+                if name_len < 0:
+                    raise CorruptRecordException(f"header name of length {name_len}")
+                if pos + name_len > len(buf):
+                    raise CorruptRecordException("a header name runs past its record")
+                name = buf[pos:pos + name_len].decode("utf-8", "replace")
+                pos += name_len
+                header_value, pos = _nullable_bytes(buf, pos)
+                headers.append((name, header_value))
+            if pos != end:
+                raise CorruptRecordException(
+                    f"record of {length} bytes read as {pos - end + length}")
+            if base + offset_delta >= offset:
+                out.append(LenientRecord(base + offset_delta,
+                                         max_ts if log_append else first_ts + ts_delta,
+                                         ts_type, key, value, headers))
+    except IndexError as exc:
+        raise CorruptRecordException(f"record batch at {base}: {exc!r}") from exc
+    if pos != len(buf):
+        raise CorruptRecordException(f"{len(buf) - pos} bytes after the records of batch {base}")
+    return out
+
+
+def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at ``pos`` (Kafka's varint and varlong) and the position after it.
+    aiokafka's compiled one reads past the end of a buffer; this raises IndexError."""
+    value, shift = 0, 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+        if shift > 63:
+            raise CorruptRecordException("a varint longer than 10 bytes")
+
+
+def _nullable_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    length, pos = decode_varint(buf, pos)
+    if length < 0:
+        return None, pos
+    if pos + length > len(buf):
+        raise CorruptRecordException("a field runs past its record")
+    return buf[pos:pos + length], pos + length
