@@ -7,6 +7,7 @@
 //
 //   produce --bootstrap B --topic T [--codec none|gzip|snappy|lz4|zstd]
 //           [--transactional-id ID] [--linger-ms N]          script on stdin, see below
+//           [--transaction-timeout-ms N]     the producer's transaction.timeout.ms
 //           [--create N]             first create T: compacted, N partitions (one JVM less)
 //   consume --bootstrap B --topic T [--isolation read_committed|read_uncommitted]
 //           [--batches]                                       every record, then exits
@@ -26,6 +27,10 @@
 //   partition N | auto       explicit partition for the records that follow, or the default
 //   begin | commit | abort   a transaction (needs --transactional-id)
 //   flush                    wait until every record so far is acknowledged
+//   hang                     flush, then exit at once (status 0) without ending the
+//                            transaction or closing the producer, as a producer killed in
+//                            the middle of one: it stays open until the coordinator aborts
+//                            it, transaction.timeout.ms after it began
 //
 // Output: one JSON line on stdout per record sent, {"line":L,"partition":P,"offset":O}, in
 // script order, printed once the broker acknowledged it (acks=all). Records are sent
@@ -187,6 +192,9 @@ public class ForeignProducer {
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
         if (!txId.isEmpty()) p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, txId);
+        if (opts.containsKey("--transaction-timeout-ms")) {
+            p.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, opt(opts, "--transaction-timeout-ms", null));
+        }
 
         if (opts.containsKey("--create")) {
             Map<String, List<String>> create = new HashMap<>(opts);
@@ -277,6 +285,14 @@ public class ForeignProducer {
                             need(args, 0, 0, cmd);
                             producer.flush();
                             drain(pending, producer, topic);
+                            continue;
+                        }
+                        case "hang" -> {
+                            need(args, 0, 0, cmd);
+                            producer.flush();
+                            drain(pending, producer, topic);
+                            out.flush();
+                            Runtime.getRuntime().halt(0);  // no close: nothing is ended
                             continue;
                         }
                         default -> throw new Fail("unknown command " + cmd);

@@ -111,8 +111,8 @@ async def create_topic(bootstrap: str, topic: str, *, partitions: int = 3,
 
 async def java_produce(bootstrap: str, topic: str, script_lines: Sequence[str], *,
                        codec: Codec = "none", transactional_id: str | None = None,
-                       linger_ms: int = 20, create_partitions: int | None = None
-                       ) -> list[Sent]:
+                       linger_ms: int = 20, create_partitions: int | None = None,
+                       transaction_timeout_ms: int | None = None) -> list[Sent]:
     """Runs a script through Kafka's Java producer with ``compression.type=codec``;
     records are sent asynchronously and gathered at flush/commit/abort/end, so a burst
     shares compressed batches. ``create_partitions``: first create the topic, compacted,
@@ -122,6 +122,8 @@ async def java_produce(bootstrap: str, topic: str, script_lines: Sequence[str], 
         args += ["--create", str(create_partitions)]
     if transactional_id is not None:
         args += ["--transactional-id", transactional_id]
+    if transaction_timeout_ms is not None:
+        args += ["--transaction-timeout-ms", str(transaction_timeout_ms)]
     return _sent(await _java("produce", bootstrap, topic, *args, stdin=_script(script_lines)))
 
 
