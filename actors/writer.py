@@ -27,6 +27,14 @@ cut off from Kafka or paused past its session may have lost the partition to a n
 that acknowledged newer versions, and a 412 or a "deleted" from its old state would be
 a stale answer. Past the lease every write is refused unapplied (``owner_isolated``);
 its records would be fenced by the new owner's epoch anyway.
+A write is acknowledged only if the lease still holds once its record is applied
+here. One decided under the lease can land much later (a slow broker, a producer stuck
+past the session timeout); by then the group may have given the partition to another
+node, whose catch-up target was read before the record landed: the record is before
+that node's marker, so it applies everywhere, but the new owner answers reads without
+it until its next fetch, and a 200 now would let a read after it see the old value.
+Such a write is answered 503 ``write_unconfirmed``. Under the lease the group cannot
+have moved the partition, so a later owner's target is read after the ack and holds it.
 
 Too large. A record Kafka refused as larger than the topic takes (its
 ``max.message.bytes``) was not written: nothing to settle. The write is answered
@@ -326,9 +334,16 @@ class _Writer:
         self.h.inflight[p] += 1
         try:
             self.deadlines.add(reply)
-            return await self._produce_and_wait(p, w.key, w.value, tuple(headers))
+            answer = await self._produce_and_wait(p, w.key, w.value, tuple(headers))
         finally:
             self.h._done(p)
+        if isinstance(answer, Written) and not self.lease():
+            # Applied here, but only now: past the lease the group may have moved the
+            # partition, and its new owner may have read its catch-up target before
+            # this record landed (module docstring, "The lease").
+            return unconfirmed("this node's read lease ran out before the write was "
+                               "applied here (another node may own the partition now)")
+        return answer
 
     async def _produce_and_wait(self, p: int, key: bytes, value: bytes | None,
                                 headers: Headers) -> WriteOutcome:

@@ -333,6 +333,34 @@ async def test_past_its_lease_a_write_is_refused_not_decided_from_old_state(auto
         nursery.cancel_scope.cancel()
 
 
+async def test_a_write_applied_after_its_lease_ran_out_is_not_acknowledged(autojump_clock):
+    # Decided under the lease, but its record lands late (a slow broker, a producer
+    # stuck past the session timeout): by then the group may have given the partition
+    # to another node, which read its catch-up target before the record landed and
+    # answers reads from memory without it until its next fetch. The record is still
+    # before that node's marker, so it applies here and there; a 200 now would promise
+    # a read-your-write that a read at the new owner can break. Not acknowledged: 503
+    # "may or may not apply", as for any write whose fate reached us too late.
+    lease = {"valid": True}
+    async with trio.open_nursery() as nursery:
+        log, send, _, st = await start(nursery, lease=lambda: lease["valid"])
+        log.gate = trio.Event()  # the produce is in flight ...
+        box = await write(send, b"a@x", user("a@x", "late"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(log.records) == 1  # only our marker: the write's produce waits
+        lease["valid"] = False  # ... while the lease runs out
+        log.gate.set()
+        got = await box.wait()
+        assert isinstance(got, Unavailable), got
+        assert got.reason == "write_unconfirmed"
+        # It did land and apply here (in log order): it is not lost, only unconfirmed.
+        assert st.get_nowait(0, b"a@x") == (user("a@x", "late"), 1)
+        lease["valid"] = True  # renewed: a write applied under it is acknowledged
+        got = await (await write(send, b"a@x", user("a@x", "next"))).wait()
+        assert got == Written(0, 2, created=False)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_record_kafka_refuses_as_too_large_is_answered_not_settled(autojump_clock):
     """Kafka refused the record as larger than the topic takes: it was not written, so
     there is nothing to settle (no new epoch); 413 when the record alone is over the
