@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -81,37 +82,58 @@ def _getall(result: Any, max_records: int | None) -> tuple[list[Any], Halt | Non
     the records before it and the halt (the offset of the first record not handed over:
     the batch's first, or the record the decoder failed on; why). A header name that is
     not UTF-8 is not a halt: that batch's records from the failed one on are read by
-    :func:`records_after`, and the drain ends after the batch (the fetch's later batches
-    are fetched again)."""
+    :func:`records_after` and handed over like aiokafka's, at most ``max_records`` a
+    drain, then the fetch's later batches by aiokafka again."""
     tp = result._topic_partition
     if not result.check_assignment(tp) or not result.has_more():
         return [], None
     records = result._partition_records
     out: list[Any] = []
-    try:
-        for msg in records:
-            out.append(msg)
-            if max_records is not None and len(out) >= max_records:
-                result._update_position()
-                return out, None
-    except Exception as exc:  # whatever the decoder raised: reported as the halt's reason
-        halt: Halt | None = (int(records.next_fetch_offset), reason_of(exc))
-        fetched = getattr(records._records, "fetched", None)
-        if fetched is not None and is_header_name_error(exc):
-            try:
-                rest, after = records_after(fetched, records.next_fetch_offset)
-            except Exception:  # the batch is broken after all: the halt stands
-                pass
-            else:
-                out.extend(records._consumer_record(tp, r) for r in rest)
-                records.next_fetch_offset = after
-                halt = None
-        result._update_position()  # consumed up to (or past) the batch it failed on
+    while True:
+        try:
+            for msg in records:
+                out.append(msg)
+                if max_records is not None and len(out) >= max_records:
+                    result._update_position()
+                    return out, None
+        except Exception as exc:  # whatever the decoder raised: reported as the halt's reason
+            read_on = _read_leniently(records, exc)
+            if read_on is not None:
+                records._records_iterator = read_on
+                continue
+            result._update_position()  # consumed up to the batch it could not decode
+            result._partition_records = None
+            return out, (int(records.next_fetch_offset), reason_of(exc))
+        result._update_position()
         result._partition_records = None
-        return out, halt
-    result._update_position()
-    result._partition_records = None
-    return out, None
+        return out, None
+
+
+def _read_leniently(records: Any, exc: BaseException) -> Iterator[Any] | None:
+    """What aiokafka's ``PartitionRecords`` (``records``) would have yielded from the
+    record its decoder raised ``exc`` on, if that is a header name that is not UTF-8
+    in a batch that otherwise parses: that batch's records read by
+    :func:`records_after`, then the fetch's later batches by aiokafka's own loop (its
+    fetched bytes are past the batch already), each moving the fetch position as
+    aiokafka does. None otherwise (the halt stands)."""
+    fetched = getattr(records._records, "fetched", None)
+    if fetched is None or not is_header_name_error(exc):
+        return None
+    try:
+        rest, after = records_after(fetched, records.next_fetch_offset)
+    except Exception:  # the batch is broken after all
+        return None
+    return _lenient(records, rest, after)
+
+
+def _lenient(records: Any, rest: list[Any], after: int) -> Iterator[Any]:
+    tp = records._tp
+    for r in rest:
+        msg = records._consumer_record(tp, r)
+        records.next_fetch_offset = r.offset + 1
+        yield msg
+    records.next_fetch_offset = after  # the batch's last offset + 1, as aiokafka does
+    yield from records._unpack_records()
 
 
 class Undecodable:
