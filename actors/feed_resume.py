@@ -35,7 +35,7 @@ import trio
 
 from actors.feed import FeedHandle, Subscriber, halted_notice, hello
 from actors.feed_outbox import Stalled, open_outbox
-from actors.feed_rule import FeedRule
+from actors.feed_rule import FeedRule, change_position
 from kstate.bridge import BEGINNING, BrokerUnavailable, OffsetPastEnd, Reader
 from kstate.core.messages import Record
 
@@ -134,8 +134,11 @@ async def _forward_live(messages: trio.MemoryReceiveChannel[str], sub: Subscribe
     older changes of those partitions are not sent again."""
     async for text in messages:
         if sent:
-            doc = orjson.loads(text)
-            pid, offset = int(doc["partition"]), int(doc["offset"])
+            where = change_position(text)
+            if where is None:  # a halted notice: small, and flat
+                doc = orjson.loads(text)
+                where = int(doc["partition"]), int(doc["offset"])
+            pid, offset = where
             floor = sent.get(pid)
             if floor is not None:
                 if offset >= floor - 1:

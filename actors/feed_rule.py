@@ -157,6 +157,27 @@ class FeedRule:
             # Not a key any user can have (never upserted): the rule deleted it as
             # "key is not an email", counted above; nothing to stream.
             return None
-        return (b'{"key":' + key + b',"value":' + value + b',"partition":'
-                + str(partition).encode() + b',"offset":' + str(rec.offset).encode()
+        return (_CHANGE_HEAD + key + b',"value":' + value + _PARTITION
+                + str(partition).encode() + _OFFSET + str(rec.offset).encode()
                 + b"}").decode()
+
+
+_CHANGE_HEAD = b'{"key":'
+_PARTITION = b',"partition":'
+_OFFSET = b',"offset":'
+
+
+def change_position(text: str) -> tuple[int, int] | None:
+    """(partition, offset) of a change :meth:`FeedRule.change` made, read from its end,
+    where they follow the value; None for any other message. Not parsed as JSON: the
+    value, spliced in as it is, may nest as deep as the parser takes (the rule applied
+    it), and the change nests one level deeper."""
+    if not text.startswith(_CHANGE_HEAD.decode()):
+        return None
+    at = text.rfind(_PARTITION.decode())  # the last: the value may have such a field
+    if at < 0:
+        return None
+    pid, sep, offset = text[at + len(_PARTITION):-1].partition(_OFFSET.decode())
+    if not sep or not pid.isdigit() or not offset.isdigit():
+        return None
+    return int(pid), int(offset)

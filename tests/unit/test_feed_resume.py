@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from actors.feed import Broadcaster, FeedHandle
-from actors.feed_resume import FROM_BEGINNING, Ended, Refused, Start, serve
+from actors.feed import Broadcaster, FeedHandle, Subscriber
+from actors.feed_resume import FROM_BEGINNING, Ended, Refused, Start, _forward_live, serve
+from actors.feed_rule import FeedRule
 from kstate.bridge import BrokerUnavailable, OffsetPastEnd
 from kstate.core.messages import Record
+from kstate.core.users import validate_record
 
 
 class _EndlessReader:
@@ -154,3 +156,35 @@ async def test_a_resumed_feed_whose_reader_cannot_reach_kafka_gets_503():
     assert isinstance(ended, Refused)
     assert (ended.status, ended.error, ended.retry_after) == (503, "feed_unavailable", 1)
     assert (sent, accepted) == ([], 0)
+
+
+async def test_a_hand_over_passes_on_a_change_whose_value_nests_as_deep_as_a_user_may():
+    """After a hand-over the broadcaster's changes are checked against what the replay
+    already sent (``_forward_live``). A user's value may nest as deep as kstate's JSON
+    parser takes (the rule applies it: kstate/core/users.py); the change that carries it
+    nests one level deeper. Regression: that change was parsed again to find its
+    partition and offset, the parser refused it (depth limit), and the subscription
+    failed with an exception instead of receiving it."""
+    deep = 1023  # arrays inside the user's object: the deepest value the rule applies
+    # (fields of its own named partition and offset too: another producer's)
+    value = (b'{"name":"A","email":"a@b.c","partition":7,"offset":1,"x":'
+             + b"[" * deep + b"]" * deep + b"}")
+    assert validate_record(b"a@b.c", value) is None
+    rule = FeedRule(1)
+    change = rule.change(0, Record(5, b"a@b.c", value))
+    after = rule.change(0, Record(6, b"a@b.c", b'{"name":"B","email":"a@b.c"}'))
+    assert change is not None
+    assert after is not None
+    send_channel, messages = trio.open_memory_channel[str](8)
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    for text in (change, after):
+        send_channel.send_nowait(text)
+    send_channel.close()
+    sub = Subscriber(send_channel, None)
+    # the replay sent offsets up to 4: the broadcaster's from 5 on are sent
+    assert await _forward_live(messages, sub, {0: 5}, send) is Ended.CLOSED
+    assert sent == [change, after]
