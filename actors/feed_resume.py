@@ -37,7 +37,7 @@ from actors.feed import FeedHandle, Subscriber, halted_notice, hello
 from actors.feed_outbox import Stalled, open_outbox
 from actors.feed_rule import FeedRule, change_position
 from kstate.bridge import BEGINNING, BrokerUnavailable, OffsetPastEnd, Reader
-from kstate.core.messages import Record
+from kstate.core.messages import Batch, Record
 
 log = logging.getLogger(__name__)
 
@@ -175,23 +175,36 @@ class _Replay:
         if change is not None and (self.key is None or rec.key == self.key):
             await self._send(change)
 
-    async def fetch(self, timeout_ms: int) -> dict[int, list[Record]]:
-        """One fetch of the reader; a partition it stops at a batch it cannot decode is
-        announced once (actors/feed.py, halted_notice)."""
-        got = await self.reader.fetch(timeout_ms)
+    async def fetch(self, timeout_ms: int) -> Batch:
+        """One fetch of the reader (its records, and the positions it reached); a
+        partition it stops at a batch it cannot decode is announced once
+        (actors/feed.py, halted_notice)."""
+        batch = await self.reader.fetch_batch(timeout_ms)
         for pid, (offset, why) in sorted(self.reader.halted.items()):
             if pid not in self.halted:
                 self.halted.add(pid)
                 await self._send(halted_notice(pid, offset, why))
-        return got
+        return batch
+
+    def passed(self, positions: dict[int, int], held: set[int]) -> None:
+        """The reader's ``positions`` after a fetch whose records were all sent, but
+        those of the partitions in ``held``: no record below them is left to send, so
+        ``next`` moves up to them. A position can be past the last record handed over:
+        a transaction's marker (a control batch) or an aborted transaction of another
+        producer, or records compaction removed, follow it. Without this ``next`` would
+        stay below the broadcaster's position there, and the hand-over never come."""
+        for pid, position in positions.items():
+            if pid not in held and position > self.next.get(pid, position):
+                self.next[pid] = position
 
     async def step(self, timeout_ms: int) -> bool:
         """Send one fetch's records; whether there were any."""
-        got = await self.fetch(timeout_ms)
-        for pid, records in got.items():
+        batch = await self.fetch(timeout_ms)
+        for pid, records in batch.records.items():
             for rec in records:
                 await self.send(pid, rec)
-        return any(got.values())
+        self.passed(batch.positions, set())
+        return any(batch.records.values())
 
     async def reach(self, live: dict[int, int], sub: Subscriber, limit: int
                     ) -> list[tuple[int, Record]] | None:
@@ -203,8 +216,8 @@ class _Replay:
         with trio.move_on_after(HANDOFF_WAIT):
             while (len(done) < len(self.next) and not sub.lagged and len(held) < limit
                    and not self.closing.is_set()):
-                got = await self.fetch(200)
-                for pid, records in got.items():
+                batch = await self.fetch(200)
+                for pid, records in batch.records.items():
                     for rec in records:
                         if pid in done or rec.offset >= live.get(pid, 0):
                             done.add(pid)
@@ -213,6 +226,8 @@ class _Replay:
                         await self.send(pid, rec)
                         if self.next[pid] >= live.get(pid, 0):
                             done.add(pid)
+                self.passed(batch.positions, done)  # a done one's later records are held
+                done |= {p for p, o in self.next.items() if o >= live.get(p, 0)}
         if len(done) == len(self.next) and not sub.lagged:
             return None
         return held

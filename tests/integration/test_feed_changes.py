@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from contextlib import AsyncExitStack
 
 import pytest
@@ -333,3 +334,41 @@ async def test_owner_markers_are_never_streamed_however_high_the_epoch(
         check_complete(reader, writes)
     # every offset a feed skipped holds a marker
     await verify_gaps(kafka_bootstrap, names["topic"], live, resumed, replay)
+
+
+def _metric(text: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found, f"{name} not in /metrics"
+    return float(found[1])
+
+
+async def test_a_resumed_feed_hands_over_past_another_producers_transactions(
+        make_node, client):
+    """Another producer's transactions (Kafka's Java client): one committed in partition
+    0, one aborted in partition 1, each partition ending with the transaction's marker
+    (a control batch: an offset no reader is handed a record of). A feed resumed from
+    the beginning replays them and hands over to the broadcaster, its reader closed
+    (``kstate_feed_resumed_readers`` 0). Regression: the replay counted a partition as
+    read up to the broadcaster's position only by the records it was handed, so it
+    never reached a position past a marker, tried to hand over every few seconds for
+    ever, and kept its reader and its ``feed_max_resumed`` slot."""
+    a = make_node()
+    await wait_stable(client, [a], PARTITIONS)
+    mails = {p: next(m for i in range(1000)
+                     if partition_for((m := f"tx{i}@example.com").encode(), PARTITIONS) == p)
+             for p in (0, 1)}
+    await java_produce(a.bootstrap, a.topic,
+                       ["begin", f"put {mails[0]} Committed", "commit",
+                        "begin", f"put {mails[1]} Aborted", "abort"],
+                       transactional_id=f"tx-{a.topic}")
+    async with open_feed(a.base, **{"from": "beginning"}) as r:
+        await r.read_until(lambda r_: any(c["key"] == mails[0] for c in r_.changes))
+        with trio.fail_after(30):
+            while _metric((await client.get(f"{a.base}/metrics")).text,
+                          "kstate_feed_resumed_readers") != 0:
+                await trio.sleep(0.2)
+        # handed over: the broadcaster's changes come on, nothing of the aborted one
+        acked = [await put_user(client, a.base, mails[1], "after")]
+        await r.read_until(lambda r_: by_offset(acked) <= r_.seen())
+        assert [c["value"] for c in r.changes if c["key"] == mails[1]] == [
+            {"name": "after", "email": mails[1]}]

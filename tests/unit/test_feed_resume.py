@@ -14,7 +14,7 @@ from actors.feed import Broadcaster, FeedHandle, Subscriber
 from actors.feed_resume import FROM_BEGINNING, Ended, Refused, Start, _forward_live, serve
 from actors.feed_rule import FeedRule
 from kstate.bridge import BrokerUnavailable, OffsetPastEnd
-from kstate.core.messages import Record
+from kstate.core.messages import Batch, Record
 from kstate.core.users import validate_record
 
 
@@ -26,10 +26,11 @@ class _EndlessReader:
         self.offset = 0
         self.closed = False
 
-    async def fetch(self, timeout_ms: int) -> dict[int, list[Record]]:
+    async def fetch_batch(self, timeout_ms: int) -> Batch:
         await trio.sleep(0.05)
         self.offset += 1
-        return {0: [Record(self.offset - 1, b"a@b.c", b'{"name":"A","email":"a@b.c"}')]}
+        return Batch(0, {0: [Record(self.offset - 1, b"a@b.c", b'{"name":"A","email":"a@b.c"}')]},
+                     {0: self.offset})
 
 
 class _Bridge:
