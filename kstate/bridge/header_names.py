@@ -1,19 +1,25 @@
-"""(asyncio side) Records whose header *name* is not UTF-8, read as Kafka's Java consumer
-reads them.
+"""(asyncio side) Records aiokafka's decoder refuses that Kafka's Java consumer reads,
+read as the Java consumer reads them.
 
-Kafka's record format calls a header name a string but the broker never checks it: a
-producer other than kstate (franz-go takes any bytes for a name) can write one that is
-not UTF-8. Kafka's Java consumer reads it with each bad sequence replaced by U+FFFD;
-aiokafka's decoder raises ``UnicodeDecodeError`` on it, which would stop the partition
-there for good (kstate/bridge/undecodable.py). Such a name can never be one of kstate's
-(they are ASCII), so the record is an ordinary record with a foreign header: the record
-rule applies to it as to any other, live and on replay alike.
+Kafka's record format leaves two things to the reader that the broker never checks,
+and aiokafka reads both more strictly than Kafka's Java consumer:
 
+- a header *name* is a string, but any bytes pass: a producer other than kstate
+  (franz-go takes any bytes for a name) can write one that is not UTF-8. The Java
+  consumer reads it with each bad sequence replaced by U+FFFD; aiokafka's decoder raises
+  ``UnicodeDecodeError``. Such a name can never be one of kstate's (they are ASCII), so
+  the record is an ordinary record with a foreign header;
+- a record's *attributes* are an int8 the format does not use: the Java consumer reads
+  one byte and ignores it, aiokafka reads a varint, so from 0x80 on it reads the rest
+  of the record shifted and raises ``CorruptRecordException``.
+
+Either would stop the partition there for good (kstate/bridge/undecodable.py). Instead,
 :func:`records_after` decodes, from the bytes of one fetch, the record batch that holds
-a given offset, the way the Java consumer does, by Kafka's record batch format (v2;
-older formats have no headers). It is called only once aiokafka's decoder has failed on
-a header name in a batch whose CRC aiokafka has already checked, so the bytes are the
-producer's; anything else wrong with the batch still raises, and the partition stops as
+a given offset the way the Java consumer does, by Kafka's record batch format (v2; older
+formats have neither), CRC checked: the record rule then applies to its records as to
+any other, live and on replay alike. It is called only once aiokafka's decoder has
+failed in a batch; what the Java consumer refuses too (a bad CRC, a record whose fields
+do not add up, a codec this machine lacks) still raises, and the partition stops as
 before.
 """
 
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 from aiokafka.codec import gzip_decode, lz4_decode, snappy_decode, zstd_decode
 from aiokafka.errors import CorruptRecordException
+from aiokafka.record.util import calc_crc32c
 
 # Record batch v2: baseOffset int64, batchLength int32, partitionLeaderEpoch int32,
 # magic int8, crc uint32, attributes int16, lastOffsetDelta int32, baseTimestamp int64,
@@ -33,17 +40,11 @@ _HEAD = struct.Struct(">qiibIhiqqqhii")
 _LENGTH = struct.Struct(">i")
 _LENGTH_AT = 8  # batchLength: the bytes after it (the first 12 are offset and length)
 _MAGIC_AT = 16
+_CRC_FROM = 21  # the CRC covers the batch from its attributes on
 _CODEC_MASK = 0x07
 _LOG_APPEND_TIME = 0x08
+_CONTROL = 0x20
 _DECODERS = {1: gzip_decode, 2: snappy_decode, 3: lz4_decode, 4: zstd_decode}
-
-
-def is_header_name_error(exc: BaseException) -> bool:
-    """Whether aiokafka's decoder failed on text that is not UTF-8: the compiled decoder
-    raises ``UnicodeDecodeError``, the pure-Python one wraps it. A header name is the
-    only text in a record batch."""
-    return isinstance(exc, UnicodeDecodeError) or isinstance(
-        exc.__cause__, UnicodeDecodeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,8 @@ def records_after(fetched: bytes | memoryview, offset: int) -> tuple[list[Lenien
             head = _HEAD.unpack_from(data, pos)
             base, last_delta = head[0], head[6]
             if base + last_delta + 1 > offset:
+                if calc_crc32c(data[pos + _CRC_FROM:end].tobytes()) != head[4]:
+                    raise CorruptRecordException(f"record batch at {base}: invalid CRC")
                 return _batch_records(head, data[pos + _HEAD.size:end], offset), \
                     base + last_delta + 1
         pos = end
@@ -82,6 +85,8 @@ def records_after(fetched: bytes | memoryview, offset: int) -> tuple[list[Lenien
 def _batch_records(head: tuple[int, ...], body: memoryview,
                    offset: int) -> list[LenientRecord]:
     base, attributes, first_ts, max_ts, count = head[0], head[5], head[7], head[8], head[12]
+    if attributes & _CONTROL:  # a transaction's marker: the broker's, never data
+        raise CorruptRecordException(f"control batch at {base}")
     codec = attributes & _CODEC_MASK
     if codec:
         decoder = _DECODERS.get(codec)
@@ -98,7 +103,7 @@ def _batch_records(head: tuple[int, ...], body: memoryview,
         for _ in range(count):
             length, pos = decode_varint(buf, pos)
             end = pos + length
-            pos += 1  # the record's attributes (unused by the format so far)
+            pos += 1  # the record's attributes: one byte, unused by the format so far
             ts_delta, pos = decode_varint(buf, pos)
             offset_delta, pos = decode_varint(buf, pos)
             key, pos = _nullable_bytes(buf, pos)

@@ -14,20 +14,22 @@ before the first that cannot, stops there (its position) and is paused, and the 
 kept (partition -> (offset, reason)) until :meth:`Undecodable.take`; the others keep
 flowing. Where it stops depends on where the decoder fails: a batch it cannot read at
 all (its codec, its CRC) at the batch's first offset; a record it fails on (aiokafka
-decodes a batch's records one at a time, header names strictly as UTF-8) at that
-record, the records before it in its batch handed over. A paused partition is fetched
-again only when resumed (a rebalance resumes what it assigns: the halt is then found,
-and reported, again).
+decodes a batch's records one at a time) at that record, the records before it in its
+batch handed over. A paused partition is fetched again only when resumed (a rebalance
+resumes what it assigns: the halt is then found, and reported, again).
 
-One failure is not a halt: a header name that is not UTF-8 (in a batch whose CRC holds)
-is read as Kafka's Java consumer reads it (kstate/bridge/header_names.py). That needs
-the fetched bytes, which aiokafka's compiled ``MemoryRecords`` keeps to itself, so the
-fetcher module's ``MemoryRecords`` is replaced by :class:`KeptRecords`, the same object
-with the bytes beside it.
+What Kafka's Java consumer reads is not a halt: aiokafka's decoder is stricter than it
+in two places (a header name that is not UTF-8, a record attributes byte from 0x80 on),
+so once it fails the batch is read again as the Java consumer reads it
+(kstate/bridge/header_names.py, CRC checked), and only what that refuses too halts.
+That needs the fetched bytes, which aiokafka's compiled ``MemoryRecords`` keeps to
+itself, so the fetcher module's ``MemoryRecords`` is replaced by :class:`KeptRecords`,
+the same object with the bytes beside it.
 
 This leans on aiokafka's fetcher internals (``_records``, ``FetchResult``); pyproject.toml
 pins aiokafka below 0.15, and tests/integration/test_undecodable.py (a codec missing) and
-test_other_producers.py (franz-go's header names) exercise it against a real broker.
+test_other_producers.py (franz-go's header names, a raw record attributes byte) exercise
+it against a real broker.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from aiokafka.consumer import fetcher as fetcher_module
 from aiokafka.consumer.fetcher import FetchResult
 from aiokafka.record.memory_records import MemoryRecords
 
-from kstate.bridge.header_names import is_header_name_error, records_after
+from kstate.bridge.header_names import records_after
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,9 @@ fetcher_module.MemoryRecords = KeptRecords
 def _getall(result: Any, max_records: int | None) -> tuple[list[Any], Halt | None]:
     """``FetchResult.getall``, except that what cannot be decoded ends the drain with
     the records before it and the halt (the offset of the first record not handed over:
-    the batch's first, or the record the decoder failed on; why). A header name that is
-    not UTF-8 is not a halt: that batch's records from the failed one on are read by
-    :func:`records_after` and handed over like aiokafka's, at most ``max_records`` a
+    the batch's first, or the record the decoder failed on; why). What Kafka's Java
+    consumer reads is not a halt: that batch's records from the failed one on are read
+    by :func:`records_after` and handed over like aiokafka's, at most ``max_records`` a
     drain, then the fetch's later batches by aiokafka again."""
     tp = result._topic_partition
     if not result.check_assignment(tp) or not result.has_more():
@@ -97,7 +99,7 @@ def _getall(result: Any, max_records: int | None) -> tuple[list[Any], Halt | Non
                     result._update_position()
                     return out, None
         except Exception as exc:  # whatever the decoder raised: reported as the halt's reason
-            read_on = _read_leniently(records, exc)
+            read_on = _read_leniently(records)
             if read_on is not None:
                 records._records_iterator = read_on
                 continue
@@ -109,15 +111,16 @@ def _getall(result: Any, max_records: int | None) -> tuple[list[Any], Halt | Non
         return out, None
 
 
-def _read_leniently(records: Any, exc: BaseException) -> Iterator[Any] | None:
+def _read_leniently(records: Any) -> Iterator[Any] | None:
     """What aiokafka's ``PartitionRecords`` (``records``) would have yielded from the
-    record its decoder raised ``exc`` on, if that is a header name that is not UTF-8
-    in a batch that otherwise parses: that batch's records read by
-    :func:`records_after`, then the fetch's later batches by aiokafka's own loop (its
-    fetched bytes are past the batch already), each moving the fetch position as
-    aiokafka does. None otherwise (the halt stands)."""
+    record its decoder failed on, had it read the batch as Kafka's Java consumer does,
+    if the Java consumer reads it (a header name that is not UTF-8, a record attributes
+    byte from 0x80 on): that batch's records read by :func:`records_after`, then the
+    fetch's later batches by aiokafka's own loop (its fetched bytes are past the batch
+    already), each moving the fetch position as aiokafka does. None when the Java
+    consumer refuses the batch too (the halt stands)."""
     fetched = getattr(records._records, "fetched", None)
-    if fetched is None or not is_header_name_error(exc):
+    if fetched is None:
         return None
     try:
         rest, after = records_after(fetched, records.next_fetch_offset)

@@ -2,8 +2,9 @@
 franz-go with the seed app's defaults), against a real broker: every codec, 0-byte and
 null deletes, records kstate cannot use (null and past-int64 header values too, an
 owner-epoch marker no claim could go above), a record in the wrong partition, an
-aborted transaction next to committed ones, and a franz-go burst (header names that are
-not UTF-8 in it) followed by 0-byte deletes.
+aborted transaction next to committed ones, a franz-go burst (header names that are
+not UTF-8 in it) followed by 0-byte deletes, and a batch written with Kafka's protocol
+itself whose record attributes byte (unused by the format) aiokafka cannot read.
 
 A node that is live while they arrive and a node that replays the topic afterwards both
 serve exactly the committed, non-deleted users (every key read back over HTTP), report
@@ -14,17 +15,24 @@ fails these tests (tools/producers raises ToolError); nothing skips."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import struct
 
 import httpx
 import orjson
 import pytest
 import trio
+from aiokafka import AIOKafkaClient, TopicPartition
+from aiokafka.errors import CorruptRecordException
+from aiokafka.protocol.produce import ProduceRequest
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from kstate.core.partitioner import partition_for
 from tools.procs import Node, wait_ready
-from tools.producers.run import Codec, franz_produce, java_audit, java_produce
+from tools.producers.run import Codec, franz_produce, java_audit, java_consume, java_produce
 
 PARTITIONS = 4
 CODECS: list[Codec] = ["gzip", "snappy", "lz4", "zstd"]
@@ -234,3 +242,100 @@ async def test_a_foreign_marker_at_the_top_of_int64_leaves_its_partition_writabl
     assert r.status_code == 201, r.text
     ready = (await client.get(f"{node.base}/readyz")).json()
     assert ready["partitions"]["0"]["unusable"] == {"malformed kstate header": 1}
+
+
+def _varint(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+
+
+def batch_with_attributes(users: list[str], index: int, attributes: int) -> bytes:
+    """A record batch (v2, uncompressed) of ``users`` whose record ``index`` has the
+    record attributes byte ``attributes``, its CRC valid: what a producer that writes
+    Kafka's record format itself may send (the format does not use the byte)."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                        batch_size=1 << 20)
+    for i, mail in enumerate(users):
+        builder.append(i, timestamp=None, key=mail.encode(), value=user(mail, "A"),
+                       headers=[])
+    raw = bytearray(builder.build())
+    pos = 61  # a v2 batch's header; then each record: its length, its attributes, ...
+    for _ in range(index):
+        length, pos = _varint(raw, pos)
+        pos += length
+    _, pos = _varint(raw, pos)
+    raw[pos] = attributes
+    struct.pack_into(">I", raw, 17, calc_crc32c(bytes(raw[21:])))  # the CRC, of what follows
+    return bytes(raw)
+
+
+def raw_produce(bootstrap: str, topic: str, partition: int, batch: bytes) -> None:
+    """Send ``batch`` as it is in a Produce request (acks all), as a producer that writes
+    Kafka's protocol itself does; no client library rewrites it."""
+
+    async def send() -> None:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap)
+        await client.bootstrap()
+        try:
+            await client.force_metadata_update()
+            leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+            resp = await client.send(leader, ProduceRequest(None, -1, 30_000,
+                                                            [(topic, [(partition, batch)])]))
+            ((_, ((_, error, *_),)),) = resp.topics
+            assert error == 0, resp
+        finally:
+            await client.close()
+
+    asyncio.run(send())
+
+
+async def test_a_record_attributes_byte_the_format_leaves_unused_is_read_as_java_reads_it(
+        make_node, client, kafka_bootstrap, names):
+    """Kafka's record format has an int8 of record attributes that it does not use; the
+    broker takes any value and Kafka's Java consumer ignores it. aiokafka reads a varint
+    there, so from 0x80 on it read the rest of the record shifted and its partition
+    stopped for good (503 partition_undecodable). A batch of three users whose middle
+    record has 0x80 there: a node live while it lands, its standby copy, its feed from
+    the beginning, and a node that replays it afterwards read all three."""
+    topic = names["topic"]
+    live = make_node(KSTATE_PARTITIONS=str(PARTITIONS), KSTATE_STANDBY="true")
+    await wait_ready(client, live)
+    mails = [m for i in range(200)
+             if partition_for((m := email("attr", i)).encode(), PARTITIONS) == 0][:3]
+    model = Model()
+    for mail in mails:
+        model.put(mail, "A")
+    batch = batch_with_attributes(mails, 1, 0x80)
+    with pytest.raises(CorruptRecordException):  # aiokafka's own decoder refuses it
+        list(DefaultRecordBatch(batch))
+    await trio.to_thread.run_sync(raw_produce, kafka_bootstrap, topic, 0, batch)
+    consumed = [c for c in await java_consume(kafka_bootstrap, topic) if c.partition == 0]
+    assert [(c.key, c.value) for c in consumed if c.key in {m.encode() for m in mails}] == [
+        (m.encode(), user(m, "A")) for m in mails]  # Kafka's Java consumer reads them
+
+    await check_served(client, live, model)
+    with trio.fail_after(30):
+        while True:
+            ready = (await client.get(f"{live.base}/readyz")).json()
+            if ready["standby"]["caught_up"]:
+                break
+            await trio.sleep(0.2)
+    assert ready["halted"] == {}
+    assert ready["standby"]["halted"] == {}
+    base = live.base.replace("http://", "ws://")
+    async with open_websocket_url(f"{base}/changes?from=beginning") as feed:
+        assert orjson.loads(await feed.get_message())["type"] == "hello"
+        assert await read_feed(feed, model) == {m: orjson.loads(v)
+                                                for m, v in model.users.items()}
+    live.stop_now()
+    replay = make_node(KSTATE_PARTITIONS=str(PARTITIONS))
+    ready = await wait_ready(client, replay, timeout=60)
+    assert ready["halted"] == {}
+    await check_served(client, replay, model, within=10)

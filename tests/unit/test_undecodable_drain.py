@@ -2,9 +2,10 @@
 ``_getall``), with aiokafka's own decoder over real record batches: a batch it cannot
 read at all (a bad CRC) stops the partition at the batch's first offset; a record the
 decoder fails on (in a batch whose CRC holds) stops it at that record, the records
-before it in its batch handed over. A header name that is not UTF-8 is not such a
-failure: the record is read as Kafka's Java consumer reads it (each bad sequence
-U+FFFD, kstate/bridge/header_names.py), compressed or not, and the partition goes on.
+before it in its batch handed over. What Kafka's Java consumer reads is not such a
+failure (a header name that is not UTF-8: each bad sequence U+FFFD; a record attributes
+byte from 0x80 on): the batch is read as the Java consumer reads it
+(kstate/bridge/header_names.py), compressed or not, and the partition goes on.
 README ("Operating") and docs/design.md say so."""
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
+from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 
+from kstate.bridge.header_names import records_after
 from kstate.bridge.undecodable import KeptRecords, _getall
 
 TP = TopicPartition("t", 0)
@@ -205,3 +208,44 @@ def test_a_broken_batch_after_one_read_leniently_stops_the_partition_at_its_firs
     assert halt[0] == 6
     assert "CorruptRecord" in halt[1]
     assert position == 6
+
+
+@pytest.mark.parametrize("codec", [0, 4])
+def test_a_record_attributes_byte_kafka_leaves_unused_is_read_as_the_java_consumer_reads_it(
+        codec):
+    # Kafka's record format has an int8 of record attributes, unused: the broker takes
+    # any value, Kafka's Java consumer reads one byte and ignores it, aiokafka reads a
+    # varint and, from 0x80 on, the rest of the record shifted (CorruptRecordException).
+    # Record 3 (in a batch of 2-4) has 0x80 there: every record is handed over.
+    raw = (batch(0, 2)
+           + batch(2, 3, rename=(b"\x00\x00\x02\x04k3", b"\x80\x00\x02\x04k3"), codec=codec)
+           + batch(5, 1))
+    got, halt, position = drain_records(raw)
+    assert halt is None
+    assert [(r.offset, r.key, r.value) for r in got] == [(i, b"k%d" % i, b"v") for i in range(6)]
+    assert position == 6
+
+
+def test_a_batch_whose_crc_fails_is_not_read_as_the_java_consumer_reads_it_either():
+    # its records parse, but a value byte is not what the producer sent (the CRC says
+    # so): no reading hands it over, the partition stops at the batch
+    raw = bytearray(batch(0, 2) + batch(2, 3))
+    assert raw[-2:] == b"v\x00"  # the last record's value, then its header count
+    raw[-2] = ord("w")
+    offsets, halt, position = drain(bytes(raw))
+    assert offsets == [0, 1]
+    assert halt is not None
+    assert halt[0] == 2
+    assert "CRC" in halt[1]
+    assert position == 2
+
+
+def test_a_control_batch_is_never_read_as_records():
+    # a transaction's marker is the broker's; were aiokafka's decoder to fail on one,
+    # reading it as the Java consumer reads batches must not hand its record over as data
+    raw = bytearray(batch(2, 1))
+    attributes_at = struct.calcsize(">qiibI")
+    struct.pack_into(">h", raw, attributes_at, 0x30)  # transactional, control
+    struct.pack_into(">I", raw, CRC_AT, calc_crc32c(bytes(raw[CRC_FROM:])))
+    with pytest.raises(CorruptRecordException):
+        records_after(bytes(raw), 2)
