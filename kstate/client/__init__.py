@@ -49,6 +49,10 @@ up to 2 s a forwarding node may wait for a newer routing table first): a
 shorter one turns answers the node would give into ``outcome_unknown``, or into a
 second copy of an unconditional write while the first is still pending.
 
+``refresh_timeout`` (default 2 s) bounds each ``/groupinfo`` a refresh asks: a node
+answers it from memory, so one that takes longer is stuck (stopped, paused) and the
+next node is asked; requests that need the table wait for the refresh meanwhile.
+
 HTTPS: ``KstateClient(seeds, tls=ssl_context)`` talks to nodes that have a
 ``tls_certfile``, verifying them with the context.
 """

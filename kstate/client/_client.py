@@ -84,18 +84,22 @@ class KstateClient:
     def __init__(self, seeds: Iterable[str], *, timeout: float = 25.0, retries: int = 5,
                  max_retry_after: float = 2.0, max_table_age: float = 5.0,
                  down_for: float = 1.0, max_connections: int = 100,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 refresh_timeout: float = 2.0, tls: ssl.SSLContext | None = None) -> None:
         self._seeds = list(dict.fromkeys(normalize_url(s) for s in seeds))
         if not self._seeds:
             raise ValueError("at least one seed is required")
-        if retries < 0 or timeout <= 0 or max_retry_after < 0 or max_table_age <= 0:
-            raise ValueError("retries >= 0, timeout > 0, max_retry_after >= 0 and "
-                             "max_table_age > 0 are required")
+        if (retries < 0 or timeout <= 0 or max_retry_after < 0 or max_table_age <= 0
+                or refresh_timeout <= 0):
+            raise ValueError("retries >= 0, timeout > 0, max_retry_after >= 0, "
+                             "max_table_age > 0 and refresh_timeout > 0 are required")
         self._retries = retries
         self._timeout = timeout
         self._max_retry_after = max_retry_after
         self._max_table_age = max_table_age
         self._down_for = down_for
+        # /groupinfo is answered from memory: a node that takes longer is stuck, and
+        # every request that needs the table waits behind the refresh (its lock).
+        self._refresh_timeout = httpx.Timeout(min(refresh_timeout, timeout))
         self._scheme = "http" if tls is None else "https"
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
@@ -215,7 +219,8 @@ class KstateClient:
             errors: list[str] = []
             for url in nodes:
                 try:
-                    r = await self._http.get(f"{self._scheme}://{url}{GROUPINFO_ROUTE}")
+                    r = await self._http.get(f"{self._scheme}://{url}{GROUPINFO_ROUTE}",
+                                             timeout=self._refresh_timeout)
                     gen = int(r.headers.get(GENERATION_HEADER, "-1"))
                     if r.status_code != 200:
                         raise ValueError(f"status {r.status_code}")

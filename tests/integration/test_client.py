@@ -215,3 +215,36 @@ async def test_keeps_answering_while_a_stopped_nodes_partitions_move(make_node, 
     assert during.retries > 0  # the victim refused or vanished at least once
     assert delta(after, before, "forwards") == {n.url: 0 for n in survivors}
     assert sum(delta(after, before, "local_reads").values()) == len(emails)
+
+
+async def test_a_stalled_node_does_not_hold_up_the_routing_table(make_node, client):
+    """A node that takes connections and answers nothing (SIGSTOP: a stuck process,
+    a paused VM) must not hold up requests for the other nodes' keys. The client asks
+    ``/groupinfo`` of the known nodes in random order when its table ages; a node that
+    does not answer is given ``refresh_timeout`` (a /groupinfo answer is made from
+    memory), not the request ``timeout`` meant for a write, then the next node is asked.
+    Twelve refreshes: each asks the stalled node first half the time."""
+    nodes = [make_node(KSTATE_SESSION_TIMEOUT_MS="45000") for _ in range(2)]
+    for n in nodes:
+        await wait_ready(client, n)
+    await wait_stable(client, nodes, PARTITIONS)
+    a, b = nodes
+    async with KstateClient([a.base, b.base], timeout=120, max_table_age=0.05) as kc:
+        table = kc.table()
+        assert table is not None
+        key = next(e for e in (f"stall{i}@client.example" for i in range(100))
+                   if owner_of(table, e) == a.url)
+        await kc.put(key, "on A")
+        before = kc.statistics()
+        b.signal(signal.SIGSTOP)
+        try:
+            # Far below the request timeout, far above what twelve refreshes take when
+            # each waits at most refresh_timeout for the stalled node.
+            with trio.fail_after(60):
+                for _ in range(12):
+                    await trio.sleep(0.1)  # older than max_table_age: the GET refreshes
+                    assert await kc.get(key) == {"name": "on A", "email": key}
+        finally:
+            b.signal(signal.SIGCONT)
+        after = kc.statistics()
+    assert after.refreshes - before.refreshes >= 12
