@@ -25,7 +25,7 @@ an answer is correct but cannot be told from a direct one; the table is therefor
 refreshed when it is older than ``max_table_age`` seconds (by the next request, one
 ``/groupinfo`` per period; concurrent requests keep using the current table meanwhile).
 
-Usable from trio or asyncio (httpx and anyio inside); one instance is safe to share
+Usable from trio or asyncio (httpcore and anyio inside); one instance is safe to share
 between concurrent tasks. Keep-alive connections are pooled per node.
 
 Retrying a write: PUT and DELETE without ``If-Match`` are retried after any transport

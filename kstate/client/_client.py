@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 
 from kstate.client._errors import (
@@ -21,11 +20,15 @@ from kstate.client._errors import (
     error_of,
     retry_after_of,
 )
+from kstate.client._http import NOT_SENT, TRANSPORT_ERRORS, Answer, Http, timeouts
 from kstate.client._table import Table, normalize_url
 from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE, user_path
 
-# Transport errors after which the request certainly did not reach the node.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_GROUPINFO = GROUPINFO_ROUTE.encode()
+_ACCEPT = (b"accept", b"application/json")
+_JSON_BODY = (b"content-type", b"application/json")
+# A /groupinfo that cannot be used: no answer, or not a routing table.
+_REFRESH_ERRORS: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, ValueError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ class _Counters:
     transport_errors: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempt:
     target: str
     direct: bool
@@ -97,15 +100,11 @@ class KstateClient:
         self._max_retry_after = max_retry_after
         self._max_table_age = max_table_age
         self._down_for = down_for
+        self._timeouts = timeouts(timeout)
         # /groupinfo is answered from memory: a node that takes longer is stuck, and
         # every request that needs the table waits behind the refresh (its lock).
-        self._refresh_timeout = httpx.Timeout(min(refresh_timeout, timeout))
-        self._scheme = "http" if tls is None else "https"
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(2.0, timeout)),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
-            follow_redirects=False, trust_env=False, verify=tls or True)
+        self._refresh_timeouts = timeouts(min(refresh_timeout, timeout))
+        self._http = Http(tls=tls, max_connections=max_connections)
         self._table: Table | None = None
         self._version = 0  # bumped by every refresh that answered
         self._refreshing = anyio.Lock()
@@ -143,13 +142,13 @@ class KstateClient:
 
     async def get_versioned(self, email: str) -> Versioned | None:
         r = await self._request("GET", email)
-        if r.status_code == 404:
+        if r.status == 404:
             return None
-        if r.status_code != 200:
+        if r.status != 200:
             raise error_of(r)
         doc = orjson.loads(r.content)
         if not isinstance(doc, dict):
-            raise KstateError(r.status_code, "invalid_answer", "the value is not an object")
+            raise KstateError(r.status, "invalid_answer", "the value is not an object")
         return Versioned(doc, str(r.headers.get("etag", "")))
 
     async def put(self, email: str, name: str, if_match: str | None = None) -> str:
@@ -159,7 +158,7 @@ class KstateClient:
         key = email.strip()
         body = orjson.dumps({"name": name, "email": key})
         r = await self._request("PUT", key, body, if_match)
-        if r.status_code not in (200, 201):
+        if r.status not in (200, 201):
             raise error_of(r)
         return str(r.headers.get("etag", ""))
 
@@ -167,7 +166,7 @@ class KstateClient:
         """Delete the user (idempotent); returns the tombstone's version when the node
         gave one. With ``if_match``: :class:`PreconditionFailed` on another version."""
         r = await self._request("DELETE", email, None, if_match)
-        if r.status_code not in (200, 204):
+        if r.status not in (200, 204):
             raise error_of(r)
         tag = r.headers.get("etag")
         return None if tag is None else str(tag)
@@ -219,14 +218,14 @@ class KstateClient:
             errors: list[str] = []
             for url in nodes:
                 try:
-                    r = await self._http.get(f"{self._scheme}://{url}{GROUPINFO_ROUTE}",
-                                             timeout=self._refresh_timeout)
+                    r = await self._http.request(b"GET", url, _GROUPINFO, [_ACCEPT], None,
+                                                 self._refresh_timeouts)
                     gen = int(r.headers.get(GENERATION_HEADER, "-1"))
-                    if r.status_code != 200:
-                        raise ValueError(f"status {r.status_code}")
+                    if r.status != 200:
+                        raise ValueError(f"status {r.status}")
                     got = Table.parse(orjson.loads(r.content), gen, url)
-                except (httpx.HTTPError, ValueError, orjson.JSONDecodeError) as exc:
-                    if isinstance(exc, httpx.TransportError):
+                except _REFRESH_ERRORS as exc:
+                    if isinstance(exc, TRANSPORT_ERRORS):
                         self._down[url] = time.monotonic() + self._down_for
                     errors.append(f"{url}: {type(exc).__name__}: {exc}"[:200])
                     continue
@@ -262,18 +261,19 @@ class KstateClient:
     # -- one call, with retries --------------------------------------------------
 
     async def _request(self, method: str, email: str, body: bytes | None = None,
-                       if_match: str | None = None) -> httpx.Response:
+                       if_match: str | None = None) -> Answer:
         key = email.strip()
         key_bytes = key.encode()
-        path = user_path(key)
-        headers = {"accept": "application/json"}
+        target = user_path(key).encode("ascii")  # percent-encoded: ASCII
+        verb = method.encode("ascii")
+        headers = [_ACCEPT]
         if body is not None:
-            headers["content-type"] = "application/json"
+            headers.append(_JSON_BODY)
         if if_match is not None:
-            headers["if-match"] = if_match
+            headers.append((b"if-match", if_match.encode("latin-1")))
         self._n.requests += 1
         avoid: str | None = None
-        last: KstateError = Unavailable(0, "no_node", "no attempt was made")
+        last: KstateError | None = None
         # An earlier attempt of a write that may have been applied: if no later one
         # succeeds, the outcome is unknown, whatever the last refusal says.
         unsure: str | None = None
@@ -293,9 +293,9 @@ class KstateClient:
             else:
                 self._n.fallbacks += 1
             try:
-                r = await self._http.request(method, f"{self._scheme}://{go.target}{path}",
-                                             headers=headers, content=body)
-            except httpx.TransportError as exc:
+                r = await self._http.request(verb, go.target, target, headers, body,
+                                             self._timeouts)
+            except TRANSPORT_ERRORS as exc:
                 self._n.transport_errors += 1
                 self._down[go.target] = time.monotonic() + self._down_for
                 if method != "GET" and if_match is not None and not isinstance(exc,
@@ -313,7 +313,7 @@ class KstateClient:
                 await anyio.sleep(self._backoff(attempt))
                 continue
             self._down.pop(go.target, None)
-            if (r.status_code == 503 and method != "GET"
+            if (r.status == 503 and method != "GET"
                     and error_of(r).code not in NOT_APPLIED_CODES):
                 # The owner produced (or may have) and could not confirm, or the code
                 # promises nothing: with If-Match a retry could answer 412 to this very
@@ -322,7 +322,7 @@ class KstateClient:
                     raise Unavailable(503, "outcome_unknown",
                                       f"{method} to {go.target}: {error_of(r).message}")
                 unsure = str(error_of(r))
-            if r.status_code == 503 or r.status_code == 421 or 300 <= r.status_code < 400:
+            if r.status == 503 or r.status == 421 or 300 <= r.status < 400:
                 self._n.refused += 1
                 last = error_of(r)
                 avoid = go.target
@@ -334,6 +334,8 @@ class KstateClient:
             if attempt == 0 and go.direct:
                 self._n.direct_hits += 1
             return r
+        if last is None:
+            last = Unavailable(0, "no_node", "no attempt was made")
         if unsure is not None:
             raise Unavailable(last.status, "outcome_unknown",
                               f"{method} was not confirmed and may have been applied "

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 
-import httpx
 import orjson
+
+from kstate.client._http import Answer
 
 # 503 codes after which a write may still have been applied: the owner's
 # (actors/writer.py: not confirmed in time, Kafka's error, or the partition moved before
@@ -51,7 +52,7 @@ class Unavailable(KstateError):
         self.retry_after = retry_after
 
 
-def error_of(r: httpx.Response) -> KstateError:
+def error_of(r: Answer) -> KstateError:
     try:
         doc = orjson.loads(r.content)
     except orjson.JSONDecodeError:
@@ -59,15 +60,15 @@ def error_of(r: httpx.Response) -> KstateError:
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
         code, message = doc["error"], str(doc.get("message", ""))
     else:
-        code, message = f"http_{r.status_code}", r.text[:200]
-    if r.status_code == 412:
+        code, message = f"http_{r.status}", r.text[:200]
+    if r.status == 412:
         return PreconditionFailed(412, code, message)
-    if r.status_code == 503:
+    if r.status == 503:
         return Unavailable(503, code, message, retry_after_of(r))
-    return KstateError(r.status_code, code, message)
+    return KstateError(r.status, code, message)
 
 
-def retry_after_of(r: httpx.Response) -> float | None:
+def retry_after_of(r: Answer) -> float | None:
     raw = r.headers.get("retry-after")
     try:
         secs = float(raw) if raw is not None else None
