@@ -26,7 +26,11 @@ refreshed when it is older than ``max_table_age`` seconds (by the next request, 
 ``/groupinfo`` per period; concurrent requests keep using the current table meanwhile).
 
 Usable from trio or asyncio (httpcore and anyio inside); one instance is safe to share
-between concurrent tasks. Keep-alive connections are pooled per node.
+between concurrent tasks. Keep-alive connections are pooled per node, at most
+``max_connections`` (default 100) to each: a node that stops answering holds only its
+own until ``timeout``, and requests for the other nodes' keys go on. Pools exist for
+the nodes known (the table's members and the seeds) and for a node that left while
+requests to it are under way.
 
 Retrying a write: PUT and DELETE without ``If-Match`` are retried after any transport
 error (writing the same value twice leaves the same state). With ``If-Match``, a write

@@ -245,6 +245,7 @@ class KstateClient:
             self._n.refreshes += 1
             self._table = best
             self._version += 1
+            await self._http.keep_only(set(self._nodes()))
             return best
 
     async def _maybe_refresh(self) -> None:

@@ -1,11 +1,11 @@
-"""The client's HTTP/1.1 exchanges with the nodes, on httpcore's keep-alive pool.
+"""The client's HTTP/1.1 exchanges with the nodes, on httpcore's keep-alive pools.
 
 httpcore rather than httpx's ``AsyncClient`` on top of it: the client builds each
 request from parts it already has (the node's ``host:port``, the percent-encoded path)
 and reads three headers of the answer, so httpx's URL parsing, header and cookie
 merging, cookie jar, auth and redirect flows, and response models were most of the
 client's own CPU per request (docs/design.md, "Performance"). What stays is what the
-client relies on: the pool and its limits, the timeouts, TLS, and httpcore's errors,
+client relies on: the pools and their limits, the timeouts, TLS, and httpcore's errors,
 which tell a request that never left (``NOT_SENT``) from one that may have arrived.
 """
 
@@ -25,8 +25,6 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
 NOT_SENT: tuple[type[Exception], ...] = (
     httpcore.ConnectError, httpcore.ConnectTimeout, httpcore.PoolTimeout)
 
-_MAX_ORIGINS = 1024  # parsed node addresses kept (a cluster has far fewer)
-
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -41,11 +39,15 @@ class Answer:
         return self.content.decode("utf-8", "replace")
 
 
-@dataclass(frozen=True, slots=True)
-class _Origin:
+@dataclass(slots=True)
+class _Node:
+    """One node's address and keep-alive pool, and the requests under way there."""
+
     host_header: bytes
     host: bytes
     port: int
+    pool: httpcore.AsyncConnectionPool
+    busy: int = 0
 
 
 def timeouts(timeout: float) -> dict[str, float]:
@@ -56,43 +58,59 @@ def timeouts(timeout: float) -> dict[str, float]:
 
 
 class Http:
-    """Keep-alive connections to the nodes, at most ``max_connections`` in all."""
+    """Keep-alive connections, a pool per node of at most ``max_connections``: a node
+    that stops answering holds its own connections until the request timeout, never
+    the ones the other nodes' requests need."""
 
     def __init__(self, *, tls: ssl.SSLContext | None, max_connections: int) -> None:
+        self._tls = tls
         self._scheme = b"http" if tls is None else b"https"
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=tls, max_connections=max_connections,
-            max_keepalive_connections=max_connections, keepalive_expiry=5.0)
-        self._origins: dict[str, _Origin] = {}
+        self._max = max_connections
+        self._nodes: dict[str, _Node] = {}
 
-    def _origin(self, node: str) -> _Origin:
-        origin = self._origins.get(node)
-        if origin is None:
+    def _node(self, node: str) -> _Node:
+        found = self._nodes.get(node)
+        if found is None:
             parts = urllib.parse.urlsplit(f"//{node}")
-            default = 80 if self._scheme == b"http" else 443
-            origin = _Origin(node.encode("idna"), (parts.hostname or "").encode("idna"),
-                             parts.port or default)
-            if len(self._origins) >= _MAX_ORIGINS:
-                self._origins.clear()
-            self._origins[node] = origin
-        return origin
+            found = _Node(
+                node.encode("idna"), (parts.hostname or "").encode("idna"),
+                parts.port or (80 if self._scheme == b"http" else 443),
+                httpcore.AsyncConnectionPool(
+                    ssl_context=self._tls, max_connections=self._max,
+                    max_keepalive_connections=self._max, keepalive_expiry=5.0))
+            self._nodes[node] = found
+        return found
 
     async def request(self, method: bytes, node: str, target: bytes,
                       headers: list[tuple[bytes, bytes]], body: bytes | None,
                       limits: dict[str, float]) -> Answer:
         """Send one request to ``node`` (``host:port``) and read its answer whole;
         raises one of ``TRANSPORT_ERRORS`` when no answer came."""
-        origin = self._origin(node)
-        head = [(b"host", origin.host_header), *headers]
+        to = self._node(node)
+        head = [(b"host", to.host_header), *headers]
         if body is not None:
             head.append((b"content-length", b"%d" % len(body)))
-        url = httpcore.URL(scheme=self._scheme, host=origin.host, port=origin.port,
-                           target=target)
-        r = await self._pool.request(method, url, headers=head, content=body,
-                                     extensions={"timeout": limits})
+        url = httpcore.URL(scheme=self._scheme, host=to.host, port=to.port, target=target)
+        to.busy += 1
+        try:
+            r = await to.pool.request(method, url, headers=head, content=body,
+                                      extensions={"timeout": limits})
+        finally:
+            to.busy -= 1
         return Answer(r.status,
                       {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in r.headers},
                       r.content)
 
+    async def keep_only(self, nodes: set[str]) -> None:
+        """Close the pools of nodes no longer known (left the cluster) once nothing is
+        under way there: the pools stay as many as the nodes known."""
+        for name, gone in list(self._nodes.items()):
+            if name not in nodes and gone.busy == 0:
+                del self._nodes[name]
+                await gone.pool.aclose()
+
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        pools = [n.pool for n in self._nodes.values()]
+        self._nodes.clear()
+        for pool in pools:
+            await pool.aclose()

@@ -248,3 +248,42 @@ async def test_a_stalled_node_does_not_hold_up_the_routing_table(make_node, clie
             b.signal(signal.SIGCONT)
         after = kc.statistics()
     assert after.refreshes - before.refreshes >= 12
+
+
+async def test_a_stalled_node_cannot_take_the_connections_of_the_others(make_node, client):
+    """Requests to a node that stopped answering (SIGSTOP) hold their connections
+    until the request timeout. They must not hold the connections to the other nodes:
+    ``max_connections`` bounds each node's pool, so a request for a live node's key is
+    answered at once by its owner while the stalled node has every connection it may
+    have. (With one pool for all nodes it waited for a free connection until the pool
+    timeout, then counted the live owner as down.)"""
+    nodes = [make_node(KSTATE_SESSION_TIMEOUT_MS="45000") for _ in range(2)]
+    for n in nodes:
+        await wait_ready(client, n)
+    await wait_stable(client, nodes, PARTITIONS)
+    a, b = nodes
+    emails = [f"pool{i}@client.example" for i in range(100)]
+    async with KstateClient([a.base, b.base], timeout=120, max_connections=2) as kc:
+        table = kc.table()
+        assert table is not None
+        on_a = next(e for e in emails if owner_of(table, e) == a.url)
+        on_b = [e for e in emails if owner_of(table, e) == b.url][:2]
+        for e in [on_a, *on_b]:
+            await kc.put(e, f"name of {e}")
+        b.signal(signal.SIGSTOP)
+        try:
+            async with trio.open_nursery() as nursery:
+                for e in on_b:  # each holds one of B's connections until B answers
+                    nursery.start_soon(kc.get, e)
+                await trio.sleep(1.0)
+                before = kc.statistics()
+                # Far below the request timeout the B requests wait out.
+                with trio.fail_after(30):
+                    got = await kc.get(on_a)
+                after = kc.statistics()
+                nursery.cancel_scope.cancel()
+        finally:
+            b.signal(signal.SIGCONT)
+    assert got == {"name": f"name of {on_a}", "email": on_a}
+    assert after.direct_hits - before.direct_hits == 1
+    assert after.transport_errors == before.transport_errors
