@@ -67,10 +67,13 @@ class Http:
         self._scheme = b"http" if tls is None else b"https"
         self._max = max_connections
         self._nodes: dict[str, _Node] = {}
+        self._closed = False
 
     def _node(self, node: str) -> _Node:
         found = self._nodes.get(node)
         if found is None:
+            if self._closed:  # a new pool now would never be closed
+                raise RuntimeError("the client is closed")
             parts = urllib.parse.urlsplit(f"//{node}")
             found = _Node(
                 node.encode("idna"), (parts.hostname or "").encode("idna"),
@@ -110,6 +113,7 @@ class Http:
                 await gone.pool.aclose()
 
     async def aclose(self) -> None:
+        self._closed = True
         pools = [n.pool for n in self._nodes.values()]
         self._nodes.clear()
         for pool in pools:
