@@ -55,7 +55,10 @@ second copy of an unconditional write while the first is still pending.
 
 ``refresh_timeout`` (default 2 s) bounds each ``/groupinfo`` a refresh asks: a node
 answers it from memory, so one that takes longer is stuck (stopped, paused) and the
-next node is asked; requests that need the table wait for the refresh meanwhile.
+next node is asked; requests that need the table wait for the refresh meanwhile. A
+``/groupinfo`` goes on a connection of its own, closed after the answer: a node serves
+it through hypercorn and keeps that connection there, so pooled, it would take every
+later request on it off the lean front.
 
 HTTPS: ``KstateClient(seeds, tls=ssl_context)`` talks to nodes that have a
 ``tls_certfile``, verifying them with the context.

@@ -27,6 +27,10 @@ from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE, user_path
 _GROUPINFO = GROUPINFO_ROUTE.encode()
 _ACCEPT = (b"accept", b"application/json")
 _JSON_BODY = (b"content-type", b"application/json")
+# A node answers /groupinfo through hypercorn and keeps that connection there: every
+# later request on it would take hypercorn's slower path instead of the lean front's.
+# So the connection of a refresh is closed after it, never pooled for user requests.
+_GROUPINFO_HEAD = [_ACCEPT, (b"connection", b"close")]
 # A /groupinfo that cannot be used: no answer, or not a routing table.
 _REFRESH_ERRORS: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, ValueError)
 
@@ -218,8 +222,8 @@ class KstateClient:
             errors: list[str] = []
             for url in nodes:
                 try:
-                    r = await self._http.request(b"GET", url, _GROUPINFO, [_ACCEPT], None,
-                                                 self._refresh_timeouts)
+                    r = await self._http.request(b"GET", url, _GROUPINFO, _GROUPINFO_HEAD,
+                                                 None, self._refresh_timeouts)
                     gen = int(r.headers.get(GENERATION_HEADER, "-1"))
                     if r.status != 200:
                         raise ValueError(f"status {r.status}")

@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from kstate.client import KstateClient, PreconditionFailed, Table, user_path
+from kstate.client._http import Answer, Http
 from tools.procs import Node, wait_ready, wait_stable
 
 PARTITIONS = 10
@@ -287,3 +288,40 @@ async def test_a_stalled_node_cannot_take_the_connections_of_the_others(make_nod
     assert got == {"name": f"name of {on_a}", "email": on_a}
     assert after.direct_hits - before.direct_hits == 1
     assert after.transport_errors == before.transport_errors
+
+
+async def test_requests_stay_on_the_lean_front_after_table_refreshes(make_node, client,
+                                                                      monkeypatch):
+    """A node answers ``/groupinfo`` through hypercorn, and a connection it handed to
+    hypercorn stays there: every later request on it, user routes too, takes that
+    slower path (its answers carry ``server: hypercorn-h11``; the lean front sends no
+    ``server`` header). The client's refreshes must not hand its pooled connections
+    over one by one: here every user request, between and after refreshes, is answered
+    by the lean front."""
+    nodes, _ = await cluster(make_node, client, 2)
+    answers: list[tuple[bytes, dict[str, str]]] = []
+    real = Http.request
+
+    async def spy(self: Http, method: bytes, node: str, target: bytes,
+                  *args: object) -> Answer:
+        got = await real(self, method, node, target, *args)  # type: ignore[arg-type]
+        answers.append((target, got.headers))
+        return got
+
+    monkeypatch.setattr(Http, "request", spy)
+    emails = [f"lean{i}@client.example" for i in range(20)]
+    async with KstateClient([n.base for n in nodes], max_table_age=0.05) as kc:
+        for e in emails:
+            await kc.put(e, f"name of {e}")
+        for _ in range(3):
+            await trio.sleep(0.1)  # older than max_table_age: the next request refreshes
+            for e in emails:
+                assert await kc.get(e) == {"name": f"name of {e}", "email": e}
+        refreshes = kc.statistics().refreshes
+    assert refreshes >= 4
+    groupinfo = [h for t, h in answers if t == b"/groupinfo"]
+    assert groupinfo
+    assert all(h.get("server") == "hypercorn-h11" for h in groupinfo)
+    users = [h for t, h in answers if t.startswith(b"/users/")]
+    assert len(users) == 4 * len(emails)
+    assert [h.get("server") for h in users] == [None] * len(users)
