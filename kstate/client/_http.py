@@ -4,9 +4,10 @@ httpcore rather than httpx's ``AsyncClient`` on top of it: the client builds eac
 request from parts it already has (the node's ``host:port``, the percent-encoded path)
 and reads three headers of the answer, so httpx's URL parsing, header and cookie
 merging, cookie jar, auth and redirect flows, and response models were most of the
-client's own CPU per request (docs/design.md, "Performance"). What stays is what the
-client relies on: the pools and their limits, the timeouts, TLS, and httpcore's errors,
-which tell a request that never left (``NOT_SENT``) from one that may have arrived.
+client's own CPU per request. What stays is what the client relies on: the pools and
+their limits, the timeouts, TLS, and httpcore's errors, which tell a request that never
+left (``NOT_SENT``) from one that may have arrived. One pool per node also keeps each
+pool small: httpcore looks through all of a pool's connections for every request.
 """
 
 from __future__ import annotations
