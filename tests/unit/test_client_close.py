@@ -1,11 +1,59 @@
-"""The routing-aware client (kstate/client) once closed stays closed: a request after
-``aclose()`` is refused rather than opening connections nothing would close."""
+"""The routing-aware client (kstate/client) gives its connections back: a node that
+left the routing table (and is no seed) has its pool closed once nothing is under way
+there, and once closed the client stays closed, over real sockets to fronts the test
+plays (web/http1)."""
 
 from __future__ import annotations
 
+from functools import partial
+
+import orjson
 import pytest
+import trio
 
 from kstate.client import KstateClient
+from kstate.core.wire import GENERATION_HEADER
+from web.http1 import Front, Request, Response, serve_front
+
+
+class Cluster:
+    """Fronts that answer the same routing table (``owner`` holds every partition)
+    and 200 to every user GET."""
+
+    def __init__(self) -> None:
+        self.owner = ""
+        self.generation = 1
+
+    async def handle(self, req: Request) -> Response:
+        if req.path == b"/groupinfo":
+            table = {f"t-{p}": self.owner for p in range(10)}
+            return Response(200, [(b"content-type", b"application/json"),
+                                  (GENERATION_HEADER.encode(), str(self.generation).encode())],
+                            orjson.dumps(table))
+        return Response(200, [(b"content-type", b"application/json")],
+                        orjson.dumps({"name": "N", "email": "a@b.c"}))
+
+
+async def test_the_pool_of_a_node_that_left_is_closed():
+    cluster = Cluster()
+    a, b = Front(handle=cluster.handle), Front(handle=cluster.handle)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        a_url = await nursery.start(partial(serve_front, a, "127.0.0.1:0",
+                                            shutdown_trigger=stop.wait))
+        b_url = await nursery.start(partial(serve_front, b, "127.0.0.1:0",
+                                            shutdown_trigger=stop.wait))
+        cluster.owner = a_url
+        async with KstateClient([b_url]) as kc:  # A is known from the table only
+            assert await kc.get("a@b.c") is not None
+            assert a.statistics().open_connections == 1  # kept alive in A's pool
+            cluster.owner, cluster.generation = b_url, 2  # A left the group
+            await kc.refresh()
+            with trio.fail_after(10):
+                while a.statistics().open_connections:
+                    await trio.sleep(0.01)  # the client closed it: the front sees EOF
+            assert await kc.get("a@b.c") is not None
+        stop.set()
 
 
 async def test_a_closed_client_refuses_requests():
