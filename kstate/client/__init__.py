@@ -45,7 +45,8 @@ a stopping node's ``shutting_down``) say it may have been, and a code the client
 know (a newer node's, a front proxy's 503 without kstate's JSON body) says nothing. A
 write without ``If-Match`` that gets no success within its retries, after any attempt
 that may have been applied, also raises ``outcome_unknown`` (whatever the last refusal
-was, e.g. ``key_busy`` behind its own earlier, unconfirmed attempt).
+was, e.g. ``key_busy`` behind its own earlier, unconfirmed attempt, or an answer it does
+not retry, such as a 408, which speaks only of the later attempt).
 
 ``timeout`` (per attempt, default 25 s) is above what a node may take to answer a
 write with the default settings (``owner_worst_case``: 18 s, kstate/settings.py, plus

@@ -31,6 +31,8 @@ _JSON_BODY = (b"content-type", b"application/json")
 # later request on it would take hypercorn's slower path instead of the lean front's.
 # So the connection of a refresh is closed after it, never pooled for user requests.
 _GROUPINFO_HEAD = [_ACCEPT, (b"connection", b"close")]
+# The answers that say a write took effect (put() and delete() return them).
+_DONE = {"PUT": (200, 201), "DELETE": (200, 204)}
 # A /groupinfo that cannot be used: no answer, or not a routing table.
 _REFRESH_ERRORS: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, ValueError)
 
@@ -336,6 +338,11 @@ class KstateClient:
                 if not self._moved(key_bytes, go, new):
                     await anyio.sleep(max(wait, self._backoff(attempt)))
                 continue
+            if unsure is not None and r.status not in _DONE[method]:
+                # Any answer but the write's success leaves the earlier attempt open.
+                raise Unavailable(r.status, "outcome_unknown",
+                                  f"{method} was not confirmed and may have been applied "
+                                  f"({unsure}); the last attempt: {error_of(r)}")
             if attempt == 0 and go.direct:
                 self._n.direct_hits += 1
             return r

@@ -15,13 +15,15 @@ from kstate.client import KstateClient, Unavailable
 from kstate.core.wire import GENERATION_HEADER, error_body
 from web.http1 import Front, Request, Response, serve_front
 
+Code = str | None | tuple[int, str]  # a 503's code, None, or (status, code)
+
 
 class FakeNode:
     """Owns every partition; answers every write 503 with ``code`` (the n-th write with
     ``codes[n]`` while there are some; None: a 503 without kstate's JSON body, as a
-    front proxy may send)."""
+    front proxy may send; (status, code): that status instead of 503)."""
 
-    def __init__(self, code: str | None, codes: tuple[str | None, ...] = ()) -> None:
+    def __init__(self, code: str | None, codes: tuple[Code, ...] = ()) -> None:
         self.code = code
         self.codes = list(codes)
         self.url = ""
@@ -36,12 +38,15 @@ class FakeNode:
         code = self.codes.pop(0) if self.codes else self.code
         if code is None:
             return Response(503, [(b"content-type", b"text/plain")], b"Service Unavailable")
+        if isinstance(code, tuple):
+            return Response(code[0], [(b"content-type", b"application/json")],
+                            error_body(code[1], "refused"))
         return Response(503, [(b"content-type", b"application/json"), (b"retry-after", b"1")],
                         error_body(code, "the owner did not answer"))
 
 
 async def writes_until_given_up(code: str | None, if_match: str | None,
-                                codes: tuple[str | None, ...] = ()) -> tuple[str, int]:
+                                codes: tuple[Code, ...] = ()) -> tuple[str, int]:
     node = FakeNode(code, codes)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -70,6 +75,15 @@ async def test_an_unconfirmed_attempt_is_not_forgotten_behind_later_refusals():
     the retries get key_busy): the write's outcome is unknown, not refused."""
     assert await writes_until_given_up("key_busy", None, ("write_timeout",)) == (
         "outcome_unknown", 3)
+
+
+async def test_an_unconfirmed_attempt_is_not_forgotten_behind_a_final_refusal():
+    """Nor behind a later answer the client does not retry: a 408 (the request arrived
+    too slowly, so nothing of it was written) says nothing of the first attempt, which
+    may still land."""
+    assert await writes_until_given_up("key_busy", None, ("write_timeout",
+                                                          (408, "request_timeout"))) == (
+        "outcome_unknown", 2)
 
 
 async def test_refusals_that_say_nothing_was_written_stay_what_they_are():
