@@ -21,7 +21,7 @@ resumes what it assigns: the halt is then found, and reported, again).
 What Kafka's Java consumer reads is not a halt: aiokafka's decoder is stricter than it
 in two places (a header name that is not UTF-8, a record attributes byte from 0x80 on),
 so once it fails the batch is read again as the Java consumer reads it
-(kstate/bridge/header_names.py, CRC checked), and only what that refuses too halts.
+(kstate/bridge/java_reading.py, CRC checked), and only what that refuses too halts.
 That needs the fetched bytes, which aiokafka's compiled ``MemoryRecords`` keeps to
 itself, so the fetcher module's ``MemoryRecords`` is replaced by :class:`KeptRecords`,
 the same object with the bytes beside it.
@@ -45,7 +45,7 @@ from aiokafka.consumer import fetcher as fetcher_module
 from aiokafka.consumer.fetcher import FetchResult
 from aiokafka.record.memory_records import MemoryRecords
 
-from kstate.bridge.header_names import records_after
+from kstate.bridge.java_reading import records_after
 
 log = logging.getLogger(__name__)
 

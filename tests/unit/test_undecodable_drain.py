@@ -5,7 +5,7 @@ decoder fails on (in a batch whose CRC holds) stops it at that record, the recor
 before it in its batch handed over. What Kafka's Java consumer reads is not such a
 failure (a header name that is not UTF-8: each bad sequence U+FFFD; a record attributes
 byte from 0x80 on): the batch is read as the Java consumer reads it
-(kstate/bridge/header_names.py), compressed or not, and the partition goes on.
+(kstate/bridge/java_reading.py), compressed or not, and the partition goes on.
 README ("Operating") and docs/design.md say so."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 
-from kstate.bridge.header_names import records_after
+from kstate.bridge.java_reading import records_after
 from kstate.bridge.undecodable import KeptRecords, _getall
 
 TP = TopicPartition("t", 0)
