@@ -27,9 +27,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import unquote
 
+import h11
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -315,15 +318,72 @@ async def _no_protocol_switch(event: object) -> None:
     101 and takes the HTTP/2 preface as h2: both stay HTTP/1.1 requests instead."""
 
 
+_EXTENSIONS = b"sec-websocket-extensions"
+
+
+def _without_extensions(request: h11.Request) -> h11.Request:
+    """``request`` without ``Sec-WebSocket-Extensions``, so hypercorn negotiates none.
+    It always takes permessage-deflate when offered, and wsproto inflates what comes
+    before hypercorn checks a message's size: a few hundred KiB sent made the node
+    hold hundreds of MiB. (The feed's messages are small; RFC 6455 §9.1 lets a server
+    decline every extension.)"""
+    raw = request.headers.raw_items()
+    kept = [(n, v) for n, v in raw if n.lower() != _EXTENSIONS]
+    if len(kept) == len(raw):
+        return request
+    return h11.Request(method=request.method, target=request.target, headers=kept,
+                       http_version=request.http_version)
+
+
+def _fail_too_large(stream: WSStream) -> None:
+    """Make a websocket message over ``websocket_max_message_size`` fail the
+    connection (RFC 6455 §7.1.7), as the limit promises. hypercorn only sends close
+    1009: it goes on appending whatever the client sends after it to the message
+    (without bound, as long as the client does not answer the close) and never tells
+    the app, whose websocket (a feed subscriber) then lives on, sends into the void
+    and is never cut off. Here the stream is closed right after the 1009: the app
+    gets its disconnect and hypercorn closes the connection."""
+    buffer = stream.buffer
+    handle_events = stream._handle_events
+    if not (hasattr(buffer, "length") and hasattr(buffer, "max_length")):
+        raise RuntimeError("hypercorn changed: cannot bound a websocket message")
+
+    async def handle() -> None:
+        await handle_events()
+        # (hypercorn empties its buffer after each whole message: only a message
+        # over the limit leaves it longer than that)
+        if buffer.length > buffer.max_length and not stream.closed:
+            await stream.send(StreamClosed(stream_id=stream.stream_id))
+
+    setattr(stream, "_handle_events", handle)  # noqa: B010
+
+
+def _bounded_websockets(protocol: H11Protocol) -> Callable[[h11.Request], Awaitable[None]]:
+    """Stands for ``H11Protocol._create_stream``: the same, with a websocket stream's
+    bounds made to hold (:func:`_without_extensions`, :func:`_fail_too_large`)."""
+    create = protocol._create_stream
+
+    async def create_stream(request: h11.Request) -> None:
+        await create(_without_extensions(request))
+        # (before the stream handles any frame: this task reads them, once this returns)
+        if isinstance(protocol.stream, WSStream):
+            _fail_too_large(protocol.stream)
+
+    return create_stream
+
+
 class _Http1Server(TCPServer):
-    """hypercorn's connection handler, kept on HTTP/1.1 (see the module docstring)."""
+    """hypercorn's connection handler, kept on HTTP/1.1 (see the module docstring),
+    its websockets bounded (:func:`_bounded_websockets`)."""
 
     async def _read_data(self) -> None:
         # (runs once the protocol is made, before the first byte is handled)
         protocol = self.protocol.protocol
-        if not isinstance(protocol, H11Protocol) or not hasattr(protocol, "_check_protocol"):
+        if not isinstance(protocol, H11Protocol) or not all(
+                hasattr(protocol, name) for name in ("_check_protocol", "_create_stream")):
             raise RuntimeError("hypercorn changed: cannot keep a connection on HTTP/1.1")
         setattr(protocol, "_check_protocol", _no_protocol_switch)  # noqa: B010
+        setattr(protocol, "_create_stream", _bounded_websockets(protocol))  # noqa: B010
         await super()._read_data()
 
 
