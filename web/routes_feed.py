@@ -16,7 +16,8 @@ belongs to the feed actor (actors/feed_resume.py).
 
 from __future__ import annotations
 
-from quart import Response, websocket
+import trio
+from quart import Response, Websocket, websocket
 from quart_trio import QuartTrio
 
 from actors.feed_limits import FULL
@@ -69,6 +70,15 @@ def parse_from(raw: str | None, partitions: int) -> Start:
     return out
 
 
+async def _drop_messages(ws: Websocket) -> None:
+    """Read and drop what the client sends: the feed takes nothing from it. Unread, its
+    messages filled the queues between hypercorn and the route (10 each), hypercorn
+    stopped reading the socket, and a client that left after sending more was never
+    seen to leave: its subscriber was held for good while nothing changed for it."""
+    while True:
+        await ws.receive()
+
+
 def register(app: QuartTrio, s: Services) -> None:
     @app.websocket("/changes")
     async def changes() -> Response | None:
@@ -91,8 +101,14 @@ def register(app: QuartTrio, s: Services) -> None:
                                         "takes; retry later or on another node",
                                         retry_after=1))
         with admitted:
-            ended = await serve(s.feed, start, key, websocket.send, accept=websocket.accept,
-                                reader_closed=admitted.reader_closed)
+            async with trio.open_nursery() as nursery:
+                async def accept() -> None:
+                    await websocket.accept()
+                    nursery.start_soon(_drop_messages, websocket)
+
+                ended = await serve(s.feed, start, key, websocket.send, accept=accept,
+                                    reader_closed=admitted.reader_closed)
+                nursery.cancel_scope.cancel()
             if isinstance(ended, Refused):  # before the handshake
                 return respond(render.error(ended.status, ended.error, ended.message,
                                             retry_after=ended.retry_after))

@@ -7,7 +7,10 @@ or the node has given up on it.
   inflates to hundreds of MiB in the node before its size is checked;
 - a message over the limit fails the connection (close 1009, then the node closes
   it, RFC 6455 §7.1.7) and frees its subscriber: hypercorn alone sent the 1009, kept
-  every byte the client sent after it, and never told the route.
+  every byte the client sent after it, and never told the route;
+- a client that sends messages (the feed reads none) and leaves frees its subscriber:
+  unread messages filled the queues between hypercorn and the route, hypercorn stopped
+  reading the socket and never saw the client leave.
 
 One node serves the module; an autouse check proves it alive, without a traceback,
 and with no subscriber left behind by the test."""
@@ -230,3 +233,20 @@ def test_a_message_over_the_limit_fails_the_connection_and_frees_the_subscriber(
         assert wait_subscribers(node, 0, 10), "the subscriber outlived its 1009"
     finally:
         client.aclose()
+
+
+@pytest.mark.parametrize("count", [5, 50])
+def test_a_client_that_sends_messages_and_leaves_frees_its_subscriber(node, count):
+    """The feed reads nothing a client sends; messages it never took filled the queues
+    (hypercorn's and quart's: 20) and hypercorn stopped reading the socket, so a
+    subscriber that sent more and left was held for good on a quiet feed (here a key
+    nobody writes). Messages are read and dropped now: it goes when its client does."""
+    client = Client(node, path=b"/changes?key=nobody@example.com")
+    try:
+        assert client.read_until(lambda: client.messages, 10), "no hello"
+        client.sock.sendall(b"".join(frame(TEXT, b"hi %d" % i) for i in range(count)))
+        time.sleep(0.5)
+        assert subscribers(node) == 1
+    finally:
+        client.aclose()
+    assert wait_subscribers(node, 0, 10), f"the subscriber outlived its client ({count} sent)"
