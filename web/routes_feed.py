@@ -70,6 +70,15 @@ def parse_from(raw: str | None, partitions: int) -> Start:
     return out
 
 
+def _twice(name: str, values: list[str]) -> str:
+    """Why a parameter given more than once is refused rather than read as its first:
+    ``from=0:5&from=1:7`` would resume partition 0 and start partition 1 live, skipping
+    its changes since offset 7 without a word."""
+    return (f"{name} is given {len(values)} times; give it once"
+            + (" (from=p:offset,p:offset,... lists every partition)" if name == "from"
+               else ""))
+
+
 async def _drop_messages(ws: Websocket) -> None:
     """Read and drop what the client sends: the feed takes nothing from it. Unread, its
     messages filled the queues between hypercorn and the route (10 each), hypercorn
@@ -83,8 +92,13 @@ def register(app: QuartTrio, s: Services) -> None:
     @app.websocket("/changes")
     async def changes() -> Response | None:
         try:
-            start = parse_from(websocket.args.get("from"), s.router.num_partitions)
-            raw_key = websocket.args.get("key")
+            froms, keys = websocket.args.getlist("from"), websocket.args.getlist("key")
+            if len(froms) > 1:
+                raise BadRequest(400, "invalid_from", _twice("from", froms))
+            if len(keys) > 1:
+                raise BadRequest(400, "invalid_email", _twice("key", keys))
+            start = parse_from(froms[0] if froms else None, s.router.num_partitions)
+            raw_key = keys[0] if keys else None
             key = None if raw_key is None else parse_email(raw_key, "key").encode()
         except InvalidUser as exc:
             return respond(render.bad_request(BadRequest.of(exc)))

@@ -67,6 +67,9 @@ BAD = [
     (b"key=a%20b@c.d", "invalid_email"), (b"key=", "invalid_email"),
     (b"key=" + b"a" * 300 + b"@b.c", "invalid_email"),
     (b"from=0:1000", "invalid_from"),  # past partition 0's end (a fresh topic)
+    # a parameter given twice: never read as its first (partition 1 would start live)
+    (b"from=0:-1&from=1:-1", "invalid_from"), (b"from=beginning&from=0:-1", "invalid_from"),
+    (b"key=a@b.c&key=d@e.f", "invalid_email"), (b"key=a@b.c&key=a@b.c", "invalid_email"),
 ]
 
 
