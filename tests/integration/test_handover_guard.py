@@ -216,3 +216,25 @@ async def test_a_refused_handshake_leaves_nothing_behind(node):
     assert '"type":"hello"' in await _feed_hello(s, ws, rest)
     assert _subscribers(node) == 1
     await _close(s, ws)
+
+
+# -- a body hypercorn's h11 fails on, its head already with the app ----------------
+
+BAD_CHUNKED = {
+    "size_not_hex": b"zz\r\nabcde\r\n0\r\n\r\n",
+    "data_longer_than_its_size": b"5\r\nabcdefgh\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("path", [b"/cluster", b"/healthz", b"/nothing"])
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("bad", list(BAD_CHUNKED))
+async def test_a_malformed_chunked_body_on_a_handed_over_route_is_a_400_json(
+        node, bad, later, path):
+    """The guard passes a head on once it is checked, so only hypercorn sees such a body
+    fail, with the route already running: it answered a bare 400 (no body)."""
+    request = (b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + BAD_CHUNKED[bad])
+    raw = await answered(node, (HEALTH if later else b"") + request)
+    replies = expect_refusal(raw, int(later), 400, "bad_request")
+    assert "chunked" in replies[-1].json()["message"]

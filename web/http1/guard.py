@@ -31,8 +31,9 @@ route's answer. Bytes that come on their own while the handshake is being answer
 held until the answer is out (:meth:`Guard.answered`), then passed on after a 101 or
 dropped after a refusal (the connection closes after it).
 
-What still gets hypercorn's bare 400: a body whose chunked framing is malformed (the
-request's head has gone to the app by then).
+A body whose chunked framing is malformed is left to hypercorn (the request's head has
+gone to the app by then), whose answer to it is the front's JSON 400 too
+(web/http1/handover.py, ``_json_errors``).
 """
 
 from __future__ import annotations

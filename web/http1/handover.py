@@ -318,6 +318,37 @@ async def _no_protocol_switch(event: object) -> None:
     101 and takes the HTTP/2 preface as h2: both stay HTTP/1.1 requests instead."""
 
 
+def _json_errors(protocol: H11Protocol) -> Callable[[int], Awaitable[None]]:
+    """Stands for ``H11Protocol._send_error_response``, hypercorn's answer to bytes its
+    h11 cannot parse (a bare status, no body), with the front's JSON error instead.
+    The guard refuses every head hypercorn would fail on before hypercorn reads it
+    (web/http1/guard.py), so what reaches this is a body whose chunked framing is
+    malformed: its head went to the app already, only hypercorn sees the body fail.
+    Never a 5xx: h11's 501 (a transfer coding it lacks) is the guard's 400 too."""
+    extra = protocol.config.response_headers("h11")
+
+    async def send_error(status_code: int) -> None:
+        if status_code == 431:
+            resp = error_response(431, "head_too_large", "request head too large")
+        elif status_code == 501:
+            resp = error_response(400, "unsupported_transfer_encoding",
+                                  "Transfer-Encoding must be exactly chunked")
+        else:
+            resp = error_response(400, "bad_request",
+                                  "malformed request: its body's chunked framing is invalid")
+        status, headers, body = resp
+        await protocol._send_h11_event(h11.Response(
+            status_code=status,
+            headers=[*headers, (b"content-length", b"%d" % len(body)),
+                     (b"connection", b"close"), *extra]))
+        # (to a HEAD, h11 sends no body: it refuses it, and hypercorn's send lets
+        # that go since the client's side is in error)
+        await protocol._send_h11_event(h11.Data(data=body))
+        await protocol._send_h11_event(h11.EndOfMessage())
+
+    return send_error
+
+
 _EXTENSIONS = b"sec-websocket-extensions"
 
 
@@ -374,16 +405,19 @@ def _bounded_websockets(protocol: H11Protocol) -> Callable[[h11.Request], Awaita
 
 class _Http1Server(TCPServer):
     """hypercorn's connection handler, kept on HTTP/1.1 (see the module docstring),
-    its websockets bounded (:func:`_bounded_websockets`)."""
+    its websockets bounded (:func:`_bounded_websockets`), its parse errors answered
+    in JSON (:func:`_json_errors`)."""
 
     async def _read_data(self) -> None:
         # (runs once the protocol is made, before the first byte is handled)
         protocol = self.protocol.protocol
         if not isinstance(protocol, H11Protocol) or not all(
-                hasattr(protocol, name) for name in ("_check_protocol", "_create_stream")):
+                hasattr(protocol, name) for name in ("_check_protocol", "_create_stream",
+                                                     "_send_error_response")):
             raise RuntimeError("hypercorn changed: cannot keep a connection on HTTP/1.1")
         setattr(protocol, "_check_protocol", _no_protocol_switch)  # noqa: B010
         setattr(protocol, "_create_stream", _bounded_websockets(protocol))  # noqa: B010
+        setattr(protocol, "_send_error_response", _json_errors(protocol))  # noqa: B010
         await super()._read_data()
 
 
