@@ -210,6 +210,21 @@ def test_permessage_deflate_is_not_negotiated(node):
         client.aclose()
 
 
+@pytest.mark.parametrize("offer", [b"permessage-deflate; client_max_window_bits=abc",
+                                   b"permessage-deflate; server_max_window_bits=99",
+                                   b"permessage-deflate; foo"])
+def test_an_odd_extension_offer_is_declined(node, offer):
+    """An offer wsproto fails on (a window size that is not a number) was a connection
+    dropped without an answer and a traceback in the node's log (the autouse check);
+    every offer is declined now, and the feed is served."""
+    client = Client(node, extra=b"Sec-WebSocket-Extensions: " + offer + b"\r\n")
+    try:
+        assert b"sec-websocket-extensions" not in client.headers(), client.head
+        assert client.read_until(lambda: client.messages, 10), "no hello"
+    finally:
+        client.aclose()
+
+
 def test_a_message_over_the_limit_fails_the_connection_and_frees_the_subscriber(node):
     """Close 1009, then the node closes the connection and lets the subscriber go, even
     while the client goes on sending and never answers the close. (hypercorn kept
