@@ -18,7 +18,9 @@ When the table turns out stale, it refreshes it and retries, at most ``retries``
 - no connection (owner gone): mark that node down for a moment, refresh, back off, retry;
   while a key's owner is unknown or down, the request goes to any other known node (the
   table's members, then the seeds), which forwards it or refuses it with 503;
-- 421 or a 3xx: refresh and retry (kstate sends neither today; a front proxy may).
+- 421 or a 3xx: refresh and retry (kstate sends neither today; a front proxy may);
+  so too any other 5xx (a node's 500 ``internal_error``, a front proxy's 502 or 504),
+  a write's only as below.
 A node that no longer owns a key forwards the request to the new owner and answers
 exactly what the owner answered (web/proxy.py copies status, headers and body), so such
 an answer is correct but cannot be told from a direct one; the table is therefore also
@@ -36,13 +38,15 @@ Retrying a write: PUT and DELETE without ``If-Match`` are retried after any tran
 error (writing the same value twice leaves the same state). With ``If-Match``, a write
 whose request may have reached the node (the answer was lost) is not retried: the
 retry could answer 412 for the client's own write. It raises :class:`Unavailable` with
-code ``outcome_unknown`` instead; so does a 503 that does not say the write was not
-applied: only the codes of :data:`NOT_APPLIED_CODES` do (a forwarding node's
+code ``outcome_unknown`` instead; so does a 5xx that does not say the write was not
+applied: only a 503 with a code of :data:`NOT_APPLIED_CODES` does (a forwarding node's
 ``owner_not_reached`` among them: the owner never got the request, so the client
 refreshes and retries); :data:`AMBIGUOUS_WRITE_CODES` (the owner's ``write_timeout``,
 ``broker_unavailable`` or ``write_unconfirmed``, a forwarding node's ``owner_no_answer``,
-a stopping node's ``shutting_down``) say it may have been, and a code the client does not
-know (a newer node's, a front proxy's 503 without kstate's JSON body) says nothing. A
+a stopping node's ``shutting_down``) say it may have been, as does a 500
+``internal_error`` (README, "Errors") or a front proxy's 502 or 504 (it got no answer
+from a node the write may have reached), and a code the client does not know (a newer
+node's, a front proxy's 503 without kstate's JSON body) says nothing. A
 write without ``If-Match`` that gets no success within its retries, after any attempt
 that may have been applied, also raises ``outcome_unknown`` (whatever the last refusal
 was, e.g. ``key_busy`` behind its own earlier, unconfirmed attempt, or an answer it does

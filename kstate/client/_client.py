@@ -56,7 +56,7 @@ class ClientStats:
     retries: int  # attempts after the first, for any reason
     refreshes: int  # /groupinfo answers taken
     table_changes: int  # refreshes that brought another generation or other owners
-    refused: int  # 503 / 421 / 3xx answers seen (each one retried or raised)
+    refused: int  # 5xx / 421 / 3xx answers seen (each one retried or raised)
     transport_errors: int  # attempts that got no HTTP answer
 
 
@@ -320,16 +320,20 @@ class KstateClient:
                 await anyio.sleep(self._backoff(attempt))
                 continue
             self._down.pop(go.target, None)
-            if (r.status == 503 and method != "GET"
-                    and error_of(r).code not in NOT_APPLIED_CODES):
-                # The owner produced (or may have) and could not confirm, or the code
+            # A 5xx: a 503 refusal; a node's 500 internal_error (a bug, maybe after it
+            # wrote); a front proxy's 502/504 (no answer from the node it sent to).
+            failed = r.status >= 500
+            if (failed and method != "GET"
+                    and not (r.status == 503 and error_of(r).code in NOT_APPLIED_CODES)):
+                # The owner produced (or may have) and could not confirm, or the answer
                 # promises nothing: with If-Match a retry could answer 412 to this very
                 # write. Say so instead of retrying.
                 if if_match is not None:
-                    raise Unavailable(503, "outcome_unknown",
-                                      f"{method} to {go.target}: {error_of(r).message}")
+                    raise Unavailable(r.status, "outcome_unknown",
+                                      f"{method} to {go.target} may have been applied: "
+                                      f"{error_of(r)}")
                 unsure = str(error_of(r))
-            if r.status == 503 or r.status == 421 or 300 <= r.status < 400:
+            if failed or r.status == 421 or 300 <= r.status < 400:
                 self._n.refused += 1
                 last = error_of(r)
                 avoid = go.target

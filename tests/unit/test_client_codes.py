@@ -15,7 +15,8 @@ from kstate.client import KstateClient, Unavailable
 from kstate.core.wire import GENERATION_HEADER, error_body
 from web.http1 import Front, Request, Response, serve_front
 
-Code = str | None | tuple[int, str]  # a 503's code, None, or (status, code)
+# a 503's code, None, or (status, code); (status, None): that status, no JSON body
+Code = str | None | tuple[int, str | None]
 
 
 class FakeNode:
@@ -23,7 +24,7 @@ class FakeNode:
     ``codes[n]`` while there are some; None: a 503 without kstate's JSON body, as a
     front proxy may send; (status, code): that status instead of 503)."""
 
-    def __init__(self, code: str | None, codes: tuple[Code, ...] = ()) -> None:
+    def __init__(self, code: Code, codes: tuple[Code, ...] = ()) -> None:
         self.code = code
         self.codes = list(codes)
         self.url = ""
@@ -38,6 +39,9 @@ class FakeNode:
         code = self.codes.pop(0) if self.codes else self.code
         if code is None:
             return Response(503, [(b"content-type", b"text/plain")], b"Service Unavailable")
+        if isinstance(code, tuple) and code[1] is None:  # a front proxy's own page
+            return Response(code[0], [(b"content-type", b"text/html")],
+                            b"<html><body>Bad Gateway</body></html>")
         if isinstance(code, tuple):
             return Response(code[0], [(b"content-type", b"application/json")],
                             error_body(code[1], "refused"))
@@ -45,7 +49,7 @@ class FakeNode:
                         error_body(code, "the owner did not answer"))
 
 
-async def writes_until_given_up(code: str | None, if_match: str | None,
+async def writes_until_given_up(code: Code, if_match: str | None,
                                 codes: tuple[Code, ...] = ()) -> tuple[str, int]:
     node = FakeNode(code, codes)
     stop = trio.Event()
@@ -98,3 +102,42 @@ async def test_a_503_the_client_cannot_read_leaves_a_conditional_write_unknown(c
 async def test_not_reached_is_retried_even_for_a_conditional_write():
     assert await writes_until_given_up("owner_not_reached", '"1-2"') == (
         "owner_not_reached", 3)
+
+
+# A 500 internal_error is a node's bug, raised after it may have written ("Errors": may
+# have been applied); a front proxy's 502 or 504 says it had no answer from the node
+# it sent the write to. None says the write was not applied.
+MAYBE_APPLIED_5XX: list[Code] = [(500, "internal_error"), (502, None), (504, None),
+                                 (500, None)]
+
+
+@pytest.mark.parametrize("code", MAYBE_APPLIED_5XX)
+async def test_another_5xx_leaves_a_conditional_write_unknown_at_once(code: Code):
+    assert await writes_until_given_up(code, '"1-2"') == ("outcome_unknown", 1)
+
+
+@pytest.mark.parametrize("code", MAYBE_APPLIED_5XX)
+async def test_another_5xx_leaves_an_unconditional_write_unknown_after_retries(code: Code):
+    assert await writes_until_given_up(code, None) == ("outcome_unknown", 3)
+
+
+async def test_an_unconditional_write_retried_past_a_5xx_succeeds():
+    """Writing the same value again is safe: a later success is the write's answer."""
+    node = FakeNode("unused", ((502, None),))
+    stop = trio.Event()
+
+    async def handle(req: Request) -> Response:
+        if req.path != b"/groupinfo" and node.writes == 1:
+            node.writes += 1
+            return Response(201, [(b"content-type", b"application/json"),
+                                  (b"etag", b'"3-4"')], b"{}")
+        return await node.handle(req)
+
+    async with trio.open_nursery() as nursery:
+        node.url = await nursery.start(partial(serve_front, Front(handle=handle),
+                                               "127.0.0.1:0", shutdown_trigger=stop.wait))
+        async with KstateClient([node.url], retries=2, max_retry_after=0.01) as kc:
+            assert await kc.put("a@b.c", "A") == '"3-4"'
+        stop.set()
+    assert node.writes == 2
+
