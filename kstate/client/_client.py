@@ -152,7 +152,11 @@ class KstateClient:
             return None
         if r.status != 200:
             raise error_of(r)
-        doc = orjson.loads(r.content)
+        try:
+            doc = orjson.loads(r.content)
+        except orjson.JSONDecodeError as exc:
+            raise KstateError(r.status, "invalid_answer",
+                              f"the value is not JSON: {r.text[:200]!r}") from exc
         if not isinstance(doc, dict):
             raise KstateError(r.status, "invalid_answer", "the value is not an object")
         return Versioned(doc, str(r.headers.get("etag", "")))

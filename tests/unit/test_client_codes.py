@@ -11,7 +11,7 @@ import orjson
 import pytest
 import trio
 
-from kstate.client import KstateClient, Unavailable
+from kstate.client import KstateClient, KstateError, Unavailable
 from kstate.core.wire import GENERATION_HEADER, error_body
 from web.http1 import Front, Request, Response, serve_front
 
@@ -141,3 +141,24 @@ async def test_an_unconditional_write_retried_past_a_5xx_succeeds():
         stop.set()
     assert node.writes == 2
 
+
+async def test_a_read_answered_with_what_is_not_json_is_a_kstate_error():
+    """A 200 to a GET whose body is not JSON (a front proxy's page, a truncated body)
+    is the client's KstateError like any answer it cannot use, not a JSON decoder's
+    exception the caller never heard of."""
+    node = FakeNode(None)
+    stop = trio.Event()
+
+    async def handle(req: Request) -> Response:
+        if req.path == b"/groupinfo":
+            return await node.handle(req)
+        return Response(200, [(b"content-type", b"text/html")], b"<html>hello</html>")
+
+    async with trio.open_nursery() as nursery:
+        node.url = await nursery.start(partial(serve_front, Front(handle=handle),
+                                               "127.0.0.1:0", shutdown_trigger=stop.wait))
+        async with KstateClient([node.url], retries=0) as kc:
+            with pytest.raises(KstateError) as info:
+                await kc.get("a@b.c")
+        stop.set()
+    assert (info.value.status, info.value.code) == (200, "invalid_answer")
