@@ -67,6 +67,13 @@ later request on it off the lean front.
 
 HTTPS: ``KstateClient(seeds, tls=ssl_context)`` talks to nodes that have a
 ``tls_certfile``, verifying them with the context.
+
+API token: ``KstateClient(seeds, token=...)`` for nodes with ``KSTATE_API_TOKEN`` (their
+writes need it: 401 ``unauthorized`` without). It goes, as ``Authorization: Bearer``, on
+every attempt of every PUT and DELETE, retries included; a node that forwards a write
+signs it for the owner instead (web/auth.py). Reads and ``/groupinfo`` are open and
+never carry it. Without ``tls`` it crosses the network in clear (deploy/SECURITY.md).
+The client logs nothing, and no error it raises quotes the token.
 """
 
 from __future__ import annotations

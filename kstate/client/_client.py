@@ -88,15 +88,27 @@ class KstateClient:
     """See the module docstring. ``seeds``: ``host:port`` (or ``http[s]://host:port``)
     of one or more nodes; the rest of the cluster is learned from the routing table.
     ``tls``: the nodes speak HTTPS (their ``tls_certfile``); every node is verified
-    with this context."""
+    with this context. ``token``: the nodes' API token (``KSTATE_API_TOKEN``), sent as
+    ``Authorization: Bearer <token>`` on every PUT and DELETE attempt (the only
+    requests a node asks it of; never on reads or ``/groupinfo``), never logged nor
+    shown in an error."""
 
     def __init__(self, seeds: Iterable[str], *, timeout: float = 25.0, retries: int = 5,
                  max_retry_after: float = 2.0, max_table_age: float = 5.0,
                  down_for: float = 1.0, max_connections: int = 100,
-                 refresh_timeout: float = 2.0, tls: ssl.SSLContext | None = None) -> None:
+                 refresh_timeout: float = 2.0, tls: ssl.SSLContext | None = None,
+                 token: str | None = None) -> None:
         self._seeds = list(dict.fromkeys(normalize_url(s) for s in seeds))
         if not self._seeds:
             raise ValueError("at least one seed is required")
+        # Checked here, and the message never quotes it: a token httpcore refused as a
+        # header value would fail every write as a transport error, its text in it.
+        if token is not None and (not token or not token.isascii()
+                                  or not token.isprintable() or " " in token):
+            raise ValueError("token: printable ASCII characters without spaces are "
+                             "required (as the nodes' api_token)")
+        self._auth = None if token is None else (b"authorization",
+                                                 b"Bearer " + token.encode("ascii"))
         if (retries < 0 or timeout <= 0 or max_retry_after < 0 or max_table_age <= 0
                 or refresh_timeout <= 0):
             raise ValueError("retries >= 0, timeout > 0, max_retry_after >= 0, "
@@ -282,6 +294,8 @@ class KstateClient:
             headers.append(_JSON_BODY)
         if if_match is not None:
             headers.append((b"if-match", if_match.encode("latin-1")))
+        if self._auth is not None and method != "GET":
+            headers.append(self._auth)  # every attempt's: retries send these headers
         self._n.requests += 1
         avoid: str | None = None
         last: KstateError | None = None

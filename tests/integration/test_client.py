@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from kstate.client import KstateClient, PreconditionFailed, Table, user_path
+from kstate.client import KstateClient, KstateError, PreconditionFailed, Table, user_path
 from kstate.client._http import Answer, Http
 from tools.procs import Node, wait_ready, wait_stable
 
@@ -325,3 +325,44 @@ async def test_requests_stay_on_the_lean_front_after_table_refreshes(make_node, 
     users = [h for t, h in answers if t.startswith(b"/users/")]
     assert len(users) == 4 * len(emails)
     assert [h.get("server") for h in users] == [None] * len(users)
+
+
+async def test_writes_to_nodes_with_an_api_token(make_node, client):
+    """Nodes with ``KSTATE_API_TOKEN`` refuse every write without it (401): the client
+    sends its ``token`` on each write, straight to the owner or through another node
+    (which forwards it signed), and reads stay open. Without the token, the node's 401
+    is what the client raises."""
+    token = "tok-client-" + "0123456789abcdef"
+    nodes = [make_node(KSTATE_API_TOKEN=token) for _ in range(2)]
+    for n in nodes:
+        await wait_ready(client, n)
+    await wait_stable(client, nodes, PARTITIONS)
+    emails = [f"token{i}@client.example" for i in range(20)]
+    async with KstateClient([nodes[0].base], token=token) as kc:
+        table = kc.table()
+        assert table is not None
+        owners = {e: owner_of(table, e) for e in emails}
+        assert set(owners.values()) == {n.url for n in nodes}
+        tags = {e: await kc.put(e, f"name of {e}") for e in emails}
+        for e in emails:
+            assert await kc.get(e) == {"name": f"name of {e}", "email": e}
+        e = emails[0]
+        tags[e] = await kc.put(e, "again", if_match=tags[e])
+        assert kc.statistics().direct == kc.statistics().attempts  # all to the owners
+        # Through the other node: its owner counted down, the write goes to the other,
+        # which forwards it (signed: the token itself never travels between nodes).
+        gone = next(x for x in emails[1:] if owners[x] == owners[e])
+        before = await counters(client, nodes)
+        kc._down[owners[e]] = time.monotonic() + 60
+        await kc.put(e, "forwarded", if_match=tags[e])
+        await kc.delete(gone)
+        kc._down.clear()
+        after = await counters(client, nodes)
+        assert sum(delta(after, before, "forwards").values()) == 2
+        assert await kc.get(e) == {"name": "forwarded", "email": e}
+        assert await kc.get(gone) is None
+    async with KstateClient([nodes[0].base]) as anonymous:
+        assert await anonymous.get(e) == {"name": "forwarded", "email": e}
+        with pytest.raises(KstateError) as info:
+            await anonymous.put(e, "anonymous")
+    assert (info.value.status, info.value.code) == (401, "unauthorized")
