@@ -65,6 +65,11 @@ next node is asked; requests that need the table wait for the refresh meanwhile.
 it through hypercorn and keeps that connection there, so pooled, it would take every
 later request on it off the lean front.
 
+When every node answers an incomplete ``/groupinfo`` (all just restarted, none in the
+group yet), the client routes every request to any known node meanwhile, and keeps the
+members of its last complete table among the nodes it knows (to ask and to fall back
+to), so that it does not depend on the seeds alone until a complete table comes.
+
 HTTPS: ``KstateClient(seeds, tls=ssl_context)`` talks to nodes that have a
 ``tls_certfile``, verifying them with the context.
 

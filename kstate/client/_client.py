@@ -124,6 +124,10 @@ class KstateClient:
         self._refresh_timeouts = timeouts(min(refresh_timeout, timeout))
         self._http = Http(tls=tls, max_connections=max_connections)
         self._table: Table | None = None
+        # The members of the last complete table, still known while the cached table is
+        # incomplete (every node answered one, e.g. all just restarted): forgetting
+        # them would leave only the seeds to ask, and none if they are gone by then.
+        self._complete_members: list[str] = []
         self._version = 0  # bumped by every refresh that answered
         self._refreshing = anyio.Lock()
         self._down: dict[str, float] = {}  # url -> monotonic time it is tried again
@@ -204,8 +208,12 @@ class KstateClient:
         return until is not None and until > now
 
     def _nodes(self) -> list[str]:
-        """Every node known: the table's members, then the seeds."""
-        members = self._table.members if self._table is not None else []
+        """Every node known: the table's members (and, while the table is incomplete,
+        the last complete table's), then the seeds."""
+        table = self._table
+        members = table.members if table is not None else []
+        if table is None or table.partitions == 0:
+            members = [*members, *self._complete_members]
         return list(dict.fromkeys([*members, *self._seeds]))
 
     def _any_node(self, avoid: str | None = None) -> str:
@@ -266,6 +274,8 @@ class KstateClient:
                 self._n.table_changes += 1
             self._n.refreshes += 1
             self._table = best
+            if best.partitions > 0:
+                self._complete_members = best.members
             self._version += 1
             await self._http.keep_only(set(self._nodes()))
             return best

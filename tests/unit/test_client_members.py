@@ -1,0 +1,78 @@
+"""The routing-aware client (kstate/client) keeps knowing the cluster's nodes when every
+node answers an incomplete ``/groupinfo`` (all just restarted, none back in the group
+yet), over real sockets to fronts the test plays (web/http1): the members of its last
+complete table stay among the nodes it asks and falls back to, so the seeds going
+away afterwards does not leave it with no node to ask."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import orjson
+import trio
+
+from kstate.client import KstateClient
+from kstate.core.wire import GENERATION_HEADER
+from web.http1 import Front, Request, Response, serve_front
+
+USER = {"name": "N", "email": "a@b.c"}
+
+
+class Cluster:
+    """Fronts that answer the same ``/groupinfo``: ``owners`` (partition -> url) of
+    ``partitions`` (0..n-1; an incomplete table when some are missing) and 200 to every
+    user GET."""
+
+    def __init__(self) -> None:
+        self.owners: dict[int, str] = {}
+        self.generation = 1
+        self.gets: dict[str, int] = {}
+
+    def handler(self, name: str):  # type: ignore[no-untyped-def]
+        async def handle(req: Request) -> Response:
+            if req.path == b"/groupinfo":
+                doc = {f"t-{p}": url for p, url in sorted(self.owners.items())}
+                return Response(200, [(b"content-type", b"application/json"),
+                                      (GENERATION_HEADER.encode(),
+                                       str(self.generation).encode())], orjson.dumps(doc))
+            self.gets[name] = self.gets.get(name, 0) + 1
+            return Response(200, [(b"content-type", b"application/json")],
+                            orjson.dumps(USER))
+        return handle
+
+
+async def test_an_incomplete_table_from_every_node_does_not_forget_the_members():
+    cluster = Cluster()
+    async with trio.open_nursery() as nursery:
+        seed_scope = trio.CancelScope()
+        stop = trio.Event()
+
+        async def serve_seed(task_status=trio.TASK_STATUS_IGNORED):  # type: ignore[no-untyped-def]
+            with seed_scope:
+                await serve_front(Front(handle=cluster.handler("seed")), "127.0.0.1:0",
+                                  shutdown_trigger=trio.sleep_forever,
+                                  task_status=task_status)
+
+        seed = await nursery.start(serve_seed)
+        other = await nursery.start(partial(serve_front, Front(handle=cluster.handler("other")),
+                                            "127.0.0.1:0", shutdown_trigger=stop.wait))
+        cluster.owners = {p: (seed if p < 5 else other) for p in range(10)}
+        async with KstateClient([seed], retries=3, max_retry_after=0.01) as kc:
+            table = kc.table()
+            assert table is not None
+            assert table.members == sorted([seed, other])
+            # Both restart: each answers a table without the other (here: none at all).
+            cluster.owners, cluster.generation = {}, 2
+            table = await kc.refresh()
+            assert table.partitions == 0
+            # Then the seed goes for good; the other node is back in the group, alone.
+            seed_scope.cancel()
+            cluster.owners, cluster.generation = {p: other for p in range(10)}, 3
+            with trio.fail_after(30):
+                for _ in range(5):
+                    assert await kc.get("a@b.c") == USER
+            table = kc.table()
+            assert table is not None
+            assert table.members == [other]
+        stop.set()
+    assert cluster.gets.get("other", 0) >= 5
