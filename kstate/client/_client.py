@@ -180,7 +180,8 @@ class KstateClient:
     async def put(self, email: str, name: str, if_match: str | None = None) -> str:
         """Create or replace the user; returns its new version (ETag). With
         ``if_match``, only if the current version is that one (``"*"``: any), else
-        :class:`PreconditionFailed`."""
+        :class:`PreconditionFailed`; ValueError, sending nothing, for one that cannot
+        be a header value (not printable ASCII, or space around it)."""
         key = email.strip()
         body = orjson.dumps({"name": name, "email": key})
         r = await self._request("PUT", key, body, if_match)
@@ -295,6 +296,12 @@ class KstateClient:
 
     async def _request(self, method: str, email: str, body: bytes | None = None,
                        if_match: str | None = None) -> Answer:
+        if if_match is not None and not (if_match.isascii() and if_match.isprintable()
+                                         and if_match == if_match.strip()):
+            # httpcore would refuse to send it, an error the loop below takes for a
+            # transport error: "outcome_unknown", the node counted down, nothing sent.
+            raise ValueError(f"if_match {if_match!r} is not an ETag (printable ASCII, "
+                             "no leading or trailing space)")
         key = email.strip()
         key_bytes = key.encode()
         target = user_path(key).encode("ascii")  # percent-encoded: ASCII

@@ -162,3 +162,23 @@ async def test_a_read_answered_with_what_is_not_json_is_a_kstate_error():
                 await kc.get("a@b.c")
         stop.set()
     assert (info.value.status, info.value.code) == (200, "invalid_answer")
+
+
+@pytest.mark.parametrize("if_match", ['"1-2"\n', ' "1-2"', '"1-2"\r\nx-a: b', "\u00e9"])
+async def test_an_if_match_that_cannot_be_sent_is_refused_before_sending(if_match: str):
+    """An ETag read with its newline, say: it cannot be a header value, so nothing can
+    be sent. That is the caller's ValueError, not outcome_unknown (nothing was sent,
+    so nothing may have been applied), and the node is not counted down for it."""
+    node = FakeNode("write_timeout")
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        node.url = await nursery.start(partial(serve_front, Front(handle=node.handle),
+                                               "127.0.0.1:0", shutdown_trigger=stop.wait))
+        async with KstateClient([node.url], retries=2, max_retry_after=0.01) as kc:
+            with pytest.raises(ValueError, match="if_match"):
+                await kc.put("a@b.c", "A", if_match=if_match)
+            with pytest.raises(ValueError, match="if_match"):
+                await kc.delete("a@b.c", if_match=if_match)
+            stats = kc.statistics()
+        stop.set()
+    assert (node.writes, stats.attempts, stats.transport_errors) == (0, 0, 0)
