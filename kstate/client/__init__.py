@@ -31,8 +31,8 @@ Usable from trio or asyncio (httpcore and anyio inside); one instance is safe to
 between concurrent tasks. Keep-alive connections are pooled per node, at most
 ``max_connections`` (default 100) to each: a node that stops answering holds only its
 own until ``timeout``, and requests for the other nodes' keys go on. Pools exist for
-the nodes known (the table's members and the seeds) and for a node that left while
-requests to it are under way.
+the nodes known (the table's members, while it is incomplete the last complete table's
+too, and the seeds) and for a node that left while requests to it are under way.
 
 Retrying a write: PUT and DELETE without ``If-Match`` are retried after any transport
 error (writing the same value twice leaves the same state). With ``If-Match``, a write
