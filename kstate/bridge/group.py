@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -53,7 +53,6 @@ from kstate.core.assignment import (
 from kstate.core.messages import Assigned, Batch, BridgeEvent, Record, Revoked, RoutingTable
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Every reader of the topic reads committed records only: records of a transaction a
 # producer aborted are never applied or streamed, and end offsets are last stable
@@ -81,6 +80,10 @@ MAX_REJOINS = 3
 REJOIN_WINDOW = 600.0
 # Seconds an assignment waits for fresh metadata (the topic's partition count).
 METADATA_WAIT = 5.0
+# Seconds between two looks at the group while an assignment waits for end offsets
+# (a partition without a leader: its broker down), and after a failed attempt.
+END_OFFSETS_ATTEMPT = 2.0
+END_OFFSETS_BACKOFF = 0.2
 
 
 class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -164,18 +167,6 @@ def known_positions(consumer: AIOKafkaConsumer | None) -> dict[int, int]:
         if st is not None and st.has_valid_position and not st.paused:
             out[tp.partition] = st.position
     return out
-
-
-async def _retry(fn: Callable[[], Awaitable[T]], budget_ms: int) -> T:
-    deadline = time.monotonic() + budget_ms / 1000
-    while True:
-        try:
-            return await fn()
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("event=kafka_retry error=%r", exc)
-            await asyncio.sleep(0.2)
 
 
 class GroupConsumer:
@@ -411,6 +402,19 @@ class GroupConsumer:
             await stop_client(consumer, "consumer")
 
 
+def _heartbeat_meanwhile(consumer: AIOKafkaConsumer) -> None:
+    """Start aiokafka's heartbeats now, not after the assignment callback returns.
+
+    aiokafka starts them only once its assignment callback is done, and the coordinator
+    expects one within the session timeout of the SyncGroup: a callback that waits
+    longer (end offsets while a partition has no leader, fresh metadata) got the member
+    expelled, and the group rebalanced without it while it went on assigning. The Java
+    consumer heartbeats from its own thread during the callbacks. aiokafka's
+    ``_start_heartbeat_task`` starts one only if none runs; the one started here is the
+    one it stops before the next rejoin."""
+    consumer._coordinator._start_heartbeat_task()
+
+
 class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """aiokafka's rebalance listener: revoke and assign, answered by trio."""
     def __init__(self, group: GroupConsumer) -> None:
@@ -443,7 +447,10 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         claim_after = g.claim_after(time.monotonic())
         if tps:
             consumer.pause(*tps)  # no fetch before we seek where the state owner says
-        ends = await _retry(lambda: consumer.end_offsets(tps), g.config.session_timeout_ms)
+        _heartbeat_meanwhile(consumer)
+        ends = await self._end_offsets(consumer, tps)
+        if ends is None:
+            return  # the group moved on: its next assignment settles every partition
         if g.closing:
             return  # began leaving meanwhile: the shutdown revoke must stay the last word
         if await self._partitions_changed(consumer):
@@ -470,6 +477,37 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if tps:
             consumer.resume(*tps)
         self._check_table(consumer, table, parts)
+
+    async def _end_offsets(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+                           ) -> dict[TopicPartition, int] | None:
+        """The end offsets of ``tps`` (the catch-up targets), asked until Kafka answers
+        for every one; None if this assignment is over first: the node is leaving, the
+        member left the generation (expelled) or the group needs a rejoin (a member
+        joined or left), whose assignment settles every partition anew.
+
+        A partition without a leader (its broker down, no replica to elect) has no end
+        offset until it has one again, however long that takes. Giving up after a
+        deadline stopped the node (exit 1: an assignment whose targets are unknown
+        cannot be served), and every member assigned the partition next in turn; so it
+        waits, in the group (its heartbeats go on: _heartbeat_meanwhile), and its
+        partitions answer 503 until the leader is back."""
+        g = self.group
+        coordinator = consumer._coordinator
+        generation = coordinator.generation
+        while True:
+            try:
+                # aiokafka's own bounded wait (it retries a missing leader within it)
+                ends = await consumer._fetcher.end_offsets(
+                    tps, int(END_OFFSETS_ATTEMPT * 1000))
+                return {tp: int(off) for tp, off in ends.items()}
+            except KafkaError as exc:
+                if g.closing or coordinator.generation != generation \
+                        or coordinator._rejoin_needed_fut.done():
+                    log.warning("event=assignment_abandoned generation=%d error=%r",
+                                generation, exc)
+                    return None
+                log.warning("event=kafka_retry error=%r", exc)
+                await asyncio.sleep(END_OFFSETS_BACKOFF)
 
     async def _partitions_changed(self, consumer: AIOKafkaConsumer) -> bool:
         """Whether the topic's partition count (fresh metadata, asked at every

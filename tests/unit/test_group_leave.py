@@ -37,10 +37,14 @@ class _Consumer:
         self.g = g
         self.paused: list[Any] = []
         self.resumed: list[Any] = []
-        self._coordinator = self  # generation, request_rejoin
+        self._coordinator = self  # generation, request_rejoin, heartbeats
+        self._fetcher = self  # end_offsets, with aiokafka's timeout
         self.generation = 1
 
     def request_rejoin(self) -> None:
+        pass
+
+    def _start_heartbeat_task(self) -> None:
         pass
 
     async def seek_to_beginning(self, tp: TopicPartition) -> None:
@@ -52,7 +56,8 @@ class _Consumer:
     def resume(self, *tps: TopicPartition) -> None:
         self.resumed.extend(tps)
 
-    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    async def end_offsets(self, tps: list[TopicPartition], timeout_ms: int | None = None
+                          ) -> dict[TopicPartition, int]:
         await asyncio.sleep(0)
         self.g.closing = True  # bridge.begin_shutdown(), from the trio thread
         return {tp: 5 for tp in tps}

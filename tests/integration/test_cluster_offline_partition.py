@@ -1,0 +1,176 @@
+"""A partition without a leader while the group rebalances: replication 1 on a cluster
+of three brokers of this module's own (never the session broker), one of them down.
+
+The member assigned that partition cannot read its end offset (its catch-up target)
+until the broker is back. Before, its assignment callback gave up after aiokafka's
+request timeout (40 s) and the node exited 1 (``rebalance_listener_failed``), and every
+member assigned the partition next in turn; heartbeats were not sent while the callback
+waited, so the member was expelled after the session timeout. Now it waits in the group
+(heartbeating) and serves every partition once the broker is back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from kstate.core.partitioner import partition_for
+from tools.procs import REPO, Node, wait_ready, wait_stable
+
+# One worker runs this module: its cluster (a module fixture) is started once.
+pytestmark = pytest.mark.xdist_group("test_cluster_offline_partition")
+
+KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+PARTITIONS = 6
+# aiokafka's consumer request timeout (ms): the old code gave up and stopped the node
+# once one attempt at the end offsets took this long.
+AIOKAFKA_REQUEST_TIMEOUT = 40.0
+
+
+@dataclass
+class Cluster:
+    name: str
+    bootstrap: str
+
+    async def broker_stop(self, i: int) -> None:
+        await _kafka_sh("broker-stop", self.name, str(i))
+
+    async def broker_start(self, i: int) -> None:
+        await _kafka_sh("broker-start", self.name, str(i))
+
+
+async def _kafka_sh(*args: str) -> None:
+    res = await trio.run_process([str(KAFKA_SH), *args], capture_stdout=True,
+                                 capture_stderr=True, check=False)
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+
+
+def _run_dir(name: str) -> Path:
+    return Path(os.environ.get("KAFKA_CACHE", REPO / ".cache" / "kafka")) / "run" / name
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    name = f"offline-{uuid.uuid4().hex[:8]}"
+    try:
+        res = subprocess.run([str(KAFKA_SH), "cluster-up", name],
+                             env={**os.environ, "KAFKA_PORT": "0"}, capture_output=True,
+                             text=True, timeout=600, check=False)
+        if res.returncode != 0:
+            pytest.fail(f"kafka.sh cluster-up failed:\n{res.stderr[-3000:]}", pytrace=False)
+        yield Cluster(name, res.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run([str(KAFKA_SH), "cluster-down", name], timeout=120, check=False)
+        shutil.rmtree(_run_dir(name), ignore_errors=True)
+
+
+def _layout(bootstrap: str, topic: str, group: str | None
+            ) -> tuple[dict[int, int], int | None]:
+    """(partition -> leader broker id (-1: none), the group's coordinator id if
+    ``group`` is named)."""
+    async def ask() -> tuple[dict[int, int], int | None]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            md = await admin._client.fetch_all_metadata()
+            leaders = {p: md.leader_for_partition(TopicPartition(topic, p))
+                       for p in range(PARTITIONS)}
+            coordinator = (None if group is None
+                           else int(await admin._client.coordinator_lookup(0, group)))
+            return {p: -1 if lead is None else int(lead) for p, lead in leaders.items()}, \
+                coordinator
+        finally:
+            await admin.close()
+    return asyncio.run(ask())
+
+
+def _group_members(bootstrap: str, group: str) -> int:
+    async def ask() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            (answer,) = await admin.describe_consumer_groups([group])
+            return len(answer.groups[0][5])
+        finally:
+            await admin.close()
+    return asyncio.run(ask())
+
+
+def _key_of(partition: int) -> str:
+    i = 0
+    while partition_for(f"off{i}@example.com".encode(), PARTITIONS) != partition:
+        i += 1
+    return f"off{i}@example.com"
+
+
+async def test_member_waits_for_a_partition_without_a_leader(
+        cluster: Cluster, artifacts: Path, client: httpx.AsyncClient) -> None:
+    tag = uuid.uuid4().hex[:10]
+    topic, group = f"t-{tag}", f"g-{tag}"
+    env = {"KSTATE_PARTITIONS": str(PARTITIONS), "KSTATE_REPLICATION": "1",
+           "KSTATE_WRITE_TIMEOUT": "2"}
+    a = Node(bootstrap=cluster.bootstrap, topic=topic, group=group, log_dir=artifacts,
+             extra=dict(env)).start()
+    b = Node(bootstrap=cluster.bootstrap, topic=topic, group=group, log_dir=artifacts,
+             extra=dict(env))
+    try:
+        await wait_ready(client, a, timeout=60)
+        b.start()
+        await wait_stable(client, [a, b], PARTITIONS, timeout=60)
+        keys = {p: _key_of(p) for p in range(PARTITIONS)}
+        for p, k in keys.items():
+            r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{p}"})
+            assert r.status_code == 201, (p, r.status_code, r.text)
+
+        leaders, coordinator = await trio.to_thread.run_sync(
+            _layout, cluster.bootstrap, topic, group)
+        victim = next(i for i in (1, 2, 3)
+                      if i != coordinator and i in leaders.values())
+        offline = sorted(p for p, lead in leaders.items() if lead == victim)
+        await cluster.broker_stop(victim)
+        with trio.fail_after(60):  # the controller notices the broker is gone
+            while True:
+                leaders, _ = await trio.to_thread.run_sync(
+                    _layout, cluster.bootstrap, topic, None)
+                if all(leaders[p] == -1 for p in offline):
+                    break
+                await trio.sleep(1.0)
+
+        # b leaves: a is assigned every partition, the offline ones included
+        b.term()
+        assert await b.wait_exit(30) == 0
+        waited_from = time.monotonic()
+        while time.monotonic() - waited_from < AIOKAFKA_REQUEST_TIMEOUT + 8:
+            assert a.alive(), a.log_text()[-3000:]
+            await trio.sleep(1.0)
+        # still in the group: it heartbeat while its assignment waited
+        assert await trio.to_thread.run_sync(_group_members, cluster.bootstrap, group) == 1
+
+        await cluster.broker_start(victim)
+        for p, k in keys.items():
+            with trio.fail_after(90):
+                while True:
+                    r = await client.put(f"{a.base}/users/{k}", json={"name": f"after-{p}"})
+                    if r.status_code == 200:
+                        break
+                    assert r.status_code == 503, (p, r.status_code, r.text)
+                    await trio.sleep(0.5)
+            r = await client.get(f"{a.base}/users/{k}")
+            assert r.status_code == 200, (p, r.text)
+            assert r.json()["name"] == f"after-{p}", (p, r.text)
+        assert a.alive()
+    finally:
+        a.stop_now()
+        b.stop_now()
