@@ -18,8 +18,8 @@ from kstate.bridge.tooling import RawRecord, open_tooling
 from kstate.core.messages import Record
 from kstate.core.partitioner import partition_for
 
-__all__ = ["LoadResult", "RawRecord", "add_partitions", "config", "email_of", "group_state",
-           "keyed", "produce", "read_all", "user_bytes", "users"]
+__all__ = ["LoadResult", "RawRecord", "add_partitions", "config", "delete_topic", "email_of",
+           "group_state", "keyed", "produce", "read_all", "user_bytes", "users"]
 
 
 def config(bootstrap: str, topic: str, *, partitions: int = 10,
@@ -110,3 +110,9 @@ async def add_partitions(bootstrap: str, topic: str, total: int) -> None:
     run: README, "Operating")."""
     async with open_tooling(config(bootstrap, topic)) as kafka:
         await kafka.add_partitions(total)
+
+
+async def delete_topic(bootstrap: str, topic: str) -> None:
+    """Delete ``topic`` (not to be done under running nodes: README, "Operating")."""
+    async with open_tooling(config(bootstrap, topic)) as kafka:
+        await kafka.delete_topic()

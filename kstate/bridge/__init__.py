@@ -12,6 +12,7 @@ from kstate.bridge.errors import KafkaAuthFailed as KafkaAuthFailed
 from kstate.bridge.errors import OffsetPastEnd as OffsetPastEnd
 from kstate.bridge.errors import PartitionsChanged as PartitionsChanged
 from kstate.bridge.errors import RecordTooLarge as RecordTooLarge
+from kstate.bridge.errors import TopicDeleted as TopicDeleted
 from kstate.bridge.errors import TopicRefused as TopicRefused
 from kstate.bridge.lease import Lease as Lease
 from kstate.bridge.reader import BEGINNING as BEGINNING

@@ -42,6 +42,12 @@ class PartitionsChanged(Exception):
     it; README, "Operating", says what follows)."""
 
 
+class TopicDeleted(Exception):
+    """The topic was deleted while this node ran: the records its state was built from
+    are gone from Kafka (a topic created again under the name starts empty). The
+    message is one line (the CLI exits 2 with it; README, "Operating")."""
+
+
 class OffsetPastEnd(Exception):
     """A reader was asked to start a partition past its end: ``offset`` (the next
     offset to read) is above ``end``, the partition's next offset (its last stable

@@ -36,7 +36,7 @@ from aiokafka.errors import ConsumerStoppedError, InvalidSessionTimeoutError, Ka
 from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
 
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.errors import GroupRefused, PartitionsChanged
+from kstate.bridge.errors import GroupRefused, PartitionsChanged, TopicDeleted
 from kstate.bridge.lease import Lease
 from kstate.bridge.portal import ask_trio
 from kstate.bridge.security import client_args
@@ -80,6 +80,9 @@ MAX_REJOINS = 3
 REJOIN_WINDOW = 600.0
 # Seconds an assignment waits for fresh metadata (the topic's partition count).
 METADATA_WAIT = 5.0
+# Fresh metadata answers, a second apart, that must all lack the topic before a node
+# takes it as deleted (Listener._topic_gone).
+TOPIC_GONE_LOOKS = 2
 # Seconds between two looks at the group while an assignment waits for end offsets
 # (a partition without a leader: its broker down), and after a failed attempt.
 END_OFFSETS_ATTEMPT = 2.0
@@ -515,9 +518,10 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         while it ran (README, "Operating": not supported). Every key's partition, in
         this node's routing and in its check of other producers' records, follows the
         old count, so it stops (exit 2, one line: PartitionsChanged) instead of routing
-        keys where other clients and restarted nodes no longer put them. A leader
-        plans with the count it last saw, which may lag by aiokafka's metadata age;
-        every member's own check asks Kafka now."""
+        keys where other clients and restarted nodes no longer put them; likewise when
+        the topic is gone (TopicDeleted). A leader plans with the count it last saw,
+        which may lag by aiokafka's metadata age; every member's own check asks Kafka
+        now."""
         g = self.group
         if g.num_partitions is None:
             return False
@@ -528,7 +532,20 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             fresh = False
         if not fresh:
             return False  # no answer now: checked again at the next assignment
-        count = len(client.cluster.partitions_for_topic(g.config.topic) or ())
+        topic = g.config.topic
+        count = len(client.cluster.partitions_for_topic(topic) or ())
+        if count == 0 and await self._topic_gone(client):
+            # Kafka answered and knows no such topic: deleted under the running node (the
+            # group leader, seeing it gone, assigned nothing). Serving on from memory
+            # would answer with records gone from Kafka, and for a topic created again
+            # under the name, with records it never held; a restarted node replays the
+            # topic as it is.
+            log.error("event=topic_deleted topic=%s", topic)
+            g.failure = TopicDeleted(
+                f"topic {topic!r} was deleted while this node ran: the records its state "
+                "came from are gone; a restarted node creates it if missing and serves "
+                "it as it is; README, Operating")
+            return True
         if count in (0, g.num_partitions):
             return False
         log.error("event=partitions_changed topic=%s started_with=%d now=%d",
@@ -539,6 +556,24 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             "(keys move to other partitions, their records stay where they were); "
             "README, Operating")
         return True
+
+    async def _topic_gone(self, client: Any) -> bool:
+        """Whether the topic is still unknown to Kafka in TOPIC_GONE_LOOKS fresh
+        metadata answers, a second apart (a broker that has not yet seen the creation
+        of a topic made a moment ago would answer as for a deleted one)."""
+        topic = self.group.config.topic
+        for _ in range(TOPIC_GONE_LOOKS):
+            if topic in client.cluster.unauthorized_topics \
+                    or client.cluster.partitions_for_topic(topic):
+                return False
+            await asyncio.sleep(1.0)
+            try:
+                if not await asyncio.wait_for(client.force_metadata_update(), METADATA_WAIT):
+                    return False
+            except TimeoutError:
+                return False
+        return not client.cluster.partitions_for_topic(topic) \
+            and topic not in client.cluster.unauthorized_topics
 
     def _check_table(self, consumer: AIOKafkaConsumer, table: RoutingTable,
                      parts: frozenset[int]) -> None:

@@ -123,6 +123,17 @@ async def _add_partitions(c: KafkaConfig, total: int) -> None:
         await admin_client.close()
 
 
+async def _delete_topic(c: KafkaConfig) -> None:
+    admin_client = AIOKafkaAdminClient(**client_args(c))
+    await admin_client.start()
+    try:
+        answer = await admin_client.delete_topics([c.topic])
+        errors = [code for _, code, *_ in answer.topic_error_codes if code]
+        assert not errors, answer
+    finally:
+        await admin_client.close()
+
+
 class Tooling:
     """Trio-facing; see the module docstring. Open with :func:`open_tooling`."""
 
@@ -152,6 +163,11 @@ class Tooling:
         """Grow the topic to ``total`` partitions (what kstate does not support while
         nodes run: tests of how a node notices)."""
         await self._portal.call(_add_partitions, self.config, total)
+
+    async def delete_topic(self) -> None:
+        """Delete the topic (what an operator must not do under running nodes: tests
+        of how a node notices)."""
+        await self._portal.call(_delete_topic, self.config)
 
     async def read_all(self, within: float = 30.0) -> dict[int, list[Record]]:
         """Every record of the topic as Kafka has it (raw keys and values, None for a
