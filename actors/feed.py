@@ -30,7 +30,7 @@ import trio
 
 from actors.feed_limits import FeedLimits
 from actors.feed_rule import FeedRule
-from kstate.bridge import KafkaBridge
+from kstate.bridge import PAUSED, KafkaBridge
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +231,19 @@ async def run(bridge: KafkaBridge, *, buffer: int, url: str, limits: FeedLimits 
     (defaults if None)."""
     handle = Broadcaster(buffer=buffer)
     chunk = max(1, buffer // 4)  # changes published between looks at the queues' room
-    async with bridge.open_reader(None) as (reader, positions):
+    # The reader opens paused, asking Kafka for no offset: at the end of the log it
+    # would wait for every partition's end, for good while one has no leader (its
+    # broker down), and the node with it. The first subscriber moves it to the end.
+    async with bridge.open_reader(PAUSED) as (reader, positions):
         handle.rule = FeedRule(len(positions))  # the reader reads every partition
-        handle.positions = dict(positions)
+        handle.idle = True
         task_status.started(FeedHandle(handle, bridge, url, limits or FeedLimits()))
         try:
             while True:
                 if not handle.subscribers:
                     handle.idle = True
                     await reader.pause()
+                if handle.idle:  # a subscriber that came meanwhile has set `wanted`
                     await handle.wanted.wait()
                     handle.woke(await reader.resume_at_end())
                 got = await reader.fetch(500)

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 import trio
 
 from actors.replies import ReplyBox
-from kstate.bridge import BEGINNING, KafkaBridge
+from kstate.bridge import BEGINNING, BrokerUnavailable, KafkaBridge, OffsetPastEnd
 from kstate.core.messages import Assign, Batch
 from kstate.core.table import StateTable
 
 log = logging.getLogger(__name__)
 
 FETCH_MS = 500
+READER_RETRY = 5.0  # seconds between a failed reader and the next one
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class StandbyHandle:
     def __init__(self, table: StateTable) -> None:
         self._table = table
         self.caught_up_at: float | None = None
+        self.assigned = False  # its reader has opened once: the copy has every partition
 
     def get_fenced(self, partition: int, key: bytes, end_offset: int
                    ) -> tuple[bytes, int] | None:
@@ -59,7 +61,7 @@ class StandbyHandle:
         return StandbyStats(keys=sum(len(p.data) for p in parts),
                             replayed=sum(p.replayed for p in parts),
                             invalid=sum(p.invalid for p in parts),
-                            caught_up=_caught_up(self._table),
+                            caught_up=self.assigned and _caught_up(self._table),
                             halted={pid: p.halted for pid, p in self._table.partitions.items()
                                     if p.halted is not None})
 
@@ -72,15 +74,36 @@ def _caught_up(table: StateTable) -> bool:
 
 async def run(bridge: KafkaBridge, *, num_partitions: int,
               task_status: trio.TaskStatus[StandbyHandle] = trio.TASK_STATUS_IGNORED) -> None:
-    """Read every partition from the beginning and follow it, forever (until cancelled)."""
+    """Read every partition from the beginning and follow it, forever (until cancelled).
+
+    Started before its reader opens: opening asks every partition's offsets, which a
+    partition without a leader (its broker down) cannot answer as long as that lasts,
+    and the node must not wait for it (the copy is empty meanwhile: it answers
+    nothing). A reader that fails (Kafka's end offsets not answered in time, any Kafka
+    error) is opened again after READER_RETRY, from where the copy stands: the copy
+    only ever answers behind the fence, so it never needs to stop the node."""
     table = StateTable(num_partitions, quiet=True)
     handle = StandbyHandle(table)
     started = time.monotonic()
-    async with bridge.open_reader(BEGINNING) as (reader, positions):
+    task_status.started(handle)
+    while True:
+        start: dict[int, int | None] | str = (
+            {pid: p.position for pid, p in table.partitions.items()} if handle.assigned
+            else BEGINNING)
+        try:
+            await _follow(bridge, table, handle, start, started)
+        except (BrokerUnavailable, OffsetPastEnd) as exc:
+            log.error("event=standby_reader_failed error=%r retry_s=%.1f", exc, READER_RETRY)
+        await trio.sleep(READER_RETRY)
+
+
+async def _follow(bridge: KafkaBridge, table: StateTable, handle: StandbyHandle,
+                  start: dict[int, int | None] | str, started: float) -> None:
+    async with bridge.open_reader(start) as (reader, positions):
         ends = await reader.end_offsets()
         table.assign(Assign(0, frozenset(positions), ends, ReplyBox()))
         table.apply(Batch(0, {}, positions))  # an empty or compacted head: its start
-        task_status.started(handle)
+        handle.assigned = True
         while True:
             batch = await reader.fetch_batch(FETCH_MS)
             table.apply(batch)

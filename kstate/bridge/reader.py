@@ -24,7 +24,12 @@ from kstate.core.messages import Batch, Record
 
 # ``start`` of a reader that reads every partition from its beginning.
 BEGINNING = "beginning"
+# ``start`` of a reader that reads nothing until moved (``resume_at_end``): it opens
+# without asking any partition's offsets, which a partition without a leader (its
+# broker down) cannot answer, however long that lasts. Its positions are all -1.
+PAUSED = "paused"
 Start = dict[int, int | None] | str | None
+START_WAIT = 1.0  # seconds a stopping reader waits for its start to end by itself
 
 
 class _ReaderSide:
@@ -42,9 +47,10 @@ class _ReaderSide:
     async def start(self, start: Start) -> dict[int, int]:
         """Assign all partitions; ``start`` maps partition -> next offset to read
         (None: the beginning); partitions not in it (or start None) begin at the end;
-        BEGINNING: every partition from its beginning. Returns the starting position
-        of every partition. An offset below its partition's first (records deleted)
-        starts at the first; one past its end raises OffsetPastEnd. Raises
+        BEGINNING: every partition from its beginning; PAUSED: none read until
+        ``resume_at_end``. Returns the starting position of every partition. An
+        offset below its partition's first (records deleted) starts at the first; one
+        past its end raises OffsetPastEnd. Raises
         BrokerUnavailable if Kafka cannot be reached.
 
         Afterwards, Kafka answers out of range only if the log moved under the reader
@@ -84,6 +90,9 @@ class _ReaderSide:
             parts = self.consumer.partitions_for_topic(c.topic) or set()
         tps = [TopicPartition(c.topic, p) for p in sorted(parts)]
         self.consumer.assign(tps)
+        if start == PAUSED:
+            self.consumer.pause(*tps)
+            return {tp.partition: -1 for tp in tps}
         wanted = (dict.fromkeys((tp.partition for tp in tps), None) if start == BEGINNING
                   else start if isinstance(start, dict) else {})
         firsts = await self._check_offsets(tps, wanted)
@@ -120,8 +129,11 @@ class _ReaderSide:
         """Records by partition, and the partitions halted by this fetch."""
         assert self.consumer is not None
         assert self.undecodable is not None
-        got = await self.consumer.getmany(timeout_ms=timeout_ms,
-                                          max_records=self.max_records)
+        try:
+            got = await self.consumer.getmany(timeout_ms=timeout_ms,
+                                              max_records=self.max_records)
+        except KafkaError as exc:  # one Kafka refused to go on with (not authorized...)
+            raise BrokerUnavailable(f"a reader could not fetch: {exc!r}") from exc
         records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
         return records, self.undecodable.take()
 
@@ -148,13 +160,23 @@ class _ReaderSide:
 
     async def end_offsets(self) -> dict[int, int]:
         assert self.consumer is not None
-        ends = await self.consumer.end_offsets(sorted(self.consumer.assignment()))
+        try:
+            ends = await self.consumer.end_offsets(sorted(self.consumer.assignment()))
+        except KafkaError as exc:  # not answered within aiokafka's request timeout
+            raise BrokerUnavailable(f"a reader's end offsets: {exc!r}") from exc
         return {tp.partition: int(off) for tp, off in ends.items()}
 
     async def stop(self) -> None:
-        if self._starting is not None:
+        starting = self._starting
+        if starting is not None:
+            # see start(): waited for, but not for good. A start still under way after
+            # START_WAIT waits for Kafka's answers (a partition without a leader has no
+            # offsets while its broker is down), not a connection: a stopping node
+            # waited that long, past SIGTERM, with it.
+            await asyncio.wait({starting}, timeout=START_WAIT)
+            starting.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._starting  # see start()
+                await starting
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await stop_client(consumer, "reader")
@@ -171,7 +193,8 @@ class Reader:
         self.halted: dict[int, Halt] = {}
 
     async def fetch(self, timeout_ms: int = 500) -> dict[int, list[Record]]:
-        """Records by partition (see :attr:`halted` for partitions that stopped)."""
+        """Records by partition (see :attr:`halted` for partitions that stopped);
+        BrokerUnavailable for an error Kafka gave instead."""
         records, halted = await self._portal.call(
             functools.partial(self._side.fetch, timeout_ms))
         self.halted.update(halted)
@@ -194,7 +217,8 @@ class Reader:
         return await self._portal.call(self._side.resume_at_end, frozenset(self.halted))
 
     async def end_offsets(self) -> dict[int, int]:
-        """The end offset of every partition this reader reads."""
+        """The end offset of every partition this reader reads (BrokerUnavailable if
+        Kafka does not answer in time)."""
         return await self._portal.call(self._side.end_offsets)
 
 

@@ -174,3 +174,67 @@ async def test_member_waits_for_a_partition_without_a_leader(
     finally:
         a.stop_now()
         b.stop_now()
+
+
+async def test_a_node_starts_while_a_partition_has_no_leader(
+        cluster: Cluster, artifacts: Path, client: httpx.AsyncClient) -> None:
+    # Its feed's reader and its standby copy's open without waiting for the partition's
+    # offsets; before, the node waited for them before serving HTTP or joining, with no
+    # line of its own in the log, for as long as the broker was down.
+    tag = uuid.uuid4().hex[:10]
+    topic, group = f"t-{tag}", f"g-{tag}"
+    env = {"KSTATE_PARTITIONS": str(PARTITIONS), "KSTATE_REPLICATION": "1",
+           "KSTATE_STANDBY": "true"}
+    a = Node(bootstrap=cluster.bootstrap, topic=topic, group=group, log_dir=artifacts,
+             extra=dict(env)).start()
+    c = Node(bootstrap=cluster.bootstrap, topic=topic, group=group, log_dir=artifacts,
+             extra=dict(env))
+    try:
+        await wait_ready(client, a, timeout=60)
+        keys = {p: _key_of(p) for p in range(PARTITIONS)}
+        for p, k in keys.items():
+            r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{p}"})
+            assert r.status_code == 201, (p, r.status_code, r.text)
+        leaders, coordinator = await trio.to_thread.run_sync(
+            _layout, cluster.bootstrap, topic, group)
+        victim = next(i for i in (1, 2, 3)
+                      if i != coordinator and i in leaders.values())
+        offline = sorted(p for p, lead in leaders.items() if lead == victim)
+        await cluster.broker_stop(victim)
+        with trio.fail_after(60):
+            while True:
+                leaders, _ = await trio.to_thread.run_sync(
+                    _layout, cluster.bootstrap, topic, None)
+                if all(leaders[p] == -1 for p in offline):
+                    break
+                await trio.sleep(1.0)
+
+        for _ in range(2):  # a start, a SIGTERM (exit 0 in time), and a start again
+            c.start()
+            with trio.fail_after(60):
+                while c.log_text().count("event=node_started") < c.starts:
+                    assert c.alive(), c.log_text()[-3000:]
+                    await trio.sleep(0.5)
+            r = await client.get(f"{c.base}/readyz", timeout=5)  # it serves HTTP
+            assert r.status_code in (200, 503), r.text
+            if c.starts == 1:
+                c.term()
+                assert await c.wait_exit(30) == 0, c.log_text()[-3000:]
+
+        await cluster.broker_start(victim)
+        with trio.fail_after(120):  # then every partition, and its standby copy, catch up
+            while True:
+                r = await client.get(f"{c.base}/readyz", timeout=2)
+                body = r.json()
+                if r.status_code == 200 and body["standby"]["caught_up"]:
+                    break
+                await trio.sleep(0.5)
+        for p, k in keys.items():
+            r = await client.get(f"{c.base}/users/{k}")
+            assert r.status_code == 200, (p, r.text)
+            assert r.json()["name"] == f"before-{p}", (p, r.text)
+        assert a.alive()
+        assert c.alive()
+    finally:
+        a.stop_now()
+        c.stop_now()
