@@ -59,9 +59,9 @@ class _ReaderSide:
         records may come again but none still in the log is skipped.
 
         A cancelled start (a resumed feed's client went away) runs on to its end all
-        the same, and :meth:`stop` waits for it: aiokafka cancelled while it opens a
-        connection leaves that connection open and unowned (logged later, with a
-        traceback, as "Unclosed AIOKafkaConnection")."""
+        the same, and :meth:`stop` waits for it (up to START_WAIT): aiokafka cancelled
+        while it opens a connection leaves that connection open and unowned (logged
+        later, with a traceback, as "Unclosed AIOKafkaConnection")."""
         self._starting = asyncio.ensure_future(self._start(start))
         return await asyncio.shield(self._starting)
 
