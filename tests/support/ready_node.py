@@ -16,11 +16,13 @@ READY_WITHIN = 60.0  # seconds; a fresh topic on a shared broker is ready in a f
 
 
 @contextmanager
-def ready_node(bootstrap: str, name: str) -> Iterator[Node]:
-    """A node logging to test-artifacts/``name``, ready (``/readyz`` 200)."""
+def ready_node(bootstrap: str, name: str, extra: dict[str, str] | None = None
+               ) -> Iterator[Node]:
+    """A node logging to test-artifacts/``name``, ready (``/readyz`` 200); ``extra``:
+    more environment (``KSTATE_*`` settings)."""
     tag = uuid.uuid4().hex[:10]
     n = Node(bootstrap=bootstrap, topic=f"t-{tag}", group=f"g-{tag}",
-             log_dir=REPO / "test-artifacts" / name)
+             log_dir=REPO / "test-artifacts" / name, extra=dict(extra or {}))
     n.start()
     try:
         deadline = time.monotonic() + READY_WITHIN

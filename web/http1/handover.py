@@ -30,6 +30,7 @@ from urllib.parse import unquote
 import h11
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Event, Updated
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import WSStream
@@ -406,7 +407,22 @@ def _bounded_websockets(protocol: H11Protocol) -> Callable[[h11.Request], Awaita
 class _Http1Server(TCPServer):
     """hypercorn's connection handler, kept on HTTP/1.1 (see the module docstring),
     its websockets bounded (:func:`_bounded_websockets`), its parse errors answered
-    in JSON (:func:`_json_errors`)."""
+    in JSON (:func:`_json_errors`), closed once its client has sent its last byte
+    and been answered (:meth:`protocol_send`)."""
+
+    # the client's side is over (EOF: it half-closed, or the connection broke)
+    _read_done = False
+
+    async def protocol_send(self, event: Event) -> None:
+        # hypercorn keeps a connection whose client half-closed (shut its sending
+        # side) open, once answered, until keep_alive_timeout: its read loop is over,
+        # but its idle timer is what ends the connection. Nothing more can come to be
+        # answered, so none is started: the connection closes once the answer in
+        # flight (if any) is out, as the lean path closes at an EOF.
+        if isinstance(event, Updated) and event.idle and self._read_done:
+            await self.idle_task.stop()
+            return
+        await super().protocol_send(event)
 
     async def _read_data(self) -> None:
         # (runs once the protocol is made, before the first byte is handled)
@@ -419,6 +435,8 @@ class _Http1Server(TCPServer):
         setattr(protocol, "_create_stream", _bounded_websockets(protocol))  # noqa: B010
         setattr(protocol, "_send_error_response", _json_errors(protocol))  # noqa: B010
         await super()._read_data()
+        self._read_done = True
+        await self.idle_task.stop()  # (an idle connection's timer: see protocol_send)
 
 
 class HandOver:
