@@ -322,6 +322,7 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 head_timeout=settings.http_head_timeout,
                 body_timeout=settings.http_body_timeout,
                 idle_timeout=settings.http_idle_timeout,
+                send_timeout=settings.http_send_timeout,
                 max_head_bytes=settings.http_max_head_bytes, max_body=settings.max_body,
                 drain_timeout=http_drain(settings), cut_off_timeout=HTTP_CUT_OFF), server_ssl)
             left = trio.Event()

@@ -64,6 +64,7 @@ class Settings:
     http_head_timeout: float = 10.0
     http_body_timeout: float = 30.0
     http_idle_timeout: float = 75.0
+    http_send_timeout: float = 30.0
     http_max_head_bytes: int = 16_384
     tls_certfile: str = ""
     tls_keyfile: str = ""
@@ -149,7 +150,8 @@ MIN_SECONDS = 0.1
 DURATIONS: dict[str, tuple[float, float]] = {
     "catchup_timeout": (MIN_SECONDS, 600), "write_timeout": (MIN_SECONDS, 600),
     "http_head_timeout": (MIN_SECONDS, 3600), "http_body_timeout": (MIN_SECONDS, 3600),
-    "http_idle_timeout": (MIN_SECONDS, 3600), "feed_stall_timeout": (MIN_SECONDS, 600),
+    "http_idle_timeout": (MIN_SECONDS, 3600), "http_send_timeout": (MIN_SECONDS, 3600),
+    "feed_stall_timeout": (MIN_SECONDS, 600),
     "cluster_auth_window": (1, 300)}
 
 

@@ -28,6 +28,9 @@ FIELDS: dict[str, tuple[type, str]] = {
     "http_body_timeout": (float, "seconds a request body may take after its head (408 "
                                  "after)"),
     "http_idle_timeout": (float, "seconds an idle keep-alive connection stays open"),
+    "http_send_timeout": (float, "seconds one write of an answer (or websocket message) may "
+                                 "take to a client that reads slowly; the connection is "
+                                 "closed after"),
     "http_max_head_bytes": (int, "largest request line + headers in bytes (431 above)"),
     "tls_certfile": (str, "PEM certificate (chain) of this node's HTTPS; when set the port "
                           "speaks TLS only (API, dashboard, wss) and peers are called over "

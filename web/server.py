@@ -43,6 +43,7 @@ class FrontSettings:
     head_timeout: float = 10.0
     body_timeout: float = 30.0
     idle_timeout: float = 75.0
+    send_timeout: float = 30.0
     max_head_bytes: int = 16_384
     max_body: int = 65_536
     drain_timeout: float = 3.0
@@ -51,6 +52,7 @@ class FrontSettings:
     def limits(self) -> Limits:
         return Limits(max_connections=self.max_connections, head_timeout=self.head_timeout,
                       body_timeout=self.body_timeout, idle_timeout=self.idle_timeout,
+                      send_timeout=self.send_timeout,
                       max_head_bytes=self.max_head_bytes, max_body_bytes=self.max_body,
                       drain_timeout=self.drain_timeout,
                       cut_off_timeout=self.cut_off_timeout, backlog=BACKLOG,

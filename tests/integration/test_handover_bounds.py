@@ -1,12 +1,15 @@
 """What a client can hold or trigger on a connection handed to hypercorn, on a live node
 over real sockets: a client that half-closes (shuts its sending side) once answered
-has its connection closed at once, not at ``http_idle_timeout``, as on the lean path.
+has its connection closed at once, not at ``http_idle_timeout``, as on the lean path;
+a client that reads its answers too slowly has its connection closed at
+``http_send_timeout``, as on the lean path (hypercorn has no send timeout).
 
 One node serves the whole module; an autouse check proves it is still alive, healthy,
 and without a traceback in its log."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -23,12 +26,17 @@ pytestmark = pytest.mark.xdist_group("test_handover_bounds")
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"
 USER = b"GET /users/a@b.c HTTP/1.1\r\nHost: h\r\n\r\n"
 IDLE = 60.0  # the node's http_idle_timeout: far longer than any wait below
+SEND = 0.5  # the node's http_send_timeout
+# web/server.py's TCP_USER_TIMEOUT: the kernel may drop a connection whose window stays
+# shut this long, so a send timeout is seen to act only when a connection ends before
+STALL = 20.0
 
 
 @pytest.fixture(scope="module")
 def node(kafka_bootstrap: str) -> Iterator[Node]:
     with ready_node(kafka_bootstrap, "test_handover_bounds",
-                    {"KSTATE_HTTP_IDLE_TIMEOUT": str(IDLE)}) as n:
+                    {"KSTATE_HTTP_IDLE_TIMEOUT": str(IDLE),
+                     "KSTATE_HTTP_SEND_TIMEOUT": str(SEND)}) as n:
         yield n
 
 
@@ -69,3 +77,40 @@ async def test_a_half_close_with_a_request_in_flight_still_gets_its_answer(node)
     with trio.fail_after(IDLE / 4):
         raw = await read_until_closed(s, timeout=IDLE)
     assert raw.startswith(b"HTTP/1.1 200 "), raw
+
+
+# -- a client that reads too slowly -----------------------------------------------
+
+async def _small_window(node: Node) -> trio.SocketStream:
+    """A connection whose receive buffer (so its TCP window) is a few KiB."""
+    host, _, port = node.url.rpartition(":")
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((host, int(port)))
+    return trio.SocketStream(sock)
+
+
+@pytest.mark.parametrize("path", [b"/openapi.json", b"/metrics", b"/dashboard/dashboard.js"])
+async def test_a_slow_reader_of_a_handed_over_connection_is_cut_off_at_the_send_timeout(
+        node, path):
+    """A client asks for many answers of a few KiB each (pipelined) and reads a
+    little every half second, so its window opens every time: the node closes the
+    connection once a write to it has waited ``http_send_timeout``, long before it
+    could read them all (hypercorn alone waited for as long as the client kept
+    reading, bounded only by chance, when the kernel's TCP_USER_TIMEOUT caught a
+    window that stayed shut)."""
+    s = await _small_window(node)
+    await s.send_all(HEALTH + b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path * 1000)
+    got = 0
+    async with s:
+        with trio.fail_after(STALL * 3 / 4):  # (the node closes it in ~2 s)
+            while True:
+                await trio.sleep(0.5)
+                try:
+                    chunk = await s.receive_some(65536)
+                except trio.BrokenResourceError:
+                    break
+                if not chunk:
+                    break
+                got += len(chunk)
+    assert got < 1000 * 10_000, got  # (each answer is larger than 10 kB)

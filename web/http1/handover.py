@@ -218,12 +218,19 @@ class _ReplayBase(trio.abc.Stream):
     reads and writes go to the wrapped stream. With a ``guard``, what is read is what
     the guard lets through (web/http1/guard.py); bytes that come while a websocket
     handshake is being answered wait, and no more is read, until the answer's first
-    write, which tells the guard whether it was a 101."""
+    write, which tells the guard whether it was a 101. A write that takes longer than
+    ``send_timeout`` breaks the stream (see :meth:`send_all`); ``timed_out`` is called
+    then."""
 
-    def __init__(self, stream: trio.abc.Stream, head: bytes, guard: Guard | None) -> None:
+    def __init__(self, stream: trio.abc.Stream, head: bytes, guard: Guard | None, *,
+                 send_timeout: float = math.inf,
+                 timed_out: Callable[[], None] | None = None) -> None:
         self._inner = stream
         self._head = head
         self._guard = guard
+        self._send_timeout = send_timeout
+        self._timed_out = timed_out
+        self._broken = False  # a write was cut short: the stream's bytes are unknown
         self._ready = b""  # let through, not read yet
         self._closed = trio.Event()
         self._answered = trio.Event()  # (a websocket handshake's answer is going out)
@@ -270,7 +277,20 @@ class _ReplayBase(trio.abc.Stream):
             self._ready += guard.answered(data)
             if guard.mode != HANDSHAKE:
                 self._answered.set()
-        await self._inner.send_all(data)
+        if self._broken:
+            raise trio.BrokenResourceError("an earlier write timed out")
+        # hypercorn shields its writes from cancellation and has no send timeout: a
+        # client that reads slowly (opening its window a little every few seconds,
+        # which TCP_USER_TIMEOUT does not catch) would hold its connection, its task
+        # and the answer for as long as it liked. Past the lean path's send_timeout
+        # the stream is broken: hypercorn takes that as the client gone and closes.
+        with trio.move_on_after(self._send_timeout) as scope:
+            await self._inner.send_all(data)
+        if scope.cancelled_caught:
+            self._broken = True
+            if self._timed_out is not None:
+                self._timed_out()
+            raise trio.BrokenResourceError(f"a write took over {self._send_timeout}s")
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._inner.wait_send_all_might_not_block()
@@ -285,8 +305,9 @@ class _Replay(_ReplayBase):
     """Over a plain socket stream. It has no ``do_handshake``: that is how
     ``TCPServer`` tells plain from TLS."""
 
-    def __init__(self, stream: trio.SocketStream, head: bytes, guard: Guard | None) -> None:
-        super().__init__(stream, head, guard)
+    def __init__(self, stream: trio.SocketStream, head: bytes, guard: Guard | None,
+                 **bounds: Any) -> None:
+        super().__init__(stream, head, guard, **bounds)
         self._stream = stream
         self.socket = stream.socket
 
@@ -300,8 +321,8 @@ class _ReplayTLS(_ReplayBase):
     ``transport_stream.socket``), and no ``send_eof``, as a TLS stream has none."""
 
     def __init__(self, stream: trio.SSLStream[trio.SocketStream], head: bytes,
-                 guard: Guard | None) -> None:
-        super().__init__(stream, head, guard)
+                 guard: Guard | None, **bounds: Any) -> None:
+        super().__init__(stream, head, guard, **bounds)
         self._stream = stream
         self.transport_stream = stream.transport_stream
 
@@ -443,14 +464,19 @@ class HandOver:
     """hypercorn for the connections the front gives away (``app`` under
     :func:`shield_sends`), each HTTP/1.1 one behind a guard (web/http1/guard.py) that
     refuses what hypercorn would answer with a bare error (``refused`` is called for
-    each such refusal). Owns the app's lifespan:
+    each such refusal), each write bounded by ``send_timeout`` (past it the connection
+    is closed and ``timed_out`` called). Owns the app's lifespan:
     :meth:`startup` runs it in a nursery the caller owns, :meth:`terminate` makes
     idle handed-over connections close and busy ones close after their response,
     :meth:`shutdown` runs the app's shutdown (call it after the connections ended)."""
 
     def __init__(self, app: Asgi, config: Config,
-                 refused: Callable[[], None] | None = None) -> None:
+                 refused: Callable[[], None] | None = None, *,
+                 send_timeout: float = math.inf,
+                 timed_out: Callable[[], None] | None = None) -> None:
         self._config = config
+        self._send_timeout = send_timeout
+        self._timed_out = timed_out
         self.refusals = Refusals(refused)
         self._app = wrap_app(shield_sends(self.refusals.app(app)), config.wsgi_max_body_size,
                              "asgi")
@@ -476,9 +502,11 @@ class HandOver:
         # whatever ALPN said: the front refuses it), so every one is guarded.
         guard = Guard(self.refusals, self._config.h11_max_incomplete_size)
         if isinstance(stream, trio.SSLStream):
-            wrapped = _ReplayTLS(stream, head, guard)
+            wrapped = _ReplayTLS(stream, head, guard, send_timeout=self._send_timeout,
+                                 timed_out=self._timed_out)
         elif isinstance(stream, trio.SocketStream):
-            wrapped = _Replay(stream, head, guard)
+            wrapped = _Replay(stream, head, guard, send_timeout=self._send_timeout,
+                              timed_out=self._timed_out)
         else:
             raise TypeError(f"cannot hand over a {type(stream).__name__}")
         server = _Http1Server(self._app, self._config, self._context, self._state,

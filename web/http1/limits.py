@@ -40,8 +40,9 @@ class Limits:
     #: together go out in one ``send_all`` up to this many; the rest wait in the
     #: socket (back-pressure, never an error).
     max_pipelined: int = 32
-    #: One ``send_all`` of responses to a client that does not read; past it the
-    #: connection is closed.
+    #: One ``send_all`` of responses to a client that does not read (or reads too
+    #: slowly); past it the connection is closed. Also each write of a handed-over
+    #: connection (web/http1/handover.py; hypercorn has no such bound).
     send_timeout: float = 30.0
     #: TLS handshake of an accepted connection; past it (or on failure) it is closed.
     tls_handshake_timeout: float = 10.0

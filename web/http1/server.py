@@ -94,7 +94,9 @@ class Front:
                            oversized_to_handler, body_timeout=self.limits.body_timeout,
                            cut_off=self._shared.cut_off_answer,
                            cut_off_timeout=self.limits.cut_off_timeout)
-            self._handover = HandOver(app, config, self._refused)
+            self._handover = HandOver(app, config, self._refused,
+                                      send_timeout=self.limits.send_timeout,
+                                      timed_out=self._send_timed_out)
         self._used = False
         self._accepted: set[trio.SocketStream] = set()  # the open connections
 
@@ -103,6 +105,9 @@ class Front:
 
     def _refused(self) -> None:
         self._shared.counters.bad_requests += 1
+
+    def _send_timed_out(self) -> None:
+        self._shared.counters.send_timeouts += 1
 
     async def _guarded(self, req: Request) -> Response:
         """The handler for hot requests on a handed-over connection: counted, and an
