@@ -2,7 +2,9 @@
 over real sockets: a client that half-closes (shuts its sending side) once answered
 has its connection closed at once, not at ``http_idle_timeout``, as on the lean path;
 a client that reads its answers too slowly has its connection closed at
-``http_send_timeout``, as on the lean path (hypercorn has no send timeout).
+``http_send_timeout``, as on the lean path (hypercorn has no send timeout); a request
+with ``Expect: 100-continue`` and a body declared over ``max_body`` is refused at once,
+never invited with a ``100 Continue``, handed over or not.
 
 One node serves the whole module; an autouse check proves it is still alive, healthy,
 and without a traceback in its log."""
@@ -16,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from tests.support.http1 import connect, read_replies, read_until_closed
+from tests.support.http1 import connect, parse_replies, read_replies, read_until_closed
 from tests.support.ready_node import ready_node
 from tools.procs import Node
 
@@ -114,3 +116,51 @@ async def test_a_slow_reader_of_a_handed_over_connection_is_cut_off_at_the_send_
                     break
                 got += len(chunk)
     assert got < 1000 * 10_000, got  # (each answer is larger than 10 kB)
+
+
+# -- Expect: 100-continue ---------------------------------------------------------
+
+MAX_BODY = 65536  # the node's default max_body
+
+
+def _expecting(method: bytes, path: bytes, length: int) -> bytes:
+    return (b"%s %s HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (method, path, length))
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize(("method", "path", "status"), [
+    (b"PUT", b"/users/a@b.c", 413), (b"PUT", b"/healthz", 405), (b"GET", b"/cluster", 413),
+    (b"OPTIONS", b"/users/a@b.c", 200)], ids=["hot", "method_not_allowed", "quart",
+                                             "options"])
+async def test_a_body_declared_too_large_is_never_invited(node, later, method, path, status):
+    """The client waits for the 100 before it sends its body: the node answers at once,
+    without a 100 (hypercorn sent one for every such head, inviting a body it would
+    refuse; a hot route's answer then waited for that body till http_body_timeout)."""
+    s = await connect(node.url)
+    await s.send_all((HEALTH if later else b"") + _expecting(method, path, MAX_BODY + 1))
+    raw = await read_until_closed(s, timeout=10)
+    assert b"HTTP/1.1 100 " not in raw, raw
+    replies = parse_replies(raw)
+    assert [r.status for r in replies] == [200] * later + [status], raw
+    if status == 413:
+        assert replies[-1].json()["error"] == "body_too_large", raw
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("path", [b"/users/a@b.c", b"/healthz"])
+async def test_a_body_within_the_limit_is_invited(node, later, path):
+    s = await connect(node.url)
+    async with s:
+        if later:
+            await s.send_all(HEALTH)
+            await read_replies(s, 1)
+        await s.send_all(_expecting(b"PUT", path, 2))
+        with trio.fail_after(5):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await s.receive_some(65536)
+        assert head.startswith(b"HTTP/1.1 100 "), head
+        await s.send_all(b"{}")
+        (reply,) = await read_replies(s, 1)
+        assert 400 <= reply.status < 500, reply  # (an empty object is not a user)

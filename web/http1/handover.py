@@ -106,10 +106,13 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
             await app(scope, receive, send)
             return
         chunks: list[bytes] = []
-        size, more, oversized = 0, True, False
+        size, more = 0, True
+        # a body declared over the limit is not read (nor, with Expect: 100-continue,
+        # invited: see _continue_within), as on the lean path
+        oversized = declared_length(scope["headers"]) > max_body
         version = scope.get("http_version", "1.1")
         with trio.move_on_after(body_timeout) as body_wait:
-            while more:
+            while more and not oversized:
                 message = await receive()
                 if message["type"] != "http.request":
                     return  # the client left
@@ -140,6 +143,14 @@ def hot_asgi(app: Asgi, is_hot: Callable[[bytes, bytes], bool],
         await _send(send, resp, method, version, close=oversized or late)
 
     return asgi
+
+
+def declared_length(headers: Any) -> int:
+    """A request's ``Content-Length`` (0 without one; hypercorn's h11 has checked it)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 async def _send(send: Any, resp: Response, method: bytes, version: str, *, close: bool
@@ -425,6 +436,31 @@ def _bounded_websockets(protocol: H11Protocol) -> Callable[[h11.Request], Awaita
     return create_stream
 
 
+def _continue_within(protocol: H11Protocol, max_body: float) -> None:
+    """Make ``protocol`` answer ``Expect: 100-continue`` only for a body it may take.
+    hypercorn sends ``100 Continue`` as soon as it has the head of a request that asks
+    for it, so a body declared over the limit was invited before its 413 (or another
+    refusal): the client sent it all, only for it to be dropped. Here that 100 is not
+    sent; the answer comes at once, and the client is spared the body (RFC 9110
+    §10.1.1), as on the lean path."""
+    create, send_event = protocol._create_stream, protocol._send_h11_event
+    declared = 0
+
+    async def create_stream(request: h11.Request) -> None:
+        nonlocal declared
+        declared = declared_length(request.headers.raw_items())
+        await create(request)
+
+    async def send_h11_event(event: Any) -> None:
+        if (isinstance(event, h11.InformationalResponse) and event.status_code == 100
+                and declared > max_body):
+            return
+        await send_event(event)
+
+    setattr(protocol, "_create_stream", create_stream)  # noqa: B010
+    setattr(protocol, "_send_h11_event", send_h11_event)  # noqa: B010
+
+
 class _Http1Server(TCPServer):
     """hypercorn's connection handler, kept on HTTP/1.1 (see the module docstring),
     its websockets bounded (:func:`_bounded_websockets`), its parse errors answered
@@ -433,6 +469,8 @@ class _Http1Server(TCPServer):
 
     # the client's side is over (EOF: it half-closed, or the connection broke)
     _read_done = False
+    # the largest body a 100 Continue invites (see _continue_within)
+    max_body: float = math.inf
 
     async def protocol_send(self, event: Event) -> None:
         # hypercorn keeps a connection whose client half-closed (shut its sending
@@ -455,6 +493,7 @@ class _Http1Server(TCPServer):
         setattr(protocol, "_check_protocol", _no_protocol_switch)  # noqa: B010
         setattr(protocol, "_create_stream", _bounded_websockets(protocol))  # noqa: B010
         setattr(protocol, "_send_error_response", _json_errors(protocol))  # noqa: B010
+        _continue_within(protocol, self.max_body)
         await super()._read_data()
         self._read_done = True
         await self.idle_task.stop()  # (an idle connection's timer: see protocol_send)
@@ -465,7 +504,8 @@ class HandOver:
     :func:`shield_sends`), each HTTP/1.1 one behind a guard (web/http1/guard.py) that
     refuses what hypercorn would answer with a bare error (``refused`` is called for
     each such refusal), each write bounded by ``send_timeout`` (past it the connection
-    is closed and ``timed_out`` called). Owns the app's lifespan:
+    is closed and ``timed_out`` called), ``100 Continue`` sent only to a request whose
+    declared body is at most ``max_body``. Owns the app's lifespan:
     :meth:`startup` runs it in a nursery the caller owns, :meth:`terminate` makes
     idle handed-over connections close and busy ones close after their response,
     :meth:`shutdown` runs the app's shutdown (call it after the connections ended)."""
@@ -473,8 +513,10 @@ class HandOver:
     def __init__(self, app: Asgi, config: Config,
                  refused: Callable[[], None] | None = None, *,
                  send_timeout: float = math.inf,
-                 timed_out: Callable[[], None] | None = None) -> None:
+                 timed_out: Callable[[], None] | None = None,
+                 max_body: float = math.inf) -> None:
         self._config = config
+        self._max_body = max_body
         self._send_timeout = send_timeout
         self._timed_out = timed_out
         self.refusals = Refusals(refused)
@@ -511,6 +553,7 @@ class HandOver:
             raise TypeError(f"cannot hand over a {type(stream).__name__}")
         server = _Http1Server(self._app, self._config, self._context, self._state,
                               cast(Any, wrapped))
+        server.max_body = self._max_body
         try:
             await server.run()
         except* trio.BusyResourceError:

@@ -96,7 +96,8 @@ class Front:
                            cut_off_timeout=self.limits.cut_off_timeout)
             self._handover = HandOver(app, config, self._refused,
                                       send_timeout=self.limits.send_timeout,
-                                      timed_out=self._send_timed_out)
+                                      timed_out=self._send_timed_out,
+                                      max_body=self.limits.max_body_bytes)
         self._used = False
         self._accepted: set[trio.SocketStream] = set()  # the open connections
 
