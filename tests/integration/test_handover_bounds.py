@@ -1,10 +1,11 @@
-"""What a client can hold or trigger on a connection handed to hypercorn, on a live node
-over real sockets: a client that half-closes (shuts its sending side) once answered
-has its connection closed at once, not at ``http_idle_timeout``, as on the lean path;
-a client that reads its answers too slowly has its connection closed at
-``http_send_timeout``, as on the lean path (hypercorn has no send timeout); a request
-with ``Expect: 100-continue`` and a body declared over ``max_body`` is refused at once,
-never invited with a ``100 Continue``, handed over or not.
+"""What a client can hold or trigger on the node's HTTP front, above all on a connection
+handed to hypercorn, on a live node over real sockets: a client that half-closes
+(shuts its sending side) once answered has its connection closed at once, not at
+``http_idle_timeout``, as on the lean path; a client that reads its answers too slowly
+has its connection closed at ``http_send_timeout``, as on the lean path (hypercorn has
+no send timeout); a request with ``Expect: 100-continue`` and a body declared over
+``max_body`` is refused at once, never invited with a ``100 Continue``, handed over or
+not; an absolute-form target whose authority is malformed is a 400, not its path served.
 
 One node serves the whole module; an autouse check proves it is still alive, healthy,
 and without a traceback in its log."""
@@ -164,3 +165,38 @@ async def test_a_body_within_the_limit_is_invited(node, later, path):
         await s.send_all(b"{}")
         (reply,) = await read_replies(s, 1)
         assert 400 <= reply.status < 500, reply  # (an empty object is not a user)
+
+
+# -- a malformed absolute-form target ------------------------------------------------
+
+BAD_TARGETS = [b"http://[::1", b"http://[::1/users/a@b.c", b"http://", b"http:///healthz",
+               b"http://h:x/healthz", b"http://u@h/healthz", b"http://h%4/healthz"]
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("target", BAD_TARGETS)
+async def test_a_malformed_absolute_form_target_is_refused(node, later, target):
+    """RFC 3986/9110: an authority with an IP literal left open, no host, a port that
+    is not digits, a userinfo or a broken percent-escape is no authority: 400 with the
+    front's JSON error (both parsers took it, and its path, ``/`` for the first, was
+    served: the dashboard, or a user's record)."""
+    s = await connect(node.url)
+    await s.send_all((HEALTH if later else b"")
+                     + b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % target)
+    raw = await read_until_closed(s, timeout=10)
+    replies = parse_replies(raw)
+    assert [r.status for r in replies] == [200] * later + [400], raw
+    assert replies[-1].json()["error"] == "bad_request", raw
+    assert replies[-1].headers[b"connection"] == b"close", raw
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("target", [b"http://h/healthz", b"http://[::1]:8080/healthz",
+                                    b"HTTP://H:/healthz?x=1", b"http://h%41/healthz"])
+async def test_a_well_formed_absolute_form_target_is_served_as_its_path(node, later, target):
+    s = await connect(node.url)
+    async with s:
+        await s.send_all((HEALTH if later else b"")
+                         + b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % target)
+        replies = await read_replies(s, 1 + later)
+    assert [r.status for r in replies] == [200] * (1 + later), replies

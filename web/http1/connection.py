@@ -27,6 +27,7 @@ from web.http1.heads import (
     Refusal,
     framing_refusal,
     handshake_ascii,
+    target_refusal,
     websocket_refusal,
 )
 from web.http1.limits import Limits
@@ -332,6 +333,9 @@ class Connection:
                     raise Reject.of(refusal)
             url = self.url
             if url[:1] != b"/":  # absolute-form: served as its origin-form
+                refusal = target_refusal(url)
+                if refusal is not None:
+                    raise Reject.of(refusal)
                 url = origin_form(url) or url
             q = url.find(b"?")
             path, query = (url, b"") if q < 0 else (url[:q], url[q + 1:])

@@ -50,6 +50,7 @@ from web.http1.heads import (
     Refusal,
     framing_refusal,
     is_websocket,
+    target_refusal,
     websocket_refusal,
 )
 from web.http1.wire import JSON_CT, error_response
@@ -246,7 +247,7 @@ class Guard:
             return self._too_large()
         if event.method == b"PRI":
             return HTTP2_PREFACE
-        return (framing_refusal(headers)
+        return (target_refusal(event.target) or framing_refusal(headers)
                 or websocket_refusal(event.method, event.http_version.decode("ascii"),
                                      headers))
 

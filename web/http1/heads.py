@@ -13,6 +13,8 @@ import binascii
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from web.http1.wire import bad_absolute_form
+
 Headers = Iterable[tuple[bytes, bytes]]
 
 
@@ -46,6 +48,16 @@ def handshake_ascii(headers: Headers) -> bool:
 # The HTTP/2 preface (``PRI * HTTP/2.0``): the front speaks HTTP/1.1 only, wherever on a
 # connection the preface comes (hypercorn would switch to h2 on it)
 HTTP2_PREFACE = Refusal(400, "http2_not_supported", "this server speaks HTTP/1.1 only")
+
+BAD_TARGET = Refusal(400, "bad_request",
+                     "malformed request target: its authority (host[:port]) is not valid")
+
+
+def target_refusal(target: bytes) -> Refusal | None:
+    """A request target in absolute-form whose authority is malformed (both parsers
+    take it, and its path would be served): :func:`web.http1.wire.bad_absolute_form`."""
+    return BAD_TARGET if bad_absolute_form(target) else None
+
 
 # 400, not the 501 RFC 9112 §6.1 suggests: a client's fault is never a 5xx here
 UNSUPPORTED_CODING = Refusal(400, "unsupported_transfer_encoding",

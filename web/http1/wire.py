@@ -72,6 +72,15 @@ def origin_form(target: bytes) -> bytes | None:
     byte for byte, so a key is the same whichever form names it: a ``%23`` or ``%3F``
     in the path stays encoded here, where a URL parser run over the *decoded* path
     (quart's, for a target that does not start with ``/``) would cut the key at it."""
+    found = _authority(target)
+    if found is None:
+        return None
+    rest = target[found[1]:]
+    return rest if rest[:1] == b"/" else b"/" + rest
+
+
+def _authority(target: bytes) -> tuple[int, int] | None:
+    """Where the authority of an absolute-form ``target`` starts and ends, or None."""
     sep = target.find(b"://")
     if sep <= 0 or not _SCHEME.fullmatch(target, 0, sep):
         return None
@@ -81,8 +90,24 @@ def origin_form(target: bytes) -> bytes | None:
         at = target.find(stop, start, cut)
         if at >= 0:
             cut = at
-    rest = target[cut:]
-    return rest if rest[:1] == b"/" else b"/" + rest
+    return start, cut
+
+
+# RFC 3986 §3.2.2-3: host [":" port], the host an IP literal in brackets or a reg-name
+# (IPv4 is one), never empty (RFC 9110 §4.2.1: an http URI with an empty host is
+# invalid); no userinfo (RFC 9110 §4.2.4 has a recipient treat it as an error).
+_AUTHORITY = re.compile(
+    rb"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+    rb"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::[0-9]*)?")
+
+
+def bad_absolute_form(target: bytes) -> bool:
+    """Whether ``target`` is in absolute-form (``scheme://...``) with an authority that
+    is not one: empty, an IP literal left open (``http://[::1``), a port that is not
+    digits, a userinfo. :func:`origin_form` would serve such a target as its path
+    (``/``), an answer to a request nobody made."""
+    found = _authority(target)
+    return found is not None and _AUTHORITY.fullmatch(target, *found) is None
 
 
 JSON_CT = (b"content-type", b"application/json")
