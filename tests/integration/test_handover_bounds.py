@@ -5,7 +5,8 @@ handed to hypercorn, on a live node over real sockets: a client that half-closes
 has its connection closed at ``http_send_timeout``, as on the lean path (hypercorn has
 no send timeout); a request with ``Expect: 100-continue`` and a body declared over
 ``max_body`` is refused at once, never invited with a ``100 Continue``, handed over or
-not; an absolute-form target whose authority is malformed is a 400, not its path served.
+not; an absolute-form target whose authority is malformed is a 400, not its path served,
+and so is a request with two ``Host`` headers or one that is not a host[:port].
 
 One node serves the whole module; an autouse check proves it is still alive, healthy,
 and without a traceback in its log."""
@@ -200,3 +201,35 @@ async def test_a_well_formed_absolute_form_target_is_served_as_its_path(node, la
                          + b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % target)
         replies = await read_replies(s, 1 + later)
     assert [r.status for r in replies] == [200] * (1 + later), replies
+
+
+# -- Host -------------------------------------------------------------------------
+
+BAD_HOSTS = [b"Host: [::1\r\n", b"Host: h:x\r\n", b"Host: u@h\r\n", b"Host: a/b\r\n",
+             b"Host: \xff\xfe\r\n", b"Host: a\r\nHost: b\r\n"]
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("path", [b"/users/a@b.c", b"/healthz"])
+@pytest.mark.parametrize("host", BAD_HOSTS)
+async def test_a_bad_host_header_is_refused(node, later, path, host):
+    """RFC 9112 §3.2: 400 for more than one Host or a value that is no authority. The
+    lean path served both (a user route's answer), hypercorn refused two but served
+    any one value."""
+    s = await connect(node.url)
+    await s.send_all((HEALTH if later else b"") + b"GET %s HTTP/1.1\r\n%s\r\n" % (path, host))
+    raw = await read_until_closed(s, timeout=10)
+    replies = parse_replies(raw)
+    assert [r.status for r in replies] == [200] * later + [400], raw
+    assert replies[-1].json()["error"] == "bad_request", raw
+
+
+@pytest.mark.parametrize("host", [b"Host: \r\n", b"Host: h\r\n", b"Host: 127.0.0.1:80\r\n",
+                                  b"Host: [::1]:8080\r\n", b"Host: my_host.example.\r\n"])
+async def test_a_good_host_header_is_served(node, host):
+    s = await connect(node.url)
+    async with s:
+        await s.send_all(b"GET /healthz HTTP/1.1\r\n%s\r\n" % host + USER.replace(
+            b"Host: h\r\n", host))
+        replies = await read_replies(s, 2)
+    assert [r.status for r in replies] == [200, 404], replies

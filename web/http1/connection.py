@@ -27,6 +27,7 @@ from web.http1.heads import (
     Refusal,
     framing_refusal,
     handshake_ascii,
+    host_refusal,
     target_refusal,
     websocket_refusal,
 )
@@ -332,6 +333,9 @@ class Connection:
                 if refusal is not None:
                     raise Reject.of(refusal)
             url = self.url
+            refusal = host_refusal(self.headers)
+            if refusal is not None:
+                raise Reject.of(refusal)
             if url[:1] != b"/":  # absolute-form: served as its origin-form
                 refusal = target_refusal(url)
                 if refusal is not None:

@@ -49,6 +49,7 @@ from web.http1.heads import (
     UNSUPPORTED_CODING,
     Refusal,
     framing_refusal,
+    host_refusal,
     is_websocket,
     target_refusal,
     websocket_refusal,
@@ -247,7 +248,8 @@ class Guard:
             return self._too_large()
         if event.method == b"PRI":
             return HTTP2_PREFACE
-        return (target_refusal(event.target) or framing_refusal(headers)
+        return (target_refusal(event.target) or host_refusal(headers)
+                or framing_refusal(headers)
                 or websocket_refusal(event.method, event.http_version.decode("ascii"),
                                      headers))
 

@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from web.http1.wire import bad_absolute_form
+from web.http1.wire import authority_ok, bad_absolute_form
 
 Headers = Iterable[tuple[bytes, bytes]]
 
@@ -57,6 +57,23 @@ def target_refusal(target: bytes) -> Refusal | None:
     """A request target in absolute-form whose authority is malformed (both parsers
     take it, and its path would be served): :func:`web.http1.wire.bad_absolute_form`."""
     return BAD_TARGET if bad_absolute_form(target) else None
+
+
+def host_refusal(headers: Headers) -> Refusal | None:
+    """RFC 9112 §3.2: a server answers 400 to a request with more than one ``Host`` or
+    with one whose value is not an authority (empty is one: a target without an
+    authority). h11 refuses the first, llhttp neither, so the lean path served what a
+    handed-over connection refused, and neither parser checked a value
+    (``Host: [::1``)."""
+    hosts = [value for name, value in headers if name == b"host"]
+    if not hosts:
+        return None
+    if len(hosts) > 1:
+        return Refusal(400, "bad_request", "a request has one Host header at most")
+    value = hosts[0].strip(b" \t")
+    if value and not authority_ok(value):
+        return Refusal(400, "bad_request", "the Host header is not a host[:port]")
+    return None
 
 
 # 400, not the 501 RFC 9112 §6.1 suggests: a client's fault is never a 5xx here

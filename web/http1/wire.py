@@ -101,6 +101,12 @@ _AUTHORITY = re.compile(
     rb"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::[0-9]*)?")
 
 
+def authority_ok(value: bytes) -> bool:
+    """Whether ``value`` is an authority as a ``Host`` header or an absolute-form target
+    carries one (host and optional port; see ``_AUTHORITY``)."""
+    return _AUTHORITY.fullmatch(value) is not None
+
+
 def bad_absolute_form(target: bytes) -> bool:
     """Whether ``target`` is in absolute-form (``scheme://...``) with an authority that
     is not one: empty, an IP literal left open (``http://[::1``), a port that is not
