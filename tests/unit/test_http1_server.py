@@ -89,7 +89,8 @@ async def test_keep_alive_serves_many_requests_on_one_connection():
     async with running() as srv:
         s = await connect(srv.addr)
         for i in range(5):
-            await s.send_all(b"PUT /users/a HTTP/1.1\r\nContent-Length: 3\r\n\r\nv%02d" % i)
+            await s.send_all(b"PUT /users/a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n"
+                             b"v%02d" % i)
             await s.send_all(GET % b"a")
             put, get = await read_replies(s, 2)
             assert (put.status, get.status, get.body) == (204, 200, b"v%02d" % i)
@@ -102,7 +103,7 @@ async def test_head_sends_the_length_and_no_body():
     async with running() as srv:
         srv.store.data[b"h"] = b'{"x":1}'
         s = await connect(srv.addr)
-        await s.send_all(b"HEAD /users/h HTTP/1.1\r\n\r\n" + GET % b"h")
+        await s.send_all(b"HEAD /users/h HTTP/1.1\r\nHost: t\r\n\r\n" + GET % b"h")
         data = b""
         with trio.fail_after(5):
             while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b'{"x":1}'):
@@ -116,7 +117,7 @@ async def test_head_sends_the_length_and_no_body():
 async def test_expect_100_continue_is_answered_before_the_body_is_read():
     async with running() as srv:
         s = await connect(srv.addr)
-        await s.send_all(b"PUT /users/c HTTP/1.1\r\nContent-Length: 4\r\n"
+        await s.send_all(b"PUT /users/c HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
                          b"Expect: 100-continue\r\n\r\n")
         with trio.fail_after(5):
             assert await s.receive_some(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -130,7 +131,7 @@ async def test_expect_100_continue_is_answered_before_the_body_is_read():
 async def test_a_chunked_body_is_decoded_and_the_next_request_follows():
     async with running() as srv:
         s = await connect(srv.addr)
-        await s.send_all(b"PUT /users/ch HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        await s.send_all(b"PUT /users/ch HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                          b"3\r\nabc\r\n4;ext=1\r\nd\r\nf\r\n0\r\nTrailer: x\r\n\r\n" + GET % b"ch")
         put, get = await read_replies(s, 2)
         assert (put.status, get.body) == (204, b"abcd\r\nf")
@@ -140,7 +141,8 @@ async def test_a_chunked_body_is_decoded_and_the_next_request_follows():
 async def test_connection_close_is_honoured():
     async with running() as srv:
         s = await connect(srv.addr)
-        await s.send_all(b"GET /users/x HTTP/1.1\r\nConnection: close\r\n\r\n" + GET % b"y")
+        await s.send_all(b"GET /users/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                         + GET % b"y")
         [reply] = parse_replies(await read_until_closed(s))  # the second is never answered
         assert reply.status == 404
         assert reply.headers[b"connection"] == b"close"
@@ -209,7 +211,8 @@ async def test_a_slow_head_is_a_408():
 async def test_a_slow_body_is_a_408():
     async with running(Limits(body_timeout=0.3)) as srv:
         with trio.fail_after(3):
-            await expect_error(srv.addr, b"PUT /users/x HTTP/1.1\r\nContent-Length: 9\r\n\r\nab",
+            await expect_error(srv.addr, b"PUT /users/x HTTP/1.1\r\nHost: t\r\n"
+                                         b"Content-Length: 9\r\n\r\nab",
                                408, "request_timeout")
         assert srv.front.statistics().body_timeouts == 1
 
@@ -291,17 +294,19 @@ async def test_a_backlog_of_connections_is_taken_in_a_few_passes_of_the_schedule
 
 async def test_a_head_too_large_is_a_431():
     async with running(Limits(max_head_bytes=1024)) as srv:
-        await expect_error(srv.addr, b"GET /users/x HTTP/1.1\r\nX: " + b"a" * 2000,
+        await expect_error(srv.addr, b"GET /users/x HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 2000,
                            431, "head_too_large")
-        await expect_error(srv.addr, b"GET /users/x HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n",
+        await expect_error(srv.addr,
+                           b"GET /users/x HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 2000 + b"\r\n\r\n",
                            431, "head_too_large")
 
 
 async def test_a_body_too_large_is_a_413_from_its_length_or_its_chunks():
     async with running(Limits(max_body_bytes=100)) as srv:
-        await expect_error(srv.addr, b"PUT /users/x HTTP/1.1\r\nContent-Length: 101\r\n\r\n",
+        await expect_error(srv.addr,
+                           b"PUT /users/x HTTP/1.1\r\nHost: t\r\nContent-Length: 101\r\n\r\n",
                            413, "body_too_large")
-        chunked = (b"PUT /users/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunked = (b"PUT /users/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                    + (b"40\r\n" + b"a" * 64 + b"\r\n") * 2)
         await expect_error(srv.addr, chunked, 413, "body_too_large")
         assert srv.front.statistics().bad_requests == 2
@@ -317,11 +322,11 @@ async def test_pipelined_requests_beyond_the_batch_cap_are_still_answered():
 
 @pytest.mark.parametrize(("data", "status"), [
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n", 400),
-    (b"GET /users/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
-    (b"PUT /users/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-    (b"PUT /users/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    (b"GET /users/x HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
-    (b"GET /users/\xff HTTP/1.1\r\n\r\n", 400),
+    (b"GET /users/x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    (b"PUT /users/x HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"PUT /users/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    (b"GET /users/x HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n", 400),
+    (b"GET /users/\xff HTTP/1.1\r\nHost: t\r\n\r\n", 400),
     (b"GET /users/x HTTP/1.1\nHost: x\n\n", None),  # bare LF: never a head; closed at EOF
 ])
 async def test_malformed_requests_are_a_4xx_json_or_a_clean_close(data, status):
@@ -476,8 +481,8 @@ async def test_hand_over_starts_exactly_after_a_pipelined_body_of_either_framing
         s = await connect(srv.addr)
         health = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
         await s.send_all(
-            b"PUT /users/a HTTP/1.1\r\nContent-Length: 21\r\n\r\nGET /healthz HTTP/1.1"
-            + b"PUT /users/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"PUT /users/a HTTP/1.1\r\nHost: t\r\nContent-Length: 21\r\n\r\nGET /healthz HTTP/1.1"
+            + b"PUT /users/b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"4\r\n\r\n\r\n\r\n0\r\n\r\n" + health + GET % b"a" + GET % b"b")
         put_a, put_b, ok, a, b = await read_replies(s, 5)
         assert (put_a.status, put_b.status, ok.json()) == (204, 204, {"ok": True})
@@ -504,7 +509,7 @@ async def test_oversized_bodies_reach_a_handler_that_asked_for_them_then_the_con
                         b"Transfer-Encoding: chunked\r\n\r\n"
                         + (b"40\r\n" + b"a" * 64 + b"\r\n") * 2 + b"0\r\n\r\n"):
             async with await connect(addr) as s:
-                await s.send_all(b"PUT /users/x HTTP/1.1\r\n" + framing + GET % b"x")
+                await s.send_all(b"PUT /users/x HTTP/1.1\r\nHost: t\r\n" + framing + GET % b"x")
                 replies = parse_replies(await read_until_closed(s))
             assert [r.status for r in replies] == [401]  # the pipelined GET is not read
             assert replies[0].headers[b"connection"] == b"close"
@@ -520,7 +525,7 @@ async def test_oversized_bodies_reach_a_handler_that_asked_for_them_then_the_con
         assert seen[-1].oversized
         # At the limit it is a plain request.
         async with await connect(addr) as s:
-            await s.send_all(b"PUT /users/x HTTP/1.1\r\nContent-Length: 100\r\n\r\n"
+            await s.send_all(b"PUT /users/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n"
                              + b"a" * 100)
             [ok] = await read_replies(s, 1)
         assert (ok.status, ok.body) == (200, b"100")

@@ -333,7 +333,7 @@ class Connection:
                 if refusal is not None:
                     raise Reject.of(refusal)
             url = self.url
-            refusal = host_refusal(self.headers)
+            refusal = host_refusal(parser.get_http_version(), self.headers)
             if refusal is not None:
                 raise Reject.of(refusal)
             if url[:1] != b"/":  # absolute-form: served as its origin-form

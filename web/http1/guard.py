@@ -248,10 +248,9 @@ class Guard:
             return self._too_large()
         if event.method == b"PRI":
             return HTTP2_PREFACE
-        return (target_refusal(event.target) or host_refusal(headers)
-                or framing_refusal(headers)
-                or websocket_refusal(event.method, event.http_version.decode("ascii"),
-                                     headers))
+        version = event.http_version.decode("ascii")
+        return (target_refusal(event.target) or host_refusal(version, headers)
+                or framing_refusal(headers) or websocket_refusal(event.method, version, headers))
 
     def _too_large(self) -> Refusal:
         return Refusal(431, "head_too_large",

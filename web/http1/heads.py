@@ -59,14 +59,16 @@ def target_refusal(target: bytes) -> Refusal | None:
     return BAD_TARGET if bad_absolute_form(target) else None
 
 
-def host_refusal(headers: Headers) -> Refusal | None:
-    """RFC 9112 §3.2: a server answers 400 to a request with more than one ``Host`` or
-    with one whose value is not an authority (empty is one: a target without an
-    authority). h11 refuses the first, llhttp neither, so the lean path served what a
-    handed-over connection refused, and neither parser checked a value
-    (``Host: [::1``)."""
+def host_refusal(http_version: str, headers: Headers) -> Refusal | None:
+    """RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without ``Host``, and
+    to any request with more than one or with one whose value is not an authority
+    (empty is one: a target without an authority). h11 refuses the first two, llhttp
+    none, so the lean path served what a handed-over connection refused, and neither
+    parser checked a value (``Host: [::1``)."""
     hosts = [value for name, value in headers if name == b"host"]
     if not hosts:
+        if http_version == "1.1":
+            return Refusal(400, "bad_request", "a Host header is required (HTTP version 1.1)")
         return None
     if len(hosts) > 1:
         return Refusal(400, "bad_request", "a request has one Host header at most")
