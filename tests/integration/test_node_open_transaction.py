@@ -23,7 +23,7 @@ import httpx
 import pytest
 import trio
 
-from kstate.core.partitioner import partition_for
+from tests.support.owners import emails_in
 from tools.procs import Node, wait_ready
 from tools.producers.run import java_produce
 
@@ -39,13 +39,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def emails(partition: int, tag: str, n: int) -> list[str]:
-    out, i = [], 0
-    while len(out) < n:
-        email = f"{tag}{i}@example.com"
-        if partition_for(email.encode(), PARTITIONS) == partition:
-            out.append(email)
-        i += 1
-    return out
+    return emails_in(partition, PARTITIONS, n, tag)
 
 
 async def owner_of(client: httpx.AsyncClient, node: Node, topic: str,

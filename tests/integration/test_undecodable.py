@@ -15,7 +15,7 @@ import orjson
 import trio
 from trio_websocket import open_websocket_url
 
-from kstate.core.partitioner import partition_for
+from tests.support.owners import emails_in
 from tools.procs import REPO, Node, wait_ready
 from tools.producers.run import java_produce
 
@@ -25,13 +25,7 @@ NOCODECS = str(REPO / "tests" / "support" / "nocodecs")
 
 
 def keys_of(partition: int, tag: str, n: int) -> list[str]:
-    out, i = [], 0
-    while len(out) < n:
-        email = f"{tag}{i}@example.com"
-        if partition_for(email.encode(), PARTITIONS) == partition:
-            out.append(email)
-        i += 1
-    return out
+    return emails_in(partition, PARTITIONS, n, tag)
 
 
 def puts(partition: int, emails: list[str]) -> list[str]:

@@ -30,6 +30,18 @@ def keys_of(owner: str, table: dict[str, str], count: int, prefix: str = "iso"
     return out
 
 
+def emails_in(partition: int, partitions: int, count: int, prefix: str) -> list[str]:
+    """``count`` emails (``prefix`` then a number) that hash to ``partition`` of a topic
+    of ``partitions`` partitions."""
+    out, i = [], 0
+    while len(out) < count:
+        email = f"{prefix}{i}@example.com"
+        if partition_for(email.encode(), partitions) == partition:
+            out.append(email)
+        i += 1
+    return out
+
+
 async def create_all(client: httpx.AsyncClient, node: Node, keys: Iterable[str],
                      name: str) -> dict[str, tuple[bytes, float]]:
     """PUT each key (new: 201) through ``node``; key -> (the stored bytes, when the
