@@ -17,12 +17,11 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import trio
 
 from tests.support.http1 import connect, parse_replies, read_replies, read_until_closed
-from tests.support.ready_node import ready_node
+from tests.support.ready_node import assert_node_survived, ready_node
 from tools.procs import Node
 
 # One worker runs this module: its node (a module fixture) is started once.
@@ -48,12 +47,7 @@ def node(kafka_bootstrap: str) -> Iterator[Node]:
 @pytest.fixture(autouse=True)
 def _node_survives(node: Node) -> Iterator[None]:
     yield
-    assert node.alive(), node.log_text()[-3000:]
-    with httpx.Client(trust_env=False, timeout=5) as c:
-        assert c.get(f"{node.base}/healthz").status_code == 200
-    log = node.log_text()
-    assert "Traceback" not in log, log[-5000:]
-    assert "http1_connection_failed" not in log, log[-5000:]
+    assert_node_survived(node)
 
 
 # -- a client that half-closes once answered ------------------------------------------

@@ -24,7 +24,7 @@ from wsproto.connection import Connection as WsConnection
 from wsproto.events import CloseConnection, TextMessage
 
 from tests.support.http1 import Reply, connect, h2_preface, parse_replies, read_until_closed
-from tests.support.ready_node import ready_node
+from tests.support.ready_node import assert_node_survived, ready_node
 from tools.procs import Node
 
 # One worker runs this module: its node (a module fixture) is started once.
@@ -54,12 +54,7 @@ def _subscribers(node: Node) -> int:
 @pytest.fixture(autouse=True)
 def _node_survives(node: Node) -> Iterator[None]:
     yield
-    assert node.alive(), node.log_text()[-3000:]
-    with httpx.Client(trust_env=False, timeout=5) as c:
-        assert c.get(f"{node.base}/healthz").status_code == 200
-    log = node.log_text()
-    assert "Traceback" not in log, log[-5000:]
-    assert "http1_connection_failed" not in log, log[-5000:]
+    assert_node_survived(node)
     # every websocket of the test was refused or closed: none is left subscribed
     deadline = time.monotonic() + 10
     while _subscribers(node):

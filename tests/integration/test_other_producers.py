@@ -30,6 +30,7 @@ from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBat
 from aiokafka.record.util import calc_crc32c
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from kstate.bridge.java_reading import decode_varint
 from kstate.core.partitioner import partition_for
 from tools.procs import Node, wait_ready
 from tools.producers.run import Codec, franz_produce, java_audit, java_consume, java_produce
@@ -244,17 +245,6 @@ async def test_a_foreign_marker_at_the_top_of_int64_leaves_its_partition_writabl
     assert ready["partitions"]["0"]["unusable"] == {"malformed kstate header": 1}
 
 
-def _varint(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (value >> 1) ^ -(value & 1), pos
-        shift += 7
-
-
 def batch_with_attributes(users: list[str], index: int, attributes: int) -> bytes:
     """A record batch (v2, uncompressed) of ``users`` whose record ``index`` has the
     record attributes byte ``attributes``, its CRC valid: what a producer that writes
@@ -268,9 +258,9 @@ def batch_with_attributes(users: list[str], index: int, attributes: int) -> byte
     raw = bytearray(builder.build())
     pos = 61  # a v2 batch's header; then each record: its length, its attributes, ...
     for _ in range(index):
-        length, pos = _varint(raw, pos)
+        length, pos = decode_varint(raw, pos)
         pos += length
-    _, pos = _varint(raw, pos)
+    _, pos = decode_varint(raw, pos)
     raw[pos] = attributes
     struct.pack_into(">I", raw, 17, calc_crc32c(bytes(raw[21:])))  # the CRC, of what follows
     return bytes(raw)

@@ -39,3 +39,15 @@ def ready_node(bootstrap: str, name: str, extra: dict[str, str] | None = None
         yield n
     finally:
         n.stop_now()
+
+
+def assert_node_survived(node: Node) -> None:
+    """After a test that sent a node hostile bytes: it is alive, answers /healthz, and
+    logged no traceback and no failed connection (a client must not be able to put
+    either in its log at will)."""
+    assert node.alive(), node.log_text()[-3000:]
+    with httpx.Client(trust_env=False, timeout=5) as c:
+        assert c.get(f"{node.base}/healthz").status_code == 200
+    log = node.log_text()
+    assert "Traceback" not in log, log[-5000:]
+    assert "http1_connection_failed" not in log, log[-5000:]
