@@ -19,8 +19,8 @@ import httpx
 import trio
 
 from kstate.bridge.tooling import open_tooling
-from kstate.core.partitioner import partition_for
 from kstate.settings import Settings
+from tests.support.owners import emails_in
 from tests.support.workload import Workload, readiness, show, sweep, user_value, wait_listening
 from tools.procs import Node, wait_ready, wait_stable
 
@@ -33,14 +33,7 @@ CHUNK = 5_000
 
 
 def keys_of_partition(partition: int, n: int) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while len(out) < n:
-        email = f"big{i}@catchup.example"
-        if partition_for(email.encode(), PARTITIONS) == partition:
-            out.append(email)
-        i += 1
-    return out
+    return emails_in(partition, PARTITIONS, n, "big", "catchup.example")
 
 
 async def produce_big_partition(bootstrap: str, names: dict[str, str], wl: Workload

@@ -26,7 +26,7 @@ import trio
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from kstate.core.partitioner import partition_for
+from tests.support.owners import emails_in
 from tools.procs import REPO, Node, wait_ready, wait_stable
 
 # One worker runs this module: its cluster (a module fixture) is started once.
@@ -109,10 +109,7 @@ def _group_members(bootstrap: str, group: str) -> int:
 
 
 def _key_of(partition: int) -> str:
-    i = 0
-    while partition_for(f"off{i}@example.com".encode(), PARTITIONS) != partition:
-        i += 1
-    return f"off{i}@example.com"
+    return emails_in(partition, PARTITIONS, 1, "off")[0]
 
 
 async def test_member_waits_for_a_partition_without_a_leader(

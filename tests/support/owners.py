@@ -30,12 +30,13 @@ def keys_of(owner: str, table: dict[str, str], count: int, prefix: str = "iso"
     return out
 
 
-def emails_in(partition: int, partitions: int, count: int, prefix: str) -> list[str]:
-    """``count`` emails (``prefix`` then a number) that hash to ``partition`` of a topic
-    of ``partitions`` partitions."""
+def emails_in(partition: int, partitions: int, count: int, prefix: str,
+              domain: str = "example.com") -> list[str]:
+    """``count`` emails (``prefix`` then a number, at ``domain``) that hash to
+    ``partition`` of a topic of ``partitions`` partitions."""
     out, i = [], 0
     while len(out) < count:
-        email = f"{prefix}{i}@example.com"
+        email = f"{prefix}{i}@{domain}"
         if partition_for(email.encode(), partitions) == partition:
             out.append(email)
         i += 1
