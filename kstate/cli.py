@@ -11,7 +11,13 @@ import sys
 import trio
 
 from kstate import logs, stack_dump
-from kstate.bridge import GroupRefused, PartitionsChanged, TopicDeleted, TopicRefused
+from kstate.bridge import (
+    GroupRefused,
+    InstanceFenced,
+    PartitionsChanged,
+    TopicDeleted,
+    TopicRefused,
+)
 from kstate.core.exception_groups import lone_error
 from kstate.node import TopicNotDurable, run_node
 from kstate.settings import Settings, SettingsError, describe, load_settings
@@ -26,7 +32,7 @@ USAGE = """usage: kstate node [--flag value ...]   (kstate node --help lists the
 REFUSALS: tuple[tuple[type[Exception], str], ...] = (
     (TopicNotDurable, "topic_not_durable"), (TopicRefused, "topic_refused"),
     (GroupRefused, "group_settings"), (PartitionsChanged, "partitions_changed"),
-    (TopicDeleted, "topic_deleted"))
+    (TopicDeleted, "topic_deleted"), (InstanceFenced, "instance_fenced"))
 
 
 async def _main(settings: Settings) -> None:

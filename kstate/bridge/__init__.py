@@ -8,6 +8,7 @@ from kstate.bridge.bridge import open_bridge as open_bridge
 from kstate.bridge.config import KafkaConfig as KafkaConfig
 from kstate.bridge.errors import BrokerUnavailable as BrokerUnavailable
 from kstate.bridge.errors import GroupRefused as GroupRefused
+from kstate.bridge.errors import InstanceFenced as InstanceFenced
 from kstate.bridge.errors import KafkaAuthFailed as KafkaAuthFailed
 from kstate.bridge.errors import OffsetPastEnd as OffsetPastEnd
 from kstate.bridge.errors import PartitionsChanged as PartitionsChanged

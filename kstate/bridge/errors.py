@@ -30,8 +30,16 @@ class KafkaAuthFailed(Exception):
 
 class GroupRefused(Exception):
     """Kafka's group coordinator refused to let this node join with its settings (a
-    session timeout outside the broker's bounds): retrying cannot help. The message
-    is one line naming the node's setting and the broker's (the CLI exits 2 with it)."""
+    session timeout outside the broker's bounds, a group used by consumers with another
+    assignor, a full group: kstate/bridge/membership.py): retrying cannot help. The
+    message is one line naming what to change (the CLI exits 2 with it)."""
+
+
+class InstanceFenced(Exception):
+    """Another process joined the group with this node's instance id (static
+    membership) and replaced it: the coordinator fenced this one (FENCED_INSTANCE_ID).
+    Joining again would replace that process in turn, for as long as both run; the
+    message is one line (the CLI exits 2 with it; README, "Operating")."""
 
 
 class PartitionsChanged(Exception):

@@ -32,12 +32,13 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
-from aiokafka.errors import ConsumerStoppedError, InvalidSessionTimeoutError, KafkaError
-from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.protocol.group import HeartbeatRequest, JoinGroupRequest, SyncGroupRequest
 
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.errors import GroupRefused, PartitionsChanged, TopicDeleted
+from kstate.bridge.errors import InstanceFenced, PartitionsChanged, TopicDeleted
 from kstate.bridge.lease import Lease
+from kstate.bridge.membership import StaticHeartbeat, refusal
 from kstate.bridge.portal import ask_trio
 from kstate.bridge.security import client_args
 from kstate.bridge.stopping import stop_client
@@ -200,6 +201,7 @@ class GroupConsumer:
         self._kept: tuple[str, int] | None = None  # (why, generation) logged as kept
         self._deferred: str | None = None  # why the last superseded rejoin was put off
         self.num_partitions: int | None = None  # the topic's count when the node started
+        self.fenced = False  # replaced by a process with this node's instance id
 
     def claim_after(self, now: float) -> float:
         """Until when (``time.monotonic()``; 0: no wait) a claim of a partition assigned
@@ -240,22 +242,50 @@ class GroupConsumer:
         self.consumer.subscribe([c.topic], listener=Listener(self))
 
     def _watch_membership(self, consumer: AIOKafkaConsumer) -> None:
-        """Renew the read lease (kstate/bridge/lease.py) with every heartbeat or
-        SyncGroup the coordinator answers without error. aiokafka does not say when a
-        heartbeat succeeded, so its coordinator's one request path is wrapped."""
+        """Read every answer of the coordinator to this member: renew the read lease
+        (kstate/bridge/lease.py) with every heartbeat or SyncGroup answered without
+        error, and keep an answer after which the node must stop (a refusal, or fenced
+        by a process with its instance id: kstate/bridge/membership.py) for the next
+        fetch to raise. A static member's heartbeats name its instance id, so that the
+        coordinator says when it was replaced. aiokafka does not say when a heartbeat
+        succeeded, so its coordinator's one request path is wrapped."""
         coordinator = consumer._coordinator
         send = coordinator._send_req
         lease = self.lease
+        instance_id = self.config.instance_id
 
         async def send_req(request: Any) -> Any:
             sent = time.monotonic()
+            renews = isinstance(request, (HeartbeatRequest, SyncGroupRequest))
+            if isinstance(request, HeartbeatRequest) and instance_id:
+                request = StaticHeartbeat(request._group, request._generation_id,
+                                          request._member_id, instance_id)
             resp = await send(request)
-            if isinstance(request, (HeartbeatRequest, SyncGroupRequest)) \
-                    and getattr(resp, "error_code", None) == 0:
+            code = getattr(resp, "error_code", None)
+            if code == 0 and renews:
                 lease.renew(sent)
+            elif code and isinstance(request, (HeartbeatRequest, StaticHeartbeat,
+                                               JoinGroupRequest, SyncGroupRequest)):
+                self._refused(code)
             return resp
 
         coordinator._send_req = send_req
+
+    def _refused(self, code: int) -> None:
+        """The coordinator answered ``code``: if the node must stop for it, keep why
+        for the next fetch (aiokafka raises a bare KafkaError from it, or rejoins). A
+        fenced member's lease ends at once: the process that replaced it owns its
+        partitions. While leaving, nothing is kept: the node stops anyway."""
+        c = self.config
+        refused = refusal(code, c.group, c.instance_id, c.session_timeout_ms)
+        if refused is None:
+            return
+        if isinstance(refused, InstanceFenced):
+            self.fenced = True
+            self.lease.end()
+        if self.failure is None and not self.closing:
+            log.error("event=group_refused code=%d detail=%r", code, str(refused))
+            self.failure = refused
 
     async def fetch(self, timeout_ms: int) -> Batch:
         consumer = self.consumer
@@ -270,13 +300,15 @@ class GroupConsumer:
             if not self.closing:
                 raise
             return Batch(epoch=self.epoch, records={}, positions={})
-        except InvalidSessionTimeoutError:  # JoinGroup's answer, raised by the next fetch
-            raise GroupRefused(
-                f"Kafka refused to let this node join group {self.config.group!r}: "
-                f"session_timeout_ms={self.config.session_timeout_ms} "
-                "(KSTATE_SESSION_TIMEOUT_MS) is outside the broker's "
-                "group.min.session.timeout.ms..group.max.session.timeout.ms (Kafka's "
-                "defaults: 6000..1800000); raise one or lower the other") from None
+        except KafkaError:
+            # the coordinator's refusal, raised by aiokafka as it understood it
+            # (_watch_membership kept what it means)
+            if self.failure is not None:
+                raise self.failure from None
+            if self.closing and self.fenced:  # replaced while leaving: nothing to read
+                await asyncio.sleep(timeout_ms / 1000)
+                return Batch(epoch=self.epoch, records={}, positions={})
+            raise
         records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
         # A partition whose next batch cannot be decoded was paused where it stopped:
         # the state owner stops it (Batch.halted); the others keep flowing.

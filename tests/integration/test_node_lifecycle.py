@@ -367,3 +367,60 @@ async def test_session_timeout_the_broker_refuses_exits_2_naming_both_settings(m
     assert "group.min.session.timeout.ms" in refused[0]
     assert "Traceback" not in text
     assert "event=node_crashed" not in text
+
+
+# Another application's consumer in the group kstate is told to use (aiokafka's
+# default assignor): it prints "joined" once it holds its partition, then consumes
+# until killed.
+FOREIGN_CONSUMER = """
+import asyncio, sys
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+async def main(bootstrap, topic, group):
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
+    await admin.close()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=200)
+    print("joined", flush=True)
+    while True:
+        await consumer.getmany(timeout_ms=200)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_group_of_another_application_exits_2_naming_the_group_setting(
+        kafka_bootstrap, names, make_node):
+    # Kafka refuses a JoinGroup whose assignor no member of the group shares
+    # (INCONSISTENT_GROUP_PROTOCOL): a setting's fault (the group is another
+    # application's), not a crash (exit 1, traceback).
+    other = await trio.lowlevel.open_process(
+        [sys.executable, "-c", FOREIGN_CONSUMER, kafka_bootstrap, names["topic"] + "-other",
+         names["group"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        assert other.stdout is not None
+        out = b""
+        with trio.fail_after(60):
+            while b"joined\n" not in out:
+                got = await other.stdout.receive_some()
+                assert got, out
+                out += got
+        node = make_node()
+        code = await node.wait_exit(60)
+    finally:
+        other.kill()
+        await other.wait()
+    text = node.log_text()
+    assert code == 2, text[-3000:]
+    refused = [line for line in text.splitlines() if "event=node_refused" in line]
+    assert len(refused) == 1, text[-3000:]
+    assert "reason=group_settings" in refused[0]
+    assert names["group"] in refused[0]
+    assert "KSTATE_GROUP" in refused[0]
+    assert "Traceback" not in text
+    assert "event=node_crashed" not in text
