@@ -13,7 +13,8 @@ directly. The proxy is blackholed and A2 (instance X, direct) is started.
   A2 takes over at once; A is read the whole time and must never answer a value older
   than one acknowledged (by A2) before the read began.
 - New url (A2 on another port): the cached table names A's url for A2's partitions; the
-  group must compute a fresh one, and writes through A2 and B must succeed.
+  group must compute a fresh one, and writes through A2 and B must succeed. Once the
+  cut heals, A learns it was replaced and stops (exit 2), and A2 keeps its place.
 """
 
 from __future__ import annotations
@@ -190,6 +191,22 @@ async def test_replaced_static_member_under_a_new_url_gets_a_fresh_table(
                 assert r.json()["name"] == "via-a2", r.text
             print(f"static replaced under a new url: fresh table {fresh:.2f}s after A2 "
                   f"started; {a2.log_text().count('event=stale_table_rejoin')} rejoin(s)")
+            # The cut heals: A hears from the coordinator that it was replaced and stops
+            # (exit 2), instead of joining again under X, which would replace A2, which
+            # would do the same, for as long as both run.
+            cut.heal()
+            code = await a.wait_exit(90)
+            text = a.log_text()
+            assert code == 2, text[-3000:]
+            assert "event=node_refused reason=instance_fenced" in text, text[-3000:]
+            assert "event=node_crashed" not in text
+            assert a2.alive(), a2.log_text()[-3000:]
+            await wait_stable(client, [a2, b], PARTITIONS, timeout=45)
+            for k in keys:
+                await put_until_acked(client, b.base, k, "after-heal", 20)
+                r = await client.get(f"{a2.base}/users/{k}")
+                assert r.status_code == 200, r.text
+                assert r.json()["name"] == "after-heal", r.text
         finally:
             a.stop_now()
             b.stop_now()
