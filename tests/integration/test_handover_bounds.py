@@ -119,6 +119,27 @@ async def test_a_slow_reader_of_a_handed_over_connection_is_cut_off_at_the_send_
     assert got < count * 10_000, got
 
 
+@pytest.mark.parametrize("path", [b"/healthz", b"/openapi.json"])
+async def test_a_handed_over_connection_whose_reader_never_reads_is_closed(node, path):
+    """A client pipelines hundreds of requests in one write and reads nothing: a write
+    of the node gives up at ``http_send_timeout``, and the connection must end then.
+    hypercorn took the broken write for one answer lost, went on to the next request
+    and then waited for more bytes from the client, the connection held (with its task
+    and its place under ``http_max_connections``) until ``http_idle_timeout``, or until
+    the kernel's TCP_USER_TIMEOUT dropped it while the window stayed shut; a client
+    that read a byte now and then held it for good by sending a request within each
+    idle timeout. Here the client reads only after several send timeouts have passed,
+    and then finds the connection closed (a FIN after what the node had queued), not
+    open and idle."""
+    s = await _small_window(node)
+    await s.send_all(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path * 400)
+    await trio.sleep(SEND * 6)
+    async with s:
+        with trio.fail_after(STALL / 2):  # (the bug: open until IDLE, far later)
+            raw = await read_until_closed(s, timeout=IDLE)
+    assert raw.startswith(b"HTTP/1.1 200 "), raw[:200]
+
+
 # -- Expect: 100-continue ---------------------------------------------------------
 
 MAX_BODY = 65536  # the node's default max_body

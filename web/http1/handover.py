@@ -30,7 +30,7 @@ from urllib.parse import unquote
 import h11
 import trio
 from hypercorn.config import Config
-from hypercorn.events import Event, Updated
+from hypercorn.events import Closed, Event, Updated
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import WSStream
@@ -242,6 +242,8 @@ class _ReplayBase(trio.abc.Stream):
         self._send_timeout = send_timeout
         self._timed_out = timed_out
         self._broken = False  # a write was cut short: the stream's bytes are unknown
+        # what ends the connection's reading once a write timed out (_Http1Server.end)
+        self.on_broken: Callable[[], None] = _nothing
         self._ready = b""  # let through, not read yet
         self._closed = trio.Event()
         self._answered = trio.Event()  # (a websocket handshake's answer is going out)
@@ -301,6 +303,7 @@ class _ReplayBase(trio.abc.Stream):
             self._broken = True
             if self._timed_out is not None:
                 self._timed_out()
+            self.on_broken()
             raise trio.BrokenResourceError(f"a write took over {self._send_timeout}s")
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -344,6 +347,10 @@ class _ReplayTLS(_ReplayBase):
         # what hypercorn picks its protocol by: HTTP/1.1, whatever ALPN chose (a
         # client that chose h2 had its preface refused before any hand-over)
         return "http/1.1"
+
+
+def _nothing() -> None:
+    return None
 
 
 async def _no_protocol_switch(event: object) -> None:
@@ -465,12 +472,28 @@ class _Http1Server(TCPServer):
     """hypercorn's connection handler, kept on HTTP/1.1 (see the module docstring),
     its websockets bounded (:func:`_bounded_websockets`), its parse errors answered
     in JSON (:func:`_json_errors`), closed once its client has sent its last byte
-    and been answered (:meth:`protocol_send`)."""
+    and been answered (:meth:`protocol_send`), or as soon as a write to it timed out
+    (:meth:`end`)."""
 
     # the client's side is over (EOF: it half-closed, or the connection broke)
     _read_done = False
     # the largest body a 100 Continue invites (see _continue_within)
     max_body: float = math.inf
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._reading = trio.CancelScope()
+
+    def end(self) -> None:
+        """A write to the client timed out (the stream broke it): the connection ends
+        now. hypercorn takes a broken write for that one answer lost, not for the
+        client gone: it went on to the next request pipelined behind it (running the
+        app for each, every answer lost too), then waited for more bytes from the
+        client, the connection held until ``keep_alive_timeout``, or for good by a
+        client that sent a request within each. Ending the read loop is what hypercorn
+        does when the client is gone: the app is told (a disconnect) and the
+        connection closes once its tasks are done."""
+        self._reading.cancel()
 
     async def protocol_send(self, event: Event) -> None:
         # hypercorn keeps a connection whose client half-closed (shut its sending
@@ -494,7 +517,10 @@ class _Http1Server(TCPServer):
         setattr(protocol, "_create_stream", _bounded_websockets(protocol))  # noqa: B010
         setattr(protocol, "_send_error_response", _json_errors(protocol))  # noqa: B010
         _continue_within(protocol, self.max_body)
-        await super()._read_data()
+        with self._reading:
+            await super()._read_data()
+        if self._reading.cancelled_caught:  # (see end: as super() ends, client gone)
+            await self.protocol.handle(Closed())
         self._read_done = True
         await self.idle_task.stop()  # (an idle connection's timer: see protocol_send)
 
@@ -539,7 +565,7 @@ class HandOver:
     async def serve(self, stream: trio.abc.Stream, head: bytes) -> None:
         """Serve the rest of ``stream`` (``head`` first) with hypercorn; returns when
         hypercorn closed the connection."""
-        wrapped: trio.abc.Stream
+        wrapped: _ReplayBase
         # Every handed-over connection speaks HTTP/1.1 (an h2 preface never gets here,
         # whatever ALPN said: the front refuses it), so every one is guarded.
         guard = Guard(self.refusals, self._config.h11_max_incomplete_size)
@@ -554,6 +580,7 @@ class HandOver:
         server = _Http1Server(self._app, self._config, self._context, self._state,
                               cast(Any, wrapped))
         server.max_body = self._max_body
+        wrapped.on_broken = server.end
         try:
             await server.run()
         except* trio.BusyResourceError:
