@@ -7,6 +7,7 @@ comes until the handshake's answer, then passes it on (a 101) or drops it."""
 
 from __future__ import annotations
 
+import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -57,6 +58,42 @@ def test_nothing_after_a_request_that_ends_the_connection_is_passed_on(before, j
     guard = Guard(Refusals(), 16384)
     assert feed_in_pieces(guard, data + junk, cuts) == data
     assert guard.mode == DROP
+
+
+CHUNKED_PUT = b"PUT /users/a@b.c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(request(), max_size=4), st.binary(max_size=20),
+       st.sampled_from([b"10000000000000000", b"FFFFFFFFFFFFFFFFFFFF", b"0" + b"f" * 17]),
+       st.lists(st.integers(0, 4000)))
+def test_a_chunk_over_64_bits_becomes_a_line_hypercorn_refuses(before, chunk, size, cuts):
+    """The lean path's parser refuses a chunk over 2^64 - 1 bytes; h11 would wait for
+    it. What the guard passes on makes hypercorn's h11 fail where the line was, so it
+    answers as for any malformed chunked framing (its answer is the front's JSON 400)."""
+    good = b"".join(before) + CHUNKED_PUT + (b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                                            if chunk else b"")
+    guard = Guard(Refusals(), 16384)
+    out = feed_in_pieces(guard, good + size + b"\r\nabc\r\n0\r\n\r\n", cuts)
+    assert out == good + b"-\r\n"
+    assert guard.mode == DROP
+    hypercorns = h11.Connection(h11.SERVER)
+    hypercorns.receive_data(out[len(b"".join(before)):])
+    with pytest.raises(h11.RemoteProtocolError):
+        _events_until_more_is_needed(hypercorns)
+
+
+def _events_until_more_is_needed(conn: h11.Connection) -> None:
+    while conn.next_event() is not h11.NEED_DATA:
+        pass
+
+
+@pytest.mark.parametrize("size", [b"ffffffffffffffff", b"0" * 19 + b"3"])
+def test_a_chunk_within_64_bits_passes(size):
+    data = CHUNKED_PUT + size + b"\r\nabc"
+    guard = Guard(Refusals(), 16384)
+    assert guard.feed(data) == data
+    assert guard.mode != DROP
 
 
 @settings(max_examples=200, deadline=None)
