@@ -840,6 +840,18 @@ async def test_plain_http_on_a_tls_port_and_a_stalled_handshake_are_closed(tls):
         assert srv.front.statistics().tls_failures == 2
 
 
+async def test_a_silent_tls_connection_is_closed_at_the_head_timeout(tls):
+    """A connection that sends nothing is closed at ``head_timeout`` (from the accept),
+    TLS or not: the handshake it never starts is part of the wait for its first head.
+    It was held for ``tls_handshake_timeout`` (10 s, a setting the node does not
+    expose), then given ``head_timeout`` again after a handshake."""
+    server_ctx, _ = tls
+    async with running(Limits(head_timeout=0.3), ssl_context=server_ctx) as srv:
+        stalled = await connect(srv.addr)
+        await read_until_closed(stalled, timeout=3)
+        assert srv.front.statistics().tls_failures == 1
+
+
 # -- graceful shutdown ------------------------------------------------------------
 
 

@@ -166,7 +166,7 @@ class Connection:
                  "done", "expired", "fresh", "head_request", "headers", "keep", "parser",
                  "phase", "scope", "shared", "stream", "too_large", "url")
 
-    def __init__(self, shared: Shared, stream: Stream) -> None:
+    def __init__(self, shared: Shared, stream: Stream, accepted: float | None = None) -> None:
         self.shared = shared
         self.stream = stream
         self.parser = httptools.HttpRequestParser(self)
@@ -179,7 +179,10 @@ class Connection:
         self.body_size = 0
         self.too_large = False
         self.phase = IDLE
-        self.deadline = trio.current_time() + shared.limits.head_timeout
+        # the first head's deadline runs from the accept (``accepted``: before a TLS
+        # handshake), see Limits.head_timeout
+        self.deadline = (trio.current_time() if accepted is None else accepted
+                         ) + shared.limits.head_timeout
         self.scope = trio.CancelScope()
         self.expired = -1
         self.fresh = True  # nothing received yet

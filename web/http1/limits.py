@@ -45,6 +45,8 @@ class Limits:
     #: connection (web/http1/handover.py; hypercorn has no such bound).
     send_timeout: float = 30.0
     #: TLS handshake of an accepted connection; past it (or on failure) it is closed.
+    #: It is part of the wait for the first head (``head_timeout`` runs from the
+    #: accept), so it never takes longer than ``head_timeout`` either.
     tls_handshake_timeout: float = 10.0
     #: After an error answer, how long unread request bytes are drained before the
     #: close (a close with unread bytes resets the connection, and the reset can

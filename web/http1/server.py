@@ -176,6 +176,7 @@ class Front:
     async def _connection(self, stream: trio.SocketStream) -> None:
         """Everything about one accepted connection; never raises but Cancelled."""
         counters, lim = self._shared.counters, self.limits
+        accepted = trio.current_time()
         counters.open += 1
         self._accepted.add(stream)
         conn_stream: Stream = stream
@@ -193,7 +194,11 @@ class Front:
                                      https_compatible=True)
                 conn_stream = tls
                 shaken = False
-                with trio.move_on_after(lim.tls_handshake_timeout):
+                # (the handshake is part of the wait for the first head, whose deadline
+                # runs from the accept: a client that sends nothing is closed at
+                # head_timeout, TLS or not)
+                with trio.move_on_at(accepted + min(lim.tls_handshake_timeout,
+                                                    lim.head_timeout)):
                     try:
                         await tls.do_handshake()
                         shaken = True
@@ -202,7 +207,7 @@ class Front:
                 if not shaken:
                     counters.tls_failures += 1
                     return
-            conn = Connection(self._shared, conn_stream)
+            conn = Connection(self._shared, conn_stream, accepted)
             try:
                 rest = await conn.run()
             except Reject as r:
