@@ -22,6 +22,7 @@ from typing import cast
 import httptools
 import trio
 
+from web.http1.guard import head_refusal
 from web.http1.heads import (
     HTTP2_PREFACE,
     Refusal,
@@ -324,6 +325,12 @@ class Connection:
             except httptools.HttpParserUpgrade:
                 upgrade = True
             except httptools.HttpParserError as exc:
+                # in the guard's words where it has a code of its own for these bytes
+                # (a transfer coding but chunked, which llhttp refuses itself): one
+                # cause, one code, handed over or not
+                refusal = head_refusal(bytes(buf[pos:head_end]), lim.max_head_bytes)
+                if refusal is not None and refusal.code != "bad_request":
+                    raise Reject.of(refusal) from None
                 raise Reject(400, "bad_request", f"malformed request: {exc}") from None
             if not self.begun:  # empty lines between requests: skipped
                 pos = scanned = head_end

@@ -292,6 +292,25 @@ class Guard:
         self.mode = DROP
 
 
+def head_refusal(head: bytes, max_head: int) -> Refusal | None:
+    """What the guard of a handed-over connection answers ``head`` (one complete
+    request head), or None if it lets it through. The lean path asks this of a head
+    its own parser (llhttp) refuses, so that one cause gets one code on either path:
+    llhttp refuses a transfer coding other than ``chunked`` by itself (``gzip``,
+    ``chunked, gzip``, ``chunked`` twice), in a message of its own."""
+    guard = Guard(Refusals(), max_head)
+    conn = guard._h11
+    conn.receive_data(head.lstrip(b"\r\n"))  # (the empty lines both parsers skip)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        return guard._refusal_of(exc)
+    if not isinstance(event, h11.Request):
+        return None
+    headers = [(n.lower(), v) for n, v in event.headers.raw_items()]
+    return guard._check(event, headers, len(head))
+
+
 def _chunk_size(conn: h11.Connection, event: object) -> int:
     """The size of the chunk whose chunk-size line h11 read to give ``event``, or a
     number no larger (0 outside a chunked body): what is left of the chunk, plus
