@@ -128,12 +128,14 @@ async def test_a_handed_over_connection_whose_reader_never_reads_is_closed(node,
     and its place under ``http_max_connections``) until ``http_idle_timeout``, or until
     the kernel's TCP_USER_TIMEOUT dropped it while the window stayed shut; a client
     that read a byte now and then held it for good by sending a request within each
-    idle timeout. Here the client reads only after several send timeouts have passed,
+    idle timeout. Here the client reads only after many send timeouts have passed,
     and then finds the connection closed (a FIN after what the node had queued), not
     open and idle."""
     s = await _small_window(node)
     await s.send_all(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path * 400)
-    await trio.sleep(SEND * 6)
+    # long past the send timeout (however late a loaded node runs it), well before the
+    # kernel's STALL: reading any earlier would let the node's write through
+    await trio.sleep(STALL / 4)
     async with s:
         with trio.fail_after(STALL / 2):  # (the bug: open until IDLE, far later)
             raw = await read_until_closed(s, timeout=IDLE)
