@@ -15,7 +15,9 @@ from __future__ import annotations
 import ssl
 import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
+import anyio
 import httpcore
 
 # No HTTP answer came (the node is down, stalled, or the connection broke).
@@ -53,9 +55,30 @@ class _Node:
 
 def timeouts(timeout: float) -> dict[str, float]:
     """httpcore's timeouts for one request: ``timeout`` for the pool, writing and each
-    read; connecting, at most 2 s (a live node accepts at once)."""
+    read; connecting, at most 2 s (a live node accepts at once). They bound each
+    operation, not the request: :meth:`Http.request` bounds the whole of it by
+    ``timeout`` too."""
     return {"connect": min(2.0, timeout), "read": timeout, "write": timeout,
             "pool": timeout}
+
+
+class _Progress:
+    """How far one request got (httpcore's ``trace`` extension): whether a connection
+    was being made and whether the request began to be sent, so that a request cut off
+    by its deadline is told apart like httpcore's own errors tell it (``NOT_SENT``)."""
+
+    __slots__ = ("connecting", "sent")
+
+    def __init__(self) -> None:
+        self.connecting = False
+        self.sent = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if not self.sent:
+            if event.endswith("send_request_headers.started"):
+                self.sent = True
+            elif event.endswith("connect_tcp.started"):
+                self.connecting = True
 
 
 class Http:
@@ -88,19 +111,33 @@ class Http:
     async def request(self, method: bytes, node: str, target: bytes,
                       headers: list[tuple[bytes, bytes]], body: bytes | None,
                       limits: dict[str, float]) -> Answer:
-        """Send one request to ``node`` (``host:port``) and read its answer whole;
-        raises one of ``TRANSPORT_ERRORS`` when no answer came."""
+        """Send one request to ``node`` (``host:port``) and read its answer whole within
+        ``limits["read"]`` seconds in all; raises one of ``TRANSPORT_ERRORS`` when no
+        answer came. httpcore's timeouts bound each read and write alone: a node that
+        sends its answer a byte at a time would hold the request for as long as it
+        likes. Cut off by that deadline, the request raises ``ReadTimeout`` when it may
+        have reached the node, else ``ConnectTimeout`` or ``PoolTimeout`` (not sent)."""
         to = self._node(node)
         head = [(b"host", to.host_header), *headers]
         if body is not None:
             head.append((b"content-length", b"%d" % len(body)))
         url = httpcore.URL(scheme=self._scheme, host=to.host, port=to.port, target=target)
+        total = limits["read"]
+        progress = _Progress()
         to.busy += 1
         try:
-            r = await to.pool.request(method, url, headers=head, content=body,
-                                      extensions={"timeout": limits})
+            with anyio.move_on_after(total) as scope:
+                r = await to.pool.request(method, url, headers=head, content=body,
+                                          extensions={"timeout": limits,
+                                                      "trace": progress})
         finally:
             to.busy -= 1
+        if scope.cancelled_caught:
+            why = f"no answer from {node} within {total} s"
+            if progress.sent:
+                raise httpcore.ReadTimeout(why)
+            raise (httpcore.ConnectTimeout if progress.connecting
+                   else httpcore.PoolTimeout)(why)
         return Answer(r.status,
                       {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in r.headers},
                       r.content)
