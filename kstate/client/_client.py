@@ -128,6 +128,9 @@ class KstateClient:
         # incomplete (every node answered one, e.g. all just restarted): forgetting
         # them would leave only the seeds to ask, and none if they are gone by then.
         self._complete_members: list[str] = []
+        # The partition count of each topic's complete tables: a table with fewer is
+        # missing its last partitions, not a complete table of a smaller topic.
+        self._counts: dict[str, int] = {}
         self._version = 0  # bumped by every refresh that answered
         self._refreshing = anyio.Lock()
         self._down: dict[str, float] = {}  # url -> monotonic time it is tried again
@@ -254,7 +257,7 @@ class KstateClient:
                     gen = int(r.headers.get(GENERATION_HEADER, "-1"))
                     if r.status != 200:
                         raise ValueError(f"status {r.status}")
-                    got = Table.parse(orjson.loads(r.content), gen, url)
+                    got = Table.parse(orjson.loads(r.content), gen, url, self._counts)
                 except _REFRESH_ERRORS as exc:
                     if isinstance(exc, TRANSPORT_ERRORS):
                         self._down[url] = time.monotonic() + self._down_for
@@ -277,6 +280,7 @@ class KstateClient:
             self._table = best
             if best.partitions > 0:
                 self._complete_members = best.members
+                self._counts[best.topic] = best.partitions
             self._version += 1
             await self._http.keep_only(set(self._nodes()))
             return best

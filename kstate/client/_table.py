@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kstate.core.partitioner import partition_for
@@ -46,8 +47,10 @@ class Table:
         return None if pid is None else self.owners.get(pid)
 
     @classmethod
-    def parse(cls, doc: object, generation: int, source: str) -> Table:
-        """From the JSON body of ``/groupinfo``; ValueError when it is not one."""
+    def parse(cls, doc: object, generation: int, source: str,
+              known: Mapping[str, int] | None = None) -> Table:
+        """From the JSON body of ``/groupinfo``; ValueError when it is not one.
+        ``known``: the partition count of each topic in a complete table seen before."""
         if not isinstance(doc, dict):
             raise ValueError("/groupinfo did not answer a JSON object")
         owners: dict[int, str] = {}
@@ -61,7 +64,14 @@ class Table:
         if len(topics) > 1:
             raise ValueError(f"/groupinfo names several topics: {sorted(topics)}")
         # Use the count only when the table covers every partition 0..n-1: a partial
-        # table would hash keys to the wrong partitions.
+        # table would hash keys to the wrong partitions. The table does not say n: one
+        # without its last partitions (their owner's url is one no peer can dial, so
+        # the nodes list no owner for them) covers 0..k-1 as if k were the count. A
+        # topic's partitions are never removed, so fewer than a complete table of the
+        # same topic had before is such a table.
+        topic = next(iter(topics), "")
         n = len(owners) if owners and set(owners) == set(range(len(owners))) else 0
-        return cls(generation=generation, topic=next(iter(topics), ""), partitions=n,
+        if known is not None and n < known.get(topic, 0):
+            n = 0
+        return cls(generation=generation, topic=topic, partitions=n,
                    owners=owners, source=source, fetched_at=time.monotonic())

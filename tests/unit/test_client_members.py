@@ -76,3 +76,40 @@ async def test_an_incomplete_table_from_every_node_does_not_forget_the_members()
             assert table.members == [other]
         stop.set()
     assert cluster.gets.get("other", 0) >= 5
+
+
+async def test_a_table_without_its_last_partitions_is_not_routed_by():
+    """``/groupinfo`` does not state the partition count: a table whose last partitions
+    have no owner (their owner's url is one no peer can dial, so the nodes list none)
+    covers 0..7 of 10 like a complete table of 8. Hashing by 8 would send most keys
+    "straight to the owner" of another partition. The client takes it as incomplete
+    (a topic's partitions never go away) and sends every request to any node, which
+    forwards it; the table's own partitions are not guessed."""
+    cluster = Cluster()
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(partial(serve_front, Front(handle=cluster.handler("a")),
+                                        "127.0.0.1:0", shutdown_trigger=stop.wait))
+        b = await nursery.start(partial(serve_front, Front(handle=cluster.handler("b")),
+                                        "127.0.0.1:0", shutdown_trigger=stop.wait))
+        cluster.owners = {p: (a if p % 2 else b) for p in range(10)}
+        async with KstateClient([a], retries=0) as kc:
+            table = kc.table()
+            assert table is not None
+            assert table.partitions == 10
+            cluster.owners, cluster.generation = {p: cluster.owners[p] for p in range(8)}, 2
+            table = await kc.refresh()
+            assert table.generation == 2
+            assert table.partitions == 0
+            keys = [f"u{i}@x.y" for i in range(20)]
+            assert all(table.owner(k.encode()) is None for k in keys)
+            before = kc.statistics()
+            for key in keys:
+                assert await kc.get(key) == USER
+            after = kc.statistics()
+            # A complete table again: routed by it at once.
+            cluster.owners, cluster.generation = {p: a for p in range(10)}, 3
+            table = await kc.refresh()
+            assert (table.partitions, table.owner(b"u1@x.y")) == (10, a)
+        stop.set()
+    assert (after.direct - before.direct, after.fallbacks - before.fallbacks) == (0, 20)
