@@ -65,11 +65,15 @@ def timeouts(timeout: float) -> dict[str, float]:
 class _Progress:
     """How far one request got (httpcore's ``trace`` extension): whether a connection
     was being made and whether the request began to be sent, so that a request cut off
-    by its deadline is told apart like httpcore's own errors tell it (``NOT_SENT``)."""
+    by its deadline is told apart like httpcore's own errors tell it (``NOT_SENT``).
+    Once it is being sent, the answer gets the whole ``total`` again: a node's time to
+    answer starts there, not while the request waited for a pooled connection."""
 
-    __slots__ = ("connecting", "sent")
+    __slots__ = ("connecting", "scope", "sent", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, scope: anyio.CancelScope, total: float) -> None:
+        self.scope = scope
+        self.total = total
         self.connecting = False
         self.sent = False
 
@@ -77,6 +81,7 @@ class _Progress:
         if not self.sent:
             if event.endswith("send_request_headers.started"):
                 self.sent = True
+                self.scope.deadline = anyio.current_time() + self.total
             elif event.endswith("connect_tcp.started"):
                 self.connecting = True
 
@@ -111,22 +116,25 @@ class Http:
     async def request(self, method: bytes, node: str, target: bytes,
                       headers: list[tuple[bytes, bytes]], body: bytes | None,
                       limits: dict[str, float]) -> Answer:
-        """Send one request to ``node`` (``host:port``) and read its answer whole within
-        ``limits["read"]`` seconds in all; raises one of ``TRANSPORT_ERRORS`` when no
-        answer came. httpcore's timeouts bound each read and write alone: a node that
-        sends its answer a byte at a time would hold the request for as long as it
-        likes. Cut off by that deadline, the request raises ``ReadTimeout`` when it may
-        have reached the node, else ``ConnectTimeout`` or ``PoolTimeout`` (not sent)."""
+        """Send one request to ``node`` (``host:port``) and read its answer whole;
+        raises one of ``TRANSPORT_ERRORS`` when no answer came. ``limits["read"]``
+        seconds bound, each in all, getting a connection (waiting for the pool,
+        connecting) and, from the moment the request is sent, the answer to its last
+        byte. httpcore's timeouts bound each read and write alone: a node that sends its
+        answer a byte at a time would hold the request for as long as it likes. Cut off
+        by that deadline, the request raises ``ReadTimeout`` when it may have reached the
+        node, else ``ConnectTimeout`` or ``PoolTimeout`` (not sent)."""
         to = self._node(node)
         head = [(b"host", to.host_header), *headers]
         if body is not None:
             head.append((b"content-length", b"%d" % len(body)))
         url = httpcore.URL(scheme=self._scheme, host=to.host, port=to.port, target=target)
         total = limits["read"]
-        progress = _Progress()
+        scope = anyio.CancelScope(deadline=anyio.current_time() + total)
+        progress = _Progress(scope, total)
         to.busy += 1
         try:
-            with anyio.move_on_after(total) as scope:
+            with scope:
                 r = await to.pool.request(method, url, headers=head, content=body,
                                           extensions={"timeout": limits,
                                                       "trace": progress})

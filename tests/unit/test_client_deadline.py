@@ -35,8 +35,9 @@ class Node:
     10 partitions) and every user request with 200 and :data:`USER`; the paths in
     ``trickle`` it answers one byte every :data:`BYTE_EVERY` seconds."""
 
-    def __init__(self, trickle: tuple[bytes, ...] = ()) -> None:
+    def __init__(self, trickle: tuple[bytes, ...] = (), delay: float = 0.0) -> None:
         self.trickle = trickle
+        self.delay = delay  # before each answer to a user request, then all at once
         self.url = ""
         self.owner = ""
         self.requests: list[bytes] = []
@@ -64,6 +65,8 @@ class Node:
                     out = answer(b"200 OK", orjson.dumps(table), b"connection: close")
                 else:
                     out = answer(b"200 OK", orjson.dumps(USER), b'etag: "1-2"')
+                if path != b"/groupinfo":
+                    await trio.sleep(self.delay)
                 if path in self.trickle:
                     for byte in out:
                         await stream.send_all(bytes([byte]))
@@ -133,3 +136,24 @@ async def test_a_groupinfo_answered_byte_by_byte_is_cut_off_at_refresh_timeout()
         finally:
             await kc.aclose()
     await with_nodes([slow], body)
+
+
+async def test_waiting_for_a_pooled_connection_leaves_the_answer_its_whole_timeout():
+    """``timeout`` is meant to be above what a node takes to answer: a write that first
+    waited for one of the node's pooled connections still gets all of it for the
+    answer (else a node's timely answer would be outcome_unknown)."""
+    timeout = 3.0
+    # Each wait well within the timeout, both together well past it.
+    node = Node(delay=timeout * 0.6)
+
+    async def body() -> None:
+        node.owner = node.url
+        async with KstateClient([node.url], timeout=timeout, retries=0,
+                                max_connections=1) as kc:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kc.get, "a@b.c")  # holds the one connection
+                await trio.sleep(timeout * 0.05)
+                with trio.fail_after(GUARD):
+                    assert await kc.put("a@b.c", "N", if_match='"1-2"') == '"1-2"'
+    await with_nodes([node], body)
+    assert len([r for r in node.requests if r.endswith(b"/users/a@b.c")]) == 2
