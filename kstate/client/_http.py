@@ -13,12 +13,13 @@ pool small: httpcore looks through all of a pool's connections for every request
 from __future__ import annotations
 
 import ssl
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import httpcore
+
+from kstate.client._table import split_url
 
 # No HTTP answer came (the node is down, stalled, or the connection broke).
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -103,10 +104,12 @@ class Http:
         if found is None:
             if self._closed:  # a new pool now would never be closed
                 raise RuntimeError("the client is closed")
-            parts = urllib.parse.urlsplit(f"//{node}")
+            host, port = split_url(node)
+            if port is None:
+                port = 80 if self._scheme == b"http" else 443
+            bracketed = f"[{host}]" if ":" in host else host
             found = _Node(
-                node.encode("idna"), (parts.hostname or "").encode("idna"),
-                parts.port or (80 if self._scheme == b"http" else 443),
+                f"{bracketed}:{port}".encode("idna"), host.encode("idna"), port,
                 httpcore.AsyncConnectionPool(
                     ssl_context=self._tls, max_connections=self._max,
                     max_keepalive_connections=self._max, keepalive_expiry=5.0))

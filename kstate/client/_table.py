@@ -7,7 +7,36 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from kstate.core.assignment import member_url_ok
 from kstate.core.partitioner import partition_for
+
+
+def split_url(node: str) -> tuple[str, int | None]:
+    """The host (brackets off) and port of a node's ``host:port``, read as the nodes
+    read each other's (web/http1/client.py): the port is what follows the last colon,
+    so an IPv6 address may come with or without brackets (``::1:8080``, which the
+    nodes' url rule accepts, kstate/core/assignment.py). No port: None. ValueError
+    when the port is not one or the host cannot be sent."""
+    host, sep, port = node.rpartition(":")
+    if not sep or node.endswith("]"):
+        host, port = node, ""
+    if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ValueError(f"{node!r} is not host:port")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"{node!r} has no host")
+    host.encode("idna")  # UnicodeError (a ValueError) for a name that cannot be sent
+    return host, int(port) if port else None
+
+
+def _sendable(node: str) -> bool:
+    """Whether the client can address ``node`` (a name with an empty or overlong label,
+    say, passes the nodes' url rule but is no name to look up)."""
+    try:
+        split_url(node)
+    except ValueError:
+        return False
+    return True
 
 
 def normalize_url(seed: str) -> str:
@@ -18,9 +47,13 @@ def normalize_url(seed: str) -> str:
         parsed = urllib.parse.urlsplit(text)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"seed {seed!r}: only http[s]://host:port is supported")
-        return parsed.netloc
+        text = parsed.netloc
     if not text or "/" in text:
         raise ValueError(f"seed {seed!r} is not host:port")
+    try:
+        split_url(text)
+    except ValueError as exc:
+        raise ValueError(f"seed {seed!r} is not host:port") from exc
     return text
 
 
@@ -60,7 +93,10 @@ class Table:
             if not dash or not topic or not num.isdigit() or not isinstance(url, str):
                 raise ValueError(f"/groupinfo entry {name!r}: {url!r} is not <topic>-<p>: url")
             topics.add(topic)
-            owners[int(num)] = url
+            # An owner no peer could dial (the nodes list none: kstate/core/assignment.py)
+            # is no owner: its partition is missing, the table incomplete.
+            if member_url_ok(url) and _sendable(url):
+                owners[int(num)] = url
         if len(topics) > 1:
             raise ValueError(f"/groupinfo names several topics: {sorted(topics)}")
         # Use the count only when the table covers every partition 0..n-1: a partial

@@ -366,3 +366,28 @@ async def test_writes_to_nodes_with_an_api_token(make_node, client):
         with pytest.raises(KstateError) as info:
             await anonymous.put(e, "anonymous")
     assert (info.value.status, info.value.code) == (401, "unauthorized")
+
+
+@pytest.mark.parametrize("advertise", ["::1:{port}", "[::1]:{port}"])
+async def test_a_node_that_advertises_an_ipv6_address(make_node, client, advertise):
+    """A node may advertise an IPv6 address with or without brackets (the nodes'
+    url rule, kstate/core/assignment.py: peers dial either): the client sends the
+    requests of its keys straight to it too, rather than failing every one of them
+    on a url it cannot parse."""
+    node = make_node(start=False)
+    node.extra.update(KSTATE_LISTEN=f"[::]:{node.port}",
+                      KSTATE_ADVERTISE=advertise.format(port=node.port))
+    node.start()
+    await wait_ready(client, node)
+    async with KstateClient([node.base]) as kc:
+        table = kc.table()
+        assert table is not None
+        assert table.members == [advertise.format(port=node.port)]
+        with trio.fail_after(30):
+            etag = await kc.put("six@client.example", "Six")
+            assert await kc.get("six@client.example") == {"name": "Six",
+                                                          "email": "six@client.example"}
+            await kc.delete("six@client.example", if_match=etag)
+            assert await kc.get("six@client.example") is None
+        stats = kc.statistics()
+    assert stats.direct_hits == stats.requests == 4

@@ -9,9 +9,11 @@ from __future__ import annotations
 from functools import partial
 
 import orjson
+import pytest
 import trio
 
 from kstate.client import KstateClient
+from kstate.core.partitioner import partition_for
 from kstate.core.wire import GENERATION_HEADER
 from web.http1 import Front, Request, Response, serve_front
 
@@ -113,3 +115,34 @@ async def test_a_table_without_its_last_partitions_is_not_routed_by():
             assert (table.partitions, table.owner(b"u1@x.y")) == (10, a)
         stop.set()
     assert (after.direct - before.direct, after.fallbacks - before.fallbacks) == (0, 20)
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.1:99999", "a b:80", "host:8o", "no-port",
+                                 "a..b:80"])
+async def test_an_owner_no_node_could_dial_is_no_owner(bad: str):
+    """A ``/groupinfo`` entry whose url is no ``host:port`` a node could dial (a node
+    of another version, a proxy's answer): the nodes' own rule (they list no owner for
+    it) makes its partition one without an owner, the table incomplete, and its keys
+    go to any node; not a ValueError out of every request for those keys."""
+    cluster = Cluster()
+    stop = trio.Event()
+    pid = partition_for(b"b@b.c", 10)
+    assert pid < 9  # not the last: a first table without its last looks complete
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(partial(serve_front, Front(handle=cluster.handler("a")),
+                                        "127.0.0.1:0", shutdown_trigger=stop.wait))
+        cluster.owners = {p: (bad if p == pid else a) for p in range(10)}
+        async with KstateClient([a], retries=0) as kc:
+            table = kc.table()
+            assert table is not None
+            assert (table.partitions, table.members) == (0, [a])
+            assert await kc.get("b@b.c") == USER
+        stop.set()
+    assert cluster.gets == {"a": 1}
+
+
+@pytest.mark.parametrize("seed", ["127.0.0.1:99999", "127.0.0.1:x", "[::1]:8o",
+                                  "http://127.0.0.1:70000"])
+def test_a_seed_that_is_not_host_port_is_refused_at_once(seed: str):
+    with pytest.raises(ValueError, match="seed"):
+        KstateClient([seed])
