@@ -109,10 +109,13 @@ class KstateClient:
                              "required (as the nodes' api_token)")
         self._auth = None if token is None else (b"authorization",
                                                  b"Bearer " + token.encode("ascii"))
+        # A pool of no connection would send nothing: every request would wait out
+        # its timeout and read as "no node answered".
         if (retries < 0 or timeout <= 0 or max_retry_after < 0 or max_table_age <= 0
-                or refresh_timeout <= 0):
+                or refresh_timeout <= 0 or down_for < 0 or max_connections < 1):
             raise ValueError("retries >= 0, timeout > 0, max_retry_after >= 0, "
-                             "max_table_age > 0 and refresh_timeout > 0 are required")
+                             "max_table_age > 0, refresh_timeout > 0, down_for >= 0 and "
+                             "max_connections >= 1 are required")
         self._retries = retries
         self._timeout = timeout
         self._max_retry_after = max_retry_after

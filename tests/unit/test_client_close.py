@@ -62,3 +62,12 @@ async def test_a_closed_client_refuses_requests():
     with pytest.raises(RuntimeError, match="closed"):
         await kc.get("a@b.c")
     await kc.aclose()  # twice is fine
+
+
+@pytest.mark.parametrize("setting", [{"max_connections": 0}, {"max_connections": -1},
+                                     {"down_for": -1.0}, {"timeout": 0.0}])
+def test_a_setting_that_cannot_work_is_refused_at_once(setting: dict[str, float]):
+    """A pool of no connection sends nothing: every request would wait out its timeout
+    and end as "no node answered /groupinfo", as if the cluster were down."""
+    with pytest.raises(ValueError, match="required"):
+        KstateClient(["127.0.0.1:1"], **setting)
