@@ -417,4 +417,5 @@ class KstateClient:
 
     def _backoff(self, attempt: int) -> float:
         """0.05, 0.1, 0.2 ... seconds (capped at 1 s), with jitter."""
-        return min(1.0, 0.05 * 2.0 ** attempt) * (0.5 + self._rng.random() / 2)
+        # 2.0 ** 1024 overflows: a client set to retry that long would crash there.
+        return min(1.0, 0.05 * 2.0 ** min(attempt, 5)) * (0.5 + self._rng.random() / 2)

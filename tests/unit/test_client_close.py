@@ -5,13 +5,14 @@ plays (web/http1)."""
 
 from __future__ import annotations
 
+import socket
 from functools import partial
 
 import orjson
 import pytest
 import trio
 
-from kstate.client import KstateClient
+from kstate.client import KstateClient, Unavailable
 from kstate.core.wire import GENERATION_HEADER
 from web.http1 import Front, Request, Response, serve_front
 
@@ -71,3 +72,23 @@ def test_a_setting_that_cannot_work_is_refused_at_once(setting: dict[str, float]
     and end as "no node answered /groupinfo", as if the cluster were down."""
     with pytest.raises(ValueError, match="required"):
         KstateClient(["127.0.0.1:1"], **setting)
+
+
+async def test_a_client_that_retries_for_long_gives_up_with_its_own_error(monkeypatch):
+    """Over a thousand retries (a caller's "retry for a long time"), against a port
+    nobody listens on: the last one ends in the client's Unavailable, not in an
+    OverflowError from computing the back-off (2.0 ** 1024). The back-off's sleeps are
+    skipped here; the connections are real."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    async def no_wait(_: float) -> None:
+        await trio.lowlevel.checkpoint()
+
+    monkeypatch.setattr("kstate.client._client.anyio.sleep", no_wait)
+    kc = KstateClient([closed], retries=1100, down_for=0)
+    try:
+        with pytest.raises(Unavailable):
+            await kc.get("a@b.c")
+    finally:
+        await kc.aclose()
