@@ -52,11 +52,11 @@ that may have been applied, also raises ``outcome_unknown`` (whatever the last r
 was, e.g. ``key_busy`` behind its own earlier, unconfirmed attempt, or an answer it does
 not retry, such as a 408, which speaks only of the later attempt).
 
-``timeout`` (per attempt, default 25 s) bounds getting a connection (waiting for a
-pooled one, connecting) and, in all, the time from sending the request to the last
-byte of its answer: a node that sends its answer a byte at a time is cut off there too
-(a read goes to another node, a write that may have reached it counts as above). It is
-above what a node may take to answer a write with the default settings
+``timeout`` (per attempt, default 25 s) bounds waiting for a pooled connection
+(connecting, TLS included: at most 2 s) and, in all, the time from sending the request
+to the last byte of its answer: a node that sends its answer a byte at a time is cut
+off there too (a read goes to another node, a write that may have reached it counts as
+above). It is above what a node may take to answer a write with the default settings
 (``owner_worst_case``: 18 s, kstate/settings.py, plus up to 2 s a forwarding node may
 wait for a newer routing table first): a shorter one turns answers the node would give
 into ``outcome_unknown``, or into a second copy of an unconditional write while the

@@ -12,12 +12,18 @@ pool small: httpcore looks through all of a pool's connections for every request
 
 from __future__ import annotations
 
+import contextvars
 import ssl
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import httpcore
+
+# httpcore's default backend (trio's under trio, anyio's under asyncio), not exported:
+# the client wraps it rather than pick one itself (anyio's is slower under trio).
+from httpcore._backends.auto import AutoBackend
 
 from kstate.client._table import split_url
 
@@ -56,35 +62,101 @@ class _Node:
 
 def timeouts(timeout: float) -> dict[str, float]:
     """httpcore's timeouts for one request: ``timeout`` for the pool, writing and each
-    read; connecting, at most 2 s (a live node accepts at once). They bound each
-    operation, not the request: :meth:`Http.request` bounds the whole of it by
-    ``timeout`` too."""
+    read; connecting, at most 2 s (a live node accepts at once). httpcore bounds each
+    read and write alone: :class:`_Budget` bounds them together."""
     return {"connect": min(2.0, timeout), "read": timeout, "write": timeout,
             "pool": timeout}
 
 
-class _Progress:
-    """How far one request got (httpcore's ``trace`` extension): whether a connection
-    was being made and whether the request began to be sent, so that a request cut off
-    by its deadline is told apart like httpcore's own errors tell it (``NOT_SENT``).
-    Once it is being sent, the answer gets the whole ``total`` again: a node's time to
-    answer starts there, not while the request waited for a pooled connection."""
+class _Budget:
+    """The time one request has, from its first byte sent to the last byte of its
+    answer: ``total`` seconds in all. httpcore's read and write timeouts bound each
+    operation alone, so a node that sends its answer a byte at a time would hold the
+    request for as long as it likes. Each read and write of the request gets at most
+    what is left (:class:`_Stream`); running out is httpcore's own ``ReadTimeout`` or
+    ``WriteTimeout``, both after the request began to be sent (it may have arrived).
+    Getting a connection before that is bounded already: the pool by its timeout,
+    connecting and the TLS handshake each in all by theirs. The clock starts at the
+    first byte, not at the call: a node's time to answer starts there, and time spent
+    waiting for a pooled connection is not taken from it."""
 
-    __slots__ = ("connecting", "scope", "sent", "total")
+    __slots__ = ("deadline", "total")
 
-    def __init__(self, scope: anyio.CancelScope, total: float) -> None:
-        self.scope = scope
+    def __init__(self, total: float) -> None:
         self.total = total
-        self.connecting = False
-        self.sent = False
+        self.deadline: float | None = None
 
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if not self.sent:
-            if event.endswith("send_request_headers.started"):
-                self.sent = True
-                self.scope.deadline = anyio.current_time() + self.total
-            elif event.endswith("connect_tcp.started"):
-                self.connecting = True
+    def left(self, timeout: float | None, *, sending: bool) -> float | None:
+        if self.deadline is None:
+            if not sending:
+                return timeout
+            self.deadline = time.monotonic() + self.total
+        left = max(0.0, self.deadline - time.monotonic())
+        return left if timeout is None else min(timeout, left)
+
+
+# The budget of the request the current task is making (httpcore makes an HTTP/1.1
+# request in the caller's task, on the connection the pool gave it).
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "kstate_client_budget", default=None)
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """A connection whose reads and writes draw on the current request's budget."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    # The signatures are httpcore's network interface, timeouts and all.
+    async def read(self, max_bytes: int,
+                   timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        budget = _BUDGET.get()
+        if budget is not None:
+            timeout = budget.left(timeout, sending=False)
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes,
+                    timeout: float | None = None) -> None:  # noqa: ASYNC109
+        budget = _BUDGET.get()
+        if budget is not None:
+            timeout = budget.left(timeout, sending=True)
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None,  # noqa: ASYNC109
+                        ) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _Backend(httpcore.AsyncNetworkBackend):
+    """httpcore's own backend (trio's or anyio's, whichever runs), its connections
+    wrapped in :class:`_Stream`."""
+
+    def __init__(self) -> None:
+        self._inner = AutoBackend()
+
+    async def connect_tcp(self, host: str, port: int,
+                          timeout: float | None = None,  # noqa: ASYNC109
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None
+                          ) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.connect_tcp(host, port, timeout, local_address,
+                                                     socket_options))
+
+    async def connect_unix_socket(self, path: str,
+                                  timeout: float | None = None,  # noqa: ASYNC109
+                                  socket_options: Iterable[Any] | None = None
+                                  ) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
 
 
 class Http:
@@ -112,7 +184,8 @@ class Http:
                 f"{bracketed}:{port}".encode("idna"), host.encode("idna"), port,
                 httpcore.AsyncConnectionPool(
                     ssl_context=self._tls, max_connections=self._max,
-                    max_keepalive_connections=self._max, keepalive_expiry=5.0))
+                    max_keepalive_connections=self._max, keepalive_expiry=5.0,
+                    network_backend=_Backend()))
             self._nodes[node] = found
         return found
 
@@ -121,34 +194,20 @@ class Http:
                       limits: dict[str, float]) -> Answer:
         """Send one request to ``node`` (``host:port``) and read its answer whole;
         raises one of ``TRANSPORT_ERRORS`` when no answer came. ``limits["read"]``
-        seconds bound, each in all, getting a connection (waiting for the pool,
-        connecting) and, from the moment the request is sent, the answer to its last
-        byte. httpcore's timeouts bound each read and write alone: a node that sends its
-        answer a byte at a time would hold the request for as long as it likes. Cut off
-        by that deadline, the request raises ``ReadTimeout`` when it may have reached the
-        node, else ``ConnectTimeout`` or ``PoolTimeout`` (not sent)."""
+        seconds bound, in all, sending it and reading the answer (:class:`_Budget`)."""
         to = self._node(node)
         head = [(b"host", to.host_header), *headers]
         if body is not None:
             head.append((b"content-length", b"%d" % len(body)))
         url = httpcore.URL(scheme=self._scheme, host=to.host, port=to.port, target=target)
-        total = limits["read"]
-        scope = anyio.CancelScope(deadline=anyio.current_time() + total)
-        progress = _Progress(scope, total)
+        budget = _BUDGET.set(_Budget(limits["read"]))
         to.busy += 1
         try:
-            with scope:
-                r = await to.pool.request(method, url, headers=head, content=body,
-                                          extensions={"timeout": limits,
-                                                      "trace": progress})
+            r = await to.pool.request(method, url, headers=head, content=body,
+                                      extensions={"timeout": limits})
         finally:
             to.busy -= 1
-        if scope.cancelled_caught:
-            why = f"no answer from {node} within {total} s"
-            if progress.sent:
-                raise httpcore.ReadTimeout(why)
-            raise (httpcore.ConnectTimeout if progress.connecting
-                   else httpcore.PoolTimeout)(why)
+            _BUDGET.reset(budget)
         return Answer(r.status,
                       {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in r.headers},
                       r.content)
