@@ -9,7 +9,12 @@
   what a live one does). If the hand-over cannot complete (the reader does not reach
   those positions within ``HANDOFF_WAIT``, or the subscription lags meanwhile) it goes
   on with its own reader and tries again after ``HANDOFF_RETRY``. No change is sent
-  twice or skipped either way.
+  twice or skipped either way. A partition its reader stopped at a batch it cannot
+  decode (the subscriber was sent ``{"type":"halted"}``) can never reach the
+  broadcaster's position if the broadcaster read past that batch (it woke after it):
+  it takes no part in the hand-over, and nothing more of it is sent, as the notice said.
+  Without this the subscriber kept its reader and its ``feed_max_resumed`` slot for as
+  long as it stayed connected.
 
 The first message is ``{"type":"hello","node":url,"positions":{p: next offset}}``. The
 caller (the websocket route) passes ``accept`` and ``send``; this module owns every reader
@@ -128,17 +133,22 @@ async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send, *
 
 
 async def _forward_live(messages: trio.MemoryReceiveChannel[str], sub: Subscriber,
-                        sent: dict[int, int], send: Send) -> Ended:
+                        sent: dict[int, int], send: Send,
+                        stopped: frozenset[int] = frozenset()) -> Ended:
     """Send the broadcaster's changes until it ends the subscription. ``sent``:
     partition -> next offset a replay already sent (it ran ahead of the broadcaster);
-    older changes of those partitions are not sent again."""
+    older changes of those partitions are not sent again. ``stopped``: partitions the
+    replay halted (the client was told no change of them follows): nothing of them is
+    sent."""
     async for text in messages:
-        if sent:
+        if sent or stopped:
             where = change_position(text)
             if where is None:  # a halted notice: small, and flat
                 doc = orjson.loads(text)
                 where = int(doc["partition"]), int(doc["offset"])
             pid, offset = where
+            if pid in stopped:
+                continue
             floor = sent.get(pid)
             if floor is not None:
                 if offset >= floor - 1:
@@ -212,7 +222,8 @@ class _Replay:
         (the broadcaster has the rest); otherwise the records read at or past them,
         which the caller must send itself (not reached in time, or ``sub`` lagged)."""
         held: list[tuple[int, Record]] = []
-        done = {p for p, o in self.next.items() if o >= live.get(p, 0)}
+        # a partition this reader halted yields nothing more: it is done where it stopped
+        done = {p for p, o in self.next.items() if o >= live.get(p, 0)} | self.halted
         with trio.move_on_after(HANDOFF_WAIT):
             while (len(done) < len(self.next) and not sub.lagged and len(held) < limit
                    and not self.closing.is_set()):
@@ -228,6 +239,7 @@ class _Replay:
                             done.add(pid)
                 self.passed(batch.positions, done)  # a done one's later records are held
                 done |= {p for p, o in self.next.items() if o >= live.get(p, 0)}
+                done |= self.halted
         if len(done) == len(self.next) and not sub.lagged:
             return None
         return held
@@ -273,5 +285,7 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
         # the reader is closed; the broadcaster sends the rest
         reader_closed()
         messages, sub, at = live
-        ahead = {p: o for p, o in replay.next.items() if o > at.get(p, 0)}
-        return await _forward_live(messages, sub, ahead, send)
+        stopped = frozenset(replay.halted)
+        ahead = {p: o for p, o in replay.next.items()
+                 if o > at.get(p, 0) and p not in stopped}
+        return await _forward_live(messages, sub, ahead, send, stopped)
