@@ -14,7 +14,9 @@
   broadcaster's position if the broadcaster read past that batch (it woke after it):
   it takes no part in the hand-over, and nothing more of it is sent, as the notice said.
   Without this the subscriber kept its reader and its ``feed_max_resumed`` slot for as
-  long as it stayed connected.
+  long as it stayed connected. The other way round, a replay that started past the
+  batch where the broadcaster halted hands over ahead of it, and is sent the
+  broadcaster's notice at the first offset it has not seen.
 
 The first message is ``{"type":"hello","node":url,"positions":{p: next offset}}``. The
 caller (the websocket route) passes ``accept`` and ``send``; this module owns every reader
@@ -143,14 +145,22 @@ async def _forward_live(messages: trio.MemoryReceiveChannel[str], sub: Subscribe
     async for text in messages:
         if sent or stopped:
             where = change_position(text)
+            notice = None
             if where is None:  # a halted notice: small, and flat
-                doc = orjson.loads(text)
-                where = int(doc["partition"]), int(doc["offset"])
+                notice = orjson.loads(text)
+                where = int(notice["partition"]), int(notice["offset"])
             pid, offset = where
             if pid in stopped:
                 continue
             floor = sent.get(pid)
-            if floor is not None:
+            if floor is not None and notice is not None and offset < floor:
+                # The broadcaster stopped below what the replay sent (the replay started
+                # past the batch it cannot decode): no change of pid follows, from the
+                # first offset the client has not seen. Dropped as already sent, the
+                # client waited for that partition's changes in silence.
+                del sent[pid]
+                text = halted_notice(pid, floor, str(notice["reason"]))
+            elif floor is not None:
                 if offset >= floor - 1:
                     del sent[pid]  # every later change of pid is new to the client
                 if offset < floor:

@@ -5,7 +5,8 @@ live feed, woken after that batch, never meets it, so its position in that parti
 past the one where the subscriber's reader stopped: the subscriber can never reach it
 there. It must still hand over to the live feed (its Kafka reader closed, its
 ``feed_max_resumed`` slot given back) and keep its word: after the halted notice no
-change of that partition follows, while the other partitions go on live."""
+change of that partition follows, while the other partitions go on live. And one resumed
+past the batch where the live feed halted is told so once it hands over."""
 
 from __future__ import annotations
 
@@ -113,4 +114,40 @@ async def test_a_resumed_subscriber_whose_reader_halts_a_partition_hands_over(
             # and the slot it gave back is another resumed subscriber's
             async with open_websocket_url(f"{base}/changes?from={other}:-1") as again:
                 assert orjson.loads(await again.get_message())["type"] == "hello"
+    assert node.alive(), node.log_text()[-3000:]
+
+
+async def test_a_subscriber_resumed_past_where_the_live_feed_halted_is_told(
+        make_node, client, kafka_bootstrap, names):
+    """The other way round: the live feed meets the snappy batch and halts there; a
+    client that read the partition past it (on a node that can decode it) resumes here.
+    Its own reader starts past the batch and hands over ahead of the live feed, which
+    sends nothing of that partition again: the client is told so, at the first offset it
+    has not seen."""
+    topic = names["topic"]
+    node = make_node(PYTHONPATH=NOCODECS, KSTATE_PARTITIONS=str(PARTITIONS))
+    await wait_ready(client, node, timeout=60)
+    base = node.base.replace("http://", "ws://")
+    async with open_websocket_url(f"{base}/changes") as live:
+        assert orjson.loads(await live.get_message())["type"] == "hello"
+        snappy = emails_in(BAD, PARTITIONS, 2, "snappy-")
+        bad_offset = min(await trio.to_thread.run_sync(
+            produce, kafka_bootstrap, topic, BAD, snappy, "snappy"))
+        with trio.fail_after(30):
+            while (notice := orjson.loads(await live.get_message())).get("type") != "halted":
+                pass
+        assert (notice["partition"], notice["offset"]) == (BAD, bad_offset)
+    after = emails_in(BAD, PARTITIONS, 2, "after-")
+    offsets = await trio.to_thread.run_sync(produce, kafka_bootstrap, topic, BAD, after, None)
+    seen_up_to = offsets[0]  # the client saw the first of them elsewhere
+    async with open_websocket_url(f"{base}/changes?from={BAD}:{seen_up_to}") as ws:
+        assert orjson.loads(await ws.get_message())["type"] == "hello"
+        seen: list[dict] = []
+        with trio.fail_after(30):
+            while not any(m.get("type") == "halted" for m in seen):
+                seen.append(orjson.loads(await ws.get_message()))
+        assert [m.get("key") for m in seen if "key" in m] == [after[1]]
+        assert seen[-1] == {"type": "halted", "partition": BAD, "offset": offsets[1] + 1,
+                            "reason": notice["reason"]}
+        assert await resumed_readers(client, node) == 0  # handed over
     assert node.alive(), node.log_text()[-3000:]

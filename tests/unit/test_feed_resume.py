@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import orjson
 import trio
 
 from actors.feed import Broadcaster, FeedHandle, Subscriber
@@ -189,3 +190,59 @@ async def test_a_hand_over_passes_on_a_change_whose_value_nests_as_deep_as_a_use
     # the replay sent offsets up to 4: the broadcaster's from 5 on are sent
     assert await _forward_live(messages, sub, {0: 5}, send) is Ended.CLOSED
     assert sent == [change, after]
+
+
+class _AtEndReader:
+    """A reader already at the end of the log (partition 0's next offset: ``end``)."""
+
+    def __init__(self, end: int) -> None:
+        self.halted: dict[int, tuple[int, str]] = {}
+        self.end = end
+
+    async def fetch_batch(self, timeout_ms: int) -> Batch:
+        await trio.sleep(timeout_ms / 1000)
+        return Batch(0, {}, {0: self.end})
+
+
+class _AtEndBridge:
+    def __init__(self, end: int) -> None:
+        self.end = end
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: object, **_: object
+                          ) -> AsyncIterator[tuple[_AtEndReader, dict[int, int]]]:
+        yield _AtEndReader(self.end), {0: self.end}
+
+
+async def test_a_subscriber_resumed_past_where_the_live_feed_halted_is_told_after_hand_over(
+        autojump_clock):
+    """The live feed halted partition 0 at offset 3 (a batch this node cannot decode); a
+    client that read that partition up to offset 9 elsewhere (a node that can) resumes
+    here. Its own reader starts past the batch and hands over at once (it is ahead of
+    the broadcaster); the broadcaster will never send a change of partition 0 again, so
+    the client must be told, at the first offset it has not seen. Regression: the
+    broadcaster's notice, at an offset below what the replay had sent, was dropped as
+    already sent, and the client waited for that partition's changes in silence."""
+    broadcaster = Broadcaster(buffer=16, positions={0: 3})
+    broadcaster.halted[0] = (3, "UnsupportedCodecError: snappy")
+    feed = FeedHandle(broadcaster, _AtEndBridge(10), "127.0.0.1:1")  # type: ignore[arg-type]
+    sent: list[str] = []
+    closed: list[bool] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async def subscriber() -> None:
+        await serve(feed, {0: 10}, None, send, reader_closed=lambda: closed.append(True))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(subscriber)
+        with trio.move_on_after(30):
+            while not closed or len(sent) < 2:
+                await trio.sleep(0.1)
+        feed.close_all()
+    assert closed  # handed over: its reader is closed
+    assert orjson.loads(sent[0])["type"] == "hello"
+    assert [orjson.loads(t) for t in sent[1:]] == [
+        {"type": "halted", "partition": 0, "offset": 10,
+         "reason": "UnsupportedCodecError: snappy"}]
