@@ -22,7 +22,8 @@ The first message is ``{"type":"hello","node":url,"positions":{p: next offset}}`
 caller (the websocket route) passes ``accept`` and ``send``; this module owns every reader
 and subscription. A resumed subscription opens its reader before ``accept``: one it
 cannot start (an offset past its partition's end) is :class:`Refused`, the websocket never
-accepted, as is one whose reader cannot reach Kafka (503 ``feed_unavailable``). An offset
+accepted, as is one whose reader cannot reach Kafka or has not every partition's
+offsets within ``READER_START_TIMEOUT`` (503 ``feed_unavailable``). An offset
 below its partition's first (records deleted) starts at the first, and the hello says so.
 Nothing here waits on ``send`` itself: messages go through the subscriber's outbox
 (actors/feed_outbox.py), and a subscriber that takes nothing for ``stall_timeout``
@@ -60,6 +61,12 @@ HANDOFF_RETRY = 10.0  # seconds before a resumed feed that could not hand over t
 # client takes far less than this between two fetches anyway.
 READER_FETCH_BYTES = 64 * 1024
 READER_MAX_RECORDS = 500
+# Seconds a resumed feed's reader may take to open (every partition's offsets) before
+# the subscriber is answered 503 feed_unavailable. Kafka answers in well under a second;
+# a partition without a leader (its broker down, replication 1) never answers until the
+# broker is back, and the handshake waited unanswered, holding a feed_max_resumed slot,
+# all that time.
+READER_START_TIMEOUT = 10.0
 
 Send = Callable[[str], Awaitable[None]]
 # Where a subscription starts: None (live), FROM_BEGINNING, or partition -> next offset.
@@ -261,14 +268,22 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
     async with contextlib.AsyncExitStack() as live_scope:
         live: tuple[trio.MemoryReceiveChannel[str], Subscriber, dict[int, int]] | None = None
         async with contextlib.AsyncExitStack() as reading:
+            opened = None
             try:
-                reader, positions = await reading.enter_async_context(feed.bridge.open_reader(
-                    wanted, fetch_bytes=READER_FETCH_BYTES, max_records=READER_MAX_RECORDS))
+                with trio.move_on_after(READER_START_TIMEOUT):
+                    opened = await reading.enter_async_context(feed.bridge.open_reader(
+                        wanted, fetch_bytes=READER_FETCH_BYTES,
+                        max_records=READER_MAX_RECORDS))
             except OffsetPastEnd as exc:
                 return past_end(exc)
             except BrokerUnavailable as exc:
                 log.warning("event=feed_resume_unavailable error=%r", exc)
                 return UNREACHABLE
+            if opened is None:
+                log.warning("event=feed_resume_unavailable error='no offsets within %ss'",
+                            READER_START_TIMEOUT)
+                return UNREACHABLE
+            reader, positions = opened
             await accept()
             await send(hello(positions, feed.url))
             replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING,

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import trio
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.support.owners import emails_in
 from tools.procs import REPO, Node, wait_ready, wait_stable
@@ -235,3 +237,76 @@ async def test_a_node_starts_while_a_partition_has_no_leader(
     finally:
         a.stop_now()
         c.stop_now()
+
+
+async def _resumed_readers(client: httpx.AsyncClient, node: Node) -> float:
+    text = (await client.get(f"{node.base}/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith("kstate_feed_resumed_readers "))
+    return float(line.split()[1])
+
+
+async def test_a_resumed_feed_is_answered_while_a_partition_has_no_leader(
+        cluster: Cluster, artifacts: Path, client: httpx.AsyncClient) -> None:
+    # A /changes?from= subscriber's own reader opens before the handshake and needs every
+    # partition's offsets; one without a leader has none while its broker is down.
+    # Before, the handshake waited unanswered, holding a feed_max_resumed slot, for as
+    # long as the broker was down (from a named offset or the beginning alike). Now it is
+    # answered 503 feed_unavailable, its slot given back; once the broker is back it
+    # replays.
+    tag = uuid.uuid4().hex[:10]
+    topic, group = f"t-{tag}", f"g-{tag}"
+    env = {"KSTATE_PARTITIONS": str(PARTITIONS), "KSTATE_REPLICATION": "1",
+           "KSTATE_FEED_MAX_RESUMED": "1"}
+    a = Node(bootstrap=cluster.bootstrap, topic=topic, group=group, log_dir=artifacts,
+             extra=dict(env)).start()
+    victim = 0
+    try:
+        await wait_ready(client, a, timeout=60)
+        keys = {p: _key_of(p) for p in range(PARTITIONS)}
+        for p, k in keys.items():
+            r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{p}"})
+            assert r.status_code == 201, (p, r.status_code, r.text)
+        leaders, coordinator = await trio.to_thread.run_sync(
+            _layout, cluster.bootstrap, topic, group)
+        victim = next(i for i in (1, 2, 3)
+                      if i != coordinator and i in leaders.values())
+        offline = sorted(p for p, lead in leaders.items() if lead == victim)
+        online = next(p for p in range(PARTITIONS) if p not in offline)
+        await cluster.broker_stop(victim)
+        with trio.fail_after(60):
+            while True:
+                leaders, _ = await trio.to_thread.run_sync(
+                    _layout, cluster.bootstrap, topic, None)
+                if all(leaders[p] == -1 for p in offline):
+                    break
+                await trio.sleep(1.0)
+
+        base = a.base.replace("http://", "ws://")
+        for query in ("from=beginning", f"from={online}:0"):
+            with trio.fail_after(60), pytest.raises(ConnectionRejected) as refused:
+                async with open_websocket_url(f"{base}/changes?{query}"):
+                    pass
+            assert refused.value.status_code == 503, query
+            assert orjson.loads(refused.value.body or b"{}")["error"] == "feed_unavailable"
+            assert await _resumed_readers(client, a) == 0
+
+        await cluster.broker_start(victim)
+        victim = 0
+        with trio.fail_after(120):
+            while True:
+                try:
+                    async with open_websocket_url(f"{base}/changes?from=beginning") as ws:
+                        assert orjson.loads(await ws.get_message())["type"] == "hello"
+                        seen: set[str] = set()
+                        while not set(keys.values()) <= seen:
+                            seen.add(orjson.loads(await ws.get_message()).get("key"))
+                        break
+                except ConnectionRejected as exc:
+                    if exc.status_code != 503:
+                        raise
+                    await trio.sleep(1.0)
+        assert a.alive()
+    finally:
+        a.stop_now()
+        if victim:  # the module's other tests need the whole cluster
+            await cluster.broker_start(victim)

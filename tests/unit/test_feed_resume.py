@@ -246,3 +246,33 @@ async def test_a_subscriber_resumed_past_where_the_live_feed_halted_is_told_afte
     assert [orjson.loads(t) for t in sent[1:]] == [
         {"type": "halted", "partition": 0, "offset": 10,
          "reason": "UnsupportedCodecError: snappy"}]
+
+
+class _HangingBridge:
+    """A bridge whose readers never finish opening: Kafka answers, but not with every
+    partition's offsets (one has no leader: its broker is down, replication 1)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: object, **_: object
+                          ) -> AsyncIterator[tuple[_EndlessReader, dict[int, int]]]:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.stopped = True
+        yield  # an async generator all the same
+
+
+async def test_a_resumed_feed_whose_reader_cannot_start_in_time_gets_503(autojump_clock):
+    """Regression: a reader whose start waited for a partition without a leader held
+    the handshake unanswered, and the subscriber's feed_max_resumed slot, for as long
+    as the partition's broker was down."""
+    bridge = _HangingBridge()
+    with trio.fail_after(60):
+        ended, sent, accepted = await _refused(bridge, {0: 5})  # type: ignore[arg-type]
+    assert isinstance(ended, Refused)
+    assert (ended.status, ended.error, ended.retry_after) == (503, "feed_unavailable", 1)
+    assert (sent, accepted) == ([], 0)
+    assert bridge.stopped
