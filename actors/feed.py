@@ -72,11 +72,14 @@ class FeedStats:
 @dataclass(eq=False)
 class Subscriber:
     """One live subscription: its queue, its key filter, whether it was cut off, and
-    where it starts (None until the broadcaster, perhaps waking, says)."""
+    where it starts (None until the broadcaster, perhaps waking, says). ``trial``: a
+    resumed subscriber's hand-over attempt (actors/feed_resume.py), whose client is not
+    cut off with it: it goes on with its own reader."""
     send: trio.MemorySendChannel[str]
     key: bytes | None
     lagged: bool = False
     start: dict[int, int] | None = None
+    trial: bool = False
 
 
 @dataclass
@@ -98,13 +101,14 @@ class Broadcaster:
     awake: trio.Event = field(default_factory=trio.Event)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, key: bytes | None = None
+    async def subscribe(self, key: bytes | None = None, *, trial: bool = False
                         ) -> AsyncIterator[tuple[trio.MemoryReceiveChannel[str], Subscriber,
                                                  dict[int, int]]]:
         """A live subscription from now on: (messages, subscriber, start positions).
-        The messages channel ends when the node stops or the subscriber lags."""
+        The messages channel ends when the node stops or the subscriber lags.
+        ``trial``: see :class:`Subscriber`."""
         send, recv = trio.open_memory_channel[str](self.buffer)
-        sub = Subscriber(send, key)
+        sub = Subscriber(send, key, trial=trial)
         for pid, (offset, why) in sorted(self.halted.items())[:self.buffer // 2]:
             send.send_nowait(halted_notice(pid, offset, why))  # queued after the hello
         self.subscribers.add(sub)
@@ -150,6 +154,9 @@ class Broadcaster:
         sub.lagged = True
         self.subscribers.discard(sub)
         sub.send.close()
+        if sub.trial:  # no client cut off: it tries again later (actors/feed_resume.py)
+            log.info("event=feed_handover_lagged buffer=%d", self.buffer)
+            return
         self.dropped += 1
         log.warning("event=feed_subscriber_dropped reason=lagging buffer=%d", self.buffer)
 

@@ -297,9 +297,10 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
                 # at the end of the log for now: hand over to the broadcaster
                 attempt = contextlib.AsyncExitStack()
                 messages, sub, at = await attempt.enter_async_context(
-                    feed.broadcaster.subscribe(key))
+                    feed.broadcaster.subscribe(key, trial=True))
                 held = await replay.reach(at, sub, feed.broadcaster.buffer)
                 if held is None:
+                    sub.trial = False  # its client's subscription now: a cut ends it
                     live = (messages, sub, at)
                     await live_scope.enter_async_context(attempt.pop_all())
                     break

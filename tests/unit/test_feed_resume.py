@@ -276,3 +276,88 @@ async def test_a_resumed_feed_whose_reader_cannot_start_in_time_gets_503(autojum
     assert (ended.status, ended.error, ended.retry_after) == (503, "feed_unavailable", 1)
     assert (sent, accepted) == ([], 0)
     assert bridge.stopped
+
+
+class _BehindReader:
+    """A reader at offset 0 of partition 0 that reads nothing more (it cannot reach the
+    broadcaster's position)."""
+
+    def __init__(self) -> None:
+        self.halted: dict[int, tuple[int, str]] = {}
+
+    async def fetch_batch(self, timeout_ms: int) -> Batch:
+        await trio.sleep(timeout_ms / 1000)
+        return Batch(0, {}, {0: 0})
+
+
+class _BehindBridge:
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: object, **_: object
+                          ) -> AsyncIterator[tuple[_BehindReader, dict[int, int]]]:
+        yield _BehindReader(), {0: 0}
+
+
+async def test_a_hand_over_attempt_that_lags_drops_no_subscriber(autojump_clock):
+    """A resumed subscriber tries to hand over: it subscribes to the broadcaster and
+    reads up to its positions meanwhile. The attempt's subscription fills up (nothing
+    drains it until the hand-over completes) and is cut off; the subscriber goes on with
+    its own reader and tries again later. No client was cut off. Regression: the
+    attempt was counted in kstate_feed_dropped_subscribers and logged
+    event=feed_subscriber_dropped, as if a client had been."""
+    broadcaster = Broadcaster(buffer=8, positions={0: 100})
+    feed = FeedHandle(broadcaster, _BehindBridge(), "127.0.0.1:1")  # type: ignore[arg-type]
+    sent: list[str] = []
+    ended: list[object] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async def subscriber() -> None:
+        ended.append(await serve(feed, {0: 0}, None, send))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(subscriber)
+        with trio.fail_after(30):
+            while not broadcaster.subscribers:  # the hand-over attempt
+                await trio.sleep(0.01)
+        sub = next(iter(broadcaster.subscribers))
+        for i in range(broadcaster.buffer + 1):
+            broadcaster.publish(None, str(i))
+        assert sub.lagged
+        await trio.sleep(1.0)
+        assert not ended  # still replaying with its own reader
+        assert feed.statistics().dropped_subscribers == 0
+        feed.close_all()
+    assert ended == [Ended.CLOSED]
+
+
+async def test_a_handed_over_subscriber_that_lags_is_dropped_and_counted(autojump_clock):
+    """Once handed over, the subscription is its client's: cut off for lagging, it ends
+    LAGGED and counts as a dropped subscriber (the attempt before it did not)."""
+    broadcaster = Broadcaster(buffer=16, positions={0: 10})
+    feed = FeedHandle(broadcaster, _AtEndBridge(10), "127.0.0.1:1")  # type: ignore[arg-type]
+    closed: list[bool] = []
+    ended: list[object] = []
+
+    async def send(text: str) -> None:
+        await trio.sleep_forever()  # a client whose window stays shut
+
+    async def subscriber() -> None:
+        ended.append(await serve(feed, {0: 10}, None, send,
+                                 reader_closed=lambda: closed.append(True)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(subscriber)
+        with trio.fail_after(30):
+            while not closed:  # handed over
+                await trio.sleep(0.01)
+        sub = next(iter(broadcaster.subscribers))
+        i = 0
+        while not sub.lagged:
+            assert i < 1000, "never cut off for lagging"
+            broadcaster.publish(None, str(i))
+            i += 1
+            await trio.sleep(0.001)
+        await trio.sleep(feed.limits.stall_timeout + 1)
+    assert ended == [Ended.LAGGED]
+    assert feed.statistics().dropped_subscribers == 1
