@@ -15,7 +15,7 @@ import orjson
 from quart import Response
 from quart_trio import QuartTrio
 
-from kstate.core.wire import GENERATION_HEADER
+from kstate.core.wire import GENERATION_HEADER, PARTITIONS_HEADER
 
 Json = dict[str, Any]
 
@@ -181,7 +181,13 @@ def _ops() -> Json:
                                        "required": True,
                                        "description": "group generation of the table",
                                        "schema": {"type": "string",
-                                                  "pattern": "^-?[0-9]+$"}}})}}},
+                                                  "pattern": "^-?[0-9]+$"}},
+                                    PARTITIONS_HEADER: {
+                                       "required": True,
+                                       "description": "the topic's partition count (a "
+                                                      "table that lists fewer lacks some)",
+                                       "schema": {"type": "string",
+                                                  "pattern": "^[1-9][0-9]*$"}}})}}},
         "/metrics": {"get": {"operationId": "metrics", "tags": ["ops"],
                              "summary": "Prometheus metrics (text exposition format)",
                              "responses": {"200": {"description": "metrics", "content": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Response
 from quart_trio import QuartTrio
 
-from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE
+from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE, PARTITIONS_HEADER
 from web.responses import json_response
 from web.services import Services
 from web.status import readiness
@@ -27,4 +27,5 @@ def register(app: QuartTrio, s: Services) -> None:
         doc = {f"{s.config.topic}-{p}": url for p, url in sorted(table.owners.items())}
         out = json_response(doc)
         out.headers[GENERATION_HEADER] = str(table.generation)
+        out.headers[PARTITIONS_HEADER] = str(s.router.num_partitions)
         return out

@@ -73,12 +73,14 @@ A table is incomplete unless it lists an owner for every partition 0..n-1; an en
 whose url is no ``host:port`` a node could dial (the nodes' own rule,
 kstate/core/assignment.py, under which they list no owner for it) names none. A node's
 url is read as the nodes read it: the port after the last colon, so an IPv6 address
-may come with or without brackets. ``/groupinfo`` does not state n, so one without its
-last partitions (whose owner has a url no peer can dial: the nodes list no owner for
-them) would look complete: a table listing fewer partitions than a complete one of the
-same topic before is taken as incomplete (a topic's partitions are never removed; a
-topic recreated smaller under the same name would have every request of this client
-instance go to any node, forwarded from there).
+may come with or without brackets. A node states n with the table (the
+``kstate-partitions`` header), so one without its last partitions (whose owner has a
+url no peer can dial: the nodes list no owner for them) is incomplete even as the
+client's first table; from a node that does not send it, a table listing fewer
+partitions than a complete one of the same topic before is taken as incomplete (a
+topic's partitions are never removed; a topic recreated smaller under the same name
+would have every request of this client instance go to any node, forwarded from
+there). A stated count that is not one makes that node's answer unusable.
 
 When every node answers an incomplete ``/groupinfo`` (all just restarted, none in the
 group yet), the client routes every request to any known node meanwhile, and keeps the

@@ -22,7 +22,7 @@ from kstate.client._errors import (
 )
 from kstate.client._http import NOT_SENT, TRANSPORT_ERRORS, Answer, Http, timeouts
 from kstate.client._table import Table, normalize_url
-from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE, user_path
+from kstate.core.wire import GENERATION_HEADER, GROUPINFO_ROUTE, PARTITIONS_HEADER, user_path
 
 _GROUPINFO = GROUPINFO_ROUTE.encode()
 _ACCEPT = (b"accept", b"application/json")
@@ -35,6 +35,17 @@ _GROUPINFO_HEAD = [_ACCEPT, (b"connection", b"close")]
 _DONE = {"PUT": (200, 201), "DELETE": (200, 204)}
 # A /groupinfo that cannot be used: no answer, or not a routing table.
 _REFRESH_ERRORS: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, ValueError)
+
+
+def _stated_count(value: str | None) -> int | None:
+    """The partition count a node sent with its table; None when it sent none (a node
+    older than the header). ValueError for anything but a positive count: that node's
+    answer is not taken."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise ValueError(f"{PARTITIONS_HEADER} {value[:20]!r} is not a partition count")
+    return int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +271,8 @@ class KstateClient:
                     gen = int(r.headers.get(GENERATION_HEADER, "-1"))
                     if r.status != 200:
                         raise ValueError(f"status {r.status}")
-                    got = Table.parse(orjson.loads(r.content), gen, url, self._counts)
+                    got = Table.parse(orjson.loads(r.content), gen, url, self._counts,
+                                      _stated_count(r.headers.get(PARTITIONS_HEADER)))
                 except _REFRESH_ERRORS as exc:
                     if isinstance(exc, TRANSPORT_ERRORS):
                         self._down[url] = time.monotonic() + self._down_for

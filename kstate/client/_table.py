@@ -81,9 +81,11 @@ class Table:
 
     @classmethod
     def parse(cls, doc: object, generation: int, source: str,
-              known: Mapping[str, int] | None = None) -> Table:
+              known: Mapping[str, int] | None = None, stated: int | None = None) -> Table:
         """From the JSON body of ``/groupinfo``; ValueError when it is not one.
-        ``known``: the partition count of each topic in a complete table seen before."""
+        ``known``: the partition count of each topic in a complete table seen before;
+        ``stated``: the count the node sent with the table (its ``kstate-partitions``
+        header; None from a node too old to send it)."""
         if not isinstance(doc, dict):
             raise ValueError("/groupinfo did not answer a JSON object")
         owners: dict[int, str] = {}
@@ -108,6 +110,10 @@ class Table:
         topic = next(iter(topics), "")
         n = len(owners) if owners and set(owners) == set(range(len(owners))) else 0
         if known is not None and n < known.get(topic, 0):
+            n = 0
+        # The node's own count settles it, even for a client's first table (which has
+        # no earlier count to hold it against).
+        if stated is not None and n != stated:
             n = 0
         return cls(generation=generation, topic=topic, partitions=n,
                    owners=owners, source=source, fetched_at=time.monotonic())

@@ -19,6 +19,9 @@ MAX_HOPS = 3
 # The forwarding node's routing-table generation: a node whose own table is older waits
 # for its next table instead of sending the request back. /groupinfo sends it too.
 GENERATION_HEADER = "kstate-generation"
+# /groupinfo: the topic's partition count, so that a client can tell a table without
+# its last partitions from a complete one (kstate/client/_table.py).
+PARTITIONS_HEADER = "kstate-partitions"
 # A node's signature of a write it forwards (web/auth.py).
 CLUSTER_AUTH_HEADER = "kstate-cluster-auth"
 

@@ -61,6 +61,11 @@ async def test_every_request_goes_straight_to_the_owner(make_node, client):
         assert table is not None
         assert table.partitions == PARTITIONS
         assert {f"{table.topic}-{p}": url for p, url in table.owners.items()} == groupinfo
+        # Each node states the topic's partition count with its table, so that a client
+        # can tell a table without its last partitions from a complete one.
+        for n in nodes:
+            r = await client.get(f"{n.base}/groupinfo")
+            assert r.headers["kstate-partitions"] == str(PARTITIONS)
         owners = {e: owner_of(table, e) for e in emails}
         assert set(owners.values()) == {a.url, b.url}  # both nodes own some of the keys
 

@@ -12,9 +12,9 @@ import orjson
 import pytest
 import trio
 
-from kstate.client import KstateClient
+from kstate.client import KstateClient, KstateError
 from kstate.core.partitioner import partition_for
-from kstate.core.wire import GENERATION_HEADER
+from kstate.core.wire import GENERATION_HEADER, PARTITIONS_HEADER
 from web.http1 import Front, Request, Response, serve_front
 
 USER = {"name": "N", "email": "a@b.c"}
@@ -29,14 +29,17 @@ class Cluster:
         self.owners: dict[int, str] = {}
         self.generation = 1
         self.gets: dict[str, int] = {}
+        self.stated: bytes | None = None  # the kstate-partitions header; None: not sent
 
     def handler(self, name: str):  # type: ignore[no-untyped-def]
         async def handle(req: Request) -> Response:
             if req.path == b"/groupinfo":
                 doc = {f"t-{p}": url for p, url in sorted(self.owners.items())}
-                return Response(200, [(b"content-type", b"application/json"),
-                                      (GENERATION_HEADER.encode(),
-                                       str(self.generation).encode())], orjson.dumps(doc))
+                head = [(b"content-type", b"application/json"),
+                        (GENERATION_HEADER.encode(), str(self.generation).encode())]
+                if self.stated is not None:
+                    head.append((PARTITIONS_HEADER.encode(), self.stated))
+                return Response(200, head, orjson.dumps(doc))
             self.gets[name] = self.gets.get(name, 0) + 1
             return Response(200, [(b"content-type", b"application/json")],
                             orjson.dumps(USER))
@@ -81,7 +84,8 @@ async def test_an_incomplete_table_from_every_node_does_not_forget_the_members()
 
 
 async def test_a_table_without_its_last_partitions_is_not_routed_by():
-    """``/groupinfo`` does not state the partition count: a table whose last partitions
+    """From a node that does not state the partition count (``kstate-partitions``, which
+    nodes older than it do not send): a table whose last partitions
     have no owner (their owner's url is one no peer can dial, so the nodes list none)
     covers 0..7 of 10 like a complete table of 8. Hashing by 8 would send most keys
     "straight to the owner" of another partition. The client takes it as incomplete
@@ -115,6 +119,36 @@ async def test_a_table_without_its_last_partitions_is_not_routed_by():
             assert (table.partitions, table.owner(b"u1@x.y")) == (10, a)
         stop.set()
     assert (after.direct - before.direct, after.fallbacks - before.fallbacks) == (0, 20)
+
+
+async def test_a_first_table_without_its_last_partitions_is_known_by_the_stated_count():
+    """A client whose very first table lacks the last partitions has no earlier count to
+    hold it against; the count the node states with the table (``kstate-partitions``)
+    tells it. Such a table is not routed by: every key goes to any node, which forwards.
+    A count that is not one makes that node's answer unusable, as any bad answer."""
+    cluster = Cluster()
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(partial(serve_front, Front(handle=cluster.handler("a")),
+                                        "127.0.0.1:0", shutdown_trigger=stop.wait))
+        cluster.owners, cluster.stated = {p: a for p in range(8)}, b"10"
+        async with KstateClient([a], retries=0) as kc:
+            table = kc.table()
+            assert table is not None
+            assert (table.partitions, len(table.owners)) == (0, 8)
+            keys = [f"u{i}@x.y" for i in range(20)]
+            for key in keys:
+                assert await kc.get(key) == USER
+            assert (kc.statistics().direct, kc.statistics().fallbacks) == (0, 20)
+            cluster.owners, cluster.generation = {p: a for p in range(10)}, 2
+            assert (await kc.refresh()).partitions == 10
+            cluster.generation = 3
+            for bad in (b"ten", b"0", b"-3", b"\xd9\xa3"):
+                cluster.stated = bad
+                with pytest.raises(KstateError) as info:
+                    await kc.refresh()
+                assert "kstate-partitions" in str(info.value)
+        stop.set()
 
 
 @pytest.mark.parametrize("bad", ["10.0.0.1:99999", "a b:80", "host:8o", "no-port",
