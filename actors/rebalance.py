@@ -4,7 +4,8 @@ On revoke: the state owner stops serving those partitions, then in-flight writes
 them finish or fail, then the bridge may let the group move on. On assign: the state
 owner keeps, drops or rebuilds partitions and says where to seek; the router gets the
 new routing table; the writer claims the partitions (writes this node's owner-epoch
-marker into each: actors/writer.py).
+marker into each: actors/writer.py). Targets: the catch-up targets of partitions that
+had no leader at the assignment, read once they have one, go to the state owner.
 
 :func:`rejoin_superseded` asks the group for a rebalance when a partition still
 assigned here is taken over by a marker of a higher epoch than this node's claim (a
@@ -35,6 +36,7 @@ from kstate.core.messages import (
     Revoked,
     RouterIn,
     StateIn,
+    Targets,
     WriterIn,
 )
 
@@ -88,6 +90,9 @@ async def run(*, events: trio.MemoryReceiveChannel[BridgeEvent],
                     ev.reply.send(answer)
                     if ev.partitions:
                         await claims.send(Claim(ev.partitions))
+                case Targets():
+                    # the state owner answers the bridge itself (a revoke since: dropped)
+                    await state.send(ev)
                 case _:
                     assert_never(ev)
 

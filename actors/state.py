@@ -15,7 +15,7 @@ from typing import assert_never
 import trio
 
 from actors.inbox import ready
-from kstate.core.messages import Assign, Batch, Bump, Own, Revoke, StateIn
+from kstate.core.messages import Assign, Batch, Bump, Own, Revoke, StateIn, Targets
 from kstate.core.partition import Outcome
 from kstate.core.table import NotServing, StateTable
 
@@ -308,5 +308,8 @@ def _apply(handle: StateHandle, msg: StateIn) -> None:
         case Bump():
             msg.reply.send(table.bump(msg.partition, msg.claim))
             handle.wake((msg.partition,))
+        case Targets():
+            handle.wake(table.targets(msg))
+            msg.reply.send(None)
         case _:
             assert_never(msg)

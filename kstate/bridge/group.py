@@ -19,6 +19,8 @@ its own positions and never commits offsets (a new owner rebuilds from the begin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -51,7 +53,15 @@ from kstate.core.assignment import (
     encode_table,
     plan,
 )
-from kstate.core.messages import Assigned, Batch, BridgeEvent, Record, Revoked, RoutingTable
+from kstate.core.messages import (
+    Assigned,
+    Batch,
+    BridgeEvent,
+    Record,
+    Revoked,
+    RoutingTable,
+    Targets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +94,9 @@ METADATA_WAIT = 5.0
 # Fresh metadata answers, a second apart, that must all lack the topic before a node
 # takes it as deleted (Listener._topic_gone).
 TOPIC_GONE_LOOKS = 2
-# Seconds between two looks at the group while an assignment waits for end offsets
-# (a partition without a leader: its broker down), and after a failed attempt.
+# Seconds one attempt at a partition's end offset may take (a partition without a
+# leader, its broker down, is not answered within it), and the pause between attempts
+# while one is still not known (Listener._late_targets).
 END_OFFSETS_ATTEMPT = 2.0
 END_OFFSETS_BACKOFF = 0.2
 
@@ -199,6 +210,10 @@ class GroupConsumer:
         # rebalance under way, whose assignment settles every partition anew.
         self.rebalancing = False
         self._kept: tuple[str, int] | None = None  # (why, generation) logged as kept
+        # Asks the end offsets Kafka could not say at the last assignment (partitions
+        # without a leader) until it can: Listener._late_targets. Cancelled by the
+        # next revoke, and when the node leaves.
+        self.late: asyncio.Task[None] | None = None
         self._deferred: str | None = None  # why the last superseded rejoin was put off
         self.num_partitions: int | None = None  # the topic's count when the node started
         self.fenced = False  # replaced by a process with this node's instance id
@@ -423,6 +438,14 @@ class GroupConsumer:
         except TimeoutError:
             log.warning("event=revoke_released_at_drain_end seconds=%.3f", remaining)
 
+    async def stop_late(self) -> None:
+        """Stop the task that waits for end offsets of the last assignment, if any."""
+        late, self.late = self.late, None
+        if late is not None and not late.done():
+            late.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await late
+
     async def leave(self) -> None:
         """Stop the consumer (LeaveGroup unless static); rebalance callbacks send trio
         nothing from now on: the caller has already revoked everything locally, and
@@ -432,9 +455,35 @@ class GroupConsumer:
         self.closing = True
         self.left.set()
         self.lease.end()
+        await self.stop_late()
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await stop_client(consumer, "consumer")
+
+
+async def _ask_each(consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+                    ) -> tuple[dict[TopicPartition, int], KafkaError | None]:
+    """The end offset of each of ``tps`` Kafka answers for within END_OFFSETS_ATTEMPT
+    (each asked on its own, at once: one without a leader must not hold up the
+    others), and an error for those it did not answer (None: it answered for all)."""
+    async def one(tp: TopicPartition) -> dict[TopicPartition, int]:
+        # aiokafka's own bounded wait (it retries a missing leader within it)
+        got = await consumer._fetcher.end_offsets([tp], int(END_OFFSETS_ATTEMPT * 1000))
+        return {t: int(off) for t, off in got.items()}
+
+    answers = await asyncio.gather(*(one(tp) for tp in tps), return_exceptions=True)
+    ends: dict[TopicPartition, int] = {}
+    error: KafkaError | None = None
+    for tp, answer in zip(tps, answers, strict=True):
+        if isinstance(answer, KafkaError):
+            error = answer
+        elif isinstance(answer, BaseException):
+            raise answer
+        elif tp in answer:
+            ends[tp] = answer[tp]
+        else:
+            error = KafkaError(f"no end offset of partition {tp.partition} in the answer")
+    return ends, error
 
 
 def _heartbeat_meanwhile(consumer: AIOKafkaConsumer) -> None:
@@ -458,6 +507,7 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         g = self.group
         g.epoch += 1
+        await g.stop_late()  # the next assignment reads every target anew
         if g.closing:
             await g.wait_left()
             return
@@ -483,6 +533,7 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if tps:
             consumer.pause(*tps)  # no fetch before we seek where the state owner says
         _heartbeat_meanwhile(consumer)
+        generation = consumer._coordinator.generation
         ends = await self._end_offsets(consumer, tps)
         if ends is None:
             return  # the group moved on: its next assignment settles every partition
@@ -503,46 +554,98 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             lambda reply: Assigned(epoch, parts, table, end_offsets, reply, claim_after))
         if g.closing:
             return  # refused by the state owner if it came after the shutdown revoke
-        for tp in tps:
-            where = seeks.get(tp.partition)
-            if where is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, where)
-        if tps:
-            consumer.resume(*tps)
+        known = [tp for tp in tps if tp in ends]
+        for tp in known:
+            await self._seek(consumer, tp, seeks.get(tp.partition))
+        if known:
+            consumer.resume(*known)
+        unknown = [tp for tp in tps if tp not in ends]
+        if unknown:
+            # each waits for its own leader, paused meanwhile (a seek to its beginning
+            # would wait for the leader too); the others serve once caught up
+            g.late = asyncio.get_running_loop().create_task(self._guard(
+                self._late_targets(consumer, generation, epoch, unknown, seeks)))
         self._check_table(consumer, table, parts)
+
+    @staticmethod
+    async def _seek(consumer: AIOKafkaConsumer, tp: TopicPartition, where: int | None
+                    ) -> None:
+        if where is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, where)
+
+    def _over(self, consumer: AIOKafkaConsumer, generation: int, epoch: int | None = None
+              ) -> bool:
+        """Whether the assignment of ``generation`` (and ``epoch``) is over: the node is
+        leaving, the member left that generation (expelled), the group needs a rejoin
+        (a member joined or left), or a revoke came; the next assignment settles every
+        partition anew."""
+        g = self.group
+        coordinator = consumer._coordinator
+        return (g.closing or g.consumer is not consumer
+                or coordinator.generation != generation
+                or coordinator._rejoin_needed_fut.done()
+                or (epoch is not None and g.epoch != epoch))
 
     async def _end_offsets(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]
                            ) -> dict[TopicPartition, int] | None:
-        """The end offsets of ``tps`` (the catch-up targets), asked until Kafka answers
-        for every one; None if this assignment is over first: the node is leaving, the
-        member left the generation (expelled) or the group needs a rejoin (a member
-        joined or left), whose assignment settles every partition anew.
+        """The end offsets (the catch-up targets) of those of ``tps`` Kafka answers for
+        within one attempt; None if this assignment is over first (see _over).
 
         A partition without a leader (its broker down, no replica to elect) has no end
-        offset until it has one again, however long that takes. Giving up after a
-        deadline stopped the node (exit 1: an assignment whose targets are unknown
-        cannot be served), and every member assigned the partition next in turn; so it
-        waits, in the group (its heartbeats go on: _heartbeat_meanwhile), and its
-        partitions answer 503 until the leader is back."""
+        offset until it has one again, however long that takes. It is asked again after
+        the assignment (_late_targets) and alone answers 503 meanwhile: the partitions
+        Kafka answered for pass their own catch-up gates. (Waiting here for all of them
+        held every partition of the assignment for as long as one had no leader;
+        giving up after a deadline stopped the node, and every member assigned the
+        partition next in turn.)"""
+        generation = consumer._coordinator.generation
+        ends, error = await _ask_each(consumer, tps)
+        if error is None:
+            return ends
+        if self._over(consumer, generation):
+            log.warning("event=assignment_abandoned generation=%d error=%r",
+                        generation, error)
+            return None
+        log.warning("event=end_offsets_unknown generation=%d partitions=%s error=%r",
+                    generation, sorted(tp.partition for tp in tps if tp not in ends), error)
+        return ends
+
+    async def _late_targets(self, consumer: AIOKafkaConsumer, generation: int, epoch: int,
+                            tps: list[TopicPartition], seeks: dict[int, int | None]
+                            ) -> None:
+        """Ask the end offsets of ``tps`` (assigned in ``generation``, without one at
+        the assignment) until Kafka says each; then seek each where the state owner
+        said, let it be fetched, and hand its target to the state owner (Targets):
+        only then can its gate open. Ends when the assignment is over (see _over)."""
         g = self.group
-        coordinator = consumer._coordinator
-        generation = coordinator.generation
-        while True:
+        waiting = list(tps)
+        while waiting:
+            await asyncio.sleep(END_OFFSETS_BACKOFF)
+            if self._over(consumer, generation, epoch):
+                return
+            ends, error = await _ask_each(consumer, waiting)
+            if self._over(consumer, generation, epoch):
+                return
+            if error is not None:
+                log.warning("event=kafka_retry partitions=%s error=%r",
+                            sorted(tp.partition for tp in waiting if tp not in ends), error)
+            if not ends:
+                continue
             try:
-                # aiokafka's own bounded wait (it retries a missing leader within it)
-                ends = await consumer._fetcher.end_offsets(
-                    tps, int(END_OFFSETS_ATTEMPT * 1000))
-                return {tp: int(off) for tp, off in ends.items()}
-            except KafkaError as exc:
-                if g.closing or coordinator.generation != generation \
-                        or coordinator._rejoin_needed_fut.done():
-                    log.warning("event=assignment_abandoned generation=%d error=%r",
-                                generation, exc)
-                    return None
-                log.warning("event=kafka_retry error=%r", exc)
-                await asyncio.sleep(END_OFFSETS_BACKOFF)
+                for tp in ends:
+                    await self._seek(consumer, tp, seeks.get(tp.partition))
+                if self._over(consumer, generation, epoch):
+                    return
+                consumer.resume(*ends)
+            except KafkaError:  # unassigned meanwhile (IllegalStateError)
+                if self._over(consumer, generation, epoch):
+                    return
+                raise
+            found = {tp.partition: int(off) for tp, off in ends.items()}
+            await g.ask_trio(functools.partial(Targets, epoch, found))
+            waiting = [tp for tp in waiting if tp not in ends]
 
     async def _partitions_changed(self, consumer: AIOKafkaConsumer) -> bool:
         """Whether the topic's partition count (fresh metadata, asked at every

@@ -75,7 +75,8 @@ class Revoked:
 
 @dataclass(frozen=True, slots=True)
 class Assigned:
-    """The new assignment. ``end_offsets`` were read right after it (catch-up targets).
+    """The new assignment. ``end_offsets`` were read right after it (catch-up targets;
+    a partition missing there has none yet: a :class:`Targets` brings it).
     ``reply`` answers where to seek: an offset for a kept partition, ``None`` for a
     partition to rebuild from the beginning. ``claim_after`` (``time.monotonic()``; 0:
     none): a static member's process that may be replacing a live incarnation of
@@ -88,6 +89,18 @@ class Assigned:
     end_offsets: dict[int, int]
     reply: Reply[dict[int, int | None]]
     claim_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Catch-up targets of partitions of the assignment of ``epoch`` whose end offset
+    Kafka could not say when it was made (no leader: its broker down), read once it
+    could. From the bridge to the rebalance listener, which hands it on to the state
+    owner; ``reply`` once applied (or dropped: a revoke came since)."""
+
+    epoch: int
+    end_offsets: dict[int, int]
+    reply: Reply[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +175,7 @@ class Write:
     reply: Reply[WriteOutcome]
 
 
-BridgeEvent = Revoked | Assigned
-StateIn = Batch | Revoke | Assign | Own | Bump
+BridgeEvent = Revoked | Assigned | Targets
+StateIn = Batch | Revoke | Assign | Own | Bump | Targets
 RouterIn = RoutingTable
 WriterIn = Write | Claim

@@ -32,6 +32,8 @@ class Partition:
     # tuple, an int and the value (about 300 -> 200 bytes an entry; see pack).
     data: dict[bytes, bytes] = field(default_factory=dict)
     position: int = 0
+    # The catch-up target; -1 while Kafka could not say it (the partition had no
+    # leader when it was assigned: no gate opens before it is known).
     target: int = 0
     serving: bool = False
     assigned_at: float = 0.0
@@ -80,7 +82,7 @@ class Partition:
     @property
     def replayed_to_target(self) -> bool:
         """Served, and applied up to the target read after the assignment."""
-        return self.live and self.position >= self.target
+        return self.live and 0 <= self.target <= self.position
 
     @property
     def caught_up(self) -> bool:

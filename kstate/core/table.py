@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from kstate.core.messages import Assign, Batch, Record, Revoke
+from kstate.core.messages import Assign, Batch, Record, Revoke, Targets
 from kstate.core.partition import (
     UNUSABLE,
     Outcome,
@@ -157,7 +157,7 @@ class StateTable:
         position = part.position
         n = self.num_partitions
         # This node writes only once caught up: a replay has no outcome to keep.
-        keep_outcomes = position >= part.target
+        keep_outcomes = 0 <= part.target <= position
 
         def version_of(k: bytes) -> int | None:
             return stored_version(part, k)
@@ -274,7 +274,8 @@ class StateTable:
             if not self.quiet:
                 log.info("event=caught_up partition=%d position=%d records=%d seconds=%.3f",
                          pid, position, part.replayed, part.caught_up_at - part.assigned_at)
-        elif part.serving and not part.replayed_to_target and not self.quiet:
+        elif part.serving and part.target >= 0 and not part.replayed_to_target \
+                and not self.quiet:
             now = time.monotonic()
             if now - part.progress_logged_at >= PROGRESS_EVERY:
                 part.progress_logged_at = now
@@ -333,7 +334,8 @@ class StateTable:
             part.claim_after = msg.claim_after
             # kept until this node's marker is applied (an earlier assignment's too)
             part.await_marker = part.await_marker or msg.claim_after > 0
-            part.target = msg.end_offsets.get(pid, 0)
+            # none: Kafka could not say (no leader); set by a later Targets (targets())
+            part.target = msg.end_offsets.get(pid, -1)
             part.assigned_at = now
             part.progress_logged_at = now
             part.replayed = 0
@@ -344,3 +346,29 @@ class StateTable:
                          "target=%d", pid, "rebuild" if seeks[pid] is None else "keep",
                          part.position, part.target)
         return seeks, changed
+
+    def targets(self, msg: Targets) -> set[int]:
+        """Set the catch-up targets Kafka could not say at the assignment (see
+        messages.Targets). Only for that assignment (none since, no revoke since) and
+        only where none is set: a target is read once, after the assignment. Returns
+        the partitions whose target was set."""
+        changed: set[int] = set()
+        if msg.epoch != self.epoch:
+            return changed
+        now = time.monotonic()
+        for pid, end in sorted(msg.end_offsets.items()):
+            part = self.partitions.get(pid)
+            if part is None or not part.serving or part.target >= 0:
+                continue
+            part.target = end
+            changed.add(pid)
+            if part.caught_up:
+                part.caught_up_at = now
+            if not self.quiet:
+                log.info("event=target_known partition=%d position=%d target=%d "
+                         "seconds=%.3f", pid, part.position, end, now - part.assigned_at)
+                if part.caught_up:
+                    log.info("event=caught_up partition=%d position=%d records=%d "
+                             "seconds=%.3f", pid, part.position, part.replayed,
+                             now - part.assigned_at)
+        return changed

@@ -5,8 +5,11 @@ The member assigned that partition cannot read its end offset (its catch-up targ
 until the broker is back. Before, its assignment callback gave up after aiokafka's
 request timeout (40 s) and the node exited 1 (``rebalance_listener_failed``), and every
 member assigned the partition next in turn; heartbeats were not sent while the callback
-waited, so the member was expelled after the session timeout. Now it waits in the group
-(heartbeating) and serves every partition once the broker is back."""
+waited, so the member was expelled after the session timeout. Then it waited in the
+group (heartbeating), but its callback waited for every partition's end offset, so none
+of its partitions served until the broker was back. Now each partition passes its own
+catch-up gate: the others serve at once, that one once the broker is back and it has
+caught up to its own end offset."""
 
 from __future__ import annotations
 
@@ -219,6 +222,18 @@ async def test_a_node_starts_while_a_partition_has_no_leader(
             if c.starts == 1:
                 c.term()
                 assert await c.wait_exit(30) == 0, c.log_text()[-3000:]
+        # both members serve every partition that has a leader (the one assigned a
+        # leaderless partition too), through either node; the others answer 503
+        healthy = [p for p in range(PARTITIONS) if p not in offline]
+        seen: list[int] = []
+        for node in (c, a):
+            for p in healthy:
+                await _get_until(client, f"{node.base}/users/{keys[p]}", f"before-{p}",
+                                 60, seen)
+            for p in offline:
+                r = await client.get(f"{node.base}/users/{keys[p]}", timeout=10)
+                assert r.status_code == 503, (p, r.status_code, r.text)
+                assert r.json()["error"] == "catching_up", (p, r.text)
 
         await cluster.broker_start(victim)
         with trio.fail_after(120):  # then every partition, and its standby copy, catch up
@@ -237,6 +252,113 @@ async def test_a_node_starts_while_a_partition_has_no_leader(
     finally:
         a.stop_now()
         c.stop_now()
+
+
+async def _get_until(client: httpx.AsyncClient, url: str, want: str, seconds: float,
+                     seen: list[int]) -> None:
+    """GET ``url`` until it answers 200 with name ``want``; every answer before is a
+    503 (never a 404 or another value: no spurious 404, no stale read). ``seen``
+    collects the statuses."""
+    with trio.fail_after(seconds):
+        while True:
+            r = await client.get(url, timeout=10)
+            seen.append(r.status_code)
+            if r.status_code == 200:
+                assert r.json()["name"] == want, (url, r.text)
+                return
+            assert r.status_code == 503, (url, r.status_code, r.text)
+            await trio.sleep(0.3)
+
+
+async def test_healthy_partitions_serve_while_one_has_no_leader(
+        cluster: Cluster, artifacts: Path, client: httpx.AsyncClient) -> None:
+    # After a rebalance, one partition without a leader held up every partition newly
+    # assigned to the member: its end offsets were asked for the whole assignment at
+    # once, again and again until Kafka answered for each, so healthy partitions
+    # answered 503 for as long as the broker was down. Each partition now passes its
+    # own catch-up gate; the leaderless one answers 503 catching_up until its leader
+    # is back, and then only after it has replayed up to its own end offset.
+    tag = uuid.uuid4().hex[:10]
+    topic, group = f"t-{tag}", f"g-{tag}"
+    env = {"KSTATE_PARTITIONS": str(PARTITIONS), "KSTATE_REPLICATION": "1",
+           "KSTATE_WRITE_TIMEOUT": "2", "KSTATE_CATCHUP_TIMEOUT": "1"}
+    a = Node(bootstrap=cluster.bootstrap, topic=topic, group=group, log_dir=artifacts,
+             extra=dict(env)).start()
+    b = Node(bootstrap=cluster.bootstrap, topic=topic, group=group, log_dir=artifacts,
+             extra=dict(env))
+    try:
+        await wait_ready(client, a, timeout=60)
+        b.start()
+        table = await wait_stable(client, [a, b], PARTITIONS, timeout=60)
+        b_parts = {int(name.rsplit("-", 1)[1]) for name, url in table.items() if url == b.url}
+        keys = {p: emails_in(p, PARTITIONS, 20, "lead") for p in range(PARTITIONS)}
+        for p, ks in keys.items():
+            for k in ks:
+                r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{k}"})
+                assert r.status_code == 201, (p, r.status_code, r.text)
+
+        leaders, coordinator = await trio.to_thread.run_sync(
+            _layout, cluster.bootstrap, topic, group)
+        candidates = [i for i in (1, 2, 3) if i != coordinator and i in leaders.values()]
+        # a broker leading one of b's partitions, if one does: a then rebuilds it from
+        # the beginning, where a gate opened too early answers 404
+        victim = next((i for i in candidates
+                       if any(leaders[p] == i for p in b_parts)), candidates[0])
+        offline = sorted(p for p, lead in leaders.items() if lead == victim)
+        healthy = sorted(set(range(PARTITIONS)) - set(offline))
+        await cluster.broker_stop(victim)
+        with trio.fail_after(60):
+            while True:
+                leaders, _ = await trio.to_thread.run_sync(
+                    _layout, cluster.bootstrap, topic, None)
+                if all(leaders[p] == -1 for p in offline):
+                    break
+                await trio.sleep(1.0)
+
+        b.term()  # a is assigned every partition, the leaderless ones included
+        assert await b.wait_exit(30) == 0
+        seen: list[int] = []
+        for p in healthy:  # served while the others have no leader
+            for k in keys[p]:
+                await _get_until(client, f"{a.base}/users/{k}", f"before-{k}", 45, seen)
+            k = keys[p][0]
+            with trio.fail_after(30):
+                while True:
+                    r = await client.put(f"{a.base}/users/{k}", json={"name": f"mid-{k}"})
+                    if r.status_code == 200:
+                        break
+                    assert r.status_code == 503, (p, r.status_code, r.text)
+                    await trio.sleep(0.3)
+            r = await client.get(f"{a.base}/users/{k}")
+            assert (r.status_code, r.json()["name"]) == (200, f"mid-{k}"), r.text
+        for p in offline:  # and these answer 503 catching_up
+            r = await client.get(f"{a.base}/users/{keys[p][0]}", timeout=10)
+            assert r.status_code == 503, (p, r.status_code, r.text)
+            assert r.json()["error"] == "catching_up", (p, r.text)
+            assert "Retry-After" in r.headers
+        r = await client.get(f"{a.base}/readyz", timeout=5)
+        assert r.status_code == 503, r.text
+        parts = r.json()["partitions"]
+        assert all(parts[str(p)]["caught_up"] for p in healthy), parts
+        assert not any(parts[str(p)]["caught_up"] for p in offline), parts
+        assert leaders == (await trio.to_thread.run_sync(
+            _layout, cluster.bootstrap, topic, None))[0]  # still without a leader
+
+        await cluster.broker_start(victim)
+        for p in offline:  # then each catches up: never a 404, never an older value
+            for k in keys[p]:
+                await _get_until(client, f"{a.base}/users/{k}", f"before-{k}", 90, seen)
+        await wait_ready(client, a, timeout=30)
+        for p in range(PARTITIONS):
+            k = keys[p][-1]
+            r = await client.put(f"{a.base}/users/{k}", json={"name": f"after-{k}"})
+            assert r.status_code == 200, (p, r.status_code, r.text)
+            r = await client.get(f"{a.base}/users/{k}")
+            assert r.json()["name"] == f"after-{k}", (p, r.text)
+        assert a.alive()
+    finally:
+        a.stop_now()
+        b.stop_now()
 
 
 async def _resumed_readers(client: httpx.AsyncClient, node: Node) -> float:

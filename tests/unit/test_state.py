@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from actors import state
 from actors.replies import ReplyBox
 from kstate.core import partition as partition_mod
-from kstate.core.messages import Assign, Batch, Record, Revoke
+from kstate.core.messages import Assign, Batch, Record, Revoke, Targets
 from kstate.core.records import marker
 from kstate.core.table import NotServing, StateTable
 from kstate.core.users import validate_record
@@ -55,6 +55,45 @@ async def test_gate_opens_only_at_the_target_position():
                 await handle.wait_caught_up(0)
             assert handle.get_nowait(0, b"a@x") == (user("a@x"), 0)
     # inbox closed -> run() returned, nursery exits
+
+
+async def test_a_partition_without_a_target_waits_for_its_own():
+    # An assignment Kafka could not give every end offset for (a partition without a
+    # leader): that partition's gate stays shut, even at position 0 (an empty
+    # target would have opened it: a 404 for every key), until its Targets comes;
+    # the others open as usual. A Targets of an assignment a revoke ended is dropped.
+    send, recv = trio.open_memory_channel(0)
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(partial(state.run, inbox=recv, num_partitions=2))
+        async with send:
+            await assign(send, 1, {0, 1}, {1: 0})
+            assert handle.is_caught_up(1)
+            assert not handle.is_caught_up(0)
+            assert handle.statistics()[0].target == -1
+            await send.send(Batch(1, {0: [Record(0, b"a@x", user("a@x"))]}, {0: 1}))
+            await trio.testing.wait_all_tasks_blocked()
+            assert not handle.is_caught_up(0)  # records applied, still no target
+            box: ReplyBox[None] = ReplyBox()
+            await send.send(Targets(0, {0: 1}, box))  # an older assignment's: dropped
+            await box.wait()
+            assert not handle.is_caught_up(0)
+            box = ReplyBox()
+            await send.send(Targets(1, {0: 2}, box))
+            await box.wait()
+            assert not handle.is_caught_up(0)  # replayed to 1 of 2
+            await send.send(Batch(1, {0: [Record(1, b"b@x", user("b@x"))]}, {0: 2}))
+            with trio.fail_after(1):
+                await handle.wait_caught_up(0)
+            box = ReplyBox()
+            await send.send(Targets(1, {0: 9}, box))  # read once: a later one changes nothing
+            await box.wait()
+            assert handle.is_caught_up(0)
+            await revoke(send, 2, {0, 1})
+            await assign(send, 2, {0}, {})
+            box = ReplyBox()
+            await send.send(Targets(1, {0: 2}, box))  # the revoked assignment's
+            await box.wait()
+            assert not handle.is_caught_up(0)
 
 
 async def test_tombstone_deletes_and_invalid_records_are_counted_not_raised():
