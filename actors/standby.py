@@ -22,14 +22,21 @@ from dataclasses import dataclass
 import trio
 
 from actors.replies import ReplyBox
-from kstate.bridge import BEGINNING, BrokerUnavailable, KafkaBridge, OffsetPastEnd
-from kstate.core.messages import Assign, Batch
+from kstate.bridge import (
+    EACH_FROM_BEGINNING,
+    BrokerUnavailable,
+    KafkaBridge,
+    OffsetPastEnd,
+    Reader,
+)
+from kstate.core.messages import Assign, Batch, Targets
 from kstate.core.table import StateTable
 
 log = logging.getLogger(__name__)
 
 FETCH_MS = 500
 READER_RETRY = 5.0  # seconds between a failed reader and the next one
+TARGETS_RETRY = 1.0  # seconds between two asks for end offsets Kafka could not say
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +83,13 @@ async def run(bridge: KafkaBridge, *, num_partitions: int,
               task_status: trio.TaskStatus[StandbyHandle] = trio.TASK_STATUS_IGNORED) -> None:
     """Read every partition from the beginning and follow it, forever (until cancelled).
 
-    Started before its reader opens: opening asks every partition's offsets, which a
-    partition without a leader (its broker down) cannot answer as long as that lasts,
-    and the node must not wait for it (the copy is empty meanwhile: it answers
-    nothing). A reader that fails (Kafka's end offsets not answered in time, any Kafka
-    error) is opened again after READER_RETRY, from where the copy stands: the copy
-    only ever answers behind the fence, so it never needs to stop the node."""
+    The reader opens asking no offset (EACH_FROM_BEGINNING) and each partition's end
+    offset (for ``caught_up``) is asked on its own: a partition without a leader (its
+    broker down) has none as long as that lasts, and neither the node nor the copy of
+    the other partitions waits for it (before, the copy held nothing until every
+    partition had a leader). A reader that fails (any Kafka error) is opened again
+    after READER_RETRY, from where the copy stands: the copy only ever answers behind
+    the fence, so it never needs to stop the node."""
     table = StateTable(num_partitions, quiet=True)
     handle = StandbyHandle(table)
     started = time.monotonic()
@@ -89,7 +97,7 @@ async def run(bridge: KafkaBridge, *, num_partitions: int,
     while True:
         start: dict[int, int | None] | str = (
             {pid: p.position for pid, p in table.partitions.items()} if handle.assigned
-            else BEGINNING)
+            else EACH_FROM_BEGINNING)
         try:
             await _follow(bridge, table, handle, start, started)
         except (BrokerUnavailable, OffsetPastEnd) as exc:
@@ -99,11 +107,12 @@ async def run(bridge: KafkaBridge, *, num_partitions: int,
 
 async def _follow(bridge: KafkaBridge, table: StateTable, handle: StandbyHandle,
                   start: dict[int, int | None] | str, started: float) -> None:
-    async with bridge.open_reader(start) as (reader, positions):
-        ends = await reader.end_offsets()
-        table.assign(Assign(0, frozenset(positions), ends, ReplyBox()))
+    async with bridge.open_reader(start) as (reader, positions), trio.open_nursery() as n:
+        # every target unknown until _targets has it (no caught_up before)
+        table.assign(Assign(0, frozenset(positions), {}, ReplyBox()))
         table.apply(Batch(0, {}, positions))  # an empty or compacted head: its start
         handle.assigned = True
+        n.start_soon(_targets, reader, table)
         while True:
             batch = await reader.fetch_batch(FETCH_MS)
             table.apply(batch)
@@ -114,3 +123,17 @@ async def _follow(bridge: KafkaBridge, table: StateTable, handle: StandbyHandle,
                 handle.caught_up_at = time.monotonic()
                 log.info("event=standby_caught_up keys=%d seconds=%.3f",
                          handle.statistics().keys, handle.caught_up_at - started)
+
+
+async def _targets(reader: Reader, table: StateTable) -> None:
+    """Set each partition's catch-up target once Kafka says its end offset (each asked
+    on its own: one without a leader does not hold up the others)."""
+    while True:
+        missing = sorted(pid for pid, p in table.partitions.items() if p.target < 0)
+        if not missing:
+            return
+        found = await reader.end_offsets_each(missing)
+        if found:
+            table.targets(Targets(table.epoch, found, ReplyBox()))
+        if len(found) < len(missing):
+            await trio.sleep(TARGETS_RETRY)

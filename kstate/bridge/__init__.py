@@ -17,5 +17,6 @@ from kstate.bridge.errors import TopicDeleted as TopicDeleted
 from kstate.bridge.errors import TopicRefused as TopicRefused
 from kstate.bridge.lease import Lease as Lease
 from kstate.bridge.reader import BEGINNING as BEGINNING
+from kstate.bridge.reader import EACH_FROM_BEGINNING as EACH_FROM_BEGINNING
 from kstate.bridge.reader import PAUSED as PAUSED
 from kstate.bridge.reader import Reader as Reader

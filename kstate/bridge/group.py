@@ -461,7 +461,7 @@ class GroupConsumer:
             await stop_client(consumer, "consumer")
 
 
-async def _ask_each(consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+async def end_offsets_each(consumer: AIOKafkaConsumer, tps: list[TopicPartition]
                     ) -> tuple[dict[TopicPartition, int], KafkaError | None]:
     """The end offset of each of ``tps`` Kafka answers for within END_OFFSETS_ATTEMPT
     (each asked on its own, at once: one without a leader must not hold up the
@@ -601,7 +601,7 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         giving up after a deadline stopped the node, and every member assigned the
         partition next in turn.)"""
         generation = consumer._coordinator.generation
-        ends, error = await _ask_each(consumer, tps)
+        ends, error = await end_offsets_each(consumer, tps)
         if error is None:
             return ends
         if self._over(consumer, generation):
@@ -625,7 +625,7 @@ class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             await asyncio.sleep(END_OFFSETS_BACKOFF)
             if self._over(consumer, generation, epoch):
                 return
-            ends, error = await _ask_each(consumer, waiting)
+            ends, error = await end_offsets_each(consumer, waiting)
             if self._over(consumer, generation, epoch):
                 return
             if error is not None:

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import BrokerUnavailable, OffsetPastEnd
-from kstate.bridge.group import ISOLATION, known_positions, record_of
+from kstate.bridge.group import ISOLATION, end_offsets_each, known_positions, record_of
 from kstate.bridge.portal import Portal
 from kstate.bridge.security import client_args
 from kstate.bridge.stopping import stop_client
@@ -28,6 +28,12 @@ BEGINNING = "beginning"
 # without asking any partition's offsets, which a partition without a leader (its
 # broker down) cannot answer, however long that lasts. Its positions are all -1.
 PAUSED = "paused"
+# ``start`` of a reader that reads every partition from its beginning, each once Kafka
+# can say where that is: it opens without asking any offset (one partition without a
+# leader must not hold up the others), and the consumer moves each partition to its
+# beginning by itself (auto_offset_reset "earliest": a group-less reader has no
+# committed offsets). Its positions are all -1: a fetched Batch says where each is.
+EACH_FROM_BEGINNING = "each_from_beginning"
 Start = dict[int, int | None] | str | None
 START_WAIT = 1.0  # seconds a stopping reader waits for its start to end by itself
 
@@ -92,6 +98,8 @@ class _ReaderSide:
         self.consumer.assign(tps)
         if start == PAUSED:
             self.consumer.pause(*tps)
+            return {tp.partition: -1 for tp in tps}
+        if start == EACH_FROM_BEGINNING:
             return {tp.partition: -1 for tp in tps}
         wanted = (dict.fromkeys((tp.partition for tp in tps), None) if start == BEGINNING
                   else start if isinstance(start, dict) else {})
@@ -166,6 +174,15 @@ class _ReaderSide:
             raise BrokerUnavailable(f"a reader's end offsets: {exc!r}") from exc
         return {tp.partition: int(off) for tp, off in ends.items()}
 
+    async def end_offsets_each(self, partitions: list[int]) -> dict[int, int]:
+        """The end offsets of those of ``partitions`` Kafka answers for within one
+        attempt each (kstate/bridge/group.py, end_offsets_each)."""
+        assert self.consumer is not None
+        topic = self.config.topic
+        ends, _ = await end_offsets_each(self.consumer,
+                                         [TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: off for tp, off in ends.items()}
+
     async def stop(self) -> None:
         starting = self._starting
         if starting is not None:
@@ -220,6 +237,11 @@ class Reader:
         """The end offset of every partition this reader reads (BrokerUnavailable if
         Kafka does not answer in time)."""
         return await self._portal.call(self._side.end_offsets)
+
+    async def end_offsets_each(self, partitions: list[int]) -> dict[int, int]:
+        """The end offsets of those of ``partitions`` Kafka answers for within one
+        attempt each (a partition without a leader is left out, never waited for)."""
+        return await self._portal.call(self._side.end_offsets_each, partitions)
 
 
 @contextlib.asynccontextmanager
