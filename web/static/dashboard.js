@@ -98,7 +98,8 @@ function ownerStats(doc, p) {
 
 function progress(stats) {
   if (!stats) return null;
-  if (stats.target <= 0) return 1;
+  if (stats.target < 0) return 0;  // not known yet: the partition has no leader
+  if (stats.target === 0) return 1;
   return Math.min(1, stats.position / stats.target);
 }
 
@@ -149,7 +150,7 @@ function renderGrid(doc) {
     }
     grid.append(cell);
 
-    let text = stats ? `${stats.position} / ${stats.target}` + (stats.caught_up ? " ✓" : " catching up") : "unknown";
+    let text = stats ? `${stats.position} / ${stats.target < 0 ? "?" : stats.target}` + (stats.caught_up ? " ✓" : " catching up") : "unknown";
     if (stats && stats.halted) text = `halted at ${stats.halted}`;
     else if (odd) text += ` · ${odd}`;
     bars.append(
