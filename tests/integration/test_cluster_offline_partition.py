@@ -355,6 +355,10 @@ async def test_healthy_partitions_serve_while_one_has_no_leader(
             assert r.status_code == 503, (p, r.status_code, r.text)
             assert r.json()["error"] == "catching_up", (p, r.text)
             assert "Retry-After" in r.headers
+            k = keys[p][0]
+            r = await client.put(f"{a.base}/users/{k}", json={"name": f"lost-{k}"},
+                                 timeout=10)
+            assert (r.status_code, r.json()["error"]) == (503, "catching_up"), (p, r.text)
         r = await client.get(f"{a.base}/readyz", timeout=5)
         assert r.status_code == 503, r.text
         parts = r.json()["partitions"]
