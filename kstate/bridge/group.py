@@ -40,7 +40,7 @@ from aiokafka.protocol.group import HeartbeatRequest, JoinGroupRequest, SyncGrou
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import InstanceFenced, PartitionsChanged, TopicDeleted
 from kstate.bridge.lease import Lease
-from kstate.bridge.membership import StaticHeartbeat, refusal
+from kstate.bridge.membership import GROUP_MAX_SIZE_REACHED, StaticHeartbeat, refusal
 from kstate.bridge.portal import ask_trio
 from kstate.bridge.security import client_args
 from kstate.bridge.stopping import stop_client
@@ -99,6 +99,10 @@ TOPIC_GONE_LOOKS = 2
 # while one is still not known (Listener._late_targets).
 END_OFFSETS_ATTEMPT = 2.0
 END_OFFSETS_BACKOFF = 0.2
+# A static member refused for a full group (GROUP_MAX_SIZE_REACHED) asks again every
+# PLACE_RETRY seconds for a session timeout plus PLACE_MARGIN (GroupConsumer._await_place).
+PLACE_RETRY = 1.0
+PLACE_MARGIN = 5.0
 
 
 class Assignor(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -277,6 +281,10 @@ class GroupConsumer:
                                           request._member_id, instance_id)
             resp = await send(request)
             code = getattr(resp, "error_code", None)
+            if code == GROUP_MAX_SIZE_REACHED and instance_id \
+                    and isinstance(request, JoinGroupRequest):
+                resp = await self._await_place(send, request, resp)
+                code = getattr(resp, "error_code", None)
             if code == 0 and renews:
                 lease.renew(sent)
             elif code and isinstance(request, (HeartbeatRequest, StaticHeartbeat,
@@ -285,6 +293,25 @@ class GroupConsumer:
             return resp
 
         coordinator._send_req = send_req
+
+    async def _await_place(self, send: Callable[[Any], Awaitable[Any]], request: Any,
+                           resp: Any) -> Any:
+        """The coordinator's answer to a static member's JoinGroup once it is no longer
+        GROUP_MAX_SIZE_REACHED, or once it has been for a session timeout (plus
+        PLACE_MARGIN), asking again every PLACE_RETRY seconds. A static member restarted
+        at once (kill -9, a pod rescheduled) finds its old incarnation still in the
+        group until that one's session expires, and Kafka counts the places before it
+        replaces a member: in a group at ``group.max.size`` the new process was refused
+        as if the group were full and exited 2, for good under a supervisor that
+        restarts no node on exit 2. Asked again here, not by aiokafka, which would
+        stop the node at its next fetch, and rejoin with no pause meanwhile."""
+        until = time.monotonic() + self.config.session_timeout_ms / 1000 + PLACE_MARGIN
+        log.warning("event=group_full_waiting seconds=%.1f", until - time.monotonic())
+        while getattr(resp, "error_code", None) == GROUP_MAX_SIZE_REACHED \
+                and not self.closing and time.monotonic() < until:
+            await asyncio.sleep(PLACE_RETRY)
+            resp = await send(request)
+        return resp
 
     def _refused(self, code: int) -> None:
         """The coordinator answered ``code``: if the node must stop for it, keep why

@@ -1,7 +1,9 @@
 """A group already at the broker's ``group.max.size``: Kafka refuses the next member's
 JoinGroup (GROUP_MAX_SIZE_REACHED, a code aiokafka does not know). The node must exit 2
 with one line naming the setting (``event=node_refused reason=group_settings``), not 1
-with a traceback; the members already in the group serve on.
+with a traceback; the members already in the group serve on. A static member restarted
+at once is no member too many, though Kafka refuses it until its old incarnation's
+session expires: it must join then.
 
 The broker is this module's own (``group.max.size`` is a broker setting, read at
 start): started, stopped, given ``group.max.size=1``, started again.
@@ -13,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -59,3 +62,39 @@ async def test_node_beyond_group_max_size_exits_2_naming_it(broker: Broker, arti
     finally:
         for n in nodes:
             n.stop_now()
+
+
+async def test_static_member_restarted_in_a_full_group_rejoins(broker: Broker, artifacts: Path,
+                                                              client) -> None:
+    """A static member killed and restarted at once, its old member still in the group
+    (for a session timeout), into a group at ``group.max.size``: Kafka refuses the new
+    process's JoinGroup (GROUP_MAX_SIZE_REACHED: it counts places before it replaces the
+    old member) until the old one's session expires. That is no full group: the node
+    must join once it has, not exit 2 telling the operator to run fewer nodes."""
+    tag = uuid.uuid4().hex[:10]
+    node = Node(bootstrap=broker.bootstrap, topic=f"t-{tag}", group=f"g-{tag}",
+                log_dir=artifacts, extra={"KSTATE_INSTANCE_ID": "solo"})
+    try:
+        node.start()
+        await wait_ready(client, node, timeout=60)
+        r = await client.put(f"{node.base}/users/solo@example.com", json={"name": "a"})
+        assert r.status_code == 201, r.text
+        node.kill()
+        node.start()
+        with trio.move_on_after(60):
+            while node.alive():
+                try:
+                    r = await client.get(f"{node.base}/users/solo@example.com")
+                except httpx.TransportError:
+                    r = None
+                if r is not None and r.status_code == 200:
+                    break
+                await trio.sleep(0.5)
+        text = node.log_text()
+        assert node.alive(), text[-3000:]
+        assert r is not None, text[-3000:]
+        assert r.status_code == 200, text[-3000:]
+        assert r.json()["name"] == "a"
+        assert "event=node_refused" not in text, text[-3000:]
+    finally:
+        node.stop_now()

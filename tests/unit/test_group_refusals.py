@@ -118,3 +118,61 @@ def test_answers_aiokafka_handles_stop_nothing() -> None:
         _send(consumer, HeartbeatRequest("g", 3, "m-1"))
     assert g.failure is None
     assert g.lease.valid()
+
+
+class _Filling(_Coordinator):
+    """Answers each JoinGroup with the next code of ``codes`` (the last one after)."""
+
+    def __init__(self, codes: list[int]) -> None:
+        super().__init__()
+        self.codes = codes
+
+    async def _send_req(self, request: Any) -> _Answer:
+        self.sent.append(request)
+        return _Answer(self.codes.pop(0) if len(self.codes) > 1 else self.codes[0])
+
+
+def _joining(instance_id: str, codes: list[int], session_ms: int = 6000
+             ) -> tuple[GroupConsumer, _Consumer]:
+    g = GroupConsumer(KafkaConfig(topic="t", group="g", instance_id=instance_id,
+                                  session_timeout_ms=session_ms),
+                      token=None)  # type: ignore[arg-type]
+    consumer = _Consumer()
+    consumer._coordinator = _Filling(codes)
+    g.consumer = consumer  # type: ignore[assignment]
+    g._watch_membership(consumer)  # type: ignore[arg-type]
+    return g, consumer
+
+
+_JOIN = JoinGroupRequest("g", 6000, 30000, "", "X", "consumer", [])
+
+
+def test_a_static_member_refused_for_a_full_group_asks_again_until_its_place_is_free(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its old incarnation (killed and restarted at once) holds the place until its
+    session expires: the JoinGroup is asked again, and answered once there is room."""
+    monkeypatch.setattr("kstate.bridge.group.PLACE_RETRY", 0.01)
+    g, consumer = _joining("X", [GROUP_MAX_SIZE_REACHED, GROUP_MAX_SIZE_REACHED, 0])
+    assert _send(consumer, _JOIN).error_code == 0
+    assert len(consumer._coordinator.sent) == 3
+    assert g.failure is None
+
+
+def test_a_static_member_still_refused_after_a_session_timeout_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("kstate.bridge.group.PLACE_RETRY", 0.01)
+    monkeypatch.setattr("kstate.bridge.group.PLACE_MARGIN", 0.0)
+    g, consumer = _joining("X", [GROUP_MAX_SIZE_REACHED], session_ms=100)
+    assert _send(consumer, _JOIN).error_code == GROUP_MAX_SIZE_REACHED
+    assert len(consumer._coordinator.sent) > 1
+    with pytest.raises(GroupRefused, match=r"group\.max\.size"):
+        asyncio.run(g.fetch(10))
+
+
+def test_a_dynamic_member_refused_for_a_full_group_is_refused_at_once() -> None:
+    g, consumer = _joining("", [GROUP_MAX_SIZE_REACHED])
+    assert _send(consumer, JoinGroupRequest("g", 6000, 30000, "", None, "consumer", [])
+                 ).error_code == GROUP_MAX_SIZE_REACHED
+    assert len(consumer._coordinator.sent) == 1
+    with pytest.raises(GroupRefused, match=r"group\.max\.size"):
+        asyncio.run(g.fetch(10))
