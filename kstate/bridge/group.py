@@ -220,7 +220,9 @@ class GroupConsumer:
         self.late: asyncio.Task[None] | None = None
         self._deferred: str | None = None  # why the last superseded rejoin was put off
         self.num_partitions: int | None = None  # the topic's count when the node started
-        self.fenced = False  # replaced by a process with this node's instance id
+        # the coordinator said the node must stop (refused, or replaced by a process
+        # with its instance id)
+        self.refused = False
 
     def claim_after(self, now: float) -> float:
         """Until when (``time.monotonic()``; 0: no wait) a claim of a partition assigned
@@ -322,8 +324,8 @@ class GroupConsumer:
         refused = refusal(code, c.group, c.instance_id, c.session_timeout_ms)
         if refused is None:
             return
+        self.refused = True
         if isinstance(refused, InstanceFenced):
-            self.fenced = True
             self.lease.end()
         if self.failure is None and not self.closing:
             log.error("event=group_refused code=%d detail=%r", code, str(refused))
@@ -347,7 +349,9 @@ class GroupConsumer:
             # (_watch_membership kept what it means)
             if self.failure is not None:
                 raise self.failure from None
-            if self.closing and self.fenced:  # replaced while leaving: nothing to read
+            # replaced, or refused (a static member asking for a place), while leaving:
+            # nothing to read
+            if self.closing and self.refused:
                 await asyncio.sleep(timeout_ms / 1000)
                 return Batch(epoch=self.epoch, records={}, positions={})
             raise

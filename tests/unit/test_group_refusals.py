@@ -176,3 +176,20 @@ def test_a_dynamic_member_refused_for_a_full_group_is_refused_at_once() -> None:
     assert len(consumer._coordinator.sent) == 1
     with pytest.raises(GroupRefused, match=r"group\.max\.size"):
         asyncio.run(g.fetch(10))
+
+
+def test_a_static_member_leaving_while_it_waits_for_a_place_stops_asking_and_fails_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while it asks again (a pod deleted meanwhile): it stops asking, and its
+    last fetch reads nothing, as a node leaving does, instead of raising aiokafka's
+    bare KafkaError (a traceback and exit 1 while stopping)."""
+    monkeypatch.setattr("kstate.bridge.group.PLACE_RETRY", 0.01)
+    g, consumer = _joining("X", [GROUP_MAX_SIZE_REACHED])
+
+    async def leave_meanwhile() -> Any:
+        asyncio.get_running_loop().call_later(0.05, g.begin_leaving, 5.0)
+        return await consumer._coordinator._send_req(_JOIN)
+
+    assert asyncio.run(leave_meanwhile()).error_code == GROUP_MAX_SIZE_REACHED
+    batch = asyncio.run(g.fetch(10))
+    assert (batch.records, g.failure) == ({}, None)
