@@ -44,7 +44,7 @@ import trio
 from actors.feed import FeedHandle, Subscriber, halted_notice, hello
 from actors.feed_outbox import Stalled, open_outbox
 from actors.feed_rule import FeedRule, change_position
-from kstate.bridge import BEGINNING, BrokerUnavailable, OffsetPastEnd, Reader
+from kstate.bridge import BEGINNING, BrokerUnavailable, KafkaNotAuthorized, OffsetPastEnd, Reader
 from kstate.core.messages import Batch, Record
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
                         max_records=READER_MAX_RECORDS))
             except OffsetPastEnd as exc:
                 return past_end(exc)
-            except BrokerUnavailable as exc:
+            except (BrokerUnavailable, KafkaNotAuthorized) as exc:
                 log.warning("event=feed_resume_unavailable error=%r", exc)
                 return UNREACHABLE
             if opened is None:

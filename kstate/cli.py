@@ -14,6 +14,7 @@ from kstate import logs, stack_dump
 from kstate.bridge import (
     GroupRefused,
     InstanceFenced,
+    KafkaNotAuthorized,
     PartitionsChanged,
     TopicDeleted,
     TopicRefused,
@@ -32,7 +33,8 @@ USAGE = """usage: kstate node [--flag value ...]   (kstate node --help lists the
 REFUSALS: tuple[tuple[type[Exception], str], ...] = (
     (TopicNotDurable, "topic_not_durable"), (TopicRefused, "topic_refused"),
     (GroupRefused, "group_settings"), (PartitionsChanged, "partitions_changed"),
-    (TopicDeleted, "topic_deleted"), (InstanceFenced, "instance_fenced"))
+    (TopicDeleted, "topic_deleted"), (InstanceFenced, "instance_fenced"),
+    (KafkaNotAuthorized, "kafka_not_authorized"))
 
 
 async def _main(settings: Settings) -> None:

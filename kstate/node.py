@@ -45,6 +45,7 @@ from actors.router import RouterHandle
 from kstate.bridge import (
     KafkaAuthFailed,
     KafkaBridge,
+    KafkaNotAuthorized,
     TopicInfo,
     TopicRefused,
     open_bridge,
@@ -153,8 +154,8 @@ async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
     while True:
         try:
             return await bridge.ensure_topic()
-        except KafkaAuthFailed:
-            raise  # wrong credentials or TLS setup: waiting cannot help
+        except (KafkaAuthFailed, KafkaNotAuthorized):
+            raise  # wrong credentials or TLS setup, an ACL missing: waiting cannot help
         except TopicRefused as exc:
             # e.g. more replicas than brokers: passes once they have all started
             if exc.final or trio.current_time() > deadline:

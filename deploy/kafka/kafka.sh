@@ -19,6 +19,12 @@
 #                                   SCRAM-SHA-512, one user $KAFKA_TEST_USER with password
 #                                   $KAFKA_TEST_PASSWORD for all three. CERTDIR is made by
 #                                   deploy/tls/make-certs.sh when incomplete.
+#                                   With KAFKA_ACLS=1 the broker enforces ACLs
+#                                   (StandardAuthorizer, nothing allowed without one):
+#                                   User:ANONYMOUS, what the PLAINTEXT listener (the
+#                                   broker's own, the controller's and an admin's)
+#                                   authenticates as, is the only super user; the SASL
+#                                   user (and SSL clients) may do only what ACLs grant.
 #   kafka.sh cluster-up [NAME]      three brokers, each also a controller voter
 #   kafka.sh cluster-down [NAME]    stop all three
 #   kafka.sh broker-stop NAME I     kill -9 broker I (1..3) of a cluster  (chaos)
@@ -32,6 +38,7 @@
 #   KAFKA_READY_TIMEOUT  seconds to wait for a broker to answer metadata (default 60)
 #   KAFKA_TEST_USER, KAFKA_TEST_PASSWORD  the SASL user of `up-secure` (default
 #                kstate-test / kstate-test-password; letters, digits and ._@+- only)
+#   KAFKA_ACLS=1  (`up-secure`) enforce ACLs: see up-secure above
 #   KAFKA_PROXY_SLOTS=N  (`up`, `cluster-up`) N more PLAINTEXT listeners per broker,
 #                SLOT1..SLOTN, each bound to a free internal port and advertised at
 #                another free port where a proxy (python -m tools.netcut) is to listen
@@ -359,6 +366,13 @@ cmd_up_secure() {
                 echo "listener.name.$lname.$m.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
             done
         done
+        if [ "${KAFKA_ACLS:-0}" = 1 ]; then
+            echo "# ACLs: the broker, the controller and an admin (all on PLAINTEXT) may"
+            echo "# do anything; any other principal only what an ACL allows"
+            echo "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            echo "super.users=User:ANONYMOUS"
+            echo "allow.everyone.if.no.acl.found=false"
+        fi
     } >>"$dir/server.properties"
     local t0=$SECONDS
     # SCRAM credentials go into the cluster metadata at format time (KRaft).

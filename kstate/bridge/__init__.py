@@ -10,6 +10,7 @@ from kstate.bridge.errors import BrokerUnavailable as BrokerUnavailable
 from kstate.bridge.errors import GroupRefused as GroupRefused
 from kstate.bridge.errors import InstanceFenced as InstanceFenced
 from kstate.bridge.errors import KafkaAuthFailed as KafkaAuthFailed
+from kstate.bridge.errors import KafkaNotAuthorized as KafkaNotAuthorized
 from kstate.bridge.errors import OffsetPastEnd as OffsetPastEnd
 from kstate.bridge.errors import PartitionsChanged as PartitionsChanged
 from kstate.bridge.errors import RecordTooLarge as RecordTooLarge

@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from kstate.bridge import authz
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import TopicRefused
 from kstate.bridge.security import check_access, client_args
@@ -28,7 +29,7 @@ DESCRIBED = (*durability.CONFIGS, "max.message.bytes")
 FINAL_REFUSALS = frozenset({17, 29, 31, 40, 44})
 
 
-def _created(topic: str, answer: Any) -> bool:
+def _created(c: KafkaConfig, answer: Any) -> bool:
     """Whether the CreateTopics ``answer`` says the topic was created (False: another
     node created it first). aiokafka returns the answer as it is, errors included: a
     refusal taken for success would let the next metadata request auto-create the
@@ -41,7 +42,12 @@ def _created(topic: str, answer: Any) -> bool:
         kind = for_code(code)
         if kind is TopicAlreadyExistsError:
             return False
-        raise TopicRefused(topic, kind.__name__, message, final=code in FINAL_REFUSALS)
+        # The topic was not listed: it is missing, or this node may not Describe it.
+        refused = authz.for_code(c, code, "Create (or, if it exists, Describe)",
+                                 "creating the topic")
+        if refused is not None:
+            raise refused
+        raise TopicRefused(c.topic, kind.__name__, message, final=code in FINAL_REFUSALS)
     return True
 
 
@@ -73,7 +79,7 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
             try:
                 answer = await admin.create_topics(
                     [NewTopic(c.topic, c.partitions, c.replication, topic_configs=configs)])
-                created = _created(c.topic, answer)
+                created = _created(c, answer)
             except TopicAlreadyExistsError:
                 pass  # another node won the race: use it as it is
         # Right after a create (ours or another node's), metadata may list the topic
@@ -82,6 +88,10 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
         deadline = time.monotonic() + TOPIC_METADATA_WAIT
         while True:
             described = await admin.describe_topics([c.topic])
+            refused = authz.for_code(c, described[0]["error_code"], "Describe",
+                                     "describing the topic")
+            if refused is not None:
+                raise refused
             parts = described[0]["partitions"]
             partitions = len(parts)
             if partitions > 0:
@@ -94,6 +104,13 @@ async def ensure_topic(c: KafkaConfig, create_configs: dict[str, str] | None = N
         configs_out: dict[str, str] = {}
         for resp in await admin.describe_configs([resource]):
             for res in resp.resources:
+                # Refused, the answer holds no configs: taken for an empty list, the
+                # node warned that a compacted topic was not compacted, and checked
+                # durability and the record size limit against nothing.
+                refused = authz.for_code(c, res[0], "DescribeConfigs",
+                                         "describing the topic's configs")
+                if refused is not None:
+                    raise refused
                 for entry in res[4]:
                     if entry[0] in DESCRIBED:
                         configs_out[entry[0]] = entry[1]

@@ -28,6 +28,14 @@ class KafkaAuthFailed(Exception):
     """Kafka refused this node's credentials or TLS setup: retrying cannot help."""
 
 
+class KafkaNotAuthorized(Exception):
+    """Kafka's authorizer refused this node an operation it needs: an ACL missing, or
+    revoked while it ran (kstate/bridge/authz.py). Retrying cannot help, and a node
+    that can no longer read its topic or stay in its group cannot confirm what it
+    serves. The message is one line naming the principal, the operation and the
+    resource (the CLI exits 2 with it; README, "Kafka ACLs")."""
+
+
 class GroupRefused(Exception):
     """Kafka's group coordinator refused to let this node join with its settings (a
     session timeout outside the broker's bounds, a group used by consumers with another

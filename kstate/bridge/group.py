@@ -37,6 +37,7 @@ from aiokafka.coordinator.protocol import (
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from aiokafka.protocol.group import HeartbeatRequest, JoinGroupRequest, SyncGroupRequest
 
+from kstate.bridge import authz
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import InstanceFenced, PartitionsChanged, TopicDeleted
 from kstate.bridge.lease import Lease
@@ -322,6 +323,11 @@ class GroupConsumer:
         partitions. While leaving, nothing is kept: the node stops anyway."""
         c = self.config
         refused = refusal(code, c.group, c.instance_id, c.session_timeout_ms)
+        if refused is None and code in authz.CODES:
+            # the group's ACL is missing or was revoked: the coordinator will not keep
+            # this member, so nothing it holds can be confirmed any more
+            refused = authz.for_code(c, code, "Describe", "joining the group")
+            self.lease.end()
         if refused is None:
             return
         self.refused = True
@@ -344,7 +350,7 @@ class GroupConsumer:
             if not self.closing:
                 raise
             return Batch(epoch=self.epoch, records={}, positions={})
-        except KafkaError:
+        except KafkaError as exc:
             # the coordinator's refusal, raised by aiokafka as it understood it
             # (_watch_membership kept what it means)
             if self.failure is not None:
@@ -354,6 +360,13 @@ class GroupConsumer:
             if self.closing and self.refused:
                 await asyncio.sleep(timeout_ms / 1000)
                 return Batch(epoch=self.epoch, records={}, positions={})
+            # an ACL missing or revoked (the topic's Read, the group's): the node can
+            # no longer read what it serves
+            refused = authz.not_authorized(exc, self.config, "Describe and Read",
+                                           "reading the topic as a group member")
+            if refused is not None:
+                self.lease.end()
+                raise refused from None
             raise
         records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
         # A partition whose next batch cannot be decoded was paused where it stopped:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 
+from kstate.bridge import authz
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.produce_wire import Reply, Request
 from kstate.bridge.producer import NodeProducer
@@ -81,6 +82,19 @@ class Feed:
         self._closing = False
         self._retiring: set[asyncio.Task[None]] = set()
         self.replaced = 0
+        # Kafka's authorizer refused a record (the topic's Write revoked): every record
+        # is answered with it (authz.PREFIX: the node stops), none sent; a replacement
+        # producer would be refused in turn, every RESTART_DELAY_S, for good
+        self.not_authorized = ""
+
+    def _refusal(self, rid: int, exc: BaseException | None) -> Reply:
+        refused = (None if exc is None
+                   else authz.not_authorized(exc, self._config, "Write", "writing a record"))
+        if refused is not None and not self.not_authorized:
+            self.not_authorized = authz.PREFIX + str(refused)
+        if self.not_authorized:
+            return Reply(rid, None, self.not_authorized)
+        return refusal(rid, exc)
 
     def put(self, request: Request) -> None:
         self._queue.append(request)
@@ -95,15 +109,18 @@ class Feed:
                 self._more.clear()
                 await self._more.wait()
                 continue
-            if self._gave_up is not None:
+            if self._gave_up is not None and not self.not_authorized:
                 await self._replace()
                 continue
             r = self._queue.popleft()
+            if self.not_authorized:
+                self._answer(Reply(r.id, None, self.not_authorized))
+                continue
             gen = self._gen
             try:
                 fut = await gen.producer.send(r.partition, r.key, r.value, r.headers)
             except Exception as exc:  # refused before it was queued: no sequence used
-                self._answer(refusal(r.id, exc))
+                self._answer(self._refusal(r.id, exc))
                 continue
             gen.held[r.id] = fut
             gen.drained.clear()
@@ -147,7 +164,7 @@ class Feed:
             # its sequence number is used: this producer id cannot write that
             # partition any more (module docstring)
             self._gave_up = repr(exc)
-        self._answer(refusal(rid, exc))
+        self._answer(self._refusal(rid, exc))
 
     async def _replace(self) -> None:
         old = self._gen

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import trio
 
+from kstate.bridge import authz
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.errors import BrokerUnavailable, RecordTooLarge
+from kstate.bridge.errors import BrokerUnavailable, KafkaNotAuthorized, RecordTooLarge
 from kstate.bridge.produce_wire import (
     PROCESS_EXIT_S,
     Headers,
@@ -101,6 +102,9 @@ class _Process:
         self.alive = True
         self.closing = False  # the node said it is done: no more pings
         self.verdict = ""  # why the node killed it, if it did
+        # Kafka's authorizer refused a record (authz.PREFIX): the link stops the node
+        self.not_authorized = ""
+        self.refused = trio.Event()
         self._next_id = 0
 
     def request(self, partition: int, key: bytes, value: bytes | None,
@@ -141,6 +145,13 @@ class _Process:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_loop)
             nursery.start_soon(self._watch)
+
+            async def _refused() -> None:
+                await self.refused.wait()
+                self.verdict = "Kafka refused a record: not authorized"
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(_refused)
             try:
                 await self._receive_loop()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError,
@@ -204,6 +215,10 @@ class _Process:
                 if r.offset is None:
                     slot.error = r.error
                     slot.too_large = r.too_large
+                    if r.error.startswith(authz.PREFIX):
+                        slot.error = r.error.removeprefix(authz.PREFIX)
+                        self.not_authorized = slot.error
+                        self.refused.set()
                 else:
                     slot.offset = r.offset
                 slot.done.set()
@@ -289,6 +304,10 @@ class ProducerLink:
             why = await process.run()
             if self._closing:
                 return
+            if process.not_authorized:
+                # the topic's Write revoked: no new process can write either
+                await process.close()
+                raise KafkaNotAuthorized(process.not_authorized)
             await process.close()
             log.warning("event=producer_process_ended pid=%d rc=%s why=%r",
                         process.proc.pid, process.proc.returncode, why)
@@ -329,6 +348,8 @@ class ProducerLink:
             except (trio.BrokenResourceError, OSError) as exc:
                 failed = repr(exc)
         await process.close()
+        if failed.startswith(authz.PREFIX):
+            raise KafkaNotAuthorized(failed.removeprefix(authz.PREFIX))
         raise BrokerUnavailable(f"the producer process did not start: {failed}")
 
     async def produce(self, partition: int, key: bytes, value: bytes | None,

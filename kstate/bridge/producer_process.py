@@ -29,6 +29,7 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine
 
+from kstate.bridge import authz
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.produce_wire import (
     PRODUCER_GIVES_UP_S,
@@ -99,7 +100,11 @@ async def _produce(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         if not await _start_unless_node_gone(producer, reader, frames):
             return 0
     except Exception as exc:
-        send(encode_reply(Reply(0, None, repr(exc))))
+        # an ACL missing (IdempotentWrite, the topic's Write): the node stops with one
+        # line naming it, where a start that failed otherwise is tried again
+        refused = authz.not_authorized(exc, config, "Write", "starting the producer")
+        send(encode_reply(Reply(0, None, repr(exc) if refused is None
+                                else authz.PREFIX + str(refused))))
         await asyncio.sleep(0)  # the frame leaves (flush runs) before the drain
         await writer.drain()
         return 1

@@ -13,6 +13,7 @@ import trio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from kstate.bridge import authz
 from kstate.bridge.config import KafkaConfig
 from kstate.bridge.errors import BrokerUnavailable, OffsetPastEnd
 from kstate.bridge.group import ISOLATION, end_offsets_each, known_positions, record_of
@@ -75,6 +76,7 @@ class _ReaderSide:
         try:
             return await self._open(start)
         except KafkaError as exc:  # Kafka out of reach (or not answering in time)
+            self._not_authorized(exc)
             raise BrokerUnavailable(f"a reader could not start: {exc!r}") from exc
 
     async def _open(self, start: Start) -> dict[int, int]:
@@ -141,6 +143,7 @@ class _ReaderSide:
             got = await self.consumer.getmany(timeout_ms=timeout_ms,
                                               max_records=self.max_records)
         except KafkaError as exc:  # one Kafka refused to go on with (not authorized...)
+            self._not_authorized(exc)
             raise BrokerUnavailable(f"a reader could not fetch: {exc!r}") from exc
         records = {tp.partition: [record_of(m) for m in msgs] for tp, msgs in got.items()}
         return records, self.undecodable.take()
@@ -171,6 +174,7 @@ class _ReaderSide:
         try:
             ends = await self.consumer.end_offsets(sorted(self.consumer.assignment()))
         except KafkaError as exc:  # not answered within aiokafka's request timeout
+            self._not_authorized(exc)
             raise BrokerUnavailable(f"a reader's end offsets: {exc!r}") from exc
         return {tp.partition: int(off) for tp, off in ends.items()}
 
@@ -182,6 +186,16 @@ class _ReaderSide:
         ends, _ = await end_offsets_each(self.consumer,
                                          [TopicPartition(topic, p) for p in partitions])
         return {tp.partition: off for tp, off in ends.items()}
+
+    def _not_authorized(self, exc: KafkaError) -> None:
+        """Raise KafkaNotAuthorized if ``exc`` is the authorizer's refusal (the topic's
+        Describe or Read missing or revoked): no retry can help, and the node stops
+        (README, "Kafka ACLs"), where a BrokerUnavailable from the live feed's reader
+        ended it with a traceback."""
+        refused = authz.not_authorized(exc, self.config, "Describe and Read",
+                                       "reading the topic")
+        if refused is not None:
+            raise refused from exc
 
     async def stop(self) -> None:
         starting = self._starting

@@ -66,11 +66,14 @@ def _broker(name: str, args: list[str], env: dict[str, str]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def secure_broker(prefix: str, certs: Path, user: str, password: str
+def secure_broker(prefix: str, certs: Path, user: str, password: str, *, acls: bool = False
                   ) -> Iterator[SecureBroker]:
-    """``kafka.sh up-secure`` with certificates in ``certs`` (made if missing)."""
+    """``kafka.sh up-secure`` with certificates in ``certs`` (made if missing); with
+    ``acls``, one that enforces ACLs (KAFKA_ACLS=1: the PLAINTEXT listener is its super
+    user, ``user`` may do what tests/support/acls.py grants)."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    env = {"KAFKA_TEST_USER": user, "KAFKA_TEST_PASSWORD": password}
+    env = {"KAFKA_TEST_USER": user, "KAFKA_TEST_PASSWORD": password,
+           "KAFKA_ACLS": "1" if acls else "0"}
     with _broker(name, ["up-secure", name, str(certs)], env) as line:
         listeners = dict(item.split("=", 1) for item in line.split())
         assert set(listeners) == {"PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"}, line
