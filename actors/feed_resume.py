@@ -79,6 +79,9 @@ class Ended(enum.Enum):
     CLOSED = "closed"  # the node stops
     LAGGED = "lagged"  # cut off for lagging: the client should resume with from=
     STALLED = "stalled"  # cut off for taking nothing: the client should resume with from=
+    # its own reader failed mid-replay (Kafka refused it: an ACL revoked): the client
+    # should resume with from=, on another node if this one stops
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,26 +291,16 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
             await send(hello(positions, feed.url))
             replay = _Replay(reader, positions, key, send, exact=wanted == BEGINNING,
                              closing=feed.closing)
-            next_try = 0.0
-            while live is None:
-                if feed.closing.is_set():
-                    return Ended.CLOSED
-                if await replay.step(500) or trio.current_time() < next_try:
-                    continue
-                # at the end of the log for now: hand over to the broadcaster
-                attempt = contextlib.AsyncExitStack()
-                messages, sub, at = await attempt.enter_async_context(
-                    feed.broadcaster.subscribe(key, trial=True))
-                held = await replay.reach(at, sub, feed.broadcaster.buffer)
-                if held is None:
-                    sub.trial = False  # its client's subscription now: a cut ends it
-                    live = (messages, sub, at)
-                    await live_scope.enter_async_context(attempt.pop_all())
-                    break
-                await attempt.aclose()
-                next_try = trio.current_time() + HANDOFF_RETRY
-                for pid, rec in held:
-                    await replay.send(pid, rec)
+            try:
+                live = await _replay_until_live(feed, replay, key, live_scope)
+            except (BrokerUnavailable, KafkaNotAuthorized) as exc:
+                # What was sent stands (the client resumes after it); escaping, the
+                # error was a traceback of the websocket route and a close that said
+                # nothing of what to do.
+                log.warning("event=feed_resume_failed error=%r", str(exc))
+                return Ended.UNAVAILABLE
+            if live is None:
+                return Ended.CLOSED
         # the reader is closed; the broadcaster sends the rest
         reader_closed()
         messages, sub, at = live
@@ -315,3 +308,29 @@ async def _resume(feed: FeedHandle, wanted: dict[int, int | None] | str, key: by
         ahead = {p: o for p, o in replay.next.items()
                  if o > at.get(p, 0) and p not in stopped}
         return await _forward_live(messages, sub, ahead, send, stopped)
+
+
+async def _replay_until_live(feed: FeedHandle, replay: _Replay, key: bytes | None,
+                             live_scope: contextlib.AsyncExitStack
+                             ) -> tuple[trio.MemoryReceiveChannel[str], Subscriber,
+                                        dict[int, int]] | None:
+    """Send what the reader reads until the hand-over to the broadcaster succeeds (its
+    subscription then lives in ``live_scope``); None if the node is stopping."""
+    next_try = 0.0
+    while True:
+        if feed.closing.is_set():
+            return None
+        if await replay.step(500) or trio.current_time() < next_try:
+            continue
+        # at the end of the log for now: hand over to the broadcaster
+        async with contextlib.AsyncExitStack() as attempt:
+            messages, sub, at = await attempt.enter_async_context(
+                feed.broadcaster.subscribe(key, trial=True))
+            held = await replay.reach(at, sub, feed.broadcaster.buffer)
+            if held is None:
+                sub.trial = False  # its client's subscription now: a cut ends it
+                await live_scope.enter_async_context(attempt.pop_all())
+                return messages, sub, at
+        next_try = trio.current_time() + HANDOFF_RETRY
+        for pid, rec in held:
+            await replay.send(pid, rec)

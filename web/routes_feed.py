@@ -31,6 +31,10 @@ from web.services import Services
 LAGGING_CLOSE = 4001
 LAGGING_REASON = "lagging: reconnect with from=<offsets>"
 STALLED_REASON = "lagging: took nothing for too long; reconnect with from=<offsets>"
+# A resumed subscriber whose own Kafka reader failed mid-replay (Kafka refused it: an
+# ACL revoked): RFC 6455's "unexpected condition"; what was sent stands.
+UNAVAILABLE_CLOSE = 1011
+UNAVAILABLE_REASON = "feed_unavailable: Kafka refused the replay; reconnect with from=<offsets>"
 MAX_OFFSET = 2**63 - 2  # Kafka offsets are int64; "seen o" asks for o + 1
 OFFSET_DIGITS = 19
 PARTITION_DIGITS = 6
@@ -130,4 +134,6 @@ def register(app: QuartTrio, s: Services) -> None:
                 await websocket.close(LAGGING_CLOSE, LAGGING_REASON)
             elif ended is Ended.STALLED:
                 await websocket.close(LAGGING_CLOSE, STALLED_REASON)
+            elif ended is Ended.UNAVAILABLE:
+                await websocket.close(UNAVAILABLE_CLOSE, UNAVAILABLE_REASON)
         return None

@@ -9,12 +9,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
+import pytest
 import trio
 
 from actors.feed import Broadcaster, FeedHandle, Subscriber
 from actors.feed_resume import FROM_BEGINNING, Ended, Refused, Start, _forward_live, serve
 from actors.feed_rule import FeedRule
-from kstate.bridge import BrokerUnavailable, OffsetPastEnd
+from kstate.bridge import BrokerUnavailable, KafkaNotAuthorized, OffsetPastEnd
 from kstate.core.messages import Batch, Record
 from kstate.core.users import validate_record
 
@@ -158,6 +159,44 @@ async def test_a_resumed_feed_whose_reader_cannot_reach_kafka_gets_503():
     assert isinstance(ended, Refused)
     assert (ended.status, ended.error, ended.retry_after) == (503, "feed_unavailable", 1)
     assert (sent, accepted) == ([], 0)
+
+
+class _FailingReader(_EndlessReader):
+    """Replays a few records, then Kafka refuses its fetch (an ACL revoked)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def fetch_batch(self, timeout_ms: int) -> Batch:
+        if self.offset >= 3:
+            raise self.error
+        return await super().fetch_batch(timeout_ms)
+
+
+@pytest.mark.parametrize("error", [
+    KafkaNotAuthorized("Kafka does not authorize this node (User:u) to Describe and Read "
+                       "topic 't' (TOPIC_AUTHORIZATION_FAILED, reading the topic)"),
+    BrokerUnavailable("a reader could not fetch: TopicAuthorizationFailedError('t')"),
+])
+async def test_a_replay_whose_reader_kafka_refuses_mid_way_ends_unavailable(
+        autojump_clock, error):
+    """Regression: the reader's error escaped serve (a traceback of the websocket route,
+    a close that told the client nothing); now the subscription ends UNAVAILABLE (close
+    1011: resume with from=) after what was sent, its reader closed."""
+    bridge = _Bridge()
+    bridge.reader = _FailingReader(error)
+    feed = FeedHandle(Broadcaster(buffer=16), bridge, "127.0.0.1:1")  # type: ignore[arg-type]
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    with trio.fail_after(5):
+        ended = await serve(feed, FROM_BEGINNING, None, send)
+    assert ended is Ended.UNAVAILABLE
+    assert len(sent) == 4  # the hello, then the three changes read before the refusal
+    assert bridge.reader.closed
 
 
 async def test_a_hand_over_passes_on_a_change_whose_value_nests_as_deep_as_a_user_may():
