@@ -14,6 +14,7 @@ from kstate import logs, stack_dump
 from kstate.bridge import (
     GroupRefused,
     InstanceFenced,
+    KafkaAuthFailed,
     KafkaNotAuthorized,
     PartitionsChanged,
     TopicDeleted,
@@ -34,7 +35,7 @@ REFUSALS: tuple[tuple[type[Exception], str], ...] = (
     (TopicNotDurable, "topic_not_durable"), (TopicRefused, "topic_refused"),
     (GroupRefused, "group_settings"), (PartitionsChanged, "partitions_changed"),
     (TopicDeleted, "topic_deleted"), (InstanceFenced, "instance_fenced"),
-    (KafkaNotAuthorized, "kafka_not_authorized"))
+    (KafkaNotAuthorized, "kafka_not_authorized"), (KafkaAuthFailed, "kafka_auth_failed"))
 
 
 async def _main(settings: Settings) -> None:

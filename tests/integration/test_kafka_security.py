@@ -2,8 +2,8 @@
 up-secure``, certificates from deploy/tls/make-certs.sh): every protocol and mechanism
 kstate offers writes and reads a record through the bridge; a wrong password or a
 server certificate from another CA, or a client certificate from another CA, is refused
-at once with KafkaAuthFailed (a node stops); a real ``kstate node`` serves over SASL_SSL +
-SCRAM-SHA-512."""
+at once with KafkaAuthFailed (a node exits 2, one line); a real ``kstate node`` serves
+over SASL_SSL + SCRAM-SHA-512."""
 
 from __future__ import annotations
 
@@ -130,13 +130,18 @@ async def test_a_node_with_a_client_certificate_from_another_ca_stops_at_once(
         started = time.monotonic()
         node.start()
         code = await node.wait_exit(60)
-        assert code != 0
-        assert time.monotonic() - started < 30  # not a minute of retries: a refusal is final
         text = node.log_text()
+        # a refusal, like the others (exit 2, one line), not a crash with a traceback
+        assert code == 2, text[-3000:]
+        assert time.monotonic() - started < 30  # not a minute of retries: a refusal is final
         lines = [line for line in text.splitlines() if "event=kafka_auth_failed" in line]
         assert len(lines) == 1, text[-3000:]
         assert "protocol=SSL" in lines[0]
         assert "ALERT" in lines[0]
+        refused = [line for line in text.splitlines() if "event=node_refused" in line]
+        assert len(refused) == 1, text[-3000:]
+        assert "reason=kafka_auth_failed" in refused[0], refused[0]
+        assert "Traceback" not in text, text[-3000:]
         assert "event=kafka_wait" not in text  # never taken for a broker that is not up
     finally:
         node.stop_now()
