@@ -55,9 +55,14 @@ async def open_outbox(send: Send, *, stall_timeout: float, size: int = OUTBOX
             return
         raise Stalled(f"no room for {stall_timeout}s")
 
-    async with trio.open_nursery() as nursery, queue_send:
-        nursery.start_soon(pump)
-        try:
-            yield put
-        finally:
-            nursery.cancel_scope.cancel()
+    # The queue is closed without a checkpoint (``with``, not ``async with``): inside
+    # the cancelled nursery a checkpoint raises Cancelled, which would take the place of
+    # an error the body raised, and the nursery absorbs its own Cancelled: the error
+    # would be lost and the subscription end as a normal close.
+    async with trio.open_nursery() as nursery:
+        with queue_send:
+            nursery.start_soon(pump)
+            try:
+                yield put
+            finally:
+                nursery.cancel_scope.cancel()

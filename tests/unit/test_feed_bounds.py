@@ -45,6 +45,21 @@ async def test_a_client_that_takes_nothing_stalls_the_put(autojump_clock):
     assert trio.current_time() - started == pytest.approx(2.0)  # the exit does not wait
 
 
+async def test_an_error_in_the_outbox_body_is_raised_not_swallowed():
+    """A subscription's own error (a defect, a reader's error nothing caught) must reach
+    the route, which logs it. The outbox closed its queue with a checkpoint inside its
+    cancelled nursery, and the Cancelled that raised took the error's place and was
+    absorbed by the nursery: the subscription ended as a normal close, nothing logged."""
+    async def send(text: str) -> None:
+        await trio.sleep_forever()
+
+    with pytest.raises(ExceptionGroup) as raised:
+        async with open_outbox(send, stall_timeout=1.0) as put:
+            await put("hello")
+            raise ValueError("a defect")
+    assert raised.group_contains(ValueError, match="a defect")
+
+
 def test_admission_bounds_and_gives_back_once():
     limits = FeedLimits(max_subscribers=3, max_resumed=1)
     first = limits.admit(resumed=True)
