@@ -11,14 +11,18 @@ and aiokafka reads both more strictly than Kafka's Java consumer:
   the record is an ordinary record with a foreign header;
 - a record's *attributes* are an int8 the format does not use: the Java consumer reads
   one byte and ignores it, aiokafka reads a varint, so from 0x80 on it reads the rest
-  of the record shifted and raises ``CorruptRecordException``.
+  of the record shifted: mostly it raises ``CorruptRecordException``, but a record can
+  be laid out so that the shifted reading adds up, every length check passing, to
+  another key, value, offset or headers than the Java consumer reads.
 
 Either would stop the partition there for good (kstate/bridge/undecodable.py). Instead,
 :func:`records_after` decodes, from the bytes of one fetch, the record batch that holds
 a given offset the way the Java consumer does, by Kafka's record batch format (v2; older
 formats have neither), CRC checked: the record rule then applies to its records as to
-any other, live and on replay alike. It is called only once aiokafka's decoder has
-failed in a batch; what the Java consumer refuses too (a bad CRC, a record whose fields
+any other, live and on replay alike. It is called once aiokafka's decoder has failed
+in a batch, and for a batch that :func:`attributes_alike` finds such an attributes byte
+in before aiokafka's decoder reads it (kstate/bridge/undecodable.py); what the Java
+consumer refuses too (a bad CRC, a record whose fields
 do not add up, a codec this machine lacks) still raises, and the partition stops as
 before.
 """
@@ -80,6 +84,49 @@ def records_after(fetched: bytes | memoryview, offset: int) -> tuple[list[Lenien
                     base + last_delta + 1
         pos = end
     raise CorruptRecordException(f"no record batch holds offset {offset}")
+
+
+def decompressed(fetched: bytes, start: int, end: int) -> bytes | None:
+    """The records of the compressed v2 batch ``fetched[start:end]``, decompressed as
+    aiokafka's decoder does (the same codec functions); None when they cannot be (a
+    codec missing, bytes no codec takes): aiokafka's decoder is then left to fail on
+    the batch itself."""
+    attributes = fetched[start + _CRC_FROM] << 8 | fetched[start + _CRC_FROM + 1]
+    try:
+        return bytes(_DECODERS[attributes & _CODEC_MASK](fetched[start + _HEAD.size:end]))
+    except Exception:  # whatever the codec raises: aiokafka's decoder raises it too
+        return None
+
+
+def attributes_alike(buf: bytes, pos: int, end: int) -> bool:
+    """Whether aiokafka's decoder reads the records ``buf[pos:end]`` (a v2 batch's,
+    uncompressed) as Kafka's Java consumer does as far as their attributes byte goes:
+    False when one is from 0x80 on. aiokafka reads that byte as a varint, so it reads
+    the rest of the record shifted, and a record can be laid out so that the shifted
+    reading adds up, every length check passing, to another key, value, offset or
+    headers than the Java consumer reads: no error, nothing to fall back on. Such a
+    batch is read by :func:`records_after` instead. Only each record's length and
+    attributes are read (this runs for every record a consumer reads); True for
+    records it cannot walk, which aiokafka's decoder fails on."""
+    try:
+        while pos < end:
+            raw = buf[pos]  # the record's length, a zigzag varint: inline up to 2 bytes
+            if raw < 0x80:
+                pos += 1
+            elif buf[pos + 1] < 0x80:
+                raw = (raw & 0x7F) | buf[pos + 1] << 7
+                pos += 2
+            else:
+                length, pos = decode_varint(buf, pos)
+                raw = max(length, 0) << 1
+            # a negative length is taken for a positive one, not checked (it costs): the
+            # walk moves on all the same, and such a record no reading accepts
+            if buf[pos] >= 0x80:
+                return False
+            pos += raw >> 1
+    except (IndexError, CorruptRecordException):  # past the end: aiokafka fails on it
+        return True
+    return True
 
 
 def _batch_records(head: tuple[int, ...], body: memoryview,

@@ -21,10 +21,12 @@ resumes what it assigns: the halt is then found, and reported, again).
 What Kafka's Java consumer reads is not a halt: aiokafka's decoder is stricter than it
 in two places (a header name that is not UTF-8, a record attributes byte from 0x80 on),
 so once it fails the batch is read again as the Java consumer reads it
-(kstate/bridge/java_reading.py, CRC checked), and only what that refuses too halts.
+(kstate/bridge/java_reading.py, CRC checked), and only what that refuses too halts. An
+attributes byte from 0x80 on need not make aiokafka's decoder fail (it may read other
+fields that add up), so a batch with one is sent that way before aiokafka decodes it.
 That needs the fetched bytes, which aiokafka's compiled ``MemoryRecords`` keeps to
 itself, so the fetcher module's ``MemoryRecords`` is replaced by :class:`KeptRecords`,
-the same object with the bytes beside it.
+the same object with the bytes beside it, which looks at each batch it hands out.
 
 This leans on aiokafka's fetcher internals (``_records``, ``FetchResult``); pyproject.toml
 pins aiokafka below 0.15, and tests/integration/test_undecodable.py (a codec missing) and
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -43,11 +46,19 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer import fetcher as fetcher_module
 from aiokafka.consumer.fetcher import FetchResult
+from aiokafka.errors import CorruptRecordException
+from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.record.memory_records import MemoryRecords
 
-from kstate.bridge.java_reading import records_after
+from kstate.bridge.java_reading import attributes_alike, decompressed, records_after
 
 log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">i")  # a batch's length, after its first 8 bytes,
+_LOG_OVERHEAD = 12  # and those 12 (base offset, length) it does not count
+_HEAD = 61  # a v2 batch's header; its records follow
+_CODEC_AT = 22  # the low byte of its attributes,
+_CODEC_MASK = 0x07  # whose low 3 bits are its codec
 
 Halt = tuple[int, str]  # (offset of the first record not decoded, why)
 
@@ -61,17 +72,75 @@ def reason_of(exc: BaseException) -> str:
 
 class KeptRecords:
     """aiokafka's ``MemoryRecords`` of one fetched partition, with the fetched bytes kept
-    (``fetched``) for :func:`_getall`. Its methods are the wrapped object's own, so a
-    batch costs no more than before."""
+    (``fetched``) for :func:`_getall`. Each v2 data batch's records are looked at first
+    (:func:`attributes_alike`): one aiokafka's decoder may read otherwise than Kafka's
+    Java consumer without failing is handed over as :class:`_ReadAsJava`, whose records
+    the failure path reads; a compressed one is decompressed once for both, as
+    :class:`_Decompressed`."""
 
-    __slots__ = ("fetched", "has_next", "next_batch", "size_in_bytes")
+    __slots__ = ("_next_batch", "_pos", "fetched", "has_next", "size_in_bytes")
 
     def __init__(self, fetched: bytes) -> None:
         records = MemoryRecords(fetched)
         self.fetched = fetched
         self.has_next = records.has_next
-        self.next_batch = records.next_batch
+        self._next_batch = records.next_batch
         self.size_in_bytes = records.size_in_bytes
+        self._pos = 0  # where the next batch starts: aiokafka's walk, batch by batch
+
+    def next_batch(self) -> Any:
+        batch = self._next_batch()
+        if batch is None:
+            return None
+        fetched, start = self.fetched, self._pos
+        end = self._pos = start + _LOG_OVERHEAD + _LENGTH.unpack_from(fetched, start + 8)[0]
+        if batch.magic < 2 or batch.is_control_batch:  # no such byte; the broker's own
+            return batch
+        if not batch.compression_type:
+            return batch if attributes_alike(fetched, start + _HEAD, end) else _ReadAsJava(batch)
+        plain = decompressed(fetched, start, end)
+        if plain is None:
+            return batch
+        if not attributes_alike(plain, 0, len(plain)):
+            return _ReadAsJava(batch)
+        head = bytearray(fetched[start:start + _HEAD])
+        head[_CODEC_AT] &= ~_CODEC_MASK & 0xFF
+        return _Decompressed(batch, DefaultRecordBatch(bytes(head) + plain))
+
+
+class _ReadAsJava:
+    """A batch aiokafka's decoder must not read (see :func:`attributes_alike`): its
+    header as aiokafka reads it, and an error for its records, so that :func:`_getall`
+    reads them as Kafka's Java consumer does (or halts on what that refuses too)."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batch, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        raise CorruptRecordException("a record attributes byte from 0x80 on")
+
+
+class _Decompressed:
+    """A compressed batch as fetched (its header, its CRC check) whose records aiokafka
+    decodes from the records :class:`KeptRecords` decompressed already (``plain``: the
+    batch again, uncompressed), not decompressing them a second time."""
+
+    __slots__ = ("_batch", "_plain")
+
+    def __init__(self, batch: Any, plain: DefaultRecordBatch) -> None:
+        self._batch = batch
+        self._plain = plain
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batch, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._plain)
 
 
 # Every fetch response of this process keeps its bytes, from before any consumer starts

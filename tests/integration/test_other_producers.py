@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaClient, TopicPartition
 from aiokafka.errors import CorruptRecordException
 from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
-from aiokafka.record.util import calc_crc32c
+from aiokafka.record.util import calc_crc32c, encode_varint
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from kstate.bridge.java_reading import decode_varint
@@ -329,3 +329,103 @@ async def test_a_record_attributes_byte_the_format_leaves_unused_is_read_as_java
     ready = await wait_ready(client, replay, timeout=60)
     assert ready["halted"] == {}
     await check_served(client, replay, model, within=10)
+
+
+def varint(n: int) -> bytes:
+    """Kafka's zigzag varint of ``n``."""
+    out = bytearray()
+    encode_varint(n, out.append)
+    return bytes(out)
+
+
+def batch_read_two_ways(users: list[str], victim: str) -> bytes:
+    """A record batch (v2, uncompressed, CRC valid) of ``users`` and then one record
+    whose attributes byte is 0x80, laid out so that reading that byte as a varint (as
+    aiokafka does) is *not* a failure: the two readings consume the same bytes, and both
+    pass every length check. Kafka's Java consumer (attributes: one byte) reads a
+    tombstone whose key is ``victim`` inside bytes that are not an email; the varint
+    reading swallows the timestamp delta, takes the offset delta for the timestamp
+    delta, the key's length for the offset delta (one record per byte of that key
+    precedes it, so the offset comes out the same) and reads a tombstone of ``victim``
+    itself, the rest of the key as a header."""
+    mail = victim.encode()
+    # what the varint reading takes for: key length, key, value length (null),
+    # header count (1), header name length (0), header value length (2 bytes: the
+    # Java reading's null value length and header count)
+    java_key = varint(len(mail)) + mail + varint(-1) + varint(1) + varint(0) + varint(2)
+    n = len(java_key)
+    assert len(users) == n
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                        batch_size=1 << 20)
+    for i, m in enumerate(users):
+        builder.append(i, timestamp=None, key=m.encode(), value=user(m, "A"), headers=[])
+    builder.append(n, timestamp=None, key=b"placeholder", value=None, headers=[])
+    raw = bytearray(builder.build())
+    pos = 61  # a v2 batch's header; then each record: its length, then the rest
+    for _ in range(n):
+        length, pos = decode_varint(raw, pos)
+        pos += length
+    # attributes 0x80, timestamp delta 0, offset delta n, key, null value, no headers
+    body = b"\x80" + varint(0) + varint(n) + varint(n) + java_key + varint(-1) + varint(0)
+    raw = raw[:pos] + varint(len(body)) + body
+    struct.pack_into(">i", raw, 8, len(raw) - 12)  # the batch's length, after its first 12
+    struct.pack_into(">I", raw, 17, calc_crc32c(bytes(raw[21:])))
+    return bytes(raw)
+
+
+async def test_a_record_attributes_byte_aiokafka_misreads_without_failing_is_read_as_java_reads_it(
+        make_node, client, kafka_bootstrap, names):
+    """A record whose attributes byte (0x80) aiokafka's varint reading gets through
+    without an error, reading other key, value and headers than Kafka's Java consumer
+    reads (batch_read_two_ways): kstate read the varint way and deleted a user that the
+    Java consumer's reading (a tombstone of a key that is not an email) leaves alone.
+    A node live while it lands, its standby copy, its feed and a node that replays the
+    topic afterwards read it as the Java consumer does: the user stays, the record is
+    counted as one kstate cannot use."""
+    topic = names["topic"]
+    live = make_node(KSTATE_PARTITIONS=str(PARTITIONS), KSTATE_STANDBY="true")
+    await wait_ready(client, live)
+    on_zero = [m for i in range(2000)
+               if partition_for((m := email("twoway", i)).encode(), PARTITIONS) == 0]
+    victim, others = on_zero[0], on_zero[1:]
+    model = Model()
+    r = await client.put(f"{live.base}/users/{victim}", json={"name": "Victim"})
+    assert r.status_code == 201, r.text
+    model.users[victim] = r.content
+    batch = batch_read_two_ways(others[:len(victim) + 5], victim)
+    for mail in others[:len(victim) + 5]:
+        model.put(mail, "A")
+    misread = list(DefaultRecordBatch(batch))[-1]  # aiokafka's own decoder: no error,
+    assert (misread.key, misread.value) == (victim.encode(), None)  # a delete of victim
+    await trio.to_thread.run_sync(raw_produce, kafka_bootstrap, topic, 0, batch)
+    consumed = [c for c in await java_consume(kafka_bootstrap, topic) if c.partition == 0]
+    java_last = consumed[-1]  # Kafka's Java consumer: a tombstone of another key
+    assert java_last.value is None
+    assert java_last.key != victim.encode()
+    assert victim.encode() in java_last.key
+    assert consumed[-2].key == others[len(victim) + 4].encode()
+    assert java_last.offset == consumed[-2].offset + 1
+
+    await check_served(client, live, model)
+    with trio.fail_after(30):
+        while True:
+            ready = (await client.get(f"{live.base}/readyz")).json()
+            if ready["standby"]["caught_up"]:
+                break
+            await trio.sleep(0.2)
+    assert ready["halted"] == {}
+    assert ready["standby"]["halted"] == {}
+    assert ready["partitions"]["0"]["unusable"] == {"key is not an email": 1}
+    base = live.base.replace("http://", "ws://")
+    async with open_websocket_url(f"{base}/changes?from=beginning") as feed:
+        assert orjson.loads(await feed.get_message())["type"] == "hello"
+        assert await read_feed(feed, model) == {m: orjson.loads(v)
+                                                for m, v in model.users.items()}
+    live.stop_now()
+    replay = make_node(KSTATE_PARTITIONS=str(PARTITIONS))
+    ready = await wait_ready(client, replay, timeout=60)
+    assert ready["halted"] == {}
+    await check_served(client, replay, model, within=10)
+    ready = (await client.get(f"{replay.base}/readyz")).json()
+    assert ready["partitions"]["0"]["unusable"] == {"key is not an email": 1}

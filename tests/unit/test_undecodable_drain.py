@@ -18,10 +18,10 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
 from aiokafka.errors import CorruptRecordException
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from aiokafka.record.util import calc_crc32c
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c, encode_varint
 
-from kstate.bridge.java_reading import records_after
+from kstate.bridge.java_reading import decode_varint, records_after
 from kstate.bridge.undecodable import KeptRecords, _getall
 
 TP = TopicPartition("t", 0)
@@ -249,3 +249,63 @@ def test_a_control_batch_is_never_read_as_records():
     struct.pack_into(">I", raw, CRC_AT, calc_crc32c(bytes(raw[CRC_FROM:])))
     with pytest.raises(CorruptRecordException):
         records_after(bytes(raw), 2)
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    encode_varint(n, out.append)
+    return bytes(out)
+
+
+def read_two_ways(base: int, victim: bytes, codec: int = 0) -> bytes:
+    """A batch from ``base`` whose last record has the attributes byte 0x80 and is laid
+    out so that aiokafka's varint reading of that byte adds up, every length check
+    passing (tests/integration/test_other_producers.py batch_read_two_ways tells how):
+    read so, it is a tombstone of ``victim``; read as Kafka's Java consumer reads it
+    (one byte), a tombstone of a key that holds ``victim`` and more."""
+    java_key = varint(len(victim)) + victim + varint(-1) + varint(1) + varint(0) + varint(2)
+    n = len(java_key)
+    plain = bytearray(batch(base, n + 1))
+    pos = 61
+    for _ in range(n):
+        length, pos = decode_varint(plain, pos)
+        pos += length
+    body = b"\x80" + varint(0) + varint(n) + varint(n) + java_key + varint(-1) + varint(0)
+    plain = plain[:pos] + varint(len(body)) + body
+    if codec:
+        from aiokafka.codec import gzip_encode, lz4_encode, snappy_encode, zstd_encode
+        encode = {1: gzip_encode, 2: snappy_encode, 3: lz4_encode, 4: zstd_encode}[codec]
+        plain = plain[:61] + encode(bytes(plain[61:]))
+        attributes_at = struct.calcsize(">qiibI")
+        struct.pack_into(">h", plain, attributes_at, codec)
+    struct.pack_into(">i", plain, 8, len(plain) - 12)
+    struct.pack_into(">I", plain, CRC_AT, calc_crc32c(bytes(plain[CRC_FROM:])))
+    return bytes(plain)
+
+
+@pytest.mark.parametrize("codec", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("position", [0, 3, 10])
+def test_a_record_attributes_byte_aiokafka_misreads_without_failing_is_read_as_java_reads_it(
+        codec, position):
+    # aiokafka's own decoder reads the crafted record without an error, as a tombstone
+    # of the victim; the Java consumer's reading (records_after) as a tombstone of
+    # another key. What is handed over is the Java consumer's reading, the records
+    # around it aiokafka's, whether the fetch starts before the batch or inside it.
+    victim = b"victim@example.com"
+    crafted = read_two_ways(2, victim, codec)
+    misread = list(DefaultRecordBatch(crafted))[-1]
+    assert (misread.key, misread.value) == (victim, None)
+    n = len(victim) + 5
+    java, after = records_after(crafted, 2 + n)
+    assert after == 3 + n
+    assert [(r.offset, r.value) for r in java] == [(2 + n, None)]
+    assert java[0].key != victim
+    # a fetch holds the batches from the one that holds its position on
+    raw = (batch(0, 2) if position < 2 else b"") + crafted + batch(3 + n, 2)
+    got, halt, end = drain_records(raw, position)
+    assert halt is None
+    assert [r.offset for r in got] == list(range(position, 5 + n))
+    assert [(r.key, r.value) for r in got if r.offset == 2 + n] == [(java[0].key, None)]
+    assert all((r.key, r.value) == (b"k%d" % r.offset, b"v")
+               for r in got if r.offset != 2 + n)
+    assert end == 5 + n
