@@ -1,8 +1,8 @@
 """(asyncio side) Records aiokafka's decoder refuses that Kafka's Java consumer reads,
 read as the Java consumer reads them.
 
-Kafka's record format leaves two things to the reader that the broker never checks,
-and aiokafka reads both more strictly than Kafka's Java consumer:
+Kafka's record format leaves three things to the reader that the broker never checks
+(it reads them as the Java consumer does), and aiokafka reads them otherwise:
 
 - a header *name* is a string, but any bytes pass: a producer other than kstate
   (franz-go takes any bytes for a name) can write one that is not UTF-8. The Java
@@ -13,18 +13,22 @@ and aiokafka reads both more strictly than Kafka's Java consumer:
   one byte and ignores it, aiokafka reads a varint, so from 0x80 on it reads the rest
   of the record shifted: mostly it raises ``CorruptRecordException``, but a record can
   be laid out so that the shifted reading adds up, every length check passing, to
-  another key, value, offset or headers than the Java consumer reads.
+  another key, value, offset or headers than the Java consumer reads;
+- a record's lengths, counts and offset delta are int32 varints to the Java consumer
+  (at most 5 bytes, the bits past 32 falling away), int64 ones to aiokafka: a length
+  written with bits past 32 makes aiokafka's decoder fail, an offset delta so written
+  is to it an offset 2**31 away or more, without an error.
 
-Either would stop the partition there for good (kstate/bridge/undecodable.py). Instead,
-:func:`records_after` decodes, from the bytes of one fetch, the record batch that holds
-a given offset the way the Java consumer does, by Kafka's record batch format (v2; older
-formats have neither), CRC checked: the record rule then applies to its records as to
-any other, live and on replay alike. It is called once aiokafka's decoder has failed
-in a batch, and for a batch that :func:`attributes_alike` finds such an attributes byte
-in before aiokafka's decoder reads it (kstate/bridge/undecodable.py); what the Java
-consumer refuses too (a bad CRC, a record whose fields
-do not add up, a codec this machine lacks) still raises, and the partition stops as
-before.
+A failure would stop the partition there for good (kstate/bridge/undecodable.py), a
+misreading apply what the Java consumer does not read. Instead, :func:`records_after`
+decodes, from the bytes of one fetch, the record batch that holds a given offset the
+way the Java consumer does, by Kafka's record batch format (v2; older formats have
+none of these), CRC checked: the record rule then applies to its records as to any
+other, live and on replay alike. It is called once aiokafka's decoder has failed in a
+batch, and for a batch in which :func:`read_alike` finds what aiokafka would misread
+before aiokafka's decoder reads it (kstate/bridge/undecodable.py); what the Java
+consumer refuses too (a bad CRC, a record whose fields do not add up, a codec this
+machine lacks) still raises, and the partition stops as before.
 """
 
 from __future__ import annotations
@@ -98,16 +102,22 @@ def decompressed(fetched: bytes, start: int, end: int) -> bytes | None:
         return None
 
 
-def attributes_alike(buf: bytes, pos: int, end: int) -> bool:
+def read_alike(buf: bytes, pos: int, end: int) -> bool:
     """Whether aiokafka's decoder reads the records ``buf[pos:end]`` (a v2 batch's,
-    uncompressed) as Kafka's Java consumer does as far as their attributes byte goes:
-    False when one is from 0x80 on. aiokafka reads that byte as a varint, so it reads
-    the rest of the record shifted, and a record can be laid out so that the shifted
-    reading adds up, every length check passing, to another key, value, offset or
-    headers than the Java consumer reads: no error, nothing to fall back on. Such a
-    batch is read by :func:`records_after` instead. Only each record's length and
-    attributes are read (this runs for every record a consumer reads); True for
-    records it cannot walk, which aiokafka's decoder fails on."""
+    uncompressed) as Kafka's Java consumer does, where the two may differ without
+    aiokafka's failing. False when a record has
+    - an attributes byte from 0x80 on: aiokafka reads that byte as a varint, so it reads
+      the rest of the record shifted, and a record can be laid out so that the shifted
+      reading adds up, every length check passing, to another key, value, offset or
+      headers than the Java consumer reads;
+    - an offset delta in 5 bytes or more: the Java consumer reads an int32, the bits
+      past 32 falling away, aiokafka an int64, an offset 2**31 away or more (and it
+      then skips the batch's later records as read already).
+    (Lengths and counts read so differ too, but aiokafka's decoder fails on those.)
+    Such a batch is read by :func:`records_after` instead. Only each record's length,
+    attributes byte and offset delta are looked at (this runs for every record a
+    consumer reads); True for records it cannot walk, which aiokafka's decoder fails
+    on."""
     try:
         while pos < end:
             raw = buf[pos]  # the record's length, a zigzag varint: inline up to 2 bytes
@@ -122,6 +132,12 @@ def attributes_alike(buf: bytes, pos: int, end: int) -> bool:
             # a negative length is taken for a positive one, not checked (it costs): the
             # walk moves on all the same, and such a record no reading accepts
             if buf[pos] >= 0x80:
+                return False
+            at = pos + 1  # the timestamp delta, then the offset delta
+            while buf[at] >= 0x80:
+                at += 1
+            if buf[at + 1] >= 0x80 and buf[at + 2] >= 0x80 and buf[at + 3] >= 0x80 \
+                    and buf[at + 4] >= 0x80:
                 return False
             pos += raw >> 1
     except (IndexError, CorruptRecordException):  # past the end: aiokafka fails on it
@@ -148,19 +164,19 @@ def _batch_records(head: tuple[int, ...], body: memoryview,
     pos = 0
     try:
         for _ in range(count):
-            length, pos = decode_varint(buf, pos)
+            length, pos = decode_varint32(buf, pos)
             end = pos + length
             pos += 1  # the record's attributes: one byte, unused by the format so far
             ts_delta, pos = decode_varint(buf, pos)
-            offset_delta, pos = decode_varint(buf, pos)
+            offset_delta, pos = decode_varint32(buf, pos)
             key, pos = _nullable_bytes(buf, pos)
             value, pos = _nullable_bytes(buf, pos)
-            n_headers, pos = decode_varint(buf, pos)
+            n_headers, pos = decode_varint32(buf, pos)
             if n_headers < 0:
                 raise CorruptRecordException(f"{n_headers} record headers")
             headers: list[tuple[str, bytes | None]] = []
             for _ in range(n_headers):
-                name_len, pos = decode_varint(buf, pos)
+                name_len, pos = decode_varint32(buf, pos)
                 if name_len < 0:
                     raise CorruptRecordException(f"header name of length {name_len}")
                 if pos + name_len > len(buf):
@@ -184,22 +200,42 @@ def _batch_records(head: tuple[int, ...], body: memoryview,
 
 
 def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """A zigzag varint at ``pos`` (Kafka's varint and varlong) and the position after it.
-    aiokafka's compiled one reads past the end of a buffer; this raises IndexError."""
+    """A zigzag varint at ``pos`` read as Kafka's Java consumer reads a varlong (the
+    timestamp delta), an int64, and the position after it. aiokafka's compiled one reads
+    past the end of a buffer; this raises IndexError."""
     value, shift = 0, 0
     while True:
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
+            value &= 0xFFFF_FFFF_FFFF_FFFF  # the bits past 64 fall away
             return (value >> 1) ^ -(value & 1), pos
         shift += 7
         if shift > 63:
             raise CorruptRecordException("a varint longer than 10 bytes")
 
 
+def decode_varint32(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at ``pos`` read as Kafka's Java consumer reads one (a length, a
+    count, the offset delta): at most 5 bytes, an int32, the bits past 32 falling away
+    (aiokafka keeps them: the same bytes give it another number), and the position
+    after it."""
+    value, shift = 0, 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            value &= 0xFFFF_FFFF
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+        if shift > 28:
+            raise CorruptRecordException("a varint longer than 5 bytes")
+
+
 def _nullable_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
-    length, pos = decode_varint(buf, pos)
+    length, pos = decode_varint32(buf, pos)
     if length < 0:
         return None, pos
     if pos + length > len(buf):

@@ -23,7 +23,9 @@ in two places (a header name that is not UTF-8, a record attributes byte from 0x
 so once it fails the batch is read again as the Java consumer reads it
 (kstate/bridge/java_reading.py, CRC checked), and only what that refuses too halts. An
 attributes byte from 0x80 on need not make aiokafka's decoder fail (it may read other
-fields that add up), so a batch with one is sent that way before aiokafka decodes it.
+fields that add up), nor does an offset delta past 32 bits (the Java consumer keeps its
+low 32, aiokafka all), so a batch with either is sent that way before aiokafka decodes
+it.
 That needs the fetched bytes, which aiokafka's compiled ``MemoryRecords`` keeps to
 itself, so the fetcher module's ``MemoryRecords`` is replaced by :class:`KeptRecords`,
 the same object with the bytes beside it, which looks at each batch it hands out.
@@ -50,7 +52,7 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.record.memory_records import MemoryRecords
 
-from kstate.bridge.java_reading import attributes_alike, decompressed, records_after
+from kstate.bridge.java_reading import decompressed, read_alike, records_after
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def reason_of(exc: BaseException) -> str:
 class KeptRecords:
     """aiokafka's ``MemoryRecords`` of one fetched partition, with the fetched bytes kept
     (``fetched``) for :func:`_getall`. Each v2 data batch's records are looked at first
-    (:func:`attributes_alike`): one aiokafka's decoder may read otherwise than Kafka's
+    (:func:`read_alike`): one aiokafka's decoder may read otherwise than Kafka's
     Java consumer without failing is handed over as :class:`_ReadAsJava`, whose records
     the failure path reads; a compressed one is decompressed once for both, as
     :class:`_Decompressed`."""
@@ -97,11 +99,11 @@ class KeptRecords:
         if batch.magic < 2 or batch.is_control_batch:  # no such byte; the broker's own
             return batch
         if not batch.compression_type:
-            return batch if attributes_alike(fetched, start + _HEAD, end) else _ReadAsJava(batch)
+            return batch if read_alike(fetched, start + _HEAD, end) else _ReadAsJava(batch)
         plain = decompressed(fetched, start, end)
         if plain is None:
             return batch
-        if not attributes_alike(plain, 0, len(plain)):
+        if not read_alike(plain, 0, len(plain)):
             return _ReadAsJava(batch)
         head = bytearray(fetched[start:start + _HEAD])
         head[_CODEC_AT] &= ~_CODEC_MASK & 0xFF
@@ -109,7 +111,7 @@ class KeptRecords:
 
 
 class _ReadAsJava:
-    """A batch aiokafka's decoder must not read (see :func:`attributes_alike`): its
+    """A batch aiokafka's decoder must not read (see :func:`read_alike`): its
     header as aiokafka reads it, and an error for its records, so that :func:`_getall`
     reads them as Kafka's Java consumer does (or halts on what that refuses too)."""
 
@@ -122,7 +124,8 @@ class _ReadAsJava:
         return getattr(self._batch, name)
 
     def __iter__(self) -> Iterator[Any]:
-        raise CorruptRecordException("a record attributes byte from 0x80 on")
+        raise CorruptRecordException(
+            "a record attributes byte from 0x80 on, or an offset delta past 32 bits")
 
 
 class _Decompressed:

@@ -429,3 +429,75 @@ async def test_a_record_attributes_byte_aiokafka_misreads_without_failing_is_rea
     await check_served(client, replay, model, within=10)
     ready = (await client.get(f"{replay.base}/readyz")).json()
     assert ready["partitions"]["0"]["unusable"] == {"key is not an email": 1}
+
+
+def batch_with_wide_offset_delta(users: list[str], index: int) -> bytes:
+    """A record batch (v2, uncompressed, CRC valid) of ``users`` whose record ``index``
+    has its offset delta written in five bytes with bit 32 set: Kafka's Java consumer
+    reads the delta as an int32 (the bits past 32 fall away: the delta is ``index``),
+    aiokafka as an int64 (``index`` + 2**31)."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                        batch_size=1 << 20)
+    for i, mail in enumerate(users):
+        builder.append(i, timestamp=None, key=mail.encode(), value=user(mail, "A"),
+                       headers=[])
+    raw = bytearray(builder.build())
+    pos = 61  # a v2 batch's header; then each record: its length, then the rest
+    for _ in range(index):
+        length, pos = decode_varint(raw, pos)
+        pos += length
+    length, body_at = decode_varint(raw, pos)
+    body = raw[body_at:body_at + length]
+    assert body[1:3] == bytes([0, 2 * index])  # attributes; timestamp delta 0, offset delta
+    body = body[:2] + bytes([2 * index | 0x80, 0x80, 0x80, 0x80, 0x10]) + body[3:]
+    raw = raw[:pos] + varint(len(body)) + body + raw[body_at + length:]
+    struct.pack_into(">i", raw, 8, len(raw) - 12)  # the batch's length, after its first 12
+    struct.pack_into(">I", raw, 17, calc_crc32c(bytes(raw[21:])))
+    return bytes(raw)
+
+
+async def test_an_offset_delta_past_32_bits_is_read_as_java_reads_it(
+        make_node, client, kafka_bootstrap, names):
+    """Kafka's Java consumer reads a record's offset delta as an int32; aiokafka as an
+    int64, so a delta written in five bytes with bits past 32 (the broker takes it: its
+    own reading is the Java one) gave that record an offset 2**31 past its own, and
+    aiokafka then skipped the batch's later records as already read, without an error.
+    A node live while the batch lands, its standby copy and a node that replays the
+    topic serve every user of the batch at the offset the Java consumer reads."""
+    topic = names["topic"]
+    live = make_node(KSTATE_PARTITIONS=str(PARTITIONS), KSTATE_STANDBY="true")
+    await wait_ready(client, live)
+    mails = [m for i in range(200)
+             if partition_for((m := email("wide", i)).encode(), PARTITIONS) == 0][:4]
+    model = Model()
+    for mail in mails:
+        model.put(mail, "A")
+    batch = batch_with_wide_offset_delta(mails, 1)
+    read = list(DefaultRecordBatch(batch))  # aiokafka's own decoder: no error,
+    assert read[1].offset == 1 + 2**31  # the offset 2**31 past
+    await trio.to_thread.run_sync(raw_produce, kafka_bootstrap, topic, 0, batch)
+    consumed = [c for c in await java_consume(kafka_bootstrap, topic) if c.partition == 0]
+    at = {c.key.decode(): c.offset for c in consumed if c.key is not None}
+    assert [at[m] for m in mails] == list(range(at[mails[0]], at[mails[0]] + 4))
+
+    async def check(node: Node) -> None:
+        await check_served(client, node, model)
+        for mail in mails:
+            r = await client.get(f"{node.base}/users/{mail}")
+            assert r.headers["etag"] == f'"0-{at[mail]}"', (mail, r.headers)
+
+    await check(live)
+    with trio.fail_after(30):
+        while True:
+            ready = (await client.get(f"{live.base}/readyz")).json()
+            if ready["standby"]["caught_up"]:
+                break
+            await trio.sleep(0.2)
+    assert ready["halted"] == {}
+    assert ready["standby"]["halted"] == {}
+    live.stop_now()
+    replay = make_node(KSTATE_PARTITIONS=str(PARTITIONS))
+    ready = await wait_ready(client, replay, timeout=60)
+    assert ready["halted"] == {}
+    await check(replay)

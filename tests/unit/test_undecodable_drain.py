@@ -309,3 +309,34 @@ def test_a_record_attributes_byte_aiokafka_misreads_without_failing_is_read_as_j
     assert all((r.key, r.value) == (b"k%d" % r.offset, b"v")
                for r in got if r.offset != 2 + n)
     assert end == 5 + n
+
+
+@pytest.mark.parametrize("codec", [0, 4])
+@pytest.mark.parametrize(("wide", "delta"), [(bytes([0x82, 0x80, 0x80, 0x80, 0x10]), 1),
+                                             (bytes([0x82, 0x80, 0x80, 0x80, 0x70]), 1),
+                                             (bytes([0x82, 0x80, 0x80, 0x80, 0x00]), 1)],
+                         ids=["bit 32", "bits 32-34", "no bit past 32"])
+def test_an_offset_delta_past_32_bits_is_read_as_the_java_consumer_reads_it(codec, wide, delta):
+    # record 3 (in a batch of 2-5) has its offset delta (1) in five bytes, with bits
+    # past 32 set or not: the Java consumer reads an int32 (the bits past 32 fall away),
+    # aiokafka an int64 (an offset 2**31 or more past, then the batch's later records
+    # skipped as read already). Every record is handed over at the Java consumer's offset.
+    plain = bytearray(batch(2, 4))
+    pos = 61
+    length, pos = decode_varint(plain, pos)
+    pos += length  # record 2; record 3 follows
+    length, body_at = decode_varint(plain, pos)
+    body = plain[body_at:body_at + length]
+    assert body[1:3] == bytes([0, 2 * delta])  # attributes; timestamp delta 0, offset delta
+    body = body[:2] + wide + body[3:]
+    raw = bytearray(plain[:pos] + varint(len(body)) + body + plain[body_at + length:])
+    if codec:
+        from aiokafka.codec import zstd_encode
+        raw = raw[:61] + zstd_encode(bytes(raw[61:]))
+        struct.pack_into(">h", raw, struct.calcsize(">qiibI"), codec)
+    struct.pack_into(">i", raw, 8, len(raw) - 12)
+    struct.pack_into(">I", raw, CRC_AT, calc_crc32c(bytes(raw[CRC_FROM:])))
+    got, halt, position = drain_records(batch(0, 2) + bytes(raw) + batch(6, 1))
+    assert halt is None
+    assert [(r.offset, r.key) for r in got] == [(i, b"k%d" % i) for i in range(7)]
+    assert position == 7
