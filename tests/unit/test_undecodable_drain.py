@@ -340,3 +340,25 @@ def test_an_offset_delta_past_32_bits_is_read_as_the_java_consumer_reads_it(code
     assert halt is None
     assert [(r.offset, r.key) for r in got] == [(i, b"k%d" % i) for i in range(7)]
     assert position == 7
+
+
+def test_a_key_length_past_32_bits_is_read_as_the_java_consumer_reads_it():
+    # record 3 (in a batch of 2-4) has its key's length (2) in five bytes with bit 32
+    # set: the Java consumer reads an int32 (2), aiokafka an int64 and fails on a key
+    # past the record's end; the Java consumer's reading used to fail the same way (the
+    # partition halted), it reads the key now
+    plain = bytearray(batch(2, 3))
+    pos = 61
+    length, pos = decode_varint(plain, pos)
+    pos += length  # record 2; record 3 follows
+    length, body_at = decode_varint(plain, pos)
+    body = plain[body_at:body_at + length]
+    assert body[1:6] == b"\x00\x02\x04k3"  # attributes, timestamp and offset deltas, key
+    body = body[:3] + bytes([0x84, 0x80, 0x80, 0x80, 0x10]) + body[4:]
+    raw = bytearray(plain[:pos] + varint(len(body)) + body + plain[body_at + length:])
+    struct.pack_into(">i", raw, 8, len(raw) - 12)
+    struct.pack_into(">I", raw, CRC_AT, calc_crc32c(bytes(raw[CRC_FROM:])))
+    got, halt, position = drain_records(batch(0, 2) + bytes(raw))
+    assert halt is None
+    assert [(r.offset, r.key, r.value) for r in got] == [(i, b"k%d" % i, b"v") for i in range(5)]
+    assert position == 5
