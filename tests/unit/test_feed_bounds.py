@@ -53,10 +53,13 @@ async def test_an_error_in_the_outbox_body_is_raised_not_swallowed():
     async def send(text: str) -> None:
         await trio.sleep_forever()
 
-    with pytest.raises(ExceptionGroup) as raised:
+    async def subscription() -> None:
         async with open_outbox(send, stall_timeout=1.0) as put:
             await put("hello")
             raise ValueError("a defect")
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await subscription()
     assert raised.group_contains(ValueError, match="a defect")
 
 
