@@ -248,8 +248,12 @@ class GroupConsumer:
         c = self.config
         self.events = events
         self.num_partitions = num_partitions
+        if self.closing:
+            # SIGTERM came before the node joined: it has left already (leave() found no
+            # consumer to stop), so a join now would hand it partitions after its leave
+            return
         self.assignor = Assignor(c.topic, url, owned)
-        self.consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             **client_args(c), group_id=c.group, group_instance_id=c.instance_id or None,
             enable_auto_commit=False, auto_offset_reset="earliest",
             partition_assignment_strategy=(self.assignor,),
@@ -258,10 +262,18 @@ class GroupConsumer:
             max_poll_records=c.max_batch, fetch_max_bytes=FETCH_MAX_BYTES,
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES, isolation_level=ISOLATION,
             fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=FETCH_WAIT_MS)
-        await self.consumer.start()
-        self.undecodable = Undecodable(self.consumer, "group")
-        self._watch_membership(self.consumer)
-        self.consumer.subscribe([c.topic], listener=Listener(self))
+        # Published only once started and only if the node is not leaving by then: a
+        # leave() while start() connected found no consumer, so this one is stopped
+        # here, before it subscribes (it would join after the node's leave, and the
+        # others would wait a session timeout for its partitions).
+        await consumer.start()
+        if self.closing:
+            await stop_client(consumer, "consumer")
+            return
+        self.consumer = consumer
+        self.undecodable = Undecodable(consumer, "group")
+        self._watch_membership(consumer)
+        consumer.subscribe([c.topic], listener=Listener(self))
 
     def _watch_membership(self, consumer: AIOKafkaConsumer) -> None:
         """Read every answer of the coordinator to this member: renew the read lease
