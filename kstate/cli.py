@@ -21,7 +21,7 @@ from kstate.bridge import (
     TopicRefused,
 )
 from kstate.core.exception_groups import lone_error
-from kstate.node import TopicNotDurable, run_node
+from kstate.node import KafkaUnreachable, TopicNotDurable, run_node
 from kstate.settings import Settings, SettingsError, describe, load_settings
 
 log = logging.getLogger("kstate")
@@ -35,7 +35,8 @@ REFUSALS: tuple[tuple[type[Exception], str], ...] = (
     (TopicNotDurable, "topic_not_durable"), (TopicRefused, "topic_refused"),
     (GroupRefused, "group_settings"), (PartitionsChanged, "partitions_changed"),
     (TopicDeleted, "topic_deleted"), (InstanceFenced, "instance_fenced"),
-    (KafkaNotAuthorized, "kafka_not_authorized"), (KafkaAuthFailed, "kafka_auth_failed"))
+    (KafkaNotAuthorized, "kafka_not_authorized"), (KafkaAuthFailed, "kafka_auth_failed"),
+    (KafkaUnreachable, "kafka_unreachable"))
 
 
 async def _main(settings: Settings) -> None:

@@ -97,6 +97,12 @@ def longest_shutdown(settings: Settings) -> float:
     return http_drain(settings) + HTTP_CUT_OFF + LEAVE_MARGIN + PRODUCER_GIVES_UP_S
 
 
+class KafkaUnreachable(Exception):
+    """No broker of ``bootstrap`` answered for TOPIC_WAIT seconds at start (nothing
+    listening, a name that does not resolve, a network that drops it); the message is
+    one line naming the setting (the CLI exits 2 with it)."""
+
+
 class TopicNotDurable(Exception):
     """``require_durable`` is set and the topic can lose acknowledged writes; the
     message is one line naming every reason (the CLI exits 2 with it)."""
@@ -164,8 +170,9 @@ async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
             await trio.sleep(1.0)
         except Exception as exc:  # any Kafka error while the broker starts
             if trio.current_time() > deadline:
-                raise RuntimeError(f"Kafka at {settings.bootstrap} did not answer: {exc!r}") \
-                    from exc
+                raise KafkaUnreachable(
+                    f"Kafka at {settings.bootstrap} (--bootstrap, KSTATE_BOOTSTRAP) did not "
+                    f"answer for {TOPIC_WAIT:.0f} s: {exc}") from None
             log.warning("event=kafka_wait bootstrap=%s error=%r", settings.bootstrap, exc)
             await trio.sleep(1.0)
 

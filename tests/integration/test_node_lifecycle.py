@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from kstate.node import http_drain, longest_shutdown
+from kstate.node import TOPIC_WAIT, http_drain, longest_shutdown
 from kstate.settings import Settings
 from tests.support.http1 import connect, parse_replies, read_replies, read_until_closed
 from tests.support.owners import keys_of
@@ -424,3 +424,31 @@ async def test_group_of_another_application_exits_2_naming_the_group_setting(
     assert "KSTATE_GROUP" in refused[0]
     assert "Traceback" not in text
     assert "event=node_crashed" not in text
+
+
+async def test_kafka_unreachable_at_start_exits_2_with_one_line_naming_the_setting(
+        artifacts):
+    """Nothing answers at the bootstrap address (a port with nothing listening, a name
+    that does not resolve): after TOPIC_WAIT the node exits 2 with one line naming the
+    address and the setting, as README says (it exited 1 with event=node_crashed and a
+    traceback)."""
+    addresses = [f"127.0.0.1:{free_port()}", "kstate-no-such-host.invalid:9092"]
+    nodes = [Node(bootstrap=a, topic="t-unreachable", group="g-unreachable",
+                  log_dir=artifacts).start() for a in addresses]
+    try:
+        for address, node in zip(addresses, nodes, strict=True):
+            code = await node.wait_exit(TOPIC_WAIT + 30)
+            text = node.log_text()
+            assert code == 2, text[-3000:]
+            assert "event=kafka_wait" in text  # it did wait for Kafka first
+            refused = [line for line in text.splitlines() if "event=node_refused" in line]
+            assert len(refused) == 1, text[-3000:]
+            assert "reason=kafka_unreachable" in refused[0]
+            assert address in refused[0]
+            assert "KSTATE_BOOTSTRAP" in refused[0]
+            assert f"{TOPIC_WAIT:.0f} s" in refused[0]
+            assert "Traceback" not in text
+            assert "event=node_crashed" not in text
+    finally:
+        for node in nodes:
+            node.stop_now()
