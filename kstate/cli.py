@@ -39,11 +39,31 @@ REFUSALS: tuple[tuple[type[Exception], str], ...] = (
     (KafkaUnreachable, "kafka_unreachable"))
 
 
-async def _main(settings: Settings) -> None:
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Noted:
+    """The stop signals' handler outside trio's receiver: before it is open and once it
+    has closed (it restores this handler). A signal then is noted, never fatal: one
+    before the receiver opened stops the node as soon as it does; one after the node
+    stopped (a second SIGTERM, Ctrl-C twice) no longer turns its exit 0 into death by
+    the signal (143), or into a KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.signums: list[int] = []
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.signums.append(signum)
+
+
+async def _main(settings: Settings, noted: _Noted) -> None:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         async def _signals() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+                for signum in noted.signums:  # came before the receiver was open
+                    log.info("event=signal name=%s", signal.Signals(signum).name)
+                    stop.set()
                 async for signum in signals:
                     log.info("event=signal name=%s", signal.Signals(signum).name)
                     stop.set()
@@ -74,8 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 <pid>`: every thread's stack to stderr, for a node that seems stuck
     # (it keeps running; README "Operating")
     stack_dump.install()
+    noted = _Noted()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, noted)
     try:
-        trio.run(_main, settings)
+        try:
+            trio.run(_main, settings, noted)
+        finally:
+            # The node has stopped: nothing is left for a stop signal to do. Ignored,
+            # not handled: Python resets the signals it handles to their default
+            # (death) as the interpreter finalizes, which takes a while longer.
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:

@@ -199,6 +199,26 @@ async def test_idle_node_exits_0_quickly(make_node, client, artifacts, sig):
     print(f"{sig.name} (idle, keep-alive open): exit 0 after {exit_seconds:.3f} s")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_repeated_until_the_node_exits_still_exits_0(make_node, client, sig):
+    """An impatient supervisor or operator (Ctrl-C again and again): the same signal
+    every few milliseconds from the first until the process is gone. The node stops as
+    for one signal, exit 0, no traceback. A signal that landed once the node had
+    stopped, as the process exited, killed it (143 for SIGTERM) or raised
+    KeyboardInterrupt (130)."""
+    node = make_node()
+    await wait_ready(client, node)
+    with trio.fail_after(20):
+        while node.alive():
+            node.signal(sig)
+            await trio.sleep(0.005)
+    code = await node.wait_exit()
+    text = node.log_text()
+    assert code == 0, text[-3000:]
+    assert "event=node_stopped" in text
+    assert "Traceback" not in text
+
+
 # -- CLI ------------------------------------------------------------------------------
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 20.0
