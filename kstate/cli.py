@@ -1,5 +1,10 @@
 """CLI: ``kstate node [flags]`` and ``kstate settings``: parse settings, install signal
-handlers, run the node."""
+handlers, run the node.
+
+Only the standard library is imported here at first: ``kstate node`` takes its stop
+signals (:class:`_Noted`) before it imports the node (trio, aiokafka, quart: half a
+second), so a SIGTERM then stops it as at any other time of its start (exit 0), not by
+the signal's default action (143)."""
 
 from __future__ import annotations
 
@@ -7,36 +12,35 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-import trio
-
-from kstate import logs, stack_dump
-from kstate.bridge import (
-    GroupRefused,
-    InstanceFenced,
-    KafkaAuthFailed,
-    KafkaNotAuthorized,
-    PartitionsChanged,
-    TopicDeleted,
-    TopicRefused,
-)
-from kstate.core.exception_groups import lone_error
-from kstate.node import KafkaUnreachable, TopicNotDurable, run_node
-from kstate.settings import Settings, SettingsError, describe, load_settings
+if TYPE_CHECKING:
+    from kstate.settings import Settings
 
 log = logging.getLogger("kstate")
 
 USAGE = """usage: kstate node [--flag value ...]   (kstate node --help lists the flags)
        kstate settings                   (every setting, its env var and default)"""
 
-# Errors that are a setting's fault, not the node's: exit 2 with one line, like an
-# invalid setting (reason=... in the log line).
-REFUSALS: tuple[tuple[type[Exception], str], ...] = (
-    (TopicNotDurable, "topic_not_durable"), (TopicRefused, "topic_refused"),
-    (GroupRefused, "group_settings"), (PartitionsChanged, "partitions_changed"),
-    (TopicDeleted, "topic_deleted"), (InstanceFenced, "instance_fenced"),
-    (KafkaNotAuthorized, "kafka_not_authorized"), (KafkaAuthFailed, "kafka_auth_failed"),
-    (KafkaUnreachable, "kafka_unreachable"))
+
+def _refusals() -> tuple[tuple[type[Exception], str], ...]:
+    """Errors that are a setting's fault, not the node's: exit 2 with one line, like an
+    invalid setting (reason=... in the log line)."""
+    from kstate.bridge import (
+        GroupRefused,
+        InstanceFenced,
+        KafkaAuthFailed,
+        KafkaNotAuthorized,
+        PartitionsChanged,
+        TopicDeleted,
+        TopicRefused,
+    )
+    from kstate.node import KafkaUnreachable, TopicNotDurable
+    return ((TopicNotDurable, "topic_not_durable"), (TopicRefused, "topic_refused"),
+            (GroupRefused, "group_settings"), (PartitionsChanged, "partitions_changed"),
+            (TopicDeleted, "topic_deleted"), (InstanceFenced, "instance_fenced"),
+            (KafkaNotAuthorized, "kafka_not_authorized"), (KafkaAuthFailed, "kafka_auth_failed"),
+            (KafkaUnreachable, "kafka_unreachable"))
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -57,6 +61,10 @@ class _Noted:
 
 
 async def _main(settings: Settings, noted: _Noted) -> None:
+    import trio
+
+    from kstate.node import run_node
+
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         async def _signals() -> None:
@@ -79,12 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if args else 2
     if args[0] == "settings":
+        from kstate.settings import describe
         for flag, env, default, text in describe():
             print(f"{flag:24} {env:28} {default:18} {text}")
         return 0
     if args[0] != "node":
         print(USAGE, file=sys.stderr)
         return 2
+    noted = _Noted()  # first: a stop signal from now on stops the node (module docstring)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, noted)
+    import trio
+
+    from kstate import logs, stack_dump
+    from kstate.settings import SettingsError, load_settings
     try:
         settings = load_settings(args[1:], os.environ)
     except SettingsError as exc:
@@ -94,9 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 <pid>`: every thread's stack to stderr, for a node that seems stuck
     # (it keeps running; README "Operating")
     stack_dump.install()
-    noted = _Noted()
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, noted)
     try:
         try:
             trio.run(_main, settings, noted)
@@ -109,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:
-        for kind, reason in REFUSALS:
+        for kind, reason in _refusals():
             refused = _only(exc, kind)
             if refused is not None:  # a refusal, not a crash: one line, no traceback
                 log.error("event=node_refused reason=%s detail=%r", reason, str(refused))
@@ -122,5 +135,6 @@ def main(argv: list[str] | None = None) -> int:
 def _only(exc: BaseException, kind: type[Exception]) -> Exception | None:
     """``exc`` if it is a ``kind``, or the one ``kind`` an exception group holds and
     nothing else; else None."""
+    from kstate.core.exception_groups import lone_error
     exc = lone_error(exc)
     return exc if isinstance(exc, kind) else None

@@ -219,6 +219,22 @@ async def test_a_signal_repeated_until_the_node_exits_still_exits_0(make_node, c
     assert "Traceback" not in text
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_while_the_process_starts_exits_0(make_node, sig):
+    """A stop signal a moment after the process began, while Python still imports the
+    node (about half a second): the node stops before it starts, exit 0. It was
+    killed by the signal's default action (-15; SIGINT: a KeyboardInterrupt)."""
+    node = make_node()
+    await trio.sleep(0.15)
+    assert node.alive()
+    node.signal(sig)
+    code = await node.wait_exit()
+    text = node.log_text()
+    assert code == 0, text[-3000:]
+    assert f"event=signal name={sig.name}" in text
+    assert "Traceback" not in text
+
+
 # -- CLI ------------------------------------------------------------------------------
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 20.0
