@@ -23,7 +23,8 @@ dependency order with ``nursery.start``. Channels and who holds each end::
 
 Any actor that raises cancels the node (one-cancels-all); ``run_node`` re-raises and the
 CLI exits non-zero. ``stop`` set (SIGTERM/SIGINT) stops serving, finishes in-flight
-writes, leaves the group, drains HTTP, and returns.
+writes, leaves the group, drains HTTP, and returns; set before the node armed that
+shutdown (it serves nothing yet), it abandons the start, whatever step waits.
 """
 
 from __future__ import annotations
@@ -183,21 +184,9 @@ async def _sleep_until(wall: float) -> float:
     return wall
 
 
-async def _wait_topic(bridge: KafkaBridge, settings: Settings, stop: trio.Event
-                      ) -> TopicInfo | None:
-    """The topic (created if missing), or None if ``stop`` came first: SIGTERM is obeyed
-    while the node waits for Kafka at start."""
-    topic: TopicInfo | None = None
-    async with trio.open_nursery() as startup:
-        async def _give_up_on_stop() -> None:
-            await stop.wait()
-            startup.cancel_scope.cancel()
-
-        startup.start_soon(_give_up_on_stop)
-        topic = await _ensure_topic(bridge, settings)
-        startup.cancel_scope.cancel()
-    if topic is None or stop.is_set():
-        return None
+async def _wait_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
+    """The topic (created if missing), logged."""
+    topic = await _ensure_topic(bridge, settings)
     log.info("event=topic name=%s partitions=%d created=%s configs=%s", topic.name,
              topic.partitions, topic.created, topic.configs)
     policy = topic.configs.get("cleanup.policy")
@@ -254,34 +243,54 @@ async def run_node(settings: Settings, *, stop: trio.Event,
     sock = bind(settings.listen)
     url = settings.advertise or bound_address(sock, settings.listen)
     try:
-        async with open_bridge(settings.kafka()) as bridge:
-            topic = await _wait_topic(bridge, settings, stop)
-            if topic is None:
-                log.info("event=node_stopped_before_start")
-                return
-            warnings = check_durability(topic, settings.require_durable)
-            await bridge.start_producer()
-            server_ssl = peer_ssl = None
-            if settings.tls_certfile:  # the port speaks TLS only; peers are called over TLS
-                server_ssl = tls.server_context(settings.tls_certfile, settings.tls_keyfile)
-                peer_ssl = tls.peer_context(settings.tls_cafile)
-            http = HttpConfig(
-                url=url, topic=topic.name, group=settings.group, max_body=settings.max_body,
-                api_token=settings.api_token, started_at=started, bound_at=bound_at,
-                cluster_auth_window=settings.cluster_auth_window,
-                cluster_auth_nonces=settings.cluster_auth_nonces,
-                durability_warnings=warnings, peer_ssl=peer_ssl)
-            await _run_actors(settings, bridge, topic, sock, http, server_ssl, stop,
-                              task_status)
+        async with open_bridge(settings.kafka()) as bridge, trio.open_nursery() as startup:
+            # Until the node can stop gracefully (_run_actors arms its shutdown), a stop
+            # abandons the start: nothing is served, no write acknowledged, the group
+            # not joined. Each step of the start may wait long for a Kafka that does
+            # not answer (the topic up to TOPIC_WAIT, the producer process, a reader),
+            # and SIGTERM must not wait for them: a service manager kills a node that
+            # outlives its grace period.
+            armed = trio.Event()
+
+            async def _give_up_on_stop() -> None:
+                await stop.wait()
+                if not armed.is_set():
+                    log.info("event=node_stopped_before_start")
+                    startup.cancel_scope.cancel()
+
+            startup.start_soon(_give_up_on_stop)
+            await _start_and_run(settings, bridge, sock, url, started, bound_at, stop,
+                                 armed, task_status)
+            startup.cancel_scope.cancel()  # stopped: the watch too
     finally:
         sock.close()  # no-op once the HTTP server took it over
     log.info("event=node_stopped seconds=%.3f", time.monotonic() - started)
 
 
+async def _start_and_run(settings: Settings, bridge: KafkaBridge, sock: socket.socket,
+                         url: str, started: float, bound_at: float, stop: trio.Event,
+                         armed: trio.Event, task_status: trio.TaskStatus[NodeInfo]) -> None:
+    topic = await _wait_topic(bridge, settings)
+    warnings = check_durability(topic, settings.require_durable)
+    await bridge.start_producer()
+    server_ssl = peer_ssl = None
+    if settings.tls_certfile:  # the port speaks TLS only; peers are called over TLS
+        server_ssl = tls.server_context(settings.tls_certfile, settings.tls_keyfile)
+        peer_ssl = tls.peer_context(settings.tls_cafile)
+    http = HttpConfig(
+        url=url, topic=topic.name, group=settings.group, max_body=settings.max_body,
+        api_token=settings.api_token, started_at=started, bound_at=bound_at,
+        cluster_auth_window=settings.cluster_auth_window,
+        cluster_auth_nonces=settings.cluster_auth_nonces,
+        durability_warnings=warnings, peer_ssl=peer_ssl)
+    await _run_actors(settings, bridge, topic, sock, http, server_ssl, stop, armed,
+                      task_status)
+
+
 async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                       sock: socket.socket, http: HttpConfig,
                       server_ssl: ssl.SSLContext | None, stop: trio.Event,
-                      task_status: trio.TaskStatus[NodeInfo]) -> None:
+                      armed: trio.Event, task_status: trio.TaskStatus[NodeInfo]) -> None:
     url = http.url
     state_send, state_recv = trio.open_memory_channel[StateIn](STATE_INBOX)
     events_send, events_recv = trio.open_memory_channel[BridgeEvent](EVENTS_INBOX)
@@ -354,6 +363,7 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 left.set()
 
             root.start_soon(_shutdown, events_send.clone())
+            armed.set()  # from now on a stop is a graceful shutdown (_shutdown)
             await root.start(_serve)
             # the bridge's group listener sends on `events`; the consumer on `state`
             await bridge.start_consumer(url, state_h.held, events_send, topic.partitions)

@@ -453,6 +453,35 @@ async def test_sigterm_while_kafka_is_down_exits_cleanly(broker, node_on, client
     print(f"SIGTERM with Kafka down and a write in flight: exit 0 after {exit_seconds:.1f} s")
 
 
+@pytest.mark.parametrize("step", ["event=topic ", "event=producer_process_started"],
+                         ids=["producer_start", "readers_and_join"])
+async def test_sigterm_while_kafka_stops_answering_mid_start_exits_0(broker, node_on, step):
+    """Kafka answers the topic check, then stops answering (frozen) while the node is
+    still starting: its producer process, its feed reader and its group consumer each
+    wait for it. SIGTERM then ends the start at once, exit 0: nothing was served yet,
+    nothing acknowledged, no group joined. It waited for the step to fail (up to 40 s,
+    past a service manager's grace period) and exited 1 with a traceback."""
+    await broker.start()
+    node = node_on(broker.bootstrap)
+    try:
+        with trio.fail_after(60):
+            while step not in node.log_text():
+                assert node.alive(), node.log_text()[-3000:]
+                await trio.sleep(0.005)
+        broker.freeze(True)
+        await trio.sleep(1.0)  # the step is waiting for the frozen broker
+        assert node.alive()
+        node.term()
+        code = await node.wait_exit(timeout=60)
+    finally:
+        broker.freeze(False)
+    log = node.log_text()
+    assert code == 0, log[-3000:]
+    assert "event=node_stopped_before_start" in log
+    assert "event=node_crashed" not in log
+    assert "Traceback" not in log
+
+
 async def test_a_killed_nodes_producer_process_ends_though_kafka_is_down(broker, node_on,
                                                                         client):
     """kill -9 of a node while Kafka is down and its producer process holds a write: the
