@@ -1,7 +1,10 @@
 """One feed subscriber, live or resumed, from its first message to its end.
 
 - live (no start): the shared broadcaster's changes from now on (bounded; a subscriber
-  that lags is cut off, ``LAGGED``, and reconnects with ``from``);
+  that lags is cut off, ``LAGGED``, and reconnects with ``from``). It subscribes before
+  ``accept``: one that wakes the idle broadcaster, which then needs every partition's
+  end offset, and does not get them within ``READER_START_TIMEOUT`` is :class:`Refused`
+  (503 ``feed_unavailable``), never sent a hello without every partition's position;
 - resumed (``start``: partition -> next offset, or every partition from the
   beginning): a Kafka reader of its own replays from there; once that reader is at the
   end of the log it subscribes to the broadcaster, reads up to the broadcaster's
@@ -61,8 +64,9 @@ HANDOFF_RETRY = 10.0  # seconds before a resumed feed that could not hand over t
 # client takes far less than this between two fetches anyway.
 READER_FETCH_BYTES = 64 * 1024
 READER_MAX_RECORDS = 500
-# Seconds a resumed feed's reader may take to open (every partition's offsets) before
-# the subscriber is answered 503 feed_unavailable. Kafka answers in well under a second;
+# Seconds a resumed feed's reader may take to open (every partition's offsets), or an
+# idle live feed to move to every partition's end for a live subscriber, before the
+# subscriber is answered 503 feed_unavailable. Kafka answers in well under a second;
 # a partition without a leader (its broker down, replication 1) never answers until the
 # broker is back, and the handshake waited unanswered, holding a feed_max_resumed slot,
 # all that time.
@@ -104,6 +108,9 @@ def past_end(exc: OffsetPastEnd) -> Refused:
 
 UNREACHABLE = Refused(503, "feed_unavailable", "this node cannot reach Kafka to replay "
                       "from=; retry later or on another node", retry_after=1)
+LIVE_UNREACHABLE = Refused(503, "feed_unavailable", "this node's live feed cannot get "
+                           "every partition's end offset from Kafka (a partition without "
+                           "a leader?); retry later or on another node", retry_after=1)
 
 
 def _nothing() -> None:
@@ -128,8 +135,24 @@ async def serve(feed: FeedHandle, start: Start, key: bytes | None, send: Send, *
     async with open_outbox(send, stall_timeout=feed.limits.stall_timeout) as put:
         try:
             if start is None:
-                await accept()
-                async with feed.broadcaster.subscribe(key) as (messages, sub, positions):
+                async with contextlib.AsyncExitStack() as live:
+                    subscribed = None
+                    # An idle broadcaster must first learn every partition's end for the
+                    # hello's positions; one without a leader has none while its broker
+                    # is down. Subscribed before the handshake, so that a feed that cannot
+                    # wake in time is refused 503 instead of accepting the websocket and
+                    # sending no hello for as long as that lasts. Never a hello without
+                    # that partition's position: the client would not know where its
+                    # changes start, and a later one could skip changes written meanwhile.
+                    with trio.move_on_after(READER_START_TIMEOUT):
+                        subscribed = await live.enter_async_context(
+                            feed.broadcaster.subscribe(key))
+                    if subscribed is None:
+                        log.warning("event=feed_wake_unavailable error='no end offsets "
+                                    "within %ss'", READER_START_TIMEOUT)
+                        return LIVE_UNREACHABLE
+                    messages, sub, positions = subscribed
+                    await accept()
                     await put(hello(positions, feed.url))
                     return await _forward_live(messages, sub, {}, put)
             wanted: dict[int, int | None] | str = (

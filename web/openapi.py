@@ -317,8 +317,9 @@ def spec(node: str | None = None) -> Json:
                 "400": "bad from or key, or a from offset past its partition's end "
                        "(invalid_from) (JSON error)",
                 "503": "the node holds as many subscribers, or resumed ones, as it takes, "
-                       "or cannot reach Kafka to replay from= (feed_unavailable) (JSON "
-                       "error, Retry-After)"},
+                       "or cannot reach Kafka to replay from=, or a live subscriber's "
+                       "wake of the idle feed got no end offsets within 10 s "
+                       "(feed_unavailable) (JSON error, Retry-After)"},
             "close_codes": {"4001": "the subscriber lagged, or took nothing for "
                                     "feed_stall_timeout seconds: reconnect with from="}}},
     }

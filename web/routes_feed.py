@@ -8,7 +8,9 @@
 Before the websocket is accepted: bad parameters get 400 JSON (whatever their bytes),
 as does a ``from`` offset past its partition's end (looked up by the subscriber's own
 reader, opened before the handshake: actors/feed_resume.py), a node at its subscriber
-bounds 503 JSON + ``Retry-After`` (actors/feed_limits.py).
+bounds 503 JSON + ``Retry-After`` (actors/feed_limits.py), as does a subscriber whose
+reader (resumed) or whose wake of the idle live feed (live) gets no offsets from Kafka
+within ``READER_START_TIMEOUT``.
 After it: a subscriber cut off for lagging or for taking nothing is closed with 4001.
 This route only checks the parameters and admits; every reader and subscription
 belongs to the feed actor (actors/feed_resume.py).

@@ -455,3 +455,80 @@ async def test_a_resumed_feed_is_answered_while_a_partition_has_no_leader(
         a.stop_now()
         if victim:  # the module's other tests need the whole cluster
             await cluster.broker_start(victim)
+
+
+async def test_a_live_feed_is_answered_while_a_partition_has_no_leader(
+        cluster: Cluster, artifacts: Path, client: httpx.AsyncClient) -> None:
+    # A /changes subscriber without from= wakes the node's idle live feed, which needs
+    # every partition's end offset for the hello's positions; one without a leader has
+    # none while its broker is down. Before, the websocket was accepted and no hello
+    # came for as long as the broker was down. Now the handshake is answered 503
+    # feed_unavailable; once the broker is back a live subscriber gets its hello and
+    # then every change written after it, of that partition too.
+    tag = uuid.uuid4().hex[:10]
+    topic, group = f"t-{tag}", f"g-{tag}"
+    env = {"KSTATE_PARTITIONS": str(PARTITIONS), "KSTATE_REPLICATION": "1"}
+    a = Node(bootstrap=cluster.bootstrap, topic=topic, group=group, log_dir=artifacts,
+             extra=dict(env)).start()
+    victim = 0
+    try:
+        await wait_ready(client, a, timeout=60)
+        keys = {p: _key_of(p) for p in range(PARTITIONS)}
+        for p, k in keys.items():
+            r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{p}"})
+            assert r.status_code == 201, (p, r.status_code, r.text)
+        leaders, coordinator = await trio.to_thread.run_sync(
+            _layout, cluster.bootstrap, topic, group)
+        victim = next(i for i in (1, 2, 3)
+                      if i != coordinator and i in leaders.values())
+        offline = sorted(p for p, lead in leaders.items() if lead == victim)
+        await cluster.broker_stop(victim)
+        with trio.fail_after(60):
+            while True:
+                leaders, _ = await trio.to_thread.run_sync(
+                    _layout, cluster.bootstrap, topic, None)
+                if all(leaders[p] == -1 for p in offline):
+                    break
+                await trio.sleep(1.0)
+
+        base = a.base.replace("http://", "ws://")
+        with trio.fail_after(60), pytest.raises(ConnectionRejected) as refused:
+            async with open_websocket_url(f"{base}/changes"):
+                pass
+        assert refused.value.status_code == 503
+        assert orjson.loads(refused.value.body or b"{}")["error"] == "feed_unavailable"
+
+        await cluster.broker_start(victim)
+        victim = 0
+        with trio.fail_after(120):
+            while True:
+                try:
+                    async with open_websocket_url(f"{base}/changes") as ws:
+                        hello = orjson.loads(await ws.get_message())
+                        assert hello["type"] == "hello"
+                        assert sorted(hello["positions"]) == [str(p) for p in range(PARTITIONS)]
+                        for p, k in keys.items():
+                            while True:  # a write may wait for the partition's leader
+                                r = await client.put(f"{a.base}/users/{k}",
+                                                     json={"name": f"after-{p}"})
+                                if r.status_code == 200:
+                                    break
+                                assert r.status_code == 503, (p, r.status_code, r.text)
+                                await trio.sleep(1.0)
+                        got: dict[str, str] = {}
+                        while set(got) != set(keys.values()):
+                            change = orjson.loads(await ws.get_message())
+                            assert change["offset"] >= hello["positions"][
+                                str(change["partition"])], change
+                            got[change["key"]] = change["value"]["name"]
+                        assert got == {k: f"after-{p}" for p, k in keys.items()}
+                        break
+                except ConnectionRejected as exc:
+                    if exc.status_code != 503:
+                        raise
+                    await trio.sleep(1.0)
+        assert a.alive()
+    finally:
+        a.stop_now()
+        if victim:  # the module's other tests need the whole cluster
+            await cluster.broker_start(victim)

@@ -6,18 +6,29 @@ whose reader cannot start is refused before the websocket is accepted."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 import trio
 
+from actors import feed as feed_actor
 from actors.feed import Broadcaster, FeedHandle, Subscriber
-from actors.feed_resume import FROM_BEGINNING, Ended, Refused, Start, _forward_live, serve
+from actors.feed_resume import (
+    FROM_BEGINNING,
+    READER_START_TIMEOUT,
+    Ended,
+    Refused,
+    Start,
+    _forward_live,
+    serve,
+)
 from actors.feed_rule import FeedRule
 from kstate.bridge import BrokerUnavailable, KafkaNotAuthorized, OffsetPastEnd
 from kstate.core.messages import Batch, Record
 from kstate.core.users import validate_record
+from tests.support.owners import emails_in
 
 
 class _EndlessReader:
@@ -400,3 +411,84 @@ async def test_a_handed_over_subscriber_that_lags_is_dropped_and_counted(autojum
         await trio.sleep(feed.limits.stall_timeout + 1)
     assert ended == [Ended.LAGGED]
     assert feed.statistics().dropped_subscribers == 1
+
+
+class _WakingReader:
+    """The live feed's reader: paused at first; moving it to the end of the log waits
+    until ``leader`` is set (a partition without a leader has no end offset while its
+    broker is down, replication 1), then one change per fetch past that end."""
+
+    def __init__(self) -> None:
+        self.halted: dict[int, tuple[int, str]] = {}
+        self.leader = trio.Event()
+        self.end = 7
+
+    async def pause(self) -> None:
+        return None
+
+    async def resume_at_end(self) -> dict[int, int]:
+        await self.leader.wait()
+        return {0: self.end, 1: 3}
+
+    async def fetch(self, timeout_ms: int = 500) -> dict[int, list[Record]]:
+        await trio.sleep(0.1)
+        key = emails_in(0, 2, 1, "wake")[0]
+        rec = Record(self.end, key.encode(),
+                     orjson.dumps({"name": "A", "email": key}))
+        self.end += 1
+        return {0: [rec]}
+
+
+class _WakingBridge:
+    def __init__(self) -> None:
+        self.reader = _WakingReader()
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: object, **_: object
+                          ) -> AsyncIterator[tuple[_WakingReader, dict[int, int]]]:
+        yield self.reader, {0: -1, 1: -1}
+
+
+async def test_a_live_subscriber_waking_a_feed_without_every_end_gets_503(autojump_clock):
+    """Regression: a live subscriber (no from=) that woke an idle feed while a partition
+    had no leader had its websocket accepted and then waited with no hello for as long
+    as the partition's broker was down. Now it is answered 503 feed_unavailable before
+    the handshake after READER_START_TIMEOUT; once the partition's end is known, a new
+    one gets its hello and then every change from there, none skipped."""
+    bridge = _WakingBridge()
+    async with trio.open_nursery() as nursery:
+        feed = await nursery.start(functools.partial(
+            feed_actor.run, bridge, buffer=16, url="127.0.0.1:1"))  # type: ignore[arg-type]
+        sent: list[str] = []
+        accepted = 0
+
+        async def refused_send(text: str) -> None:
+            sent.append(text)
+
+        async def accept() -> None:
+            nonlocal accepted
+            accepted += 1
+
+        with trio.fail_after(READER_START_TIMEOUT + 1):
+            ended = await serve(feed, None, None, refused_send, accept=accept)
+        assert isinstance(ended, Refused)
+        assert (ended.status, ended.error, ended.retry_after) == (503, "feed_unavailable", 1)
+        assert (sent, accepted) == ([], 0)
+        assert feed.broadcaster.statistics().subscribers == 0
+
+        bridge.reader.leader.set()  # the broker is back
+        got: list[str] = []
+
+        async def send(text: str) -> None:
+            got.append(text)
+            if len(got) == 4:
+                feed.close_all()
+
+        with trio.fail_after(READER_START_TIMEOUT):
+            assert await serve(feed, None, None, send) is Ended.CLOSED
+        nursery.cancel_scope.cancel()
+    hello_msg = orjson.loads(got[0])
+    assert hello_msg["type"] == "hello"
+    first = hello_msg["positions"]["0"]
+    assert [orjson.loads(t)["offset"] for t in got[1:]] == [first, first + 1, first + 2]
+
