@@ -349,7 +349,11 @@ async def _replay_until_live(feed: FeedHandle, replay: _Replay, key: bytes | Non
         async with contextlib.AsyncExitStack() as attempt:
             messages, sub, at = await attempt.enter_async_context(
                 feed.broadcaster.subscribe(key, trial=True))
-            held = await replay.reach(at, sub, feed.broadcaster.buffer)
+            # Records read past the broadcaster's positions are held until the attempt
+            # ends: at most one fetch's worth before the next fetch, so the reader holds
+            # fewer than 2 x READER_MAX_RECORDS decoded records (README). Bounded by the
+            # broadcaster's queue (1024) it held up to 1,523.
+            held = await replay.reach(at, sub, READER_MAX_RECORDS)
             if held is None:
                 sub.trial = False  # its client's subscription now: a cut ends it
                 await live_scope.enter_async_context(attempt.pop_all())

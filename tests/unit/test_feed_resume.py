@@ -17,11 +17,14 @@ from actors import feed as feed_actor
 from actors.feed import Broadcaster, FeedHandle, Subscriber
 from actors.feed_resume import (
     FROM_BEGINNING,
+    READER_MAX_RECORDS,
     READER_START_TIMEOUT,
     Ended,
     Refused,
     Start,
     _forward_live,
+    _Replay,
+    _replay_until_live,
     serve,
 )
 from actors.feed_rule import FeedRule
@@ -492,3 +495,57 @@ async def test_a_live_subscriber_waking_a_feed_without_every_end_gets_503(autoju
     first = hello_msg["positions"]["0"]
     assert [orjson.loads(t)["offset"] for t in got[1:]] == [first, first + 1, first + 2]
 
+
+class _AheadReader:
+    """A resumed feed's reader: partition 0 never reaches the broadcaster's position
+    (its next fetch never comes), partition 1 is there already and READER_MAX_RECORDS
+    new records of it come with every fetch after the first. ``peak``: the most decoded
+    records handed out and not yet sent to the client, right after a fetch."""
+
+    def __init__(self, closing: trio.Event) -> None:
+        self.halted: dict[int, tuple[int, str]] = {}
+        self.closing = closing
+        self.key = emails_in(1, 2, 1, "ahead")[0]
+        self.value = orjson.dumps({"name": "A", "email": self.key})
+        self.next = 10
+        self.fetches = 0
+        self.handed = 0
+        self.sent = 0
+        self.peak = 0
+
+    async def fetch_batch(self, timeout_ms: int) -> Batch:
+        await trio.sleep(timeout_ms / 1000)
+        self.fetches += 1
+        if self.fetches == 1 or self.fetches > 8:  # at the end, then stop the node
+            if self.fetches > 8:
+                self.closing.set()
+            return Batch(0, {}, {0: 0, 1: self.next})
+        records = [Record(o, self.key.encode(), self.value)
+                   for o in range(self.next, self.next + READER_MAX_RECORDS)]
+        self.next += READER_MAX_RECORDS
+        self.handed += len(records)
+        self.peak = max(self.peak, self.handed - self.sent)
+        return Batch(0, {1: records}, {0: 0, 1: self.next})
+
+
+async def test_a_hand_over_attempt_holds_at_most_two_fetches_of_records(autojump_clock):
+    """Regression: a hand-over attempt kept the records its reader read past the
+    broadcaster's positions until it had a broadcaster queue's worth (1024), plus the
+    fetch that passed that: up to 1,523 decoded records, where README promised a
+    resumed subscriber's reader holds 500. Now it holds them up to one fetch's worth:
+    fewer than two fetches' records at any time."""
+    feed = FeedHandle(Broadcaster(buffer=1024, positions={0: 5, 1: 10}), None,  # type: ignore[arg-type]
+                      "127.0.0.1:1")
+    reader = _AheadReader(feed.closing)
+
+    async def send(text: str) -> None:
+        if orjson.loads(text).get("type") != "halted":
+            reader.sent += 1
+
+    replay = _Replay(reader, {0: 0, 1: 10}, None, send,  # type: ignore[arg-type]
+                     exact=False, closing=feed.closing)
+    async with contextlib.AsyncExitStack() as live_scope:
+        with trio.fail_after(60):
+            assert await _replay_until_live(feed, replay, None, live_scope) is None
+    assert reader.sent == reader.handed > 2 * READER_MAX_RECORDS  # the attempt ran on
+    assert reader.peak < 2 * READER_MAX_RECORDS
