@@ -10,7 +10,8 @@
   end of the log it subscribes to the broadcaster, reads up to the broadcaster's
   positions, and hands over (its reader is closed: a resumed subscriber then costs
   what a live one does). If the hand-over cannot complete (the reader does not reach
-  those positions within ``HANDOFF_WAIT``, or the subscription lags meanwhile) it goes
+  those positions within ``HANDOFF_WAIT``, or the subscription lags meanwhile, or an idle
+  broadcaster is not at every partition's end within ``HANDOFF_WAIT``) it goes
   on with its own reader and tries again after ``HANDOFF_RETRY``. No change is sent
   twice or skipped either way. A partition its reader stopped at a batch it cannot
   decode (the subscriber was sent ``{"type":"halted"}``) can never reach the
@@ -347,8 +348,18 @@ async def _replay_until_live(feed: FeedHandle, replay: _Replay, key: bytes | Non
             continue
         # at the end of the log for now: hand over to the broadcaster
         async with contextlib.AsyncExitStack() as attempt:
-            messages, sub, at = await attempt.enter_async_context(
-                feed.broadcaster.subscribe(key, trial=True))
+            subscribed = None
+            # An idle broadcaster first moves to every partition's end, which waits for
+            # a partition without a leader as long as its broker is down; meanwhile this
+            # subscriber's own reader would send nothing of the other partitions. Not
+            # woken within HANDOFF_WAIT, the attempt fails like one that cannot reach.
+            with trio.move_on_after(HANDOFF_WAIT):
+                subscribed = await attempt.enter_async_context(
+                    feed.broadcaster.subscribe(key, trial=True))
+            if subscribed is None:
+                next_try = trio.current_time() + HANDOFF_RETRY
+                continue
+            messages, sub, at = subscribed
             # Records read past the broadcaster's positions are held until the attempt
             # ends: at most one fetch's worth before the next fetch, so the reader holds
             # fewer than 2 x READER_MAX_RECORDS decoded records (README). Bounded by the

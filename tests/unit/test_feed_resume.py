@@ -549,3 +549,60 @@ async def test_a_hand_over_attempt_holds_at_most_two_fetches_of_records(autojump
             assert await _replay_until_live(feed, replay, None, live_scope) is None
     assert reader.sent == reader.handed > 2 * READER_MAX_RECORDS  # the attempt ran on
     assert reader.peak < 2 * READER_MAX_RECORDS
+
+
+class _TwoReaderBridge:
+    """The live feed's reader waits for a leader to wake (_WakingReader); a resumed
+    subscriber's own reader, already open, gets one new change of partition 0 per fetch
+    from its 3rd fetch on (it is at the end of the log first, and tries to hand over)."""
+
+    def __init__(self) -> None:
+        self.live = _WakingReader()
+        self.fetches = 0
+        self.key = emails_in(0, 2, 1, "own")[0]
+
+    async def fetch_batch(self, timeout_ms: int) -> Batch:
+        await trio.sleep(timeout_ms / 1000)
+        self.fetches += 1
+        if self.fetches < 3:
+            return Batch(0, {}, {0: 0, 1: 0})
+        rec = Record(self.fetches - 3, self.key.encode(),
+                     orjson.dumps({"name": "A", "email": self.key}))
+        return Batch(0, {0: [rec]}, {0: self.fetches - 2, 1: 0})
+
+    @property
+    def halted(self) -> dict[int, tuple[int, str]]:
+        return {}
+
+    @contextlib.asynccontextmanager
+    async def open_reader(self, start: object, **_: object
+                          ) -> AsyncIterator[tuple[object, dict[int, int]]]:
+        if start == "paused":
+            yield self.live, {0: -1, 1: -1}
+        else:
+            yield self, {0: 0, 1: 0}
+
+
+async def test_a_resumed_subscriber_replays_on_while_the_live_feed_cannot_wake(
+        autojump_clock):
+    """Regression: a resumed subscriber at the end of the log hands over by subscribing
+    to the broadcaster; an idle one (no live subscriber) must first get every
+    partition's end offset, and while one partition had no leader the subscriber waited
+    for it, sent none of the changes its own reader read of the other partitions."""
+    bridge = _TwoReaderBridge()
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async with trio.open_nursery() as nursery:
+        feed = await nursery.start(functools.partial(
+            feed_actor.run, bridge, buffer=16, url="127.0.0.1:1"))  # type: ignore[arg-type]
+        nursery.start_soon(serve, feed, {0: 0, 1: 0}, None, send)
+        with trio.fail_after(120):
+            while len(sent) < 4:  # the hello, then changes its reader read
+                await trio.sleep(0.5)
+        feed.close_all()
+        nursery.cancel_scope.cancel()
+    assert orjson.loads(sent[0])["type"] == "hello"
+    assert [orjson.loads(t)["offset"] for t in sent[1:4]] == [0, 1, 2]
