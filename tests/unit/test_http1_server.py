@@ -768,6 +768,35 @@ async def test_a_later_malformed_head_is_a_400_json_after_the_answers_before_it(
         assert srv.front.statistics().bad_requests == 1
 
 
+# What llhttp (the lean path) refuses and h11 (hypercorn) takes. A framing ambiguity
+# among them is a request smuggling vector (a proxy before the node frames the message
+# otherwise): refused 400 on either path, before any of it reaches a route.
+LEAN_REFUSES = {
+    "obs_fold": b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n",
+    "obs_fold_length": b"PUT /users/a HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n 2\r\n\r\n{}",
+    "length_twice": b"PUT /users/a HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                    b"Content-Length: 2\r\n\r\n{}",
+    "length_list": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2, 2\r\n\r\n{}",
+    "bare_lf": b"PUT /users/a HTTP/1.1\nHost: t\nContent-Length: 2\n\n{}",
+    "http_1_2": b"GET /healthz HTTP/1.2\r\nHost: t\r\n\r\n",
+    "del_in_value": b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n",
+    "control_in_value": b"GET /users/a HTTP/1.1\r\nHost: t\r\nX-A: a\x01b\r\n\r\n",
+    "lowercase_method": b"put /users/a HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}",
+    "unknown_method": b"FOO /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("bad", list(LEAN_REFUSES))
+async def test_what_the_lean_path_refuses_is_refused_on_a_handed_over_connection(later, bad):
+    async with running() as srv:
+        await expect_refusal(srv.addr, (HEALTH if later else b"") + LEAN_REFUSES[bad]
+                             + HEALTH, 400, "bad_request", before=int(later))
+        assert srv.store.data == {}
+        assert [r.method for r in srv.store.seen] == []
+        assert srv.front.statistics().bad_requests == 1
+
+
 async def test_a_refused_head_request_is_answered_without_a_body():
     async with running() as srv, await connect(srv.addr) as s:
         await s.send_all(HEALTH + b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n"

@@ -7,10 +7,12 @@ The guard parses the stream with its own h11 (the parser hypercorn uses, with th
 head bound), so it finds each request where hypercorn will. It gives hypercorn a
 request's head only once the head is complete and passed the checks hypercorn's own
 parser skips (web/http1/heads.py: the head's size, its framing, a websocket handshake);
-body bytes go through as they come. A head it refuses is replaced by a *stand-in*: a
-request of its own, ``Connection: close``, to a path nobody can guess, which
-:meth:`Refusals.app` answers with the refusal. hypercorn serves requests of a
-connection one after another, so the refusal is answered after every request before
+body bytes go through as they come. Among those checks: each head is read by the lean
+path's parser (llhttp) too (:func:`lean_refusal`), so a head the lean path refuses is
+refused here alike, framing ambiguities first (obs-fold, a Content-Length twice).
+A head it refuses is replaced by a *stand-in*: a request of its own,
+``Connection: close``, to a path nobody can guess, which :meth:`Refusals.app` answers
+with the refusal. hypercorn serves requests of a connection one after another, so the refusal is answered after every request before
 it and closes the connection, as the lean path's refusals do. After a request that
 ends the connection (``Connection: close``, HTTP/1.0) the rest of the stream is read
 and dropped: hypercorn's parser would fail on it and answer that failure instead of the
@@ -46,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 import h11
+import httptools
 
 from web.http1.heads import (
     HTTP2_PREFACE,
@@ -272,7 +275,8 @@ class Guard:
             return HTTP2_PREFACE
         version = event.http_version.decode("ascii")
         return (target_refusal(event.target) or host_refusal(version, headers)
-                or framing_refusal(headers) or websocket_refusal(event.method, version, headers))
+                or framing_refusal(headers) or websocket_refusal(event.method, version, headers)
+                or lean_refusal(bytes(self._pending[:size])))
 
     def _too_large(self) -> Refusal:
         return Refusal(431, "head_too_large",
@@ -309,6 +313,29 @@ def head_refusal(head: bytes, max_head: int) -> Refusal | None:
         return None
     headers = [(n.lower(), v) for n, v in event.headers.raw_items()]
     return guard._check(event, headers, len(head))
+
+
+class _Heads:
+    """httptools callbacks for :func:`lean_refusal`: none, the head is only vetted."""
+
+
+def lean_refusal(head: bytes) -> Refusal | None:
+    """The lean path's refusal of ``head`` (one complete request head, as h11 found
+    it), or None. h11 takes what llhttp refuses: a folded header line (obs-fold), a
+    Content-Length twice or as a list (``2, 2``), a bare LF ending a line (h11 even ends
+    the head at ``\n\n``), a control byte or DEL in a value, ``HTTP/1.2``, a method
+    llhttp does not know (``get``, which hypercorn serves as GET). Reading the same
+    bytes with the lean path's own parser gives them the lean path's answer, and the
+    framing ambiguities among them (a proxy before the node may frame the message
+    otherwise: request smuggling, RFC 9112 §6.3, §11.2) are refused on either path."""
+    parser = httptools.HttpRequestParser(_Heads())
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        return None  # (an upgrade or CONNECT head: llhttp stops after it)
+    except httptools.HttpParserError as exc:
+        return Refusal(400, "bad_request", f"malformed request: {exc}")
+    return None
 
 
 def _chunk_size(conn: h11.Connection, event: object) -> int:
