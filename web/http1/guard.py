@@ -9,14 +9,14 @@ request's head only once the head is complete and passed the checks hypercorn's 
 parser skips (web/http1/heads.py: the head's size, its framing, a websocket handshake);
 body bytes go through as they come. Among those checks: each head is read by the lean
 path's parser (llhttp) too (:func:`lean_refusal`), so a head the lean path refuses is
-refused here alike, framing ambiguities first (obs-fold, a Content-Length twice).
-A head it refuses is replaced by a *stand-in*: a request of its own,
-``Connection: close``, to a path nobody can guess, which :meth:`Refusals.app` answers
-with the refusal. hypercorn serves requests of a connection one after another, so the refusal is answered after every request before
-it and closes the connection, as the lean path's refusals do. After a request that
-ends the connection (``Connection: close``, HTTP/1.0) the rest of the stream is read
-and dropped: hypercorn's parser would fail on it and answer that failure instead of the
-request.
+refused here alike, framing ambiguities first (obs-fold, a Content-Length twice). A head
+it refuses is replaced by a *stand-in*: a request of its own, ``Connection: close``, to
+a path nobody can guess, which :meth:`Refusals.app` answers with the refusal. hypercorn
+serves requests of a connection one after another, so the refusal is answered after
+every request before it and closes the connection, as the lean path's refusals do. After
+a request that ends the connection (``Connection: close``, HTTP/1.0) the rest of the
+stream is read and dropped: hypercorn's parser would fail on it and answer that failure
+instead of the request.
 
 The connection stays HTTP/1.1 to its end: hypercorn is kept from switching protocols
 (web/http1/handover.py), so a request with ``Upgrade: h2c`` is one more HTTP/1.1
