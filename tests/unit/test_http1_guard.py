@@ -185,3 +185,31 @@ def test_the_answer_to_a_request_before_a_websocket_handshake_is_not_its_answer(
     assert guard.answered(SWITCHED) == FRAME
     assert guard.mode == PASS
     assert guard.feed(FRAME) == FRAME
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(request(), max_size=3),
+       st.sampled_from([b"2\n{}\n0\n\n", b"2\r\n{}\r\n0\r\n\n", b"0\r\n\n",
+                        b"2\r\n{}\r\n0\r\nX-T: 1\n\r\n", b"2 \r\n{}\r\n0\r\n\r\n"]),
+       st.lists(st.integers(0, 4000)))
+def test_chunked_framing_llhttp_refuses_makes_hypercorn_fail_however_it_is_read(
+        before, body, cuts):
+    """What the guard passes on of a chunked body whose framing the lean path's parser
+    refuses (bare LFs, whitespace after a chunk-size) makes hypercorn's h11 fail, and
+    never lets it finish the request, wherever the reads cut it."""
+    good = b"".join(before)
+    guard = Guard(Refusals(), 16384)
+    out = feed_in_pieces(guard, good + CHUNKED_PUT + body + b"GET / HTTP/1.1\r\n\r\n", cuts)
+    assert out.startswith(good + CHUNKED_PUT)
+    # (PASS: h11 fails on it itself, hypercorn's alike)
+    assert guard.mode in (DROP, PASS)
+    hypercorns = h11.Connection(h11.SERVER)
+    hypercorns.receive_data(out[len(good):])
+    assert isinstance(hypercorns.next_event(), h11.Request)
+    with pytest.raises(h11.RemoteProtocolError):
+        _events_until_the_request_ends(hypercorns)
+
+
+def _events_until_the_request_ends(conn: h11.Connection) -> None:
+    while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+        assert event is not h11.NEED_DATA

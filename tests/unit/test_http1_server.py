@@ -797,6 +797,30 @@ async def test_what_the_lean_path_refuses_is_refused_on_a_handed_over_connection
         assert srv.front.statistics().bad_requests == 1
 
 
+# Chunked framing llhttp refuses and h11 takes (a line ending in a bare LF; h11 waited
+# for a CRLF there and answered 408 at http_body_timeout, or served the request).
+CHUNKED_PUT = b"PUT /users/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+LEAN_REFUSES_CHUNKS = {
+    "bare_lf_lines": CHUNKED_PUT + b"2\n{}\n0\n\n",
+    "bare_lf_ending_the_trailers": CHUNKED_PUT + b"2\r\n{}\r\n0\r\n\n",
+    "bare_lf_ending_a_trailer": CHUNKED_PUT + b"2\r\n{}\r\n0\r\nX-T: 1\n\r\n",
+    "space_after_the_size": CHUNKED_PUT + b"2 \r\n{}\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("bad", list(LEAN_REFUSES_CHUNKS))
+async def test_chunked_framing_the_lean_path_refuses_is_refused_on_a_handed_over_connection(
+        later, bad):
+    async with running(Limits(body_timeout=30)) as srv:
+        with trio.fail_after(10):  # (not the body timeout's 408)
+            # (nothing after it: a CRLF that follows ends h11's wait for one)
+            await expect_refusal(srv.addr, (HEALTH if later else b"")
+                                 + LEAN_REFUSES_CHUNKS[bad], 400, "bad_request",
+                                 before=int(later))
+        assert srv.store.data == {}
+
+
 async def test_a_refused_head_request_is_answered_without_a_body():
     async with running() as srv, await connect(srv.addr) as s:
         await s.send_all(HEALTH + b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n"

@@ -38,11 +38,15 @@ gone to the app by then), whose answer to it is the front's JSON 400 too
 (web/http1/handover.py, ``_json_errors``). So is a chunk larger than 2^64 - 1 bytes,
 which the lean path's parser (llhttp) refuses and h11 takes (a chunk-size of up to 20
 hex digits) and waits for: the guard passes hypercorn a chunk-size line its h11 fails
-on in place of that one.
+on in place of that one. And so is chunked framing llhttp refuses and h11 takes or waits
+on (a line ending in a bare LF, whitespace after a chunk-size): the guard feeds a
+chunked body to llhttp as it passes it on (:meth:`Guard._vetted`), and in place of the
+framing llhttp refuses passes bytes hypercorn's h11 fails on.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +78,8 @@ MAX_CHUNK = 2**64 - 1
 # What the guard passes hypercorn for a chunk-size line over MAX_CHUNK: a line h11
 # refuses, so that hypercorn answers it as any malformed chunked framing.
 _BAD_CHUNK_LINE = b"-\r\n"
+# ... and for chunked framing llhttp refuses: a line (a trailer section too) h11 refuses
+_BAD_FRAMING = b"-\r\n\r\n"
 _SWITCHED = b"HTTP/1.1 101 "
 _STAND_IN = b"/.front-refusal/"
 
@@ -139,6 +145,8 @@ class Guard:
         self.mode = GUARD
         self._stand_in: bytes | None = None
         self._held = bytearray()  # (HANDSHAKE) read before the handshake's answer
+        # (a chunked body) llhttp, fed the request's bytes as they are passed on
+        self._chunks: httptools.HttpRequestParser | None = None
 
     def _parser(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
@@ -203,6 +211,13 @@ class Guard:
                 self._refuse_chunk(out)
                 return
             if event is h11.NEED_DATA:
+                if self._chunks is not None and _BARE_LF.search(
+                        self._pending, len(self._pending) - self._unparsed()):
+                    # h11 waits for a CRLF that llhttp would not (a line ends at its LF)
+                    self._refuse_framing(out)
+                    return
+                if not self._vetted(out):
+                    return
                 self._release(out)
                 return
             if isinstance(event, h11.Request):
@@ -219,10 +234,16 @@ class Guard:
                     pending.clear()
                     self.mode = HANDSHAKE
                     return
+                self._chunks = _chunked_vetter(headers, pending[:len(pending) - self._unparsed()])
                 self._release(out)
             elif isinstance(event, h11.Data):
+                if not self._vetted(out):
+                    return
                 self._release(out)
             elif isinstance(event, h11.EndOfMessage):
+                if not self._vetted(out):
+                    return
+                self._chunks = None
                 self._release(out)
                 if conn.their_state is h11.MUST_CLOSE:
                     # (hypercorn's h11 fails on any byte after such a request)
@@ -241,6 +262,29 @@ class Guard:
                 pending.clear()
                 self.mode = PASS
                 return
+
+    def _vetted(self, out: bytearray) -> bool:
+        """Whether the chunked framing h11 has parsed and not passed on yet is framing
+        llhttp (the lean path) takes too; if not, it is failed as :meth:`_refuse_chunk`
+        fails a chunk too large. h11 takes whitespace after a chunk-size (``2 ``) and a
+        bare LF ending the trailer section, where llhttp refuses them."""
+        if self._chunks is None:
+            return True
+        try:
+            self._chunks.feed_data(bytes(self._pending[:len(self._pending) - self._unparsed()]))
+        except httptools.HttpParserError:
+            self._refuse_framing(out)
+            return False
+        return True
+
+    def _refuse_framing(self, out: bytearray) -> None:
+        """Pass on, in place of what h11 parsed and did not pass on yet, bytes hypercorn's
+        h11 fails on wherever the bytes before left it (a chunk-size line, the CRLF
+        after a chunk's data, the trailer section), and drop the rest: hypercorn answers
+        the front's JSON 400 and closes."""
+        out += _BAD_FRAMING
+        self._pending.clear()
+        self.mode = DROP
 
     def _refuse_chunk(self, out: bytearray) -> None:
         """h11 has just read a chunk-size line over MAX_CHUNK (it reads one per call, and
@@ -313,6 +357,20 @@ def head_refusal(head: bytes, max_head: int) -> Refusal | None:
         return None
     headers = [(n.lower(), v) for n, v in event.headers.raw_items()]
     return guard._check(event, headers, len(head))
+
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def _chunked_vetter(headers: list[tuple[bytes, bytes]], head: bytes | bytearray
+                    ) -> httptools.HttpRequestParser | None:
+    """llhttp fed ``head``, for :meth:`Guard._vetted`, if the request's body is chunked
+    (else None: a Content-Length frames it alike for both parsers)."""
+    if not any(name == b"transfer-encoding" for name, _ in headers):
+        return None
+    parser = httptools.HttpRequestParser(_Heads())
+    parser.feed_data(bytes(head))  # (lean_refusal took it)
+    return parser
 
 
 class _Heads:
