@@ -327,7 +327,8 @@ async def test_pipelined_requests_beyond_the_batch_cap_are_still_answered():
     (b"PUT /users/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"GET /users/x HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n", 400),
     (b"GET /users/\xff HTTP/1.1\r\nHost: t\r\n\r\n", 400),
-    (b"GET /users/x HTTP/1.1\nHost: x\n\n", None),  # bare LF: never a head; closed at EOF
+    # bare LF: refused at once, as a handed-over connection's guard (h11) refuses it
+    (b"GET /users/x HTTP/1.1\nHost: x\n\n", 400),
 ])
 async def test_malformed_requests_are_a_4xx_json_or_a_clean_close(data, status):
     async with running() as srv:
@@ -819,6 +820,26 @@ async def test_chunked_framing_the_lean_path_refuses_is_refused_on_a_handed_over
                                  + LEAN_REFUSES_CHUNKS[bad], 400, "bad_request",
                                  before=int(later))
         assert srv.store.data == {}
+
+
+# What h11 (a handed-over connection) refuses and the lean path served or waited on:
+# no HTTP version (llhttp's HTTP/0.9), served as HTTP/1.1; a head of lines ending in
+# bare LFs, which never ends in CRLF CRLF (408 at the head timeout).
+H11_REFUSES = {
+    "no_version": b"GET /users/a\r\n\r\n",
+    "bare_lf_head": b"GET /users/a HTTP/1.1\nHost: t\n\n",
+    "bare_lf_head_end": b"GET /users/a HTTP/1.1\r\nHost: t\r\n\n",
+}
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["first", "handed_over"])
+@pytest.mark.parametrize("bad", list(H11_REFUSES))
+async def test_what_a_handed_over_connection_refuses_the_lean_path_refuses(later, bad):
+    async with running(Limits(head_timeout=30)) as srv:
+        with trio.fail_after(10):  # (not the head timeout's 408)
+            await expect_refusal(srv.addr, (HEALTH if later else b"") + H11_REFUSES[bad],
+                                 400, "bad_request", before=int(later))
+        assert srv.store.seen == []
 
 
 async def test_a_refused_head_request_is_answered_without_a_body():

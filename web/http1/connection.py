@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -55,6 +56,7 @@ IsHot = Callable[[bytes, bytes], bool]
 Handler = Callable[[Request], Awaitable[Response]]
 # Every stream this module reads: trio.SocketStream or trio.SSLStream over one.
 Stream = trio.abc.Stream
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -291,6 +293,13 @@ class Connection:
                 if pending > lim.max_head_bytes:
                     raise Reject(431, "head_too_large",
                                  f"request head larger than {lim.max_head_bytes} bytes")
+                if b"\n" in buf[max(pos, scanned - 1):] and _BARE_LF.search(
+                        buf[pos:].lstrip(b"\r\n")):
+                    # a line ends in a bare LF: llhttp refuses the head, and a head
+                    # of such lines never ends in CRLF CRLF here (408 at the head
+                    # timeout, where a handed-over connection's guard answers 400)
+                    raise Reject(400, "bad_request",
+                                 "malformed request: a line of the head ends in a bare LF")
                 if out:
                     await self._flush(out)
                 if pending:
@@ -343,7 +352,12 @@ class Connection:
                 if refusal is not None:
                     raise Reject.of(refusal)
             url = self.url
-            refusal = host_refusal(parser.get_http_version(), self.headers)
+            version = parser.get_http_version()
+            if version == "0.9":
+                # a request line without a version, which llhttp takes for HTTP/0.9
+                # and h11 (a handed-over connection) refuses: served here as HTTP/1.1
+                raise Reject(400, "bad_request", "malformed request: no HTTP version")
+            refusal = host_refusal(version, self.headers)
             if refusal is not None:
                 raise Reject.of(refusal)
             if url[:1] != b"/":  # absolute-form: served as its origin-form
