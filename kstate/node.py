@@ -1,6 +1,7 @@
 """The composition root: the one place where a reader sees the whole node.
 
-It binds the HTTP socket (so the node knows its url before anything is built), opens
+It binds the HTTP socket (so the node knows its url before anything is built; bound,
+it refuses connections until the HTTP server listens, once the actors run), opens
 the Kafka bridge, every channel and the root nursery, and starts the actors in
 dependency order with ``nursery.start``. Channels and who holds each end::
 

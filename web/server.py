@@ -60,11 +60,17 @@ class FrontSettings:
 
 
 def bind(listen: str) -> socket.socket:
-    """A TCP socket listening on ``listen`` (host:port; port 0 = any free port), whose
-    unacknowledged sends give up after SEND_STALL_TIMEOUT (where the OS has it)."""
+    """A TCP socket bound to ``listen`` (host:port; port 0 = any free port), whose
+    unacknowledged sends give up after SEND_STALL_TIMEOUT (where the OS has it).
+
+    Bound, not listening: the port is taken (a port in use fails the start at once, and
+    port 0 gets its number) but refuses connections until :func:`serve` listens. The node
+    binds long before it serves (it waits for Kafka first): a listening port would accept
+    connections nobody answers, and a peer forwarding to it would wait its whole proxy
+    deadline instead of failing over at once."""
     options = ((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, SEND_STALL_TIMEOUT * 1000),
                ) if hasattr(socket, "TCP_USER_TIMEOUT") else ()
-    return bind_listening(listen, BACKLOG, options)
+    return bind_listening(listen, None, options)
 
 
 def bound_address(sock: socket.socket, listen: str) -> str:

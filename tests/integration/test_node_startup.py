@@ -36,6 +36,26 @@ async def test_sigterm_while_kafka_is_unreachable_exits_zero_at_once(artifacts):
         node.stop_now()
 
 
+async def test_port_refuses_connections_while_waiting_for_kafka(artifacts):
+    """README: while the node waits for Kafka its HTTP port does not answer. A
+    connection is refused at once, so a peer that forwards to this node (a restarted
+    static member whose url is still in the routing table) answers at once rather than
+    after its proxy deadline, and a TCP health check sees the node down. Regression: the
+    port listened from the start, so a connection was accepted and then hung."""
+    node = Node(bootstrap=f"127.0.0.1:{free_port()}", topic="t-unreachable",
+                group="g-unreachable", log_dir=artifacts).start()
+    try:
+        with trio.fail_after(30):
+            while "event=kafka_wait" not in node.log_text():
+                assert node.alive(), node.log_text()
+                await trio.sleep(0.1)
+        with trio.fail_after(5), pytest.raises(OSError, match="connect"):
+            await trio.open_tcp_stream("127.0.0.1", node.port)
+        assert node.alive()
+    finally:
+        node.stop_now()
+
+
 async def _members(bootstrap: str, group: str) -> int:
     return (await load.group_state(bootstrap, group))[1]
 

@@ -5,6 +5,7 @@ websocket, hot then not hot on one connection), TLS, and graceful shutdown."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -38,6 +39,7 @@ from tests.support.http1 import (
     read_until_closed,
 )
 from web.http1 import CutOff, Front, Limits, Request, Response, error_response, serve_front
+from web.http1.server import bind_listening
 
 
 @dataclass
@@ -551,6 +553,31 @@ async def test_a_socket_bound_before_is_served():
         assert reply.body == b"v"
         stop.set()
     assert sock.fileno() == -1  # taken over: closed with the server
+
+
+async def test_a_port_bound_to_serve_later_refuses_connections_and_a_second_bind():
+    """A node binds its port long before it serves (it waits for Kafka first): until
+    then a connection is refused at once (not accepted and left hanging), and a second
+    server binding the same port fails at its bind, as against a listening port. Once
+    served, the port answers."""
+    sock = bind_listening("127.0.0.1:0", None)
+    port = sock.getsockname()[1]
+    with pytest.raises(OSError, match="connect"):
+        await trio.open_tcp_stream("127.0.0.1", port)
+    with pytest.raises(OSError, match="in use") as in_use:
+        bind_listening(f"127.0.0.1:{port}", None).close()
+    assert in_use.value.errno == errno.EADDRINUSE
+    store = Store()
+    store.data[b"k"] = b"v"
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        addr = await nursery.start(partial(serve_front, Front(handle=store.handle), sock,
+                                           shutdown_trigger=stop.wait))
+        async with await connect(addr) as s:
+            await s.send_all(GET % b"k")
+            [reply] = await read_replies(s, 1)
+        assert reply.body == b"v"
+        stop.set()
 
 
 async def test_a_websocket_handshake_header_that_is_not_ascii_is_a_400_not_a_crash():

@@ -132,6 +132,10 @@ class Front:
         lim, handover = self.limits, self._handover
         raw = listen if isinstance(listen, stdlib_socket.socket) else bind_listening(
             listen, lim.backlog)
+        # A socket only bound (bind_listening with no backlog) refuses connections until
+        # now; listen() again on one that listens already only sets its backlog.
+        raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        raw.listen(lim.backlog)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(raw))
         try:
             async with trio.open_nursery() as lifespan_nursery:
@@ -291,11 +295,12 @@ async def _close_with(stream: Stream, data: bytes, lim: Limits) -> None:
             budget -= len(chunk)
 
 
-def bind_listening(listen: str, backlog: int,
+def bind_listening(listen: str, backlog: int | None,
                    options: tuple[tuple[int, int, int], ...] = ()) -> stdlib_socket.socket:
     """A TCP socket bound to ``host:port`` (``[v6]:port`` too; port 0 = any; no host =
-    every address) and listening, with SO_REUSEADDR and each ``(level, name, value)`` of
-    ``options`` set before the bind."""
+    every address) and listening (not yet when ``backlog`` is None: serving it listens),
+    with SO_REUSEADDR and each ``(level, name, value)`` of ``options`` set before the
+    bind."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     family, kind, proto, _, addr = stdlib_socket.getaddrinfo(
@@ -306,7 +311,14 @@ def bind_listening(listen: str, backlog: int,
         for level, name, value in options:
             sock.setsockopt(level, name, value)
         sock.bind(addr)
-        sock.listen(backlog)
+        if backlog is not None:
+            sock.listen(backlog)
+        else:
+            # Until it listens, SO_REUSEADDR would let another socket with it bind the
+            # same port (Linux refuses that only against a listening one): a second
+            # server on this port then failed only at its listen(), not at its bind.
+            # Serving sets it again before listen(), for a restart over TIME_WAIT.
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 0)
     except BaseException:
         sock.close()
         raise
