@@ -35,6 +35,8 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -45,6 +47,7 @@ from actors.feed_limits import FeedLimits
 from actors.replies import ReplyBox
 from actors.router import RouterHandle
 from kstate.bridge import (
+    BrokerUnavailable,
     KafkaAuthFailed,
     KafkaBridge,
     KafkaNotAuthorized,
@@ -54,6 +57,7 @@ from kstate.bridge import (
 )
 from kstate.bridge.produce_wire import PRODUCER_GIVES_UP_S
 from kstate.core import durability
+from kstate.core.exception_groups import lone_error
 from kstate.core.messages import BridgeEvent, Revoked, RouterIn, StateIn, WriterIn
 from kstate.settings import Settings
 from web import tls
@@ -179,6 +183,23 @@ async def _ensure_topic(bridge: KafkaBridge, settings: Settings) -> TopicInfo:
             await trio.sleep(1.0)
 
 
+@contextmanager
+def _kafka_at_start(settings: Settings, step: str) -> Iterator[None]:
+    """A step of the start after the topic check that gave up on Kafka (gone since:
+    the producer process or a reader could not connect) ends the node as a Kafka
+    unreachable from the start does (KafkaUnreachable: exit 2, one line), not as a crash.
+    A supervisor that restarts it tries again."""
+    try:
+        yield
+    except BaseException as exc:
+        gone = lone_error(exc)
+        if not isinstance(gone, BrokerUnavailable):
+            raise
+        raise KafkaUnreachable(
+            f"Kafka at {settings.bootstrap} (--bootstrap, KSTATE_BOOTSTRAP) stopped "
+            f"answering while the node started ({step}): {gone}") from None
+
+
 async def _sleep_until(wall: float) -> float:
     """Sleep until the wall clock reads ``wall``; return it."""
     await trio.sleep(max(0.0, wall - time.time()))
@@ -273,7 +294,8 @@ async def _start_and_run(settings: Settings, bridge: KafkaBridge, sock: socket.s
                          armed: trio.Event, task_status: trio.TaskStatus[NodeInfo]) -> None:
     topic = await _wait_topic(bridge, settings)
     warnings = check_durability(topic, settings.require_durable)
-    await bridge.start_producer()
+    with _kafka_at_start(settings, "its producer process"):
+        await bridge.start_producer()
     server_ssl = peer_ssl = None
     if settings.tls_certfile:  # the port speaks TLS only; peers are called over TLS
         server_ssl = tls.server_context(settings.tls_certfile, settings.tls_keyfile)
@@ -312,9 +334,11 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
                 writer.run, bridge.produce, state_h, inbox=writes_recv, own=state_send.clone(),
                 write_timeout=settings.write_timeout, catchup_timeout=settings.catchup_timeout,
                 lease=lease, max_record_bytes=_max_record_bytes(topic)))
-            standby_h = (await root.start(partial(standby.run, bridge,
-                                                  num_partitions=topic.partitions))
-                         if settings.standby else None)
+            standby_h = None
+            if settings.standby:
+                with _kafka_at_start(settings, "the standby reader"):
+                    standby_h = await root.start(partial(standby.run, bridge,
+                                                         num_partitions=topic.partitions))
             # the router reads `router`; its handle sends on `writes` for the HTTP layer
             router_h = RouterHandle(url, topic.partitions, state_h, writes_send,
                                     settings.catchup_timeout, bridge.fence_offset, standby_h,
@@ -328,8 +352,9 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             limits = FeedLimits(max_subscribers=settings.feed_max_subscribers,
                                 max_resumed=settings.feed_max_resumed,
                                 stall_timeout=settings.feed_stall_timeout)
-            feed_h = await root.start(partial(feed.run, bridge, buffer=FEED_BUFFER, url=url,
-                                              limits=limits))
+            with _kafka_at_start(settings, "the feed reader"):
+                feed_h = await root.start(partial(feed.run, bridge, buffer=FEED_BUFFER,
+                                                  url=url, limits=limits))
             loop_lag = LoopLag()
             await root.start(loop_lag.run)
             services = build_services(http, router=router_h, state=state_h, writer=writer_h,
@@ -367,8 +392,9 @@ async def _run_actors(settings: Settings, bridge: KafkaBridge, topic: TopicInfo,
             armed.set()  # from now on a stop is a graceful shutdown (_shutdown)
             await root.start(_serve)
             # the bridge's group listener sends on `events`; the consumer on `state`
-            await bridge.start_consumer(url, state_h.held, events_send, topic.partitions)
-            await root.start(partial(consumer.run, bridge, outbox=state_send))
+            with _kafka_at_start(settings, "the group consumer"):
+                await bridge.start_consumer(url, state_h.held, events_send, topic.partitions)
+                await root.start(partial(consumer.run, bridge, outbox=state_send))
             # a partition taken over while still assigned here asks for a rebalance
             root.start_soon(rebalance.rejoin_superseded, state_h, bridge.request_rejoin)
             frozen = freeze_startup_heap()

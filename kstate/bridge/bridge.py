@@ -56,7 +56,8 @@ class KafkaBridge:
                              num_partitions: int | None = None) -> None:
         """Join the group; rebalance events arrive on ``events`` (each awaits its reply).
         With ``num_partitions`` (the count the node started with), an assignment after
-        the topic's count changed stops the node (PartitionsChanged)."""
+        the topic's count changed stops the node (PartitionsChanged). Raises
+        BrokerUnavailable when no broker answers."""
         await self._portal.call(self._group.start, url, owned, events, num_partitions)
 
     async def fetch(self, timeout_ms: int = 200) -> Batch:

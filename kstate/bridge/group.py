@@ -34,12 +34,17 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
-from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaConnectionError, KafkaError
 from aiokafka.protocol.group import HeartbeatRequest, JoinGroupRequest, SyncGroupRequest
 
 from kstate.bridge import authz
 from kstate.bridge.config import KafkaConfig
-from kstate.bridge.errors import InstanceFenced, PartitionsChanged, TopicDeleted
+from kstate.bridge.errors import (
+    BrokerUnavailable,
+    InstanceFenced,
+    PartitionsChanged,
+    TopicDeleted,
+)
 from kstate.bridge.lease import Lease
 from kstate.bridge.membership import GROUP_MAX_SIZE_REACHED, StaticHeartbeat, refusal
 from kstate.bridge.portal import ask_trio
@@ -266,7 +271,10 @@ class GroupConsumer:
         # leave() while start() connected found no consumer, so this one is stopped
         # here, before it subscribes (it would join after the node's leave, and the
         # others would wait a session timeout for its partitions).
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:  # Kafka gone since the topic check
+            raise BrokerUnavailable(f"the group consumer could not start: {exc!r}") from exc
         if self.closing:
             await stop_client(consumer, "consumer")
             return

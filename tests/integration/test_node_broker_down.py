@@ -482,6 +482,36 @@ async def test_sigterm_while_kafka_stops_answering_mid_start_exits_0(broker, nod
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize("step", ["event=topic ", "event=producer_process_started"],
+                         ids=["producer_start", "readers_and_join"])
+async def test_kafka_gone_mid_start_exits_2_with_one_line(broker, node_on, step):
+    """Kafka answers the topic check, then stops answering while the node is still
+    starting, and nobody stops the node: the step waiting for Kafka (its producer
+    process, a reader) gives up, and the node exits as for a Kafka unreachable from
+    the start: exit 2, one line naming the address and the setting
+    (reason=kafka_unreachable). It exited 1 with event=node_crashed and a traceback."""
+    await broker.start()
+    node = node_on(broker.bootstrap)
+    try:
+        with trio.fail_after(60):
+            while step not in node.log_text():
+                assert node.alive(), node.log_text()[-3000:]
+                await trio.sleep(0.005)
+        broker.freeze(True)
+        code = await node.wait_exit(timeout=150)
+    finally:
+        broker.freeze(False)
+    log = node.log_text()
+    assert code == 2, log[-3000:]
+    refused = [line for line in log.splitlines() if "event=node_refused" in line]
+    assert len(refused) == 1, log[-3000:]
+    assert "reason=kafka_unreachable" in refused[0]
+    assert broker.bootstrap in refused[0]
+    assert "KSTATE_BOOTSTRAP" in refused[0]
+    assert "event=node_crashed" not in log
+    assert "Traceback" not in log
+
+
 async def test_a_killed_nodes_producer_process_ends_though_kafka_is_down(broker, node_on,
                                                                         client):
     """kill -9 of a node while Kafka is down and its producer process holds a write: the
