@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +117,41 @@ def _key_of(partition: int) -> str:
     return emails_in(partition, PARTITIONS, 1, "off")[0]
 
 
+async def _one_key_each(client: httpx.AsyncClient, node: Node) -> dict[int, str]:
+    """Write one user in every partition through ``node``: partition -> its email."""
+    keys = {p: _key_of(p) for p in range(PARTITIONS)}
+    for p, k in keys.items():
+        r = await client.put(f"{node.base}/users/{k}", json={"name": f"before-{p}"})
+        assert r.status_code == 201, (p, r.status_code, r.text)
+    return keys
+
+
+async def _stop_a_leader(cluster: Cluster, topic: str, group: str,
+                         prefer: Collection[int] = ()) -> tuple[int, list[int]]:
+    """Stop a broker that leads some of ``topic``'s partitions and is not ``group``'s
+    coordinator (one leading a partition of ``prefer`` if one does), and wait until the
+    controller says those partitions have no leader: (the broker, its partitions)."""
+    leaders, coordinator = await trio.to_thread.run_sync(
+        _layout, cluster.bootstrap, topic, group)
+    candidates = [i for i in (1, 2, 3) if i != coordinator and i in leaders.values()]
+    victim = next((i for i in candidates if any(leaders[p] == i for p in prefer)),
+                  candidates[0])
+    offline = sorted(p for p, lead in leaders.items() if lead == victim)
+    await cluster.broker_stop(victim)
+    try:
+        with trio.fail_after(60):  # the controller notices the broker is gone
+            while True:
+                leaders, _ = await trio.to_thread.run_sync(
+                    _layout, cluster.bootstrap, topic, None)
+                if all(leaders[p] == -1 for p in offline):
+                    return victim, offline
+                await trio.sleep(1.0)
+    except BaseException:
+        with trio.CancelScope(shield=True):  # the module's other tests need the cluster
+            await cluster.broker_start(victim)
+        raise
+
+
 async def test_member_waits_for_a_partition_without_a_leader(
         cluster: Cluster, artifacts: Path, client: httpx.AsyncClient) -> None:
     tag = uuid.uuid4().hex[:10]
@@ -131,24 +166,9 @@ async def test_member_waits_for_a_partition_without_a_leader(
         await wait_ready(client, a, timeout=60)
         b.start()
         await wait_stable(client, [a, b], PARTITIONS, timeout=60)
-        keys = {p: _key_of(p) for p in range(PARTITIONS)}
-        for p, k in keys.items():
-            r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{p}"})
-            assert r.status_code == 201, (p, r.status_code, r.text)
+        keys = await _one_key_each(client, a)
 
-        leaders, coordinator = await trio.to_thread.run_sync(
-            _layout, cluster.bootstrap, topic, group)
-        victim = next(i for i in (1, 2, 3)
-                      if i != coordinator and i in leaders.values())
-        offline = sorted(p for p, lead in leaders.items() if lead == victim)
-        await cluster.broker_stop(victim)
-        with trio.fail_after(60):  # the controller notices the broker is gone
-            while True:
-                leaders, _ = await trio.to_thread.run_sync(
-                    _layout, cluster.bootstrap, topic, None)
-                if all(leaders[p] == -1 for p in offline):
-                    break
-                await trio.sleep(1.0)
+        victim, _ = await _stop_a_leader(cluster, topic, group)
 
         # b leaves: a is assigned every partition, the offline ones included
         b.term()
@@ -193,23 +213,8 @@ async def test_a_node_starts_while_a_partition_has_no_leader(
              extra=dict(env))
     try:
         await wait_ready(client, a, timeout=60)
-        keys = {p: _key_of(p) for p in range(PARTITIONS)}
-        for p, k in keys.items():
-            r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{p}"})
-            assert r.status_code == 201, (p, r.status_code, r.text)
-        leaders, coordinator = await trio.to_thread.run_sync(
-            _layout, cluster.bootstrap, topic, group)
-        victim = next(i for i in (1, 2, 3)
-                      if i != coordinator and i in leaders.values())
-        offline = sorted(p for p, lead in leaders.items() if lead == victim)
-        await cluster.broker_stop(victim)
-        with trio.fail_after(60):
-            while True:
-                leaders, _ = await trio.to_thread.run_sync(
-                    _layout, cluster.bootstrap, topic, None)
-                if all(leaders[p] == -1 for p in offline):
-                    break
-                await trio.sleep(1.0)
+        keys = await _one_key_each(client, a)
+        victim, offline = await _stop_a_leader(cluster, topic, group)
 
         for _ in range(2):  # a start, a SIGTERM (exit 0 in time), and a start again
             c.start()
@@ -316,23 +321,10 @@ async def test_healthy_partitions_serve_while_one_has_no_leader(
                 r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{k}"})
                 assert r.status_code == 201, (p, r.status_code, r.text)
 
-        leaders, coordinator = await trio.to_thread.run_sync(
-            _layout, cluster.bootstrap, topic, group)
-        candidates = [i for i in (1, 2, 3) if i != coordinator and i in leaders.values()]
         # a broker leading one of b's partitions, if one does: a then rebuilds it from
         # the beginning, where a gate opened too early answers 404
-        victim = next((i for i in candidates
-                       if any(leaders[p] == i for p in b_parts)), candidates[0])
-        offline = sorted(p for p, lead in leaders.items() if lead == victim)
+        victim, offline = await _stop_a_leader(cluster, topic, group, prefer=b_parts)
         healthy = sorted(set(range(PARTITIONS)) - set(offline))
-        await cluster.broker_stop(victim)
-        with trio.fail_after(60):
-            while True:
-                leaders, _ = await trio.to_thread.run_sync(
-                    _layout, cluster.bootstrap, topic, None)
-                if all(leaders[p] == -1 for p in offline):
-                    break
-                await trio.sleep(1.0)
 
         b.term()  # a is assigned every partition, the leaderless ones included
         assert await b.wait_exit(30) == 0
@@ -364,8 +356,8 @@ async def test_healthy_partitions_serve_while_one_has_no_leader(
         parts = r.json()["partitions"]
         assert all(parts[str(p)]["caught_up"] for p in healthy), parts
         assert not any(parts[str(p)]["caught_up"] for p in offline), parts
-        assert leaders == (await trio.to_thread.run_sync(
-            _layout, cluster.bootstrap, topic, None))[0]  # still without a leader
+        now = (await trio.to_thread.run_sync(_layout, cluster.bootstrap, topic, None))[0]
+        assert all(now[p] == -1 for p in offline), now  # still without a leader
 
         await cluster.broker_start(victim)
         for p in offline:  # then each catches up: never a 404, never an older value
@@ -407,24 +399,9 @@ async def test_a_resumed_feed_is_answered_while_a_partition_has_no_leader(
     victim = 0
     try:
         await wait_ready(client, a, timeout=60)
-        keys = {p: _key_of(p) for p in range(PARTITIONS)}
-        for p, k in keys.items():
-            r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{p}"})
-            assert r.status_code == 201, (p, r.status_code, r.text)
-        leaders, coordinator = await trio.to_thread.run_sync(
-            _layout, cluster.bootstrap, topic, group)
-        victim = next(i for i in (1, 2, 3)
-                      if i != coordinator and i in leaders.values())
-        offline = sorted(p for p, lead in leaders.items() if lead == victim)
+        keys = await _one_key_each(client, a)
+        victim, offline = await _stop_a_leader(cluster, topic, group)
         online = next(p for p in range(PARTITIONS) if p not in offline)
-        await cluster.broker_stop(victim)
-        with trio.fail_after(60):
-            while True:
-                leaders, _ = await trio.to_thread.run_sync(
-                    _layout, cluster.bootstrap, topic, None)
-                if all(leaders[p] == -1 for p in offline):
-                    break
-                await trio.sleep(1.0)
 
         base = a.base.replace("http://", "ws://")
         for query in ("from=beginning", f"from={online}:0"):
@@ -473,23 +450,8 @@ async def test_a_live_feed_is_answered_while_a_partition_has_no_leader(
     victim = 0
     try:
         await wait_ready(client, a, timeout=60)
-        keys = {p: _key_of(p) for p in range(PARTITIONS)}
-        for p, k in keys.items():
-            r = await client.put(f"{a.base}/users/{k}", json={"name": f"before-{p}"})
-            assert r.status_code == 201, (p, r.status_code, r.text)
-        leaders, coordinator = await trio.to_thread.run_sync(
-            _layout, cluster.bootstrap, topic, group)
-        victim = next(i for i in (1, 2, 3)
-                      if i != coordinator and i in leaders.values())
-        offline = sorted(p for p, lead in leaders.items() if lead == victim)
-        await cluster.broker_stop(victim)
-        with trio.fail_after(60):
-            while True:
-                leaders, _ = await trio.to_thread.run_sync(
-                    _layout, cluster.bootstrap, topic, None)
-                if all(leaders[p] == -1 for p in offline):
-                    break
-                await trio.sleep(1.0)
+        keys = await _one_key_each(client, a)
+        victim, _ = await _stop_a_leader(cluster, topic, group)
 
         base = a.base.replace("http://", "ws://")
         with trio.fail_after(60), pytest.raises(ConnectionRejected) as refused:
