@@ -203,17 +203,7 @@ def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
     """A zigzag varint at ``pos`` read as Kafka's Java consumer reads a varlong (the
     timestamp delta), an int64, and the position after it. aiokafka's compiled one reads
     past the end of a buffer; this raises IndexError."""
-    value, shift = 0, 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            value &= 0xFFFF_FFFF_FFFF_FFFF  # the bits past 64 fall away
-            return (value >> 1) ^ -(value & 1), pos
-        shift += 7
-        if shift > 63:
-            raise CorruptRecordException("a varint longer than 10 bytes")
+    return _zigzag(buf, pos, 64)
 
 
 def decode_varint32(buf: bytes, pos: int) -> tuple[int, int]:
@@ -221,17 +211,24 @@ def decode_varint32(buf: bytes, pos: int) -> tuple[int, int]:
     count, the offset delta): at most 5 bytes, an int32, the bits past 32 falling away
     (aiokafka keeps them: the same bytes give it another number), and the position
     after it."""
+    return _zigzag(buf, pos, 32)
+
+
+def _zigzag(buf: bytes, pos: int, bits: int) -> tuple[int, int]:
+    """A zigzag varint of at most ``bits`` bits (Java's readVarint / readVarlong: at
+    most ceil(bits / 7) bytes, the bits past ``bits`` falling away)."""
+    last_shift = 7 * (-(-bits // 7) - 1)
     value, shift = 0, 0
     while True:
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
-            value &= 0xFFFF_FFFF
+            value &= (1 << bits) - 1
             return (value >> 1) ^ -(value & 1), pos
         shift += 7
-        if shift > 28:
-            raise CorruptRecordException("a varint longer than 5 bytes")
+        if shift > last_shift:
+            raise CorruptRecordException(f"a varint longer than {last_shift // 7 + 1} bytes")
 
 
 def _nullable_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
